@@ -1,0 +1,194 @@
+"""Handler base classes: JSON in and out, authentication at the door, one error shape."""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+import tornado.web
+
+from tornado_app.errors import BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, Unauthorized, ValidationError
+from tornado_app.services import Services
+from tornado_app.services.events import dumps
+
+log = logging.getLogger("squall.handlers")
+
+TOKEN_COOKIE = "squall_token"
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                 429: "rate_limited", 503: "unavailable"}
+
+
+def public(method):
+    """Mark a handler method as open to anyone (the route walk test checks every method is marked)."""
+    method.squall_access = "public"
+    return method
+
+
+def authenticated(method):
+    """Require a valid user token (header, ``access_token`` query or cookie); sets ``self.user_id``."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        self.authenticate()
+        return method(self, *args, **kwargs)
+    wrapper.squall_access = "user"
+    return wrapper
+
+
+def service_only(method):
+    """Require the configured service token; 403 when none is configured or it does not match."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if not self.services.config.service_token:
+            raise Forbidden("The publish API is disabled: set SERVICE_TOKEN", "publish_disabled")
+        if not self.services.auth.is_service_token(self.bearer_token()):
+            raise Forbidden("A valid service token is required", "invalid_service_token")
+        return method(self, *args, **kwargs)
+    wrapper.squall_access = "service"
+    return wrapper
+
+
+class ServicesMixin:
+    """Reach the shared services and resolve the caller's identity (HTTP and WebSocket alike)."""
+
+    user_id: Optional[int] = None
+    auth_source: Optional[str] = None
+
+    @property
+    def services(self) -> Services:
+        """The process's services container."""
+        return self.application.settings["services"]
+
+    def bearer_token(self) -> Optional[str]:
+        """The token of an ``Authorization: Bearer`` header, if any."""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+
+    def find_token(self):
+        """``(token, source)`` from the header, the ``access_token`` query, or the login cookie."""
+        token = self.bearer_token()
+        if token:
+            return token, "header"
+        token = self.get_query_argument("access_token", None)
+        if token:
+            return token, "query"
+        token = self.get_cookie(TOKEN_COOKIE)
+        if token:
+            return token, "cookie"
+        return None, None
+
+    def authenticate(self) -> int:
+        """Set and return ``self.user_id``. Raises Unauthorized, Forbidden (cross-site cookie use)."""
+        if self.user_id is not None:
+            return self.user_id
+        token, source = self.find_token()
+        user_id = self.services.auth.verify_token(token)
+        if source == "cookie" and self.request.method not in ("GET", "HEAD", "OPTIONS"):
+            # A cookie rides along on cross-site requests: demand a same-origin Origin header.
+            origin = self.request.headers.get("Origin")
+            if not origin or urlparse(origin).netloc != self.request.host:
+                raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+        self.user_id, self.auth_source = user_id, source
+        return user_id
+
+
+class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
+    """JSON API handler: parses bodies, writes JSON, maps every error to one shape."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def prepare(self):
+        length = self.request.headers.get("Content-Length")
+        limit = self.services.config.max_body_bytes
+        if (length and length.isdigit() and int(length) > limit) or len(self.request.body or b"") > limit:
+            raise PayloadTooLarge(f"The request body is over {limit} bytes")
+        if self.services.closing and self.request.method != "GET":
+            self.set_header("Connection", "close")
+
+    def json_body(self) -> dict:
+        """The request body as a JSON object. Raises BadJSON."""
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise BadJSON("The body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadJSON("The body must be a JSON object")
+        return body
+
+    def int_argument(self, name: str, default: Optional[int] = None, minimum: int = 1,
+                     maximum: Optional[int] = None) -> Optional[int]:
+        """An integer query argument within bounds. Raises ValidationError."""
+        raw = self.get_query_argument(name, None)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValidationError(f"'{name}' must be an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
+            raise ValidationError(f"'{name}' must be {bound}")
+        return value
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        """Finish with ``data`` as JSON and ``status``."""
+        self.set_status(status)
+        self.finish(dumps(data))
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """Every error as ``{"error": {"code", "message"}}``; no tracebacks leak."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, SquallError):
+            self.set_status(exc.status)
+            body = exc.to_dict()
+        elif isinstance(exc, tornado.web.HTTPError):
+            code = _STATUS_CODES.get(exc.status_code, "http_error")
+            body = {"code": code, "message": exc.log_message or self._reason}
+            if exc.status_code == 405:
+                body["message"] = f"{self.request.method} is not allowed here"
+        elif status_code >= 500:
+            body = {"code": "internal_error", "message": "Something went wrong on the server"}
+        else:
+            body = {"code": _STATUS_CODES.get(status_code, "http_error"), "message": self._reason}
+        if self.get_status() == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="squall"')
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(dumps({"error": body}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, SquallError):
+            return  # expected: the client gets the JSON error; the access log has the status
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    """Any unknown route: JSON 404."""
+
+    @public
+    def prepare(self):
+        raise NotFound(f"No route for {self.request.path}")
+
+
+def log_request(handler) -> None:
+    """Access log line without the query string (which may carry ``access_token``)."""
+    status = handler.get_status()
+    if status < 400:
+        level = logging.INFO
+    elif status < 500:
+        level = logging.WARNING
+    else:
+        level = logging.ERROR
+    logging.getLogger("tornado.access").log(
+        level, "%d %s %s (%s) %.2fms", status, handler.request.method, handler.request.path,
+        handler.request.remote_ip, 1000.0 * handler.request.request_time())

@@ -1,0 +1,94 @@
+"""``/ws/chat``: send, join/leave (presence), typing, mark read, ping; acks and errors per frame."""
+from __future__ import annotations
+
+import logging
+
+from tornado_app.errors import SquallError, ValidationError
+from tornado_app.services.events import CHAT
+
+from .base import authenticated
+from .streams import parse_last_event_id
+from .websocket import BaseSocketHandler
+
+log = logging.getLogger("squall.ws.chat")
+
+
+class ChatSocketHandler(BaseSocketHandler):
+    """The chat stream of one user: messages of all the user's chats, typing, read receipts."""
+
+    streams = (CHAT,)
+
+    @authenticated
+    async def get(self, *args, **kwargs):
+        """The WebSocket upgrade (authenticated in ``prepare``)."""
+        await super().get(*args, **kwargs)
+
+    def resume_position(self):
+        """``?last_event_id=M`` replays messages after id M (or ``M-N``: M is used)."""
+        raw = self.get_query_argument("last_event_id", None)
+        if raw and "-" not in raw:
+            raw = f"{raw}-0"
+        m, _ = parse_last_event_id(raw)
+        return m, None
+
+    async def on_message(self, raw):
+        """Dispatch one client frame; a bad frame gets an error frame and the socket stays open."""
+        client_id = None
+        try:
+            frame = self.parse_frame(raw)
+            client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
+            action = self.ACTIONS.get(frame["type"])
+            if action is None:
+                raise ValidationError(f"Unknown frame type {frame['type'][:40]!r}", "unknown_type")
+            await action(self, frame)
+        except SquallError as exc:
+            self.send_error_frame(exc, client_id)
+        except Exception:
+            log.exception("chat frame failed")
+            self.send_json({"type": "error", "code": "internal_error",
+                            "message": "Something went wrong on the server", "client_id": client_id})
+
+    async def do_send(self, frame: dict) -> None:
+        """``send_message``: ack to this socket after commit; ``message`` to every other socket."""
+        message = await self.services.chat.send_message(self.user_id, frame, exclude_conn=self.conn_id)
+        self.send_json({"type": "message_ack", "client_id": message["client_id"], "message": message})
+
+    async def do_join(self, frame: dict) -> None:
+        """``join_chat``: this user is active in the chat (no notifications) while joined here."""
+        chat_id = frame.get("chat_id")
+        await self.services.chat.require_member(self.user_id, chat_id)
+        await self.services.hub.join(self, chat_id)
+        self.send_json({"type": "joined", "chat_id": chat_id})
+
+    async def do_leave(self, frame: dict) -> None:
+        """``leave_chat``: no longer active in the chat on this connection."""
+        chat_id = frame.get("chat_id")
+        await self.services.chat.require_member(self.user_id, chat_id)
+        await self.services.hub.leave(self, chat_id)
+        self.send_json({"type": "left", "chat_id": chat_id})
+
+    async def do_typing(self, frame: dict) -> None:
+        """``typing``: tell the other members."""
+        await self.services.chat.typing(self.user_id, frame.get("chat_id"))
+
+    async def do_mark_read(self, frame: dict) -> None:
+        """``mark_read``: move the read position; receipts to the others."""
+        await self.services.chat.mark_read(self.user_id, frame.get("chat_id"), frame.get("message_id"))
+
+    async def do_ping(self, frame: dict) -> None:
+        """``ping`` → ``pong``."""
+        self.send_json({"type": "pong"})
+
+    ACTIONS = {
+        "send_message": do_send,
+        "join_chat": do_join,
+        "leave_chat": do_leave,
+        "typing": do_typing,
+        "mark_read": do_mark_read,
+        "ping": do_ping,
+    }
+
+
+ROUTES = [
+    (r"/ws/chat", ChatSocketHandler),
+]

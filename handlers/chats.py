@@ -1,0 +1,96 @@
+"""Chats over HTTP: list, create, history, send, mark read, typing, unread counts."""
+from tornado_app.errors import ValidationError
+
+from .base import BaseHandler, authenticated
+
+
+class ChatsHandler(BaseHandler):
+    """GET/POST /api/chats."""
+
+    @authenticated
+    async def get(self):
+        """The caller's chats, most recent activity first."""
+        self.send_json({"chats": await self.services.chat.list_chats(self.user_id)})
+
+    @authenticated
+    async def post(self):
+        """``{user_id}``: the private chat (found or created); ``{member_ids, title}``: a new group."""
+        body = self.json_body()
+        chat = self.services.chat
+        if "user_id" in body and "member_ids" not in body:
+            self.send_json({"chat": await chat.open_private_chat(self.user_id, body["user_id"])}, 200)
+        elif "member_ids" in body:
+            self.send_json({"chat": await chat.create_group(self.user_id, body["member_ids"],
+                                                             body.get("title"))}, 201)
+        else:
+            raise ValidationError("give 'user_id' (private chat) or 'member_ids' and 'title' (group chat)")
+
+
+class ChatHandler(BaseHandler):
+    """GET /api/chats/{id}."""
+
+    @authenticated
+    async def get(self, chat_id):
+        """One chat of the caller."""
+        await self.services.chat.require_member(self.user_id, int(chat_id))
+        self.send_json({"chat": await self.services.chat.chat_summary(self.user_id, int(chat_id))})
+
+
+class MessagesHandler(BaseHandler):
+    """GET/POST /api/chats/{id}/messages."""
+
+    @authenticated
+    async def get(self, chat_id):
+        """A page of history, oldest to newest: ``?before_id=&limit=`` (default 50, at most 200)."""
+        before_id = self.int_argument("before_id")
+        limit = self.int_argument("limit", 50, 1, 200)
+        messages = await self.services.chat.history(self.user_id, int(chat_id), before_id, limit)
+        self.send_json({"messages": messages})
+
+    @authenticated
+    async def post(self, chat_id):
+        """Send ``{content, message_type?, client_id?}``; 201 once stored, delivered like a WS send."""
+        body = self.json_body()
+        body.pop("recipient_id", None)
+        body["chat_id"] = int(chat_id)
+        message = await self.services.chat.send_message(self.user_id, body)
+        self.send_json({"message": message}, 201)
+
+
+class ReadHandler(BaseHandler):
+    """POST /api/chats/{id}/read."""
+
+    @authenticated
+    async def post(self, chat_id):
+        """Mark read up to ``{message_id}``; read receipts and unread updates follow."""
+        body = self.json_body()
+        self.send_json(await self.services.chat.mark_read(self.user_id, int(chat_id), body.get("message_id")))
+
+
+class TypingHandler(BaseHandler):
+    """POST /api/chats/{id}/typing."""
+
+    @authenticated
+    async def post(self, chat_id):
+        """Tell the other members the caller is typing."""
+        await self.services.chat.typing(self.user_id, int(chat_id))
+        self.send_json({"ok": True})
+
+
+class UnreadHandler(BaseHandler):
+    """GET /api/unread."""
+
+    @authenticated
+    async def get(self):
+        """``{total, chats: {chat_id: count}}``."""
+        self.send_json(await self.services.chat.unread(self.user_id))
+
+
+ROUTES = [
+    (r"/api/chats", ChatsHandler),
+    (r"/api/chats/([0-9]{1,18})", ChatHandler),
+    (r"/api/chats/([0-9]{1,18})/messages", MessagesHandler),
+    (r"/api/chats/([0-9]{1,18})/read", ReadHandler),
+    (r"/api/chats/([0-9]{1,18})/typing", TypingHandler),
+    (r"/api/unread", UnreadHandler),
+]

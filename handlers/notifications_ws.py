@@ -1,0 +1,40 @@
+"""``/ws/notifications``: the user's app-wide notification stream over a WebSocket."""
+from __future__ import annotations
+
+from tornado_app.errors import SquallError, ValidationError
+from tornado_app.services.events import NOTIFY
+
+from .base import authenticated
+from .streams import parse_last_event_id
+from .websocket import BaseSocketHandler
+
+
+class NotificationSocketHandler(BaseSocketHandler):
+    """``/ws/notifications``: the user's app-wide stream; resumes from ``?last_event_id=N``."""
+
+    streams = (NOTIFY,)
+
+    @authenticated
+    async def get(self, *args, **kwargs):
+        """The WebSocket upgrade (authenticated in ``prepare``)."""
+        await super().get(*args, **kwargs)
+
+    def resume_position(self):
+        """``?last_event_id=N``: replay notifications after N."""
+        _, n = parse_last_event_id(self.get_query_argument("last_event_id", None))
+        return None, n
+
+    async def on_message(self, raw):
+        """Only ``ping`` is expected from the client; anything else gets an error frame."""
+        try:
+            frame = self.parse_frame(raw)
+            if frame["type"] != "ping":
+                raise ValidationError(f"Unknown frame type {frame['type'][:40]!r}", "unknown_type")
+            self.send_json({"type": "pong"})
+        except SquallError as exc:
+            self.send_error_frame(exc)
+
+
+ROUTES = [
+    (r"/ws/notifications", NotificationSocketHandler),
+]

@@ -1,0 +1,52 @@
+"""The browser front end: pages and static files from ``web/`` (no build step)."""
+import os
+
+import tornado.web
+
+from .base import public
+
+PAGES = {
+    "/": "index.html",
+    "/login": "login.html",
+    "/chat": "chat.html",
+    "/test-notifications": "test-notifications.html",
+}
+
+
+class PageHandler(tornado.web.RequestHandler):
+    """Serves one HTML page of ``web/``; the page's script handles login redirects."""
+
+    def initialize(self, page: str):
+        self.page = page
+
+    @public
+    def get(self, *args):
+        """The page's HTML, never cached (the modules it loads are)."""
+        path = os.path.join(self.settings["services"].config.web_dir, self.page)
+        if not os.path.exists(path):
+            raise tornado.web.HTTPError(404)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy",
+                        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                        "connect-src 'self' ws: wss:; frame-ancestors 'none'")
+        with open(path, "rb") as f:
+            self.finish(f.read())
+
+
+class StaticHandler(tornado.web.StaticFileHandler):
+    """``/static/…``: the front end's modules, styles and images."""
+
+    @public
+    def get(self, path, include_body=True):
+        """A file of ``web/``."""
+        return super().get(path, include_body)
+
+
+def routes(web_dir: str):
+    """Page routes plus the static files of ``web_dir``."""
+    out = [(r"/static/(.*)", StaticHandler, {"path": web_dir})]
+    out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html"})]
+    out += [(path, PageHandler, {"page": page}) for path, page in PAGES.items()]
+    return out

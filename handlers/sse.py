@@ -1,0 +1,146 @@
+"""Server-Sent Events: ``/sse/notifications`` and ``/sse/chat`` (chat frames + notifications).
+
+Each event is ``id: …`` (where it has one) and one ``data:`` line of the same JSON the
+WebSocket sends. Resume from the ``Last-Event-ID`` header or ``?last_event_id=``.
+On ``/sse/chat`` the id is ``"M-N"``: the last message id and the last notification id
+this stream has sent, so one ``Last-Event-ID`` resumes both.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from tornado.iostream import StreamClosedError
+
+from tornado_app.errors import SquallError
+from tornado_app.services.events import CHAT, NOTIFY, Event, sse_encode
+
+from .base import BaseHandler, authenticated
+from .streams import Subscriber, parse_last_event_id
+
+log = logging.getLogger("squall.sse")
+
+PING = b": ping\n\n"
+
+
+class BaseSSEHandler(Subscriber, BaseHandler):
+    """One event stream: headers, ``retry:``, resume, heartbeats, close on disconnect."""
+
+    def prepare(self):
+        """No body checks: a GET stream."""
+
+    def resume_ids(self):
+        """``(message id, notification id)`` from ``Last-Event-ID`` or ``?last_event_id=``."""
+        raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("last_event_id", None)
+        return parse_last_event_id(raw)
+
+    async def open_stream(self, last_message_id, last_notification_id) -> None:
+        """Send the headers and ``retry:``, then subscribe and wait until the client goes away."""
+        config = self.services.config
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        self.set_header("Connection", "keep-alive")
+        self.clear_header("Content-Encoding")
+        self._closed = asyncio.Event()
+        self.init_subscriber(self.user_id)
+        self.write(f"retry: {config.sse_retry_ms}\n\n")
+        try:
+            await self.flush()
+        except StreamClosedError:
+            return
+        try:
+            await self.start_streams(last_message_id, last_notification_id)
+            await self.on_open()
+            await self._closed.wait()
+        finally:
+            await self.stop_streams()
+
+    async def on_open(self) -> None:
+        """Hook after subscribing (``/sse/chat`` joins its chat here)."""
+
+    def on_connection_close(self) -> None:
+        """The client went away: end the stream."""
+        if hasattr(self, "_closed"):
+            self._closed.set()
+
+    def event_bytes(self, event: Event) -> bytes:
+        """The SSE encoding of ``event`` for this stream."""
+        return event.sse
+
+    def send_event(self, event: Event) -> None:
+        """Write one event straight to the connection (no per-event flush machinery)."""
+        if self._closed.is_set():
+            return
+        chunk = self.event_bytes(event)
+        try:
+            future = self.request.connection.write(chunk)
+        except StreamClosedError:
+            self._closed.set()
+            return
+        self.track_write(future, len(chunk))
+
+    def heartbeat(self) -> None:
+        """Write a ``: ping`` comment so proxies keep an idle stream open."""
+        if not self._closed.is_set() and self._buffer is None:
+            try:
+                self.track_write(self.request.connection.write(PING), len(PING))
+            except StreamClosedError:
+                self._closed.set()
+
+    def close_slow_consumer(self) -> None:
+        """Drop the connection; the browser reconnects with Last-Event-ID."""
+        self._closed.set()
+        self.request.connection.stream.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: end the stream (the client reconnects elsewhere and resumes)."""
+        self._closed.set()
+
+    def on_finish(self) -> None:
+        if hasattr(self, "_closed"):
+            self._closed.set()
+
+
+class NotificationStreamHandler(BaseSSEHandler):
+    """``GET /sse/notifications``: the notification stream as Server-Sent Events."""
+
+    streams = (NOTIFY,)
+
+    @authenticated
+    async def get(self):
+        """401 JSON for a bad token; otherwise the stream (resumed from Last-Event-ID)."""
+        _, last_n = self.resume_ids()
+        await self.open_stream(None, last_n)
+
+
+class ChatStreamHandler(BaseSSEHandler):
+    """``GET /sse/chat``: chat frames and notifications; ``?chat_id=N`` is presence in chat N."""
+
+    streams = (CHAT, NOTIFY)
+
+    @authenticated
+    async def get(self):
+        """The combined stream; ids are ``"M-N"`` so one Last-Event-ID resumes both kinds."""
+        self.active_chat = None
+        raw_chat = self.get_query_argument("chat_id", None)
+        if raw_chat:
+            self.active_chat = self.int_argument("chat_id")
+            await self.services.chat.require_member(self.user_id, self.active_chat)
+        last_m, last_n = self.resume_ids()
+        await self.open_stream(last_m, last_n)
+
+    async def on_open(self) -> None:
+        if self.active_chat is not None:
+            await self.services.hub.join(self, self.active_chat)
+
+    def event_bytes(self, event: Event) -> bytes:
+        if event.id is None:
+            return event.sse
+        return sse_encode(event.data, f"{self.last_ids[CHAT]}-{self.last_ids[NOTIFY]}")
+
+
+ROUTES = [
+    (r"/sse/notifications", NotificationStreamHandler),
+    (r"/sse/chat", ChatStreamHandler),
+]

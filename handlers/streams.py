@@ -1,0 +1,148 @@
+"""What every live connection shares: subscription, buffered replay, slow-consumer limit.
+
+A connection (WebSocket or SSE) is a *subscriber*: the registry calls ``deliver(event)``.
+While a resume replays stored events, live events are buffered and flushed afterwards,
+skipping any id already replayed: no gap and no duplicate.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import List, Optional, Tuple
+
+from tornado_app.errors import ValidationError
+from tornado_app.services.events import CHAT, NOTIFY, Event
+from tornado_app.services.notifications import RESYNC
+
+log = logging.getLogger("squall.streams")
+
+_conn_ids = itertools.count(1)
+
+
+def parse_last_event_id(raw: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
+    """``(message_id, notification_id)`` from a last event id: ``"N"`` or ``"M-N"`` (chat stream).
+
+    A plain number is a notification id. Raises ValidationError for anything else.
+    """
+    if raw is None or raw.strip() == "":
+        return None, None
+    raw = raw.strip()
+    try:
+        if "-" in raw:
+            m, n = raw.split("-", 1)
+            m, n = int(m), int(n)
+            if m < 0 or n < 0:
+                raise ValueError
+            return m, n
+        n = int(raw)
+        if n < 0:
+            raise ValueError
+        return None, n
+    except ValueError:
+        raise ValidationError("'last_event_id' must be a notification id (or 'M-N' on /sse/chat)",
+                              "invalid_last_event_id") from None
+
+
+class Subscriber:
+    """Mixin for connection handlers: identity, buffering during replay, pending-bytes limit."""
+
+    streams: tuple = ()
+
+    def init_subscriber(self, user_id: int) -> None:
+        """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
+        self.user_id = user_id
+        self.conn_id = f"{self.services.origin}/{next(_conn_ids)}"
+        self.joined_chats = set()
+        self._buffer: Optional[List[Event]] = None
+        self._pending = 0
+        self._max_pending = self.services.config.max_pending_bytes
+        self._overflowed = False
+        self.last_ids = {CHAT: 0, NOTIFY: 0}
+
+    def deliver(self, event: Event) -> None:
+        """Called by the registry for each event of this connection's streams."""
+        if self._buffer is not None:
+            self._buffer.append(event)
+            return
+        self._emit(event)
+
+    def _emit(self, event: Event) -> None:
+        if self._overflowed:
+            return
+        if event.id is not None:
+            if event.id <= self.last_ids[event.kind]:
+                return  # already sent by the replay
+            self.last_ids[event.kind] = event.id
+        self.send_event(event)
+
+    def send_event(self, event: Event) -> None:
+        """Write one event in this transport's framing."""
+        raise NotImplementedError
+
+    def track_write(self, future, size: int) -> None:
+        """Count ``size`` unsent bytes until ``future`` resolves; close a consumer that lags too far."""
+        self._pending += size
+        if self._pending > self._max_pending:
+            self._overflowed = True
+            log.warning("closing a slow consumer (user %s): %d bytes unsent", self.user_id, self._pending)
+            self.close_slow_consumer()
+            return
+        future.add_done_callback(lambda f: self._written(f, size))
+
+    def _written(self, future, size: int) -> None:
+        self._pending -= size
+        future.exception()  # a closed stream is handled by on_close; mark the error as seen
+
+    def close_slow_consumer(self) -> None:
+        """Drop this connection; the client resumes with its last event id."""
+        raise NotImplementedError
+
+    def send_state(self, data: str) -> None:
+        """Send an id-less state frame (``unread``, ``resync``)."""
+        self.send_event(Event(NOTIFY, data))
+
+    async def start_streams(self, last_message_id: Optional[int], last_notification_id: Optional[int]) -> None:
+        """Subscribe, send the unread state, replay what was missed, then go live.
+
+        For each stream kind: with a last id, replay stored events after it (or send
+        ``resync`` when the server no longer has them all); without one, start from now.
+        """
+        services = self.services
+        self._buffer = []
+        replays, baselines = [], {}
+        services.hub.add(self)
+        try:
+            if NOTIFY in self.streams:
+                self.send_state(await services.notifications.unread_state(self.user_id))
+            if CHAT in self.streams:
+                if last_message_id is None:
+                    baselines[CHAT] = await services.chat.latest_message_id()
+                else:
+                    self.last_ids[CHAT] = last_message_id
+                    replays.append((CHAT, await services.chat.replay_messages(
+                        self.user_id, last_message_id, services.config.replay_limit)))
+            if NOTIFY in self.streams:
+                if last_notification_id is None:
+                    baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
+                else:
+                    self.last_ids[NOTIFY] = last_notification_id
+                    replays.append((NOTIFY, await services.notifications.replay(
+                        self.user_id, last_notification_id)))
+            for kind, rows in replays:
+                if rows is None:
+                    self.send_state(RESYNC)
+                    continue
+                for event_id, data in rows:
+                    self._emit(Event(kind, data, event_id))
+        finally:
+            buffered, self._buffer = self._buffer, None
+        # A fresh stream starts "now": everything that arrived since subscribing is sent,
+        # and the baselines only seed the cursors (the chat stream's composite ids).
+        for event in buffered:
+            self._emit(event)
+        for kind, baseline in baselines.items():
+            self.last_ids[kind] = max(self.last_ids[kind], baseline)
+
+    async def stop_streams(self) -> None:
+        """Unsubscribe (idempotent)."""
+        await self.services.hub.remove(self)

@@ -1,0 +1,124 @@
+"""WebSocket transport: authentication before the upgrade, frames built once per event."""
+from __future__ import annotations
+
+import json
+import logging
+import struct
+
+import tornado.ioloop
+import tornado.websocket
+from tornado.iostream import StreamClosedError
+
+from tornado_app.errors import BadJSON, SquallError, Unavailable, ValidationError
+from tornado_app.services.events import Event, dumps
+
+from .base import ServicesMixin
+from .streams import Subscriber
+
+log = logging.getLogger("squall.ws")
+
+SHUTDOWN_CODE = 1001
+SLOW_CONSUMER_CODE = 4008  # application code: the client reconnects and resumes
+
+
+def ws_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented text frame: what a server sends, identical for every client."""
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHandler):
+    """A WebSocket of one user: authenticated at the handshake, subscribed to its streams."""
+
+    def prepare(self):
+        """Refuse before the upgrade: 401 JSON for a missing/bad/expired token."""
+        try:
+            if self.services.config.block_websockets:
+                raise Unavailable("WebSockets are disabled on this server; use /sse/*", "websocket_blocked")
+            if self.services.closing:
+                raise Unavailable("The server is shutting down", "shutting_down")
+            self.authenticate()
+            self.resume = self.resume_position()
+        except SquallError as exc:
+            self.set_status(exc.status)
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            if exc.status == 401:
+                self.set_header("WWW-Authenticate", 'Bearer realm="squall"')
+            self.finish(dumps({"error": exc.to_dict()}))
+
+    def check_origin(self, origin: str) -> bool:
+        """Same-origin browsers, configured extra origins, and non-browser clients (no Origin)."""
+        if origin in self.services.config.allowed_origins:
+            return True
+        return super().check_origin(origin)
+
+    def get_compression_options(self):
+        """No per-message compression: frames stay identical, so they are built once."""
+        return None
+
+    async def open(self):
+        """Subscribe and start the streams (replaying from ``last_event_id`` where given)."""
+        self.init_subscriber(self.user_id)
+        self.set_nodelay(True)
+        await self.start_streams(*self.resume)
+
+    def resume_position(self):
+        """``(last message id, last notification id)`` to resume from; None means from now."""
+        return None, None
+
+    def on_close(self):
+        """Unsubscribe; presence held by this connection ends."""
+        if hasattr(self, "conn_id"):
+            tornado.ioloop.IOLoop.current().add_callback(self.stop_streams)
+
+    def send_event(self, event: Event) -> None:
+        """Write the event's frame, built once and shared by every connection."""
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return
+        frame = event.ws_frame if event.ws_frame is not None else event.set_ws_frame(ws_frame(event.data_bytes))
+        try:
+            future = conn.stream.write(frame)
+        except StreamClosedError:
+            return
+        self.track_write(future, len(frame))
+
+    def send_json(self, obj) -> None:
+        """Send one JSON frame to this connection only."""
+        self.send_event(Event(None, dumps(obj)))
+
+    def send_error_frame(self, exc: SquallError, client_id=None) -> None:
+        """``{"type":"error","code","message","client_id"}``; the connection stays open."""
+        self.send_json({"type": "error", **exc.to_dict(), "client_id": client_id})
+
+    def close_slow_consumer(self) -> None:
+        """Close with 4008; the client reconnects with its last event id."""
+        self.close(SLOW_CONSUMER_CODE, "slow consumer: reconnect and resume")
+
+    def shutdown(self) -> None:
+        """Server shutdown: close with 1001 (going away)."""
+        self.close(SHUTDOWN_CODE, "server shutting down")
+
+    def on_ping(self, data: bytes) -> None:
+        """Protocol-level ping from the client (Tornado answers the pong itself)."""
+
+    def parse_frame(self, raw):
+        """The frame as a dict with a string ``type``. Raises SquallError (bad_json, unknown type)."""
+        if isinstance(raw, bytes):
+            raise BadJSON("Binary frames are not supported; send JSON text")
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            raise BadJSON("The frame is not valid JSON") from None
+        if not isinstance(frame, dict):
+            raise BadJSON("The frame must be a JSON object")
+        if not isinstance(frame.get("type"), str):
+            raise ValidationError("The frame needs a string 'type'", "missing_type")
+        return frame
+

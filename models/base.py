@@ -1,0 +1,63 @@
+"""Database binding: one DatabaseProxy that every model uses, initialised from a URL."""
+from __future__ import annotations
+
+import datetime
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+database_proxy = peewee.DatabaseProxy()
+
+
+def utcnow() -> datetime.datetime:
+    """Current UTC time as a naive datetime (stored as UTC everywhere)."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class BaseModel(peewee.Model):
+    """Base of every Squall model, bound to the proxy that ``init_db`` fills in."""
+
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+def open_database(url: str, max_connections: int = 16) -> peewee.Database:
+    """Open (not yet connect) the database named by ``url``: SQLite or PostgreSQL."""
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else (url[len("sqlite://"):] or ":memory:")
+        return peewee.SqliteDatabase(path or ":memory:", pragmas={
+            "journal_mode": "wal",        # readers never block the writer
+            "synchronous": "normal",      # durable at each WAL checkpoint; safe against corruption
+            "foreign_keys": 1,
+            "busy_timeout": 10000,
+            "cache_size": -16000,
+        }, check_same_thread=False)
+    if url.startswith(("postgres://", "postgresql://")):
+        parsed = urlparse(url)
+        params = dict(parse_qsl(parsed.query))
+        kwargs = {
+            "host": parsed.hostname or "127.0.0.1",
+            "port": parsed.port or 5432,
+            "user": unquote(parsed.username) if parsed.username else "postgres",
+        }
+        if parsed.password:
+            kwargs["password"] = unquote(parsed.password)
+        kwargs.update(params)
+        return PooledPostgresqlDatabase(
+            parsed.path.lstrip("/") or "postgres", max_connections=max_connections,
+            stale_timeout=300, timeout=30, autorollback=True, **kwargs)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/db")
+
+
+def init_db(url: str, max_connections: int = 16) -> peewee.Database:
+    """Open the database at ``url`` and bind every model to it."""
+    db = open_database(url, max_connections=max_connections)
+    database_proxy.initialize(db)
+    return db
+
+
+def is_postgres(db: peewee.Database) -> bool:
+    """True when ``db`` is a PostgreSQL database."""
+    return isinstance(db, peewee.PostgresqlDatabase)

@@ -1,0 +1,52 @@
+"""Chats, their members and their messages."""
+import peewee
+
+from .base import BaseModel, utcnow
+from .user import User
+
+PRIVATE = "private"
+GROUP = "group"
+
+
+class Chat(BaseModel):
+    """A private (two users) or group conversation."""
+
+    kind = peewee.CharField(max_length=16, default=GROUP)
+    title = peewee.CharField(max_length=128, default="")
+    # "<low user id>:<high user id>" for private chats, so find-or-create is unique
+    private_key = peewee.CharField(max_length=64, null=True, unique=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+    last_message_id = peewee.BigIntegerField(null=True)
+    last_activity_at = peewee.DateTimeField(default=utcnow, index=True)
+
+
+class ChatMember(BaseModel):
+    """Membership of a user in a chat, with that user's read position."""
+
+    chat = peewee.ForeignKeyField(Chat, backref="members", on_delete="CASCADE")
+    user = peewee.ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+    last_read_message_id = peewee.BigIntegerField(default=0)
+    # messages from others after last_read_message_id, kept up to date on send and read
+    unread_count = peewee.IntegerField(default=0)
+    joined_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("chat", "user"), True), (("user", "chat"), False))
+
+
+class Message(BaseModel):
+    """A stored chat message; its id is its event id."""
+
+    id = peewee.BigAutoField()
+    chat = peewee.ForeignKeyField(Chat, backref="messages", on_delete="CASCADE")
+    sender = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    content = peewee.TextField()
+    message_type = peewee.CharField(max_length=32, default="text_message")
+    client_id = peewee.CharField(max_length=64, null=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("chat", "id"), False),             # history of a chat by id
+            (("sender", "client_id"), True),     # idempotent sends (NULLs never collide)
+        )

@@ -1,0 +1,41 @@
+"""Stored notifications: their id is the event id on every stream."""
+import peewee
+
+from .base import BaseModel, utcnow
+from .user import User
+
+
+class Notification(BaseModel):
+    """One notification; ``recipient`` NULL means a broadcast to every user (one row for all)."""
+
+    id = peewee.BigAutoField()
+    recipient = peewee.ForeignKeyField(User, null=True, on_delete="CASCADE")
+    type = peewee.CharField(max_length=64)
+    payload = peewee.TextField()  # JSON object: the event without its id
+    chat_id = peewee.IntegerField(null=True)      # new_message notifications: for mark-read
+    message_id = peewee.BigIntegerField(null=True)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    read_at = peewee.DateTimeField(null=True)
+    cleared_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("recipient", "id"), False),)
+
+
+class NotificationState(BaseModel):
+    """A user's read/cleared state of a broadcast notification (personal ones keep it in their row)."""
+
+    user = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    notification = peewee.ForeignKeyField(Notification, on_delete="CASCADE")
+    read_at = peewee.DateTimeField(null=True)
+    cleared_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("user", "notification"), True),)
+
+
+class Setting(BaseModel):
+    """Small key/value facts about the database: schema version, retention watermark."""
+
+    key = peewee.CharField(max_length=64, primary_key=True)
+    value = peewee.TextField()

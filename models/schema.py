@@ -1,0 +1,52 @@
+"""Schema creation and forward migrations, tracked by a version number in ``Setting``."""
+from __future__ import annotations
+
+import logging
+
+import peewee
+
+from . import ALL_MODELS, Setting
+
+log = logging.getLogger("squall.schema")
+
+# Each entry migrates from version N-1 to N; append, never edit a released one.
+MIGRATIONS: dict = {}
+SCHEMA_VERSION = 1
+
+
+def get_version(db: peewee.Database) -> int:
+    """The schema version stored in the database (0 when there is none)."""
+    if not db.table_exists(Setting._meta.table_name):
+        return 0
+    row = Setting.get_or_none(Setting.key == "schema_version")
+    return int(row.value) if row else 0
+
+
+def set_version(version: int) -> None:
+    """Record ``version`` as the database's schema version."""
+    Setting.insert(key="schema_version", value=str(version)).on_conflict(
+        conflict_target=[Setting.key], update={Setting.value: str(version)}).execute()
+
+
+def migrate(db: peewee.Database) -> int:
+    """Create the schema or bring it forward to ``SCHEMA_VERSION``; idempotent. Returns the version."""
+    with db.connection_context():
+        version = get_version(db)
+        if version == 0 and not db.table_exists("user"):
+            with db.atomic():
+                db.create_tables(ALL_MODELS, safe=True)
+                set_version(SCHEMA_VERSION)
+            log.info("created schema version %d", SCHEMA_VERSION)
+            return SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"database schema version {version} is newer than this Squall "
+                               f"({SCHEMA_VERSION}); upgrade Squall")
+        while version < SCHEMA_VERSION:
+            step = MIGRATIONS[version + 1]
+            with db.atomic():
+                step(db)
+                set_version(version + 1)
+            log.info("migrated schema from version %d to %d", version, version + 1)
+            version += 1
+        db.create_tables(ALL_MODELS, safe=True)
+        return version

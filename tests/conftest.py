@@ -1,0 +1,116 @@
+"""Fixtures: config → services (started on the test's IOLoop) → app → real server on 127.0.0.1.
+
+Set TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test to run the suite on
+PostgreSQL: a throw-away database is created for the run and emptied before each test.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from tornado_app.application import close_connections, make_app  # noqa: E402
+from tornado_app.config import Config  # noqa: E402
+from tornado_app.services import build_services  # noqa: E402
+
+from tests.clients import ApiClient, WSClient  # noqa: E402
+from tests import pg  # noqa: E402
+
+SERVICE_TOKEN = "test-service-token"
+
+
+@pytest.fixture(scope="session")
+def pg_database_url():
+    """A throw-away PostgreSQL database for this run (None on SQLite runs)."""
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        yield None
+        return
+    url = pg.create_database(base, "squall_test_" + uuid.uuid4().hex[:10])
+    yield url
+    pg.drop_database(url)
+
+
+@pytest.fixture
+def database_url(tmp_path, pg_database_url):
+    """A fresh database per test: a new SQLite file, or the run's PostgreSQL database emptied."""
+    if pg_database_url:
+        pg.reset_database(pg_database_url)
+        return pg_database_url
+    return f"sqlite:///{tmp_path}/squall-test.db"
+
+
+@pytest.fixture
+def config_overrides():
+    """Override in a test module (or parametrize) to change Config fields."""
+    return {}
+
+
+@pytest.fixture
+def config(database_url, tmp_path, config_overrides):
+    """The Config of the in-process test server."""
+    values = dict(database_url=database_url, jwt_secret="test-jwt-secret-" + "x" * 32,
+                  service_token=SERVICE_TOKEN, password_hash_profile="fast",
+                  rate_limit_per_second=10_000, rate_limit_burst=10_000)
+    values.update(config_overrides)
+    return Config(**values)
+
+
+@pytest.fixture
+def services(io_loop, config):
+    """Started services for one test; stopped (connections closed, writes drained) afterwards."""
+    svc = build_services(config)
+    io_loop.run_sync(svc.start)
+    yield svc
+
+    async def stop():
+        close_connections(svc)
+        await svc.stop()
+    io_loop.run_sync(stop, timeout=30)
+
+
+@pytest.fixture
+def app(services):
+    """The Tornado application (pytest-tornado's http_server serves it)."""
+    return make_app(services)
+
+
+@pytest.fixture
+def api(http_server, http_port):
+    """JSON client of the running test server."""
+    return ApiClient(f"http://127.0.0.1:{http_port}")
+
+
+@pytest.fixture
+def ws_url(http_server, http_port):
+    """ws:// base URL of the running test server."""
+    return f"ws://127.0.0.1:{http_port}"
+
+
+@pytest.fixture
+def ws_connect(ws_url):
+    """``await ws_connect(path, token, **query)`` → WSClient; all are closed after the test."""
+    opened = []
+
+    async def connect(path, token=None, **query):
+        client = await WSClient.connect(ws_url, path, token, **query)
+        opened.append(client)
+        return client
+    yield connect
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def users(api):
+    """``await users("alice", "bob")`` → registered users, each with a ``token``."""
+    async def make(*names):
+        return [await api.register(name + "_" + uuid.uuid4().hex[:6], display_name=name.title())
+                for name in names]
+    return make

@@ -1,0 +1,1 @@
+"""Squall: the Tornado application, its configuration and its services."""

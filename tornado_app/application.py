@@ -1,0 +1,109 @@
+"""The Tornado application: routes and settings; plus the server's start and graceful stop.
+
+Shutdown order: stop accepting → close WebSockets (1001) and end SSE streams → store and
+acknowledge every queued message → stop the broker → close the database.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Optional
+
+import tornado.httpserver
+import tornado.ioloop
+import tornado.netutil
+import tornado.web
+
+from handlers import all_routes
+from handlers.base import NotFoundHandler, log_request
+from .services import Services
+
+log = logging.getLogger("squall.app")
+
+
+def make_app(services: Services) -> tornado.web.Application:
+    """The Application for ``services`` (stored in settings under ``services``)."""
+    config = services.config
+    return tornado.web.Application(
+        all_routes(config.web_dir),
+        services=services,
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        websocket_ping_interval=config.ws_ping_interval,
+        websocket_ping_timeout=config.ws_ping_timeout,
+        websocket_max_message_size=config.max_frame_bytes,
+        compress_response=False,
+        xsrf_cookies=False,  # API: bearer tokens; cookie use is guarded by an Origin check
+    )
+
+
+class SquallServer:
+    """One serving process: services, HTTP server, heartbeats, graceful stop."""
+
+    def __init__(self, services: Services):
+        self.services = services
+        self.app = make_app(services)
+        self.http_server: Optional[tornado.httpserver.HTTPServer] = None
+        self._heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
+        self._stopped = asyncio.Event()
+
+    async def start(self, sockets=None) -> None:
+        """Start services and listen (on ``sockets`` if given, else host:port)."""
+        await self.services.start()
+        self.http_server = tornado.httpserver.HTTPServer(
+            self.app, xheaders=True, max_body_size=max(self.services.config.max_body_bytes * 4, 1 << 20),
+            idle_connection_timeout=3600)
+        if sockets is not None:
+            self.http_server.add_sockets(sockets)
+        else:
+            self.http_server.listen(self.services.config.port, self.services.config.host)
+        self._heartbeat = start_heartbeats(self.services)
+
+    async def stop(self, drain_seconds: float = 5.0) -> None:
+        """Graceful stop: see the module docstring. Idempotent."""
+        if self.services.closing:
+            await self._stopped.wait()
+            return
+        self.services.closing = True
+        if self.http_server is not None:
+            self.http_server.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        close_connections(self.services)
+        # Let in-flight requests (a send waiting for its commit) finish.
+        await self.services.chat.close()
+        if self.http_server is not None:
+            try:
+                await asyncio.wait_for(self.http_server.close_all_connections(), drain_seconds)
+            except asyncio.TimeoutError:
+                log.warning("connections still open after %.0f s; closing anyway", drain_seconds)
+        await self.services.stop()
+        self._stopped.set()
+
+
+def start_heartbeats(services: Services) -> tornado.ioloop.PeriodicCallback:
+    """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
+    def beat():
+        for conn in list(services.registry.connections):
+            heartbeat = getattr(conn, "heartbeat", None)
+            if heartbeat is not None:
+                heartbeat()
+    timer = tornado.ioloop.PeriodicCallback(beat, services.config.sse_ping_interval * 1000)
+    timer.start()
+    return timer
+
+
+def close_connections(services: Services) -> None:
+    """Close every WebSocket with 1001 and end every SSE stream."""
+    for conn in list(services.registry.connections):
+        try:
+            conn.shutdown()
+        except Exception:
+            log.exception("closing a connection on shutdown")
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> list:
+    """Listening sockets for host:port (SO_REUSEPORT lets several processes share the port)."""
+    return tornado.netutil.bind_sockets(port, host, family=socket.AF_UNSPEC, reuse_port=reuse_port)
+

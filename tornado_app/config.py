@@ -1,0 +1,165 @@
+"""Configuration: one frozen ``Config`` built once from flags and the environment.
+
+Nothing else in the project reads the environment; ``run.py`` builds a Config and
+passes it down (tests build their own).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+log = logging.getLogger("squall.config")
+
+DEFAULT_DATABASE_URL = "sqlite:///squall.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a Squall process; defaults make a bare ``python run.py`` work."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = "memory"
+    jwt_secret: str = ""
+    token_ttl: int = 7 * 24 * 3600  # seconds
+    service_token: str = ""  # publish API; empty disables it (403)
+    log_level: str = "info"
+    processes: int = 1
+    # Limits
+    max_message_length: int = 4000  # characters of message content
+    max_frame_bytes: int = 64 * 1024  # WebSocket frames above this close with 1009
+    max_body_bytes: int = 64 * 1024  # JSON request bodies above this get 413
+    max_pending_bytes: int = 1024 * 1024  # per connection, before a slow consumer is closed
+    rate_limit_per_second: float = 30.0  # message sends per user (token bucket)
+    rate_limit_burst: int = 60
+    login_failures_per_minute: int = 10  # per username, then 429
+    # Streams
+    sse_ping_interval: float = 15.0  # seconds between ": ping" comments
+    sse_retry_ms: int = 2000
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 30.0
+    replay_limit: int = 1000  # more missed events than this -> resync
+    notification_retention_days: float = 30.0
+    presence_ttl: float = 15.0  # seconds a process's presence claims live without refresh
+    # Password hashing: "standard" (argon2id defaults) or "fast" (tests and benchmarks only)
+    password_hash_profile: str = "standard"
+    # Front end / browser
+    cookie_secure: bool = False
+    allowed_origins: tuple = ()
+    web_dir: str = field(default_factory=lambda: os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web"))
+    # Test hook: refuse WebSocket upgrades (simulates a proxy that blocks them)
+    block_websockets: bool = False
+    db_threads: int = 0  # 0 = automatic (2 readers on SQLite, 8 on PostgreSQL)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def sqlite_path(self) -> Optional[str]:
+        """The file of a ``sqlite:///`` URL, or None for other databases."""
+        if self.database_url.startswith("sqlite:///"):
+            return self.database_url[len("sqlite:///"):]
+        if self.database_url.startswith("sqlite://"):
+            return self.database_url[len("sqlite://"):] or ":memory:"
+        return None
+
+
+# name -> (env variable, type, help); the flag is --name-with-dashes
+_OPTIONS = [
+    ("host", "SQUALL_HOST", str, "interface to listen on"),
+    ("port", "PORT", int, "TCP port"),
+    ("database_url", "DATABASE_URL", str, "sqlite:///path.db or postgresql://user@host/db"),
+    ("broker_url", "BROKER_URL", str, "memory, redis://host:6379/0 or postgresql://…"),
+    ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated and kept beside the database if unset"),
+    ("token_ttl", "TOKEN_TTL", int, "access token lifetime in seconds"),
+    ("service_token", "SERVICE_TOKEN", str, "bearer token for the publish API (unset: API answers 403)"),
+    ("log_level", "LOG_LEVEL", str, "debug, info, warning or error"),
+    ("processes", "PROCESSES", int, "worker processes sharing the port (needs a shared broker)"),
+    ("max_message_length", "MAX_MESSAGE_LENGTH", int, "longest message content, in characters"),
+    ("max_frame_bytes", "MAX_FRAME_BYTES", int, "largest WebSocket frame accepted"),
+    ("max_pending_bytes", "MAX_PENDING_BYTES", int, "unsent bytes per connection before it is closed"),
+    ("rate_limit_per_second", "RATE_LIMIT_PER_SECOND", float, "message sends per user per second"),
+    ("rate_limit_burst", "RATE_LIMIT_BURST", int, "burst of message sends per user"),
+    ("sse_ping_interval", "SSE_PING_INTERVAL", float, "seconds between SSE heartbeat comments"),
+    ("ws_ping_interval", "WS_PING_INTERVAL", float, "seconds between WebSocket pings"),
+    ("replay_limit", "REPLAY_LIMIT", int, "most events replayed on resume before asking for a resync"),
+    ("notification_retention_days", "NOTIFICATION_RETENTION_DAYS", float, "days notifications are kept"),
+    ("presence_ttl", "PRESENCE_TTL", float, "seconds before a dead process's presence expires"),
+    ("password_hash_profile", "PASSWORD_HASH_PROFILE", str, "standard, or fast for tests/benchmarks"),
+    ("db_threads", "DB_THREADS", int, "database reader threads (0: automatic)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser; every flag also has an environment variable."""
+    parser = argparse.ArgumentParser(
+        prog="python run.py",
+        description="Squall: real-time chat and notification server.",
+        epilog="Commands: 'python run.py migrate' applies schema migrations and exits. "
+               "Flags override environment variables, which override defaults.",
+    )
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"],
+                        help="serve (default) or migrate")
+    defaults = Config()
+    for name, env, typ, help_text in _OPTIONS:
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
+                            help=f"{help_text} [env {env}; default {getattr(defaults, name)!r}]")
+    parser.add_argument("--cookie-secure", dest="cookie_secure", action="store_true", default=None,
+                        help="mark the login cookie Secure (behind HTTPS) [env COOKIE_SECURE]")
+    parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=None,
+                        help="extra Origin allowed for WebSockets (repeatable) [env ALLOWED_ORIGINS, comma-separated]")
+    return parser
+
+
+def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
+    """Parse flags and environment into ``(command, Config)``."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(list(argv))
+    values = {}
+    for name, env, typ, _ in _OPTIONS:
+        value = getattr(args, name)
+        if value is None and environ.get(env):
+            value = typ(environ[env])
+        if value is not None:
+            values[name] = value
+    if args.cookie_secure or environ.get("COOKIE_SECURE", "").lower() in ("1", "true", "yes"):
+        values["cookie_secure"] = True
+    origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o]
+    if origins:
+        values["allowed_origins"] = tuple(origins)
+    config = Config(**values)
+    if config.processes < 1:
+        raise SystemExit("--processes must be at least 1")
+    return args.command, config
+
+
+def ensure_jwt_secret(config: Config) -> Config:
+    """Return a Config with a JWT secret: the given one, or one kept in a file beside the database.
+
+    Without a configured secret, tokens would stop working at every restart; a generated
+    secret is stored (mode 0600) next to the SQLite file, or in the working directory.
+    """
+    if config.jwt_secret:
+        return config
+    db_path = config.sqlite_path
+    folder = os.path.dirname(os.path.abspath(db_path)) if db_path and db_path != ":memory:" else os.getcwd()
+    path = os.path.join(folder, ".squall_jwt_secret")
+    if os.path.exists(path):
+        with open(path) as f:
+            secret = f.read().strip()
+    else:
+        secret = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret)
+    log.warning("JWT_SECRET is not set: using the generated secret kept in %s "
+                "(set JWT_SECRET in production, the same on every process)", path)
+    return config.replace(jwt_secret=secret)

@@ -1,0 +1,91 @@
+"""Services: the container that the application, handlers and tests share."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Optional
+
+import peewee
+
+from models import init_db
+from models.schema import migrate
+from ..config import Config
+from .auth import AuthService
+from .broker import Broker, create_broker
+from .chat import ChatService
+from .db import DatabaseExecutor
+from .hub import Hub
+from .notifications import NotificationService
+from .registry import ConnectionRegistry
+from .users import UserService
+
+log = logging.getLogger("squall.services")
+
+
+@dataclass
+class Services:
+    """Everything a Squall process shares: config, database, hub and the services on top."""
+
+    config: Config
+    db: peewee.Database
+    dbx: DatabaseExecutor
+    registry: ConnectionRegistry
+    broker: Broker
+    hub: Hub
+    auth: AuthService
+    users: UserService
+    notifications: NotificationService
+    chat: ChatService
+    origin: str
+    closing: bool = False
+    _prune_task: Optional[asyncio.Task] = None
+
+    async def start(self) -> None:
+        """Create or migrate the schema, connect the broker, start the writer and retention."""
+        await self.dbx.write_raw(migrate, self.db)
+        await self.hub.start()
+        self.chat.start()
+        self._prune_task = asyncio.ensure_future(self._prune_forever())
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await self.notifications.prune()
+            except Exception:
+                log.exception("pruning notifications failed")
+            await asyncio.sleep(3600)
+
+    async def stop(self) -> None:
+        """Finish queued writes, disconnect the broker, close the database."""
+        self.closing = True
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+        await self.chat.close()
+        try:
+            await self.hub.stop()
+        except Exception:
+            log.exception("stopping the broker")
+        self.dbx.close()
+        self.auth.close()
+
+
+def build_services(config: Config) -> Services:
+    """Wire the services for ``config`` (nothing connects until ``start``)."""
+    origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    db = init_db(config.database_url, max_connections=max(config.db_threads, 8) + 4)
+    dbx = DatabaseExecutor(db, readers=config.db_threads)
+    registry = ConnectionRegistry()
+    broker = create_broker(config.broker_url, origin, presence_ttl=config.presence_ttl,
+                           database_url=config.database_url)
+    hub = Hub(registry, broker)
+    auth = AuthService(config.jwt_secret, config.token_ttl, config.service_token, config.password_hash_profile)
+    users = UserService(dbx, auth, config.login_failures_per_minute)
+    notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days)
+    chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
+                       config.rate_limit_per_second, config.rate_limit_burst)
+    return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
+                    users=users, notifications=notifications, chat=chat, origin=origin)

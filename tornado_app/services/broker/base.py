@@ -1,0 +1,72 @@
+"""The broker contract: carries envelopes between the processes of one Squall deployment.
+
+An envelope is a dict (JSON-safe):
+    {"o": origin process id, "k": "chat" | "notify", "u": [user ids] or None (everyone),
+     "x": connection id to skip or None, "i": event id or None, "d": event JSON text}
+
+Every process subscribes to every envelope and delivers to its own connections.
+Presence ("user U is active in chat C somewhere") is shared through the broker too,
+with claims that expire when the process that made them stops refreshing them.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Iterable, List, Set, Tuple
+
+Receiver = Callable[[dict], None]
+PresenceSource = Callable[[], List[Tuple[int, int]]]
+
+
+class Broker:
+    """Base class of the memory, Redis and PostgreSQL brokers."""
+
+    #: True when other processes may exist (presence must be asked of the broker)
+    distributed = False
+
+    def __init__(self, origin: str):
+        self.origin = origin
+        self._receiver: Receiver = None
+        self._presence_source: PresenceSource = lambda: []
+
+    async def start(self, receiver: Receiver, presence_source: PresenceSource = None) -> None:
+        """Connect and begin calling ``receiver(envelope)`` for every envelope, ours included."""
+        self._receiver = receiver
+        if presence_source is not None:
+            self._presence_source = presence_source
+
+    async def stop(self) -> None:
+        """Disconnect; no envelope is received after this returns."""
+
+    async def publish(self, envelope: dict) -> None:
+        """Send ``envelope`` to every process (this one included)."""
+        raise NotImplementedError
+
+    async def presence_changed(self, user_id: int, chat_id: int, active: bool) -> None:
+        """This process's presence of ``user_id`` in ``chat_id`` started or ended."""
+
+    async def active_users(self, chat_id: int, user_ids: Iterable[int]) -> Set[int]:
+        """Which of ``user_ids`` are active in ``chat_id`` in other processes."""
+        return set()
+
+    async def ping(self) -> None:
+        """Raise if the broker is unreachable (for /readyz)."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker could not be reached."""
+
+
+def create_broker(url: str, origin: str, **options) -> Broker:
+    """The broker for ``url`` (memory, redis://, postgresql://); drivers import lazily."""
+    if url in ("memory", "memory://", ""):
+        from .memory import MemoryBroker
+        return MemoryBroker(origin)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        try:
+            from .redis import RedisBroker
+        except ImportError as exc:  # pragma: no cover - redis is in requirements.txt
+            raise RuntimeError("the Redis broker needs the 'redis' package: pip install redis") from exc
+        return RedisBroker(origin, url, **options)
+    if url.startswith(("postgres://", "postgresql://")):
+        from .postgres import PostgresBroker
+        return PostgresBroker(origin, url, **options)
+    raise ValueError(f"unsupported broker URL {url!r}: use memory, redis://… or postgresql://…")

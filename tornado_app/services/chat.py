@@ -1,0 +1,497 @@
+"""Chats and messages: the one service that ``/ws/chat``, ``/sse/chat`` + HTTP, and tests call.
+
+Sending: validate → membership (cached; members never change after creation) → presence
+of the other members (hub, all processes) → group commit (``MessageWriter``: message,
+counters and notifications for inactive members in one transaction) → ack → publish the
+message to members' chat streams, notifications and unread state to notification streams.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import peewee
+
+from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, utcnow
+from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
+from .db import DatabaseExecutor
+from .events import CHAT, dumps, iso
+from .hub import Hub
+from .notifications import NotificationService, insert_notifications, new_message_payload, unread_states
+from .ratelimit import RateLimiter
+from .users import UserService
+
+log = logging.getLogger("squall.chat")
+
+MESSAGE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_GROUP_MEMBERS = 1000
+MAX_BATCH = 512
+
+
+def is_int(value) -> bool:
+    """True for a JSON integer (booleans are not ids)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def require_id(value, name: str) -> int:
+    """``value`` as a positive id, or ValidationError."""
+    if not is_int(value) or value <= 0:
+        raise ValidationError(f"'{name}' must be a positive integer")
+    return value
+
+
+def message_dict(m: Message, sender_name: str) -> dict:
+    """The public shape of a message."""
+    return {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
+            "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
+            "created_at": iso(m.created_at)}
+
+
+@dataclass
+class SendRequest:
+    """One message waiting for the next group commit."""
+
+    chat_id: int
+    sender_id: int
+    sender_name: str
+    content: str
+    message_type: str
+    client_id: Optional[str]
+    notify_ids: List[int]
+    others: List[int]
+    exclude: Optional[str] = None  # the sending connection: it gets an ack instead
+    future: asyncio.Future = field(default=None, repr=False)
+
+
+@dataclass
+class SendResult:
+    """What one committed send produced."""
+
+    message: dict
+    created: bool
+    notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
+
+
+class MessageWriter:
+    """Group commit: sends that arrive together are stored in one transaction.
+
+    Each send is acknowledged only after the transaction holding it commits. A send that
+    fails (e.g. a constraint) fails alone: each runs in its own savepoint.
+    """
+
+    def __init__(self, dbx: DatabaseExecutor):
+        self.dbx = dbx
+        self._queue: List[SendRequest] = []
+        self._wakeup = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+        self._closing = False
+        self.on_committed = None  # async callback(results, unread) set by ChatService
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.ensure_future(self._run())
+
+    async def submit(self, req: SendRequest) -> SendResult:
+        """Queue ``req`` and wait until it is committed. Raises Unavailable while shutting down."""
+        if self._closing:
+            raise Unavailable("The server is shutting down; send again after reconnecting", "shutting_down")
+        req.future = asyncio.get_running_loop().create_future()
+        self._queue.append(req)
+        self._wakeup.set()
+        return await req.future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    results, unread = await self.dbx.write(self._store, batch)
+                except Exception:
+                    log.exception("storing a batch of %d messages failed", len(batch))
+                    for req in batch:
+                        if not req.future.done():
+                            req.future.set_exception(Unavailable("The message could not be stored", "store_failed"))
+                    continue
+                for req, res in zip(batch, results):
+                    if req.future.done():
+                        continue
+                    if isinstance(res, Exception):
+                        req.future.set_exception(res)
+                    else:
+                        req.future.set_result(res)
+                if self.on_committed is not None:
+                    try:
+                        await self.on_committed(batch, results, unread)
+                    except Exception:
+                        log.exception("publishing committed messages failed")
+            if self._closing and not self._queue:
+                return
+
+    @staticmethod
+    def _store(batch: List[SendRequest]):
+        """Store a batch (writer thread, inside one transaction)."""
+        db = Message._meta.database
+        results = []
+        touched_users = set()
+        seen: Dict[Tuple[int, str], SendResult] = {}
+        for req in batch:
+            try:
+                key = (req.sender_id, req.client_id)
+                if req.client_id is not None:
+                    if key in seen:
+                        prior = seen[key]
+                        results.append(SendResult(prior.message, False, []))
+                        continue
+                    existing = Message.get_or_none((Message.sender == req.sender_id)
+                                                   & (Message.client_id == req.client_id))
+                    if existing is not None:
+                        results.append(SendResult(message_dict(existing, req.sender_name), False, []))
+                        continue
+                with db.atomic():
+                    now = utcnow()
+                    mid = Message.insert(chat=req.chat_id, sender=req.sender_id, content=req.content,
+                                         message_type=req.message_type, client_id=req.client_id,
+                                         created_at=now).execute()
+                    ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
+                        (ChatMember.chat == req.chat_id) & (ChatMember.user != req.sender_id)).execute()
+                    ChatMember.update(last_read_message_id=mid).where(
+                        (ChatMember.chat == req.chat_id) & (ChatMember.user == req.sender_id)).execute()
+                    Chat.update(last_message_id=mid, last_activity_at=now).where(
+                        Chat.id == req.chat_id).execute()
+                    message = {"id": mid, "chat_id": req.chat_id, "sender_id": req.sender_id,
+                               "sender_name": req.sender_name, "content": req.content,
+                               "message_type": req.message_type, "client_id": req.client_id,
+                               "created_at": iso(now)}
+                    stored = []
+                    if req.notify_ids:
+                        payload = new_message_payload(message)
+                        rows = [{"recipient": uid, "type": "new_message", "payload": payload,
+                                 "chat_id": req.chat_id, "message_id": mid, "created_at": now}
+                                for uid in req.notify_ids]
+                        ids = insert_notifications(rows)
+                        stored = [(nid, uid, payload) for nid, uid in zip(ids, req.notify_ids)]
+                result = SendResult(message, True, stored)
+                if req.client_id is not None:
+                    seen[key] = result
+                touched_users.update(req.others)
+                results.append(result)
+            except peewee.IntegrityError:
+                # another process stored the same (sender, client_id) first
+                existing = Message.get_or_none((Message.sender == req.sender_id)
+                                               & (Message.client_id == req.client_id))
+                if existing is not None:
+                    results.append(SendResult(message_dict(existing, req.sender_name), False, []))
+                else:
+                    results.append(NotFound("The chat no longer exists", "chat_not_found"))
+        return results, unread_states(touched_users)
+
+    async def close(self) -> None:
+        """Finish every queued send (each is stored and acknowledged), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+
+class ChatService:
+    """Chats, messages, read state and typing for every transport."""
+
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService,
+                 notifications: NotificationService, max_message_length: int = 4000,
+                 rate_limit: float = 30.0, rate_burst: int = 60):
+        self.dbx = dbx
+        self.hub = hub
+        self.users = users
+        self.notifications = notifications
+        self.max_message_length = max_message_length
+        self._members: Dict[int, Tuple[int, ...]] = {}
+        self._kinds: Dict[int, str] = {}
+        self._limiter = RateLimiter(rate_limit, rate_burst)
+        self.writer = MessageWriter(dbx)
+        self.writer.on_committed = self._publish_committed
+
+    def start(self) -> None:
+        """Start the group-commit writer."""
+        self.writer.start()
+
+    async def close(self) -> None:
+        """Store and acknowledge every queued send, then stop accepting new ones."""
+        await self.writer.close()
+
+    # Membership ---------------------------------------------------------------------------
+
+    async def members(self, chat_id: int) -> Tuple[int, ...]:
+        """Member ids of ``chat_id`` (cached). Raises NotFound."""
+        cached = self._members.get(chat_id)
+        if cached is not None:
+            return cached
+
+        def load():
+            if not Chat.select().where(Chat.id == chat_id).exists():
+                return None
+            return tuple(uid for (uid,) in ChatMember.select(ChatMember.user)
+                         .where(ChatMember.chat == chat_id).order_by(ChatMember.user).tuples())
+
+        members = await self.dbx.read(load)
+        if members is None:
+            raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
+        if len(self._members) > 100_000:
+            self._members.clear()
+        self._members[chat_id] = members
+        return members
+
+    async def require_member(self, user_id: int, chat_id) -> Tuple[int, ...]:
+        """Members of ``chat_id`` if ``user_id`` is one. Raises ValidationError, NotFound, Forbidden."""
+        chat_id = require_id(chat_id, "chat_id")
+        members = await self.members(chat_id)
+        if user_id not in members:
+            raise Forbidden(f"You are not a member of chat {chat_id}", "not_a_member")
+        return members
+
+    # Chats --------------------------------------------------------------------------------
+
+    async def open_private_chat(self, user_id: int, other_id) -> dict:
+        """The private chat of ``user_id`` and ``other_id``, created on first use."""
+        other_id = require_id(other_id, "user_id")
+        if other_id == user_id:
+            raise ValidationError("A private chat needs another user")
+        await self.users.get(other_id)  # NotFound for an unknown user
+        key = f"{min(user_id, other_id)}:{max(user_id, other_id)}"
+
+        def find_or_create():
+            chat = Chat.get_or_none(Chat.private_key == key)
+            if chat is None:
+                try:
+                    with Chat._meta.database.atomic():
+                        chat = Chat.create(kind=PRIVATE, private_key=key)
+                        ChatMember.insert_many([{"chat": chat.id, "user": u}
+                                                for u in sorted({user_id, other_id})]).execute()
+                except peewee.IntegrityError:  # created meanwhile by another process
+                    chat = Chat.get(Chat.private_key == key)
+            return chat.id
+
+        chat_id = await self.dbx.write(find_or_create)
+        return await self.chat_summary(user_id, chat_id)
+
+    async def create_group(self, user_id: int, member_ids, title) -> dict:
+        """A new group chat of ``user_id`` and ``member_ids`` titled ``title``."""
+        if not isinstance(member_ids, list) or not all(is_int(m) and m > 0 for m in member_ids):
+            raise ValidationError("'member_ids' must be a list of user ids")
+        if not isinstance(title, str) or not title.strip() or len(title) > 128:
+            raise ValidationError("'title' must be a non-empty string of at most 128 characters")
+        members = sorted(set(member_ids) | {user_id})
+        if len(members) < 2:
+            raise ValidationError("A group chat needs at least one other member")
+        if len(members) > MAX_GROUP_MEMBERS:
+            raise ValidationError(f"A group chat has at most {MAX_GROUP_MEMBERS} members")
+        found = await self.users.get_many(members)
+        missing = [m for m in members if m not in found]
+        if missing:
+            raise NotFound(f"Unknown user ids: {missing[:20]}", "user_not_found")
+
+        def create():
+            chat = Chat.create(kind=GROUP, title=title.strip())
+            ChatMember.insert_many([{"chat": chat.id, "user": u} for u in members]).execute()
+            return chat.id
+
+        chat_id = await self.dbx.write(create)
+        return await self.chat_summary(user_id, chat_id)
+
+    async def chat_summary(self, user_id: int, chat_id: int) -> dict:
+        """One chat as listed by ``GET /api/chats``."""
+        chats = await self._summaries(user_id, [chat_id])
+        if not chats:
+            raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
+        return chats[0]
+
+    async def list_chats(self, user_id: int) -> List[dict]:
+        """Every chat of ``user_id``, most recent activity first (three queries in all)."""
+        return await self._summaries(user_id, None)
+
+    async def _summaries(self, user_id: int, only: Optional[List[int]]) -> List[dict]:
+        def load():
+            q = (Chat.select(Chat, ChatMember.unread_count)
+                 .join(ChatMember, on=(ChatMember.chat == Chat.id))
+                 .where(ChatMember.user == user_id)
+                 .order_by(Chat.last_activity_at.desc(), Chat.id.desc()))
+            if only is not None:
+                q = q.where(Chat.id.in_(only))
+            chats = list(q.objects())
+            ids = [c.id for c in chats]
+            members: Dict[int, list] = {i: [] for i in ids}
+            if ids:
+                for cid, uid in ChatMember.select(ChatMember.chat, ChatMember.user).where(
+                        ChatMember.chat.in_(ids)).order_by(ChatMember.id).tuples():
+                    members[cid].append(uid)
+            last_ids = [c.last_message_id for c in chats if c.last_message_id]
+            last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
+            return chats, members, last
+
+        chats, members, last = await self.dbx.read(load)
+        all_users = {u for ms in members.values() for u in ms}
+        people = await self.users.get_many(all_users)
+        out = []
+        for c in chats:
+            member_list = [people[u] for u in members[c.id] if u in people]
+            self._members.setdefault(c.id, tuple(sorted(members[c.id])))
+            title = c.title
+            if c.kind == PRIVATE:
+                others = [p for p in member_list if p["id"] != user_id]
+                title = others[0]["display_name"] if others else c.title
+            lm = last.get(c.last_message_id)
+            out.append({
+                "id": c.id, "kind": c.kind, "title": title, "members": member_list,
+                "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", "")) if lm else None,
+                "unread_count": c.unread_count, "created_at": iso(c.created_at),
+            })
+        return out
+
+    # Messages -----------------------------------------------------------------------------
+
+    async def history(self, user_id: int, chat_id, before_id=None, limit=50) -> List[dict]:
+        """A page of ``chat_id``'s messages before ``before_id``, oldest to newest."""
+        await self.require_member(user_id, chat_id)
+        if before_id is not None:
+            before_id = require_id(before_id, "before_id")
+        if not is_int(limit) or not 1 <= limit <= 200:
+            raise ValidationError("'limit' must be between 1 and 200")
+
+        def load():
+            q = Message.select().where(Message.chat == chat_id).order_by(Message.id.desc()).limit(limit)
+            if before_id is not None:
+                q = q.where(Message.id < before_id)
+            return list(q)[::-1]
+
+        rows = await self.dbx.read(load)
+        people = await self.users.get_many({m.sender_id for m in rows})
+        return [message_dict(m, people.get(m.sender_id, {}).get("display_name", "")) for m in rows]
+
+    def validate_message(self, body: dict) -> Tuple[str, str, Optional[str]]:
+        """``(content, message_type, client_id)`` from a send request. Raises ValidationError."""
+        content = body.get("content")
+        message_type = body.get("message_type", "text_message")
+        client_id = body.get("client_id")
+        if not isinstance(content, str):
+            raise ValidationError("'content' must be a string", "invalid_content")
+        if not content.strip():
+            raise ValidationError("'content' must not be empty", "empty_content")
+        if len(content) > self.max_message_length:
+            raise ValidationError(f"'content' is longer than {self.max_message_length} characters",
+                                  "content_too_long")
+        if not isinstance(message_type, str) or not MESSAGE_TYPE_RE.match(message_type):
+            raise ValidationError("'message_type' must be 1-32 of a-z, 0-9 and '_'", "invalid_message_type")
+        if client_id is not None and (not isinstance(client_id, str) or not 1 <= len(client_id) <= 64):
+            raise ValidationError("'client_id' must be a string of 1-64 characters", "invalid_client_id")
+        return content, message_type, client_id
+
+    async def send_message(self, user_id: int, body: dict, exclude_conn: Optional[str] = None) -> dict:
+        """Store a message from ``user_id`` and deliver it; returns the stored message.
+
+        ``body`` has ``content``, ``message_type?``, ``client_id?`` and ``chat_id`` or
+        ``recipient_id`` (private chat, found or created). Returns once committed; a repeated
+        ``client_id`` returns the message stored the first time. ``exclude_conn`` is the
+        sending connection, which gets an ack instead of the ``message`` event.
+        Raises ValidationError, NotFound, Forbidden, RateLimited, Unavailable.
+        """
+        content, message_type, client_id = self.validate_message(body)
+        chat_id, recipient_id = body.get("chat_id"), body.get("recipient_id")
+        if (chat_id is None) == (recipient_id is None):
+            raise ValidationError("give either 'chat_id' or 'recipient_id'")
+        if not self._limiter.allow(user_id):
+            raise RateLimited("You are sending messages too fast; slow down")
+        if recipient_id is not None:
+            chat_id = (await self.open_private_chat(user_id, recipient_id))["id"]
+        members = await self.require_member(user_id, chat_id)
+        sender = await self.users.get(user_id)
+        others = [m for m in members if m != user_id]
+        active = await self.hub.active_users(chat_id, others) if others else set()
+        req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
+                          content=content, message_type=message_type, client_id=client_id,
+                          notify_ids=[m for m in others if m not in active], others=others,
+                          exclude=exclude_conn)
+        result = await self.writer.submit(req)
+        return result.message
+
+    async def _publish_committed(self, batch: List[SendRequest], results, unread: Dict[int, str]) -> None:
+        """After a commit: messages to chat streams, notifications and unread state to the others."""
+        for req, res in zip(batch, results):
+            if isinstance(res, Exception) or not res.created:
+                continue
+            data = dumps({"type": "message", "message": res.message})
+            members = (req.sender_id, *req.others)
+            await self.hub.publish(CHAT, members, data, event_id=res.message["id"],
+                                   exclude=req.exclude)
+            if res.notifications:
+                await self.notifications.deliver_stored(res.notifications)
+        await self.notifications.deliver_unread(unread)
+
+    async def replay_messages(self, user_id: int, after_id: int, limit: int) -> Optional[List[Tuple[int, str]]]:
+        """``message`` frames of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``."""
+        def load():
+            chat_ids = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
+            return list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
+                        .order_by(Message.id).limit(limit + 1))
+
+        rows = await self.dbx.read(load)
+        if len(rows) > limit:
+            return None
+        people = await self.users.get_many({m.sender_id for m in rows})
+        return [(m.id, dumps({"type": "message", "message": message_dict(
+            m, people.get(m.sender_id, {}).get("display_name", ""))})) for m in rows]
+
+    async def latest_message_id(self) -> int:
+        """The highest message id stored (0 when none)."""
+        return await self.dbx.read(lambda: Message.select(peewee.fn.MAX(Message.id)).scalar() or 0)
+
+    # Read state and typing ----------------------------------------------------------------
+
+    async def mark_read(self, user_id: int, chat_id, message_id) -> dict:
+        """Mark ``chat_id`` read up to ``message_id`` for ``user_id``; read receipt + unread update.
+
+        The read position only moves forward. Raises ValidationError, NotFound, Forbidden.
+        """
+        members = await self.require_member(user_id, chat_id)
+        message_id = require_id(message_id, "message_id")
+
+        def apply():
+            msg = Message.get_or_none((Message.id == message_id) & (Message.chat == chat_id))
+            if msg is None:
+                raise NotFound(f"Message {message_id} is not in chat {chat_id}", "message_not_found")
+            member = ChatMember.get((ChatMember.chat == chat_id) & (ChatMember.user == user_id))
+            position = max(member.last_read_message_id, message_id)
+            unread = (Message.select().where((Message.chat == chat_id) & (Message.id > position)
+                                             & (Message.sender != user_id)).count())
+            ChatMember.update(last_read_message_id=position, unread_count=unread).where(
+                ChatMember.id == member.id).execute()
+            Notification.update(read_at=utcnow()).where(
+                (Notification.recipient == user_id) & (Notification.chat_id == chat_id)
+                & (Notification.message_id <= position) & Notification.read_at.is_null()).execute()
+            return position, unread_states([user_id])
+
+        position, unread = await self.dbx.write(apply)
+        others = [m for m in members if m != user_id]
+        if others:
+            await self.hub.publish(CHAT, others, dumps({"type": "read", "chat_id": chat_id,
+                                                        "user_id": user_id, "message_id": position}))
+        await self.notifications.deliver_unread(unread)
+        return {"chat_id": chat_id, "message_id": position}
+
+    async def typing(self, user_id: int, chat_id) -> None:
+        """Tell the other members' chat streams that ``user_id`` is typing in ``chat_id``."""
+        members = await self.require_member(user_id, chat_id)
+        user = await self.users.get(user_id)
+        others = [m for m in members if m != user_id]
+        if others:
+            await self.hub.publish(CHAT, others, dumps({"type": "typing", "chat_id": chat_id,
+                                                        "user_id": user_id, "user_name": user["display_name"]}))
+
+    async def unread(self, user_id: int) -> dict:
+        """``{total, chats: {chat_id: count}}`` for ``user_id``."""
+        state = json.loads(await self.notifications.unread_state(user_id))
+        return {"total": state["total"], "chats": state["chats"]}

@@ -1,0 +1,73 @@
+"""Running blocking Peewee work off the event loop.
+
+All writes go through one writer thread per process (SQLite allows one writer at a time;
+on PostgreSQL one writer thread keeps commit order equal to id order within a process,
+and group commit makes it fast). Reads use a small pool of reader threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import peewee
+
+from models import is_postgres
+
+log = logging.getLogger("squall.db")
+
+
+class DatabaseExecutor:
+    """Runs functions that use Peewee in worker threads; ``await read(fn)`` / ``await write(fn)``."""
+
+    def __init__(self, db: peewee.Database, readers: int = 0):
+        self.db = db
+        self.pooled = is_postgres(db)
+        if readers <= 0:
+            readers = 8 if self.pooled else 2
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="squall-db-write")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="squall-db-read")
+
+    def _call(self, fn: Callable, args, kwargs) -> Any:
+        # Pooled (PostgreSQL) connections go back to the pool after each call; SQLite keeps
+        # one connection per thread open for the life of the process.
+        self.db.connect(reuse_if_open=True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if self.pooled and not self.db.in_transaction():
+                self.db.close()
+
+    async def read(self, fn: Callable, *args, **kwargs) -> Any:
+        """Run a read-only ``fn(*args, **kwargs)`` on a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, functools.partial(self._call, fn, args, kwargs))
+
+    async def write(self, fn: Callable, *args, **kwargs) -> Any:
+        """Run ``fn(*args, **kwargs)`` on the writer thread, inside one transaction."""
+        loop = asyncio.get_running_loop()
+
+        def transactional():
+            with self.db.atomic():
+                return fn(*args, **kwargs)
+
+        return await loop.run_in_executor(self._writer, functools.partial(self._call, transactional, (), {}))
+
+    async def write_raw(self, fn: Callable, *args) -> Any:
+        """Run ``fn(*args)`` on the writer thread without an enclosing transaction."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(self._call, fn, args, {}))
+
+    def close(self) -> None:
+        """Wait for queued work, then close every connection."""
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        try:
+            if self.pooled:
+                self.db.close_all()
+            else:
+                self.db.close()
+        except Exception:  # closing on shutdown must not mask the real exit reason
+            log.exception("closing the database")

@@ -1,0 +1,88 @@
+"""The hub: services publish events here; it routes them through the broker to every process.
+
+Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each process)
+      --> ConnectionRegistry.deliver --> connection.deliver (write or buffer).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Optional, Set
+
+from .broker import Broker
+from .events import Event
+from .registry import ConnectionRegistry
+
+log = logging.getLogger("squall.hub")
+
+
+class Hub:
+    """Publishes events to users' connections in every process and tracks presence."""
+
+    def __init__(self, registry: ConnectionRegistry, broker: Broker):
+        self.registry = registry
+        self.broker = broker
+        self.origin = broker.origin
+
+    async def start(self) -> None:
+        """Start receiving envelopes from the broker."""
+        await self.broker.start(self._receive, self.registry.local_presence)
+
+    async def stop(self) -> None:
+        """Stop the broker."""
+        await self.broker.stop()
+
+    async def publish(self, kind: str, user_ids: Optional[Iterable[int]], data: str,
+                      event_id: Optional[int] = None, exclude: Optional[str] = None) -> None:
+        """Send the JSON text ``data`` to the ``kind`` streams of ``user_ids`` (None: every user).
+
+        ``exclude`` is a connection id that must not get it (the sender's own socket, which
+        gets an ack instead). The text is serialised by the caller once for all recipients.
+        """
+        envelope = {"o": self.origin, "k": kind, "u": None if user_ids is None else list(user_ids),
+                    "x": exclude, "i": event_id, "d": data}
+        await self.broker.publish(envelope)
+
+    def _receive(self, envelope: dict) -> None:
+        """Deliver one envelope from the broker to this process's connections."""
+        try:
+            event = Event(envelope["k"], envelope["d"], envelope.get("i"))
+            self.registry.deliver(event, envelope.get("u"), envelope.get("x"))
+        except Exception:
+            log.exception("delivering an envelope failed")
+
+    # Presence -----------------------------------------------------------------------------
+
+    async def join(self, conn, chat_id: int) -> None:
+        """``conn`` is now active in ``chat_id`` (notifications for it stop)."""
+        if self.registry.join(conn, chat_id):
+            await self.broker.presence_changed(conn.user_id, chat_id, True)
+
+    async def leave(self, conn, chat_id: int) -> None:
+        """``conn`` is no longer active in ``chat_id``."""
+        if self.registry.leave(conn, chat_id):
+            await self.broker.presence_changed(conn.user_id, chat_id, False)
+
+    def add(self, conn) -> None:
+        """Register a connection with the local registry."""
+        self.registry.add(conn)
+
+    async def remove(self, conn) -> None:
+        """Unregister a connection and end its presence."""
+        for chat_id in self.registry.remove(conn):
+            try:
+                await self.broker.presence_changed(conn.user_id, chat_id, False)
+            except Exception:  # the claim expires by itself if the broker is down
+                log.warning("could not clear presence of user %s in chat %s", conn.user_id, chat_id)
+
+    async def active_users(self, chat_id: int, user_ids: Iterable[int]) -> Set[int]:
+        """Which of ``user_ids`` are active in ``chat_id`` on any process."""
+        user_ids = list(user_ids)
+        active = {uid for uid in user_ids if self.registry.is_active(uid, chat_id)}
+        rest = [uid for uid in user_ids if uid not in active]
+        if rest and self.broker.distributed:
+            try:
+                active |= await self.broker.active_users(chat_id, rest)
+            except Exception:
+                # Without the broker we cannot know; notifying is the safe side.
+                log.warning("presence lookup failed; treating remote members as inactive")
+        return active

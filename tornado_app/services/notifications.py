@@ -1,0 +1,287 @@
+"""Stored notifications: creation, live delivery, replay on resume, unread state, retention.
+
+A notification's frame is ``{"id": <notification id>, **payload}``; the payload is stored
+as JSON text without the id, so replay and live delivery send the very same bytes.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import peewee
+
+from models import ChatMember, Notification, NotificationState, Setting, User, utcnow
+from ..errors import NotFound, ValidationError
+from .db import DatabaseExecutor
+from .events import NOTIFY, dumps, iso
+from .hub import Hub
+
+log = logging.getLogger("squall.notifications")
+
+PREVIEW_CHARS = 100
+RESYNC = dumps({"type": "resync"})
+PRUNED_KEY = "notifications_pruned_through"
+
+
+def content_preview(content: str, limit: int = PREVIEW_CHARS) -> str:
+    """The first ~``limit`` characters, cut on a word boundary with '...' when cut."""
+    text = " ".join(content.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,.;:!?-") + "..."
+
+
+def frame(notification_id: int, payload: str) -> str:
+    """The stream frame of a stored notification: its payload with ``id`` first."""
+    return '{"id":%d,%s' % (notification_id, payload[1:]) if payload != "{}" else '{"id":%d}' % notification_id
+
+
+def new_message_payload(message: dict) -> str:
+    """The stored payload (JSON text, no id) of a new-message notification for ``message``."""
+    return dumps({
+        "type": "new_message",
+        "message": f"New message from {message['sender_name']}",
+        "chat_id": message["chat_id"],
+        "sender_id": message["sender_id"],
+        "sender_name": message["sender_name"],
+        "content_preview": content_preview(message["content"]),
+        "message_type": message["message_type"],
+        "timestamp": message["created_at"],
+    })
+
+
+def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
+    """The ``unread`` frame of each user (one query for all). Call on a database thread."""
+    user_ids = list(set(user_ids))
+    counts: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    if user_ids:
+        rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count)
+                .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0)).tuples())
+        for uid, chat_id, n in rows:
+            counts[uid][str(chat_id)] = n
+    return {uid: dumps({"type": "unread", "total": sum(c.values()), "chats": c}) for uid, c in counts.items()}
+
+
+def insert_notifications(rows: List[dict]) -> List[int]:
+    """Insert notification rows and return their ids, in order. Call inside a transaction."""
+    if not rows:
+        return []
+    # One INSERT ... RETURNING for all rows (SQLite >= 3.35 and PostgreSQL).
+    cursor = Notification.insert_many(rows).returning(Notification.id).execute()
+    return [r[0] if isinstance(r, tuple) else r.id for r in cursor]
+
+
+class NotificationService:
+    """Creates, delivers, replays and prunes notifications."""
+
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, replay_limit: int = 1000,
+                 retention_days: float = 30.0):
+        self.dbx = dbx
+        self.hub = hub
+        self.replay_limit = replay_limit
+        self.retention_days = retention_days
+
+    # Delivery ---------------------------------------------------------------------------
+
+    async def deliver_stored(self, stored: Sequence[Tuple[int, Optional[int], str]]) -> None:
+        """Publish stored notifications ``(id, recipient or None, payload)`` to their streams."""
+        for nid, recipient, payload in stored:
+            await self.hub.publish(NOTIFY, None if recipient is None else (recipient,),
+                                   frame(nid, payload), event_id=nid)
+
+    async def deliver_unread(self, states: Dict[int, str]) -> None:
+        """Publish each user's ``unread`` frame to all of that user's notification streams."""
+        for uid, data in states.items():
+            await self.hub.publish(NOTIFY, (uid,), data)
+
+    async def unread_state(self, user_id: int) -> str:
+        """The current ``unread`` frame of ``user_id``."""
+        return (await self.dbx.read(unread_states, [user_id]))[user_id]
+
+    # Publish API --------------------------------------------------------------------------
+
+    async def publish(self, body: dict) -> List[int]:
+        """Create notifications from a backend's request; returns the created ids.
+
+        ``{"user_ids": [...]} | {"broadcast": true}``, ``type`` (default announcement),
+        ``message`` and an optional ``data`` object. A broadcast is one row for everyone.
+        Raises ValidationError, NotFound (unknown user ids).
+        """
+        broadcast = body.get("broadcast", False)
+        user_ids = body.get("user_ids")
+        ntype = body.get("type", "announcement")
+        message = body.get("message")
+        data = body.get("data")
+        if not isinstance(broadcast, bool):
+            raise ValidationError("'broadcast' must be true or false")
+        if broadcast == (user_ids is not None):
+            raise ValidationError("give either 'user_ids' or 'broadcast': true")
+        if not broadcast:
+            if (not isinstance(user_ids, list) or not user_ids or len(user_ids) > 10000
+                    or not all(isinstance(u, int) and not isinstance(u, bool) for u in user_ids)):
+                raise ValidationError("'user_ids' must be a non-empty list of at most 10000 user ids")
+            user_ids = list(dict.fromkeys(user_ids))
+        if not isinstance(ntype, str) or not ntype or len(ntype) > 64:
+            raise ValidationError("'type' must be a string of 1-64 characters")
+        if ntype in ("unread", "resync", "new_message"):
+            raise ValidationError(f"'type' {ntype!r} is reserved")
+        if not isinstance(message, str) or not message.strip() or len(message) > 1000:
+            raise ValidationError("'message' must be a non-empty string of at most 1000 characters")
+        if data is not None and not isinstance(data, dict):
+            raise ValidationError("'data' must be an object")
+        now = utcnow()
+        payload_obj = {"type": ntype, "message": message, "timestamp": iso(now)}
+        if data is not None:
+            payload_obj["data"] = data
+        payload = dumps(payload_obj)
+        if len(payload) > 32 * 1024:
+            raise ValidationError("the notification is too large (32 KiB at most)")
+
+        def store():
+            if broadcast:
+                rows = [{"recipient": None, "type": ntype, "payload": payload, "created_at": now}]
+            else:
+                found = {u for (u,) in User.select(User.id).where(User.id.in_(user_ids)).tuples()}
+                unknown = [u for u in user_ids if u not in found]
+                if unknown:
+                    raise NotFound(f"Unknown user ids: {unknown[:20]}", "user_not_found")
+                rows = [{"recipient": u, "type": ntype, "payload": payload, "created_at": now}
+                        for u in user_ids]
+            return insert_notifications(rows)
+
+        ids = await self.dbx.write(store)
+        recipients = [None] if broadcast else user_ids
+        await self.deliver_stored([(nid, r, payload) for nid, r in zip(ids, recipients)])
+        return ids
+
+    async def notify_user(self, user_id: int, ntype: str, message: str, data: Optional[dict] = None) -> dict:
+        """Store and deliver one notification to ``user_id`` (used by the test event); returns its frame."""
+        payload = dumps({"type": ntype, "message": message, "timestamp": iso(utcnow()),
+                         **({"data": data} if data is not None else {})})
+        ids = await self.dbx.write(insert_notifications,
+                                   [{"recipient": user_id, "type": ntype, "payload": payload}])
+        await self.deliver_stored([(ids[0], user_id, payload)])
+        return json.loads(frame(ids[0], payload))
+
+    # Replay -------------------------------------------------------------------------------
+
+    async def replay(self, user_id: int, after_id: int) -> Optional[List[Tuple[int, str]]]:
+        """Frames of ``user_id``'s notifications with id > ``after_id``, in order.
+
+        Returns None when the server can no longer replay that far back (pruned, or more
+        than ``replay_limit`` missed): the stream then sends ``resync``.
+        """
+        limit = self.replay_limit
+
+        def load():
+            pruned = Setting.get_or_none(Setting.key == PRUNED_KEY)
+            if pruned is not None and after_id < int(pruned.value):
+                return None
+            personal = list(Notification.select(Notification.id, Notification.payload)
+                            .where((Notification.recipient == user_id) & (Notification.id > after_id)
+                                   & Notification.cleared_at.is_null())
+                            .order_by(Notification.id).limit(limit + 1).tuples())
+            broadcasts = list(Notification.select(Notification.id, Notification.payload)
+                              .where(Notification.recipient.is_null() & (Notification.id > after_id))
+                              .order_by(Notification.id).limit(limit + 1).tuples())
+            rows = sorted(personal + broadcasts)
+            if len(rows) > limit:
+                return None
+            return [(nid, frame(nid, payload)) for nid, payload in rows]
+
+        return await self.dbx.read(load)
+
+    # History and state ----------------------------------------------------------------------
+
+    async def history(self, user_id: int, before_id: Optional[int], limit: int) -> List[dict]:
+        """The user's notifications (personal and broadcast, not cleared), newest first."""
+        def load():
+            q = (Notification.select(Notification, NotificationState.read_at.alias("b_read"))
+                 .join(NotificationState, peewee.JOIN.LEFT_OUTER,
+                       on=((NotificationState.notification == Notification.id)
+                           & (NotificationState.user == user_id)))
+                 .where(((Notification.recipient == user_id) & Notification.cleared_at.is_null())
+                        | (Notification.recipient.is_null() & NotificationState.cleared_at.is_null()))
+                 .order_by(Notification.id.desc()).limit(limit))
+            if before_id is not None:
+                q = q.where(Notification.id < before_id)
+            out = []
+            for n in q.objects():
+                item = json.loads(frame(n.id, n.payload))
+                read_at = n.read_at if n.recipient_id is not None else n.b_read
+                item["read"] = read_at is not None
+                out.append(item)
+            return out
+        return await self.dbx.read(load)
+
+    async def _set_state(self, user_id: int, ids: Optional[list], field: str) -> int:
+        if ids is not None and (not isinstance(ids, list) or len(ids) > 10000 or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids)):
+            raise ValidationError("'ids' must be a list of notification ids")
+        now = utcnow()
+
+        def apply():
+            column = getattr(Notification, field)
+            q = Notification.update({column: now}).where(
+                (Notification.recipient == user_id) & column.is_null())
+            if ids is not None:
+                q = q.where(Notification.id.in_(ids))
+            changed = q.execute()
+            # broadcasts: one state row per user and notification touched
+            bq = Notification.select(Notification.id).where(Notification.recipient.is_null())
+            if ids is not None:
+                bq = bq.where(Notification.id.in_(ids))
+            bids = [nid for (nid,) in bq.tuples()]
+            if bids:
+                rows = [{"user": user_id, "notification": nid, field: now} for nid in bids]
+                (NotificationState.insert_many(rows)
+                 .on_conflict(conflict_target=[NotificationState.user, NotificationState.notification],
+                              update={getattr(NotificationState, field): now}).execute())
+                changed += len(bids)
+            return changed
+
+        return await self.dbx.write(apply)
+
+    async def clear(self, user_id: int, ids: Optional[list] = None) -> int:
+        """Clear (hide) all or the given notifications of ``user_id``; returns how many."""
+        return await self._set_state(user_id, ids, "cleared_at")
+
+    async def mark_read(self, user_id: int, ids: Optional[list] = None) -> int:
+        """Mark all or the given notifications of ``user_id`` read; returns how many."""
+        return await self._set_state(user_id, ids, "read_at")
+
+    # Retention ---------------------------------------------------------------------------
+
+    async def prune(self, older_than: Optional[datetime.datetime] = None) -> int:
+        """Delete notifications older than the retention period; resumes from before them resync."""
+        cutoff = older_than or (utcnow() - datetime.timedelta(days=self.retention_days))
+
+        def apply():
+            newest = (Notification.select(peewee.fn.MAX(Notification.id))
+                      .where(Notification.created_at < cutoff).scalar())
+            if newest is None:
+                return 0
+            NotificationState.delete().where(NotificationState.notification <= newest).execute()
+            deleted = Notification.delete().where(Notification.id <= newest).execute()
+            Setting.insert(key=PRUNED_KEY, value=str(newest)).on_conflict(
+                conflict_target=[Setting.key], update={Setting.value: str(newest)}).execute()
+            return deleted
+
+        deleted = await self.dbx.write(apply)
+        if deleted:
+            log.info("pruned %d notifications older than %s", deleted, iso(cutoff))
+        return deleted
+
+    async def latest_id(self, user_id: int) -> int:
+        """The newest notification id visible to ``user_id`` (0 when none)."""
+        def load():
+            return (Notification.select(peewee.fn.MAX(Notification.id))
+                    .where((Notification.recipient == user_id) | Notification.recipient.is_null())
+                    .scalar() or 0)
+        return await self.dbx.read(load)

@@ -1,0 +1,41 @@
+"""Token buckets kept in memory, per key (per user for sends, per username for failed logins)."""
+from __future__ import annotations
+
+import time
+from typing import Dict, Tuple
+
+
+class RateLimiter:
+    """Allows ``rate`` events per second with bursts up to ``burst``, per key."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000):
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        self._buckets: Dict[object, Tuple[float, float]] = {}
+
+    def allow(self, key, cost: float = 1.0) -> bool:
+        """Take ``cost`` tokens from ``key``'s bucket; False when it is empty."""
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < cost:
+            self._buckets[key] = (tokens, now)
+            return False
+        if len(self._buckets) >= self.max_keys and key not in self._buckets:
+            self._buckets.clear()  # bounded memory; forgetting buckets only forgives clients
+        self._buckets[key] = (tokens - cost, now)
+        return True
+
+    def has_tokens(self, key, cost: float = 1.0) -> bool:
+        """True when ``key`` could take ``cost`` tokens now (nothing is taken)."""
+        if self.rate <= 0 or key not in self._buckets:
+            return True
+        tokens, last = self._buckets[key]
+        return min(self.burst, tokens + (time.monotonic() - last) * self.rate) >= cost
+
+    def reset(self, key) -> None:
+        """Forget ``key`` (e.g. after a successful login)."""
+        self._buckets.pop(key, None)
