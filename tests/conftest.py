@@ -114,3 +114,18 @@ def users(api):
         return [await api.register(name + "_" + uuid.uuid4().hex[:6], display_name=name.title())
                 for name in names]
     return make
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    """``server_factory(*args, **env)`` starts ``python run.py`` children; all are killed afterwards."""
+    from tests.procs import start_server
+    started = []
+
+    def start(*args, **env):
+        proc = start_server(tmp_path, *args, **env)
+        started.append(proc)
+        return proc
+    yield start
+    for proc in started:
+        proc.kill()
