@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"{help_text} [env {env}; default {getattr(defaults, name)!r}]")
     parser.add_argument("--cookie-secure", dest="cookie_secure", action="store_true", default=None,
                         help="mark the login cookie Secure (behind HTTPS) [env COOKIE_SECURE]")
+    parser.add_argument("--block-websockets", dest="block_websockets", action="store_true", default=None,
+                        help="answer 503 to every /ws/* upgrade, as a proxy that blocks WebSockets would "
+                             "(testing the SSE fallback) [env BLOCK_WEBSOCKETS]")
     parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=None,
                         help="extra Origin allowed for WebSockets (repeatable) [env ALLOWED_ORIGINS, comma-separated]")
     return parser
@@ -132,6 +135,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
             values[name] = value
     if args.cookie_secure or environ.get("COOKIE_SECURE", "").lower() in ("1", "true", "yes"):
         values["cookie_secure"] = True
+    if args.block_websockets or environ.get("BLOCK_WEBSOCKETS", "").lower() in ("1", "true", "yes"):
+        values["block_websockets"] = True
     origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o]
     if origins:
         values["allowed_origins"] = tuple(origins)
