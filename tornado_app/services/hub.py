@@ -25,7 +25,7 @@ class Hub:
 
     async def start(self) -> None:
         """Start receiving envelopes from the broker."""
-        await self.broker.start(self._receive, self.registry.local_presence)
+        await self.broker.start(self._receive, self.registry.local_presence, self._gap)
 
     async def stop(self) -> None:
         """Stop the broker."""
@@ -49,6 +49,20 @@ class Hub:
             self.registry.deliver(event, envelope.get("u"), envelope.get("x"))
         except Exception:
             log.exception("delivering an envelope failed")
+
+    def _gap(self) -> None:
+        """The broker may have dropped envelopes: end every local stream so its client resumes.
+
+        Messages and notifications are stored before they are published, so a client that
+        reconnects with its last event id gets exactly what it missed.
+        """
+        conns = list(self.registry.connections)
+        log.warning("broker reconnected; asking %d connection(s) to resume", len(conns))
+        for conn in conns:
+            try:
+                conn.shutdown()
+            except Exception:
+                log.exception("closing a connection after a broker gap")
 
     # Presence -----------------------------------------------------------------------------
 

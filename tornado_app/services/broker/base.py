@@ -14,6 +14,7 @@ from typing import Awaitable, Callable, Iterable, List, Set, Tuple
 
 Receiver = Callable[[dict], None]
 PresenceSource = Callable[[], List[Tuple[int, int]]]
+GapHandler = Callable[[], None]
 
 
 class Broker:
@@ -26,12 +27,19 @@ class Broker:
         self.origin = origin
         self._receiver: Receiver = None
         self._presence_source: PresenceSource = lambda: []
+        self._on_gap: GapHandler = None
 
-    async def start(self, receiver: Receiver, presence_source: PresenceSource = None) -> None:
-        """Connect and begin calling ``receiver(envelope)`` for every envelope, ours included."""
+    async def start(self, receiver: Receiver, presence_source: PresenceSource = None,
+                    on_gap: GapHandler = None) -> None:
+        """Connect and begin calling ``receiver(envelope)`` for every envelope, ours included.
+
+        ``on_gap()`` is called when envelopes may have been missed (the broker was unreachable
+        and is back): local clients must resume from the database.
+        """
         self._receiver = receiver
         if presence_source is not None:
             self._presence_source = presence_source
+        self._on_gap = on_gap
 
     async def stop(self) -> None:
         """Disconnect; no envelope is received after this returns."""
