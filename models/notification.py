@@ -5,10 +5,25 @@ from .base import BaseModel, utcnow
 from .user import User
 
 
+class EventIdField(peewee.BigAutoField):
+    """An id that is never handed out twice (it is a stream's event id, and clients resume from it).
+
+    SQLite reuses the highest rowid once its row is deleted (pruning can delete them all),
+    unless the column is AUTOINCREMENT; PostgreSQL sequences never go back.
+    """
+
+    def ddl(self, ctx):
+        node = super().ddl(ctx)
+        db = self.model._meta.database
+        if isinstance(getattr(db, "obj", db), peewee.SqliteDatabase):
+            return peewee.NodeList((node, peewee.SQL("AUTOINCREMENT")))
+        return node
+
+
 class Notification(BaseModel):
     """One notification; ``recipient`` NULL means a broadcast to every user (one row for all)."""
 
-    id = peewee.BigAutoField()
+    id = EventIdField()
     recipient = peewee.ForeignKeyField(User, null=True, on_delete="CASCADE")
     type = peewee.CharField(max_length=64)
     payload = peewee.TextField()  # JSON object: the event without its id
