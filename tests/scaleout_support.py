@@ -1,0 +1,77 @@
+"""Shared helpers of the broker and scale-out tests: real Redis/PostgreSQL URLs, unique per test.
+
+TEST_REDIS_URL and TEST_DATABASE_URL (PostgreSQL) name the servers; when unset they default
+to this machine's 127.0.0.1:6379 and 127.0.0.1:5432, which are always there in CI.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from urllib.parse import urlparse
+
+from tests import pg
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def redis_base_url() -> str:
+    """The Redis server of the tests."""
+    return os.environ.get("TEST_REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def postgres_base_url() -> str:
+    """A PostgreSQL URL of the tests' server (the run's TEST_DATABASE_URL when it is PostgreSQL)."""
+    url = os.environ.get("TEST_DATABASE_URL") or ""
+    return url if url.startswith(("postgres://", "postgresql://")) else DEFAULT_PG_URL
+
+
+def unique_prefix() -> str:
+    """A key/channel prefix no other test (or parallel run) uses."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+def with_prefix(url: str, prefix: str) -> str:
+    """``url`` with ``?prefix=`` set (the brokers strip it before connecting)."""
+    sep = "&" if urlparse(url).query else "?"
+    return f"{url}{sep}prefix={prefix}"
+
+
+def redis_broker_url() -> str:
+    """A Redis broker URL with a fresh prefix."""
+    return with_prefix(redis_base_url(), unique_prefix())
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL database created for one test module and dropped afterwards."""
+
+    def __init__(self):
+        self.url = pg.create_database(postgres_base_url(), "squall_scale_" + uuid.uuid4().hex[:10])
+
+    def reset(self) -> None:
+        """Empty it (tables of models and brokers alike)."""
+        pg.reset_database(self.url)
+
+    def drop(self) -> None:
+        """Drop it."""
+        pg.drop_database(self.url)
+
+
+class Collector:
+    """A broker receiver that queues envelopes; ``await next()`` waits for one."""
+
+    def __init__(self):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.gaps = 0
+
+    def __call__(self, envelope: dict) -> None:
+        self.queue.put_nowait(envelope)
+
+    def gap(self) -> None:
+        """The broker's on_gap hook."""
+        self.gaps += 1
+
+    async def next(self, timeout: float = 15.0) -> dict:
+        """The next envelope received."""
+        return await asyncio.wait_for(self.queue.get(), timeout)
