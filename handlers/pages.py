@@ -43,6 +43,11 @@ class StaticHandler(tornado.web.StaticFileHandler):
         """A file of ``web/``."""
         return super().get(path, include_body)
 
+    @public
+    def head(self, path):
+        """The headers of a file of ``web/`` (Tornado's HEAD calls ``get`` without the body)."""
+        return super().head(path)
+
 
 def routes(web_dir: str):
     """Page routes plus the static files of ``web_dir``."""
