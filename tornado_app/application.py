@@ -11,7 +11,6 @@ import socket
 from typing import Optional
 
 import tornado.httpserver
-import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
@@ -39,13 +38,12 @@ def make_app(services: Services) -> tornado.web.Application:
 
 
 class SquallServer:
-    """One serving process: services, HTTP server, heartbeats, graceful stop."""
+    """One serving process: services, HTTP server, graceful stop."""
 
     def __init__(self, services: Services):
         self.services = services
         self.app = make_app(services)
         self.http_server: Optional[tornado.httpserver.HTTPServer] = None
-        self._heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
         self._stopped = asyncio.Event()
 
     async def start(self, sockets=None) -> None:
@@ -58,7 +56,6 @@ class SquallServer:
             self.http_server.add_sockets(sockets)
         else:
             self.http_server.listen(self.services.config.port, self.services.config.host)
-        self._heartbeat = start_heartbeats(self.services)
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Graceful stop: see the module docstring. Idempotent."""
@@ -68,8 +65,6 @@ class SquallServer:
         self.services.closing = True
         if self.http_server is not None:
             self.http_server.stop()
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
         close_connections(self.services)
         # Let in-flight requests (a send waiting for its commit) finish.
         await self.services.chat.close()
@@ -80,18 +75,6 @@ class SquallServer:
                 log.warning("connections still open after %.0f s; closing anyway", drain_seconds)
         await self.services.stop()
         self._stopped.set()
-
-
-def start_heartbeats(services: Services) -> tornado.ioloop.PeriodicCallback:
-    """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
-    def beat():
-        for conn in list(services.registry.connections):
-            heartbeat = getattr(conn, "heartbeat", None)
-            if heartbeat is not None:
-                heartbeat()
-    timer = tornado.ioloop.PeriodicCallback(beat, services.config.sse_ping_interval * 1000)
-    timer.start()
-    return timer
 
 
 def close_connections(services: Services) -> None:

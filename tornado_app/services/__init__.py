@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import peewee
+import tornado.ioloop
 
 from models import init_db
 from models.schema import migrate
@@ -43,13 +44,25 @@ class Services:
     origin: str
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
+    _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
 
     async def start(self) -> None:
-        """Create or migrate the schema, connect the broker, start the writer and retention."""
+        """Create or migrate the schema, connect the broker, start the writer, retention and heartbeats."""
         await self.dbx.write_raw(migrate, self.db)
         await self.hub.start()
         self.chat.start()
         self._prune_task = asyncio.ensure_future(self._prune_forever())
+        # Here rather than in the server, so that every server of these services (run.py,
+        # the test fixtures) keeps idle SSE streams alive.
+        self._heartbeat = tornado.ioloop.PeriodicCallback(self._beat, self.config.sse_ping_interval * 1000)
+        self._heartbeat.start()
+
+    def _beat(self) -> None:
+        """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
+        for conn in list(self.registry.connections):
+            heartbeat = getattr(conn, "heartbeat", None)
+            if heartbeat is not None:
+                heartbeat()
 
     async def _prune_forever(self) -> None:
         while True:
@@ -62,6 +75,8 @@ class Services:
     async def stop(self) -> None:
         """Finish queued writes, disconnect the broker, close the database."""
         self.closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
