@@ -1,0 +1,180 @@
+"""/sse/notifications through a real HTTP client (httpx streaming), parsed per the EventSource rules.
+
+Acceptance point 5: headers, ``retry:``, ``id:`` + one ``data:`` line per event, heartbeat
+comments within the configured interval; plus the 401s of point 8 as seen by a real client.
+"""
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from tests.test_streams_helpers import open_chat, send
+
+PING_INTERVAL = 0.2
+
+
+@pytest.fixture
+def config_overrides():
+    """A short heartbeat interval, so that several pings come within a test."""
+    return {"sse_ping_interval": PING_INTERVAL, "sse_retry_ms": 1500}
+
+
+class EventSourceReader:
+    """The EventSource parsing algorithm (WHATWG HTML §9.2.6) over an httpx byte stream."""
+
+    def __init__(self, response: httpx.Response):
+        self.response = response
+        self._bytes = response.aiter_bytes()
+        self._buf = b""
+        self.retry = None
+        self.last_event_id = ""
+        self.lines = []  # every raw line, in order, for wire-format asserts
+        self.comments = []
+
+    async def _line(self) -> str:
+        while True:
+            idx = min((i for i in (self._buf.find(b"\r"), self._buf.find(b"\n")) if i >= 0), default=-1)
+            if idx >= 0 and not (self._buf[idx:idx + 1] == b"\r" and idx + 1 == len(self._buf)):
+                line = self._buf[:idx]
+                skip = 2 if self._buf[idx:idx + 2] == b"\r\n" else 1
+                self._buf = self._buf[idx + skip:]
+                text = line.decode("utf-8")
+                self.lines.append(text)
+                return text
+            chunk = await self._bytes.__anext__()  # StopAsyncIteration at the end of the stream
+            self._buf += chunk
+
+    async def next_event(self, timeout: float = 15.0) -> dict:
+        """The next dispatched event: ``{"type", "data", "last_event_id"}``."""
+        return await asyncio.wait_for(self._next_event(), timeout)
+
+    async def _next_event(self) -> dict:
+        data, event_type = [], ""
+        while True:
+            line = await self._line()
+            if line == "":
+                if not data:
+                    event_type = ""
+                    continue
+                return {"type": event_type or "message", "data": "\n".join(data),
+                        "last_event_id": self.last_event_id}
+            if line.startswith(":"):
+                self.comments.append(line[1:])
+                continue
+            name, colon, value = line.partition(":")
+            if colon and value.startswith(" "):
+                value = value[1:]
+            if name == "event":
+                event_type = value
+            elif name == "data":
+                data.append(value)
+            elif name == "id" and "\0" not in value:
+                self.last_event_id = value
+            elif name == "retry" and value.isdigit():
+                self.retry = int(value)
+
+    async def next_comment(self, timeout: float = 15.0) -> str:
+        """Read until the next comment line; returns it."""
+        async def read():
+            seen = len(self.comments)
+            while len(self.comments) == seen:
+                line = await self._line()
+                if line.startswith(":"):
+                    self.comments.append(line[1:])
+            return self.comments[-1]
+        return await asyncio.wait_for(read(), timeout)
+
+
+async def open_stream(client: httpx.AsyncClient, url: str, **kw):
+    """Enter a streaming GET; returns (context manager, response)."""
+    cm = client.stream("GET", url, **kw)
+    response = await cm.__aenter__()
+    return cm, response
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sse_headers_retry_id_data_per_eventsource_rules(api, users, http_port):
+    alice, bob = await users("alice", "bob")
+    chat_id = await open_chat(api, alice, bob)
+    base = f"http://127.0.0.1:{http_port}"
+    async with httpx.AsyncClient(timeout=httpx.Timeout(20.0)) as client:
+        cm, response = await open_stream(client, base + "/sse/notifications",
+                                         headers={"Authorization": f"Bearer {bob['token']}",
+                                                  "Accept": "text/event-stream",
+                                                  "Accept-Encoding": "gzip, deflate, br"})
+        try:
+            assert response.status_code == 200
+            assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert response.headers["cache-control"] == "no-cache"
+            assert response.headers["x-accel-buffering"] == "no"
+            assert "content-encoding" not in response.headers  # even though the client offered gzip
+            assert "content-length" not in response.headers
+            reader = EventSourceReader(response)
+            unread = await reader.next_event()
+            assert reader.lines[0] == "retry: 1500" and reader.retry == 1500
+            assert unread["type"] == "message" and json.loads(unread["data"])["type"] == "unread"
+            assert unread["last_event_id"] == ""  # state events carry no id
+
+            message = await send(api, alice, chat_id, "over a real client")
+            while True:
+                event = await reader.next_event()
+                data = json.loads(event["data"])
+                if data["type"] == "new_message":
+                    break
+            assert data["content_preview"] == "over a real client" and data["chat_id"] == message["chat_id"]
+            assert event["type"] == "message"  # default type: EventSource.onmessage sees it
+            assert event["last_event_id"] == str(data["id"])
+            # the event is exactly one id line and one data line of compact JSON
+            start = reader.lines.index(f"id: {data['id']}")
+            assert reader.lines[start + 1] == "data: " + event["data"] and reader.lines[start + 2] == ""
+            assert "\n" not in event["data"]
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_sse_heartbeat_comments_within_interval(users, http_port):
+    (bob,) = await users("bob")
+    async with httpx.AsyncClient(timeout=httpx.Timeout(20.0)) as client:
+        cm, response = await open_stream(client, f"http://127.0.0.1:{http_port}/sse/notifications",
+                                         params={"access_token": bob["token"]})
+        try:
+            assert response.status_code == 200
+            reader = EventSourceReader(response)
+            await reader.next_event()  # unread
+            loop = asyncio.get_running_loop()
+            # An idle stream gets a ": ping" comment every interval. Each must come well before
+            # the 15 s default would allow; the bound is generous for a loaded machine.
+            for _ in range(3):
+                comment = await reader.next_comment(timeout=PING_INTERVAL * 25)
+                assert comment.strip() == "ping"
+            started = loop.time()
+            for _ in range(5):
+                await reader.next_comment(timeout=PING_INTERVAL * 25)
+            assert loop.time() - started < 14.0  # five pings sooner than one default interval
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("path", ["/sse/notifications", "/sse/chat"])
+async def test_sse_bad_token_is_401_json_not_a_stream(users, http_port, services, path):
+    from tests.test_streams_helpers import expired_token
+    (bob,) = await users("bob")
+    url = f"http://127.0.0.1:{http_port}{path}"
+    cases = [
+        ({}, "unauthorized"),
+        ({"params": {"access_token": "garbage"}}, "invalid_token"),
+        ({"headers": {"Authorization": "Bearer not.a.jwt"}}, "invalid_token"),
+        ({"params": {"access_token": expired_token(services.config.jwt_secret, bob["id"])}}, "token_expired"),
+        ({"params": {"access_token": expired_token("another-secret-" + "y" * 32, bob["id"])}}, "invalid_token"),
+    ]
+    async with httpx.AsyncClient(timeout=httpx.Timeout(20.0)) as client:
+        for kw, code in cases:
+            response = await client.get(url, **kw)
+            assert response.status_code == 401, (kw, response.text)
+            assert response.headers["content-type"].startswith("application/json")
+            assert response.json()["error"]["code"] == code
+            assert set(response.json()["error"]) == {"code", "message"}
+            assert "retry:" not in response.text and "data:" not in response.text
