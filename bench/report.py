@@ -1,0 +1,261 @@
+"""Turns the results document into ``docs/performance.md``: machine, tables, ratios, targets, profiles."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from typing import List, Optional
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gb = 0.0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gb = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    versions = {}
+    for mod in ("tornado", "peewee", "uvloop", "psycopg2"):
+        try:
+            versions[mod] = __import__(mod).__version__.split(" ")[0]
+        except Exception:
+            versions[mod] = "not installed"
+    try:
+        sqlite = __import__("sqlite3").sqlite_version
+    except Exception:
+        sqlite = "?"
+    try:
+        pg = subprocess.run(["psql", "--version"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except Exception:
+        pg = "?"
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "kernel": platform.release(),
+            "python": platform.python_version(), "sqlite": sqlite, "postgresql_client": pg, **versions,
+            "argv": " ".join(["python -m bench", *sys.argv[1:]])}
+
+
+def _get(doc: dict, *path, default=None):
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return default
+        doc = doc[key]
+    return doc
+
+
+def ratio(a, b) -> Optional[float]:
+    """``a / b`` rounded, or None when either is missing or b is zero."""
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
+        return None
+    return round(a / b, 2)
+
+
+def targets(doc: dict) -> List[dict]:
+    """Each target of the issue with its measured value and whether it is met."""
+    f = lambda srv, case, key: _get(doc, "fanout", srv, case, "median", key)  # noqa: E731
+    i = lambda srv, key: _get(doc, "idle", srv, "median", key)  # noqa: E731
+    c = lambda db, case, key: _get(doc, "chat", db, case, "median", key)  # noqa: E731
+    rows = []
+
+    def add(num, what, value, goal, ok):
+        rows.append({"target": num, "what": what, "value": value, "goal": goal,
+                     "met": None if value is None else bool(ok)})
+
+    r = ratio(f("squall", "ws_burst", "deliveries_per_s"), f("baseline", "ws_burst", "deliveries_per_s"))
+    add("1", "WS fan-out deliveries/s, Squall / bare Tornado", r, "≥ 1.5", r is not None and r >= 1.5)
+    r = ratio(f("squall", "sse_burst", "deliveries_per_s"), f("baseline", "sse_burst", "deliveries_per_s"))
+    add("2", "SSE fan-out deliveries/s, Squall / bare Tornado", r, "≥ 1.1", r is not None and r >= 1.1)
+    r = ratio(f("squall", "ws_rate", "latency_p99_ms"), f("baseline", "ws_rate", "latency_p99_ms"))
+    add("3", "WS p99 latency at the steady rate, Squall / bare Tornado", r, "≤ 0.8", r is not None and r <= 0.8)
+    r = ratio(f("squall", "sse_rate", "latency_p99_ms"), f("baseline", "sse_rate", "latency_p99_ms"))
+    add("3", "SSE p99 latency at the steady rate, Squall / bare Tornado", r, "≤ 0.8", r is not None and r <= 0.8)
+    r = ratio(i("squall", "ws_kb_per_connection"), i("baseline", "ws_kb_per_connection"))
+    add("4", "idle KB per WebSocket, Squall / bare Tornado", r, "≤ 1.1", r is not None and r <= 1.1)
+    r = ratio(i("squall", "sse_kb_per_connection"), i("baseline", "sse_kb_per_connection"))
+    add("4", "idle KB per SSE stream, Squall / bare Tornado", r, "≤ 1.1", r is not None and r <= 1.1)
+    held, reached, errs = (i("squall", "concurrent_connections"), i("squall", "broadcast_reached"),
+                           i("squall", "connect_errors"))
+    wanted = _get(doc, "sizes", "idle_ws", default=0) + _get(doc, "sizes", "idle_sse", default=0)
+    value = None if held is None else f"{held} held, {reached} reached, {errs} errors"
+    add("4", f"{wanted:,} concurrent connections on one process, no error", value, f"{wanted:,} / 0 errors",
+        held == wanted and reached == wanted and errs == 0)
+    v = c("sqlite", "burst", "messages_per_s")
+    add("5", "chat on SQLite: messages/s stored, acked and delivered", v, "≥ 5,000", v is not None and v >= 5000)
+    v = c("sqlite", "rate", "delivery_p99_ms")
+    rate = _get(doc, "sizes", "chat_rate", default=0)
+    add("5", f"chat on SQLite: p99 send→delivery at {rate:,.0f} messages/s (ms)", v, "< 25",
+        v is not None and v < 25)
+    r = ratio(c("postgres", "burst", "messages_per_s"), c("sqlite", "burst", "messages_per_s"))
+    add("5", "chat on PostgreSQL / SQLite, messages/s", r, "≥ 0.5", r is not None and r >= 0.5)
+    return rows
+
+
+def fmt(v) -> str:
+    """A number for a table cell."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:,.1f}" if abs(v) >= 100 else f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+FANOUT_COLS = [("deliveries_per_s", "deliveries/s"), ("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"),
+               ("latency_max_ms", "max ms"), ("server_cpu_us_per_delivery", "server CPU µs/delivery"),
+               ("peak_rss_mb", "peak RSS MB"), ("loadgen_cpu_pct", "load generator CPU %"),
+               ("complete", "all delivered")]
+IDLE_COLS = [("ws_kb_per_connection", "KB per WS"), ("sse_kb_per_connection", "KB per SSE"),
+             ("ws_connects_per_s", "WS connects/s"), ("sse_connects_per_s", "SSE connects/s"),
+             ("concurrent_connections", "held at once"), ("broadcast_reached", "broadcast reached"),
+             ("connect_errors", "errors")]
+CHAT_COLS = [("messages_per_s", "messages/s"), ("ack_p50_ms", "ack p50 ms"), ("ack_p99_ms", "ack p99 ms"),
+             ("delivery_p50_ms", "delivery p50 ms"), ("delivery_p99_ms", "delivery p99 ms"),
+             ("server_cpu_us_per_message", "server CPU µs/message"), ("loadgen_cpu_pct", "load generator CPU %"),
+             ("errors", "errors"), ("complete", "all acked+delivered")]
+
+
+def table(header: List[str], rows: List[List[str]]) -> List[str]:
+    """A Markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def render(doc: dict) -> str:
+    """The whole ``docs/performance.md``."""
+    m = doc.get("machine", {})
+    s = doc.get("sizes", {})
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `python -m bench all` (this file and [bench-results.json](bench-results.json) are",
+        "overwritten on every run; nothing here is typed in by hand). The raw JSON keeps every run.",
+        "",
+        "## How it is measured",
+        "",
+        "- One Squall process (SQLite, memory broker) is pinned to core 0 with `taskset -c 0`; the load",
+        "  generator (`bench/loadgen.py`: raw asyncio protocols on uvloop, one clock read per socket read,",
+        "  WebSocket frames and SSE `data:` lines found by byte scanning) is pinned to core 1. Its CPU use",
+        "  is reported beside every figure: below 100% means it was not the bottleneck.",
+        "- The baseline `bench/baseline.py` is a minimal bare-Tornado broadcast server (`write_message` per",
+        "  WebSocket subscriber, `write` + `flush` per SSE subscriber, one `json.dumps` per event, no database,",
+        "  no auth), run in the same invocation on the same core, with the same load generator.",
+        "- Fan-out: subscribers connect (`/ws/notifications`, `/sse/notifications`), then broadcast",
+        "  notifications go through the publish API (`POST /api/notifications`, 4 keep-alive connections),",
+        "  as fast as accepted (burst) or at a steady rate. Each notification carries its send time in",
+        "  `data.t`; latency is send → arrival at the subscriber. Deliveries/s counts from the first publish to",
+        "  the last arrival. Server CPU comes from `/proc/<pid>/stat` (utime+stime) over the same window.",
+        "  Squall stores every notification in SQLite before delivering it; the baseline stores nothing.",
+        "- Idle: on a fresh server process, WebSockets and then SSE streams are opened (100 handshakes in",
+        "  flight) and held together; RSS growth (`/proc/<pid>/status` VmRSS) per connection and connects/s",
+        "  are measured, then one broadcast must reach every held connection. Users' tokens are reused",
+        "  round-robin (one user may have several connections, as with several browser tabs).",
+        "- Chat: pairs of users, each with a private chat, both members on `/ws/chat` and joined; one",
+        "  member sends, the other receives. Burst: each sender keeps a window of sends waiting for",
+        "  their acks. Rate: a steady total rate spread over the senders. Every message is stored (group",
+        "  commit) before its ack and its delivery.",
+        f"- Each figure is the median of {doc.get('runs', '?')} runs (runs interleaved between the servers).",
+        "",
+        "## Machine",
+        "",
+        f"- CPU: {m.get('cpu', '?')}, {m.get('cores', '?')} cores; memory {m.get('memory_gb', '?')} GB;"
+        f" Linux {m.get('kernel', '?')}",
+        f"- Python {m.get('python', '?')}, Tornado {m.get('tornado', '?')}, Peewee {m.get('peewee', '?')},"
+        f" SQLite {m.get('sqlite', '?')}, uvloop {m.get('uvloop', '?')} (load generator only),"
+        f" psycopg2 {m.get('psycopg2', '?')}, {m.get('postgresql_client', '?')}",
+        f"- Pinned: {'yes (server core 0, load generator core 1)' if doc.get('pinned') else 'no (fewer than 2 cores or no taskset)'}",
+        f"- Command: `{m.get('argv', 'python -m bench all')}`; generated {doc.get('generated_at', '?')}",
+        f"- Sizes: {s.get('subscribers')} subscribers × {s.get('events')} events (steady rate"
+        f" {s.get('rate')}/s); idle {s.get('idle_ws')} WS + {s.get('idle_sse')} SSE; chat {s.get('chat_pairs')}"
+        f" pairs, burst {s.get('chat_per_sender')} messages per sender (window {s.get('chat_window')}),"
+        f" steady {s.get('chat_rate')} messages/s",
+        "",
+    ]
+    if doc.get("notes"):
+        lines += ["Notes on this run: " + doc["notes"], ""]
+    rows = targets(doc)
+    lines += ["## Targets (issue 6)", ""]
+    lines += table(["#", "what", "measured", "target", "met"],
+                   [[r["target"], r["what"], fmt(r["value"]), r["goal"],
+                     "—" if r["met"] is None else ("**yes**" if r["met"] else "**no**")] for r in rows])
+    lines.append("")
+    if "fanout" in doc:
+        lines += ["## Notification fan-out", ""]
+        body = []
+        for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate"):
+            for srv in ("squall", "baseline"):
+                med = _get(doc, "fanout", srv, case, "median")
+                if med is None:
+                    continue
+                label = case.replace("_", " ").replace("rate", f"{s.get('rate')}/s")
+                body.append([label, srv] + [fmt(med.get(k)) for k, _ in FANOUT_COLS])
+        lines += table(["case", "server"] + [h for _, h in FANOUT_COLS], body)
+        lines += ["", "Ratios Squall / baseline:", ""]
+        rb = []
+        for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate"):
+            sq, bl = _get(doc, "fanout", "squall", case, "median"), _get(doc, "fanout", "baseline", case, "median")
+            if sq and bl:
+                rb.append([case.replace("_", " "), fmt(ratio(sq["deliveries_per_s"], bl["deliveries_per_s"])),
+                           fmt(ratio(sq["latency_p99_ms"], bl["latency_p99_ms"])),
+                           fmt(ratio(sq["server_cpu_us_per_delivery"], bl["server_cpu_us_per_delivery"]))])
+        lines += table(["case", "deliveries/s", "p99 latency", "CPU µs/delivery"], rb)
+        lines.append("")
+    if "idle" in doc:
+        lines += ["## Idle connections", ""]
+        body = []
+        for srv in ("squall", "baseline"):
+            med = _get(doc, "idle", srv, "median")
+            if med:
+                body.append([srv] + [fmt(med.get(k)) for k, _ in IDLE_COLS])
+        lines += table(["server"] + [h for _, h in IDLE_COLS], body)
+        lines.append("")
+    if "chat" in doc:
+        lines += ["## Chat (`/ws/chat`, stored messages)", ""]
+        body = []
+        for db in ("sqlite", "postgres"):
+            for case in ("burst", "rate"):
+                med = _get(doc, "chat", db, case, "median")
+                if med:
+                    label = "as fast as accepted" if case == "burst" else f"steady {s.get('chat_rate')}/s"
+                    body.append([db, label] + [fmt(med.get(k)) for k, _ in CHAT_COLS])
+        lines += table(["database", "case"] + [h for _, h in CHAT_COLS], body)
+        lines.append("")
+    profiles = doc.get("profiles") or {}
+    if profiles:
+        lines += ["## Where the time goes (py-spy, Squall process)", "",
+                  "Sampled with `py-spy record --format raw` during one extra run of each scenario (not one of",
+                  "the measured runs). Own time is the leaf function; by area groups leaf frames by library.", ""]
+        for name, prof in profiles.items():
+            lines += [f"### {name} ({prof.get('samples', 0):,} samples)", ""]
+            areas = ", ".join(f"{a['function']} {a['pct']}%" for a in prof.get("areas", [])[:8])
+            lines += [f"By area: {areas}", ""]
+            own = prof.get("own", [])[:10]
+            lines += table(["own time", "function"], [[f"{o['pct']}%", f"`{o['function']}`"] for o in own])
+            lines.append("")
+    lines += [
+        "## Reproduce",
+        "",
+        "```sh",
+        "pip install -r requirements-dev.txt",
+        "python -m bench all                 # the full configuration, medians of 3 runs (about 10 minutes)",
+        "python -m bench all --tiny --runs 1 # seconds: what tests/test_bench.py runs",
+        "python -m bench fanout|idle|chat    # one scenario; merged into the existing results",
+        "```",
+        "",
+        "Options: `--runs N`, `--no-profile`, `--pg-url postgresql://postgres@127.0.0.1:5432/squall_bench`",
+        "(the bench drops and re-creates that database), `--no-pg`, `--out-dir DIR`. See `python -m bench --help`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,251 @@
+"""The bench orchestrator: servers on core 0, the load generator on core 1, runs, medians, profiles."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Dict, List, Optional
+
+from .servers import ROOT, SERVICE_TOKEN, Server, baseline, pinning, reset_postgres, squall
+
+PATHS = {"ws": "/ws/notifications", "sse": "/sse/notifications"}
+
+
+@dataclass
+class Sizes:
+    """How big each scenario is (the full configuration is the one in the issue)."""
+
+    subscribers: int = 1000
+    events: int = 200
+    rate: float = 50.0
+    idle_ws: int = 5000
+    idle_sse: int = 5000
+    chat_pairs: int = 500
+    chat_per_sender: int = 20
+    chat_window: int = 4
+    chat_rate: float = 2500.0
+    chat_rate_per_sender: int = 20
+    timeout: float = 120.0
+
+
+TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, chat_pairs=5, chat_per_sender=10,
+             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, timeout=30.0)
+
+
+def median_of(runs: List[dict]) -> dict:
+    """Field-wise median of numeric fields; booleans must hold in every run; the rest from run 1."""
+    out = {}
+    for key, first in runs[0].items():
+        values = [r.get(key) for r in runs]
+        if isinstance(first, bool):
+            out[key] = all(bool(v) for v in values)
+        elif isinstance(first, (int, float)):
+            nums = [v for v in values if isinstance(v, (int, float))]
+            m = statistics.median(nums)
+            out[key] = round(m, 3) if isinstance(m, float) else m
+        else:
+            out[key] = first
+    out["runs"] = len(runs)
+    return out
+
+
+class Bench:
+    """One invocation: a work directory, the pinning, the sizes, and helpers to run the load generator."""
+
+    def __init__(self, sizes: Sizes, runs: int, profile: bool, log=print):
+        self.sizes = sizes
+        self.runs = runs
+        self.profile = profile
+        self.pin = pinning()
+        self.work = tempfile.mkdtemp(prefix="squall-bench-")
+        self.log = log
+        self.profiles: Dict[str, dict] = {}
+        self._spec_n = 0
+
+    def close(self) -> None:
+        """Remove the work directory (databases, logs, specs)."""
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    # Load generator ---------------------------------------------------------------------
+
+    def loadgen(self, spec: dict, profile_pid: Optional[int] = None, profile_name: str = "") -> dict:
+        """Run one scenario in a pinned load-generator process; returns its JSON result."""
+        self._spec_n += 1
+        spec_path = os.path.join(self.work, f"spec{self._spec_n}.json")
+        result_path = spec_path.replace("spec", "result")
+        spec = {**spec, "result_path": result_path, "deadline": spec.get("timeout", 60) * 4 + 120}
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        spy = self._start_profiler(profile_pid, profile_name) if profile_pid else None
+        try:
+            proc = subprocess.run([*self.pin["loadgen"], sys.executable, "-m", "bench.loadgen", spec_path],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=spec["deadline"] + 30)
+        finally:
+            if spy is not None:
+                self._stop_profiler(spy, profile_name)
+        if proc.returncode != 0 or not os.path.exists(result_path):
+            raise RuntimeError(f"load generator failed ({spec['scenario']}):\n{proc.stderr[-3000:]}")
+        with open(result_path) as f:
+            return json.load(f)
+
+    def _start_profiler(self, pid: int, name: str):
+        if not shutil.which("py-spy") and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "py-spy")):
+            self.log("  (py-spy not found: no profile)")
+            return None
+        exe = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        out = os.path.join(self.work, f"profile-{name}.txt")
+        proc = subprocess.Popen([*self.pin["loadgen"], exe, "record", "--pid", str(pid), "--format", "raw",
+                                 "--rate", "250", "--output", out, "--nonblocking"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # let py-spy attach before the load starts
+        return proc, out
+
+    def _stop_profiler(self, spy, name: str) -> None:
+        proc, out = spy
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        if os.path.exists(out):
+            from .profiles import summarise
+            with open(out) as f:
+                self.profiles[name] = summarise(f.read())
+
+    # Servers ------------------------------------------------------------------------------
+
+    def start_squall(self, name: str, database_url: str) -> Server:
+        """Start a Squall server and register the users every scenario needs."""
+        server = squall(name, database_url, self.work, self.pin).start()
+        s = self.sizes
+        users = self.loadgen({"scenario": "users", "port": server.port,
+                              "n": max(s.subscribers, 2 * s.chat_pairs), "timeout": s.timeout})
+        server.users = users["users"]
+        self.log(f"  {name}: {len(server.users)} users registered in {users['seconds']} s")
+        return server
+
+    def start_baseline(self) -> Server:
+        """Start the bare-Tornado baseline (it needs no users; tokens are ignored)."""
+        server = baseline(self.work, self.pin).start()
+        server.users = [{"id": i, "token": f"t{i}"} for i in range(1, max(self.sizes.subscribers, 1) + 1)]
+        return server
+
+    def base_spec(self, server: Server) -> dict:
+        """What every stream scenario needs to reach ``server``."""
+        return {"port": server.port, "server_pid": server.pid, "paths": PATHS,
+                "tokens": [u["token"] for u in server.users], "publish_path": "/api/notifications",
+                "service_token": SERVICE_TOKEN, "timeout": self.sizes.timeout}
+
+    # Scenarios ----------------------------------------------------------------------------
+
+    def fanout(self, servers: List[Server]) -> dict:
+        """WS and SSE fan-out, burst and paced, on each server; runs interleaved, then medians."""
+        s = self.sizes
+        cases = [(t, mode) for t in ("ws", "sse") for mode in ("burst", "rate")]
+        raw: Dict[str, Dict[str, List[dict]]] = {srv.name: {f"{t}_{m}": [] for t, m in cases} for srv in servers}
+        for run in range(self.runs):
+            for transport, mode in cases:
+                for srv in servers:
+                    r = self.loadgen({**self.base_spec(srv), "scenario": "fanout", "transport": transport,
+                                      "subscribers": s.subscribers, "events": s.events,
+                                      "rate": 0 if mode == "burst" else s.rate})
+                    raw[srv.name][f"{transport}_{mode}"].append(r)
+                    self.log(f"  run {run + 1} {srv.name} {transport} {mode}: {r['deliveries_per_s']:,.0f}/s, "
+                             f"p99 {r['latency_p99_ms']} ms, {r['server_cpu_us_per_delivery']} µs/delivery, "
+                             f"loadgen {r['loadgen_cpu_pct']}% CPU")
+        if self.profile:
+            for transport in ("ws", "sse"):
+                srv = servers[0]
+                self.loadgen({**self.base_spec(srv), "scenario": "fanout", "transport": transport,
+                              "subscribers": s.subscribers, "events": s.events, "rate": 0},
+                             profile_pid=srv.pid, profile_name=f"fanout_{transport}_burst")
+        return {name: {case: {"median": median_of(runs), "runs": runs} for case, runs in by_case.items()}
+                for name, by_case in raw.items()}
+
+    def idle(self, servers: List[Server]) -> dict:
+        """Idle WebSockets and SSE streams held at once; each run on a fresh server process."""
+        s = self.sizes
+        out = {}
+        for srv in servers:
+            runs = []
+            for run in range(self.runs):
+                srv.restart()  # a fresh process, so the memory growth is the connections' own
+                r = self.loadgen({**self.base_spec(srv), "scenario": "idle", "ws": s.idle_ws, "sse": s.idle_sse,
+                                  "connect_concurrency": 100},
+                                 profile_pid=srv.pid if (self.profile and run == 0 and srv is servers[0]) else None,
+                                 profile_name="idle_connect")
+                runs.append(r)
+                self.log(f"  run {run + 1} {srv.name} idle: WS {r['ws_kb_per_connection']} KB/conn, "
+                         f"SSE {r['sse_kb_per_connection']} KB/conn, {r['concurrent_connections']} held, "
+                         f"{r['broadcast_reached']} reached, {r['connect_errors']} errors")
+            out[srv.name] = {"median": median_of(runs), "runs": runs}
+        return out
+
+    def chat(self, server: Server, label: str) -> dict:
+        """Chat on ``server``: as fast as accepted, and at a steady rate; medians of the runs."""
+        s = self.sizes
+        users = server.users[:2 * s.chat_pairs]
+        cases = {"burst": {"messages_per_sender": s.chat_per_sender, "window": s.chat_window, "rate": 0},
+                 "rate": {"messages_per_sender": s.chat_rate_per_sender, "window": 1, "rate": s.chat_rate}}
+        raw = {case: [] for case in cases}
+        for run in range(self.runs):
+            for case, extra in cases.items():
+                r = self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid,
+                                  "users": users, "pairs": s.chat_pairs, "timeout": s.timeout,
+                                  "tag": f"{label}{case}{run}x", **extra})
+                raw[case].append(r)
+                self.log(f"  run {run + 1} {label} chat {case}: {r['messages_per_s']:,.0f} msg/s, ack p99 "
+                         f"{r['ack_p99_ms']} ms, delivery p99 {r['delivery_p99_ms']} ms, errors {r['errors']}")
+        if self.profile and label == "sqlite":
+            self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid, "users": users,
+                          "pairs": s.chat_pairs, "timeout": s.timeout, "tag": "profilex", **cases["burst"]},
+                         profile_pid=server.pid, profile_name="chat_sqlite_burst")
+        return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
+
+
+def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Optional[str], log=print) -> dict:
+    """Run the chosen scenarios; returns the results document (without the machine section)."""
+    bench = Bench(sizes, runs, profile, log)
+    started: List[Server] = []
+    results: dict = {"sizes": asdict(sizes), "runs": runs, "pinned": bench.pin["pinned"]}
+    try:
+        if "fanout" in scenarios or "idle" in scenarios:
+            sq = bench.start_squall("squall", f"sqlite:///{os.path.join(bench.work, 'streams.db')}")
+            started.append(sq)
+            base = bench.start_baseline()
+            started.append(base)
+            if "fanout" in scenarios:
+                log("fan-out")
+                results["fanout"] = bench.fanout([sq, base])
+            if "idle" in scenarios:
+                log("idle connections")
+                results["idle"] = bench.idle([sq, base])
+            for srv in (sq, base):
+                srv.stop()
+        if "chat" in scenarios:
+            log("chat on SQLite")
+            sq = bench.start_squall("squall-chat-sqlite", f"sqlite:///{os.path.join(bench.work, 'chat.db')}")
+            started.append(sq)
+            results["chat"] = {"sqlite": bench.chat(sq, "sqlite")}
+            sq.stop()
+            if pg_url:
+                log("chat on PostgreSQL")
+                reset_postgres(pg_url)
+                pg = bench.start_squall("squall-chat-postgres", pg_url)
+                started.append(pg)
+                results["chat"]["postgres"] = bench.chat(pg, "postgres")
+                pg.stop()
+        results["profiles"] = bench.profiles
+        return results
+    finally:
+        for srv in started:
+            srv.stop()
+        bench.close()

@@ -1,0 +1,124 @@
+"""Starting and stopping the servers under test, pinned to their core."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVICE_TOKEN = "bench-service-token"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pinning() -> dict:
+    """``{"server": [...], "loadgen": [...]}`` taskset prefixes: core 0 for the server, core 1 for load."""
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        return {"server": ["taskset", "-c", "0"], "loadgen": ["taskset", "-c", "1"], "pinned": True}
+    return {"server": [], "loadgen": [], "pinned": False}
+
+
+class Server:
+    """One server child process (Squall or the baseline) on a free port of 127.0.0.1."""
+
+    def __init__(self, name: str, argv: List[str], log_path: str, env: Optional[dict] = None):
+        self.name = name
+        self.port = free_port()
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.log_path = log_path
+        self.env = env
+        self.proc: Optional[subprocess.Popen] = None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (taskset execs it, so the pid is the server's own)."""
+        return self.proc.pid
+
+    def start(self, timeout: float = 60.0) -> "Server":
+        """Start and wait until ``/healthz`` answers."""
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not become healthy in {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM, then SIGKILL the process group if it does not exit in time."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+    def restart(self) -> "Server":
+        """Stop and start again on the same port (a SQLite database and tokens carry over)."""
+        self.stop()
+        return self.start()
+
+    def log(self) -> str:
+        """The end of what the server printed."""
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-4000:]
+        except OSError:
+            return ""
+
+
+def squall(name: str, database_url: str, workdir: str, pin: dict) -> Server:
+    """Squall, one process, memory broker, fast password hashing, rate limits out of the way."""
+    argv = [*pin["server"], sys.executable, os.path.join(ROOT, "run.py"), "--port", "{port}",
+            "--host", "127.0.0.1", "--database-url", database_url, "--service-token", SERVICE_TOKEN,
+            "--jwt-secret", "bench-jwt-secret-0123456789abcdef0123456789", "--password-hash-profile", "fast",
+            "--log-level", "warning", "--rate-limit-per-second", "100000", "--rate-limit-burst", "100000"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT")}
+    return Server(name, argv, os.path.join(workdir, f"{name}.log"), env)
+
+
+def baseline(workdir: str, pin: dict) -> Server:
+    """The bare-Tornado broadcast baseline (``bench/baseline.py``)."""
+    argv = [*pin["server"], sys.executable, "-m", "bench.baseline", "--port", "{port}"]
+    return Server("baseline", argv, os.path.join(workdir, "baseline.log"))
+
+
+def reset_postgres(url: str) -> None:
+    """Drop and create the database named in ``url`` (a bench database of its own)."""
+    import psycopg2
+    base, _, name = url.rpartition("/")
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"the PostgreSQL bench URL needs a plain database name: {url}")
+    conn = psycopg2.connect(base + "/postgres")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
