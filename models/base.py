@@ -47,7 +47,7 @@ def open_database(url: str, max_connections: int = 16) -> peewee.Database:
         kwargs.update(params)
         return PooledPostgresqlDatabase(
             parsed.path.lstrip("/") or "postgres", max_connections=max_connections,
-            stale_timeout=300, timeout=30, autorollback=True, **kwargs)
+            stale_timeout=300, timeout=30, **kwargs)
     raise ValueError(f"unsupported database URL {url!r}: use sqlite:///file.db or postgresql://user@host/db")
 
 
