@@ -2,7 +2,7 @@
 
 A connection (WebSocket or SSE) is a *subscriber*: the registry calls ``deliver(event)``.
 While a resume replays stored events, live events are buffered and flushed afterwards,
-skipping any id already replayed: no gap and no duplicate.
+skipping any id the replay sent: no gap and no duplicate.
 """
 from __future__ import annotations
 
@@ -58,6 +58,9 @@ class Subscriber:
         self._max_pending = self.services.config.max_pending_bytes
         self._overflowed = False
         self.last_ids = {CHAT: 0, NOTIFY: 0}
+        # Ids sent by the replay (at most replay_limit per kind): the live copy of one of them
+        # may arrive during or after the replay, and must not be sent twice.
+        self._replayed = {CHAT: set(), NOTIFY: set()}
 
     def deliver(self, event: Event) -> None:
         """Called by the registry for each event of this connection's streams."""
@@ -70,9 +73,13 @@ class Subscriber:
         if self._overflowed:
             return
         if event.id is not None:
-            if event.id <= self.last_ids[event.kind]:
+            if event.id in self._replayed[event.kind]:
                 return  # already sent by the replay
-            self.last_ids[event.kind] = event.id
+            # The cursor only moves forward. A live event with a lower id than one already
+            # sent (committed earlier, published later: another process, a slower broker)
+            # is still delivered, never dropped.
+            if event.id > self.last_ids[event.kind]:
+                self.last_ids[event.kind] = event.id
         self.send_event(event)
 
     def send_event(self, event: Event) -> None:
@@ -134,14 +141,16 @@ class Subscriber:
                     continue
                 for event_id, data in rows:
                     self._emit(Event(kind, data, event_id))
+                    self._replayed[kind].add(event_id)
         finally:
             buffered, self._buffer = self._buffer, None
-        # A fresh stream starts "now": everything that arrived since subscribing is sent,
-        # and the baselines only seed the cursors (the chat stream's composite ids).
-        for event in buffered:
-            self._emit(event)
+        # A fresh stream starts "now": everything that arrived since subscribing is sent, and
+        # the baselines seed the cursors first, so that the composite ids of /sse/chat sent
+        # from here on resume from now (not from 0) on both kinds.
         for kind, baseline in baselines.items():
             self.last_ids[kind] = max(self.last_ids[kind], baseline)
+        for event in buffered:
+            self._emit(event)
 
     async def stop_streams(self) -> None:
         """Unsubscribe (idempotent)."""
