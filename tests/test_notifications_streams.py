@@ -321,3 +321,22 @@ async def test_resync_when_last_id_is_beyond_retention(api, ws_connect, users, s
     ws2 = await ws_connect("/ws/notifications", bob["token"], last_event_id=str(missed[-1]))
     await ws2.recv_type("unread")
     assert (await ws2.recv_type("new_message", "resync"))["type"] == "new_message"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_live_event_published_out_of_id_order_is_not_dropped(api, ws_connect, users, services):
+    """Committed first, published second (another process, a slower broker): still delivered."""
+    from tornado_app.services.events import dumps
+    from tornado_app.services.notifications import insert_notifications
+    (bob,) = await users("bob")
+    ws = await ws_connect("/ws/notifications", bob["token"])
+    await ws.recv_type("unread")
+    payload = dumps({"type": "test", "message": "committed first"})
+    (low,) = await services.dbx.write(insert_notifications,
+                                      [{"recipient": bob["id"], "type": "test", "payload": payload}])
+    high = await sentinel(api, bob)
+    assert high["id"] > low
+    assert (await ws.recv())["id"] == high["id"]
+    await services.notifications.deliver_stored([(low, bob["id"], payload)])
+    probe = await sentinel(api, bob)
+    assert [f["id"] for f in await ws_until(ws, is_id(probe["id"]))] == [low, probe["id"]]
