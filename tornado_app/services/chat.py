@@ -30,6 +30,7 @@ log = logging.getLogger("squall.chat")
 MESSAGE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_GROUP_MEMBERS = 1000
 MAX_BATCH = 512
+MAX_ID = 2 ** 63 - 1  # larger integers overflow SQLite's INTEGER and PostgreSQL's BIGINT
 
 
 def is_int(value) -> bool:
@@ -37,10 +38,15 @@ def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_id(value) -> bool:
+    """True for a JSON integer in the range of database ids."""
+    return is_int(value) and 0 < value <= MAX_ID
+
+
 def require_id(value, name: str) -> int:
-    """``value`` as a positive id, or ValidationError."""
-    if not is_int(value) or value <= 0:
-        raise ValidationError(f"'{name}' must be a positive integer")
+    """``value`` as a positive 64-bit id, or ValidationError."""
+    if not is_id(value):
+        raise ValidationError(f"'{name}' must be a positive 64-bit integer")
     return value
 
 
@@ -189,6 +195,10 @@ class MessageWriter:
                     results.append(SendResult(message_dict(existing, req.sender_name), False, []))
                 else:
                     results.append(NotFound("The chat no longer exists", "chat_not_found"))
+            except Exception:
+                # Its savepoint is rolled back: this send fails alone, the rest of the batch commits.
+                log.exception("storing a message of user %s in chat %s failed", req.sender_id, req.chat_id)
+                results.append(Unavailable("The message could not be stored", "store_failed"))
         return results, unread_states(touched_users)
 
     async def close(self) -> None:
@@ -281,7 +291,7 @@ class ChatService:
 
     async def create_group(self, user_id: int, member_ids, title) -> dict:
         """A new group chat of ``user_id`` and ``member_ids`` titled ``title``."""
-        if not isinstance(member_ids, list) or not all(is_int(m) and m > 0 for m in member_ids):
+        if not isinstance(member_ids, list) or not all(is_id(m) for m in member_ids):
             raise ValidationError("'member_ids' must be a list of user ids")
         if not isinstance(title, str) or not title.strip() or len(title) > 128:
             raise ValidationError("'title' must be a non-empty string of at most 128 characters")
