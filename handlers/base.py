@@ -51,6 +51,29 @@ def service_only(method):
     return wrapper
 
 
+def check_text(value) -> None:
+    """Refuse strings no database stores: NUL characters and lone surrogates. Raises ValidationError.
+
+    ``json.loads`` accepts ``"\\u0000"`` and ``"\\ud800"``; PostgreSQL rejects NUL in text and
+    neither database can encode a lone surrogate, so such a string must stop at the door.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValidationError("Text must be valid Unicode (no lone surrogates)", "invalid_text") from None
+            if "\x00" in item:
+                raise ValidationError("Text must not contain NUL characters", "invalid_text")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 class ServicesMixin:
     """Reach the shared services and resolve the caller's identity (HTTP and WebSocket alike)."""
 
@@ -120,10 +143,11 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
             return {}
         try:
             body = json.loads(self.request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise BadJSON("The body is not valid JSON") from None
         if not isinstance(body, dict):
             raise BadJSON("The body must be a JSON object")
+        check_text(body)
         return body
 
     def int_argument(self, name: str, default: Optional[int] = None, minimum: int = 1,

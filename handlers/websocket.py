@@ -12,7 +12,7 @@ from tornado.iostream import StreamClosedError
 from tornado_app.errors import BadJSON, SquallError, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
-from .base import ServicesMixin
+from .base import ServicesMixin, check_text
 from .streams import Subscriber
 
 log = logging.getLogger("squall.ws")
@@ -114,10 +114,11 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             raise BadJSON("Binary frames are not supported; send JSON text")
         try:
             frame = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadJSON("The frame is not valid JSON") from None
         if not isinstance(frame, dict):
             raise BadJSON("The frame must be a JSON object")
+        check_text(frame)
         if not isinstance(frame.get("type"), str):
             raise ValidationError("The frame needs a string 'type'", "missing_type")
         return frame
