@@ -1,5 +1,6 @@
 """Bad input on every path gets its documented error, and the server and other connections keep working."""
 import asyncio
+import json
 
 import pytest
 
@@ -33,6 +34,7 @@ def ws_bad_frames(chat_id, alice_id, bob_id):
         ("this is not json", "bad_json", None),
         ("[1, 2, 3]", "bad_json", None),
         ('"just a string"', "bad_json", None),
+        ("[" * 50_000, "bad_json", None),  # nested past the parser's recursion limit
         (b"\x00\x01binary", "bad_json", None),
         ({"no": "type"}, "missing_type", None),
         ({"type": 7}, "missing_type", None),
@@ -107,6 +109,7 @@ async def test_bad_http_sends(api, ws_connect, users):
         (b"{broken", 400, "bad_json"),
         (b"[]", 400, "bad_json"),
         (b"\xc3\x28", 400, "bad_json"),
+        (b"[" * 50_000, 400, "bad_json"),
         (b"", 400, "invalid_content"),
         (b"{}", 400, "invalid_content"),
         (b'{"content": 5}', 400, "invalid_content"),
@@ -158,3 +161,56 @@ async def test_bad_tokens_leave_other_connections_working(api, ws_connect, users
         assert '"error"' in await sse.body_text()
         sse.close()
         await assert_still_works(a, b, chat_id, f"sse-{n}")
+
+
+HUGE = 10 ** 30  # beyond any database integer
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_out_of_range_ids_are_validation_errors(api, ws_connect, users):
+    alice, bob, chat_id, a, b = await setup_pair(api, ws_connect, users)
+    frames = [{"type": "send_message", "chat_id": HUGE, "content": "x"},
+              {"type": "send_message", "recipient_id": HUGE, "content": "x"},
+              {"type": "join_chat", "chat_id": HUGE},
+              {"type": "typing", "chat_id": HUGE},
+              {"type": "mark_read", "chat_id": chat_id, "message_id": HUGE},
+              {"type": "mark_read", "chat_id": 2 ** 63, "message_id": 1}]
+    for n, frame in enumerate(frames):
+        err = await a.request(frame, "error")
+        assert err["code"] == "validation_error", (frame, err)
+        await assert_still_works(a, b, chat_id, f"id-{n}")
+    for method, path, body in [("GET", f"/api/chats/{chat_id}/messages?before_id={HUGE}", None),
+                               ("POST", "/api/chats", {"user_id": HUGE}),
+                               ("POST", "/api/chats", {"member_ids": [bob["id"], HUGE], "title": "t"}),
+                               ("POST", f"/api/chats/{chat_id}/read", {"message_id": HUGE})]:
+        status, err = await api.call(method, path, body, token=alice["token"])
+        assert status == 400 and err["error"]["code"] == "validation_error", (path, body, err)
+    # the largest 64-bit id is valid, just unknown
+    status, err = await api.call("POST", "/api/chats", {"user_id": 2 ** 63 - 1}, token=alice["token"])
+    assert status == 404 and err["error"]["code"] == "user_not_found"
+
+
+BAD_TEXT = ["nul\u0000inside", "lone \ud800 surrogate"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_text_that_no_database_can_store_is_refused(api, ws_connect, users):
+    alice, bob, chat_id, a, b = await setup_pair(api, ws_connect, users)
+    for n, text in enumerate(BAD_TEXT):
+        for field in ("content", "client_id"):
+            frame = {"type": "send_message", "chat_id": chat_id, "content": "ok", "client_id": "c"}
+            frame[field] = text
+            await a.send(json.dumps(frame))  # json.dumps escapes both as \\uXXXX
+            err = await a.recv_type("error", "message_ack")
+            assert err["type"] == "error" and err["code"] == "invalid_text", (field, text, err)
+            status, resp = await api.call("POST", f"/api/chats/{chat_id}/messages", raw=json.dumps(frame).encode(),
+                                          token=alice["token"])
+            assert status == 400 and resp["error"]["code"] == "invalid_text", (field, text, resp)
+            await assert_still_works(a, b, chat_id, f"text-{n}-{field}")
+        for path, body in [("/api/auth/register", {"username": "zed_x", "password": "password123",
+                                                   "display_name": text}),
+                           ("/api/auth/register", {"username": "zed_y", "password": "pass" + text}),
+                           ("/api/auth/login", {"username": "zed_y", "password": "pass" + text}),
+                           ("/api/chats", {"member_ids": [bob["id"]], "title": text})]:
+            status, resp = await api.call("POST", path, raw=json.dumps(body).encode(), token=alice["token"])
+            assert status == 400 and resp["error"]["code"] == "invalid_text", (path, text, resp)

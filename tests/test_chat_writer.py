@@ -1,0 +1,37 @@
+"""The group-commit writer: a send that cannot be stored fails alone, not with its whole batch."""
+import asyncio
+
+import pytest
+
+from tornado_app.errors import Unavailable
+from tornado_app.services.chat import SendRequest
+
+
+def request(chat_id, sender, content, client_id=None):
+    """A SendRequest from ``sender`` (a user dict) with no notifications."""
+    return SendRequest(chat_id=chat_id, sender_id=sender["id"], sender_name=sender["display_name"],
+                       content=content, message_type="text_message", client_id=client_id,
+                       notify_ids=[], others=[])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_failing_send_does_not_sink_its_batch(services):
+    alice = await services.users.register({"username": "alice", "password": "password123"})
+    bob = await services.users.register({"username": "bob", "password": "password123"})
+    chat = await services.chat.open_private_chat(alice["id"], bob["id"])
+    writer = services.chat.writer
+    # The handlers refuse such text at the door; the writer must still isolate a send that
+    # the database refuses (a lone surrogate cannot be encoded for any database).
+    results = await asyncio.gather(
+        writer.submit(request(chat["id"], alice, "before", "w-1")),
+        writer.submit(request(chat["id"], bob, "bad \ud800 text", "w-2")),
+        writer.submit(request(chat["id"], bob, "after", "w-3")),
+        writer.submit(request(chat["id"], alice, "before", "w-1")),
+        return_exceptions=True)
+    assert isinstance(results[1], Unavailable) and results[1].code == "store_failed"
+    assert results[0].created and results[2].created
+    assert results[3].message == results[0].message and not results[3].created
+    history = await services.chat.history(alice["id"], chat["id"])
+    assert [(m["content"], m["client_id"]) for m in history] == [("before", "w-1"), ("after", "w-3")]
+    unread = await services.chat.unread(bob["id"])
+    assert unread["total"] == 1  # the failed send left no counter behind
