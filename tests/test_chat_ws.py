@@ -1,4 +1,7 @@
 """/ws/chat between real clients: acks, delivery, idempotent sends, membership, group chat, typing, receipts."""
+import asyncio
+import json
+
 import pytest
 
 from tests.clients import SSEClient
@@ -80,7 +83,7 @@ async def test_same_client_id_twice_over_ws(api, ws_connect, users):
     first = await a.request(frame, "message_ack")
     second = await a.request({**frame, "content": "changed on retry"}, "message_ack")
     assert first == second and first["message"]["content"] == "once"
-    # two copies sent back to back land in the same group commit
+    # two copies sent back to back (the socket handles its frames in order)
     await a.send({**frame, "client_id": "dup-2"})
     await a.send({**frame, "client_id": "dup-2"})
     third = await a.recv_type("message_ack")
@@ -107,6 +110,12 @@ async def test_same_client_id_twice_over_http(api, users):
     s3, r3 = await api.call("POST", url, {"content": "bob's", "client_id": "h-1"}, token=bob["token"])
     assert s3 == 201 and r3["message"]["id"] != r1["message"]["id"]
     assert [m["id"] for m in await history(api, alice, chat["id"])] == [r1["message"]["id"], r3["message"]["id"]]
+    # concurrent retries reach the writer together and share one group commit
+    results = await asyncio.gather(*(api.call("POST", url, {"content": "burst", "client_id": "h-2"},
+                                              token=alice["token"]) for _ in range(5)))
+    assert {s for s, _ in results} == {201}
+    assert len({json.dumps(r, sort_keys=True) for _, r in results}) == 1
+    assert [m["client_id"] for m in await history(api, alice, chat["id"])] == ["h-1", "h-1", "h-2"]
 
 
 @pytest.mark.gen_test(timeout=60)
