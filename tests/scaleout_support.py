@@ -75,3 +75,36 @@ class Collector:
     async def next(self, timeout: float = 15.0) -> dict:
         """The next envelope received."""
         return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+SERVICE_TOKEN = "test-service-token"  # what tests.procs.server_env gives every child server
+
+
+async def register(api, name: str) -> dict:
+    """Register ``name`` (made unique) through ``api``; returns the user with its token."""
+    return await api.register(name + "_" + uuid.uuid4().hex[:6], display_name=name.title())
+
+
+async def open_private_chat(api, user: dict, other: dict) -> int:
+    """The id of the private chat of ``user`` and ``other``."""
+    status, body = await api.call("POST", "/api/chats", {"user_id": other["id"]}, token=user["token"])
+    assert status in (200, 201), (status, body)
+    return body["chat"]["id"]
+
+
+async def send_http(api, user: dict, chat_id: int, content: str) -> dict:
+    """Send a message over HTTP; returns the stored message (201 means committed)."""
+    status, body = await api.call("POST", f"/api/chats/{chat_id}/messages", {"content": content},
+                                  token=user["token"])
+    assert status == 201, (status, body)
+    return body["message"]
+
+
+async def publish_notification(api, user_ids, message: str, data=None) -> list:
+    """Publish a notification through the service API; returns the created ids."""
+    body = {"user_ids": list(user_ids), "message": message}
+    if data is not None:
+        body["data"] = data
+    status, out = await api.call("POST", "/api/notifications", body, token=SERVICE_TOKEN)
+    assert status == 202, (status, out)
+    return out["ids"]
