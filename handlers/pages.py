@@ -36,7 +36,7 @@ class PageHandler(tornado.web.RequestHandler):
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
-    """``/static/…``: the front end's modules, styles and images."""
+    """``/static/…``: the front end's modules, styles and images (``web/static/``)."""
 
     @public
     def get(self, path, include_body=True):
@@ -50,8 +50,8 @@ class StaticHandler(tornado.web.StaticFileHandler):
 
 
 def routes(web_dir: str):
-    """Page routes plus the static files of ``web_dir``."""
-    out = [(r"/static/(.*)", StaticHandler, {"path": web_dir})]
+    """Page routes plus the static files of ``web_dir/static``."""
+    out = [(r"/static/(.*)", StaticHandler, {"path": os.path.join(web_dir, "static")})]
     out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html"})]
     out += [(path, PageHandler, {"page": page}) for path, page in PAGES.items()]
     return out

@@ -1,0 +1,117 @@
+"""Browser test helpers: one headless Debian Chromium per module, driven by Playwright (sync API).
+
+Test modules import the fixtures they use (``from tests.browser import browser, app_server``).
+Chromium is the system one (``/usr/bin/chromium``, installed by ``.ci/run`` with apt); the
+flags keep it off the network it cannot reach. Users are created over HTTP and a browser
+context is signed in by setting the same ``squall_token`` cookie the login page gets.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.error
+import urllib.request
+import uuid
+from typing import Optional
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+CHROMIUM = os.environ.get("SQUALL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-quic", "--no-first-run", "--disable-sync"]
+# Generous: two cores shared by everything, so a page may take seconds to react.
+TIMEOUT_MS = 20_000
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "screenshots")
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the whole module."""
+    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
+        raise RuntimeError(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def http_json(server, method: str, path: str, body=None, token: Optional[str] = None,
+              service: bool = False):
+    """``(status, JSON)`` of one call to ``server`` (a tests.procs.ServerProcess)."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if service:
+        headers["Authorization"] = "Bearer test-service-token"
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    req = urllib.request.Request(server.url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def register(server, name: str, display_name: Optional[str] = None) -> dict:
+    """A new user ``<name>_<random>``: ``{id, username, display_name, token}``."""
+    username = f"{name}_{uuid.uuid4().hex[:6]}"
+    status, data = http_json(server, "POST", "/api/auth/register",
+                             {"username": username, "password": "password123",
+                              "display_name": display_name or name.title()})
+    assert status == 201, (status, data)
+    return {**data["user"], "token": data["access_token"]}
+
+
+def open_chat(server, user: dict, other: dict) -> int:
+    """The private chat of two users (created on first use); its id."""
+    status, data = http_json(server, "POST", "/api/chats", {"user_id": other["id"]}, token=user["token"])
+    assert status == 200, (status, data)
+    return data["chat"]["id"]
+
+
+def send(server, user: dict, chat_id: int, content: str) -> dict:
+    """Send a message over HTTP as ``user``; the stored message."""
+    status, data = http_json(server, "POST", f"/api/chats/{chat_id}/messages", {"content": content},
+                             token=user["token"])
+    assert status == 201, (status, data)
+    return data["message"]
+
+
+def signed_in_context(browser: Browser, server, user: dict, viewport=None,
+                      toast_ms: int = 60_000) -> BrowserContext:
+    """A fresh browser context (its own cookies, storage, tabs) signed in as ``user``.
+
+    Toasts stay ``toast_ms`` (the app's own setting) so a loaded machine can look at them all.
+    """
+    context = browser.new_context(viewport=viewport or DESKTOP)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.add_cookies([{"name": "squall_token", "value": user["token"], "url": server.url}])
+    context.add_init_script(f"localStorage.setItem('squall.toastMs', '{int(toast_ms)}')")
+    return context
+
+
+def wait_live(page: Page, transport: str) -> None:
+    """Wait until the page's notification stream is open over ``transport`` ("WebSocket"/"SSE")."""
+    expect(page.locator("#conn-pill")).to_have_attribute("data-state", "open")
+    expect(page.locator("#conn-pill .conn-text")).to_contain_text(transport)
+
+
+def stats(server) -> dict:
+    """The server's live connection counts (GET /api/stats with the service token)."""
+    status, data = http_json(server, "GET", "/api/stats", service=True)
+    assert status == 200, (status, data)
+    return data
+
+
+def screenshot(page: Page, name: str) -> str:
+    """Save a PNG of ``page`` in docs/screenshots/``name``.png; returns its path."""
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    path = os.path.join(SCREENSHOTS, f"{name}.png")
+    page.screenshot(path=path, full_page=False)
+    return path

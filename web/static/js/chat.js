@@ -1,0 +1,445 @@
+// Messages: the chat list (live unread counts and last messages) and the conversation
+// (history with "load earlier", composer, typing indicator, read receipts), new private and
+// group chats by username search. /chat/<id> opens a chat; switching chats keeps the page.
+
+import { api, ApiError } from "./api.js";
+import { avatar, el, icon, shortTime } from "./dom.js";
+import { startApp } from "./layout.js";
+import { ChatConnection } from "./realtime.js";
+
+const PAGE = 30;
+const TYPING_SHOW_MS = 4000;
+const TYPING_SEND_MS = 2500;
+
+const state = {
+  me: null,
+  client: null,
+  conn: null,
+  chats: new Map(),        // id -> chat summary (as GET /api/chats returns it)
+  current: null,           // open chat id
+  messages: [],            // of the open chat, oldest first
+  messageIds: new Set(),
+  readBy: new Map(),       // user id -> read position in the open chat
+  typing: new Map(),       // user id -> {name, until}
+  lastTypingSent: 0,
+  fetching: new Set(),
+};
+
+const ui = {};
+
+function chatIdFromPath() {
+  const m = location.pathname.match(/^\/chat\/(\d+)$/);
+  return m ? Number(m[1]) : null;
+}
+
+function lastActivity(chat) {
+  return chat.last_message ? chat.last_message.created_at : chat.created_at;
+}
+
+// Chat list ------------------------------------------------------------------------------
+
+function renderList() {
+  const chats = [...state.chats.values()].sort((a, b) => {
+    const ta = lastActivity(a) || "", tb = lastActivity(b) || "";
+    return ta === tb ? b.id - a.id : (ta < tb ? 1 : -1);
+  });
+  if (!chats.length) {
+    ui.list.replaceChildren(el("li", { class: "empty" }, el("p", { text: "No conversations yet." }),
+      el("p", { class: "small", text: "Start one with “New chat”." })));
+    return;
+  }
+  ui.list.replaceChildren(...chats.map((c) => {
+    const lm = c.last_message;
+    const mine = lm && lm.sender_id === state.me.id;
+    const preview = lm ? `${mine ? "You: " : c.kind === "group" ? `${lm.sender_name}: ` : ""}${lm.content}` : "No messages yet";
+    const unread = c.unread_count || 0;
+    return el("li", {}, el("a", {
+      class: `chat-item${c.id === state.current ? " active" : ""}${unread ? " has-unread" : ""}`,
+      href: `/chat/${c.id}`, dataset: { chatId: c.id },
+    }, avatar(c.title),
+    el("span", { class: "chat-item-main" },
+      el("span", { class: "chat-item-top" },
+        el("span", { class: "chat-title", text: c.title || "Chat" }),
+        el("span", { class: "chat-time", text: shortTime(lastActivity(c)) })),
+      el("span", { class: "chat-item-bottom" },
+        el("span", { class: "chat-last", text: preview }),
+        unread ? el("span", { class: "unread-count", text: String(unread), "aria-label": `${unread} unread` }) : null))));
+  }));
+}
+
+async function loadChats() {
+  const { chats } = await api("GET", "/api/chats");
+  for (const c of chats) state.chats.set(c.id, c);
+  applyUnread(state.client.unread, false);
+  renderList();
+}
+
+/** Fetch a chat we have not listed yet (a notification or message for a new chat). */
+async function ensureChat(chatId) {
+  if (state.chats.has(chatId) || state.fetching.has(chatId)) return state.chats.get(chatId);
+  state.fetching.add(chatId);
+  try {
+    const { chat } = await api("GET", `/api/chats/${chatId}`);
+    const unread = state.client.unread.chats[String(chatId)];
+    if (unread !== undefined) chat.unread_count = unread;
+    state.chats.set(chat.id, chat);
+    renderList();
+    if (chat.id === state.current) renderHead();
+    return chat;
+  } finally {
+    state.fetching.delete(chatId);
+  }
+}
+
+function applyUnread(unread, render = true) {
+  for (const c of state.chats.values()) c.unread_count = unread.chats[String(c.id)] || 0;
+  for (const id of Object.keys(unread.chats)) {
+    if (!state.chats.has(Number(id))) ensureChat(Number(id)).catch(() => {});
+  }
+  if (render) renderList();
+}
+
+function noteMessage(m) {
+  const chat = state.chats.get(m.chat_id);
+  if (!chat) { ensureChat(m.chat_id).catch(() => {}); return; }
+  if (!chat.last_message || chat.last_message.id <= m.id) chat.last_message = m;
+  renderList();
+}
+
+// Conversation ---------------------------------------------------------------------------
+
+function renderHead() {
+  const chat = state.chats.get(state.current);
+  if (!chat) { ui.headTitle.textContent = "Loading…"; ui.headSub.textContent = ""; return; }
+  ui.headAvatar.replaceWith(ui.headAvatar = avatar(chat.title));
+  ui.headTitle.textContent = chat.title || "Chat";
+  const others = chat.members.filter((u) => u.id !== state.me.id);
+  ui.headSub.textContent = chat.kind === "group"
+    ? `${chat.members.length} members · ${chat.members.map((u) => u.display_name).join(", ")}`
+    : others.length ? `@${others[0].username}` : "";
+}
+
+function messageNode(m, prev) {
+  const mine = m.sender_id === state.me.id;
+  const chat = state.chats.get(state.current);
+  const showSender = !mine && chat && chat.kind === "group" && (!prev || prev.sender_id !== m.sender_id);
+  return el("div", { class: `msg${mine ? " mine" : ""}`, dataset: { messageId: m.id } },
+    showSender ? el("span", { class: "msg-sender", text: m.sender_name }) : null,
+    el("div", { class: "bubble", text: m.content }),
+    el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
+}
+
+function renderMessages({ keepScroll = false, toBottom = false } = {}) {
+  const box = ui.messages;
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const nodes = state.messages.map((m, i) => messageNode(m, state.messages[i - 1]));
+  box.replaceChildren(ui.loadEarlier, ...nodes);
+  if (!state.messages.length) box.append(el("p", { class: "conv-empty small", text: "No messages yet. Say hello!" }));
+  renderReceipt();
+  if (keepScroll) box.scrollTop = box.scrollHeight - fromBottom;
+  else if (toBottom) box.scrollTop = box.scrollHeight;
+}
+
+function addMessages(list) {
+  let appendedOnly = true;
+  const last = state.messages.length ? state.messages[state.messages.length - 1].id : 0;
+  for (const m of list) {
+    if (m.chat_id !== state.current || state.messageIds.has(m.id)) continue;
+    state.messageIds.add(m.id);
+    state.messages.push(m);
+    if (m.id < last) appendedOnly = false;
+  }
+  if (!appendedOnly) state.messages.sort((a, b) => a.id - b.id);
+  const box = ui.messages;
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+  renderMessages({ toBottom: nearBottom || list.some((m) => m.sender_id === state.me.id) });
+}
+
+/** "Seen" under my latest message that the others have read. */
+function renderReceipt() {
+  for (const old of ui.messages.querySelectorAll(".receipt")) old.remove();
+  const chat = state.chats.get(state.current);
+  const mine = [...state.messages].reverse().find((m) => m.sender_id === state.me.id);
+  if (!chat || !mine) return;
+  const readers = chat.members.filter((u) => u.id !== state.me.id && (state.readBy.get(u.id) || 0) >= mine.id);
+  if (!readers.length) return;
+  const text = chat.kind === "group" ? `Seen by ${readers.map((u) => u.display_name).join(", ")}` : "Seen";
+  const node = ui.messages.querySelector(`.msg[data-message-id="${mine.id}"] .msg-meta`);
+  if (node) node.append(" · ", el("span", { class: "receipt", text }));
+}
+
+function renderTyping() {
+  const now = Date.now();
+  const names = [...state.typing.values()].filter((t) => t.until > now).map((t) => t.name);
+  ui.typing.textContent = !names.length ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+}
+
+function markRead() {
+  if (!state.current || document.visibilityState !== "visible") return;
+  const last = state.messages[state.messages.length - 1];
+  const chat = state.chats.get(state.current);
+  if (last && chat && chat.unread_count > 0) state.conn.markRead(state.current, last.id);
+}
+
+async function openChat(chatId, push = true) {
+  if (push && location.pathname !== `/chat/${chatId || ""}`.replace(/\/$/, "")) {
+    history.pushState({}, "", chatId ? `/chat/${chatId}` : "/chat");
+  }
+  state.current = chatId;
+  state.messages = [];
+  state.messageIds = new Set();
+  state.readBy = new Map();
+  state.typing = new Map();
+  ui.layout.classList.toggle("has-chat", !!chatId);
+  ui.conversation.dataset.chatId = chatId || "";
+  state.conn.setChat(chatId);
+  renderList();
+  renderTyping();
+  ui.composerError.textContent = "";
+  if (!chatId) {
+    ui.empty.hidden = false;
+    ui.active.hidden = true;
+    document.title = "Messages · Squall";
+    return;
+  }
+  ui.empty.hidden = true;
+  ui.active.hidden = false;
+  ui.loadEarlier.hidden = true;
+  ui.messages.replaceChildren();
+  try {
+    await ensureChat(chatId);
+  } catch (err) {
+    ui.messages.replaceChildren(el("p", { class: "conv-empty", text: err instanceof ApiError && err.status === 403
+      ? "You are not a member of this chat." : "This chat does not exist." }));
+    return;
+  }
+  renderHead();
+  document.title = `${state.chats.get(chatId).title} · Squall`;
+  const { messages } = await api("GET", `/api/chats/${chatId}/messages?limit=${PAGE}`);
+  if (state.current !== chatId) return;
+  ui.loadEarlier.hidden = messages.length < PAGE;
+  addMessages(messages);
+  renderMessages({ toBottom: true });
+  ui.conversation.dataset.loaded = String(chatId);
+  markRead();
+  ui.input.focus();
+}
+
+async function loadEarlier() {
+  const chatId = state.current;
+  const oldest = state.messages[0];
+  if (!chatId || !oldest) return;
+  ui.loadEarlier.disabled = true;
+  try {
+    const { messages } = await api("GET", `/api/chats/${chatId}/messages?before_id=${oldest.id}&limit=${PAGE}`);
+    if (state.current !== chatId) return;
+    for (const m of messages) if (!state.messageIds.has(m.id)) { state.messageIds.add(m.id); state.messages.push(m); }
+    state.messages.sort((a, b) => a.id - b.id);
+    ui.loadEarlier.hidden = messages.length < PAGE;
+    renderMessages({ keepScroll: true });
+  } finally {
+    ui.loadEarlier.disabled = false;
+  }
+}
+
+async function send() {
+  const content = ui.input.value;
+  const chatId = state.current;
+  if (!content.trim() || !chatId) return;
+  ui.input.value = "";
+  ui.composerError.textContent = "";
+  try {
+    const message = await state.conn.send(chatId, content);
+    noteMessage(message);
+    if (state.current === chatId) addMessages([message]);
+  } catch (err) {
+    if (!ui.input.value) ui.input.value = content;
+    ui.composerError.textContent = `Not sent: ${err.message}`;
+  }
+}
+
+// Real-time frames --------------------------------------------------------------------------
+
+function onChatFrame(data) {
+  if (data.type === "message") {
+    const m = data.message;
+    noteMessage(m);
+    if (m.chat_id === state.current) {
+      state.typing.delete(m.sender_id);
+      renderTyping();
+      addMessages([m]);
+      if (m.sender_id !== state.me.id) {
+        const chat = state.chats.get(m.chat_id);
+        if (chat) chat.unread_count = Math.max(chat.unread_count || 0, 1);
+        markRead();
+      }
+    }
+  } else if (data.type === "typing" && data.chat_id === state.current && data.user_id !== state.me.id) {
+    state.typing.set(data.user_id, { name: data.user_name, until: Date.now() + TYPING_SHOW_MS });
+    renderTyping();
+    setTimeout(renderTyping, TYPING_SHOW_MS + 50);
+  } else if (data.type === "read" && data.chat_id === state.current) {
+    state.readBy.set(data.user_id, Math.max(state.readBy.get(data.user_id) || 0, data.message_id));
+    renderReceipt();
+  }
+}
+
+// New chat dialog -------------------------------------------------------------------------
+
+function buildDialog() {
+  const selected = new Map();   // user id -> user
+  const search = el("input", { type: "search", id: "user-search", placeholder: "Search by username", autocomplete: "off" });
+  const results = el("ul", { class: "user-results", id: "user-results" });
+  const chips = el("div", { class: "chips", id: "selected-users" });
+  const title = el("input", { type: "text", id: "group-title", placeholder: "Group name", maxlength: 128 });
+  const titleField = el("div", { hidden: true }, el("label", { for: "group-title", text: "Group name" }), title);
+  const error = el("p", { class: "form-error" });
+  const start = el("button", { class: "btn", type: "button", id: "start-chat", disabled: true, text: "Start chat" });
+  const cancel = el("button", { class: "btn btn-ghost", type: "button", text: "Cancel" });
+  const dialog = el("dialog", { id: "new-chat-dialog", "aria-labelledby": "new-chat-title" },
+    el("div", { class: "dialog-body" },
+      el("h2", { id: "new-chat-title", text: "New chat" }),
+      el("p", { class: "muted small", text: "Pick one person for a private chat, or several for a group." }),
+      search, results, chips, titleField, error,
+      el("div", { class: "dialog-actions" }, cancel, start)));
+  const refresh = () => {
+    chips.replaceChildren(...[...selected.values()].map((u) => el("span", { class: "chip", text: u.display_name })));
+    titleField.hidden = selected.size < 2;
+    start.disabled = selected.size === 0 || (selected.size > 1 && !title.value.trim());
+    start.textContent = selected.size > 1 ? "Create group" : "Start chat";
+    for (const li of results.children) li.classList.toggle("selected", selected.has(Number(li.dataset.userId)));
+  };
+  let timer = null;
+  let seq = 0;
+  search.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const q = search.value.trim();
+      const mySeq = ++seq;
+      if (!q) { results.replaceChildren(); return; }
+      try {
+        const { users } = await api("GET", `/api/users?q=${encodeURIComponent(q)}&limit=10`);
+        if (mySeq !== seq) return;
+        results.replaceChildren(...(users.length ? users.map((u) => el("li", {
+          class: "user-result", dataset: { userId: u.id, username: u.username }, role: "option",
+          onclick: () => { if (selected.has(u.id)) selected.delete(u.id); else selected.set(u.id, u); refresh(); },
+        }, avatar(u.display_name, "sm"), el("span", {}, el("strong", { text: u.display_name }), " ",
+          el("span", { class: "muted small", text: `@${u.username}` })), el("span", { class: "check", text: "✓" })))
+          : [el("li", { class: "empty small", text: "No one found." })]));
+        refresh();
+      } catch (err) { error.textContent = err.message; }
+    }, 200);
+  });
+  title.addEventListener("input", refresh);
+  cancel.addEventListener("click", () => dialog.close());
+  start.addEventListener("click", async () => {
+    error.textContent = "";
+    start.disabled = true;
+    try {
+      const ids = [...selected.keys()];
+      const { chat } = ids.length === 1
+        ? await api("POST", "/api/chats", { user_id: ids[0] })
+        : await api("POST", "/api/chats", { member_ids: ids, title: title.value.trim() });
+      state.chats.set(chat.id, chat);
+      dialog.close();
+      openChat(chat.id);
+    } catch (err) {
+      error.textContent = err.message;
+      refresh();
+    }
+  });
+  dialog.openFresh = () => {
+    selected.clear();
+    search.value = "";
+    title.value = "";
+    error.textContent = "";
+    results.replaceChildren();
+    refresh();
+    dialog.showModal();
+    search.focus();
+  };
+  return dialog;
+}
+
+// Page -------------------------------------------------------------------------------------
+
+function build() {
+  ui.list = el("ul", { class: "chat-list", id: "chat-list", "aria-label": "Chats" });
+  ui.dialog = buildDialog();
+  const newChat = el("button", { class: "btn btn-secondary", type: "button", id: "new-chat", onclick: () => ui.dialog.openFresh() },
+    icon("plus", 16), "New chat");
+  ui.headAvatar = el("span");
+  ui.headTitle = el("strong", { id: "conv-title" });
+  ui.headSub = el("span", { class: "conv-sub", id: "conv-sub" });
+  ui.loadEarlier = el("button", { class: "btn btn-ghost load-earlier", type: "button", id: "load-earlier", hidden: true, text: "Load earlier messages", onclick: loadEarlier });
+  ui.messages = el("div", { class: "messages", id: "messages", "aria-live": "polite" });
+  ui.typing = el("div", { class: "typing", id: "typing" });
+  ui.input = el("textarea", { id: "composer-input", placeholder: "Write a message…", rows: 1, maxlength: 4000, "aria-label": "Message" });
+  ui.composerError = el("p", { class: "form-error small", id: "composer-error" });
+  const sendBtn = el("button", { class: "btn", type: "submit", id: "send", "aria-label": "Send" }, icon("send", 16), el("span", { text: "Send" }));
+  const composer = el("form", { class: "composer", id: "composer" }, ui.input, sendBtn);
+  composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });
+  ui.input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
+  });
+  ui.input.addEventListener("input", () => {
+    if (state.current && ui.input.value && Date.now() - state.lastTypingSent > TYPING_SEND_MS) {
+      state.lastTypingSent = Date.now();
+      state.conn.typing(state.current);
+    }
+  });
+  const back = el("button", { class: "icon-btn back-btn", type: "button", "aria-label": "Back to chats", onclick: () => openChat(null) }, icon("back"));
+  ui.active = el("div", { class: "conv-active", hidden: true },
+    el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub)),
+    ui.messages, ui.typing, ui.composerError, composer);
+  ui.empty = el("div", { class: "conv-empty" }, el("div", {},
+    el("div", { class: "big" }, icon("chat", 28)), el("h2", { text: "Your messages" }),
+    el("p", { class: "muted", text: "Pick a conversation, or start a new one." })));
+  ui.conversation = el("section", { class: "conversation", id: "conversation" }, ui.empty, ui.active);
+  ui.layout = el("div", { class: "chat-layout" },
+    el("aside", { class: "chat-sidebar" },
+      el("div", { class: "sidebar-head" }, el("h1", { text: "Messages" }), newChat), ui.list),
+    ui.conversation);
+  document.getElementById("main").append(ui.layout, ui.dialog);
+}
+
+async function main() {
+  const { me, client } = await startApp("messages", {
+    // The server does not notify about the chat that is open here; never invent a toast for it.
+    suppressToast: (n) => n.chat_id === state.current && document.visibilityState === "visible",
+  });
+  state.me = me;
+  state.client = client;
+  build();
+  state.conn = new ChatConnection({
+    onFrame: onChatFrame,
+    onJoined: (chatId) => { ui.conversation.dataset.joined = chatId ? String(chatId) : ""; },
+    onStatus: (s) => { ui.conversation.dataset.transport = s.transport || ""; },
+    lastNotificationId: () => client.lastEventId || 0,
+  });
+  await loadChats();
+  const newest = [...state.chats.values()].reduce((mx, c) => Math.max(mx, c.last_message ? c.last_message.id : 0), 0);
+  state.conn.start(chatIdFromPath(), newest || null);
+  client.on("unread", (u) => applyUnread(u));
+  client.on("new_message", (n) => {
+    const chat = state.chats.get(n.chat_id);
+    if (!chat) { ensureChat(n.chat_id).catch(() => {}); return; }
+    if (!chat.last_message || chat.last_message.created_at <= n.timestamp) {
+      chat.last_message = { id: chat.last_message ? chat.last_message.id : 0, chat_id: n.chat_id, sender_id: n.sender_id,
+        sender_name: n.sender_name, content: n.content_preview, created_at: n.timestamp };
+    }
+    renderList();
+  });
+  ui.list.addEventListener("click", (e) => {
+    const a = e.target.closest("a.chat-item");
+    if (!a || e.metaKey || e.ctrlKey || e.shiftKey) return;
+    e.preventDefault();
+    openChat(Number(a.dataset.chatId));
+  });
+  window.addEventListener("squall:open-chat", (e) => { e.preventDefault(); openChat(e.detail.chatId); });
+  window.addEventListener("popstate", () => openChat(chatIdFromPath(), false));
+  document.addEventListener("visibilitychange", markRead);
+  await openChat(chatIdFromPath(), false);
+}
+
+main();

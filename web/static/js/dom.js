@@ -1,0 +1,87 @@
+// DOM helpers: every piece of user data goes in as text (textContent), never as markup.
+
+/** ``el("div", {class: "x", dataset: {id: 1}, onclick: fn}, child, "text")`` → Element. */
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on") && typeof value === "function") node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(node, child);
+    else node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/** An inline SVG icon from the sprite-free set below (paths are constants, not user data). */
+export function icon(name, size = 20) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", size);
+  svg.setAttribute("height", size);
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", "icon");
+  for (const d of ICONS[name] || []) {
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", d);
+    svg.append(path);
+  }
+  return svg;
+}
+
+const ICONS = {
+  home: ["M3 10.5 12 3l9 7.5", "M5 9.5V21h5v-6h4v6h5V9.5"],
+  chat: ["M4 5h16v11H8l-4 4z"],
+  pulse: ["M3 12h4l3-7 4 14 3-7h4"],
+  menu: ["M4 6h16", "M4 12h16", "M4 18h16"],
+  close: ["M6 6l12 12", "M18 6 6 18"],
+  logout: ["M15 4h4v16h-4", "M10 8l-4 4 4 4", "M6 12h10"],
+  plus: ["M12 5v14", "M5 12h14"],
+  back: ["M15 5l-7 7 7 7"],
+  send: ["M4 12 20 4l-6 16-3-7z"],
+  bell: ["M6 16V11a6 6 0 0 1 12 0v5l2 2H4z", "M10 20a2 2 0 0 0 4 0"],
+  users: ["M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8z", "M2 21a7 7 0 0 1 14 0", "M17 11a3 3 0 1 0 0-6", "M22 21a6 6 0 0 0-4-5.6"],
+};
+
+/** "14:05" today, "Mon 14:05" this week, else "12 Mar". */
+export function shortTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  const now = new Date();
+  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (d.toDateString() === now.toDateString()) return hm;
+  if (now - d < 6 * 86400000) return `${d.toLocaleDateString([], { weekday: "short" })} ${hm}`;
+  return d.toLocaleDateString([], { day: "numeric", month: "short" });
+}
+
+/** Two-letter initials for an avatar. */
+export function initials(name) {
+  const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
+  return ((parts[0] || "?")[0] + (parts.length > 1 ? parts[parts.length - 1][0] : "")).toUpperCase();
+}
+
+/** A stable hue for a name (avatars). */
+export function hue(name) {
+  let h = 0;
+  for (const ch of String(name || "")) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
+}
+
+/** A round avatar with initials. */
+export function avatar(name, extraClass = "") {
+  const node = el("span", { class: `avatar ${extraClass}`.trim(), "aria-hidden": "true", text: initials(name) });
+  node.dataset.hue = String(hue(name) % 8);
+  return node;
+}

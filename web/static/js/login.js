@@ -1,0 +1,61 @@
+// Sign in / create account. On success the server sets the login cookie; go to ``next``.
+
+import { api, ApiError } from "./api.js";
+import { el } from "./dom.js";
+
+/** Only same-site paths are followed after login (no open redirect). */
+function nextPath() {
+  const next = new URLSearchParams(location.search).get("next") || "/";
+  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+}
+
+function render() {
+  let mode = "login";
+  const error = el("p", { class: "form-error", role: "alert", id: "form-error" });
+  const username = el("input", { type: "text", id: "username", name: "username", autocomplete: "username", required: true, minlength: 3 });
+  const password = el("input", { type: "password", id: "password", name: "password", autocomplete: "current-password", required: true, minlength: 8 });
+  const displayName = el("input", { type: "text", id: "display_name", name: "display_name", autocomplete: "name" });
+  const nameField = el("div", { hidden: true }, el("label", { for: "display_name", text: "Display name" }), displayName);
+  const submit = el("button", { class: "btn", type: "submit", id: "submit", text: "Sign in" });
+  const tabLogin = el("button", { class: "tab", type: "button", role: "tab", "aria-selected": "true", text: "Sign in", id: "tab-login" });
+  const tabRegister = el("button", { class: "tab", type: "button", role: "tab", "aria-selected": "false", text: "Create account", id: "tab-register" });
+  const setMode = (m) => {
+    mode = m;
+    tabLogin.setAttribute("aria-selected", String(m === "login"));
+    tabRegister.setAttribute("aria-selected", String(m === "register"));
+    nameField.hidden = m === "login";
+    submit.textContent = m === "login" ? "Sign in" : "Create account";
+    password.autocomplete = m === "login" ? "current-password" : "new-password";
+    error.textContent = "";
+  };
+  tabLogin.addEventListener("click", () => setMode("login"));
+  tabRegister.addEventListener("click", () => setMode("register"));
+  const form = el("form", { class: "form", novalidate: true },
+    el("div", {}, el("label", { for: "username", text: "Username" }), username),
+    nameField,
+    el("div", {}, el("label", { for: "password", text: "Password" }), password),
+    error, submit);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    error.textContent = "";
+    submit.disabled = true;
+    const body = { username: username.value.trim(), password: password.value };
+    if (mode === "register" && displayName.value.trim()) body.display_name = displayName.value.trim();
+    try {
+      await api("POST", mode === "login" ? "/api/auth/login" : "/api/auth/register", body);
+      location.assign(nextPath());
+    } catch (err) {
+      error.textContent = err instanceof ApiError ? err.message : "Something went wrong";
+      submit.disabled = false;
+    }
+  });
+  document.getElementById("main").append(el("div", { class: "auth-page" },
+    el("div", { class: "card auth-card" },
+      el("div", { class: "brand" }, el("span", { class: "brand-mark", text: "S" }), "Squall"),
+      el("p", { class: "muted auth-tagline", text: "Real-time chat and notifications." }),
+      el("div", { class: "tabs", role: "tablist" }, tabLogin, tabRegister),
+      form)));
+  username.focus();
+}
+
+render();

@@ -1,0 +1,514 @@
+// Squall's real-time client: one notification stream per browser, shared by every tab.
+//
+// Transport: a WebSocket to /ws/notifications first; when it cannot open (the handshake
+// fails, it closes before opening, or no open within OPEN_TIMEOUT_MS) the client falls back
+// to /sse/notifications. The client owns reconnection (exponential backoff with jitter) and
+// resumes from the last event id it saw, so nothing is missed and nothing is shown twice.
+// When a stream fails and GET /api/me answers 401, it stops and sends the user to /login.
+//
+// Tabs: the tabs of a browser elect one leader with the Web Locks API; only the leader
+// holds the stream and it forwards every frame to the other tabs over a BroadcastChannel.
+// When the leader tab closes, its lock is released, the next tab takes it and resumes from
+// the last event id it had received, so the handover loses no event.
+//
+// ChatConnection (below) is the chat view's own connection: /ws/chat, or /sse/chat plus
+// HTTP for sending, with the same fallback and reconnection rules.
+
+import { api, ApiError } from "./api.js";
+
+const LOCK_NAME = "squall-notification-stream";
+const CHANNEL_NAME = "squall-notification-events";
+export const OPEN_TIMEOUT_MS = 3000;
+const BACKOFF_BASE_MS = 500;
+const BACKOFF_CAP_MS = 8000;
+const MAX_NOTIFICATIONS = 200;
+
+/** Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter. */
+export function backoffDelay(attempt) {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
+  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+/** ws:// or wss:// URL of ``path`` on this origin. */
+export function wsUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}
+
+/** Send the browser to the login page, coming back here afterwards. */
+export function goToLogin() {
+  const next = location.pathname + location.search;
+  location.assign(`/login?next=${encodeURIComponent(next)}`);
+}
+
+/**
+ * Open one stream: WebSocket first, then SSE. Calls ``handlers.frame(obj, eventId)`` for each
+ * frame, ``handlers.open(transport)`` once open, ``handlers.closed(wasOpen, wsFailed)`` once
+ * it ends. Returns an object with ``close()``.
+ */
+function openStream({ wsPath, ssePath, preferSse }, handlers) {
+  let closed = false;
+  let current = null;
+  let wsFailed = false;
+
+  const finish = (wasOpen) => {
+    if (closed) return;
+    closed = true;
+    handlers.closed(wasOpen, wsFailed);
+  };
+
+  const trySse = () => {
+    if (closed) return;
+    let opened = false;
+    const es = new EventSource(ssePath());
+    current = { close: () => es.close() };
+    es.onopen = () => {
+      opened = true;
+      handlers.open("sse", wsFailed);
+    };
+    es.onmessage = (e) => {
+      let data;
+      try { data = JSON.parse(e.data); } catch { return; }
+      handlers.frame(data, e.lastEventId || null);
+    };
+    // The browser's EventSource would retry by itself (or give up for good after a 503):
+    // close it and let the client reconnect with its own backoff and resume position.
+    es.onerror = () => { es.close(); finish(opened); };
+  };
+
+  const tryWs = () => {
+    let opened = false;
+    let failedOver = false;
+    const ws = new WebSocket(wsUrl(wsPath()));
+    current = { close: () => ws.close(1000), send: (obj) => ws.send(JSON.stringify(obj)) };
+    const fallBack = () => {
+      if (failedOver || closed) return;
+      failedOver = true;
+      wsFailed = true;
+      try { ws.close(); } catch { /* already closing */ }
+      trySse();
+    };
+    const timer = setTimeout(() => { if (!opened) fallBack(); }, OPEN_TIMEOUT_MS);
+    ws.onopen = () => {
+      if (failedOver) { ws.close(); return; }
+      opened = true;
+      clearTimeout(timer);
+      handlers.open("websocket", false);
+    };
+    ws.onmessage = (e) => {
+      let data;
+      try { data = JSON.parse(e.data); } catch { return; }
+      handlers.frame(data, data && data.id != null ? String(data.id) : null);
+    };
+    ws.onclose = () => {
+      clearTimeout(timer);
+      if (!opened) fallBack();
+      else finish(true);
+    };
+  };
+
+  if (preferSse) { wsFailed = true; trySse(); } else tryWs();
+  return {
+    close() { closed = true; if (current) current.close(); },
+    send(obj) { if (current && current.send) current.send(obj); else throw new Error("not a WebSocket"); },
+  };
+}
+
+/** Reconnecting driver around ``openStream``: backoff, 401 detection, status reports. */
+class Reconnector {
+  constructor(options, handlers) {
+    this.options = options;
+    this.handlers = handlers;
+    this.attempt = 0;
+    this.stream = null;
+    this.timer = null;
+    this.stopped = false;
+    this.everOpened = false;
+  }
+
+  start() { this.connect(); }
+
+  connect() {
+    if (this.stopped) return;
+    this.timer = null;
+    this.handlers.status({ state: this.everOpened ? "reconnecting" : "connecting" });
+    this.stream = openStream(this.options, {
+      open: (transport, wsFailed) => {
+        this.attempt = 0;
+        this.everOpened = true;
+        this.handlers.status({ state: "open", transport, wsBlocked: wsFailed });
+        if (this.handlers.open) this.handlers.open(transport);
+      },
+      frame: (data, id) => this.handlers.frame(data, id),
+      closed: (wasOpen) => this.lost(wasOpen),
+    });
+  }
+
+  async lost(wasOpen) {
+    if (this.stopped) return;
+    this.stream = null;
+    this.handlers.status({ state: "reconnecting" });
+    if (!wasOpen) {
+      // Neither transport opened: a refused token means stop; anything else, retry later.
+      try {
+        await api("GET", "/api/me");
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 401) {
+          this.stop();
+          this.handlers.status({ state: "unauthorized", transport: null });
+          if (this.handlers.unauthorized) this.handlers.unauthorized();
+          return;
+        }
+      }
+    }
+    const delay = backoffDelay(wasOpen ? 0 : this.attempt);
+    this.attempt += wasOpen ? 0 : 1;
+    this.handlers.status({ state: "reconnecting", retryInMs: delay });
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Reconnect now (e.g. the browser came back online) if waiting for a retry. */
+  retryNow() {
+    if (this.timer) { clearTimeout(this.timer); this.connect(); }
+  }
+
+  /** Close the current stream and connect again at once (new parameters). */
+  restart() {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    const old = this.stream;
+    this.stream = null;
+    if (old) old.close();
+    this.connect();
+  }
+
+  send(obj) {
+    if (!this.stream) throw new Error("not connected");
+    this.stream.send(obj);
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.stream) this.stream.close();
+    this.stream = null;
+  }
+}
+
+/**
+ * The app-wide notification client. Events (``client.on(type, fn)``): ``notification``
+ * (every stored notification), ``new_message``, ``unread`` ({total, chats}), ``status``,
+ * ``cleared``, ``resync``.
+ */
+export class NotificationClient {
+  constructor() {
+    this.listeners = new Map();
+    this.notifications = [];            // newest first, de-duplicated by id
+    this.seen = new Set();
+    this.unread = { total: 0, chats: {} };
+    this.lastEventId = null;            // highest notification id handled (number)
+    this.status = { state: "connecting", transport: null, role: "follower", wsBlocked: false,
+                    lastEventId: null };
+    this.onNewMessage = null;
+    this.channel = null;
+    this.reconnector = null;
+    this.started = false;
+    this.ready = false;
+  }
+
+  // Public API ---------------------------------------------------------------------------
+
+  /** Register the page's callback for new-message notifications (one per page). */
+  setOnNewMessage(fn) { this.onNewMessage = fn; }
+
+  /** True while any chat has unread messages (the server's ``unread`` state). */
+  hasUnreadMessages() { return this.unread.total > 0; }
+
+  /** Subscribe to an event type; returns an unsubscribe function. */
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+    return () => this.listeners.get(type).delete(fn);
+  }
+
+  /** Clear every notification on the server and in every tab. */
+  async clearNotifications() {
+    await api("POST", "/api/notifications/clear", {});
+    this.applyCleared();
+    this.post({ kind: "cleared" });
+  }
+
+  /** Load the history, then join the leader election (the leader opens the stream). */
+  async start() {
+    if (this.started) return;
+    this.started = true;
+    // Listen before loading the history so that no frame falls between the two; frames
+    // that arrive meanwhile wait, and the id cursor drops those the history already has.
+    const early = [];
+    if (typeof BroadcastChannel !== "undefined") {
+      this.channel = new BroadcastChannel(CHANNEL_NAME);
+      this.channel.onmessage = (e) => (this.ready ? this.onChannel(e.data) : early.push(e.data));
+    }
+    await this.loadHistory();
+    this.ready = true;
+    for (const msg of early) this.onChannel(msg);
+    if (navigator.locks && this.channel) {
+      navigator.locks.request(LOCK_NAME, () => new Promise(() => {
+        // Held until this tab goes away: the browser then releases it for the next tab.
+        this.becomeLeader();
+      }));
+      this.post({ kind: "hello" });
+    } else {
+      this.becomeLeader();
+    }
+    window.addEventListener("online", () => this.reconnector && this.reconnector.retryNow());
+    window.addEventListener("pagehide", () => this.reconnector && this.reconnector.stop());
+  }
+
+  // Internals ----------------------------------------------------------------------------
+
+  emit(type, detail) {
+    for (const fn of this.listeners.get(type) || []) {
+      try { fn(detail); } catch (err) { console.error(err); }
+    }
+  }
+
+  post(message) { if (this.channel) this.channel.postMessage(message); }
+
+  setStatus(changes) {
+    this.status = { ...this.status, ...changes, lastEventId: this.lastEventId };
+    this.emit("status", this.status);
+    if (this.status.role === "leader") this.post({ kind: "status", status: this.status });
+  }
+
+  async loadHistory() {
+    try {
+      const { notifications } = await api("GET", "/api/notifications?limit=50");
+      for (const n of notifications.slice().reverse()) this.remember(n);
+      if (this.lastEventId === null) {
+        this.lastEventId = notifications.reduce((m, n) => Math.max(m, n.id), 0);
+      }
+      this.emit("history", this.notifications);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) goToLogin();
+      else console.error("notification history", err);
+    }
+  }
+
+  remember(n) {
+    if (this.seen.has(n.id)) return false;
+    this.seen.add(n.id);
+    this.notifications.unshift(n);
+    this.notifications.sort((a, b) => b.id - a.id);
+    if (this.notifications.length > MAX_NOTIFICATIONS) this.notifications.length = MAX_NOTIFICATIONS;
+    return true;
+  }
+
+  becomeLeader() {
+    this.setStatus({ role: "leader" });
+    document.documentElement.dataset.streamRole = "leader";
+    this.reconnector = new Reconnector({
+      wsPath: () => `/ws/notifications${this.resumeQuery()}`,
+      ssePath: () => `/sse/notifications${this.resumeQuery()}`,
+    }, {
+      status: (s) => this.setStatus(s),
+      frame: (data) => { this.post({ kind: "frame", data }); this.handleFrame(data); },
+      unauthorized: () => { this.post({ kind: "unauthorized" }); goToLogin(); },
+    });
+    this.reconnector.start();
+  }
+
+  resumeQuery() {
+    return this.lastEventId === null ? "" : `?last_event_id=${this.lastEventId}`;
+  }
+
+  onChannel(msg) {
+    if (!msg || typeof msg !== "object") return;
+    if (msg.kind === "frame") this.handleFrame(msg.data);
+    else if (msg.kind === "status" && this.status.role !== "leader") {
+      this.status = { ...msg.status, role: "follower", lastEventId: this.lastEventId };
+      this.emit("status", this.status);
+    } else if (msg.kind === "hello" && this.status.role === "leader") {
+      this.post({ kind: "snapshot", unread: this.unread, status: this.status });
+    } else if (msg.kind === "snapshot" && this.status.role !== "leader") {
+      this.unread = msg.unread;
+      this.emit("unread", this.unread);
+      this.status = { ...msg.status, role: "follower", lastEventId: this.lastEventId };
+      this.emit("status", this.status);
+    } else if (msg.kind === "cleared") this.applyCleared();
+    else if (msg.kind === "unauthorized") goToLogin();
+  }
+
+  applyCleared() {
+    this.notifications = [];
+    this.emit("cleared", null);
+  }
+
+  handleFrame(data) {
+    if (!data || typeof data !== "object") return;
+    if (data.id != null) {
+      // Stored notification: ids only grow, so anything at or below the cursor was handled.
+      if (this.lastEventId !== null && data.id <= this.lastEventId) return;
+      this.lastEventId = data.id;
+      this.status = { ...this.status, lastEventId: this.lastEventId };
+      this.emit("status", this.status);
+      if (!this.remember(data)) return;
+      this.emit("notification", data);
+      if (data.type === "new_message") {
+        this.emit("new_message", data);
+        if (this.onNewMessage) {
+          try { this.onNewMessage(data); } catch (err) { console.error(err); }
+        }
+      }
+      return;
+    }
+    if (data.type === "unread") {
+      this.unread = { total: data.total || 0, chats: data.chats || {} };
+      this.emit("unread", this.unread);
+    } else if (data.type === "resync") {
+      // The server could not replay everything missed: refetch over HTTP.
+      this.lastEventId = null;
+      this.loadHistory().then(() => this.emit("resync", null));
+    }
+  }
+}
+
+let shared = null;
+
+/** This page's NotificationClient (created on first use; call ``start()`` once). */
+export function notificationClient() {
+  if (!shared) shared = new NotificationClient();
+  return shared;
+}
+
+/**
+ * The chat view's connection: /ws/chat (join/leave, send with ack, typing, mark read) or,
+ * when WebSockets are blocked, /sse/chat?chat_id=N plus HTTP. ``onFrame`` gets every chat
+ * frame (message, typing, read); ``onStatus`` gets {state, transport, joined}.
+ */
+export class ChatConnection {
+  constructor({ onFrame, onStatus, onJoined, lastNotificationId }) {
+    this.onFrame = onFrame;
+    this.onStatus = onStatus || (() => {});
+    this.onJoined = onJoined || (() => {});
+    this.lastNotificationId = lastNotificationId || (() => 0);
+    this.chatId = null;
+    this.transport = null;
+    this.lastMessageId = null;
+    this.pending = new Map();   // client_id -> {resolve, reject}
+    this.wsBlocked = false;
+    this.reconnector = null;
+  }
+
+  /** Start the connection, present in ``chatId`` (may be null) from ``lastMessageId`` on. */
+  start(chatId, lastMessageId) {
+    this.chatId = chatId;
+    this.lastMessageId = lastMessageId || null;
+    this.reconnector = new Reconnector({
+      wsPath: () => `/ws/chat${this.lastMessageId ? `?last_event_id=${this.lastMessageId}` : ""}`,
+      ssePath: () => {
+        const q = new URLSearchParams();
+        if (this.chatId) q.set("chat_id", this.chatId);
+        if (this.lastMessageId) q.set("last_event_id", `${this.lastMessageId}-${this.lastNotificationId() || 0}`);
+        return `/sse/chat?${q}`;
+      },
+      preferSse: false,
+    }, {
+      status: (s) => {
+        if (s.transport) this.transport = s.transport;
+        if (s.state !== "open") { this.failPending(); this.onJoined(null); }
+        this.onStatus({ ...s, transport: this.transport });
+      },
+      open: (transport) => {
+        this.transport = transport;
+        if (transport === "websocket" && this.chatId) this.reconnector.send({ type: "join_chat", chat_id: this.chatId });
+      },
+      frame: (data) => this.handleFrame(data),
+      unauthorized: goToLogin,
+    });
+    this.reconnector.start();
+  }
+
+  /** Switch presence to ``chatId`` (null: no chat open). */
+  setChat(chatId) {
+    const previous = this.chatId;
+    if (previous === chatId) return;
+    this.chatId = chatId;
+    this.onJoined(null);
+    if (this.transport === "websocket") {
+      try {
+        if (previous) this.reconnector.send({ type: "leave_chat", chat_id: previous });
+        if (chatId) this.reconnector.send({ type: "join_chat", chat_id: chatId });
+      } catch { /* reconnecting: open() joins the current chat */ }
+    } else if (this.reconnector) {
+      // /sse/chat carries presence in its URL: reopen it for the new chat, resuming.
+      this.reconnector.restart();
+    }
+  }
+
+  handleFrame(data) {
+    if (!data || typeof data !== "object") return;
+    if (data.type === "message" || data.type === "message_ack") {
+      const m = data.message;
+      if (m && m.id > (this.lastMessageId || 0)) this.lastMessageId = m.id;
+      if (data.type === "message_ack") {
+        const p = this.pending.get(data.client_id);
+        if (p) { this.pending.delete(data.client_id); p.resolve(m); }
+      }
+    } else if (data.type === "error" && data.client_id && this.pending.has(data.client_id)) {
+      const p = this.pending.get(data.client_id);
+      this.pending.delete(data.client_id);
+      p.reject(new ApiError(400, data.code, data.message));
+      return;
+    } else if (data.type === "unread" && this.transport === "sse") {
+      // The first frame of /sse/chat: subscribed; presence follows on the server at once.
+      this.onJoined(this.chatId);
+    } else if (data.type === "joined") {
+      if (data.chat_id === this.chatId) this.onJoined(data.chat_id);
+    }
+    this.onFrame(data);
+  }
+
+  failPending() {
+    for (const [, p] of this.pending) p.reject(new ApiError(0, "disconnected", "Connection lost"));
+    this.pending.clear();
+  }
+
+  /** Send a message; resolves with the stored message (ack over WS, 201 over HTTP). */
+  send(chatId, content) {
+    const clientId = (crypto.randomUUID ? crypto.randomUUID() : String(Math.random())).slice(0, 64);
+    if (this.transport === "websocket") {
+      return new Promise((resolve, reject) => {
+        this.pending.set(clientId, { resolve, reject });
+        try {
+          this.reconnector.send({ type: "send_message", chat_id: chatId, content, client_id: clientId });
+        } catch (err) {
+          this.pending.delete(clientId);
+          this.sendHttp(chatId, content, clientId).then(resolve, reject);
+        }
+      });
+    }
+    return this.sendHttp(chatId, content, clientId);
+  }
+
+  async sendHttp(chatId, content, clientId) {
+    const { message } = await api("POST", `/api/chats/${chatId}/messages`, { content, client_id: clientId });
+    return message;
+  }
+
+  /** Tell the others this user is typing in ``chatId``. */
+  typing(chatId) {
+    if (this.transport === "websocket") {
+      try { this.reconnector.send({ type: "typing", chat_id: chatId }); return; } catch { /* fall through */ }
+    }
+    api("POST", `/api/chats/${chatId}/typing`, {}).catch(() => {});
+  }
+
+  /** Mark ``chatId`` read up to ``messageId``. */
+  markRead(chatId, messageId) {
+    if (this.transport === "websocket") {
+      try { this.reconnector.send({ type: "mark_read", chat_id: chatId, message_id: messageId }); return; } catch { /* fall through */ }
+    }
+    api("POST", `/api/chats/${chatId}/read`, { message_id: messageId }).catch(() => {});
+  }
+}
