@@ -276,9 +276,11 @@ class PostgresBroker(Broker):
             await self._call(self._notify, text)
         except psycopg2.Error as exc:
             # Committed data resumes from the database once the broker is back.
+            # Warn once per outage; every failure would flood the log under load.
+            level = logging.DEBUG if self._gap_pending else logging.WARNING
             self._gap_pending = True
-            log.warning("PostgreSQL broker: publish failed (%s); clients will resume from the database",
-                        str(exc).strip())
+            log.log(level, "PostgreSQL broker: publish failed (%s); clients will resume from the database",
+                    str(exc).strip())
             return
         self._after_recovery()
 

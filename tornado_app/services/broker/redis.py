@@ -163,9 +163,11 @@ class RedisBroker(Broker):
             # The sender's data is already committed; receivers that missed this resume
             # with Last-Event-ID: processes whose subscription broke when it comes back,
             # this process as soon as Redis answers again (see _recovered).
+            # Warn once per outage; every failure would flood the log under load.
+            level = logging.DEBUG if self._publish_failed else logging.WARNING
             self._publish_failed = True
-            log.warning("Redis broker: publish failed (%s: %s); clients will resume from the database",
-                        type(exc).__name__, exc)
+            log.log(level, "Redis broker: publish failed (%s: %s); clients will resume from the database",
+                    type(exc).__name__, exc)
             return
         self._recovered()
 
