@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from urllib.parse import urlparse
 
 import tornado.ioloop
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from tornado_app.errors import BadJSON, SquallError, Unavailable, ValidationError
+from tornado_app.errors import BadJSON, Forbidden, SquallError, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
 from .base import ServicesMixin, check_text
@@ -43,6 +44,11 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
                 raise Unavailable("WebSockets are disabled on this server; use /sse/*", "websocket_blocked")
             if self.services.closing:
                 raise Unavailable("The server is shutting down", "shutting_down")
+            # Tornado would refuse a foreign Origin itself, but with a plain-text body.
+            origin = self.request.headers.get("Origin") or self.request.headers.get("Sec-Websocket-Origin")
+            if (origin is not None and urlparse(origin).netloc.lower() != self.request.host.lower()
+                    and not self.check_origin(origin)):
+                raise Forbidden("WebSockets from this origin are not allowed", "origin_rejected")
             self.authenticate()
             self.resume = self.resume_position()
         except SquallError as exc:
