@@ -1,4 +1,5 @@
 """Accounts and tokens over real HTTP: register, login, /api/me, /api/users and every auth error."""
+import json
 import logging
 import time
 import uuid
@@ -255,3 +256,37 @@ async def test_unknown_route_and_method(api, users):
     assert status == 404 and err["error"]["code"] == "not_found"
     status, err = await api.call("DELETE", "/api/me", token=alice["token"])
     assert status == 405 and err["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_ws_from_a_foreign_origin_is_refused_with_json(users, ws_url, http_port):
+    (alice,) = await users("alice")
+    url = f"{ws_url}/ws/chat?access_token={alice['token']}"
+    req = tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://evil.example"})
+    with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+        await tornado.websocket.websocket_connect(req)
+    assert info.value.code == 403
+    assert json.loads(info.value.response.body) == {
+        "error": {"code": "origin_rejected", "message": "WebSockets from this origin are not allowed"}}
+    # the page's own origin, and clients that send none, are accepted
+    for headers in ({"Origin": f"http://127.0.0.1:{http_port}"}, {}):
+        conn = await tornado.websocket.websocket_connect(tornado.httpclient.HTTPRequest(url, headers=headers))
+        conn.write_message('{"type":"ping"}')
+        assert json.loads(await conn.read_message()) == {"type": "pong"}
+        conn.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"allowed_origins": ("http://app.example",)}])
+async def test_ws_from_an_allowed_origin(users, ws_url, config_overrides):
+    (alice,) = await users("alice")
+    url = f"{ws_url}/ws/chat?access_token={alice['token']}"
+    conn = await tornado.websocket.websocket_connect(
+        tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://app.example"}))
+    conn.write_message('{"type":"ping"}')
+    assert json.loads(await conn.read_message()) == {"type": "pong"}
+    conn.close()
+    with pytest.raises(tornado.httpclient.HTTPClientError) as info:
+        await tornado.websocket.websocket_connect(
+            tornado.httpclient.HTTPRequest(url, headers={"Origin": "http://other.example"}))
+    assert info.value.code == 403
