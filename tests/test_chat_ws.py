@@ -129,6 +129,8 @@ async def test_same_client_id_mixed_ws_and_http(api, ws_connect, users):
     status, resp = await api.call("POST", url, {"content": "x", "client_id": "m-1"}, token=alice["token"])
     assert status == 201 and resp["message"] == ack["message"]
     status, resp = await api.call("POST", url, {"content": "y", "client_id": "m-2"}, token=alice["token"])
+    # an HTTP send reaches every chat socket of the members, the sender's own included
+    assert await a.recv() == {"type": "message", "message": resp["message"]}
     ack2 = await a.request({"type": "send_message", "chat_id": chat["id"], "content": "y", "client_id": "m-2"},
                            "message_ack")
     assert ack2["message"] == resp["message"] and ack2["client_id"] == "m-2"
