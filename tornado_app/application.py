@@ -30,7 +30,8 @@ def make_app(services: Services) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         websocket_ping_interval=config.ws_ping_interval,
-        websocket_ping_timeout=config.ws_ping_timeout,
+        # Tornado 6.6 caps the timeout at the interval (with a warning each time): cap it here.
+        websocket_ping_timeout=min(config.ws_ping_timeout, config.ws_ping_interval),
         websocket_max_message_size=config.max_frame_bytes,
         compress_response=False,
         xsrf_cookies=False,  # API: bearer tokens; cookie use is guarded by an Origin check
