@@ -23,6 +23,7 @@ const state = {
   typing: new Map(),       // user id -> {name, until}
   lastTypingSent: 0,
   fetching: new Set(),
+  markedRead: new Map(),   // chat id -> highest message id this tab marked read
 };
 
 const ui = {};
@@ -70,7 +71,7 @@ function renderList() {
 async function loadChats() {
   const { chats } = await api("GET", "/api/chats");
   for (const c of chats) state.chats.set(c.id, c);
-  applyUnread(state.client.unread, false);
+  if (state.client.unreadKnown) applyUnread(state.client.unread, false);
   renderList();
 }
 
@@ -97,6 +98,8 @@ function applyUnread(unread, render = true) {
     if (!state.chats.has(Number(id))) ensureChat(Number(id)).catch(() => {});
   }
   if (render) renderList();
+  const current = state.chats.get(state.current);
+  if (current && current.unread_count > 0) markRead();
 }
 
 function noteMessage(m) {
@@ -174,11 +177,16 @@ function renderTyping() {
   ui.typing.textContent = !names.length ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
 }
 
-function markRead() {
+/** Mark the open chat read up to its last message (when this tab is visible and it helps). */
+function markRead(force = false) {
   if (!state.current || document.visibilityState !== "visible") return;
   const last = state.messages[state.messages.length - 1];
   const chat = state.chats.get(state.current);
-  if (last && chat && chat.unread_count > 0) state.conn.markRead(state.current, last.id);
+  if (!last || !chat || last.id <= (state.markedRead.get(state.current) || 0) && !force) return;
+  if (force || chat.unread_count > 0) {
+    state.markedRead.set(state.current, last.id);
+    state.conn.markRead(state.current, last.id);
+  }
 }
 
 async function openChat(chatId, push = true) {
@@ -221,7 +229,8 @@ async function openChat(chatId, push = true) {
   addMessages(messages);
   renderMessages({ toBottom: true });
   ui.conversation.dataset.loaded = String(chatId);
-  markRead();
+  const lastMessage = state.messages[state.messages.length - 1];
+  if (lastMessage && lastMessage.sender_id !== state.me.id) markRead(true);
   ui.input.focus();
 }
 
@@ -438,7 +447,7 @@ async function main() {
   });
   window.addEventListener("squall:open-chat", (e) => { e.preventDefault(); openChat(e.detail.chatId); });
   window.addEventListener("popstate", () => openChat(chatIdFromPath(), false));
-  document.addEventListener("visibilitychange", markRead);
+  document.addEventListener("visibilitychange", () => markRead());
   await openChat(chatIdFromPath(), false);
 }
 

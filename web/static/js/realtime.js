@@ -206,6 +206,7 @@ export class NotificationClient {
     this.notifications = [];            // newest first, de-duplicated by id
     this.seen = new Set();
     this.unread = { total: 0, chats: {} };
+    this.unreadKnown = false;           // true once a server ``unread`` state arrived
     this.lastEventId = null;            // highest notification id handled (number)
     this.status = { state: "connecting", transport: null, role: "follower", wsBlocked: false,
                     lastEventId: null };
@@ -329,10 +330,13 @@ export class NotificationClient {
       this.status = { ...msg.status, role: "follower", lastEventId: this.lastEventId };
       this.emit("status", this.status);
     } else if (msg.kind === "hello" && this.status.role === "leader") {
-      this.post({ kind: "snapshot", unread: this.unread, status: this.status });
+      this.post({ kind: "snapshot", unread: this.unread, unreadKnown: this.unreadKnown, status: this.status });
     } else if (msg.kind === "snapshot" && this.status.role !== "leader") {
-      this.unread = msg.unread;
-      this.emit("unread", this.unread);
+      if (msg.unreadKnown) {
+        this.unread = msg.unread;
+        this.unreadKnown = true;
+        this.emit("unread", this.unread);
+      }
       this.status = { ...msg.status, role: "follower", lastEventId: this.lastEventId };
       this.emit("status", this.status);
     } else if (msg.kind === "cleared") this.applyCleared();
@@ -364,6 +368,7 @@ export class NotificationClient {
     }
     if (data.type === "unread") {
       this.unread = { total: data.total || 0, chats: data.chats || {} };
+      this.unreadKnown = true;
       this.emit("unread", this.unread);
     } else if (data.type === "resync") {
       // The server could not replay everything missed: refetch over HTTP.
