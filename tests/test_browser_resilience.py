@@ -1,0 +1,136 @@
+"""The real-time client under failure: server restarts, a refused token, eight tabs sharing one stream.
+
+Acceptance points 4 (restart: reconnect, the missed message exactly once) and 6 (eight SSE tabs,
+one server stream, leader handover without a missed event).
+"""
+import time
+
+from playwright.sync_api import expect
+
+from tests.browser import (browser, open_chat, register, send, signed_in_context,  # noqa: F401 (fixtures)
+                           stats, wait_live)
+from tests.procs import free_port
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value (the server-side counterpart of expect)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def notification_streams(server, user) -> int:
+    """How many notification streams ``user`` has open on ``server``, as the server counts them."""
+    return stats(server)["notification_streams_by_user"].get(str(user["id"]), 0)
+
+
+def test_restart_reconnects_and_shows_missed_message_once(browser, server_factory, database_url):
+    """4: the server stops while B is on Home; a message is stored meanwhile (by a second server on
+    the same database); the server comes back on its port; B reconnects by itself and shows it once."""
+    port = free_port()
+    server = server_factory("--database-url", database_url, port=port)
+    alice, bob = register(server, "alice"), register(server, "bob")
+    chat_id = open_chat(server, alice, bob)
+    send(server, alice, chat_id, "before the restart")
+    ctx = signed_in_context(browser, server, bob)
+    try:
+        page = ctx.new_page()
+        page.goto(server.url + "/")
+        wait_live(page, "WebSocket")
+        expect(page.locator("#recent-notifications .notif-text")).to_have_text(["before the restart"])
+
+        server.stop()
+        expect(page.locator("#conn-pill")).to_have_attribute("data-state", "reconnecting")
+        other = server_factory("--database-url", database_url)
+        send(other, alice, chat_id, "sent while you were away")
+        other.stop()
+        server_factory("--database-url", database_url, port=port)
+
+        wait_live(page, "WebSocket")
+        expect(page.locator("#recent-notifications .notif-text")).to_have_text(
+            ["sent while you were away", "before the restart"])
+        expect(page.locator(".toast .toast-text")).to_have_text(["sent while you were away"])
+        expect(page.locator(".top-nav .badge-dot")).to_be_visible()
+        # A live message after the resume is the sentinel: nothing was shown twice before it.
+        send(server, alice, chat_id, "after the restart")
+        expect(page.locator("#recent-notifications .notif-text")).to_have_text(
+            ["after the restart", "sent while you were away", "before the restart"])
+        expect(page.locator(".toast .toast-text")).to_have_text(["sent while you were away", "after the restart"])
+    finally:
+        ctx.close()
+
+
+def test_refused_token_sends_to_login(browser, server_factory, database_url):
+    """A server restarted with another JWT secret refuses the token: the client stops and goes to /login."""
+    port = free_port()
+    server = server_factory("--database-url", database_url, port=port)
+    bob = register(server, "bob")
+    ctx = signed_in_context(browser, server, bob)
+    try:
+        page = ctx.new_page()
+        page.goto(server.url + "/test-notifications")
+        wait_live(page, "WebSocket")
+        server.stop()
+        server_factory("--database-url", database_url, port=port, JWT_SECRET="another-secret-" + "y" * 32)
+        expect(page).to_have_url(f"{server.url}/login?next=%2Ftest-notifications")
+        expect(page.locator("#tab-login")).to_be_visible()
+    finally:
+        ctx.close()
+
+
+def test_eight_sse_tabs_share_one_stream(browser, server_factory, database_url):
+    """6: eight tabs of one user with WebSockets blocked: one SSE stream on the server, every tab shows
+    every toast and badge change, and closing the leader hands over without a missed event."""
+    server = server_factory("--database-url", database_url, "--block-websockets")
+    alice, bob = register(server, "alice"), register(server, "bob")
+    chat_id = open_chat(server, alice, bob)
+    ctx = signed_in_context(browser, server, bob)
+    try:
+        pages = []
+        for _ in range(8):
+            page = ctx.new_page()
+            page.goto(server.url + "/")
+            pages.append(page)
+        for page in pages:
+            wait_live(page, "SSE")
+        wait_until(lambda: notification_streams(server, bob) == 1, what="one notification stream")
+        assert stats(server)["connections"]["total"] == 1
+
+        first = send(server, alice, chat_id, "to every tab")
+        for page in pages:
+            expect(page.locator(f".toast[data-notification-id] .toast-text")).to_have_text(["to every tab"])
+            expect(page.locator(".top-nav .badge-dot")).to_be_visible()
+        # Badge change: B reads the chat (in the first tab); the dot goes in every tab.
+        pages[0].goto(f"{server.url}/chat/{chat_id}")
+        expect(pages[0].locator("#messages .bubble")).to_have_text([first["content"]])
+        for page in pages:
+            expect(page.locator(".top-nav .badge-dot")).to_be_hidden()
+        pages[0].goto(server.url + "/")
+        wait_live(pages[0], "SSE")
+
+        leaders = [p for p in pages if p.evaluate("document.documentElement.dataset.streamRole") == "leader"]
+        assert len(leaders) == 1
+        leader = leaders[0]
+        rest = [p for p in pages if p is not leader]
+        leader.close()
+        # Sent during the handover: the new leader resumes from the last id its tab had seen.
+        send(server, alice, chat_id, "during the handover")
+        for page in rest:
+            expect(page.locator("#recent-notifications .notif-text")).to_have_text(
+                ["during the handover", "to every tab"])
+            expect(page.locator(".toast .toast-text")).to_contain_text(["during the handover"])
+            expect(page.locator(".top-nav .badge-dot")).to_be_visible()
+        assert sum(p.evaluate("document.documentElement.dataset.streamRole") == "leader" for p in rest) == 1
+        wait_until(lambda: notification_streams(server, bob) == 1 and stats(server)["connections"]["total"] == 1,
+                   what="one notification stream after the handover")
+        send(server, alice, chat_id, "after the handover")
+        for page in rest:
+            expect(page.locator("#recent-notifications .notif-text")).to_have_text(
+                ["after the handover", "during the handover", "to every tab"])
+    finally:
+        ctx.close()
