@@ -113,5 +113,5 @@ def screenshot(page: Page, name: str) -> str:
     """Save a PNG of ``page`` in docs/screenshots/``name``.png; returns its path."""
     os.makedirs(SCREENSHOTS, exist_ok=True)
     path = os.path.join(SCREENSHOTS, f"{name}.png")
-    page.screenshot(path=path, full_page=False)
+    page.screenshot(path=path, full_page=False, animations="disabled")
     return path

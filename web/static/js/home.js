@@ -36,7 +36,10 @@ async function main() {
   };
   showStatus(client.status);
   client.on("status", showStatus);
-  bindNotificationList(list, client, { limit: 20, empty: "Nothing yet. Messages from others show up here." });
+  bindNotificationList(list, client, {
+    limit: 20, empty: "Nothing yet. Messages from others show up here.",
+    filter: (n) => n.type !== "test",  // the connection test's probes belong on that page only
+  });
 }
 
 main();

@@ -1,6 +1,6 @@
 // Renders a list of notifications (Home and the test page); text only, newest first.
 
-import { el, icon, shortTime } from "./dom.js";
+import { avatar, el, icon, shortTime } from "./dom.js";
 
 /** One notification as a list item; a new-message one links to its chat. */
 export function notificationItem(n) {
@@ -9,7 +9,7 @@ export function notificationItem(n) {
   const text = isMessage ? (n.content_preview || "") : (n.type === "test" ? "Test event from the connection test page" : (n.data && n.data.text) || "");
   const attrs = { class: `notif${n.read === false ? " unread-item" : ""}`, dataset: { id: n.id, type: n.type } };
   const children = [
-    el("span", { class: "notif-icon" }, icon(isMessage ? "chat" : n.type === "test" ? "pulse" : "bell", 18)),
+    isMessage ? avatar(n.sender_name) : el("span", { class: "notif-icon" }, icon(n.type === "test" ? "pulse" : "bell", 18)),
     el("span", { class: "notif-main" },
       el("span", { class: "notif-title", text: title }),
       text ? el("span", { class: "notif-text", text }) : null),
@@ -21,9 +21,9 @@ export function notificationItem(n) {
 }
 
 /** Keep ``list`` (an <ul>) in sync with ``client.notifications``; ``limit`` items at most. */
-export function bindNotificationList(list, client, { limit = 50, empty = "No notifications yet." } = {}) {
+export function bindNotificationList(list, client, { limit = 50, empty = "No notifications yet.", filter = null } = {}) {
   const render = () => {
-    const items = client.notifications.slice(0, limit);
+    const items = (filter ? client.notifications.filter(filter) : client.notifications).slice(0, limit);
     list.replaceChildren(...(items.length ? items.map(notificationItem)
       : [el("li", { class: "empty", text: empty })]));
   };

@@ -1,0 +1,140 @@
+"""Login and register in the browser, the phone layout (acceptance point 7) and the screenshots
+in docs/screenshots/ (Home, Messages and the test page at desktop and phone widths)."""
+import re
+import uuid
+
+from playwright.sync_api import expect
+
+from tests.browser import (DESKTOP, PHONE, TIMEOUT_MS, browser, http_json, open_chat,  # noqa: F401
+                           register, screenshot, send, signed_in_context, wait_live)
+
+
+def test_register_login_logout(browser, server_factory, database_url):
+    """A signed-out visit goes to /login and back after registering; logging out and in works."""
+    server = server_factory("--database-url", database_url)
+    username = "dana_" + uuid.uuid4().hex[:6]
+    ctx = browser.new_context(viewport=DESKTOP)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = ctx.new_page()
+        page.goto(server.url + "/chat")
+        expect(page).to_have_url(f"{server.url}/login?next=%2Fchat")
+        page.click("#tab-register")
+        page.fill("#username", username)
+        page.fill("#display_name", "Dana Scully")
+        page.fill("#password", "short")
+        page.click("#submit")
+        expect(page.locator("#form-error")).to_contain_text("at least 8")
+        page.fill("#password", "password123")
+        page.click("#submit")
+        expect(page).to_have_url(f"{server.url}/chat")
+        expect(page.locator(".user-name")).to_have_text("Dana Scully")
+        wait_live(page, "WebSocket")
+        page.click(".logout-btn")
+        expect(page).to_have_url(re.compile(r"/login$"))
+        page.goto(server.url + "/")
+        expect(page).to_have_url(f"{server.url}/login?next=%2F")
+        page.fill("#username", username)
+        page.fill("#password", "wrong-password")
+        page.click("#submit")
+        expect(page.locator("#form-error")).not_to_be_empty()
+        page.fill("#password", "password123")
+        page.click("#submit")
+        expect(page).to_have_url(f"{server.url}/")
+        expect(page.locator("h1")).to_have_text("Welcome back, Dana Scully")
+    finally:
+        ctx.close()
+
+
+def test_phone_width_badge_and_screenshots(browser, server_factory, database_url):
+    """7: at 390×844 the mobile navigation shows the unread badge; screenshots at both widths."""
+    server = server_factory("--database-url", database_url)
+    bob = register(server, "bob", "Bob Martin")
+    alice = register(server, "alice", "Alice Chen")
+    carol = register(server, "carol", "Carol Diaz")
+    dave = register(server, "dave", "Dave Kim")
+    with_alice = open_chat(server, alice, bob)
+    with_dave = open_chat(server, dave, bob)
+    status, group = http_json(server, "POST", "/api/chats",
+                              {"member_ids": [alice["id"], bob["id"]], "title": "Weekend trip"}, token=carol["token"])
+    assert status == 201
+    trip = group["chat"]["id"]
+    send(server, dave, with_dave, "The deploy went fine, thanks for the review!")
+    send(server, carol, trip, "Cabin is booked for Saturday!")
+    send(server, alice, trip, "I'll bring the board games")
+    send(server, bob, trip, "Perfect, I can drive")
+
+    phone = signed_in_context(browser, server, bob, viewport=PHONE)
+    desktop = signed_in_context(browser, server, bob, viewport=DESKTOP)
+    try:
+        page = phone.new_page()
+        page.goto(server.url + "/")
+        wait_live(page, "WebSocket")
+        expect(page.locator(".top-nav")).to_be_hidden()
+        # Dave's and the group's messages are unread: the badge shows on the menu button.
+        expect(page.locator(".menu-btn .badge-dot")).to_be_visible()
+        page.click(f"a.notif[href='/chat/{with_dave}']")
+        expect(page.locator("#messages .bubble")).to_have_text(["The deploy went fine, thanks for the review!"])
+        page.goto(f"{server.url}/chat/{trip}")
+        expect(page.locator("#messages .bubble")).to_have_count(3)
+        page.goto(server.url + "/")
+        wait_live(page, "WebSocket")
+        expect(page.locator(".menu-btn .badge-dot")).to_be_hidden()
+
+        send(server, alice, with_alice, "Are we still on for lunch at noon?")
+        toast = page.locator(".toast")
+        expect(toast).to_contain_text("Are we still on for lunch at noon?")
+        box = toast.bounding_box()
+        assert box["y"] < 200 and box["width"] > 300, box  # phones: toasts at the top, full width
+        expect(page.locator(".menu-btn .badge-dot")).to_be_visible()
+        page.click(".menu-btn")
+        drawer = page.locator("#side-nav")
+        expect(drawer).to_have_class(re.compile(r"\bopen\b"))
+        expect(drawer.locator("[data-nav=messages] .badge-dot")).to_be_visible()
+        screenshot(page, "phone-navigation")
+        page.keyboard.press("Escape")
+        expect(drawer).not_to_have_class(re.compile(r"\bopen\b"))
+        screenshot(page, "home-phone")
+
+        page.goto(server.url + "/chat")
+        expect(page.locator(".chat-item")).to_have_count(3)
+        expect(page.locator(f".chat-item[data-chat-id='{with_alice}'] .unread-count")).to_have_text("1")
+        screenshot(page, "messages-phone")
+        page.click(f".chat-item[data-chat-id='{trip}']")
+        expect(page.locator("#messages .bubble")).to_have_count(3)
+        expect(page.locator(".chat-sidebar")).to_be_hidden()
+        screenshot(page, "conversation-phone")
+        page.click(".back-btn")
+        expect(page.locator(".chat-sidebar")).to_be_visible()
+        page.click(f".chat-item[data-chat-id='{with_alice}']")
+        expect(page.locator("#messages .bubble")).to_have_text(["Are we still on for lunch at noon?"])
+        page.click(".menu-btn")
+        expect(drawer.locator("[data-nav=messages] .badge-dot")).to_be_hidden()
+        page.keyboard.press("Escape")
+
+        page.goto(server.url + "/test-notifications")
+        expect(page.locator("#diagnosis-text")).to_have_text("WebSocket OK")
+        expect(page.locator("#conn-latency")).not_to_have_text("—")
+        screenshot(page, "test-phone")
+
+        d = desktop.new_page()
+        d.goto(server.url + "/test-notifications")
+        wait_live(d, "WebSocket")
+        expect(d.locator("#diagnosis-text")).to_have_text("WebSocket OK")
+        expect(d.locator("#conn-latency")).not_to_have_text("—")
+        screenshot(d, "test-desktop")
+        send(server, dave, with_dave, "Can you look at the release notes today?")
+        d.goto(server.url + "/")
+        expect(d.locator("#recent-notifications .notif").first).to_contain_text("release notes")
+        send(server, carol, trip, "Don't forget warm clothes, it gets cold at night")
+        expect(d.locator(".toast")).to_contain_text("warm clothes")
+        expect(d.locator(".top-nav .badge-dot")).to_be_visible()
+        screenshot(d, "home-desktop")
+        d.goto(f"{server.url}/chat/{trip}")
+        expect(d.locator("#messages .bubble")).to_have_count(4)
+        d.fill("#composer-input", "See you all Saturday!")
+        expect(d.locator(".chat-item")).to_have_count(3)
+        screenshot(d, "messages-desktop")
+    finally:
+        phone.close()
+        desktop.close()
