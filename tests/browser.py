@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -110,8 +111,14 @@ def stats(server) -> dict:
 
 
 def screenshot(page: Page, name: str) -> str:
-    """Save a PNG of ``page`` in docs/screenshots/``name``.png; returns its path."""
-    os.makedirs(SCREENSHOTS, exist_ok=True)
-    path = os.path.join(SCREENSHOTS, f"{name}.png")
+    """Save a PNG of ``page`` as ``name``.png; returns its path.
+
+    With SQUALL_SCREENSHOTS=1 they go to docs/screenshots/ (the committed ones are made so);
+    otherwise to a temporary folder, so a test run leaves the working tree alone.
+    """
+    folder = SCREENSHOTS if os.environ.get("SQUALL_SCREENSHOTS") else os.path.join(
+        tempfile.gettempdir(), "squall-screenshots")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{name}.png")
     page.screenshot(path=path, full_page=False, animations="disabled")
     return path

@@ -81,13 +81,11 @@ def test_two_windows(browser, server, transport):
 
 
 def test_open_chat_gets_message_live_without_toast(browser, server, transport):
-    """2 and 3: B has the chat open; A's message appears there live, and raises no toast."""
+    """2 and 3: B has the chat open; A's message appears there live, and raises no toast. Typing,
+    read receipts, and a notification for a chat not yet listed (it is added) come along."""
     label = transport[0]
     alice, bob = register(server, "alice"), register(server, "bob")
     chat_id = open_chat(server, alice, bob)
-    status, group = http_json(server, "POST", "/api/chats", {"member_ids": [bob["id"]], "title": "Sentinel"},
-                              token=alice["token"])
-    assert status == 201
     ctx_b = signed_in_context(browser, server, bob)
     try:
         page = ctx_b.new_page()
@@ -95,24 +93,38 @@ def test_open_chat_gets_message_live_without_toast(browser, server, transport):
         wait_live(page, label)
         expect(page.locator("#conversation")).to_have_attribute("data-joined", str(chat_id))
         expect(page.locator("#conversation")).to_have_attribute("data-transport", "websocket" if label == "WebSocket" else "sse")
+        expect(page.locator(".chat-item")).to_have_count(1)
 
-        first = send(server, alice, chat_id, "Are you reading this live?")
+        status, _ = http_json(server, "POST", f"/api/chats/{chat_id}/typing", {}, token=alice["token"])
+        assert status == 200
+        expect(page.locator("#typing")).to_have_text("Alice is typing…")
+        send(server, alice, chat_id, "Are you reading this live?")
         expect(page.locator("#messages .bubble")).to_have_text(["Are you reading this live?"])
-        # Sentinel: a message in another chat does toast; it must be the only toast.
+        expect(page.locator("#typing")).to_have_text("")
+        # Sentinel: a message in a new group chat does toast; it must be the only toast.
+        status, group = http_json(server, "POST", "/api/chats", {"member_ids": [bob["id"]], "title": "Sentinel"},
+                                  token=alice["token"])
+        assert status == 201
         send(server, alice, group["chat"]["id"], "sentinel in the group")
         expect(page.locator(".toast")).to_have_count(1)
         expect(page.locator(".toast")).to_contain_text("sentinel in the group")
-        expect(page.locator(f".chat-item[data-chat-id='{group['chat']['id']}'] .unread-count")).to_have_text("1")
+        group_item = page.locator(f".chat-item[data-chat-id='{group['chat']['id']}']")
+        expect(group_item.locator(".chat-title")).to_have_text("Sentinel")
+        expect(group_item.locator(".unread-count")).to_have_text("1")
+        expect(page.locator(".chat-item .chat-title")).to_have_text(["Sentinel", "Alice"])
         expect(page.locator(f".chat-item[data-chat-id='{chat_id}'] .unread-count")).to_have_count(0)
         status, data = http_json(server, "GET", "/api/notifications", token=bob["token"])
         assert [n.get("chat_id") for n in data["notifications"] if n["type"] == "new_message"] == [group["chat"]["id"]]
-        # B answers from the composer; A's side sees it over the same transport.
+        # B answers from the composer; A reads it, and B sees the receipt.
         page.fill("#composer-input", "Yes, live!")
         page.click("#send")
         expect(page.locator("#messages .msg.mine .bubble")).to_have_text("Yes, live!")
         status, hist = http_json(server, "GET", f"/api/chats/{chat_id}/messages", token=alice["token"])
         assert [m["content"] for m in hist["messages"]] == ["Are you reading this live?", "Yes, live!"]
-        assert first["id"] < hist["messages"][1]["id"]
+        status, _ = http_json(server, "POST", f"/api/chats/{chat_id}/read", {"message_id": hist["messages"][1]["id"]},
+                              token=alice["token"])
+        assert status == 200
+        expect(page.locator("#messages .msg.mine .receipt")).to_have_text("Seen")
     finally:
         ctx_b.close()
 

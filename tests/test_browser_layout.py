@@ -46,6 +46,44 @@ def test_register_login_logout(browser, server_factory, database_url):
         ctx.close()
 
 
+def test_load_earlier_and_group_chat(browser, server_factory, database_url):
+    """History pages back with "Load earlier"; a group chat is made from the username search."""
+    server = server_factory("--database-url", database_url)
+    alice, bob, carol = register(server, "alice"), register(server, "bob"), register(server, "carol")
+    chat_id = open_chat(server, alice, bob)
+    for i in range(35):
+        send(server, alice, chat_id, f"message {i}")
+    ctx = signed_in_context(browser, server, bob)
+    try:
+        page = ctx.new_page()
+        page.goto(f"{server.url}/chat/{chat_id}")
+        expect(page.locator("#messages .bubble")).to_have_count(30)
+        expect(page.locator("#messages .bubble").first).to_have_text("message 5")
+        page.click("#load-earlier")
+        expect(page.locator("#messages .bubble")).to_have_count(35)
+        expect(page.locator("#messages .bubble").first).to_have_text("message 0")
+        expect(page.locator("#load-earlier")).to_be_hidden()
+
+        page.click("#new-chat")
+        for user in (alice, carol):
+            page.fill("#user-search", user["username"])
+            page.click(f".user-result[data-username='{user['username']}']")
+        expect(page.locator("#selected-users .chip")).to_have_text(["Alice", "Carol"])
+        expect(page.locator("#start-chat")).to_be_disabled()
+        page.fill("#group-title", "Project <x>")
+        page.click("#start-chat")
+        expect(page.locator("#conv-title")).to_have_text("Project <x>")
+        expect(page.locator("#conv-sub")).to_contain_text("3 members")
+        page.fill("#composer-input", "Hello group")
+        page.press("#composer-input", "Enter")
+        expect(page.locator("#messages .msg.mine .bubble")).to_have_text("Hello group")
+        expect(page.locator(".chat-item .chat-title").first).to_have_text("Project <x>")
+        status, chats = http_json(server, "GET", "/api/chats", token=carol["token"])
+        assert chats["chats"][0]["title"] == "Project <x>" and chats["chats"][0]["unread_count"] == 1
+    finally:
+        ctx.close()
+
+
 def test_phone_width_badge_and_screenshots(browser, server_factory, database_url):
     """7: at 390×844 the mobile navigation shows the unread badge; screenshots at both widths."""
     server = server_factory("--database-url", database_url)

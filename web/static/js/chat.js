@@ -230,7 +230,8 @@ async function openChat(chatId, push = true) {
   renderMessages({ toBottom: true });
   ui.conversation.dataset.loaded = String(chatId);
   const lastMessage = state.messages[state.messages.length - 1];
-  if (lastMessage && lastMessage.sender_id !== state.me.id) markRead(true);
+  const opened = state.chats.get(chatId);
+  if (lastMessage && (lastMessage.sender_id !== state.me.id || (opened && opened.unread_count > 0))) markRead(true);
   ui.input.focus();
 }
 
