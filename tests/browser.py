@@ -7,10 +7,12 @@ context is signed in by setting the same ``squall_token`` cookie the login page 
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -122,3 +124,85 @@ def screenshot(page: Page, name: str) -> str:
     path = os.path.join(folder, f"{name}.png")
     page.screenshot(path=path, full_page=False, animations="disabled")
     return path
+
+
+class BufferingProxy:
+    """A TCP proxy on 127.0.0.1 to ``target_port`` that holds back event-stream data by ``delay`` s.
+
+    It stands in for a reverse proxy that buffers ``text/event-stream`` answers: the response
+    headers pass at once (the EventSource opens), every later chunk of that connection
+    arrives ``delay`` seconds late. Everything else passes untouched. ``url``; ``close()``.
+    """
+
+    def __init__(self, target_port: int, delay: float):
+        self.target_port, self.delay = target_port, delay
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise RuntimeError("the buffering proxy did not start")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def upstream():
+            try:
+                while data := await reader.read(65536):
+                    up_writer.write(data)
+                    await up_writer.drain()
+            except OSError:
+                pass
+            finally:
+                up_writer.close()
+
+        async def downstream():
+            streaming = False
+            try:
+                while data := await up_reader.read(65536):
+                    if streaming:
+                        # A constant delay keeps the order of the chunks.
+                        self.loop.call_later(self.delay, self._write, writer, data)
+                    else:
+                        streaming = b"text/event-stream" in data
+                        writer.write(data)
+            except OSError:
+                pass
+            finally:
+                self.loop.call_later(self.delay if streaming else 0, writer.close)
+
+        try:
+            await asyncio.gather(upstream(), downstream())
+        finally:
+            writer.close()
+            up_writer.close()
+
+    @staticmethod
+    def _write(writer, data: bytes) -> None:
+        if not writer.is_closing():
+            writer.write(data)
+
+    def close(self) -> None:
+        """Stop listening, drop every proxied connection and end the proxy's thread."""
+        async def shutdown():
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.loop.stop()
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
+        self.thread.join(10)
+        self.loop.close()

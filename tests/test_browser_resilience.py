@@ -7,8 +7,8 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.browser import (browser, open_chat, register, send, signed_in_context,  # noqa: F401 (fixtures)
-                           stats, wait_live)
+from tests.browser import (BufferingProxy, browser, open_chat, register, send,  # noqa: F401 (fixtures)
+                           signed_in_context, stats, wait_live)
 from tests.procs import free_port
 
 
@@ -134,3 +134,29 @@ def test_eight_sse_tabs_share_one_stream(browser, server_factory, database_url):
                 ["after the handover", "during the handover", "to every tab"])
     finally:
         ctx.close()
+
+
+def test_test_page_diagnoses_a_buffering_proxy(browser, server_factory, database_url):
+    """The test page's diagnosis: SSE through a proxy that holds event-stream data back is reported
+    as "SSE delayed by a buffering proxy" (WebSockets are refused, as such proxies often do)."""
+    server = server_factory("--database-url", database_url, "--block-websockets")
+    bob = register(server, "bob")
+    proxy = BufferingProxy(server.port, delay=2.5)
+    ctx = signed_in_context(browser, proxy, bob)
+    try:
+        page = ctx.new_page()
+        page.goto(proxy.url + "/test-notifications")
+        wait_live(page, "SSE")
+        expect(page.locator("#diagnosis-text")).to_have_text("SSE delayed by a buffering proxy")
+        assert int(page.locator("#conn-latency").inner_text().split()[0]) >= 1500
+        expect(page.locator("#test-notifications .notif[data-type=test]")).to_have_count(1)
+        # Straight to the server (no proxy), the same browser gets the plain SSE verdict.
+        direct = signed_in_context(browser, server, bob)
+        page2 = direct.new_page()
+        page2.goto(server.url + "/test-notifications")
+        expect(page2.locator("#conn-latency")).not_to_have_text("—")
+        expect(page2.locator("#diagnosis-text")).to_have_text("WebSocket blocked, using SSE")
+        direct.close()
+    finally:
+        ctx.close()
+        proxy.close()
