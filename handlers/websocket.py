@@ -14,6 +14,7 @@ from tornado_app.errors import BadJSON, Forbidden, SquallError, Unavailable, Val
 from tornado_app.services.events import Event, dumps
 
 from .base import ServicesMixin, check_text
+from .fastwrite import write_direct
 from .streams import Subscriber
 
 log = logging.getLogger("squall.ws")
@@ -90,10 +91,11 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             return
         frame = event.ws_frame if event.ws_frame is not None else event.set_ws_frame(ws_frame(event.data_bytes))
         try:
-            future = conn.stream.write(frame)
+            unsent = write_direct(conn.stream, frame)
         except StreamClosedError:
             return
-        self.track_write(future, len(frame))
+        if unsent is not None:
+            self.track_write(*unsent)
 
     def send_json(self, obj) -> None:
         """Send one JSON frame to this connection only."""
