@@ -16,11 +16,17 @@ from tornado_app.errors import SquallError
 from tornado_app.services.events import CHAT, NOTIFY, Event, sse_encode
 
 from .base import BaseHandler, authenticated
+from .fastwrite import write_direct
 from .streams import Subscriber, parse_last_event_id
 
 log = logging.getLogger("squall.sse")
 
 PING = b": ping\n\n"
+
+
+def http_chunk(data: bytes) -> bytes:
+    """``data`` framed as one chunk of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 class BaseSSEHandler(Subscriber, BaseHandler):
@@ -49,6 +55,9 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             await self.flush()
         except StreamClosedError:
             return
+        # Tornado chunks a body without Content-Length for HTTP/1.1 clients; events written
+        # straight to the stream are framed the same way (each event is one chunk).
+        self._chunked = self.request.version == "HTTP/1.1"
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
@@ -68,17 +77,33 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         """The SSE encoding of ``event`` for this stream."""
         return event.sse
 
+    def shared_encoding(self, event: Event) -> bool:
+        """True when ``event`` is encoded the same for every stream of this kind (cached on it)."""
+        return True
+
+    def wire_bytes(self, event: Event) -> bytes:
+        """The event as it goes on the wire: its SSE encoding, as one HTTP chunk when chunked."""
+        if not self._chunked:
+            return self.event_bytes(event)
+        if self.shared_encoding(event):
+            chunk = event.sse_chunk
+            if chunk is None:
+                chunk = event.sse_chunk = http_chunk(event.sse)
+            return chunk
+        return http_chunk(self.event_bytes(event))
+
     def send_event(self, event: Event) -> None:
         """Write one event straight to the connection (no per-event flush machinery)."""
         if self._closed.is_set():
             return
-        chunk = self.event_bytes(event)
+        chunk = self.wire_bytes(event)
         try:
-            future = self.request.connection.write(chunk)
+            unsent = write_direct(self.request.connection.stream, chunk)
         except StreamClosedError:
             self._closed.set()
             return
-        self.track_write(future, len(chunk))
+        if unsent is not None:
+            self.track_write(*unsent)
 
     def heartbeat(self) -> None:
         """Write a ``: ping`` comment so proxies keep an idle stream open."""
@@ -133,6 +158,10 @@ class ChatStreamHandler(BaseSSEHandler):
     async def on_open(self) -> None:
         if self.active_chat is not None:
             await self.services.hub.join(self, self.active_chat)
+
+    def shared_encoding(self, event: Event) -> bool:
+        """Events with an id carry this stream's own ``M-N`` id; the others are shared."""
+        return event.id is None
 
     def event_bytes(self, event: Event) -> bytes:
         if event.id is None:

@@ -47,7 +47,7 @@ def sse_encode(data: str, id: Optional[str] = None, event: Optional[str] = None)
 class Event:
     """One event as delivered: kind, JSON text and event id; encodings are built on first use."""
 
-    __slots__ = ("kind", "data", "id", "_sse", "_bytes", "ws_frame")
+    __slots__ = ("kind", "data", "id", "_sse", "_bytes", "ws_frame", "sse_chunk")
 
     def __init__(self, kind: Optional[str], data: str, id: Optional[int] = None):
         self.kind = kind
@@ -56,6 +56,7 @@ class Event:
         self._sse = None
         self._bytes = None
         self.ws_frame = None  # set by the WebSocket transport on first use
+        self.sse_chunk = None  # the SSE encoding as one HTTP chunk, set by the SSE transport
 
     def set_ws_frame(self, frame: bytes) -> bytes:
         """Remember the WebSocket frame of this event for the next connections."""
