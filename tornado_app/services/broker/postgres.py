@@ -138,7 +138,10 @@ class PostgresBroker(Broker):
 
     def _connect_listener(self) -> None:
         """Open the LISTEN connection (blocking: runs on the executor thread)."""
-        conn = psycopg2.connect(self.url, connect_timeout=5)
+        # TCP keepalives: a LISTEN connection only reads, so without them a silently dropped
+        # connection (host gone, NAT timeout) would never be noticed.
+        conn = psycopg2.connect(self.url, connect_timeout=5, keepalives=1, keepalives_idle=30,
+                                keepalives_interval=10, keepalives_count=3)
         conn.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_AUTOCOMMIT)
         with conn.cursor() as cur:
             cur.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))

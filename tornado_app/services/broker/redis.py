@@ -73,8 +73,10 @@ class RedisBroker(Broker):
         """Connect, subscribe (waits up to 10 s for the first subscription), start refreshing presence."""
         await super().start(receiver, presence_source, on_gap)
         self._stopping = False
+        # Keepalives and health checks: the subscription only reads, so a silently dropped
+        # connection must be noticed by the socket itself.
         self._client = aioredis.from_url(self.url, socket_connect_timeout=5, socket_timeout=None,
-                                         health_check_interval=30)
+                                         socket_keepalive=True, health_check_interval=30)
         self._listener = asyncio.ensure_future(self._listen_forever())
         self._refresher = asyncio.ensure_future(self._refresh_forever())
         try:
@@ -122,7 +124,8 @@ class RedisBroker(Broker):
                 self._subscribed.set()
                 delay = BACKOFF_FIRST
                 while True:
-                    message = await pubsub.get_message(timeout=None)
+                    # A bounded wait lets redis-py send its health-check PING on quiet channels.
+                    message = await pubsub.get_message(timeout=15.0)
                     if message is not None and message.get("type") == "message":
                         self._dispatch(message["data"])
             except asyncio.CancelledError:
