@@ -131,11 +131,13 @@ class BufferingProxy:
 
     It stands in for a reverse proxy that buffers ``text/event-stream`` answers: the response
     headers pass at once (the EventSource opens), every later chunk of that connection
-    arrives ``delay`` seconds late. Everything else passes untouched. ``url``; ``close()``.
+    arrives ``delay`` seconds late. With ``stall_websockets`` a WebSocket upgrade request is
+    swallowed and never answered (a proxy that hangs upgrades). Everything else passes
+    untouched. ``url``; ``close()``.
     """
 
-    def __init__(self, target_port: int, delay: float):
-        self.target_port, self.delay = target_port, delay
+    def __init__(self, target_port: int, delay: float = 0.0, stall_websockets: bool = False):
+        self.target_port, self.delay, self.stall_websockets = target_port, delay, stall_websockets
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -161,6 +163,8 @@ class BufferingProxy:
         async def upstream():
             try:
                 while data := await reader.read(65536):
+                    if self.stall_websockets and b"upgrade: websocket" in data.lower():
+                        await asyncio.Event().wait()  # never answered, until the proxy closes
                     up_writer.write(data)
                     await up_writer.drain()
             except OSError:

@@ -160,3 +160,23 @@ def test_test_page_diagnoses_a_buffering_proxy(browser, server_factory, database
     finally:
         ctx.close()
         proxy.close()
+
+
+def test_stalled_websocket_handshake_falls_back_to_sse(browser, server_factory, database_url):
+    """A WebSocket upgrade that is never answered: after the open timeout the client uses SSE,
+    and messages arrive over it."""
+    server = server_factory("--database-url", database_url)
+    alice, bob = register(server, "alice"), register(server, "bob")
+    chat_id = open_chat(server, alice, bob)
+    proxy = BufferingProxy(server.port, stall_websockets=True)
+    ctx = signed_in_context(browser, proxy, bob)
+    try:
+        page = ctx.new_page()
+        page.goto(proxy.url + "/test-notifications")
+        wait_live(page, "SSE")
+        expect(page.locator("#diagnosis-text")).to_have_text("WebSocket blocked, using SSE")
+        send(server, alice, chat_id, "over the fallback")
+        expect(page.locator(".toast .toast-text")).to_have_text(["over the fallback"])
+    finally:
+        ctx.close()
+        proxy.close()
