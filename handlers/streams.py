@@ -6,6 +6,7 @@ skipping any id the replay sent: no gap and no duplicate.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from typing import List, Optional, Tuple
@@ -57,6 +58,8 @@ class Subscriber:
         self._pending = 0
         self._max_pending = self.services.config.max_pending_bytes
         self._overflowed = False
+        self._last_write = None  # resolves once everything written so far has left the process
+        self._buffered_bytes = 0
         self.last_ids = {CHAT: 0, NOTIFY: 0}
         # Ids sent by the replay (at most replay_limit per kind): the live copy of one of them
         # may arrive during or after the replay, and must not be sent twice.
@@ -66,6 +69,10 @@ class Subscriber:
         """Called by the registry for each event of this connection's streams."""
         if self._buffer is not None:
             self._buffer.append(event)
+            self._buffered_bytes += len(event.data)
+            if self._buffered_bytes > self._max_pending and not self._overflowed:
+                # Live events pile up while a slow client takes its replay: the same limit holds.
+                self._overflow(self._buffered_bytes)
             return
         self._emit(event)
 
@@ -90,11 +97,28 @@ class Subscriber:
         """Count ``size`` unsent bytes until ``future`` resolves; close a consumer that lags too far."""
         self._pending += size
         if self._pending > self._max_pending:
-            self._overflowed = True
-            log.warning("closing a slow consumer (user %s): %d bytes unsent", self.user_id, self._pending)
-            self.close_slow_consumer()
+            self._overflow(self._pending)
             return
+        self._last_write = future
         future.add_done_callback(lambda f: self._written(f, size))
+
+    def _overflow(self, unsent: int) -> None:
+        self._overflowed = True
+        log.warning("closing a slow consumer (user %s): %d bytes unsent", self.user_id, unsent)
+        self.close_slow_consumer()
+
+    async def _drained(self) -> None:
+        """Wait until at most half the limit is unsent.
+
+        A replay paces itself to the client this way: it may hold far more than the limit
+        (a client resuming after being closed as slow), and must not trip it.
+        """
+        while self._pending > self._max_pending // 2 and not self._overflowed:
+            try:
+                await self._last_write
+            except Exception:  # the stream closed: on_close / on_connection_close clean up
+                return
+            await asyncio.sleep(0)  # let the done callbacks update the count
 
     def _written(self, future, size: int) -> None:
         self._pending -= size
@@ -140,6 +164,7 @@ class Subscriber:
                     self.send_state(RESYNC)
                     continue
                 for event_id, data in rows:
+                    await self._drained()
                     self._emit(Event(kind, data, event_id))
                     self._replayed[kind].add(event_id)
         finally:
