@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import peewee
 
-from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, utcnow
+from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
 from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from .db import DatabaseExecutor
 from .events import CHAT, dumps, iso
@@ -82,6 +82,24 @@ class SendResult:
     notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
 
 
+def _execute_many(template: peewee.Query, rows: List[tuple]) -> None:
+    """Run ``template``'s SQL once per parameter tuple in ``rows`` (one prepared statement).
+
+    ``template`` is built with placeholder values; each tuple gives its parameters in the
+    order of the SQL text. PostgreSQL gets them in pages of statements, one round trip each.
+    """
+    if not rows:
+        return
+    db = Message._meta.database
+    sql, _ = template.sql()
+    cursor = db.cursor()
+    if is_postgres(db):
+        from psycopg2.extras import execute_batch
+        execute_batch(cursor, sql, rows, page_size=200)
+    else:
+        cursor.executemany(sql, rows)
+
+
 class MessageWriter:
     """Group commit: sends that arrive together are stored in one transaction.
 
@@ -141,7 +159,98 @@ class MessageWriter:
 
     @staticmethod
     def _store(batch: List[SendRequest]):
-        """Store a batch (writer thread, inside one transaction)."""
+        """Store a batch (writer thread, inside one transaction): together, else send by send.
+
+        The common case costs a handful of statements for the whole batch. When the database
+        refuses any of it (a duplicate stored by another process, a deleted chat, bad text),
+        that attempt is rolled back to its savepoint and each send is stored in its own, so
+        a send that cannot be stored fails alone.
+        """
+        db = Message._meta.database
+        try:
+            with db.atomic():
+                return MessageWriter._store_together(batch)
+        except Exception:
+            log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
+        return MessageWriter._store_each(batch)
+
+    @staticmethod
+    def _store_together(batch: List[SendRequest]):
+        """Store a batch with one statement per kind of row (raises if the database refuses any)."""
+        db = Message._meta.database
+        now = utcnow()
+        created_at = iso(now)
+        results: List[Optional[SendResult]] = [None] * len(batch)
+        keyed = {(r.sender_id, r.client_id) for r in batch if r.client_id is not None}
+        existing: Dict[Tuple[int, str], Message] = {}
+        if keyed:
+            senders = list({k[0] for k in keyed})
+            client_ids = list({k[1] for k in keyed})
+            for m in Message.select().where(Message.sender.in_(senders) & Message.client_id.in_(client_ids)):
+                if (m.sender_id, m.client_id) in keyed:
+                    existing[(m.sender_id, m.client_id)] = m
+        new: List[int] = []          # indexes of the sends to insert
+        repeats: List[Tuple[int, int]] = []  # (index, index of the first send with its client_id)
+        first: Dict[Tuple[int, str], int] = {}
+        for i, req in enumerate(batch):
+            if req.client_id is not None:
+                key = (req.sender_id, req.client_id)
+                if key in existing:
+                    results[i] = SendResult(message_dict(existing[key], req.sender_name), False, [])
+                    continue
+                if key in first:
+                    repeats.append((i, first[key]))
+                    continue
+                first[key] = i
+            new.append(i)
+        touched_users = set()
+        if new:
+            rows = [{"chat": batch[i].chat_id, "sender": batch[i].sender_id, "content": batch[i].content,
+                     "message_type": batch[i].message_type, "client_id": batch[i].client_id, "created_at": now}
+                    for i in new]
+            cursor = Message.insert_many(rows).returning(Message.id).execute()
+            # One statement numbers its rows in order; sorting guards against any reordering.
+            ids = sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
+            unread: Dict[Tuple[int, int], int] = {}     # (chat, sender) -> messages
+            last_read: Dict[Tuple[int, int], int] = {}  # (chat, sender) -> newest message id
+            last_in_chat: Dict[int, int] = {}           # chat -> newest message id
+            notify_rows, notify_of = [], []
+            for i, mid in zip(new, ids):
+                req = batch[i]
+                key = (req.chat_id, req.sender_id)
+                unread[key] = unread.get(key, 0) + 1
+                last_read[key] = mid
+                last_in_chat[req.chat_id] = mid
+                message = {"id": mid, "chat_id": req.chat_id, "sender_id": req.sender_id,
+                           "sender_name": req.sender_name, "content": req.content,
+                           "message_type": req.message_type, "client_id": req.client_id,
+                           "created_at": created_at}
+                results[i] = SendResult(message, True, [])
+                if req.notify_ids:
+                    payload = new_message_payload(message)
+                    for uid in req.notify_ids:
+                        notify_rows.append({"recipient": uid, "type": "new_message", "payload": payload,
+                                            "chat_id": req.chat_id, "message_id": mid, "created_at": now})
+                        notify_of.append((i, uid, payload))
+                touched_users.update(req.others)
+            _execute_many(ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
+                (ChatMember.chat == 0) & (ChatMember.user != 0)),
+                [(n, chat, sender) for (chat, sender), n in unread.items()])
+            _execute_many(ChatMember.update(last_read_message_id=0).where(
+                (ChatMember.chat == 0) & (ChatMember.user == 0)),
+                [(mid, chat, sender) for (chat, sender), mid in last_read.items()])
+            _execute_many(Chat.update(last_message_id=0, last_activity_at=now).where(Chat.id == 0),
+                          [(mid, now, chat) for chat, mid in last_in_chat.items()])
+            if notify_rows:
+                for nid, (i, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
+                    results[i].notifications.append((nid, uid, payload))
+        for i, j in repeats:
+            results[i] = SendResult(results[j].message, False, [])
+        return results, unread_states(touched_users)
+
+    @staticmethod
+    def _store_each(batch: List[SendRequest]):
+        """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
         db = Message._meta.database
         results = []
         touched_users = set()
