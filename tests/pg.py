@@ -43,5 +43,10 @@ def reset_database(url: str) -> None:
     """Drop every table of the database (each test starts from an empty schema)."""
     conn = _connect(url)
     with conn.cursor() as cur:
+        # A previous test's server child may still be exiting with a connection open; its
+        # locks would make the DROP wait, so end such sessions first, and never wait forever.
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cur.execute("SET lock_timeout = '30s'")
         cur.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     conn.close()
