@@ -67,6 +67,13 @@ def test_two_windows(browser, server, transport):
         expect(b_test.locator("#diagnosis-text")).to_have_text(
             "WebSocket OK" if label == "WebSocket" else "WebSocket blocked, using SSE")
         expect(b_test.locator(".top-nav .badge-dot")).to_be_visible()
+        # Clear (once the page's own test event is in): gone on the server, here and in the other tab.
+        expect(b_test.locator("#conn-latency")).not_to_have_text("—")
+        b_test.click("#clear")
+        expect(b_test.locator("#test-notifications .notif")).to_have_count(0)
+        expect(b_home.locator("#recent-notifications .notif")).to_have_count(0)
+        status, data = http_json(server, "GET", "/api/notifications", token=bob["token"])
+        assert status == 200 and data["notifications"] == []
         b_test.close()
 
         toast.click()
