@@ -74,6 +74,7 @@ class PostgresBroker(Broker):
         self._executor = None
         self._work = None  # used only on the executor thread
         self._listen = None
+        self._listen_fd = None  # kept: a broken connection can no longer tell its fileno()
         self._loop = None
         self._queue: asyncio.Queue = None
         self._tasks = []
@@ -151,7 +152,8 @@ class PostgresBroker(Broker):
     def _watch_listener(self) -> None:
         if self._stopping or self._listen is None:
             return
-        IOLoop.current().add_handler(self._listen.fileno(), self._on_readable, IOLoop.READ)
+        self._listen_fd = self._listen.fileno()
+        IOLoop.current().add_handler(self._listen_fd, self._on_readable, IOLoop.READ)
         self._listening = True
         # Anything already queued on the socket before the handler was added
         self._on_readable(None, None)
@@ -183,13 +185,12 @@ class PostgresBroker(Broker):
 
     def _drop_listener(self) -> None:
         conn, self._listen = self._listen, None
+        fd, self._listen_fd = self._listen_fd, None
         self._listening = False
+        if fd is not None:
+            IOLoop.current().remove_handler(fd)
         if conn is None:
             return
-        try:
-            IOLoop.current().remove_handler(conn.fileno())
-        except (ValueError, KeyError, psycopg2.InterfaceError):
-            pass
         try:
             conn.close()
         except Exception:  # already broken
