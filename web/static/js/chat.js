@@ -427,7 +427,7 @@ async function main() {
     onStatus: (s) => { ui.conversation.dataset.transport = s.transport || ""; },
     lastNotificationId: () => client.lastEventId || 0,
   });
-  await loadChats();
+  await Promise.all([loadChats(), client.historyLoaded]);
   const newest = [...state.chats.values()].reduce((mx, c) => Math.max(mx, c.last_message ? c.last_message.id : 0), 0);
   state.conn.start(chatIdFromPath(), newest || null);
   client.on("unread", (u) => applyUnread(u));

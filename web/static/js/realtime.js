@@ -215,6 +215,8 @@ export class NotificationClient {
     this.reconnector = null;
     this.started = false;
     this.ready = false;
+    // Resolves once the history is loaded and lastEventId is known.
+    this.historyLoaded = new Promise((resolve) => { this.resolveHistory = resolve; });
   }
 
   // Public API ---------------------------------------------------------------------------
@@ -252,6 +254,7 @@ export class NotificationClient {
     }
     await this.loadHistory();
     this.ready = true;
+    this.resolveHistory();
     for (const msg of early) this.onChannel(msg);
     if (navigator.locks && this.channel) {
       navigator.locks.request(LOCK_NAME, () => new Promise(() => {
