@@ -98,6 +98,10 @@ async def test_redis_restart_loses_nothing_acknowledged(private_redis, shared_db
     private_redis.stop()
     # Sent while Redis is down: acknowledged (201) because it is stored.
     during = [await send_http(api1, alice, chat_id, f"during the outage {i}") for i in range(3)]
+    # /readyz names the broker as the failing dependency while Redis is away.
+    status, body = await ApiClient(p2.url).call("GET", "/readyz")
+    assert status == 503 and body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("error"), body
     private_redis.start()
 
     # Both servers come back: /readyz on each reports the broker again.
