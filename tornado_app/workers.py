@@ -117,7 +117,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until told to stop; returns the process exit code."""
-        self.reserved = reserve_port(self.config.host, self.config.port)
+        if self.reserved is None:
+            self.reserved = reserve_port(self.config.host, self.config.port)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("starting %d workers on http://%s:%d", self.config.processes, self.config.host, self.config.port)
@@ -178,4 +179,10 @@ def run_workers(config, serve: Callable) -> int:
         log.error("%s", exc.code)
         return 2
     migrate_once(config)
-    return Supervisor(config, serve).run()
+    supervisor = Supervisor(config, serve)
+    try:
+        supervisor.reserved = reserve_port(config.host, config.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    return supervisor.run()
