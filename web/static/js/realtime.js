@@ -22,6 +22,7 @@ export const OPEN_TIMEOUT_MS = 3000;
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 8000;
 const MAX_NOTIFICATIONS = 200;
+const WS_RETRY_AFTER_MS = 60_000;
 
 /** Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter. */
 export function backoffDelay(attempt) {
@@ -124,6 +125,7 @@ class Reconnector {
     this.timer = null;
     this.stopped = false;
     this.everOpened = false;
+    this.wsFailedAt = null;   // when the WebSocket last failed while SSE worked
   }
 
   start() { this.connect(); }
@@ -132,10 +134,15 @@ class Reconnector {
     if (this.stopped) return;
     this.timer = null;
     this.handlers.status({ state: this.everOpened ? "reconnecting" : "connecting" });
-    this.stream = openStream(this.options, {
+    // A WebSocket that failed within the last minute is not tried again yet: reconnects
+    // behind a blocking proxy then go straight to SSE instead of waiting for the failure.
+    const preferSse = this.wsFailedAt !== null && Date.now() - this.wsFailedAt < WS_RETRY_AFTER_MS;
+    this.stream = openStream({ ...this.options, preferSse }, {
       open: (transport, wsFailed) => {
         this.attempt = 0;
         this.everOpened = true;
+        if (transport === "websocket") this.wsFailedAt = null;
+        else if (wsFailed && !preferSse) this.wsFailedAt = Date.now();
         this.handlers.status({ state: "open", transport, wsBlocked: wsFailed });
         if (this.handlers.open) this.handlers.open(transport);
       },
@@ -420,7 +427,6 @@ export class ChatConnection {
         if (this.lastMessageId) q.set("last_event_id", `${this.lastMessageId}-${this.lastNotificationId() || 0}`);
         return `/sse/chat?${q}`;
       },
-      preferSse: false,
     }, {
       status: (s) => {
         if (s.transport) this.transport = s.transport;
