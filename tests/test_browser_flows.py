@@ -132,6 +132,15 @@ def test_open_chat_gets_message_live_without_toast(browser, server, transport):
                               token=alice["token"])
         assert status == 200
         expect(page.locator("#messages .msg.mine .receipt")).to_have_text("Seen")
+        # Switching chats moves presence (join/leave, or a reopened /sse/chat): the group is
+        # now live without a toast, and the private chat toasts (the sentinel).
+        group_item.click()
+        expect(page).to_have_url(f"{server.url}/chat/{group['chat']['id']}")
+        expect(page.locator("#conversation")).to_have_attribute("data-joined", str(group["chat"]["id"]))
+        send(server, alice, group["chat"]["id"], "live in the group")
+        expect(page.locator("#messages .bubble")).to_have_text(["sentinel in the group", "live in the group"])
+        send(server, alice, chat_id, "back in the private chat")
+        expect(page.locator(".toast .toast-text")).to_have_text(["sentinel in the group", "back in the private chat"])
     finally:
         ctx_b.close()
 
