@@ -1,4 +1,5 @@
 """The chat HTTP API over real HTTP: chats, history paging, sending, read state, unread counts."""
+import asyncio
 import re
 
 import pytest
@@ -245,3 +246,15 @@ async def test_sending_is_rate_limited(api, users, ws_connect, config_overrides)
     await send(api, bob, chat["id"], "bob is fine")
     status, page = await api.call("GET", f"/api/chats/{chat['id']}/messages", token=bob["token"])
     assert [m["content"] for m in page["messages"]] == ["m0", "m1", "m2", "bob is fine"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_concurrent_private_chat_opens_find_one_chat(api, users):
+    alice, bob = await users("alice", "bob")
+    calls = [api.call("POST", "/api/chats", {"user_id": bob["id"]}, token=alice["token"]) for _ in range(4)]
+    calls += [api.call("POST", "/api/chats", {"user_id": alice["id"]}, token=bob["token"]) for _ in range(4)]
+    results = await asyncio.gather(*calls)
+    assert {status for status, _ in results} == {200}
+    assert len({data["chat"]["id"] for _, data in results}) == 1
+    status, chats = await api.call("GET", "/api/chats", token=alice["token"])
+    assert len(chats["chats"]) == 1
