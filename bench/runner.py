@@ -118,7 +118,7 @@ class Bench:
         if os.path.exists(out):
             from .profiles import summarise
             with open(out) as f:
-                self.profiles[name] = summarise(f.read())
+                self.profiles[name] = summarise(f.read(), top=int(os.environ.get("BENCH_PROFILE_TOP", "12")))
 
     # Servers ------------------------------------------------------------------------------
 
@@ -132,10 +132,14 @@ class Bench:
         self.log(f"  {name}: {len(server.users)} users registered in {users['seconds']} s")
         return server
 
-    def start_baseline(self) -> Server:
-        """Start the bare-Tornado baseline (it needs no users; tokens are ignored)."""
+    def start_baseline(self, users: List[dict]) -> Server:
+        """Start the bare-Tornado baseline; it ignores tokens but gets the same URLs as Squall.
+
+        Same tokens, same request sizes: a request's URL is kept for the connection's life,
+        so a shorter one would flatter the baseline's memory per connection.
+        """
         server = baseline(self.work, self.pin).start()
-        server.users = [{"id": i, "token": f"t{i}"} for i in range(1, max(self.sizes.subscribers, 1) + 1)]
+        server.users = users
         return server
 
     def base_spec(self, server: Server) -> dict:
@@ -220,7 +224,7 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
         if "fanout" in scenarios or "idle" in scenarios:
             sq = bench.start_squall("squall", f"sqlite:///{os.path.join(bench.work, 'streams.db')}")
             started.append(sq)
-            base = bench.start_baseline()
+            base = bench.start_baseline(sq.users)
             started.append(base)
             if "fanout" in scenarios:
                 log("fan-out")
