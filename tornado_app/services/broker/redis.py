@@ -29,6 +29,7 @@ log = logging.getLogger("squall.broker.redis")
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
+COMMAND_TIMEOUT = 5.0  # seconds; a hung Redis must not hold up senders indefinitely
 
 
 def split_prefix(url: str, default: str = "squall"):
@@ -161,8 +162,9 @@ class RedisBroker(Broker):
     async def publish(self, envelope: dict) -> None:
         """PUBLISH the envelope; failures are logged, not raised (stored events resume from the database)."""
         try:
-            await self._client.publish(self.channel, json.dumps(envelope, separators=(",", ":")))
-        except (RedisError, OSError) as exc:
+            await asyncio.wait_for(self._client.publish(self.channel, json.dumps(envelope, separators=(",", ":"))),
+                                   COMMAND_TIMEOUT)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
             # The sender's data is already committed; receivers that missed this resume
             # with Last-Event-ID: processes whose subscription broke when it comes back,
             # this process as soon as Redis answers again (see _recovered).
@@ -191,10 +193,10 @@ class RedisBroker(Broker):
                 async with self._client.pipeline(transaction=False) as pipe:
                     pipe.zadd(key, {self._member(user_id): time.time() + self.presence_ttl})
                     pipe.expire(key, int(self.presence_ttl * 2) + 1)
-                    await pipe.execute()
+                    await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
             else:
-                await self._client.zrem(key, self._member(user_id))
-        except (RedisError, OSError) as exc:
+                await asyncio.wait_for(self._client.zrem(key, self._member(user_id)), COMMAND_TIMEOUT)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
             # A missed claim is renewed by the refresher; a missed removal expires by itself.
             log.warning("Redis broker: presence update failed (%s)", exc)
 
@@ -203,7 +205,8 @@ class RedisBroker(Broker):
         wanted = {int(u) for u in user_ids}
         if not wanted:
             return set()
-        members = await self._client.zrangebyscore(self._presence_key(chat_id), time.time(), "+inf")
+        members = await asyncio.wait_for(
+            self._client.zrangebyscore(self._presence_key(chat_id), time.time(), "+inf"), COMMAND_TIMEOUT)
         active = set()
         for member in members:
             uid = int(member.split(b"|", 1)[0])
