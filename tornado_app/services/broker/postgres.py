@@ -86,7 +86,9 @@ class PostgresBroker(Broker):
 
     def _work_conn(self):
         if self._work is None or self._work.closed:
-            self._work = psycopg2.connect(self.url, connect_timeout=5)
+            # A statement timeout: a hung server must not hold up senders indefinitely.
+            self._work = psycopg2.connect(self.url, connect_timeout=5, keepalives=1, keepalives_idle=30,
+                                          options="-c statement_timeout=5000")
             self._work.autocommit = False
         return self._work
 
