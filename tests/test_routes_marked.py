@@ -49,6 +49,8 @@ def test_default_handler_is_marked(app):
 
 def test_the_walk_catches_an_unmarked_method():
     class Marked(BaseHandler):
+        """Every method marked."""
+
         @public
         def get(self):
             """Public."""
@@ -62,6 +64,8 @@ def test_the_walk_catches_an_unmarked_method():
             """Service."""
 
     class Unmarked(BaseHandler):
+        """One method forgotten."""
+
         @public
         def get(self):
             """Public."""
@@ -70,6 +74,8 @@ def test_the_walk_catches_an_unmarked_method():
             """Forgotten."""
 
     class Nested(tornado.web.RequestHandler):
+        """Reached only through a nested router."""
+
         def get(self):
             """Forgotten, behind a nested router."""
 
