@@ -23,6 +23,7 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 8000;
 const MAX_NOTIFICATIONS = 200;
 const WS_RETRY_AFTER_MS = 60_000;
+const SSE_PROVEN_MS = 10_000;
 
 /** Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter. */
 export function backoffDelay(attempt) {
@@ -126,6 +127,8 @@ class Reconnector {
     this.stopped = false;
     this.everOpened = false;
     this.wsFailedAt = null;   // when the WebSocket last failed while SSE worked
+    this.fellBack = false;    // the open stream is SSE after a WebSocket failure
+    this.openedAt = 0;
   }
 
   start() { this.connect(); }
@@ -134,15 +137,18 @@ class Reconnector {
     if (this.stopped) return;
     this.timer = null;
     this.handlers.status({ state: this.everOpened ? "reconnecting" : "connecting" });
-    // A WebSocket that failed within the last minute is not tried again yet: reconnects
-    // behind a blocking proxy then go straight to SSE instead of waiting for the failure.
+    // A WebSocket that failed while SSE then held for a while is not tried again for a
+    // minute: reconnects behind a blocking proxy go straight to SSE instead of waiting for
+    // the failure. (A short-lived SSE fallback, e.g. to a server that was shutting down,
+    // proves nothing, so the next attempt tries the WebSocket first again.)
     const preferSse = this.wsFailedAt !== null && Date.now() - this.wsFailedAt < WS_RETRY_AFTER_MS;
     this.stream = openStream({ ...this.options, preferSse }, {
       open: (transport, wsFailed) => {
         this.attempt = 0;
         this.everOpened = true;
+        this.openedAt = Date.now();
+        this.fellBack = transport === "sse" && wsFailed && !preferSse;
         if (transport === "websocket") this.wsFailedAt = null;
-        else if (wsFailed && !preferSse) this.wsFailedAt = Date.now();
         this.handlers.status({ state: "open", transport, wsBlocked: wsFailed });
         if (this.handlers.open) this.handlers.open(transport);
       },
@@ -154,6 +160,8 @@ class Reconnector {
   async lost(wasOpen) {
     if (this.stopped) return;
     this.stream = null;
+    if (wasOpen && this.fellBack && Date.now() - this.openedAt >= SSE_PROVEN_MS) this.wsFailedAt = Date.now();
+    this.fellBack = false;
     this.handlers.status({ state: "reconnecting" });
     if (!wasOpen) {
       // Neither transport opened: a refused token means stop; anything else, retry later.
@@ -182,6 +190,7 @@ class Reconnector {
   /** Close the current stream and connect again at once (new parameters). */
   restart() {
     if (this.stopped) return;
+    if (this.fellBack && Date.now() - this.openedAt >= SSE_PROVEN_MS) this.wsFailedAt = Date.now();
     if (this.timer) clearTimeout(this.timer);
     const old = this.stream;
     this.stream = null;
