@@ -18,6 +18,7 @@ from tornado_app.services.notifications import RESYNC
 log = logging.getLogger("squall.streams")
 
 _conn_ids = itertools.count(1)
+_NO_CHATS = frozenset()
 
 
 def parse_last_event_id(raw: Optional[str]) -> Tuple[Optional[int], Optional[int]]:
@@ -53,7 +54,8 @@ class Subscriber:
         """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
         self.user_id = user_id
         self.conn_id = f"{self.services.origin}/{next(_conn_ids)}"
-        self.joined_chats = set()
+        # Only chat streams join chats; the others share one empty set (memory per connection).
+        self.joined_chats = set() if CHAT in self.streams else _NO_CHATS
         self._buffer: Optional[List[Event]] = None
         self._pending = 0
         self._max_pending = self.services.config.max_pending_bytes
@@ -62,8 +64,9 @@ class Subscriber:
         self._buffered_bytes = 0
         self.last_ids = {CHAT: 0, NOTIFY: 0}
         # Ids sent by the replay (at most replay_limit per kind): the live copy of one of them
-        # may arrive during or after the replay, and must not be sent twice.
-        self._replayed = {CHAT: set(), NOTIFY: set()}
+        # may arrive during or after the replay, and must not be sent twice. Created by the
+        # first replay: most connections never replay, and idle ones should stay small.
+        self._replayed = None
 
     def deliver(self, event: Event) -> None:
         """Called by the registry for each event of this connection's streams."""
@@ -80,7 +83,7 @@ class Subscriber:
         if self._overflowed:
             return
         if event.id is not None:
-            if event.id in self._replayed[event.kind]:
+            if self._replayed is not None and event.id in self._replayed[event.kind]:
                 return  # already sent by the replay
             # The cursor only moves forward. A live event with a lower id than one already
             # sent (committed earlier, published later: another process, a slower broker)
@@ -163,6 +166,8 @@ class Subscriber:
                 if rows is None:
                     self.send_state(RESYNC)
                     continue
+                if self._replayed is None:
+                    self._replayed = {CHAT: set(), NOTIFY: set()}
                 for event_id, data in rows:
                     await self._drained()
                     self._emit(Event(kind, data, event_id))
