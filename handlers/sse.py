@@ -24,6 +24,28 @@ log = logging.getLogger("squall.sse")
 PING = b": ping\n\n"
 
 
+class StreamEnd:
+    """A one-shot "the stream has ended" flag to await: one Future, far lighter than asyncio.Event."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self):
+        self._future = asyncio.get_running_loop().create_future()
+
+    def is_set(self) -> bool:
+        """True once the stream has ended."""
+        return self._future.done()
+
+    def set(self) -> None:
+        """End the stream (idempotent)."""
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def wait(self) -> "asyncio.Future":
+        """An awaitable that resolves when the stream ends."""
+        return self._future
+
+
 def http_chunk(data: bytes) -> bytes:
     """``data`` framed as one chunk of a chunked HTTP/1.1 body."""
     return b"%x\r\n%b\r\n" % (len(data), data)
@@ -48,7 +70,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
         self.set_header("Connection", "keep-alive")
         self.clear_header("Content-Encoding")
-        self._closed = asyncio.Event()
+        self._closed = StreamEnd()
         self.init_subscriber(self.user_id)
         self.write(f"retry: {config.sse_retry_ms}\n\n")
         try:
