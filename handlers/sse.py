@@ -12,7 +12,7 @@ import logging
 
 from tornado.iostream import StreamClosedError
 
-from tornado_app.errors import SquallError
+from tornado_app.errors import SquallError, Unavailable
 from tornado_app.services.events import CHAT, NOTIFY, Event, sse_encode
 
 from .base import BaseHandler, authenticated
@@ -55,7 +55,9 @@ class BaseSSEHandler(Subscriber, BaseHandler):
     """One event stream: headers, ``retry:``, resume, heartbeats, close on disconnect."""
 
     def prepare(self):
-        """No body checks: a GET stream."""
+        """No body checks (a GET stream); 503 while shutting down, like the WebSocket upgrade."""
+        if self.services.closing:
+            raise Unavailable("The server is shutting down", "shutting_down")
 
     def resume_ids(self):
         """``(message id, notification id)`` from ``Last-Event-ID`` or ``?last_event_id=``."""

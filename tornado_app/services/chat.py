@@ -225,12 +225,19 @@ class MessageWriter:
                                             "chat_id": req.chat_id, "message_id": mid, "created_at": now})
                         notify_of.append((i, uid, payload))
                 touched_users.update(req.others)
+                touched_users.add(req.sender_id)
             _execute_many(ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
                 (ChatMember.chat == 0) & (ChatMember.user != 0)),
                 [(n, chat, sender) for (chat, sender), n in unread.items()])
-            _execute_many(ChatMember.update(last_read_message_id=0).where(
+            # A sender has read their chat up to their own newest message: what stays unread
+            # for them are the later messages of others in this same batch.
+            in_chat: Dict[int, List[Tuple[int, int]]] = {}
+            for i, mid in zip(new, ids):
+                in_chat.setdefault(batch[i].chat_id, []).append((mid, batch[i].sender_id))
+            _execute_many(ChatMember.update(last_read_message_id=0, unread_count=0).where(
                 (ChatMember.chat == 0) & (ChatMember.user == 0)),
-                [(mid, chat, sender) for (chat, sender), mid in last_read.items()])
+                [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)
+                 for (chat, sender), mid in last_read.items()])
             _execute_many(Chat.update(last_message_id=0, last_activity_at=now).where(Chat.id == 0),
                           [(mid, now, chat) for chat, mid in last_in_chat.items()])
             if notify_rows:
@@ -267,7 +274,7 @@ class MessageWriter:
                                          created_at=now).execute()
                     ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
                         (ChatMember.chat == req.chat_id) & (ChatMember.user != req.sender_id)).execute()
-                    ChatMember.update(last_read_message_id=mid).where(
+                    ChatMember.update(last_read_message_id=mid, unread_count=0).where(
                         (ChatMember.chat == req.chat_id) & (ChatMember.user == req.sender_id)).execute()
                     Chat.update(last_message_id=mid, last_activity_at=now).where(
                         Chat.id == req.chat_id).execute()
@@ -287,6 +294,7 @@ class MessageWriter:
                 if req.client_id is not None:
                     seen[key] = result
                 touched_users.update(req.others)
+                touched_users.add(req.sender_id)
                 results.append(result)
             except peewee.IntegrityError:
                 # another process stored the same (sender, client_id) first
