@@ -33,5 +33,6 @@ async def test_a_failing_send_does_not_sink_its_batch(services):
     assert results[3].message == results[0].message and not results[3].created
     history = await services.chat.history(alice["id"], chat["id"])
     assert [(m["content"], m["client_id"]) for m in history] == [("before", "w-1"), ("after", "w-3")]
-    unread = await services.chat.unread(bob["id"])
-    assert unread["total"] == 1  # the failed send left no counter behind
+    assert (await services.chat.unread(bob["id"]))["total"] == 0  # bob's send read the chat
+    unread = await services.chat.unread(alice["id"])
+    assert unread["total"] == 1  # bob's stored send counts; the failed one left no counter behind

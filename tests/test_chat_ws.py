@@ -255,7 +255,7 @@ async def test_group_chat_delivery_unread_and_mark_read(api, ws_connect, users):
         return data["total"], data["chats"].get(str(gid), 0)
 
     assert await unread(alice) == (1, 1)
-    assert await unread(bob) == (1, 1)
+    assert await unread(bob) == (0, 0)  # sending read the chat up to bob's own message
     assert await unread(carol) == (2, 2)
 
     await c.send({"type": "mark_read", "chat_id": gid, "message_id": m1["id"]})
@@ -263,12 +263,12 @@ async def test_group_chat_delivery_unread_and_mark_read(api, ws_connect, users):
         receipt = await other.recv_type("read")
         assert receipt == {"type": "read", "chat_id": gid, "user_id": carol["id"], "message_id": m1["id"]}
     assert await unread(carol) == (1, 1)
-    assert await unread(alice) == (1, 1) and await unread(bob) == (1, 1)
+    assert await unread(alice) == (1, 1) and await unread(bob) == (0, 0)
 
     status, _ = await api.call("POST", f"/api/chats/{gid}/read", {"message_id": m2["id"]}, token=alice["token"])
     assert status == 200
     assert await unread(alice) == (0, 0)
-    assert await unread(bob) == (1, 1) and await unread(carol) == (1, 1)
+    assert await unread(bob) == (0, 0) and await unread(carol) == (1, 1)
     status, chats = await api.call("GET", "/api/chats", token=carol["token"])
     assert chats["chats"][0]["id"] == gid and chats["chats"][0]["unread_count"] == 1
     assert chats["chats"][0]["last_message"] == m2
