@@ -59,6 +59,9 @@ async def test_one_notification_with_documented_shape_on_ws_and_sse(api, ws_conn
     ws_note = of_type(ws_frames, "new_message")[0]
     sse_note = [e for e in sse_events if e["data"].get("type") == "new_message"][0]
     assert sse_note["data"] == ws_note and sse_note["id"] == str(ws_note["id"])
+    # one stored notification for the message, whatever the number of streams
+    status, history = await api.call("GET", "/api/notifications", token=bob["token"])
+    assert [n["id"] for n in history["notifications"] if n["type"] == "new_message"] == [ws_note["id"]]
 
 
 @pytest.mark.gen_test(timeout=60)
