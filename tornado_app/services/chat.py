@@ -100,6 +100,40 @@ def _execute_many(template: peewee.Query, rows: List[tuple]) -> None:
         cursor.executemany(sql, rows)
 
 
+def _insert_messages(rows: List[dict]) -> List[int]:
+    """Insert message rows; returns their ids in order. Call inside a transaction.
+
+    PostgreSQL: one multi-row INSERT ... RETURNING (one round trip). SQLite, in process:
+    one prepared single-row INSERT ... RETURNING run per row, which skips building a
+    statement with thousands of parameters in Python.
+    """
+    db = Message._meta.database
+    if is_postgres(db):
+        cursor = Message.insert_many(rows).returning(Message.id).execute()
+        # One statement numbers its rows in order; sorting guards against any reordering.
+        return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
+    fields = ("chat", "sender", "content", "message_type", "client_id", "created_at")
+    sample = rows[0]
+    sql, params = Message.insert({f: (sample[f] if sample[f] is not None else "") for f in fields}) \
+        .returning(Message.id).sql()
+    if len(params) != len(fields):  # the template must carry every value as a parameter
+        cursor = Message.insert_many(rows).returning(Message.id).execute()
+        return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
+    order = _param_order(Message, fields, sql)
+    cursor = db.cursor()
+    ids = []
+    for row in rows:
+        cursor.execute(sql, tuple(row[f] for f in order))
+        ids.append(cursor.fetchone()[0])
+    return ids
+
+
+def _param_order(model, fields, sql: str) -> List[str]:
+    """The ``fields`` in the order their columns appear in an INSERT statement's column list."""
+    columns = sql[sql.index("(") + 1:sql.index(")")]
+    return sorted(fields, key=lambda f: columns.index('"%s"' % getattr(model, f).column_name))
+
+
 class MessageWriter:
     """Group commit: sends that arrive together are stored in one transaction.
 
@@ -200,9 +234,7 @@ class MessageWriter:
             rows = [{"chat": batch[i].chat_id, "sender": batch[i].sender_id, "content": batch[i].content,
                      "message_type": batch[i].message_type, "client_id": batch[i].client_id, "created_at": now}
                     for i in new]
-            cursor = Message.insert_many(rows).returning(Message.id).execute()
-            # One statement numbers its rows in order; sorting guards against any reordering.
-            ids = sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
+            ids = _insert_messages(rows)
             unread: Dict[Tuple[int, int], int] = {}     # (chat, sender) -> messages
             last_read: Dict[Tuple[int, int], int] = {}  # (chat, sender) -> newest message id
             last_in_chat: Dict[int, int] = {}           # chat -> newest message id
