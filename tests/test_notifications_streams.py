@@ -343,3 +343,16 @@ async def test_live_event_published_out_of_id_order_is_not_dropped(api, ws_conne
     await services.notifications.deliver_stored([(low, bob["id"], payload)])
     probe = await sentinel(api, bob)
     assert [f["id"] for f in await ws_until(ws, is_id(probe["id"]))] == [low, probe["id"]]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_ws_notifications_client_frames(users, ws_connect):
+    (bob,) = await users("bob")
+    ws = await ws_connect("/ws/notifications", bob["token"])
+    await ws.recv_type("unread")
+    assert await ws.request({"type": "ping"}, "pong") == {"type": "pong"}
+    error = await ws.request({"type": "send_message", "chat_id": 1, "content": "x"}, "error")
+    assert error["code"] == "unknown_type"
+    error = await ws.request("not json", "error")
+    assert error["code"] == "bad_json"
+    assert await ws.request({"type": "ping"}, "pong") == {"type": "pong"}  # still open
