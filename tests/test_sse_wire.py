@@ -74,6 +74,10 @@ class EventSourceReader:
             elif name == "retry" and value.isdigit():
                 self.retry = int(value)
 
+    async def aclose(self) -> None:
+        """Close the byte iterator (an async generator must not be left to the garbage collector)."""
+        await self._bytes.aclose()
+
     async def next_comment(self, timeout: float = 15.0) -> str:
         """Read until the next comment line; returns it."""
         async def read():
@@ -103,6 +107,7 @@ async def test_sse_headers_retry_id_data_per_eventsource_rules(api, users, http_
                                          headers={"Authorization": f"Bearer {bob['token']}",
                                                   "Accept": "text/event-stream",
                                                   "Accept-Encoding": "gzip, deflate, br"})
+        readers = []
         try:
             assert response.status_code == 200
             assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
@@ -111,6 +116,7 @@ async def test_sse_headers_retry_id_data_per_eventsource_rules(api, users, http_
             assert "content-encoding" not in response.headers  # even though the client offered gzip
             assert "content-length" not in response.headers
             reader = EventSourceReader(response)
+            readers.append(reader)
             unread = await reader.next_event()
             assert reader.lines[0] == "retry: 1500" and reader.retry == 1500
             assert unread["type"] == "message" and json.loads(unread["data"])["type"] == "unread"
@@ -130,6 +136,8 @@ async def test_sse_headers_retry_id_data_per_eventsource_rules(api, users, http_
             assert reader.lines[start + 1] == "data: " + event["data"] and reader.lines[start + 2] == ""
             assert "\n" not in event["data"]
         finally:
+            for reader in readers:
+                await reader.aclose()
             await cm.__aexit__(None, None, None)
 
 
@@ -139,9 +147,11 @@ async def test_sse_heartbeat_comments_within_interval(users, http_port):
     async with httpx.AsyncClient(timeout=httpx.Timeout(20.0)) as client:
         cm, response = await open_stream(client, f"http://127.0.0.1:{http_port}/sse/notifications",
                                          params={"access_token": bob["token"]})
+        readers = []
         try:
             assert response.status_code == 200
             reader = EventSourceReader(response)
+            readers.append(reader)
             await reader.next_event()  # unread
             # An idle stream gets a ": ping" comment every interval. Each must come within a
             # third of the 15 s default (generous for a loaded machine, impossible without
@@ -151,6 +161,8 @@ async def test_sse_heartbeat_comments_within_interval(users, http_port):
                 assert comment == " ping"
             assert reader.lines.count(": ping") == 5
         finally:
+            for reader in readers:
+                await reader.aclose()
             await cm.__aexit__(None, None, None)
 
 
