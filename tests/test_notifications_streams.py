@@ -356,3 +356,30 @@ async def test_ws_notifications_client_frames(users, ws_connect):
     error = await ws.request("not json", "error")
     assert error["code"] == "bad_json"
     assert await ws.request({"type": "ping"}, "pong") == {"type": "pong"}  # still open
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_group_chat_notifies_only_inactive_members_once_per_tab(api, ws_connect, users):
+    alice, bob, carol = await users("alice", "bob", "carol")
+    status, body = await api.call("POST", "/api/chats", {"member_ids": [bob["id"], carol["id"]], "title": "Team"},
+                                  token=alice["token"])
+    assert status == 201
+    chat_id = body["chat"]["id"]
+    bob_chat = await ws_connect("/ws/chat", bob["token"])
+    await bob_chat.request({"type": "join_chat", "chat_id": chat_id}, "joined")
+    bob_notes = await ws_connect("/ws/notifications", bob["token"])
+    await bob_notes.recv_type("unread")
+    carol_tabs = [await ws_connect("/ws/notifications", carol["token"]) for _ in range(2)]
+    for tab in carol_tabs:
+        await tab.recv_type("unread")
+    await send(api, alice, chat_id, "team update")
+    for tab in carol_tabs:
+        probe_frames = await ws_until(tab, lambda f: f.get("type") == "new_message")
+        assert probe_frames[-1]["chat_id"] == chat_id and probe_frames[-1]["sender_name"] == "Alice"
+    probe = await sentinel(api, bob)
+    assert of_type(await ws_until(bob_notes, is_id(probe["id"])), "new_message") == []
+    probe = await sentinel(api, carol)
+    for tab in carol_tabs:  # no second copy before Carol's sentinel
+        assert of_type(await ws_until(tab, is_id(probe["id"])), "new_message") == []
+    status, history = await api.call("GET", "/api/notifications", token=carol["token"])
+    assert [n["type"] for n in history["notifications"]] == ["test", "new_message"]
