@@ -35,7 +35,7 @@ def cluster(request, shared_db, server_factory):
 @pytest.mark.gen_test(timeout=120)
 async def test_message_and_notification_cross_processes_exactly_once(cluster):
     p1, p2, p3 = cluster
-    api1, api3 = ApiClient(p1.url), ApiClient(p3.url)
+    api1 = ApiClient(p1.url)
     alice, bob = await register(api1, "alice"), await register(api1, "bob")
     chat_id = await open_private_chat(api1, alice, bob)
 
