@@ -1,8 +1,13 @@
 """Running blocking Peewee work off the event loop.
 
 All writes go through one writer thread per process (SQLite allows one writer at a time;
-on PostgreSQL one writer thread keeps commit order equal to id order within a process,
-and group commit makes it fast). Reads use a small pool of reader threads.
+group commit makes it fast). Reads use a small pool of reader threads.
+
+Event ids are database ids, and a resume asks for "everything after id N"; so ids must
+become visible in id order, or a resume could skip a row committed late with a lower id.
+One writer thread gives that within a process; on PostgreSQL, where several processes
+write, each write transaction takes a transaction-level advisory lock first, so ids are
+drawn and committed one transaction at a time across all processes.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ import peewee
 from models import is_postgres
 
 log = logging.getLogger("squall.db")
+
+# pg_advisory_xact_lock key that orders write transactions across processes ("SQWR")
+WRITE_ORDER_LOCK = 0x53515752
 
 
 class DatabaseExecutor:
@@ -51,6 +59,8 @@ class DatabaseExecutor:
 
         def transactional():
             with self.db.atomic():
+                if self.pooled:
+                    self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_ORDER_LOCK,))
                 return fn(*args, **kwargs)
 
         return await loop.run_in_executor(self._writer, functools.partial(self._call, transactional, (), {}))
