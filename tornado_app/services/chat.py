@@ -82,6 +82,12 @@ class SendResult:
     notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
 
 
+def _on_postgres() -> bool:
+    """True when messages live in PostgreSQL (the models' database is a proxy to the real one)."""
+    db = Message._meta.database
+    return is_postgres(getattr(db, "obj", db))
+
+
 def _execute_many(template: peewee.Query, rows: List[tuple]) -> None:
     """Run ``template``'s SQL once per parameter tuple in ``rows`` (one prepared statement).
 
@@ -93,11 +99,33 @@ def _execute_many(template: peewee.Query, rows: List[tuple]) -> None:
     db = Message._meta.database
     sql, _ = template.sql()
     cursor = db.cursor()
-    if is_postgres(db):
+    if _on_postgres():
         from psycopg2.extras import execute_batch
         execute_batch(cursor, sql, rows, page_size=200)
     else:
         cursor.executemany(sql, rows)
+
+
+def _pg_update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ...], where: str,
+                           rows: List[tuple]) -> None:
+    """PostgreSQL: ``UPDATE table AS t SET ... FROM (VALUES rows) AS v(names) WHERE ...`` at once.
+
+    ``assignments`` maps field names to SQL over ``t`` and ``v``; ``{field}`` in them and in
+    ``where`` stands for that field's quoted column. Each target row must match one row of
+    ``rows`` (PostgreSQL applies only one match), so callers aggregate per target first.
+    """
+    if not rows:
+        return
+    from psycopg2.extras import execute_values
+    db = model._meta.database
+    def quote(name: str) -> str:
+        return '"%s"' % name.replace('"', '""')
+
+    columns = {name: quote(field.column_name) for name, field in model._meta.fields.items()}
+    sets = ", ".join(f"{columns[f]} = {expr.format(**columns)}" for f, expr in assignments.items())
+    sql = (f"UPDATE {quote(model._meta.table_name)} AS t SET {sets} FROM (VALUES %s) "
+           f"AS v({', '.join(names)}) WHERE {where.format(**columns)}")
+    execute_values(db.cursor(), sql, rows, page_size=1000)
 
 
 def _insert_messages(rows: List[dict]) -> List[int]:
@@ -108,7 +136,7 @@ def _insert_messages(rows: List[dict]) -> List[int]:
     statement with thousands of parameters in Python.
     """
     db = Message._meta.database
-    if is_postgres(db):
+    if _on_postgres():
         cursor = Message.insert_many(rows).returning(Message.id).execute()
         # One statement numbers its rows in order; sorting guards against any reordering.
         return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
@@ -258,20 +286,37 @@ class MessageWriter:
                         notify_of.append((i, uid, payload))
                 touched_users.update(req.others)
                 touched_users.add(req.sender_id)
-            _execute_many(ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
-                (ChatMember.chat == 0) & (ChatMember.user != 0)),
-                [(n, chat, sender) for (chat, sender), n in unread.items()])
             # A sender has read their chat up to their own newest message: what stays unread
             # for them are the later messages of others in this same batch.
             in_chat: Dict[int, List[Tuple[int, int]]] = {}
             for i, mid in zip(new, ids):
                 in_chat.setdefault(batch[i].chat_id, []).append((mid, batch[i].sender_id))
-            _execute_many(ChatMember.update(last_read_message_id=0, unread_count=0).where(
-                (ChatMember.chat == 0) & (ChatMember.user == 0)),
-                [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)
-                 for (chat, sender), mid in last_read.items()])
-            _execute_many(Chat.update(last_message_id=0, last_activity_at=now).where(Chat.id == 0),
-                          [(mid, now, chat) for chat, mid in last_in_chat.items()])
+            read_rows = [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)
+                         for (chat, sender), mid in last_read.items()]
+            chat_rows = [(mid, now, chat) for chat, mid in last_in_chat.items()]
+            if _on_postgres():
+                # One UPDATE ... FROM (VALUES ...) per kind of row: PostgreSQL plans each
+                # statement, so hundreds of single-row UPDATEs cost far more than one join.
+                others_of = {(batch[i].chat_id, batch[i].sender_id): batch[i].others for i in new}
+                per_member: Dict[Tuple[int, int], int] = {}
+                for (chat, sender), n in unread.items():
+                    for uid in others_of[(chat, sender)]:
+                        per_member[(chat, uid)] = per_member.get((chat, uid), 0) + n
+                _pg_update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
+                                       "t.{chat} = v.c AND t.{user} = v.u",
+                                       [(n, chat, uid) for (chat, uid), n in per_member.items()])
+                _pg_update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n"},
+                                       ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
+                _pg_update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
+                                       ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
+            else:
+                _execute_many(ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
+                    (ChatMember.chat == 0) & (ChatMember.user != 0)),
+                    [(n, chat, sender) for (chat, sender), n in unread.items()])
+                _execute_many(ChatMember.update(last_read_message_id=0, unread_count=0).where(
+                    (ChatMember.chat == 0) & (ChatMember.user == 0)), read_rows)
+                _execute_many(Chat.update(last_message_id=0, last_activity_at=now).where(Chat.id == 0),
+                              chat_rows)
             if notify_rows:
                 for nid, (i, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
                     results[i].notifications.append((nid, uid, payload))
