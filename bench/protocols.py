@@ -11,27 +11,18 @@ import asyncio
 import base64
 import json
 import os
+import re
 import struct
 import time
 from typing import Callable, List, Optional
 
-T_KEY = b'"t":'
+T_RE = re.compile(rb'"t":(-?[0-9.eE+]+)')
 
 
 def stamp_of(payload: bytes) -> Optional[float]:
     """The ``"t":<float>`` send timestamp inside a JSON payload, or None."""
-    i = payload.find(T_KEY)
-    if i < 0:
-        return None
-    i += 4
-    j = i
-    n = len(payload)
-    while j < n and payload[j] not in b",}":
-        j += 1
-    try:
-        return float(payload[i:j])
-    except ValueError:
-        return None
+    m = T_RE.search(payload)
+    return float(m.group(1)) if m else None
 
 
 def ws_client_frame(text: bytes, opcode: int = 0x1) -> bytes:

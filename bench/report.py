@@ -72,6 +72,9 @@ def targets(doc: dict) -> List[dict]:
 
     r = ratio(f("squall", "ws_burst", "deliveries_per_s"), f("baseline", "ws_burst", "deliveries_per_s"))
     add("1", "WS fan-out deliveries/s, Squall / bare Tornado", r, "≥ 1.5", r is not None and r >= 1.5)
+    v = f("squall", "ws_burst", "deliveries_per_s")
+    add("1", "WS fan-out deliveries/s vs 3 × python-socketio's 20,000 (issue's reference figure, not this run)",
+        v, "≥ 60,000", v is not None and v >= 60000)
     r = ratio(f("squall", "sse_burst", "deliveries_per_s"), f("baseline", "sse_burst", "deliveries_per_s"))
     add("2", "SSE fan-out deliveries/s, Squall / bare Tornado", r, "≥ 1.1", r is not None and r >= 1.1)
     r = ratio(f("squall", "ws_rate", "latency_p99_ms"), f("baseline", "ws_rate", "latency_p99_ms"))
@@ -232,6 +235,33 @@ def render(doc: dict) -> str:
                     body.append([db, label] + [fmt(med.get(k)) for k, _ in CHAT_COLS])
         lines += table(["database", "case"] + [h for _, h in CHAT_COLS], body)
         lines.append("")
+    lines += [
+        "## What the hot paths do",
+        "",
+        "- **Serialise once, frame once, write raw.** A notification is JSON text once per fan-out",
+        "  (`Event`); its WebSocket frame (unmasked, identical for every uncompressed connection) and its",
+        "  SSE encoding, pre-framed as one HTTP/1.1 chunk, are built on first use and cached on the event.",
+        "- **One `send()` per connection, nothing else.** `handlers/fastwrite.py` writes those bytes",
+        "  straight to the socket when nothing is queued on the stream: no Future, no write buffer, no",
+        "  loop callback per connection (most of what `IOStream.write` costs). A partial send or an error",
+        "  falls back to `IOStream.write`, which keeps order, the slow-consumer limit and close handling.",
+        "- **No database query per recipient.** Delivery is by user id through the in-memory",
+        "  `ConnectionRegistry`; a broadcast is one row, stored before it is delivered.",
+        "- **Group commit with set-wise statements.** `MessageWriter` stores every send that arrived",
+        "  while the previous transaction ran in one transaction: messages by a prepared single-row",
+        "  INSERT ... RETURNING per row on SQLite (one multi-row INSERT on PostgreSQL), counters with one",
+        "  executemany per kind of row on SQLite and one `UPDATE ... FROM (VALUES ...)` per kind on",
+        "  PostgreSQL. Each send is acknowledged after its commit; if the database refuses anything",
+        "  in a batch, the batch is stored send by send in savepoints so a bad send fails alone.",
+        "- **Small idle connections.** No per-connection replay sets or joined-chat sets until used, a",
+        "  one-Future stream-end flag for SSE, no extra coroutine frame held by the WebSocket upgrade.",
+        "- **Blocking work stays off the loop.** SQLite/PostgreSQL run on the writer and reader threads.",
+        "",
+        "Not measured here: python-socketio and Nchan from the issue's reference table (only the",
+        "bare-Tornado baseline runs in the same invocation), so the \"≥ 3× python-socketio\" half of",
+        "target 1 is judged only against the issue's reference figure of 20,000 deliveries/s.",
+        "",
+    ]
     profiles = doc.get("profiles") or {}
     if profiles:
         lines += ["## Where the time goes (py-spy, Squall process)", "",
