@@ -88,72 +88,65 @@ def _on_postgres() -> bool:
     return is_postgres(getattr(db, "obj", db))
 
 
-def _execute_many(template: peewee.Query, rows: List[tuple]) -> None:
-    """Run ``template``'s SQL once per parameter tuple in ``rows`` (one prepared statement).
+def _quote(name: str) -> str:
+    """A quoted SQL identifier (PostgreSQL and SQLite both use double quotes)."""
+    return '"%s"' % name.replace('"', '""')
 
-    ``template`` is built with placeholder values; each tuple gives its parameters in the
-    order of the SQL text. PostgreSQL gets them in pages of statements, one round trip each.
+
+def _update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ...], where: str,
+                        rows: List[tuple]) -> None:
+    """One ``UPDATE table AS t SET ... FROM (VALUES rows) AS v WHERE ...`` for all ``rows``.
+
+    ``assignments`` maps field names to SQL over ``t`` and ``v`` (``v``'s columns are
+    ``names``); ``{field}`` in them and in ``where`` stands for that field's quoted column.
+    Each target row must match one row of ``rows`` (the database applies only one match),
+    so callers aggregate per target first. One statement, not one per row: PostgreSQL plans
+    each statement, and on SQLite every statement hands the GIL back and forth with the loop.
     """
     if not rows:
         return
-    db = Message._meta.database
-    sql, _ = template.sql()
-    cursor = db.cursor()
-    if _on_postgres():
-        from psycopg2.extras import execute_batch
-        execute_batch(cursor, sql, rows, page_size=200)
-    else:
-        cursor.executemany(sql, rows)
-
-
-def _pg_update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ...], where: str,
-                           rows: List[tuple]) -> None:
-    """PostgreSQL: ``UPDATE table AS t SET ... FROM (VALUES rows) AS v(names) WHERE ...`` at once.
-
-    ``assignments`` maps field names to SQL over ``t`` and ``v``; ``{field}`` in them and in
-    ``where`` stands for that field's quoted column. Each target row must match one row of
-    ``rows`` (PostgreSQL applies only one match), so callers aggregate per target first.
-    """
-    if not rows:
-        return
-    from psycopg2.extras import execute_values
-    db = model._meta.database
-    def quote(name: str) -> str:
-        return '"%s"' % name.replace('"', '""')
-
-    columns = {name: quote(field.column_name) for name, field in model._meta.fields.items()}
+    columns = {name: _quote(field.column_name) for name, field in model._meta.fields.items()}
     sets = ", ".join(f"{columns[f]} = {expr.format(**columns)}" for f, expr in assignments.items())
-    sql = (f"UPDATE {quote(model._meta.table_name)} AS t SET {sets} FROM (VALUES %s) "
-           f"AS v({', '.join(names)}) WHERE {where.format(**columns)}")
-    execute_values(db.cursor(), sql, rows, page_size=1000)
+    head = f"UPDATE {_quote(model._meta.table_name)} AS t SET {sets} FROM "
+    tail = f" WHERE {where.format(**columns)}"
+    cursor = model._meta.database.cursor()
+    if _on_postgres():
+        from psycopg2.extras import execute_values
+        execute_values(cursor, f"{head}(VALUES %s) AS v({', '.join(names)}){tail}", rows, page_size=1000)
+        return
+    # SQLite names VALUES columns column1, column2, ...: a subquery gives them their names.
+    renamed = ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
+    group = "(" + ", ".join("?" * len(names)) + ")"
+    per_statement = max(1, 30000 // len(names))  # below SQLite's limit on parameters
+    for at in range(0, len(rows), per_statement):
+        chunk = rows[at:at + per_statement]
+        cursor.execute(f"{head}(SELECT {renamed} FROM (VALUES {', '.join([group] * len(chunk))})) AS v{tail}",
+                       [value for row in chunk for value in row])
 
 
 def _insert_messages(rows: List[dict]) -> List[int]:
-    """Insert message rows; returns their ids in order. Call inside a transaction.
+    """Insert message rows with one multi-row INSERT ... RETURNING; returns their ids in order.
 
-    PostgreSQL: one multi-row INSERT ... RETURNING (one round trip). SQLite, in process:
-    one prepared single-row INSERT ... RETURNING run per row, which skips building a
-    statement with thousands of parameters in Python.
+    On SQLite the statement text is repeated from a one-row template made by Peewee, which
+    is much cheaper than having Peewee build a statement with thousands of parameters.
+    Call inside a transaction.
     """
-    db = Message._meta.database
-    if _on_postgres():
-        cursor = Message.insert_many(rows).returning(Message.id).execute()
-        # One statement numbers its rows in order; sorting guards against any reordering.
-        return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
-    fields = ("chat", "sender", "content", "message_type", "client_id", "created_at")
-    sample = rows[0]
-    sql, params = Message.insert({f: (sample[f] if sample[f] is not None else "") for f in fields}) \
-        .returning(Message.id).sql()
-    if len(params) != len(fields):  # the template must carry every value as a parameter
-        cursor = Message.insert_many(rows).returning(Message.id).execute()
-        return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
-    order = _param_order(Message, fields, sql)
-    cursor = db.cursor()
-    ids = []
-    for row in rows:
-        cursor.execute(sql, tuple(row[f] for f in order))
-        ids.append(cursor.fetchone()[0])
-    return ids
+    if not _on_postgres():
+        fields = ("chat", "sender", "content", "message_type", "client_id", "created_at")
+        sample = rows[0]
+        sql, params = Message.insert({f: (sample[f] if sample[f] is not None else "") for f in fields}) \
+            .returning(Message.id).sql()
+        group_at, returning_at = sql.find("VALUES (") + 7, sql.rfind(" RETURNING ")
+        group = sql[group_at:returning_at]
+        if len(params) == len(fields) and group == "(" + ", ".join("?" * len(fields)) + ")":
+            order = _param_order(Message, fields, sql)
+            cursor = Message._meta.database.cursor()
+            cursor.execute(sql[:group_at] + ", ".join([group] * len(rows)) + sql[returning_at:],
+                           [row[f] for row in rows for f in order])
+            # One statement numbers its rows in order; sorting guards against any reordering.
+            return sorted(r[0] for r in cursor.fetchall())
+    cursor = Message.insert_many(rows).returning(Message.id).execute()
+    return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
 
 
 def _param_order(model, fields, sql: str) -> List[str]:
@@ -294,29 +287,18 @@ class MessageWriter:
             read_rows = [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)
                          for (chat, sender), mid in last_read.items()]
             chat_rows = [(mid, now, chat) for chat, mid in last_in_chat.items()]
-            if _on_postgres():
-                # One UPDATE ... FROM (VALUES ...) per kind of row: PostgreSQL plans each
-                # statement, so hundreds of single-row UPDATEs cost far more than one join.
-                others_of = {(batch[i].chat_id, batch[i].sender_id): batch[i].others for i in new}
-                per_member: Dict[Tuple[int, int], int] = {}
-                for (chat, sender), n in unread.items():
-                    for uid in others_of[(chat, sender)]:
-                        per_member[(chat, uid)] = per_member.get((chat, uid), 0) + n
-                _pg_update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
-                                       "t.{chat} = v.c AND t.{user} = v.u",
-                                       [(n, chat, uid) for (chat, uid), n in per_member.items()])
-                _pg_update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n"},
-                                       ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
-                _pg_update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
-                                       ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
-            else:
-                _execute_many(ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
-                    (ChatMember.chat == 0) & (ChatMember.user != 0)),
-                    [(n, chat, sender) for (chat, sender), n in unread.items()])
-                _execute_many(ChatMember.update(last_read_message_id=0, unread_count=0).where(
-                    (ChatMember.chat == 0) & (ChatMember.user == 0)), read_rows)
-                _execute_many(Chat.update(last_message_id=0, last_activity_at=now).where(Chat.id == 0),
-                              chat_rows)
+            others_of = {(batch[i].chat_id, batch[i].sender_id): batch[i].others for i in new}
+            per_member: Dict[Tuple[int, int], int] = {}
+            for (chat, sender), n in unread.items():
+                for uid in others_of[(chat, sender)]:
+                    per_member[(chat, uid)] = per_member.get((chat, uid), 0) + n
+            _update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
+                                "t.{chat} = v.c AND t.{user} = v.u",
+                                [(n, chat, uid) for (chat, uid), n in per_member.items()])
+            _update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n"},
+                                ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
+            _update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
+                                ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
             if notify_rows:
                 for nid, (i, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
                     results[i].notifications.append((nid, uid, payload))
