@@ -127,24 +127,24 @@ def _update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ..
 def _insert_messages(rows: List[dict]) -> List[int]:
     """Insert message rows with one multi-row INSERT ... RETURNING; returns their ids in order.
 
-    On SQLite the statement text is repeated from a one-row template made by Peewee, which
-    is much cheaper than having Peewee build a statement with thousands of parameters.
+    The statement text is repeated from a one-row template made by Peewee, which is much
+    cheaper than having Peewee build a statement with thousands of parameters.
     Call inside a transaction.
     """
-    if not _on_postgres():
-        fields = ("chat", "sender", "content", "message_type", "client_id", "created_at")
-        sample = rows[0]
-        sql, params = Message.insert({f: (sample[f] if sample[f] is not None else "") for f in fields}) \
-            .returning(Message.id).sql()
-        group_at, returning_at = sql.find("VALUES (") + 7, sql.rfind(" RETURNING ")
-        group = sql[group_at:returning_at]
-        if len(params) == len(fields) and group == "(" + ", ".join("?" * len(fields)) + ")":
-            order = _param_order(Message, fields, sql)
-            cursor = Message._meta.database.cursor()
-            cursor.execute(sql[:group_at] + ", ".join([group] * len(rows)) + sql[returning_at:],
-                           [row[f] for row in rows for f in order])
-            # One statement numbers its rows in order; sorting guards against any reordering.
-            return sorted(r[0] for r in cursor.fetchall())
+    fields = ("chat", "sender", "content", "message_type", "client_id", "created_at")
+    sample = rows[0]
+    sql, params = Message.insert({f: (sample[f] if sample[f] is not None else "") for f in fields}) \
+        .returning(Message.id).sql()
+    group_at, returning_at = sql.find("VALUES (") + 7, sql.rfind(" RETURNING ")
+    group = sql[group_at:returning_at]
+    placeholder = "%s" if _on_postgres() else "?"
+    if len(params) == len(fields) and group == "(" + ", ".join([placeholder] * len(fields)) + ")":
+        order = _param_order(Message, fields, sql)
+        cursor = Message._meta.database.cursor()
+        cursor.execute(sql[:group_at] + ", ".join([group] * len(rows)) + sql[returning_at:],
+                       [row[f] for row in rows for f in order])
+        # One statement numbers its rows in order; sorting guards against any reordering.
+        return sorted(r[0] for r in cursor.fetchall())
     cursor = Message.insert_many(rows).returning(Message.id).execute()
     return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
 
