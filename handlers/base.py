@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 from typing import Any, Optional
@@ -31,9 +32,13 @@ def public(method):
 def authenticated(method):
     """Require a valid user token (header, ``access_token`` query or cookie); sets ``self.user_id``."""
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    async def wrapper(self, *args, **kwargs):
         self.authenticate()
-        return method(self, *args, **kwargs)
+        await self.require_known_user()
+        result = method(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
     wrapper.squall_access = "user"
     return wrapper
 
@@ -119,6 +124,13 @@ class ServicesMixin:
                 raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
         self.user_id, self.auth_source = user_id, source
         return user_id
+
+    async def require_known_user(self) -> None:
+        """Refuse a well-signed token whose account no longer exists (401 ``unknown_user``)."""
+        try:
+            await self.services.users.get(self.user_id)
+        except NotFound:
+            raise Unauthorized("The account of this token no longer exists", "unknown_user") from None
 
 
 class BaseHandler(ServicesMixin, tornado.web.RequestHandler):

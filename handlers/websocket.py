@@ -38,7 +38,7 @@ def ws_frame(payload: bytes) -> bytes:
 class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHandler):
     """A WebSocket of one user: authenticated at the handshake, subscribed to its streams."""
 
-    def prepare(self):
+    async def prepare(self):
         """Refuse before the upgrade: 401 JSON for a missing/bad/expired token."""
         try:
             if self.services.config.block_websockets:
@@ -51,6 +51,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
                     and not self.check_origin(origin)):
                 raise Forbidden("WebSockets from this origin are not allowed", "origin_rejected")
             self.authenticate()
+            await self.require_known_user()
             self.resume = self.resume_position()
         except SquallError as exc:
             self.set_status(exc.status)
