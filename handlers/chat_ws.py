@@ -6,7 +6,6 @@ import logging
 from tornado_app.errors import SquallError, ValidationError
 from tornado_app.services.events import CHAT
 
-from .base import authenticated
 from .streams import parse_last_event_id
 from .websocket import BaseSocketHandler
 
@@ -17,15 +16,6 @@ class ChatSocketHandler(BaseSocketHandler):
     """The chat stream of one user: messages of all the user's chats, typing, read receipts."""
 
     streams = (CHAT,)
-
-    @authenticated
-    def get(self, *args, **kwargs):
-        """The WebSocket upgrade (authenticated in ``prepare``).
-
-        Returns Tornado's coroutine instead of awaiting it, so no frame of ours stays
-        alive for the life of the connection (memory per idle connection).
-        """
-        return super().get(*args, **kwargs)
 
     def resume_position(self):
         """``?last_event_id=M`` replays messages after id M (or ``M-N``: M is used)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 from tornado_app.errors import SquallError, ValidationError
 from tornado_app.services.events import NOTIFY
 
-from .base import authenticated
 from .streams import parse_last_event_id
 from .websocket import BaseSocketHandler
 
@@ -13,15 +12,6 @@ class NotificationSocketHandler(BaseSocketHandler):
     """``/ws/notifications``: the user's app-wide stream; resumes from ``?last_event_id=N``."""
 
     streams = (NOTIFY,)
-
-    @authenticated
-    def get(self, *args, **kwargs):
-        """The WebSocket upgrade (authenticated in ``prepare``).
-
-        Returns Tornado's coroutine instead of awaiting it, so no frame of ours stays
-        alive for the life of the connection (memory per idle connection).
-        """
-        return super().get(*args, **kwargs)
 
     def resume_position(self):
         """``?last_event_id=N``: replay notifications after N."""

@@ -12,7 +12,7 @@ import logging
 
 from tornado.iostream import StreamClosedError
 
-from tornado_app.errors import SquallError, Unavailable
+from tornado_app.errors import Unavailable
 from tornado_app.services.events import CHAT, NOTIFY, Event, sse_encode
 
 from .base import BaseHandler, authenticated

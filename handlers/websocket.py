@@ -60,6 +60,16 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
                 self.set_header("WWW-Authenticate", 'Bearer realm="squall"')
             self.finish(dumps({"error": exc.to_dict()}))
 
+    def get(self, *args, **kwargs):
+        """The WebSocket upgrade; ``prepare`` has already authenticated (401 before any upgrade).
+
+        Returns Tornado's coroutine instead of awaiting it, so no frame of ours stays
+        alive for the life of the connection (memory per idle connection).
+        """
+        return super().get(*args, **kwargs)
+
+    get.squall_access = "user"  # checked in prepare, not by the @authenticated wrapper
+
     def check_origin(self, origin: str) -> bool:
         """Same-origin browsers, configured extra origins, and non-browser clients (no Origin)."""
         if origin in self.services.config.allowed_origins:

@@ -10,7 +10,7 @@ with claims that expire when the process that made them stops refreshing them.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Iterable, List, Set, Tuple
+from typing import Callable, Iterable, List, Set, Tuple
 
 Receiver = Callable[[dict], None]
 PresenceSource = Callable[[], List[Tuple[int, int]]]
