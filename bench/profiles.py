@@ -19,10 +19,19 @@ def short(frame: str) -> str:
     return f"{m.group('func')} ({where})"
 
 
+# Leaf frames of a thread that waits (py-spy does not always recognise these as idle).
+WAITING = ("_worker (futures/thread.py)", "EpollSelector.select (selectors.py)", "Condition.wait (threading.py)",
+           "Event.wait (threading.py)", "Thread.join (threading.py)")
+
+
 def summarise(raw: str, top: int = 12) -> dict:
-    """Total samples, the top functions by own time and by inclusive time, and by area."""
+    """Samples, the share spent waiting, and the top busy functions by own and inclusive time and by area.
+
+    Percentages are of the busy samples (a thread waiting for work or for the network is
+    counted apart, in ``waiting_pct``).
+    """
     own, inclusive, areas = Counter(), Counter(), Counter()
-    total = 0
+    total = waiting = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
@@ -30,6 +39,9 @@ def summarise(raw: str, top: int = 12) -> dict:
         n = int(count)
         frames = [short(f) for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
         if not frames:
+            continue
+        if frames[-1] in WAITING:
+            waiting += n
             continue
         total += n
         own[frames[-1]] += n
@@ -40,7 +52,8 @@ def summarise(raw: str, top: int = 12) -> dict:
     def table(counter):
         return [{"function": f, "pct": round(100.0 * c / total, 1)} for f, c in counter.most_common(top)]
 
-    return {"samples": total, "own": table(own) if total else [], "inclusive": table(inclusive) if total else [],
+    return {"samples": total + waiting, "busy_samples": total,
+            "waiting_pct": round(100.0 * waiting / max(total + waiting, 1), 1), "own": table(own) if total else [], "inclusive": table(inclusive) if total else [],
             "areas": table(areas) if total else []}
 
 

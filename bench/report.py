@@ -266,9 +266,12 @@ def render(doc: dict) -> str:
     if profiles:
         lines += ["## Where the time goes (py-spy, Squall process)", "",
                   "Sampled with `py-spy record --format raw` during one extra run of each scenario (not one of",
-                  "the measured runs). Own time is the leaf function; by area groups leaf frames by library.", ""]
+                  "the measured runs; it includes that run's set-up: connecting, and opening chats). Own time is",
+                  "the leaf function (C calls count to their Python caller: `write_direct` is mostly the",
+                  "`send()` system call); by area groups leaf frames by library.", ""]
         for name, prof in profiles.items():
-            lines += [f"### {name} ({prof.get('samples', 0):,} samples)", ""]
+            lines += [f"### {name} ({prof.get('samples', 0):,} samples, {prof.get('waiting_pct', 0)}% of them"
+                      " threads waiting for work; the shares below are of the busy samples)", ""]
             areas = ", ".join(f"{a['function']} {a['pct']}%" for a in prof.get("areas", [])[:8])
             lines += [f"By area: {areas}", ""]
             own = prof.get("own", [])[:10]

@@ -169,7 +169,7 @@ class Bench:
             for transport in ("ws", "sse"):
                 srv = servers[0]
                 self.loadgen({**self.base_spec(srv), "scenario": "fanout", "transport": transport,
-                              "subscribers": s.subscribers, "events": s.events, "rate": 0},
+                              "subscribers": s.subscribers, "events": 2 * s.events, "rate": 0},
                              profile_pid=srv.pid, profile_name=f"fanout_{transport}_burst")
         return {name: {case: {"median": median_of(runs), "runs": runs} for case, runs in by_case.items()}
                 for name, by_case in raw.items()}
@@ -210,7 +210,8 @@ class Bench:
                          f"{r['ack_p99_ms']} ms, delivery p99 {r['delivery_p99_ms']} ms, errors {r['errors']}")
         if self.profile and label == "sqlite":
             self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid, "users": users,
-                          "pairs": s.chat_pairs, "timeout": s.timeout, "tag": "profilex", **cases["burst"]},
+                          "pairs": s.chat_pairs, "timeout": s.timeout, "tag": "profilex",
+                          **{**cases["burst"], "messages_per_sender": 3 * s.chat_per_sender}},
                          profile_pid=server.pid, profile_name="chat_sqlite_burst")
         return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
 
