@@ -235,6 +235,8 @@ def render(doc: dict) -> str:
                     body.append([db, label] + [fmt(med.get(k)) for k, _ in CHAT_COLS])
         lines += table(["database", "case"] + [h for _, h in CHAT_COLS], body)
         lines.append("")
+        if _get(doc, "chat", "postgres_error"):
+            lines += [f"PostgreSQL was not measured: {_get(doc, 'chat', 'postgres_error')}", ""]
     lines += [
         "## What the hot paths do",
         "",

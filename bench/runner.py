@@ -243,11 +243,16 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
             sq.stop()
             if pg_url:
                 log("chat on PostgreSQL")
-                reset_postgres(pg_url)
-                pg = bench.start_squall("squall-chat-postgres", pg_url)
-                started.append(pg)
-                results["chat"]["postgres"] = bench.chat(pg, "postgres")
-                pg.stop()
+                try:
+                    reset_postgres(pg_url)
+                except Exception as exc:  # no PostgreSQL here: report it, keep the other results
+                    results["chat"]["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
+                    log(f"  skipped: {results['chat']['postgres_error']}")
+                else:
+                    pg = bench.start_squall("squall-chat-postgres", pg_url)
+                    started.append(pg)
+                    results["chat"]["postgres"] = bench.chat(pg, "postgres")
+                    pg.stop()
         results["profiles"] = bench.profiles
         return results
     finally:
