@@ -25,8 +25,19 @@ class ChatSocketHandler(BaseSocketHandler):
         m, _ = parse_last_event_id(raw)
         return m, None
 
-    async def on_message(self, raw):
-        """Dispatch one client frame; a bad frame gets an error frame and the socket stays open."""
+    def on_message(self, raw):
+        """Dispatch one client frame (a coroutine); frames that arrive during shutdown are dropped.
+
+        The socket is closing with 1001 then, and a task started now may be cancelled before
+        it runs when the loop stops (logged as an error); the client resends unacknowledged
+        sends after reconnecting.
+        """
+        if self.services.closing:
+            return None
+        return self.handle_frame(raw)
+
+    async def handle_frame(self, raw):
+        """Run one client frame; a bad frame gets an error frame and the socket stays open."""
         client_id = None
         try:
             frame = self.parse_frame(raw)

@@ -18,8 +18,11 @@ class NotificationSocketHandler(BaseSocketHandler):
         _, n = parse_last_event_id(self.get_query_argument("last_event_id", None))
         return None, n
 
-    async def on_message(self, raw):
-        """Only ``ping`` is expected from the client; anything else gets an error frame."""
+    def on_message(self, raw):
+        """Only ``ping`` is expected from the client; anything else gets an error frame.
+
+        Synchronous: no task per frame, so none is left to be cancelled at shutdown.
+        """
         try:
             frame = self.parse_frame(raw)
             if frame["type"] != "ping":
