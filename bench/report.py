@@ -39,7 +39,12 @@ def machine() -> dict:
         pg = subprocess.run(["psql", "--version"], capture_output=True, text=True, timeout=5).stdout.strip()
     except Exception:
         pg = "?"
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "kernel": platform.release(),
+    try:
+        with open("/proc/loadavg") as f:
+            loadavg = " ".join(f.read().split()[:3])
+    except OSError:
+        loadavg = "?"
+    return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_at_end": loadavg, "memory_gb": mem_gb, "kernel": platform.release(),
             "python": platform.python_version(), "sqlite": sqlite, "postgresql_client": pg, **versions,
             "argv": " ".join(["python -m bench", *sys.argv[1:]])}
 
@@ -178,6 +183,8 @@ def render(doc: dict) -> str:
         f"- Python {m.get('python', '?')}, Tornado {m.get('tornado', '?')}, Peewee {m.get('peewee', '?')},"
         f" SQLite {m.get('sqlite', '?')}, uvloop {m.get('uvloop', '?')} (load generator only),"
         f" psycopg2 {m.get('psycopg2', '?')}, {m.get('postgresql_client', '?')}",
+        f"- Load average (1/5/15 min) when the run ended: {m.get('loadavg_at_end', '?')}; other work on the"
+        " machine shares both cores, so compare the ratios within one run more than absolute figures",
         f"- Pinned: {'yes (server core 0, load generator core 1)' if doc.get('pinned') else 'no (fewer than 2 cores or no taskset)'}",
         f"- Command: `{m.get('argv', 'python -m bench all')}`; generated {doc.get('generated_at', '?')}",
         f"- Sizes: {s.get('subscribers')} subscribers × {s.get('events')} events (steady rate"
