@@ -28,7 +28,8 @@ def machine() -> dict:
     versions = {}
     for mod in ("tornado", "peewee", "uvloop", "psycopg2"):
         try:
-            versions[mod] = __import__(mod).__version__.split(" ")[0]
+            module = __import__(mod)
+            versions[mod] = str(getattr(module, "__version__", None) or getattr(module, "version")).split(" ")[0]
         except Exception:
             versions[mod] = "not installed"
     try:
@@ -46,7 +47,20 @@ def machine() -> dict:
         loadavg = "?"
     return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_at_end": loadavg, "memory_gb": mem_gb, "kernel": platform.release(),
             "python": platform.python_version(), "sqlite": sqlite, "postgresql_client": pg, **versions,
-            "argv": " ".join(["python -m bench", *sys.argv[1:]])}
+            "argv": " ".join(["python -m bench", *_without_notes(sys.argv[1:])])}
+
+
+def _without_notes(args: List[str]) -> List[str]:
+    """The command line without the ``--notes`` text (printed on its own in the report)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a == "--notes":
+            skip = True
+        elif not a.startswith("--notes="):
+            out.append(a)
+    return out
 
 
 def _get(doc: dict, *path, default=None):
