@@ -18,7 +18,8 @@ SCENARIOS = ("fanout", "idle", "chat")
 def parse(argv):
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("scenario", choices=("all",) + SCENARIOS, nargs="?", default="all")
+    p.add_argument("scenario", choices=("all",) + SCENARIOS + ("report",), nargs="?", default="all",
+                   help="what to run; 'report' only rewrites performance.md from bench-results.json")
     p.add_argument("--tiny", action="store_true", help="a configuration that runs in seconds (for tests)")
     p.add_argument("--runs", type=int, default=None, help="runs per figure, median reported (default 3; tiny 1)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile runs")
@@ -34,6 +35,8 @@ def parse(argv):
 def main(argv=None) -> int:
     """Run, merge with earlier results of other scenarios, write the JSON and the report."""
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.scenario == "report":
+        return rewrite_report(args.out_dir)
     raise_fd_limit()
     sizes = TINY if args.tiny else Sizes()
     runs = args.runs or (1 if args.tiny else 3)
@@ -59,6 +62,21 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
         f.write(render(doc))
     print(f"wrote {json_path} and performance.md", flush=True)
+    return 0
+
+
+def rewrite_report(out_dir: str) -> int:
+    """Regenerate performance.md from the stored results (software versions read again here)."""
+    json_path = os.path.join(out_dir, "bench-results.json")
+    with open(json_path) as f:
+        doc = json.load(f)
+    stored = doc.get("machine", {})
+    doc["machine"] = {**machine(), **{k: stored[k] for k in ("loadavg_at_end", "argv") if k in stored}}
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    with open(os.path.join(out_dir, "performance.md"), "w") as f:
+        f.write(render(doc))
+    print(f"rewrote {os.path.join(out_dir, 'performance.md')} from {json_path}", flush=True)
     return 0
 
 

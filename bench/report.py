@@ -292,7 +292,9 @@ def render(doc: dict) -> str:
                   "the measured runs; it includes that run's set-up: connecting, and opening chats). Own time is",
                   "the leaf function (C calls count to their Python caller: `write_direct` is mostly the",
                   "`send()` system call); by area groups leaf frames by library.", ""]
-        for name, prof in profiles.items():
+        order = ["fanout_ws_burst", "fanout_sse_burst", "idle_connect", "chat_sqlite_burst"]
+        for name in sorted(profiles, key=lambda n: (order.index(n) if n in order else len(order), n)):
+            prof = profiles[name]
             lines += [f"### {name} ({prof.get('samples', 0):,} samples, {prof.get('waiting_pct', 0)}% of them"
                       " threads waiting for work; the shares below are of the busy samples)", ""]
             areas = ", ".join(f"{a['function']} {a['pct']}%" for a in prof.get("areas", [])[:8])
