@@ -226,6 +226,13 @@ def render(doc: dict) -> str:
                 label = case.replace("_", " ").replace("rate", f"{s.get('rate')}/s")
                 body.append([label, srv] + [fmt(med.get(k)) for k, _ in FANOUT_COLS])
         lines += table(["case", "server"] + [h for _, h in FANOUT_COLS], body)
+        busy = [(case, srv, _get(doc, "fanout", srv, case, "median", "loadgen_cpu_pct"))
+                 for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate") for srv in ("squall", "baseline")]
+        busy = [(c, srv, pct) for c, srv, pct in busy if isinstance(pct, (int, float)) and pct >= 80]
+        if busy:
+            lines += ["", "The load generator used " + ", ".join(f"{pct:.0f}% of its core ({srv} {c.replace('_', ' ')})"
+                                                        for c, srv, pct in busy)
+                      + ": near its limit, so those deliveries/s are a lower bound for the server."]
         lines += ["", "Ratios Squall / baseline:", ""]
         rb = []
         for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate"):
