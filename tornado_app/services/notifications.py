@@ -61,8 +61,20 @@ def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
     user_ids = list(set(user_ids))
     counts: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
     if user_ids:
-        rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count)
-                .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0)).tuples())
+        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count)
+                 .where(ChatMember.user.in_(user_ids[:1]) & (ChatMember.unread_count > 0)))
+        # Peewee builds one parameter at a time (milliseconds for a group commit's hundreds
+        # of users): build the statement for one user and widen its IN list instead.
+        sql, params = query.sql()
+        for mark in ("IN (?)", "IN (%s)"):
+            if sql.count(mark) == 1 and params[:1] == user_ids[:1] and len(params) == 2:
+                placeholder = mark[4:-1]
+                sql = sql.replace(mark, "IN (" + ", ".join([placeholder] * len(user_ids)) + ")")
+                rows = ChatMember._meta.database.execute_sql(sql, user_ids + params[1:])
+                break
+        else:
+            rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count)
+                    .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0)).tuples())
         for uid, chat_id, n in rows:
             counts[uid][str(chat_id)] = n
     return {uid: dumps({"type": "unread", "total": sum(c.values()), "chats": c}) for uid, c in counts.items()}
