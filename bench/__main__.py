@@ -52,10 +52,14 @@ def main(argv=None) -> int:
         if doc.get("sizes") != results["sizes"]:
             doc = {}  # results of another configuration do not belong in the same table
     profiles = {**doc.get("profiles", {}), **results.pop("profiles", {})}
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    measured_at = {k: v for k, v in doc.get("measured_at", {}).items() if k not in scenarios}
+    measured_at.update({k: now for k in scenarios})
     doc.update(results)
+    doc["measured_at"] = measured_at
     doc["profiles"] = profiles
     doc["machine"] = machine()
-    doc["generated_at"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    doc["generated_at"] = now
     doc["notes"] = args.notes
     with open(json_path, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)

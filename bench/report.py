@@ -201,6 +201,8 @@ def render(doc: dict) -> str:
         " machine shares both cores, so compare the ratios within one run more than absolute figures",
         f"- Pinned: {'yes (server core 0, load generator core 1)' if doc.get('pinned') else 'no (fewer than 2 cores or no taskset)'}",
         f"- Command: `{m.get('argv', 'python -m bench all')}`; generated {doc.get('generated_at', '?')}",
+        "- Measured: " + ", ".join(f"{k} {(doc.get('measured_at') or {}).get(k, 'in an earlier run of this file')}"
+                                   for k in ("fanout", "idle", "chat") if k in doc),
         f"- Sizes: {s.get('subscribers')} subscribers × {s.get('events')} events (steady rate"
         f" {s.get('rate')}/s); idle {s.get('idle_ws')} WS + {s.get('idle_sse')} SSE; chat {s.get('chat_pairs')}"
         f" pairs, burst {s.get('chat_per_sender')} messages per sender (window {s.get('chat_window')}),"
