@@ -6,6 +6,7 @@ acknowledge every queued message → stop the broker → close the database.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from typing import Optional
@@ -57,6 +58,7 @@ class SquallServer:
             self.http_server.add_sockets(sockets)
         else:
             self.http_server.listen(self.services.config.port, self.services.config.host)
+        tune_gc()
 
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Graceful stop: see the module docstring. Idempotent."""
@@ -76,6 +78,18 @@ class SquallServer:
                 log.warning("connections still open after %.0f s; closing anyway", drain_seconds)
         await self.services.stop()
         self._stopped.set()
+
+
+def tune_gc() -> None:
+    """Keep the garbage collector from pausing delivery for long.
+
+    A server holds many long-lived objects (connections, cached users, modules); every full
+    collection walks them all, which showed as 100-200 ms stalls in the chat benchmark's p99.
+    What exists at start-up is frozen out of the collector, and collections run less often
+    (the young generation is still collected; reference counting frees almost everything).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 def close_connections(services: Services) -> None:
