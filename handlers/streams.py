@@ -6,6 +6,7 @@ skipping any id the replay sent: no gap and no duplicate.
 """
 from __future__ import annotations
 
+import abc
 import asyncio
 import itertools
 import logging
@@ -45,7 +46,7 @@ def parse_last_event_id(raw: Optional[str]) -> Tuple[Optional[int], Optional[int
                               "invalid_last_event_id") from None
 
 
-class Subscriber:
+class Subscriber(abc.ABC):
     """Mixin for connection handlers: identity, buffering during replay, pending-bytes limit."""
 
     streams: tuple = ()
@@ -92,9 +93,9 @@ class Subscriber:
                 self.last_ids[event.kind] = event.id
         self.send_event(event)
 
+    @abc.abstractmethod
     def send_event(self, event: Event) -> None:
         """Write one event in this transport's framing."""
-        raise NotImplementedError
 
     def track_write(self, future, size: int) -> None:
         """Count ``size`` unsent bytes until ``future`` resolves; close a consumer that lags too far."""
@@ -127,9 +128,9 @@ class Subscriber:
         self._pending -= size
         future.exception()  # a closed stream is handled by on_close; mark the error as seen
 
+    @abc.abstractmethod
     def close_slow_consumer(self) -> None:
         """Drop this connection; the client resumes with its last event id."""
-        raise NotImplementedError
 
     def send_state(self, data: str) -> None:
         """Send an id-less state frame (``unread``, ``resync``)."""

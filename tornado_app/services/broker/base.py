@@ -10,6 +10,7 @@ with claims that expire when the process that made them stops refreshing them.
 """
 from __future__ import annotations
 
+import abc
 from typing import Callable, Iterable, List, Set, Tuple
 
 Receiver = Callable[[dict], None]
@@ -17,7 +18,7 @@ PresenceSource = Callable[[], List[Tuple[int, int]]]
 GapHandler = Callable[[], None]
 
 
-class Broker:
+class Broker(abc.ABC):
     """Base class of the memory, Redis and PostgreSQL brokers."""
 
     #: True when other processes may exist (presence must be asked of the broker)
@@ -44,9 +45,9 @@ class Broker:
     async def stop(self) -> None:
         """Disconnect; no envelope is received after this returns."""
 
+    @abc.abstractmethod
     async def publish(self, envelope: dict) -> None:
         """Send ``envelope`` to every process (this one included)."""
-        raise NotImplementedError
 
     async def presence_changed(self, user_id: int, chat_id: int, active: bool) -> None:
         """This process's presence of ``user_id`` in ``chat_id`` started or ended."""
