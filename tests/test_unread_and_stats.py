@@ -75,3 +75,34 @@ async def test_sse_refused_while_shutting_down(api, users, services, http_port):
         assert '"shutting_down"' in await sse.body_text()
     finally:
         services.closing = False
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_stream_opened_during_a_commit_gets_the_committed_count(api, users, ws_connect, services):
+    """A commit skips the unread frame of a user with no stream; one who subscribes meanwhile
+    must still start from the committed count (its state is read after that commit)."""
+    import asyncio
+    import threading
+    from tornado_app.services.events import NOTIFY
+    alice, bob = await users("alice", "bob")
+    _, chat = await api.call("POST", "/api/chats", {"user_id": bob["id"]}, token=alice["token"])
+    chat_id = chat["chat"]["id"]
+    await services.chat.members(chat_id)  # warm the caches: the send then queues at once
+    await services.users.get(alice["id"])
+    release = threading.Event()
+    blocker = asyncio.ensure_future(services.dbx.write(lambda: release.wait(30)))  # the writer is busy
+    await asyncio.sleep(0.05)
+    send = asyncio.ensure_future(services.chat.send_message(alice["id"], {"chat_id": chat_id, "content": "hi"}))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not services.chat.writer._queue and not send.done()  # chosen its listeners, waiting
+    ws = await ws_connect("/ws/notifications", bob["token"])
+    for _ in range(500):  # the stream subscribed and asked for its unread state
+        if services.registry.count(NOTIFY) == 1:
+            break
+        await asyncio.sleep(0.01)
+    release.set()
+    await blocker
+    await send
+    first = await ws.recv_type("unread")
+    assert first["total"] == 1 and first["chats"] == {str(chat_id): 1}

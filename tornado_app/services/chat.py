@@ -12,14 +12,14 @@ import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import peewee
 
 from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
 from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from .db import DatabaseExecutor
-from .events import CHAT, dumps, iso
+from .events import CHAT, NOTIFY, dumps, iso
 from .hub import Hub
 from .notifications import NotificationService, insert_notifications, new_message_payload, unread_states
 from .ratelimit import RateLimiter
@@ -162,8 +162,10 @@ class MessageWriter:
     fails (e.g. a constraint) fails alone: each runs in its own savepoint.
     """
 
-    def __init__(self, dbx: DatabaseExecutor):
+    def __init__(self, dbx: DatabaseExecutor, listening: Callable[[Iterable[int]], Optional[Set[int]]] = None):
         self.dbx = dbx
+        # Which users may have a notification stream (None: maybe anyone, in other processes).
+        self.listening = listening or (lambda user_ids: None)
         self._queue: List[SendRequest] = []
         self._wakeup = asyncio.Event()
         self._task: Optional[asyncio.Task] = None
@@ -189,8 +191,12 @@ class MessageWriter:
             self._wakeup.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                # Asked on the loop in the same turn that queues the write: a stream that
+                # subscribes later reads its unread state on the writer thread after this
+                # commit (NotificationService.unread_state), so no badge is left stale.
+                listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
                 try:
-                    results, unread = await self.dbx.write(self._store, batch)
+                    results, unread = await self.dbx.write(self._store, batch, listeners)
                 except Exception:
                     log.exception("storing a batch of %d messages failed", len(batch))
                     for req in batch:
@@ -213,8 +219,11 @@ class MessageWriter:
                 return
 
     @staticmethod
-    def _store(batch: List[SendRequest]):
+    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None):
         """Store a batch (writer thread, inside one transaction): together, else send by send.
+
+        Returns the results and the new ``unread`` frames of the members whose counts
+        changed, for those among ``listeners`` (None: all of them).
 
         The common case costs a handful of statements for the whole batch. When the database
         refuses any of it (a duplicate stored by another process, a deleted chat, bad text),
@@ -224,15 +233,17 @@ class MessageWriter:
         db = Message._meta.database
         try:
             with db.atomic():
-                return MessageWriter._store_together(batch)
+                results, touched = MessageWriter._store_together(batch)
         except Exception:
             log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
-        return MessageWriter._store_each(batch)
+            results, touched = MessageWriter._store_each(batch)
+        if listeners is not None:
+            touched &= listeners
+        return results, unread_states(touched)
 
     @staticmethod
     def _store_together(batch: List[SendRequest]):
         """Store a batch with one statement per kind of row (raises if the database refuses any)."""
-        db = Message._meta.database
         now = utcnow()
         created_at = iso(now)
         results: List[Optional[SendResult]] = [None] * len(batch)
@@ -304,7 +315,7 @@ class MessageWriter:
                     results[i].notifications.append((nid, uid, payload))
         for i, j in repeats:
             results[i] = SendResult(results[j].message, False, [])
-        return results, unread_states(touched_users)
+        return results, touched_users
 
     @staticmethod
     def _store_each(batch: List[SendRequest]):
@@ -367,7 +378,7 @@ class MessageWriter:
                 # Its savepoint is rolled back: this send fails alone, the rest of the batch commits.
                 log.exception("storing a message of user %s in chat %s failed", req.sender_id, req.chat_id)
                 results.append(Unavailable("The message could not be stored", "store_failed"))
-        return results, unread_states(touched_users)
+        return results, touched_users
 
     async def close(self) -> None:
         """Finish every queued send (each is stored and acknowledged), then stop."""
@@ -391,7 +402,7 @@ class ChatService:
         self._members: Dict[int, Tuple[int, ...]] = {}
         self._kinds: Dict[int, str] = {}
         self._limiter = RateLimiter(rate_limit, rate_burst)
-        self.writer = MessageWriter(dbx)
+        self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids))
         self.writer.on_committed = self._publish_committed
 
     def start(self) -> None:

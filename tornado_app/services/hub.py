@@ -88,6 +88,15 @@ class Hub:
             except Exception:  # the claim expires by itself if the broker is down
                 log.warning("could not clear presence of user %s in chat %s", conn.user_id, chat_id)
 
+    def listening(self, kind: str, user_ids: Iterable[int]) -> Optional[Set[int]]:
+        """Which of ``user_ids`` have a ``kind`` stream; None when other processes may hold some.
+
+        Lets a publisher skip building per-user state (``unread``) nobody would receive.
+        """
+        if self.broker.distributed:
+            return None
+        return {uid for uid in user_ids if self.registry.has_user(kind, uid)}
+
     async def active_users(self, chat_id: int, user_ids: Iterable[int]) -> Set[int]:
         """Which of ``user_ids`` are active in ``chat_id`` on any process."""
         user_ids = list(user_ids)

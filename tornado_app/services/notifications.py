@@ -113,8 +113,15 @@ class NotificationService:
             await self.hub.publish(NOTIFY, (uid,), data)
 
     async def unread_state(self, user_id: int) -> str:
-        """The current ``unread`` frame of ``user_id``."""
-        return (await self.dbx.read(unread_states, [user_id]))[user_id]
+        """The current ``unread`` frame of ``user_id``.
+
+        In a single process it is read on the writer thread, after every group commit
+        queued before the stream subscribed: commits skip the ``unread`` frames of users
+        with no stream (``Hub.listening``), so a stream must not read older state.
+        """
+        if self.hub.broker.distributed:
+            return (await self.dbx.read(unread_states, [user_id]))[user_id]
+        return (await self.dbx.write_raw(unread_states, [user_id]))[user_id]
 
     # Publish API --------------------------------------------------------------------------
 
