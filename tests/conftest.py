@@ -129,3 +129,12 @@ def server_factory(tmp_path):
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_db():
+    """One throw-away PostgreSQL database for a module of multi-process tests, emptied per test."""
+    from tests.scaleout_support import ThrowawayPostgres
+    db = ThrowawayPostgres()
+    yield db
+    db.drop()

@@ -108,3 +108,10 @@ async def publish_notification(api, user_ids, message: str, data=None) -> list:
     status, out = await api.call("POST", "/api/notifications", body, token=SERVICE_TOKEN)
     assert status == 202, (status, out)
     return out["ids"]
+
+
+def start_cluster(broker_kind: str, shared_db: "ThrowawayPostgres", server_factory, count: int = 3, **env) -> list:
+    """``count`` servers sharing ``shared_db`` (emptied first) and a Redis or PostgreSQL broker."""
+    shared_db.reset()
+    broker = redis_broker_url() if broker_kind == "redis" else with_prefix(shared_db.url, unique_prefix())
+    return [server_factory("--database-url", shared_db.url, "--broker-url", broker, **env) for _ in range(count)]

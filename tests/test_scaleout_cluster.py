@@ -9,27 +9,13 @@ from __future__ import annotations
 import pytest
 
 from tests.clients import ApiClient, SSEClient, WSClient
-from tests.scaleout_support import (ThrowawayPostgres, open_private_chat, publish_notification, redis_broker_url,
-                                    register, unique_prefix, with_prefix)
-
-
-@pytest.fixture(scope="module")
-def shared_db():
-    """One throw-away PostgreSQL database for the module, emptied per test."""
-    db = ThrowawayPostgres()
-    yield db
-    db.drop()
+from tests.scaleout_support import open_private_chat, publish_notification, register, start_cluster
 
 
 @pytest.fixture(params=["redis", "postgres"])
 def cluster(request, shared_db, server_factory):
     """Three servers on three ports, one database, one broker of each kind."""
-    shared_db.reset()
-    if request.param == "redis":
-        broker = redis_broker_url()
-    else:
-        broker = with_prefix(shared_db.url, unique_prefix())
-    return [server_factory("--database-url", shared_db.url, "--broker-url", broker) for _ in range(3)]
+    return start_cluster(request.param, shared_db, server_factory)
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -7,27 +7,15 @@ import asyncio
 import pytest
 
 from tests.clients import ApiClient, SSEClient, WSClient
-from tests.scaleout_support import (ThrowawayPostgres, open_private_chat, publish_notification, redis_broker_url,
-                                    register, send_http, unique_prefix, with_prefix)
+from tests.scaleout_support import open_private_chat, publish_notification, register, send_http, start_cluster
 
 PRESENCE_TTL = 2.0
-
-
-@pytest.fixture(scope="module")
-def shared_db():
-    """One throw-away PostgreSQL database for the module, emptied per test."""
-    db = ThrowawayPostgres()
-    yield db
-    db.drop()
 
 
 @pytest.fixture(params=["redis", "postgres"])
 def cluster(request, shared_db, server_factory):
     """Three servers with a short presence expiry."""
-    shared_db.reset()
-    broker = redis_broker_url() if request.param == "redis" else with_prefix(shared_db.url, unique_prefix())
-    return [server_factory("--database-url", shared_db.url, "--broker-url", broker, PRESENCE_TTL=PRESENCE_TTL)
-            for _ in range(3)]
+    return start_cluster(request.param, shared_db, server_factory, PRESENCE_TTL=PRESENCE_TTL)
 
 
 @pytest.mark.gen_test(timeout=120)
