@@ -3,6 +3,8 @@ import os
 
 import tornado.web
 
+from tornado_app.services.events import dumps
+
 from .base import public
 
 PAGES = {
@@ -47,6 +49,13 @@ class StaticHandler(tornado.web.StaticFileHandler):
     def head(self, path):
         """The headers of a file of ``web/`` (Tornado's HEAD calls ``get`` without the body)."""
         return super().head(path)
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        """A missing file gets the same JSON error shape as every other route."""
+        code = {404: "not_found", 403: "forbidden", 405: "method_not_allowed"}.get(status_code, "http_error")
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(dumps({"error": {"code": code, "message": f"No file at {self.request.path}"
+                                     if status_code == 404 else self._reason}}))
 
 
 def routes(web_dir: str):

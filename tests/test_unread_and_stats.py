@@ -106,3 +106,4 @@ async def test_stream_opened_during_a_commit_gets_the_committed_count(api, users
     await send
     first = await ws.recv_type("unread")
     assert first["total"] == 1 and first["chats"] == {str(chat_id): 1}
+
