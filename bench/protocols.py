@@ -70,6 +70,16 @@ class StreamClient(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _buffered(self, data: bytes):
+        """Every unparsed byte after the response head; None while the head is incomplete."""
+        buf = self.buf + data if self.buf else data
+        self.buf = buf
+        if not self.upgraded:
+            if not self._headers_done():
+                return None
+            buf = self.buf
+        return buf
+
     def _headers_done(self) -> bool:
         """Consume the HTTP response head; False until it is complete."""
         end = self.buf.find(b"\r\n\r\n")
@@ -119,12 +129,9 @@ class WSClient(StreamClient):
         self.transport.write(ws_client_frame(text))
 
     def data_received(self, data: bytes):
-        buf = self.buf + data if self.buf else data
-        self.buf = buf
-        if not self.upgraded:
-            if not self._headers_done():
-                return
-            buf = self.buf
+        buf = self._buffered(data)
+        if buf is None:
+            return
         now = time.time()
         i, n = 0, len(buf)
         while n - i >= 2:
@@ -164,12 +171,9 @@ class SSEClient(StreamClient):
         super().__init__(request, **kw)
 
     def data_received(self, data: bytes):
-        buf = self.buf + data if self.buf else data
-        self.buf = buf
-        if not self.upgraded:
-            if not self._headers_done():
-                return
-            buf = self.buf
+        buf = self._buffered(data)
+        if buf is None:
+            return
         now = time.time()
         i = 0
         # Every event is written as one chunk, so a "data: " line is never split by chunk framing.
