@@ -79,6 +79,12 @@ def check_text(value) -> None:
             stack.extend(item)
 
 
+def set_retry_after(handler, exc: SquallError) -> None:
+    """Send ``Retry-After`` for an error that carries one (429 and 503 answers)."""
+    if exc.retry_after is not None:
+        handler.set_header("Retry-After", str(exc.retry_after))
+
+
 class ServicesMixin:
     """Reach the shared services and resolve the caller's identity (HTTP and WebSocket alike)."""
 
@@ -187,6 +193,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, SquallError):
             self.set_status(exc.status)
+            set_retry_after(self, exc)
             body = exc.to_dict()
         elif isinstance(exc, tornado.web.HTTPError):
             code = _STATUS_CODES.get(exc.status_code, "http_error")

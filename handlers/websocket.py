@@ -13,7 +13,7 @@ from tornado.iostream import StreamClosedError
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
-from .base import ServicesMixin, check_text
+from .base import ServicesMixin, check_text, set_retry_after
 from .fastwrite import write_direct
 from .streams import Subscriber
 
@@ -55,6 +55,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             self.resume = self.resume_position()
         except SquallError as exc:
             self.set_status(exc.status)
+            set_retry_after(self, exc)
             self.set_header("Content-Type", "application/json; charset=utf-8")
             if exc.status == 401:
                 self.set_header("WWW-Authenticate", 'Bearer realm="squall"')

@@ -31,6 +31,7 @@ class ApiClient:
             data = b""
         resp = await self.http.fetch(self.base_url + path, method=method, body=data, headers=hdrs,
                                      raise_error=False, request_timeout=DEFAULT_TIMEOUT)
+        self.last_headers = resp.headers  # of the latest answer (Retry-After, Set-Cookie …)
         text = resp.body.decode("utf-8") if resp.body else ""
         try:
             parsed = json.loads(text) if text else None

@@ -124,6 +124,7 @@ async def test_failed_logins_are_rate_limited(api, config_overrides):
         assert status == 401 and err["error"]["code"] == "invalid_credentials"
     status, err = await api.call("POST", "/api/auth/login", {"username": name, "password": "password123"})
     assert status == 429 and err["error"]["code"] == "rate_limited"
+    assert 1 <= int(api.last_headers["Retry-After"]) <= 60
     # other users are not affected
     other = uname("frank")
     await api.register(other)

@@ -238,6 +238,8 @@ async def test_sending_is_rate_limited(api, users, ws_connect, config_overrides)
     status, err = await api.call("POST", f"/api/chats/{chat['id']}/messages", {"content": "too fast"},
                                  token=alice["token"])
     assert status == 429 and err["error"]["code"] == "rate_limited"
+    retry = int(api.last_headers["Retry-After"])
+    assert 1 <= retry <= 101 and err["error"]["retry_after"] == retry  # one token at 0.01/s
     ws = await ws_connect("/ws/chat", alice["token"])
     err = await ws.request({"type": "send_message", "chat_id": chat["id"], "content": "x", "client_id": "r1"},
                            "error", "message_ack")

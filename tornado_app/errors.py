@@ -11,18 +11,23 @@ class SquallError(Exception):
 
     status = 400
     code = "bad_request"
+    retry_after = None  # seconds; sent as a Retry-After header (HTTP) or field (WebSocket frames)
 
-    def __init__(self, message: str, code: str = None, status: int = None):
+    def __init__(self, message: str, code: str = None, status: int = None, retry_after: float = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
         if status:
             self.status = status
+        if retry_after is not None:
+            self.retry_after = max(1, int(round(retry_after)))
 
     def to_dict(self) -> dict:
-        """The JSON error object (without the ``error`` wrapper)."""
-        return {"code": self.code, "message": self.message}
+        """The JSON error object (without the ``error`` wrapper); ``retry_after`` where set."""
+        if self.retry_after is None:
+            return {"code": self.code, "message": self.message}
+        return {"code": self.code, "message": self.message, "retry_after": self.retry_after}
 
 
 class ValidationError(SquallError):
@@ -77,3 +82,9 @@ class Unavailable(SquallError):
     """503: the server is shutting down or a dependency is unreachable."""
 
     status, code = 503, "unavailable"
+
+
+class ServerBusy(Unavailable):
+    """503: over a capacity limit right now (connections, handshakes, hashing); retry later."""
+
+    status, code = 503, "server_busy"

@@ -593,7 +593,8 @@ class ChatService:
         if (chat_id is None) == (recipient_id is None):
             raise ValidationError("give either 'chat_id' or 'recipient_id'")
         if not self._limiter.allow(user_id):
-            raise RateLimited("You are sending messages too fast; slow down")
+            raise RateLimited("You are sending messages too fast; slow down",
+                              retry_after=self._limiter.retry_after(user_id))
         if recipient_id is not None:
             chat_id = (await self.open_private_chat(user_id, recipient_id))["id"]
         members = await self.require_member(user_id, chat_id)

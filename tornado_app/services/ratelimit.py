@@ -36,6 +36,14 @@ class RateLimiter:
         tokens, last = self._buckets[key]
         return min(self.burst, tokens + (time.monotonic() - last) * self.rate) >= cost
 
+    def retry_after(self, key, cost: float = 1.0) -> float:
+        """Seconds until ``key`` can take ``cost`` tokens (0 when it can now)."""
+        if self.rate <= 0 or key not in self._buckets:
+            return 0.0
+        tokens, last = self._buckets[key]
+        tokens = min(self.burst, tokens + (time.monotonic() - last) * self.rate)
+        return max(0.0, (cost - tokens) / self.rate)
+
     def reset(self, key) -> None:
         """Forget ``key`` (e.g. after a successful login)."""
         self._buckets.pop(key, None)

@@ -73,7 +73,8 @@ class UserService:
         password = _string(body, "password")
         key = username.lower()
         if not self._login_failures.has_tokens(key):
-            raise RateLimited("Too many failed logins for this user; try again in a minute")
+            raise RateLimited("Too many failed logins for this user; try again in a minute",
+                              retry_after=self._login_failures.retry_after(key))
         user = await self.dbx.read(lambda: User.get_or_none(User.username == username))
         ok = await self.auth.verify_password(user.password_hash if user else None, password[:MAX_PASSWORD])
         if not ok or user is None:
