@@ -11,10 +11,23 @@ from tornado_app.config import ensure_jwt_secret, load_config
 log = logging.getLogger("squall")
 
 
-def setup_logging(level: str) -> None:
-    """Plain timestamped log lines on stderr."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """Log lines on stderr: plain timestamped text, or one JSON object per line (``--log-format json``).
+
+    JSON lines carry ``time``, ``level``, ``logger`` and ``event`` (the message), plus the
+    fields a log call passes as ``extra`` (route, status, duration_ms, user_id, conn_id,
+    transport, close_code …).
+    """
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        from pythonjsonlogger.json import JsonFormatter
+        handler.setFormatter(JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "message": "event"},
+            datefmt="%Y-%m-%dT%H:%M:%S%z"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
 
 
 async def serve(config, sockets=None) -> None:
@@ -24,6 +37,8 @@ async def serve(config, sockets=None) -> None:
 
     server = SquallServer(build_services(config))
     await server.start(sockets)
+    if config.metrics_port:
+        server.listen_metrics(config.metrics_host, config.metrics_port, reuse_port=config.processes > 1)
     log.info("Squall serving on http://%s:%d (database %s, broker %s)", config.host, config.port,
              config.database_url.split("@")[-1], config.broker_url.split("@")[-1])
     stop = asyncio.Event()
@@ -45,9 +60,27 @@ def migrate_only(config) -> None:
     log.info("schema is at version %d", version)
 
 
+def admin_command(config, action: str, username: str) -> int:
+    """``admin grant|revoke USERNAME``: 0 when done, 2 for an unknown username."""
+    from models import init_db
+    from models.schema import migrate
+    from tornado_app.services.users import set_admin
+    db = init_db(config.database_url)
+    migrate(db)
+    with db.connection_context():
+        found = set_admin(username, action == "grant")
+    if not found:
+        print(f"admin {action}: no user named {username!r}", file=sys.stderr)
+        return 2
+    print(f"{username} is {'now' if action == 'grant' else 'no longer'} an admin")
+    return 0
+
+
 def main(argv=None) -> int:
     command, config = load_config(sys.argv[1:] if argv is None else argv)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
+    if isinstance(command, tuple):  # ("admin", action, username)
+        return admin_command(config, command[1], command[2])
     config = ensure_jwt_secret(config)
     if command == "migrate":
         migrate_only(config)

@@ -49,8 +49,9 @@ class MeHandler(BaseHandler):
 
     @authenticated
     async def get(self):
-        """The authenticated user."""
-        self.send_json(await self.services.users.get(self.user_id))
+        """The authenticated user, with ``is_admin``."""
+        users = self.services.users
+        self.send_json({**await users.get(self.user_id), "is_admin": await users.is_admin(self.user_id)})
 
 
 class UsersHandler(BaseHandler):

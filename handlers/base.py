@@ -56,6 +56,22 @@ def service_only(method):
     return wrapper
 
 
+def admin_only(method):
+    """Require a user token of an admin (``python run.py admin grant USERNAME``); 403 ``admin_only`` otherwise."""
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        self.authenticate()
+        await self.require_known_user()
+        if not await self.services.users.is_admin(self.user_id):
+            raise Forbidden("This needs an admin account", "admin_only")
+        result = method(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+    wrapper.squall_access = "admin"
+    return wrapper
+
+
 def check_text(value) -> None:
     """Refuse strings no database stores: NUL characters and lone surrogates. Raises ValidationError.
 
@@ -83,6 +99,15 @@ def set_retry_after(handler, exc: SquallError) -> None:
     """Send ``Retry-After`` for an error that carries one (429 and 503 answers)."""
     if exc.retry_after is not None:
         handler.set_header("Retry-After", str(exc.retry_after))
+
+
+def count_error(handler, code: str) -> None:
+    """Count an error answered to a client; on a stream route it is also a refused handshake."""
+    metrics = handler.application.settings["services"].hub.metrics
+    metrics.error(code)
+    transport = getattr(handler, "transport", None)
+    if transport:
+        metrics.handshake_refused(transport, code)
 
 
 class ServicesMixin:
@@ -206,6 +231,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
             body = {"code": _STATUS_CODES.get(status_code, "http_error"), "message": self._reason}
         if self.get_status() == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="squall"')
+        count_error(self, body["code"])
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps({"error": body}))
 
@@ -224,14 +250,23 @@ class NotFoundHandler(BaseHandler):
 
 
 def log_request(handler) -> None:
-    """Access log line without the query string (which may carry ``access_token``)."""
+    """Access log line without the query string (which may carry ``access_token``); counts the request."""
     status = handler.get_status()
+    settings = handler.application.settings
+    route = settings.get("route_patterns", {}).get(type(handler), "unmatched")
+    services = settings.get("services")
+    if services is not None:
+        services.hub.metrics.request(route, handler.request.method, status)
     if status < 400:
         level = logging.INFO
     elif status < 500:
         level = logging.WARNING
     else:
         level = logging.ERROR
+    duration_ms = 1000.0 * handler.request.request_time()
     logging.getLogger("tornado.access").log(
         level, "%d %s %s (%s) %.2fms", status, handler.request.method, handler.request.path,
-        handler.request.remote_ip, 1000.0 * handler.request.request_time())
+        handler.request.remote_ip, duration_ms,
+        extra={"route": route, "method": handler.request.method, "status": status,
+               "duration_ms": round(duration_ms, 2), "remote_ip": handler.request.remote_ip,
+               "user_id": getattr(handler, "user_id", None)})

@@ -16,6 +16,7 @@ class ChatSocketHandler(BaseSocketHandler):
     """The chat stream of one user: messages of all the user's chats, typing, read receipts."""
 
     streams = (CHAT,)
+    transport = "ws_chat"
 
     def resume_position(self):
         """``?last_event_id=M`` replays messages after id M (or ``M-N``: M is used)."""

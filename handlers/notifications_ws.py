@@ -12,6 +12,7 @@ class NotificationSocketHandler(BaseSocketHandler):
     """``/ws/notifications``: the user's app-wide stream; resumes from ``?last_event_id=N``."""
 
     streams = (NOTIFY,)
+    transport = "ws_notifications"
 
     def resume_position(self):
         """``?last_event_id=N``: replay notifications after N."""

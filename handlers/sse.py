@@ -155,6 +155,7 @@ class NotificationStreamHandler(BaseSSEHandler):
     """``GET /sse/notifications``: the notification stream as Server-Sent Events."""
 
     streams = (NOTIFY,)
+    transport = "sse_notifications"
 
     @authenticated
     async def get(self):
@@ -167,6 +168,7 @@ class ChatStreamHandler(BaseSSEHandler):
     """``GET /sse/chat``: chat frames and notifications; ``?chat_id=N`` is presence in chat N."""
 
     streams = (CHAT, NOTIFY)
+    transport = "sse_chat"
 
     @authenticated
     async def get(self):

@@ -50,6 +50,7 @@ class Subscriber(abc.ABC):
     """Mixin for connection handlers: identity, buffering during replay, pending-bytes limit."""
 
     streams: tuple = ()
+    transport: str = ""  # metrics label: ws_chat, ws_notifications, sse_notifications, sse_chat
 
     def init_subscriber(self, user_id: int) -> None:
         """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
@@ -108,6 +109,7 @@ class Subscriber(abc.ABC):
 
     def _overflow(self, unsent: int) -> None:
         self._overflowed = True
+        self.services.hub.metrics.slow_consumer[self.transport] += 1
         log.warning("closing a slow consumer (user %s): %d bytes unsent", self.user_id, unsent)
         self.close_slow_consumer()
 
@@ -163,10 +165,13 @@ class Subscriber(abc.ABC):
                     self.last_ids[NOTIFY] = last_notification_id
                     replays.append((NOTIFY, await services.notifications.replay(
                         self.user_id, last_notification_id)))
+            metrics = services.hub.metrics
             for kind, rows in replays:
                 if rows is None:
+                    metrics.resyncs += 1
                     self.send_state(RESYNC)
                     continue
+                metrics.replayed[kind] += len(rows)
                 if self._replayed is None:
                     self._replayed = {CHAT: set(), NOTIFY: set()}
                 for event_id, data in rows:

@@ -13,7 +13,7 @@ from tornado.iostream import StreamClosedError
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
-from .base import ServicesMixin, check_text, set_retry_after
+from .base import ServicesMixin, check_text, count_error, set_retry_after
 from .fastwrite import write_direct
 from .streams import Subscriber
 
@@ -55,6 +55,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             self.resume = self.resume_position()
         except SquallError as exc:
             self.set_status(exc.status)
+            count_error(self, exc.code)
             set_retry_after(self, exc)
             self.set_header("Content-Type", "application/json; charset=utf-8")
             if exc.status == 401:
@@ -115,6 +116,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
     def send_error_frame(self, exc: SquallError, client_id=None) -> None:
         """``{"type":"error","code","message","client_id"}``; the connection stays open."""
+        self.services.hub.metrics.error(exc.code)
         self.send_json({"type": "error", **exc.to_dict(), "client_id": client_id})
 
     def close_slow_consumer(self) -> None:

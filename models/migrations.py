@@ -8,6 +8,7 @@ Versions:
     2  chat_member.unread_count (backfilled from the read positions), so chat lists and the
        ``unread`` frame read one column instead of counting messages; an index on
        chat.last_activity_at, which orders the chat list.
+    3  user.is_admin (the admin console; nobody is an admin until granted).
 """
 from __future__ import annotations
 
@@ -44,7 +45,19 @@ def to_v2(db: peewee.Database) -> None:
         ' AND m."sender_id" <> "chat_member"."user_id")')
 
 
+def to_v3(db: peewee.Database) -> None:
+    """Version 2 → 3: user.is_admin, false for everyone.
+
+    Plain ALTER TABLE: on SQLite the playhouse migrator adds a NOT NULL column by rebuilding
+    the table, and dropping the old ``user`` table would cascade to every row that refers to it.
+    """
+    if "is_admin" not in {c.name for c in db.get_columns("user")}:
+        false = "false" if isinstance(db, peewee.PostgresqlDatabase) else "0"
+        db.execute_sql(f'ALTER TABLE "user" ADD COLUMN "is_admin" BOOLEAN NOT NULL DEFAULT {false}')
+
+
 # version -> function migrating from version - 1; append, never edit a released one
 MIGRATIONS = {
     2: to_v2,
+    3: to_v3,
 }

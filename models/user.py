@@ -11,3 +11,4 @@ class User(BaseModel):
     display_name = peewee.CharField(max_length=64)
     password_hash = peewee.CharField(max_length=255)
     created_at = peewee.DateTimeField(default=utcnow)
+    is_admin = peewee.BooleanField(default=False)  # python run.py admin grant|revoke USERNAME

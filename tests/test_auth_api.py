@@ -39,7 +39,7 @@ async def test_register_login_me(api):
 
     for token in (reg["access_token"], login["access_token"]):
         status, me = await api.call("GET", "/api/me", token=token)
-        assert status == 200 and me == reg["user"]
+        assert status == 200 and me == {**reg["user"], "is_admin": False}
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -190,9 +190,13 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database)
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     version, columns, indexes = read_back(old_database)
-    assert version == 2 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 3 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    db = open_database(old_database)
+    with db.connection_context():  # version 3: nobody is an admin after the upgrade
+        assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE is_admin').fetchone()[0] == 0
+    db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})
     assert status == 200, login
@@ -228,8 +232,8 @@ def test_migrate_command_upgrades_and_is_idempotent(old_database, tmp_path):
                               cwd=ROOT, env=server_env(LOG_LEVEL="info"), capture_output=True, text=True,
                               timeout=120)
         assert done.returncode == 0, done.stderr
-        assert "schema is at version 2" in done.stderr
-        assert read_back(old_database)[0] == 2
+        assert f"schema is at version {SCHEMA_VERSION}" in done.stderr
+        assert read_back(old_database)[0] == SCHEMA_VERSION
 
 
 def test_newer_database_is_refused(old_database):

@@ -1,10 +1,10 @@
-"""Every HTTP method of every routed handler is marked @public, @authenticated or @service_only (STYLE.md §3)."""
+"""Every HTTP method of every routed handler is marked @public, @authenticated, @service_only, @admin_only or @metrics_scrape (STYLE.md §3)."""
 import tornado.web
 from tornado.routing import Rule, RuleRouter
 
 from handlers.base import BaseHandler, authenticated, public, service_only
 
-MARKS = {"public", "user", "service"}
+MARKS = {"public", "user", "service", "admin", "metrics"}
 
 
 def routed_handlers(router):

@@ -22,12 +22,24 @@ from .services import Services
 log = logging.getLogger("squall.app")
 
 
+def route_patterns(routes) -> dict:
+    """``{handler class: route pattern}``: the bounded ``route`` label of the request metrics."""
+    patterns = {}
+    for rule in routes:
+        pattern, cls = rule[0], rule[1]
+        patterns[cls] = "page" if cls in patterns or cls.__name__ == "PageHandler" else pattern
+    patterns[NotFoundHandler] = "unmatched"
+    return patterns
+
+
 def make_app(services: Services) -> tornado.web.Application:
     """The Application for ``services`` (stored in settings under ``services``)."""
     config = services.config
+    routes = all_routes(config.web_dir)
     return tornado.web.Application(
-        all_routes(config.web_dir),
+        routes,
         services=services,
+        route_patterns=route_patterns(routes),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
         websocket_ping_interval=config.ws_ping_interval,
@@ -46,6 +58,7 @@ class SquallServer:
         self.services = services
         self.app = make_app(services)
         self.http_server: Optional[tornado.httpserver.HTTPServer] = None
+        self.metrics_server: Optional[tornado.httpserver.HTTPServer] = None
         self._stopped = asyncio.Event()
 
     async def start(self, sockets=None) -> None:
@@ -60,6 +73,15 @@ class SquallServer:
             self.http_server.listen(self.services.config.port, self.services.config.host)
         tune_gc()
 
+    def listen_metrics(self, host: str, port: int, reuse_port: bool = False) -> None:
+        """Serve ``/metrics`` alone, without a token, on ``host:port`` (a loopback or private interface)."""
+        from handlers.metrics import ROUTES as METRICS_ROUTES
+        app = tornado.web.Application(METRICS_ROUTES, services=self.services, metrics_listener=True,
+                                      default_handler_class=NotFoundHandler, log_function=log_request,
+                                      route_patterns=route_patterns(METRICS_ROUTES))
+        self.metrics_server = tornado.httpserver.HTTPServer(app)
+        self.metrics_server.add_sockets(tornado.netutil.bind_sockets(port, host, reuse_port=reuse_port))
+
     async def stop(self, drain_seconds: float = 5.0) -> None:
         """Graceful stop: see the module docstring. Idempotent."""
         if self.services.closing:
@@ -68,6 +90,8 @@ class SquallServer:
         self.services.closing = True
         if self.http_server is not None:
             self.http_server.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         close_connections(self.services)
         # Let in-flight requests (a send waiting for its commit) finish.
         await self.services.chat.close()

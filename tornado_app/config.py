@@ -57,6 +57,14 @@ class Config:
     # Test hook: refuse WebSocket upgrades (simulates a proxy that blocks them)
     block_websockets: bool = False
     db_threads: int = 0  # 0 = automatic (2 readers on SQLite, 8 on PostgreSQL)
+    # Observability (metrics, logs, admin console)
+    log_format: str = "text"  # text or json (one JSON object per line)
+    metrics_token: str = ""  # bearer token that /metrics requires; empty: see metrics_port
+    metrics_port: int = 0  # >0: also serve /metrics (no token needed) on metrics_host:metrics_port
+    metrics_host: str = "127.0.0.1"
+    metrics_dir: str = ""  # where workers share their figures (set by the supervisor if empty)
+    admin_sample_seconds: float = 5.0  # how often the admin console's history is sampled
+    worker: int = 0  # this process's worker slot (set by the supervisor; a metrics label)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -95,6 +103,13 @@ _OPTIONS = [
     ("presence_ttl", "PRESENCE_TTL", float, "seconds before a dead process's presence expires"),
     ("password_hash_profile", "PASSWORD_HASH_PROFILE", str, "standard, or fast for tests/benchmarks"),
     ("db_threads", "DB_THREADS", int, "database reader threads (0: automatic)"),
+    # Observability
+    ("log_format", "LOG_FORMAT", str, "text, or json: one JSON object per log line"),
+    ("metrics_token", "METRICS_TOKEN", str, "bearer token required by /metrics on the main port"),
+    ("metrics_port", "METRICS_PORT", int, "serve /metrics without a token on metrics-host:PORT (0: off)"),
+    ("metrics_host", "METRICS_HOST", str, "interface of the metrics port"),
+    ("metrics_dir", "METRICS_DIR", str, "folder where --processes workers share their figures (default: a temporary one)"),
+    ("admin_sample_seconds", "ADMIN_SAMPLE_SECONDS", float, "seconds between samples of the admin console's charts"),
 ]
 
 
@@ -103,11 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python run.py",
         description="Squall: real-time chat and notification server.",
-        epilog="Commands: 'python run.py migrate' applies schema migrations and exits. "
+        epilog="Commands: 'python run.py migrate' applies schema migrations and exits; "
+               "'python run.py admin grant|revoke USERNAME' gives or takes the admin console. "
                "Flags override environment variables, which override defaults.",
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"],
-                        help="serve (default) or migrate")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "admin"],
+                        help="serve (default), migrate, or admin grant|revoke USERNAME")
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     defaults = Config()
     for name, env, typ, help_text in _OPTIONS:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
@@ -143,6 +160,16 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
     config = Config(**values)
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
+    if config.log_format not in ("text", "json"):
+        raise SystemExit("--log-format must be text or json")
+    if config.admin_sample_seconds <= 0:
+        raise SystemExit("--admin-sample-seconds must be positive")
+    if args.command == "admin":
+        if len(args.args) != 2 or args.args[0] not in ("grant", "revoke"):
+            raise SystemExit("usage: python run.py admin grant|revoke USERNAME")
+        return ("admin", *args.args), config
+    if args.args:
+        raise SystemExit(f"unexpected arguments: {' '.join(args.args)}")
     return args.command, config
 
 

@@ -21,8 +21,11 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Callable, Dict
+
+from .services.metrics import forget_worker
 
 log = logging.getLogger("squall.workers")
 
@@ -107,7 +110,7 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
-                code = run_worker(self.config, self.serve, self.reserved)
+                code = run_worker(self.config.replace(worker=slot), self.serve, self.reserved)
             finally:
                 logging.shutdown()
                 os._exit(code)
@@ -138,6 +141,7 @@ class Supervisor:
             slot = self.workers.pop(pid, None)
             if slot is None:
                 continue
+            forget_worker(self.config.metrics_dir, slot)  # its connections are gone
             code = os.waitstatus_to_exitcode(status)
             # A worker that lived a while restarts at once; a crash loop backs off.
             lived = time.monotonic() - self.started_at.get(slot, 0)
@@ -179,6 +183,9 @@ def run_workers(config, serve: Callable) -> int:
         log.error("%s", exc.code)
         return 2
     migrate_once(config)
+    if not config.metrics_dir:
+        # Workers share their metrics here; any worker answers /metrics for all of them.
+        config = config.replace(metrics_dir=tempfile.mkdtemp(prefix="squall-metrics-"))
     supervisor = Supervisor(config, serve)
     try:
         supervisor.reserved = reserve_port(config.host, config.port)

@@ -20,6 +20,8 @@ from .broker import Broker, create_broker
 from .chat import ChatService
 from .db import DatabaseExecutor
 from .hub import Hub
+from .metrics import Metrics, MetricsHub
+from .monitor import Monitor
 from .notifications import NotificationService
 from .registry import ConnectionRegistry
 from .users import UserService
@@ -42,6 +44,8 @@ class Services:
     notifications: NotificationService
     chat: ChatService
     origin: str
+    metrics: MetricsHub
+    monitor: Monitor
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
@@ -56,6 +60,7 @@ class Services:
         # the test fixtures) keeps idle SSE streams alive.
         self._heartbeat = tornado.ioloop.PeriodicCallback(self._beat, self.config.sse_ping_interval * 1000)
         self._heartbeat.start()
+        self.monitor.start()
 
     def _beat(self) -> None:
         """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
@@ -75,6 +80,7 @@ class Services:
     async def stop(self) -> None:
         """Finish queued writes, disconnect the broker, close the database."""
         self.closing = True
+        self.monitor.stop()
         if self._heartbeat is not None:
             self._heartbeat.stop()
         if self._prune_task is not None:
@@ -93,7 +99,8 @@ def build_services(config: Config) -> Services:
     origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     db = init_db(config.database_url, max_connections=max(config.db_threads, 8) + 4)
     dbx = DatabaseExecutor(db, readers=config.db_threads)
-    registry = ConnectionRegistry()
+    metrics = Metrics(process=str(config.worker))
+    registry = ConnectionRegistry(metrics)
     broker = create_broker(config.broker_url, origin, presence_ttl=config.presence_ttl,
                            database_url=config.database_url)
     hub = Hub(registry, broker)
@@ -102,5 +109,9 @@ def build_services(config: Config) -> Services:
     notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days)
     chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
                        config.rate_limit_per_second, config.rate_limit_burst)
+    metrics_hub = MetricsHub(metrics, config.metrics_dir or None)
+    monitor = Monitor(metrics_hub, config.admin_sample_seconds,
+                      lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
-                    users=users, notifications=notifications, chat=chat, origin=origin)
+                    users=users, notifications=notifications, chat=chat, origin=origin,
+                    metrics=metrics_hub, monitor=monitor)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -21,6 +22,7 @@ from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationEr
 from .db import DatabaseExecutor
 from .events import CHAT, NOTIFY, dumps, iso
 from .hub import Hub
+from .metrics import Metrics
 from .notifications import NotificationService, insert_notifications, new_message_payload, unread_states
 from .ratelimit import RateLimiter
 from .users import UserService
@@ -71,6 +73,7 @@ class SendRequest:
     others: List[int]
     exclude: Optional[str] = None  # the sending connection: it gets an ack instead
     future: asyncio.Future = field(default=None, repr=False)
+    accepted_at: float = 0.0  # time.time() when queued: send -> commit and send -> delivery latency
 
 
 @dataclass
@@ -162,8 +165,10 @@ class MessageWriter:
     fails (e.g. a constraint) fails alone: each runs in its own savepoint.
     """
 
-    def __init__(self, dbx: DatabaseExecutor, listening: Callable[[Iterable[int]], Optional[Set[int]]] = None):
+    def __init__(self, dbx: DatabaseExecutor, listening: Callable[[Iterable[int]], Optional[Set[int]]] = None,
+                 metrics: Optional[Metrics] = None):
         self.dbx = dbx
+        self.metrics = metrics or Metrics()
         # Which users may have a notification stream (None: maybe anyone, in other processes).
         self.listening = listening or (lambda user_ids: None)
         self._queue: List[SendRequest] = []
@@ -181,6 +186,7 @@ class MessageWriter:
         if self._closing:
             raise Unavailable("The server is shutting down; send again after reconnecting", "shutting_down")
         req.future = asyncio.get_running_loop().create_future()
+        req.accepted_at = time.time()
         self._queue.append(req)
         self._wakeup.set()
         return await req.future
@@ -203,12 +209,16 @@ class MessageWriter:
                         if not req.future.done():
                             req.future.set_exception(Unavailable("The message could not be stored", "store_failed"))
                     continue
+                metrics, now = self.metrics, time.time()
                 for req, res in zip(batch, results):
-                    if req.future.done():
-                        continue
                     if isinstance(res, Exception):
-                        req.future.set_exception(res)
-                    else:
+                        if not req.future.done():
+                            req.future.set_exception(res)
+                        continue
+                    if res.created:
+                        metrics.messages_stored += 1
+                        metrics.send_commit.observe(now - req.accepted_at)
+                    if not req.future.done():
                         req.future.set_result(res)
                 if self.on_committed is not None:
                     try:
@@ -402,7 +412,7 @@ class ChatService:
         self._members: Dict[int, Tuple[int, ...]] = {}
         self._kinds: Dict[int, str] = {}
         self._limiter = RateLimiter(rate_limit, rate_burst)
-        self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids))
+        self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
         self.writer.on_committed = self._publish_committed
 
     def start(self) -> None:
@@ -616,7 +626,7 @@ class ChatService:
             data = dumps({"type": "message", "message": res.message})
             members = (req.sender_id, *req.others)
             await self.hub.publish(CHAT, members, data, event_id=res.message["id"],
-                                   exclude=req.exclude)
+                                   exclude=req.exclude, since=req.accepted_at)
             if res.notifications:
                 await self.notifications.deliver_stored(res.notifications)
         await self.notifications.deliver_unread(unread)

@@ -6,10 +6,12 @@ Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each proce
 from __future__ import annotations
 
 import logging
+import time
 from typing import Iterable, Optional, Set
 
 from .broker import Broker
 from .events import Event
+from .metrics import Metrics
 from .registry import ConnectionRegistry
 
 log = logging.getLogger("squall.hub")
@@ -22,6 +24,7 @@ class Hub:
         self.registry = registry
         self.broker = broker
         self.origin = broker.origin
+        self.metrics: Metrics = registry.metrics
 
     async def start(self) -> None:
         """Start receiving envelopes from the broker."""
@@ -32,21 +35,28 @@ class Hub:
         await self.broker.stop()
 
     async def publish(self, kind: str, user_ids: Optional[Iterable[int]], data: str,
-                      event_id: Optional[int] = None, exclude: Optional[str] = None) -> None:
+                      event_id: Optional[int] = None, exclude: Optional[str] = None,
+                      since: Optional[float] = None) -> None:
         """Send the JSON text ``data`` to the ``kind`` streams of ``user_ids`` (None: every user).
 
         ``exclude`` is a connection id that must not get it (the sender's own socket, which
         gets an ack instead). The text is serialised by the caller once for all recipients.
+        ``since`` is when the event began (a chat send's arrival; default now): every
+        receiving process measures its delivery latency from it.
         """
         envelope = {"o": self.origin, "k": kind, "u": None if user_ids is None else list(user_ids),
-                    "x": exclude, "i": event_id, "d": data}
+                    "x": exclude, "i": event_id, "d": data, "t": since or time.time()}
+        self.metrics.broker_out += 1
         await self.broker.publish(envelope)
 
     def _receive(self, envelope: dict) -> None:
         """Deliver one envelope from the broker to this process's connections."""
+        metrics = self.metrics
+        metrics.broker_in += 1
         try:
             event = Event(envelope["k"], envelope["d"], envelope.get("i"))
-            self.registry.deliver(event, envelope.get("u"), envelope.get("x"))
+            if self.registry.deliver(event, envelope.get("u"), envelope.get("x")) and "t" in envelope:
+                metrics.delivery[event.kind].observe(time.time() - envelope["t"])
         except Exception:
             log.exception("delivering an envelope failed")
 
@@ -57,6 +67,7 @@ class Hub:
         reconnects with its last event id gets exactly what it missed.
         """
         conns = list(self.registry.connections)
+        self.metrics.broker_reconnects += 1
         log.warning("broker reconnected; asking %d connection(s) to resume", len(conns))
         for conn in conns:
             try:

@@ -103,6 +103,7 @@ class NotificationService:
 
     async def deliver_stored(self, stored: Sequence[Tuple[int, Optional[int], str]]) -> None:
         """Publish stored notifications ``(id, recipient or None, payload)`` to their streams."""
+        self.hub.metrics.notifications_stored += len(stored)
         for nid, recipient, payload in stored:
             await self.hub.publish(NOTIFY, None if recipient is None else (recipient,),
                                    frame(nid, payload), event_id=nid)

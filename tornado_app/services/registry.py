@@ -14,20 +14,25 @@ from collections import defaultdict
 from typing import Iterable, Optional
 
 from .events import CHAT, NOTIFY, Event
+from .metrics import Metrics
 
 
 class ConnectionRegistry:
     """Connections of this process, found by user id; presence counted per (user, chat)."""
 
-    def __init__(self):
+    def __init__(self, metrics: Optional[Metrics] = None):
+        self.metrics = metrics or Metrics()
         self._by_user = {CHAT: defaultdict(set), NOTIFY: defaultdict(set)}
         self._everyone = {CHAT: set(), NOTIFY: set()}
         self._joined = defaultdict(int)
         self.connections = set()
 
     def add(self, conn) -> None:
-        """Register ``conn`` (it has ``user_id``, ``streams`` and ``deliver(event)``)."""
+        """Register ``conn`` (it has ``user_id``, ``streams``, ``transport`` and ``deliver(event)``)."""
+        if conn in self.connections:
+            return
         self.connections.add(conn)
+        self.metrics.connection_opened(conn.transport)
         for kind in conn.streams:
             self._by_user[kind][conn.user_id].add(conn)
             self._everyone[kind].add(conn)
@@ -37,6 +42,7 @@ class ConnectionRegistry:
         if conn not in self.connections:
             return []
         self.connections.discard(conn)
+        self.metrics.connection_closed(conn.transport)
         for kind in conn.streams:
             users = self._by_user[kind]
             conns = users.get(conn.user_id)
@@ -101,9 +107,11 @@ class ConnectionRegistry:
                 if conns:
                     targets.extend(conns)
         n = 0
+        delivered = self.metrics.delivered[event.kind]
         for conn in targets:
             if exclude is not None and conn.conn_id == exclude:
                 continue
             conn.deliver(event)
+            delivered[conn.transport] += 1
             n += 1
         return n

@@ -107,6 +107,22 @@ class UserService:
                 self._remember(row)
         return {uid: self._cache[uid] for uid in user_ids if uid in self._cache}
 
+    async def is_admin(self, user_id: int) -> bool:
+        """True when ``user_id`` is an admin (read from the database: grants apply at once)."""
+        return bool(await self.dbx.read(
+            lambda: User.select(User.is_admin).where(User.id == user_id).scalar()))
+
+    async def ids_of(self, usernames: List[str]) -> Dict[str, int]:
+        """``{username: id}`` for ``usernames``. Raises NotFound naming the unknown ones."""
+        wanted = list(dict.fromkeys(usernames))
+        rows = await self.dbx.read(lambda: list(User.select(User.id, User.username)
+                                                .where(User.username.in_(wanted)).tuples()))
+        found = {name: uid for uid, name in rows}
+        unknown = [name for name in wanted if name not in found]
+        if unknown:
+            raise NotFound(f"Unknown usernames: {', '.join(unknown[:20])}", "user_not_found")
+        return found
+
     async def search(self, query: str, limit: int = 20, exclude: Optional[int] = None) -> List[dict]:
         """Users whose username or display name starts with ``query`` (case-insensitive)."""
         query = (query or "").strip()
@@ -122,3 +138,8 @@ class UserService:
             return list(q)
 
         return [self._remember(u) for u in await self.dbx.read(find)]
+
+
+def set_admin(username: str, admin: bool) -> bool:
+    """Grant or revoke the admin console for ``username`` (call with the database open). False if unknown."""
+    return User.update(is_admin=admin).where(User.username == username).execute() == 1
