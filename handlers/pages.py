@@ -3,9 +3,10 @@ import os
 
 import tornado.web
 
+from tornado_app.errors import SquallError
 from tornado_app.services.events import dumps
 
-from .base import public
+from .base import ServicesMixin, public
 
 PAGES = {
     "/": "index.html",
@@ -37,6 +38,22 @@ class PageHandler(tornado.web.RequestHandler):
             self.finish(f.read())
 
 
+class AdminPageHandler(ServicesMixin, PageHandler):
+    """``/admin``: the console page; a signed-in non-admin gets it as a 403 (the script shows why)."""
+
+    @public
+    async def get(self, *args):
+        """The page; 403 status for a valid login cookie of a non-admin (the API refuses them too)."""
+        try:
+            self.authenticate()
+            admin = await self.services.users.is_admin(self.user_id)
+        except SquallError:
+            admin = True  # not signed in (or expired): the page's script refreshes or goes to /login
+        if not admin:
+            self.set_status(403)
+        super().get(*args)
+
+
 class StaticHandler(tornado.web.StaticFileHandler):
     """``/static/…``: the front end's modules, styles and images (``web/static/``)."""
 
@@ -63,4 +80,5 @@ def routes(web_dir: str):
     out = [(r"/static/(.*)", StaticHandler, {"path": os.path.join(web_dir, "static")})]
     out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html"})]
     out += [(path, PageHandler, {"page": page}) for path, page in PAGES.items()]
+    out += [(r"/admin", AdminPageHandler, {"page": "admin.html"})]
     return out

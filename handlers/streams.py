@@ -10,6 +10,7 @@ import abc
 import asyncio
 import itertools
 import logging
+import time
 from typing import List, Optional, Tuple
 
 from tornado_app.errors import ValidationError
@@ -17,6 +18,7 @@ from tornado_app.services.events import CHAT, NOTIFY, Event
 from tornado_app.services.notifications import RESYNC
 
 log = logging.getLogger("squall.streams")
+conn_log = logging.getLogger("squall.connections")
 
 _conn_ids = itertools.count(1)
 _NO_CHATS = frozenset()
@@ -56,6 +58,7 @@ class Subscriber(abc.ABC):
         """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
         self.user_id = user_id
         self.conn_id = f"{self.services.origin}/{next(_conn_ids)}"
+        self.opened_at = time.monotonic()
         # Only chat streams join chats; the others share one empty set (memory per connection).
         self.joined_chats = set() if CHAT in self.streams else _NO_CHATS
         self._buffer: Optional[List[Event]] = None
@@ -148,6 +151,9 @@ class Subscriber(abc.ABC):
         self._buffer = []
         replays, baselines = [], {}
         services.hub.add(self)
+        if conn_log.isEnabledFor(logging.INFO):
+            conn_log.info("connection opened (%s)", self.transport,
+                          extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
         try:
             if NOTIFY in self.streams:
                 self.send_state(await services.notifications.unread_state(self.user_id))
@@ -188,6 +194,16 @@ class Subscriber(abc.ABC):
         for event in buffered:
             self._emit(event)
 
+    def closed_with(self) -> Optional[int]:
+        """The WebSocket close code of a closed connection (None for event streams)."""
+        return None
+
     async def stop_streams(self) -> None:
-        """Unsubscribe (idempotent)."""
+        """Unsubscribe (idempotent); the first call logs the close with its duration and code."""
+        if self in self.services.registry.connections and conn_log.isEnabledFor(logging.INFO):
+            duration_ms = round(1000 * (time.monotonic() - self.opened_at), 1)
+            code = self.closed_with()
+            conn_log.info("connection closed (%s, %.0f ms, code %s)", self.transport, duration_ms, code,
+                          extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id,
+                                 "duration_ms": duration_ms, "close_code": code})
         await self.services.hub.remove(self)

@@ -92,6 +92,15 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         """``(last message id, last notification id)`` to resume from; None means from now."""
         return None, None
 
+    def close(self, code=None, reason=None) -> None:
+        """Close the connection, remembering the code we sent (for the connection log)."""
+        self.sent_close_code = code
+        super().close(code, reason)
+
+    def closed_with(self):
+        """The code the client sent back, else the one we sent; 1006 for a connection that just dropped."""
+        return self.close_code or getattr(self, "sent_close_code", None) or 1006
+
     def on_close(self):
         """Unsubscribe; presence held by this connection ends."""
         if hasattr(self, "conn_id"):

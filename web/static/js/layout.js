@@ -17,6 +17,7 @@ const NAV = [
   { key: "home", href: "/", label: "Home", icon: "home" },
   { key: "messages", href: "/chat", label: "Messages", icon: "chat" },
   { key: "test", href: "/test-notifications", label: "Test", icon: "pulse" },
+  { key: "admin", href: "/admin", label: "Admin", icon: "users", adminOnly: true },
 ];
 
 const STATE_LABELS = {
@@ -47,8 +48,8 @@ export async function startApp(active, options = {}) {
   return { me, client };
 }
 
-function navLinks(active, where) {
-  return NAV.map((item) => el("a", {
+function navLinks(active, where, me) {
+  return NAV.filter((item) => !item.adminOnly || me.is_admin).map((item) => el("a", {
     href: item.href, class: `nav-link${item.key === active ? " active" : ""}`,
     "aria-current": item.key === active ? "page" : null, dataset: { nav: item.key, where },
   }, icon(item.icon, 18), el("span", { text: item.label }),
@@ -61,14 +62,14 @@ function renderShell(active, me, client) {
       el("span", { class: "brand" }, el("span", { class: "brand-mark", text: "S" }), "Squall"),
       el("button", { class: "icon-btn", type: "button", "aria-label": "Close menu", onclick: () => toggleDrawer(false) }, icon("close"))),
     el("div", { class: "side-nav-user" }, el("strong", { text: me.display_name }), el("span", { class: "muted", text: `@${me.username}` })),
-    ...navLinks(active, "mobile"),
+    ...navLinks(active, "mobile", me),
     el("button", { class: "nav-link logout", type: "button", onclick: logout }, icon("logout", 18), el("span", { text: "Log out" })));
   const scrim = el("div", { class: "scrim", hidden: true, onclick: () => toggleDrawer(false) });
   const header = el("header", { class: "topbar" },
     el("button", { class: "icon-btn menu-btn", type: "button", "aria-label": "Open menu", "aria-controls": "side-nav",
       onclick: () => toggleDrawer(true) }, icon("menu"), el("span", { class: "badge-dot", hidden: true, dataset: { badge: "menu" } })),
     el("a", { class: "brand", href: "/" }, el("span", { class: "brand-mark", text: "S" }), "Squall"),
-    el("nav", { class: "top-nav", "aria-label": "Main" }, ...navLinks(active, "desktop")),
+    el("nav", { class: "top-nav", "aria-label": "Main" }, ...navLinks(active, "desktop", me)),
     el("div", { class: "topbar-right" },
       el("span", { class: "conn-pill", id: "conn-pill", dataset: { state: "connecting" } },
         el("span", { class: "conn-dot" }), el("span", { class: "conn-text", text: "Connecting…" })),
