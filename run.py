@@ -28,6 +28,7 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings become log records (JSON lines too)
 
 
 async def serve(config, sockets=None) -> None:
