@@ -1,8 +1,8 @@
 """Handlers: the edges (HTTP API, WebSocket, SSE, pages). Each module ends with its ROUTES."""
-from . import auth, chat_ws, chats, health, notifications, notifications_ws, pages, sse, stats
+from . import auth, chat_ws, chats, health, notifications, notifications_ws, pages, poll, sse, stats
 
 
 def all_routes(web_dir: str) -> list:
     """Every route of the application, API first."""
     return (auth.ROUTES + chats.ROUTES + notifications.ROUTES + chat_ws.ROUTES + notifications_ws.ROUTES
-            + sse.ROUTES + stats.ROUTES + health.ROUTES + pages.routes(web_dir))
+            + sse.ROUTES + poll.ROUTES + stats.ROUTES + health.ROUTES + pages.routes(web_dir))

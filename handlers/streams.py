@@ -148,7 +148,7 @@ class Subscriber(abc.ABC):
         services.hub.add(self)
         try:
             if NOTIFY in self.streams:
-                self.send_state(await services.notifications.unread_state(self.user_id))
+                await self.send_initial_state(last_notification_id)
             if CHAT in self.streams:
                 if last_message_id is None:
                     baselines[CHAT] = await services.chat.latest_message_id()
@@ -166,6 +166,10 @@ class Subscriber(abc.ABC):
             for kind, rows in replays:
                 if rows is None:
                     self.send_state(RESYNC)
+                    # The client reloads over HTTP; this kind of the stream runs from now on,
+                    # so the next resume (a long-poll's very next request) starts from here.
+                    baselines[kind] = await (services.chat.latest_message_id() if kind == CHAT
+                                             else services.notifications.latest_id(self.user_id))
                     continue
                 if self._replayed is None:
                     self._replayed = {CHAT: set(), NOTIFY: set()}
@@ -182,6 +186,10 @@ class Subscriber(abc.ABC):
             self.last_ids[kind] = max(self.last_ids[kind], baseline)
         for event in buffered:
             self._emit(event)
+
+    async def send_initial_state(self, last_notification_id: Optional[int]) -> None:
+        """Send the state a new stream starts with: the ``unread`` frame (a long-poll sends it only when needed)."""
+        self.send_state(await self.services.notifications.unread_state(self.user_id))
 
     async def stop_streams(self) -> None:
         """Unsubscribe (idempotent)."""

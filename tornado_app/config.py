@@ -57,6 +57,10 @@ class Config:
     # Test hook: refuse WebSocket upgrades (simulates a proxy that blocks them)
     block_websockets: bool = False
     db_threads: int = 0  # 0 = automatic (2 readers on SQLite, 8 on PostgreSQL)
+    # Long-polling (/poll/*, issue 15)
+    poll_timeout: float = 25.0  # seconds a poll waits for an event when it gives no ?timeout=
+    poll_max_timeout: float = 55.0  # largest ?timeout= a poll may ask for
+    poll_presence_grace: float = 5.0  # seconds a /poll/chat?chat_id= poller stays active between polls
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -95,6 +99,11 @@ _OPTIONS = [
     ("presence_ttl", "PRESENCE_TTL", float, "seconds before a dead process's presence expires"),
     ("password_hash_profile", "PASSWORD_HASH_PROFILE", str, "standard, or fast for tests/benchmarks"),
     ("db_threads", "DB_THREADS", int, "database reader threads (0: automatic)"),
+    # Long-polling (/poll/*, issue 15)
+    ("poll_timeout", "POLL_TIMEOUT", float, "seconds a long-poll waits for an event by default"),
+    ("poll_max_timeout", "POLL_MAX_TIMEOUT", float, "largest ?timeout= of a long-poll, in seconds"),
+    ("poll_presence_grace", "POLL_PRESENCE_GRACE", float,
+     "seconds a /poll/chat?chat_id= client stays active in the chat between polls"),
 ]
 
 

@@ -21,6 +21,7 @@ from .chat import ChatService
 from .db import DatabaseExecutor
 from .hub import Hub
 from .notifications import NotificationService
+from .poll_presence import PollPresence
 from .registry import ConnectionRegistry
 from .users import UserService
 
@@ -42,6 +43,7 @@ class Services:
     notifications: NotificationService
     chat: ChatService
     origin: str
+    poll_presence: PollPresence
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
@@ -56,6 +58,7 @@ class Services:
         # the test fixtures) keeps idle SSE streams alive.
         self._heartbeat = tornado.ioloop.PeriodicCallback(self._beat, self.config.sse_ping_interval * 1000)
         self._heartbeat.start()
+        self.poll_presence.start()
 
     def _beat(self) -> None:
         """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
@@ -77,6 +80,7 @@ class Services:
         self.closing = True
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self.poll_presence.stop()
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
@@ -102,5 +106,7 @@ def build_services(config: Config) -> Services:
     notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days)
     chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
                        config.rate_limit_per_second, config.rate_limit_burst)
+    poll_presence = PollPresence(hub, config.poll_presence_grace)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
-                    users=users, notifications=notifications, chat=chat, origin=origin)
+                    users=users, notifications=notifications, chat=chat, origin=origin,
+                    poll_presence=poll_presence)
