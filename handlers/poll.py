@@ -10,9 +10,10 @@ While it waits, a poll is a subscriber in the registry like any stream (presence
 broker wake-ups, shutdown); it reuses the streams' replay/resync logic, so replay and
 live delivery never disagree. It answers as soon as it holds an event, at its timeout
 with an empty list, and at once on shutdown or a broker gap (the client comes back and
-resumes). ``unread_tag`` names the last ``unread`` state the client has: a poll that sends
-it back gets the ``unread`` state first when it has changed since (between two polls the
-client holds no stream, so it could have missed one).
+resumes). ``unread_tag`` names the last ``unread`` state the client has: a poll without it
+gets the ``unread`` state at once (as every new stream does); a poll that sends it back gets
+the state only when it has changed since (between two polls the client holds no stream, so
+it could have missed a change).
 """
 from __future__ import annotations
 
@@ -122,13 +123,10 @@ class BasePollHandler(Subscriber, BaseHandler):
                 + ',"unread_tag":' + dumps(tag) + "}")
 
     async def send_initial_state(self, last_notification_id: Optional[int]) -> None:
-        """A first poll gets the ``unread`` state at once; a resumed one only when it differs from its tag."""
-        if last_notification_id is None:
-            await super().send_initial_state(last_notification_id)
-        elif self.client_tag is not None:
-            state = await self.services.notifications.unread_state(self.user_id)
-            if unread_tag(state) != self.client_tag:
-                self.send_state(state)
+        """The ``unread`` state at once, unless the poll's ``unread_tag`` shows the client has it already."""
+        state = await self.services.notifications.unread_state(self.user_id)
+        if self.client_tag is None or unread_tag(state) != self.client_tag:
+            self.send_state(state)
 
     def send_event(self, event: Event) -> None:
         """Add the event to the answer (which is then due); past the size limit, leave it for the next poll."""

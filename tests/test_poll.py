@@ -29,6 +29,14 @@ async def poll(api, user, path="/poll/notifications", **query):
     return status, body
 
 
+def after(answer: dict) -> dict:
+    """The query of the poll that follows ``answer``: its cursor, and its unread tag (the state is known)."""
+    query = {"last_event_id": answer["last_event_id"]}
+    if answer.get("unread_tag"):
+        query["unread_tag"] = answer["unread_tag"]
+    return query
+
+
 async def publish(api, user_ids, message="hello"):
     """Publish one notification through the service API; its ids."""
     status, body = await api.call("POST", "/api/notifications", {"user_ids": user_ids, "message": message},
@@ -71,7 +79,7 @@ async def test_poll_with_events_waiting_answers_at_once_in_order(api, users):
     _, first = await poll(api, bob, timeout=0)
     ids = [(await publish(api, [bob["id"]], f"n{i}"))[0] for i in range(3)]
     # The timeout is far past this test's own: only an immediate answer passes.
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], timeout=55)
+    status, body = await poll(api, bob, **after(first), timeout=55)
     assert status == 200
     assert [e["id"] for e in body["events"]] == ids
     assert [e["message"] for e in body["events"]] == ["n0", "n1", "n2"]
@@ -86,7 +94,7 @@ async def test_poll_waits_and_a_notification_during_the_wait_answers_it_within_1
     _, first = await poll(api, bob, timeout=0)
     loop = asyncio.get_running_loop()
     waiting = asyncio.ensure_future(poll(api.__class__(api.base_url), bob,
-                                         last_event_id=first["last_event_id"], timeout=20))
+                                         **after(first), timeout=20))
     await pending_polls(services, bob["id"])
     assert not waiting.done()
     ids = await publish(api, [bob["id"]], "during the wait")
@@ -102,13 +110,13 @@ async def test_poll_waits_and_a_notification_during_the_wait_answers_it_within_1
 async def test_poll_times_out_with_an_empty_list(api, users, services):
     (bob,) = await users("bob")
     _, first = await poll(api, bob, timeout=0)
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], timeout=1)
+    status, body = await poll(api, bob, **after(first), timeout=1)
     assert status == 200
-    assert body == {"events": [], "last_event_id": first["last_event_id"], "unread_tag": None}
+    assert body == {"events": [], "last_event_id": first["last_event_id"], "unread_tag": first["unread_tag"]}
     assert api.elapsed >= 0.9  # it did wait for its timeout
     assert services.registry.count() == 0  # unsubscribed after answering
     # timeout=0: answer at once, whatever there is
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], timeout=0)
+    status, body = await poll(api, bob, **after(first), timeout=0)
     assert status == 200 and body["events"] == []
 
 
@@ -119,17 +127,17 @@ async def test_resync_past_the_replay_limit_then_from_now(api, users, config_ove
     _, first = await poll(api, bob, timeout=0)
     # at the limit: replayed
     ids = [(await publish(api, [bob["id"]], f"n{i}"))[0] for i in range(3)]
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], timeout=0)
+    status, body = await poll(api, bob, **after(first), timeout=0)
     assert [e["id"] for e in body["events"]] == ids
     # just past it: resync, and the answer's cursor is "now", so the next poll is plain again
     more = [(await publish(api, [bob["id"]], f"m{i}"))[0] for i in range(4)]
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], timeout=0)
+    status, body = await poll(api, bob, **after(first), timeout=0)
     assert status == 200 and body["events"] == [{"type": "resync"}]
     assert body["last_event_id"] == str(more[-1])
-    status, body = await poll(api, bob, last_event_id=body["last_event_id"], timeout=0)
+    status, body = await poll(api, bob, **after(body), timeout=0)
     assert body["events"] == []
     late = await publish(api, [bob["id"]], "after the resync")
-    status, body = await poll(api, bob, last_event_id=str(more[-1]), timeout=5)
+    status, body = await poll(api, bob, last_event_id=str(more[-1]), unread_tag=first["unread_tag"], timeout=5)
     assert [e["id"] for e in body["events"]] == late
 
 
@@ -158,13 +166,14 @@ async def test_no_gap_no_duplicate_across_200_polls_with_concurrent_publishing(a
     got, cursor = [], first["last_event_id"]
     for i in range(200):
         # while publishing, alternate waiting and immediate polls; afterwards drain at once
-        status, body = await poll(api, bob, last_event_id=cursor, timeout=0 if done.is_set() or i % 2 else 2)
+        status, body = await poll(api, bob, last_event_id=cursor, unread_tag=first["unread_tag"],
+                                  timeout=0 if done.is_set() or i % 2 else 2)
         assert status == 200, body
         got.extend(e["id"] for e in body["events"] if "id" in e)
         assert int(body["last_event_id"]) >= int(cursor)
         cursor = body["last_event_id"]
     await task
-    status, body = await poll(api, bob, last_event_id=cursor, timeout=0)
+    status, body = await poll(api, bob, last_event_id=cursor, unread_tag=first["unread_tag"], timeout=0)
     got.extend(e["id"] for e in body["events"] if "id" in e)
     mine = sorted(set(published))  # bob's personal notification ids and the broadcasts
     bob_ids = [nid for nid in mine if nid in set(got)]
@@ -179,20 +188,22 @@ async def test_unread_state_changed_between_polls_comes_first(api, users):
     chat_id = await open_chat(api, alice, bob)
     _, first = await poll(api, bob, timeout=0)
     tag = first["unread_tag"]
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], unread_tag=tag, timeout=0)
+    status, body = await poll(api, bob, **after(first), timeout=0)
     assert body["events"] == [] and body["unread_tag"] == tag  # unchanged: nothing, not even the state
     message = await send(api, alice, chat_id, "while bob is between polls")
-    status, body = await poll(api, bob, last_event_id=first["last_event_id"], unread_tag=tag, timeout=0)
+    status, body = await poll(api, bob, **after(first), timeout=0)
     assert [e["type"] for e in body["events"]] == ["unread", "new_message"]
     assert body["events"][0]["total"] == 1 and body["unread_tag"] != tag
     # a read on another device changes the state without any notification
     status, _ = await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": message["id"]},
                                token=bob["token"])
     assert status == 200
-    status, after = await poll(api, bob, last_event_id=body["last_event_id"], unread_tag=body["unread_tag"],
-                               timeout=0)
-    assert after["events"] == [{"type": "unread", "total": 0, "chats": {}}]
-    assert after["unread_tag"] == first["unread_tag"]
+    status, last = await poll(api, bob, **after(body), timeout=0)
+    assert last["events"] == [{"type": "unread", "total": 0, "chats": {}}]
+    assert last["unread_tag"] == first["unread_tag"]
+    # without a tag, a poll gets the state at once (as a new stream does)
+    status, plain = await poll(api, bob, last_event_id=last["last_event_id"], timeout=20)
+    assert plain["events"] == last["events"]
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -203,7 +214,7 @@ async def test_an_answer_stops_at_the_pending_bytes_limit_and_the_next_poll_cont
     ids = [(await publish(api, [bob["id"]], "x" * 200))[0] for i in range(9)]  # ~290 bytes each
     got, cursor, answers = [], first["last_event_id"], 0
     while len(got) < len(ids):
-        status, body = await poll(api, bob, last_event_id=cursor, timeout=0)
+        status, body = await poll(api, bob, last_event_id=cursor, unread_tag=first["unread_tag"], timeout=0)
         assert status == 200 and body["events"]
         assert sum(len(json.dumps(e, separators=(",", ":"))) for e in body["events"]) <= 1000
         got.extend(e["id"] for e in body["events"])
@@ -227,7 +238,7 @@ async def test_bad_input_and_limits(api, users, http_port):
             assert body["error"]["code"] == code
     # at the maximum: accepted (and with an event waiting, answered at once)
     status, body = await poll(api, bob, last_event_id=0, timeout=55)
-    assert status == 200 and len(body["events"]) == 1
+    assert status == 200 and [e["type"] for e in body["events"]] == ["unread", "announcement"]
     status, body = await api.call("GET", "/poll/notifications")
     assert status == 401 and body["error"]["code"] in ("missing_token", "unauthorized", "invalid_token")
     assert api.last_headers["WWW-Authenticate"].startswith("Bearer")
@@ -247,27 +258,25 @@ def split_id(event_id: str):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_chat_poll_carries_messages_typing_receipts_and_notifications(api, users):
+async def test_chat_poll_carries_messages_typing_and_notifications(api, users, services):
     alice, bob = await users("alice", "bob")
     chat_id = await open_chat(api, alice, bob)
     status, first = await poll(api, bob, "/poll/chat", timeout=0)
     assert status == 200 and [e["type"] for e in first["events"]] == ["unread"]
     assert split_id(first["last_event_id"]) == (0, 0)
     sent = await send(api, alice, chat_id, "over polling")
-    status, body = await poll(api, bob, "/poll/chat", last_event_id=first["last_event_id"], timeout=5)
+    status, body = await poll(api, bob, "/poll/chat", **after(first), timeout=5)
     frames = body["events"]
     assert {"type": "message", "message": sent} in frames
     notes = of_type(frames, "new_message")
     assert len(notes) == 1 and notes[0]["content_preview"] == "over polling"
     assert split_id(body["last_event_id"]) == (sent["id"], notes[0]["id"])
     cursor = body["last_event_id"]
+    # typing is live only (not stored): it reaches a waiting poll
+    waiting = asyncio.ensure_future(poll(api.__class__(api.base_url), bob, "/poll/chat", **after(body), timeout=10))
+    await pending_polls(services, bob["id"])
     status, _ = await api.call("POST", f"/api/chats/{chat_id}/typing", token=alice["token"])
     assert status == 200
-    # typing is live only (not stored): it reaches a waiting poll
-    waiting = asyncio.ensure_future(poll(api.__class__(api.base_url), bob, "/poll/chat",
-                                         last_event_id=cursor, timeout=10))
-    await asyncio.sleep(0.3)
-    status, _ = await api.call("POST", f"/api/chats/{chat_id}/typing", token=alice["token"])
     status, body = await waiting
     assert of_type(body["events"], "typing") == [{"type": "typing", "chat_id": chat_id, "user_id": alice["id"],
                                                   "user_name": "Alice"}]
@@ -283,7 +292,7 @@ async def test_chat_poller_is_active_while_polling_and_inactive_a_grace_period_a
     cursor = first["last_event_id"]
     # while a poll is pending: active, the message comes without a notification
     waiting = asyncio.ensure_future(poll(api.__class__(api.base_url), bob, "/poll/chat", chat_id=chat_id,
-                                         last_event_id=cursor, timeout=10))
+                                         last_event_id=cursor, unread_tag=first["unread_tag"], timeout=10))
     await pending_polls(services, bob["id"])
     assert services.registry.is_active(bob["id"], chat_id)
     m1 = await send(api, alice, chat_id, "while polling")
@@ -294,7 +303,8 @@ async def test_chat_poller_is_active_while_polling_and_inactive_a_grace_period_a
     # between polls, within the grace period: still active
     m2 = await send(api, alice, chat_id, "between two polls")
     assert loop.time() - last_answer < GRACE, "the machine was too slow to test within the grace period"
-    status, body = await poll(api, bob, "/poll/chat", chat_id=chat_id, last_event_id=cursor, timeout=0)
+    status, body = await poll(api, bob, "/poll/chat", chat_id=chat_id, last_event_id=cursor,
+                              unread_tag=first["unread_tag"], timeout=0)
     assert of_type(body["events"], "message", "new_message") == [{"type": "message", "message": m2}]
     last_answer = loop.time()
     # no more polls: inactive once the grace period is over (one sweep later), not before
