@@ -1,8 +1,8 @@
 """The Tornado application: routes and settings; plus the server's start and graceful stop.
 
 Shutdown order: stop accepting → close WebSockets (1001), end SSE streams and answer
-waiting long-polls → store and
-acknowledge every queued message → stop the broker → close the database.
+waiting long-polls → store and acknowledge every queued message → stop the broker → close
+the database.
 """
 from __future__ import annotations
 
