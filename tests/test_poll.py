@@ -9,6 +9,7 @@ import json
 import pytest
 
 from tests.conftest import SERVICE_TOKEN
+from tornado_app.config import Config, load_config
 from tests.test_streams_helpers import of_type, open_chat, send, sentinel, wait_until
 
 GRACE = 1.0  # poll_presence_grace of these tests: long enough to act within, short to wait out
@@ -313,3 +314,16 @@ async def test_chat_poller_is_active_while_polling_and_inactive_a_grace_period_a
     status, history = await api.call("GET", "/api/notifications", token=bob["token"])
     previews = [n["content_preview"] for n in history["notifications"] if n["type"] == "new_message"]
     assert previews == [m3["content"]]
+
+
+def test_poll_settings_defaults_and_bounds():
+    """Documented defaults (25 s wait, 55 s at most, 5 s presence grace); inconsistent values refused."""
+    _, config = load_config([], environ={})
+    assert (config.poll_timeout, config.poll_max_timeout, config.poll_presence_grace) == (25, 55, 5)
+    assert load_config(["--poll-timeout", "55"], environ={})[1].poll_timeout == 55  # at the maximum
+    with pytest.raises(SystemExit):
+        load_config(["--poll-timeout", "56"], environ={})  # just past it
+    assert load_config([], environ={"POLL_MAX_TIMEOUT": "120", "POLL_TIMEOUT": "90"})[1].poll_timeout == 90
+    with pytest.raises(SystemExit):
+        load_config(["--poll-presence-grace", "0"], environ={})
+    assert Config().poll_presence_grace == 5

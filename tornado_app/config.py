@@ -152,6 +152,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
     config = Config(**values)
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
+    if not 0 <= config.poll_timeout <= config.poll_max_timeout or config.poll_presence_grace <= 0:
+        raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
     return args.command, config
 
 
