@@ -327,3 +327,24 @@ def test_poll_settings_defaults_and_bounds():
     with pytest.raises(SystemExit):
         load_config(["--poll-presence-grace", "0"], environ={})
     assert Config().poll_presence_grace == 5
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_client_that_goes_away_mid_poll_is_unsubscribed_and_its_presence_ends(api, users, services,
+                                                                                      http_port):
+    alice, bob = await users("alice", "bob")
+    chat_id = await open_chat(api, alice, bob)
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    writer.write((f"GET /poll/chat?chat_id={chat_id}&last_event_id=0-0&timeout=30 HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1\r\nAuthorization: Bearer {bob['token']}\r\n\r\n").encode())
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)  # answered at once: the unread state
+    assert head.startswith(b"HTTP/1.1 200")
+    writer.write((f"GET /poll/chat?chat_id={chat_id}&last_event_id=0-0&unread_tag=00346dd7&timeout=30 HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1\r\nAuthorization: Bearer {bob['token']}\r\n\r\n").encode())
+    await writer.drain()
+    await wait_until(lambda: services.registry.count() == 1, what="the second poll to wait")
+    writer.close()
+    await wait_until(lambda: services.registry.count() == 0, what="the poll to be unsubscribed")
+    assert services.registry.is_active(bob["id"], chat_id)  # the grace period runs from here
+    await wait_until(lambda: not services.registry.is_active(bob["id"], chat_id), what="presence to end")
