@@ -105,9 +105,10 @@ function longPoll(pollPath, { opened, frame, failed }) {
 }
 
 /**
- * Open one stream: WebSocket first, then SSE, then long-polling. Calls ``handlers.frame(obj, eventId)`` for each
- * frame, ``handlers.open(transport)`` once open, ``handlers.closed(wasOpen, wsFailed)`` once
- * it ends. Returns an object with ``close()``.
+ * Open one stream: WebSocket first, then SSE, then long-polling (when ``pollPath`` is given).
+ * Calls ``handlers.frame(obj, eventId)`` for each frame, ``handlers.open(transport, wsFailed,
+ * pollRttMs)`` once open, ``handlers.closed(wasOpen, wsFailed)`` once it ends. Returns an
+ * object with ``close()``.
  */
 function openStream({ wsPath, ssePath, pollPath, preferSse }, handlers) {
   let closed = false;
