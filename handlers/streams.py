@@ -156,7 +156,7 @@ class Subscriber(abc.ABC):
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
         try:
             if NOTIFY in self.streams:
-                self.send_state(await services.notifications.unread_state(self.user_id))
+                await self.send_initial_state(last_notification_id)
             if CHAT in self.streams:
                 if last_message_id is None:
                     baselines[CHAT] = await services.chat.latest_message_id()
@@ -176,6 +176,10 @@ class Subscriber(abc.ABC):
                 if rows is None:
                     metrics.resyncs += 1
                     self.send_state(RESYNC)
+                    # The client reloads over HTTP; this kind of the stream runs from now on,
+                    # so the next resume (a long-poll's very next request) starts from here.
+                    baselines[kind] = await (services.chat.latest_message_id() if kind == CHAT
+                                             else services.notifications.latest_id(self.user_id))
                     continue
                 metrics.replayed[kind] += len(rows)
                 if self._replayed is None:
@@ -197,6 +201,10 @@ class Subscriber(abc.ABC):
     def closed_with(self) -> Optional[int]:
         """The WebSocket close code of a closed connection (None for event streams)."""
         return None
+
+    async def send_initial_state(self, last_notification_id: Optional[int]) -> None:
+        """Send the state a new stream starts with: the ``unread`` frame (a long-poll sends it only when needed)."""
+        self.send_state(await self.services.notifications.unread_state(self.user_id))
 
     async def stop_streams(self) -> None:
         """Unsubscribe (idempotent); the first call logs the close with its duration and code."""

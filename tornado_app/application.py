@@ -1,7 +1,8 @@
 """The Tornado application: routes and settings; plus the server's start and graceful stop.
 
-Shutdown order: stop accepting → close WebSockets (1001) and end SSE streams → store and
-acknowledge every queued message → stop the broker → close the database.
+Shutdown order: stop accepting → close WebSockets (1001), end SSE streams and answer
+waiting long-polls → store and acknowledge every queued message → stop the broker → close
+the database.
 """
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def tune_gc() -> None:
 
 
 def close_connections(services: Services) -> None:
-    """Close every WebSocket with 1001 and end every SSE stream."""
+    """Close every WebSocket with 1001, end every SSE stream, answer every waiting poll."""
     for conn in list(services.registry.connections):
         try:
             conn.shutdown()

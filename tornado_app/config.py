@@ -65,6 +65,10 @@ class Config:
     metrics_dir: str = ""  # where workers share their figures (set by the supervisor if empty)
     admin_sample_seconds: float = 5.0  # how often the admin console's history is sampled
     worker: int = 0  # this process's worker slot (set by the supervisor; a metrics label)
+    # Long-polling (/poll/*, issue 15)
+    poll_timeout: float = 25.0  # seconds a poll waits for an event when it gives no ?timeout=
+    poll_max_timeout: float = 55.0  # largest ?timeout= a poll may ask for
+    poll_presence_grace: float = 5.0  # seconds a /poll/chat?chat_id= poller stays active between polls
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -110,6 +114,11 @@ _OPTIONS = [
     ("metrics_host", "METRICS_HOST", str, "interface of the metrics port"),
     ("metrics_dir", "METRICS_DIR", str, "folder where --processes workers share their figures (default: a temporary one)"),
     ("admin_sample_seconds", "ADMIN_SAMPLE_SECONDS", float, "seconds between samples of the admin console's charts"),
+    # Long-polling (/poll/*, issue 15)
+    ("poll_timeout", "POLL_TIMEOUT", float, "seconds a long-poll waits for an event by default"),
+    ("poll_max_timeout", "POLL_MAX_TIMEOUT", float, "largest ?timeout= of a long-poll, in seconds"),
+    ("poll_presence_grace", "POLL_PRESENCE_GRACE", float,
+     "seconds a /poll/chat?chat_id= client stays active in the chat between polls"),
 ]
 
 
@@ -170,6 +179,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         return ("admin", *args.args), config
     if args.args:
         raise SystemExit(f"unexpected arguments: {' '.join(args.args)}")
+    if not 0 <= config.poll_timeout <= config.poll_max_timeout or config.poll_presence_grace <= 0:
+        raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
     return args.command, config
 
 

@@ -23,6 +23,7 @@ from .hub import Hub
 from .metrics import Metrics, MetricsHub
 from .monitor import Monitor
 from .notifications import NotificationService
+from .poll_presence import PollPresence
 from .registry import ConnectionRegistry
 from .users import UserService
 
@@ -46,6 +47,7 @@ class Services:
     origin: str
     metrics: MetricsHub
     monitor: Monitor
+    poll_presence: PollPresence
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
@@ -61,6 +63,7 @@ class Services:
         self._heartbeat = tornado.ioloop.PeriodicCallback(self._beat, self.config.sse_ping_interval * 1000)
         self._heartbeat.start()
         self.monitor.start()
+        self.poll_presence.start()
 
     def _beat(self) -> None:
         """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
@@ -83,6 +86,7 @@ class Services:
         self.monitor.stop()
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        self.poll_presence.stop()
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
@@ -112,6 +116,7 @@ def build_services(config: Config) -> Services:
     metrics_hub = MetricsHub(metrics, config.metrics_dir or None)
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
+    poll_presence = PollPresence(hub, config.poll_presence_grace)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, origin=origin,
-                    metrics=metrics_hub, monitor=monitor)
+                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence)

@@ -29,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 log = logging.getLogger("squall.metrics")
 
-TRANSPORTS = ("ws_chat", "ws_notifications", "sse_notifications", "sse_chat")
+TRANSPORTS = ("ws_chat", "ws_notifications", "sse_notifications", "sse_chat", "poll_notifications", "poll_chat")
 # Upper bounds in seconds, shared by the latency histograms.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

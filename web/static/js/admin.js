@@ -9,6 +9,7 @@ import { startApp } from "./layout.js";
 const TRANSPORT_LABELS = {
   ws_chat: "WebSocket chat", ws_notifications: "WebSocket notifications",
   sse_notifications: "SSE notifications", sse_chat: "SSE chat",
+  poll_notifications: "Long-poll notifications (waiting)", poll_chat: "Long-poll chat (waiting)",
 };
 
 const CHARTS = [

@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { el, icon } from "./dom.js";
-import { goToLogin, notificationClient } from "./realtime.js";
+import { goToLogin, notificationClient, transportLabel } from "./realtime.js";
 
 const TOAST_MS = 6000;
 // How long toasts stay: localStorage "squall.toastMs" overrides it (slower readers; tests).
@@ -103,7 +103,7 @@ function renderConnection(status) {
   const pill = document.getElementById("conn-pill");
   if (!pill) return;
   pill.dataset.state = status.state;
-  const transport = status.transport === "websocket" ? "WebSocket" : status.transport === "sse" ? "SSE" : "";
+  const transport = transportLabel(status.transport);
   const label = STATE_LABELS[status.state] || status.state;
   pill.querySelector(".conn-text").textContent = status.state === "open" && transport ? `${label} · ${transport}` : label;
   pill.title = `Notification stream: ${label}${transport ? ` over ${transport}` : ""}`;

@@ -11,8 +11,15 @@
 // When the leader tab closes, its lock is released, the next tab takes it and resumes from
 // the last event id it had received, so the handover loses no event.
 //
-// ChatConnection (below) is the chat view's own connection: /ws/chat, or /sse/chat plus
-// HTTP for sending, with the same fallback and reconnection rules.
+// Third rung: some proxies buffer every answer whatever the server says, so an event
+// stream never shows up (not even its headers). The server sends a first event on every
+// new stream at once (the ``unread`` state); when an SSE stream has not delivered it within
+// SSE_FIRST_EVENT_MS, the client decides the path buffers, closes it and long-polls
+// /poll/* instead (one complete JSON answer per request, which no proxy holds back). The
+// decision is kept for the browser session (sessionStorage), as a blocked WebSocket is.
+//
+// ChatConnection (below) is the chat view's own connection: /ws/chat, or /sse/chat (or
+// /poll/chat) plus HTTP for sending, with the same fallback and reconnection rules.
 
 import { api, ApiError } from "./api.js";
 
@@ -24,6 +31,8 @@ const BACKOFF_CAP_MS = 8000;
 const MAX_NOTIFICATIONS = 200;
 const WS_RETRY_AFTER_MS = 60_000;
 const SSE_PROVEN_MS = 10_000;
+export const SSE_FIRST_EVENT_MS = 5000;
+const HELD_BACK_KEY = "squall.eventStreamHeldBack";
 
 /** Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter. */
 export function backoffDelay(attempt) {
@@ -43,12 +52,65 @@ export function goToLogin() {
   location.assign(`/login?next=${encodeURIComponent(next)}`);
 }
 
+/** How a transport is named to the user ("" for none). */
+export function transportLabel(transport) {
+  return { websocket: "WebSocket", sse: "SSE", poll: "Long-polling" }[transport] || "";
+}
+
+/** True when this browser session found that the path holds event streams back. */
+export function eventStreamHeldBack() {
+  try { return sessionStorage.getItem(HELD_BACK_KEY) === "1"; } catch { return false; }
+}
+
+function rememberEventStreamHeldBack() {
+  try { sessionStorage.setItem(HELD_BACK_KEY, "1"); } catch { /* storage disabled: decide again next time */ }
+}
+
 /**
- * Open one stream: WebSocket first, then SSE. Calls ``handlers.frame(obj, eventId)`` for each
- * frame, ``handlers.open(transport)`` once open, ``handlers.closed(wasOpen, wsFailed)`` once
- * it ends. Returns an object with ``close()``.
+ * Long-poll ``pollPath()`` until closed: each answer's events go to ``frame``; the next poll
+ * resumes from its ``last_event_id`` and shows its ``unread_tag``. ``opened(rttMs)`` after the
+ * first answer (which comes at once: it carries the unread state), ``failed()`` when a poll
+ * fails. Returns ``{close()}``.
  */
-function openStream({ wsPath, ssePath, preferSse }, handlers) {
+function longPoll(pollPath, { opened, frame, failed }) {
+  const abort = new AbortController();
+  let stopped = false;
+  (async () => {
+    let cursor = null;
+    let tag = null;
+    let first = true;
+    while (!stopped) {
+      const url = new URL(pollPath(), location.origin);
+      if (cursor !== null) url.searchParams.set("last_event_id", cursor);
+      if (tag) url.searchParams.set("unread_tag", tag);
+      const started = performance.now();
+      let body;
+      try {
+        const resp = await fetch(url.pathname + url.search, {
+          cache: "no-store", signal: abort.signal, headers: { Accept: "application/json" } });
+        if (!resp.ok) throw new Error(`poll answered ${resp.status}`);
+        body = await resp.json();
+      } catch {
+        if (!stopped) failed();
+        return;
+      }
+      if (stopped) return;
+      cursor = body.last_event_id;
+      tag = body.unread_tag || null;
+      if (first) { first = false; opened(Math.round(performance.now() - started)); }
+      for (const data of body.events || []) frame(data, data && data.id != null ? String(data.id) : null);
+    }
+  })();
+  return { close() { stopped = true; abort.abort(); } };
+}
+
+/**
+ * Open one stream: WebSocket first, then SSE, then long-polling (when ``pollPath`` is given).
+ * Calls ``handlers.frame(obj, eventId)`` for each frame, ``handlers.open(transport, wsFailed,
+ * pollRttMs)`` once open, ``handlers.closed(wasOpen, wsFailed)`` once it ends. Returns an
+ * object with ``close()``.
+ */
+function openStream({ wsPath, ssePath, pollPath, preferSse }, handlers) {
   let closed = false;
   let current = null;
   let wsFailed = false;
@@ -59,23 +121,45 @@ function openStream({ wsPath, ssePath, preferSse }, handlers) {
     handlers.closed(wasOpen, wsFailed);
   };
 
-  const trySse = () => {
+  const tryPoll = () => {
     if (closed) return;
     let opened = false;
+    current = longPoll(pollPath, {
+      opened: (rttMs) => { opened = true; handlers.open("poll", wsFailed, rttMs); },
+      frame: (data, id) => handlers.frame(data, id),
+      failed: () => finish(opened),
+    });
+  };
+
+  const trySse = () => {
+    if (closed) return;
+    if (pollPath && eventStreamHeldBack()) { tryPoll(); return; }
+    let opened = false;
+    let heard = false;
     const es = new EventSource(ssePath());
     current = { close: () => es.close() };
-    es.onopen = () => {
-      opened = true;
-      handlers.open("sse", wsFailed);
-    };
+    // The server's first event comes at once; without it in time, a proxy holds the stream back.
+    const heldBack = pollPath ? setTimeout(() => {
+      if (heard || closed) return;
+      es.close();
+      rememberEventStreamHeldBack();
+      tryPoll();
+    }, SSE_FIRST_EVENT_MS) : null;
+    es.onopen = () => { opened = true; };
     es.onmessage = (e) => {
+      if (!heard) {
+        // Open once events flow (not at the headers: a buffering proxy may pass those alone).
+        heard = true;
+        clearTimeout(heldBack);
+        handlers.open("sse", wsFailed);
+      }
       let data;
       try { data = JSON.parse(e.data); } catch { return; }
       handlers.frame(data, e.lastEventId || null);
     };
     // The browser's EventSource would retry by itself (or give up for good after a 503):
     // close it and let the client reconnect with its own backoff and resume position.
-    es.onerror = () => { es.close(); finish(opened); };
+    es.onerror = () => { clearTimeout(heldBack); es.close(); finish(opened); };
   };
 
   const tryWs = () => {
@@ -143,13 +227,14 @@ class Reconnector {
     // proves nothing, so the next attempt tries the WebSocket first again.)
     const preferSse = this.wsFailedAt !== null && Date.now() - this.wsFailedAt < WS_RETRY_AFTER_MS;
     this.stream = openStream({ ...this.options, preferSse }, {
-      open: (transport, wsFailed) => {
+      open: (transport, wsFailed, pollRttMs) => {
         this.attempt = 0;
         this.everOpened = true;
         this.openedAt = Date.now();
-        this.fellBack = transport === "sse" && wsFailed && !preferSse;
+        this.fellBack = transport !== "websocket" && wsFailed && !preferSse;
         if (transport === "websocket") this.wsFailedAt = null;
-        this.handlers.status({ state: "open", transport, wsBlocked: wsFailed });
+        this.handlers.status({ state: "open", transport, wsBlocked: wsFailed,
+                               sseHeldBack: transport === "poll", pollRttMs: pollRttMs ?? null });
         if (this.handlers.open) this.handlers.open(transport);
       },
       frame: (data, id) => this.handlers.frame(data, id),
@@ -330,6 +415,7 @@ export class NotificationClient {
     this.reconnector = new Reconnector({
       wsPath: () => `/ws/notifications${this.resumeQuery()}`,
       ssePath: () => `/sse/notifications${this.resumeQuery()}`,
+      pollPath: () => `/poll/notifications${this.resumeQuery()}`,
     }, {
       status: (s) => this.setStatus(s),
       frame: (data) => { this.post({ kind: "frame", data }); this.handleFrame(data); },
@@ -436,6 +522,7 @@ export class ChatConnection {
         if (this.lastMessageId) q.set("last_event_id", `${this.lastMessageId}-${this.lastNotificationId() || 0}`);
         return `/sse/chat?${q}`;
       },
+      pollPath: () => this.pollPath(),
     }, {
       status: (s) => {
         if (s.transport) this.transport = s.transport;
@@ -450,6 +537,14 @@ export class ChatConnection {
       unauthorized: goToLogin,
     });
     this.reconnector.start();
+  }
+
+  /** ``/poll/chat`` with this view's chat (presence while polls come) and resume position. */
+  pollPath() {
+    const q = new URLSearchParams();
+    if (this.chatId) q.set("chat_id", this.chatId);
+    if (this.lastMessageId) q.set("last_event_id", `${this.lastMessageId}-${this.lastNotificationId() || 0}`);
+    return `/poll/chat?${q}`;
   }
 
   /** Switch presence to ``chatId`` (null: no chat open). */
@@ -483,8 +578,8 @@ export class ChatConnection {
       this.pending.delete(data.client_id);
       p.reject(new ApiError(400, data.code, data.message));
       return;
-    } else if (data.type === "unread" && this.transport === "sse") {
-      // The first frame of /sse/chat: subscribed; presence follows on the server at once.
+    } else if (data.type === "unread" && (this.transport === "sse" || this.transport === "poll")) {
+      // The first frame of /sse/chat or /poll/chat: subscribed; presence follows on the server at once.
       this.onJoined(this.chatId);
     } else if (data.type === "joined") {
       if (data.chat_id === this.chatId) this.onJoined(data.chat_id);

@@ -1,11 +1,13 @@
 // The connection test page: state, transport, role, last event id, a diagnosis of the path
-// (WebSocket OK / WebSocket blocked, using SSE / SSE delayed by a buffering proxy), the
+// (WebSocket OK / WebSocket blocked, using SSE / SSE delayed by a buffering proxy / event
+// stream held back by a proxy: using long-polling, with the poll's round trip), the
 // current notifications with a Clear button, and instructions for the two-window test.
 
 import { api } from "./api.js";
 import { el, icon } from "./dom.js";
 import { startApp } from "./layout.js";
 import { bindNotificationList } from "./notifications-view.js";
+import { transportLabel } from "./realtime.js";
 
 // An event that takes longer than this from the server's clock to the page is buffered.
 const BUFFERED_MS = 1500;
@@ -18,6 +20,7 @@ async function main() {
   const role = field("conn-role");
   const lastId = field("conn-last-id");
   const latency = field("conn-latency");
+  const pollRtt = field("conn-poll-rtt");
   const diagnosis = el("div", { class: "diagnosis", id: "diagnosis", dataset: { verdict: "pending" } },
     icon("pulse"), el("span", { id: "diagnosis-text", text: "Checking the connection…" }));
   const probeBtn = el("button", { class: "btn btn-secondary", type: "button", id: "probe" }, icon("pulse", 16), "Send test event");
@@ -36,7 +39,8 @@ async function main() {
             el("dt", { text: "Transport" }), transport,
             el("dt", { text: "This tab" }), role,
             el("dt", { text: "Last event id" }), lastId,
-            el("dt", { text: "Test event delay" }), latency),
+            el("dt", { text: "Test event delay" }), latency,
+            el("dt", { text: "Poll round trip" }), pollRtt),
           diagnosis)),
       el("section", { class: "card" },
         el("div", { class: "card-head" }, el("h2", { text: "Try it with two windows" })),
@@ -61,13 +65,16 @@ async function main() {
     if (s.transport === "sse" && measuredDelay !== null && measuredDelay > BUFFERED_MS) {
       return ["buffered", "SSE delayed by a buffering proxy"];
     }
+    if (s.transport === "poll") return ["poll", "Event stream held back by a proxy: using long-polling"];
     if (s.transport === "websocket") return ["ws-ok", "WebSocket OK"];
     return ["sse", "WebSocket blocked, using SSE"];
   };
   const render = () => {
     const s = client.status;
     state.textContent = { open: "Connected", connecting: "Connecting", reconnecting: "Reconnecting", unauthorized: "Signed out" }[s.state] || s.state;
-    transport.textContent = s.transport === "websocket" ? "WebSocket" : s.transport === "sse" ? "SSE" : "—";
+    transport.textContent = transportLabel(s.transport) || "—";
+    // A poll answered at once (the first of a stream): the path's round trip, proxy included.
+    pollRtt.textContent = s.transport === "poll" && s.pollRttMs != null ? `${s.pollRttMs} ms` : "—";
     role.textContent = s.role === "leader" ? "Leader (holds the stream)" : "Follower (events via the leader tab)";
     lastId.textContent = client.lastEventId ? String(client.lastEventId) : "—";
     latency.textContent = measuredDelay === null ? "—" : `${Math.max(0, Math.round(measuredDelay))} ms`;
