@@ -95,6 +95,8 @@ _OPTIONS = [
     ("presence_ttl", "PRESENCE_TTL", float, "seconds before a dead process's presence expires"),
     ("password_hash_profile", "PASSWORD_HASH_PROFILE", str, "standard, or fast for tests/benchmarks"),
     ("db_threads", "DB_THREADS", int, "database reader threads (0: automatic)"),
+    # Front end assets (issue 14)
+    ("web_dir", "WEB_DIR", str, "folder of the web front end (its pages and static/)"),
 ]
 
 
