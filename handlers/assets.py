@@ -61,7 +61,7 @@ class AssetCatalog:
 
     def __init__(self, web_dir: str):
         self.web_dir = os.path.realpath(web_dir)
-        self.static_dir = os.path.join(self.web_dir, "static")
+        self.static_dir = os.path.realpath(os.path.join(self.web_dir, "static"))
         self._files: dict = {}   # absolute path -> ((mtime_ns, size), Asset)
 
     def load(self, path: str) -> Asset:

@@ -121,7 +121,13 @@ _AXE_RUN = r"""async (tags) => {
 
 
 def axe_source() -> str:
-    """axe.min.js of the pinned ``axe-playwright-python`` package (requirements-dev.txt)."""
+    """axe.min.js of the pinned ``axe-playwright-python`` package (requirements-dev.txt).
+
+    ``SQUALL_AXE_JS=/path/to/axe.min.js`` checks with another axe-core build instead.
+    """
+    if os.environ.get("SQUALL_AXE_JS"):
+        with open(os.environ["SQUALL_AXE_JS"], encoding="utf-8") as f:
+            return f.read()
     from importlib.resources import files
     return files("axe_playwright_python").joinpath("axe.min.js").read_text(encoding="utf-8")
 

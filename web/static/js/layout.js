@@ -194,7 +194,11 @@ export function showToast(n) {
   toast.addEventListener("focusin", () => pause("focus"));
   toast.addEventListener("focusout", (e) => { if (!toast.contains(e.relatedTarget)) resume("focus"); });
   box.append(toast);
-  while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
+  while (box.children.length > MAX_TOASTS) {
+    const oldest = box.firstElementChild;
+    if (oldest.contains(document.activeElement)) box.children[1].querySelector(".toast-close").focus();
+    oldest.remove();
+  }
   since = Date.now();
   timer = setTimeout(dismiss, left);
 }
