@@ -1,4 +1,9 @@
-"""The browser front end: pages and static files from ``web/`` (no build step)."""
+"""The browser front end: pages and static files from ``web/`` (no build step).
+
+Pages are never cached and name their files by content hash; the files are cached for a
+year and gzipped when the client accepts it (see ``handlers/assets.py``).
+"""
+import gzip
 import os
 
 import tornado.web
@@ -6,6 +11,7 @@ import tornado.web
 from tornado_app.errors import SquallError
 from tornado_app.services.events import dumps
 
+from .assets import IMMUTABLE, AssetCatalog, accepts_gzip
 from .base import ServicesMixin, public
 
 PAGES = {
@@ -14,28 +20,34 @@ PAGES = {
     "/chat": "chat.html",
     "/test-notifications": "test-notifications.html",
 }
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self' 'sha256-{importmap}'; "
+       "connect-src 'self' ws: wss:; frame-ancestors 'none'")
 
 
 class PageHandler(tornado.web.RequestHandler):
     """Serves one HTML page of ``web/``; the page's script handles login redirects."""
 
-    def initialize(self, page: str):
+    def initialize(self, page: str, assets: AssetCatalog):
         self.page = page
+        self.assets = assets
 
     @public
     def get(self, *args):
-        """The page's HTML, never cached (the modules it loads are)."""
-        path = os.path.join(self.settings["services"].config.web_dir, self.page)
-        if not os.path.exists(path):
+        """The page's HTML with hashed file URLs, never cached (the files it loads are)."""
+        if not os.path.exists(os.path.join(self.assets.web_dir, self.page)):
             raise tornado.web.HTTPError(404)
+        page = self.assets.page(self.page)
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
+        self.set_header("Vary", "Accept-Encoding")
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy",
-                        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                        "connect-src 'self' ws: wss:; frame-ancestors 'none'")
-        with open(path, "rb") as f:
-            self.finish(f.read())
+        # The import map is the page's one inline script: allowed by its hash, nothing else.
+        self.set_header("Content-Security-Policy", CSP.format(importmap=page.import_map_sha256))
+        body = page.body
+        if accepts_gzip(self.request.headers.get("Accept-Encoding", "")):
+            self.set_header("Content-Encoding", "gzip")
+            body = gzip.compress(body, mtime=0)
+        self.finish(body)
 
 
 class AdminPageHandler(ServicesMixin, PageHandler):
@@ -55,30 +67,62 @@ class AdminPageHandler(ServicesMixin, PageHandler):
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
-    """``/static/…``: the front end's modules, styles and images (``web/static/``)."""
+    """``/static/…``: the front end's modules, styles and images (``web/static/``).
+
+    With ``?v=<current hash>`` a file is cached for a year; without it (or with a stale
+    hash) it is revalidated each time. Compressed when the client accepts gzip.
+    """
+
+    def initialize(self, path: str, assets: AssetCatalog):
+        super().initialize(path)
+        self.assets = assets
 
     @public
     def get(self, path, include_body=True):
-        """A file of ``web/``."""
-        return super().get(path, include_body)
+        """A file of ``web/static``."""
+        self.path = self.parse_url_path(path)
+        absolute = self.validate_absolute_path(self.root, self.get_absolute_path(self.root, self.path))
+        if absolute is None:
+            return
+        asset = self.assets.load(absolute)
+        current = self.get_query_argument("v", None) == asset.version
+        self.set_header("Cache-Control", IMMUTABLE if current else "no-cache")
+        self.set_header("Content-Type", asset.content_type)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        body, etag = asset.body, asset.version
+        if asset.gzipped is not None:
+            self.set_header("Vary", "Accept-Encoding")
+            if accepts_gzip(self.request.headers.get("Accept-Encoding", "")):
+                body, etag = asset.gzipped, etag + "-gzip"
+                self.set_header("Content-Encoding", "gzip")
+        self.set_header("ETag", f'"{etag}"')
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(body)  # Tornado sends no body for HEAD, with the same Content-Length
 
     @public
     def head(self, path):
-        """The headers of a file of ``web/`` (Tornado's HEAD calls ``get`` without the body)."""
-        return super().head(path)
+        """The headers of a file of ``web/static``."""
+        return self.get(path, include_body=False)
 
     def write_error(self, status_code: int, **kwargs) -> None:
         """A missing file gets the same JSON error shape as every other route."""
         code = {404: "not_found", 403: "forbidden", 405: "method_not_allowed"}.get(status_code, "http_error")
+        self.clear_header("Content-Encoding")
+        self.clear_header("ETag")
+        self.set_header("Cache-Control", "no-cache")
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps({"error": {"code": code, "message": f"No file at {self.request.path}"
                                      if status_code == 404 else self._reason}}))
 
 
 def routes(web_dir: str):
-    """Page routes plus the static files of ``web_dir/static``."""
-    out = [(r"/static/(.*)", StaticHandler, {"path": os.path.join(web_dir, "static")})]
-    out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html"})]
-    out += [(path, PageHandler, {"page": page}) for path, page in PAGES.items()]
-    out += [(r"/admin", AdminPageHandler, {"page": "admin.html"})]
+    """Page routes plus the static files of ``web_dir/static``, sharing one asset catalog."""
+    assets = AssetCatalog(web_dir)
+    out = [(r"/static/(.*)", StaticHandler, {"path": assets.static_dir, "assets": assets})]
+    out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html", "assets": assets})]
+    out += [(path, PageHandler, {"page": page, "assets": assets}) for path, page in PAGES.items()]
+    out += [(r"/admin", AdminPageHandler, {"page": "admin.html", "assets": assets})]
     return out

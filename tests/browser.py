@@ -112,6 +112,36 @@ def stats(server) -> dict:
     return data
 
 
+AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
+_AXE_RUN = r"""async (tags) => {
+  const result = await axe.run(document, { runOnly: { type: "tag", values: tags }, resultTypes: ["violations"] });
+  return result.violations.map((v) => `${v.id} (${v.impact}): ${v.help}\n` +
+    v.nodes.map((n) => `    ${n.target.join(" ")}: ${n.failureSummary.replace(/\s+/g, " ")}`).join("\n"));
+}"""
+
+
+def axe_source() -> str:
+    """axe.min.js of the pinned ``axe-playwright-python`` package (requirements-dev.txt).
+
+    ``SQUALL_AXE_JS=/path/to/axe.min.js`` checks with another axe-core build instead.
+    """
+    if os.environ.get("SQUALL_AXE_JS"):
+        with open(os.environ["SQUALL_AXE_JS"], encoding="utf-8") as f:
+            return f.read()
+    from importlib.resources import files
+    return files("axe_playwright_python").joinpath("axe.min.js").read_text(encoding="utf-8")
+
+
+def axe_violations(page: Page, tags=AXE_TAGS) -> list:
+    """axe-core's violations of ``tags`` on the page as it is now, one readable string each.
+
+    The script goes in through the DevTools protocol, so the page's CSP does not block it.
+    """
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(axe_source())
+    return page.evaluate(_AXE_RUN, list(tags))
+
+
 def screenshot(page: Page, name: str) -> str:
     """Save a PNG of ``page`` as ``name``.png; returns its path.
 

@@ -119,6 +119,8 @@ _OPTIONS = [
     ("poll_max_timeout", "POLL_MAX_TIMEOUT", float, "largest ?timeout= of a long-poll, in seconds"),
     ("poll_presence_grace", "POLL_PRESENCE_GRACE", float,
      "seconds a /poll/chat?chat_id= client stays active in the chat between polls"),
+    # Front end assets (issue 14)
+    ("web_dir", "WEB_DIR", str, "folder of the web front end (its pages and static/)"),
 ]
 
 

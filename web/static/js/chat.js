@@ -4,7 +4,7 @@
 
 import { api, ApiError } from "./api.js";
 import { avatar, el, icon, shortTime } from "./dom.js";
-import { startApp } from "./layout.js";
+import { startApp, trapTab } from "./layout.js";
 import { ChatConnection } from "./realtime.js";
 
 const PAGE = 30;
@@ -64,7 +64,8 @@ function renderList() {
         el("span", { class: "chat-time", text: shortTime(lastActivity(c)) })),
       el("span", { class: "chat-item-bottom" },
         el("span", { class: "chat-last", text: preview }),
-        unread ? el("span", { class: "unread-count", text: String(unread), "aria-label": `${unread} unread` }) : null))));
+        unread ? el("span", { class: "unread-count", "aria-hidden": "true", text: String(unread) }) : null,
+        unread ? el("span", { class: "sr-only", text: `, ${unread} unread` }) : null))));
   }));
 }
 
@@ -132,49 +133,72 @@ function messageNode(m, prev) {
     el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
 }
 
+/**
+ * Rebuild the whole conversation (opening a chat, loading earlier messages). The log is
+ * ``aria-busy`` meanwhile, so a screen reader does not read the history out again.
+ */
 function renderMessages({ keepScroll = false, toBottom = false } = {}) {
   const box = ui.messages;
   const fromBottom = box.scrollHeight - box.scrollTop;
+  box.setAttribute("aria-busy", "true");
   const nodes = state.messages.map((m, i) => messageNode(m, state.messages[i - 1]));
   box.replaceChildren(ui.loadEarlier, ...nodes);
   if (!state.messages.length) box.append(el("p", { class: "conv-empty small", text: "No messages yet. Say hello!" }));
   renderReceipt();
   if (keepScroll) box.scrollTop = box.scrollHeight - fromBottom;
   else if (toBottom) box.scrollTop = box.scrollHeight;
+  requestAnimationFrame(() => box.removeAttribute("aria-busy"));
 }
 
+/**
+ * Add messages to the open chat. Newer than the last shown: appended one node each, so the
+ * log (a polite live region) announces each new message once; anything else: a rebuild.
+ */
 function addMessages(list) {
-  let appendedOnly = true;
   const last = state.messages.length ? state.messages[state.messages.length - 1].id : 0;
+  const added = [];
   for (const m of list) {
     if (m.chat_id !== state.current || state.messageIds.has(m.id)) continue;
     state.messageIds.add(m.id);
     state.messages.push(m);
-    if (m.id < last) appendedOnly = false;
+    added.push(m);
   }
-  if (!appendedOnly) state.messages.sort((a, b) => a.id - b.id);
+  if (!added.length) return;
   const box = ui.messages;
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 120;
-  renderMessages({ toBottom: nearBottom || list.some((m) => m.sender_id === state.me.id) });
+  const toBottom = nearBottom || list.some((m) => m.sender_id === state.me.id);
+  const loaded = ui.conversation.dataset.loaded === String(state.current);
+  const appendOnly = loaded && added.every((m, i) => m.id > (i ? added[i - 1].id : last));
+  if (!appendOnly) {
+    state.messages.sort((a, b) => a.id - b.id);
+    renderMessages({ toBottom });
+    return;
+  }
+  for (const placeholder of box.querySelectorAll(".conv-empty")) placeholder.remove();
+  let prev = state.messages[state.messages.length - added.length - 1];
+  for (const m of added) { box.append(messageNode(m, prev)); prev = m; }
+  renderReceipt();
+  if (toBottom) box.scrollTop = box.scrollHeight;
 }
 
-/** "Seen" under my latest message that the others have read. */
+/** "Seen" under my latest message that the others have read (left alone if unchanged). */
 function renderReceipt() {
-  for (const old of ui.messages.querySelectorAll(".receipt")) old.remove();
   const chat = state.chats.get(state.current);
   const mine = [...state.messages].reverse().find((m) => m.sender_id === state.me.id);
-  if (!chat || !mine) return;
-  const readers = chat.members.filter((u) => u.id !== state.me.id && (state.readBy.get(u.id) || 0) >= mine.id);
-  if (!readers.length) return;
-  const text = chat.kind === "group" ? `Seen by ${readers.map((u) => u.display_name).join(", ")}` : "Seen";
-  const node = ui.messages.querySelector(`.msg[data-message-id="${mine.id}"] .msg-meta`);
-  if (node) node.append(" · ", el("span", { class: "receipt", text }));
+  const readers = chat && mine ? chat.members.filter((u) => u.id !== state.me.id && (state.readBy.get(u.id) || 0) >= mine.id) : [];
+  const text = !readers.length ? "" : chat.kind === "group" ? `Seen by ${readers.map((u) => u.display_name).join(", ")}` : "Seen";
+  const node = text ? ui.messages.querySelector(`.msg[data-message-id="${mine.id}"] .msg-meta`) : null;
+  const current = ui.messages.querySelector(".receipt");
+  if (current && node && node.contains(current) && current.textContent === text) return;
+  for (const old of ui.messages.querySelectorAll(".receipt-wrap")) old.remove();
+  if (node) node.append(el("span", { class: "receipt-wrap" }, " · ", el("span", { class: "receipt", text })));
 }
 
 function renderTyping() {
   const now = Date.now();
   const names = [...state.typing.values()].filter((t) => t.until > now).map((t) => t.name);
-  ui.typing.textContent = !names.length ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+  const text = !names.length ? "" : names.length === 1 ? `${names[0]} is typing…` : `${names.join(", ")} are typing…`;
+  if (ui.typing.textContent !== text) ui.typing.textContent = text;
 }
 
 /** Mark the open chat read up to its last message (when this tab is visible and it helps). */
@@ -213,6 +237,7 @@ async function openChat(chatId, push = true) {
   ui.empty.hidden = true;
   ui.active.hidden = false;
   ui.loadEarlier.hidden = true;
+  delete ui.conversation.dataset.loaded;
   ui.messages.replaceChildren();
   try {
     await ensureChat(chatId);
@@ -296,29 +321,70 @@ function onChatFrame(data) {
 
 // New chat dialog -------------------------------------------------------------------------
 
+/**
+ * The "New chat" dialog. The search results are a listbox (one Tab stop; arrow keys, Home
+ * and End move, Space or Enter select, ``aria-selected`` tells); the dialog keeps Tab
+ * inside and gives the focus back to the button that opened it.
+ */
 function buildDialog() {
   const selected = new Map();   // user id -> user
-  const search = el("input", { type: "search", id: "user-search", placeholder: "Search by username", autocomplete: "off" });
-  const results = el("ul", { class: "user-results", id: "user-results" });
-  const chips = el("div", { class: "chips", id: "selected-users" });
+  const search = el("input", { type: "search", id: "user-search", placeholder: "Username or name", autocomplete: "off",
+    "aria-controls": "user-results", "aria-describedby": "search-status" });
+  const results = el("div", { class: "user-results", id: "user-results", role: "listbox", hidden: true,
+    "aria-label": "People found", "aria-multiselectable": "true" });
+  const status = el("p", { class: "muted small", id: "search-status", role: "status" });
+  const chips = el("div", { class: "chips", id: "selected-users", "aria-label": "Selected", role: "group" });
   const title = el("input", { type: "text", id: "group-title", placeholder: "Group name", maxlength: 128 });
   const titleField = el("div", { hidden: true }, el("label", { for: "group-title", text: "Group name" }), title);
-  const error = el("p", { class: "form-error" });
+  const error = el("p", { class: "form-error", role: "alert" });
   const start = el("button", { class: "btn", type: "button", id: "start-chat", disabled: true, text: "Start chat" });
   const cancel = el("button", { class: "btn btn-ghost", type: "button", text: "Cancel" });
-  const dialog = el("dialog", { id: "new-chat-dialog", "aria-labelledby": "new-chat-title" },
+  const dialog = el("dialog", { id: "new-chat-dialog", "aria-labelledby": "new-chat-title", "aria-describedby": "new-chat-help" },
     el("div", { class: "dialog-body" },
       el("h2", { id: "new-chat-title", text: "New chat" }),
-      el("p", { class: "muted small", text: "Pick one person for a private chat, or several for a group." }),
-      search, results, chips, titleField, error,
+      el("p", { class: "muted small", id: "new-chat-help", text: "Pick one person for a private chat, or several for a group." }),
+      el("label", { for: "user-search", class: "search-label", text: "Find people" }),
+      search, status, results, chips, titleField, error,
       el("div", { class: "dialog-actions" }, cancel, start)));
+  const options = () => [...results.querySelectorAll("[role=option]")];
   const refresh = () => {
     chips.replaceChildren(...[...selected.values()].map((u) => el("span", { class: "chip", text: u.display_name })));
     titleField.hidden = selected.size < 2;
     start.disabled = selected.size === 0 || (selected.size > 1 && !title.value.trim());
     start.textContent = selected.size > 1 ? "Create group" : "Start chat";
-    for (const li of results.children) li.classList.toggle("selected", selected.has(Number(li.dataset.userId)));
+    for (const option of options()) {
+      const on = selected.has(Number(option.dataset.userId));
+      option.setAttribute("aria-selected", String(on));
+      option.classList.toggle("selected", on);
+    }
   };
+  const toggle = (option, u) => {
+    if (selected.has(u.id)) selected.delete(u.id); else selected.set(u.id, u);
+    refresh();
+    moveTo(option);
+  };
+  // Roving tabindex: the listbox is one Tab stop, its current option holds it.
+  const moveTo = (option) => {
+    for (const o of options()) o.tabIndex = o === option ? 0 : -1;
+    if (option) option.focus();
+  };
+  results.addEventListener("keydown", (e) => {
+    const all = options();
+    const at = all.indexOf(document.activeElement);
+    if (at < 0) return;
+    const go = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: all.length - 1 }[e.key];
+    if (go !== undefined) {
+      e.preventDefault();
+      if (go >= 0 && go < all.length) moveTo(all[go]);
+      else if (go < 0) search.focus();
+    } else if (e.key === " " || e.key === "Enter") {
+      e.preventDefault();
+      all[at].click();
+    }
+  });
+  search.addEventListener("keydown", (e) => {
+    if (e.key === "ArrowDown" && options().length) { e.preventDefault(); moveTo(options()[0]); }
+  });
   let timer = null;
   let seq = 0;
   search.addEventListener("input", () => {
@@ -326,22 +392,34 @@ function buildDialog() {
     timer = setTimeout(async () => {
       const q = search.value.trim();
       const mySeq = ++seq;
-      if (!q) { results.replaceChildren(); return; }
+      if (!q) { results.replaceChildren(); results.hidden = true; status.textContent = ""; return; }
       try {
         const { users } = await api("GET", `/api/users?q=${encodeURIComponent(q)}&limit=10`);
         if (mySeq !== seq) return;
-        results.replaceChildren(...(users.length ? users.map((u) => el("li", {
-          class: "user-result", dataset: { userId: u.id, username: u.username }, role: "option",
-          onclick: () => { if (selected.has(u.id)) selected.delete(u.id); else selected.set(u.id, u); refresh(); },
-        }, avatar(u.display_name, "sm"), el("span", {}, el("strong", { text: u.display_name }), " ",
-          el("span", { class: "muted small", text: `@${u.username}` })), el("span", { class: "check", text: "✓" })))
-          : [el("li", { class: "empty small", text: "No one found." })]));
+        results.replaceChildren(...users.map((u, i) => {
+          const option = el("div", {
+            class: "user-result", id: `user-option-${u.id}`, role: "option", tabindex: i === 0 ? 0 : -1,
+            "aria-selected": "false", dataset: { userId: u.id, username: u.username },
+          }, avatar(u.display_name, "sm"), el("span", {}, el("strong", { text: u.display_name }), " ",
+            el("span", { class: "muted small", text: `@${u.username}` })), el("span", { class: "check", "aria-hidden": "true", text: "✓" }));
+          option.addEventListener("click", () => toggle(option, u));
+          return option;
+        }));
+        results.hidden = !users.length;
+        status.textContent = !users.length ? "No one found." : users.length === 1 ? "1 person found. Press Down to pick."
+          : `${users.length} people found. Press Down to pick.`;
         refresh();
       } catch (err) { error.textContent = err.message; }
     }, 200);
   });
   title.addEventListener("input", refresh);
   cancel.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("keydown", trapTab);
+  let opener = null;
+  dialog.addEventListener("close", () => {
+    if (opener && !dialog.dataset.started) opener.focus();
+    opener = null;
+  });
   start.addEventListener("click", async () => {
     error.textContent = "";
     start.disabled = true;
@@ -351,6 +429,7 @@ function buildDialog() {
         ? await api("POST", "/api/chats", { user_id: ids[0] })
         : await api("POST", "/api/chats", { member_ids: ids, title: title.value.trim() });
       state.chats.set(chat.id, chat);
+      dialog.dataset.started = "true";  // the focus goes to the new chat's composer instead
       dialog.close();
       openChat(chat.id);
     } catch (err) {
@@ -363,8 +442,12 @@ function buildDialog() {
     search.value = "";
     title.value = "";
     error.textContent = "";
+    status.textContent = "";
+    delete dialog.dataset.started;
     results.replaceChildren();
+    results.hidden = true;
     refresh();
+    opener = document.activeElement;
     dialog.showModal();
     search.focus();
   };
@@ -382,10 +465,12 @@ function build() {
   ui.headTitle = el("strong", { id: "conv-title" });
   ui.headSub = el("span", { class: "conv-sub", id: "conv-sub" });
   ui.loadEarlier = el("button", { class: "btn btn-ghost load-earlier", type: "button", id: "load-earlier", hidden: true, text: "Load earlier messages", onclick: loadEarlier });
-  ui.messages = el("div", { class: "messages", id: "messages", "aria-live": "polite" });
-  ui.typing = el("div", { class: "typing", id: "typing" });
+  // A log (polite live region): appended messages are announced, one each. Focusable so a
+  // keyboard can scroll it.
+  ui.messages = el("div", { class: "messages", id: "messages", role: "log", "aria-live": "polite", "aria-label": "Messages", tabindex: 0 });
+  ui.typing = el("div", { class: "typing", id: "typing", role: "status" });
   ui.input = el("textarea", { id: "composer-input", placeholder: "Write a message…", rows: 1, maxlength: 4000, "aria-label": "Message" });
-  ui.composerError = el("p", { class: "form-error small", id: "composer-error" });
+  ui.composerError = el("p", { class: "form-error small", id: "composer-error", role: "alert" });
   const sendBtn = el("button", { class: "btn", type: "submit", id: "send", "aria-label": "Send" }, icon("send", 16), el("span", { text: "Send" }));
   const composer = el("form", { class: "composer", id: "composer" }, ui.input, sendBtn);
   composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });

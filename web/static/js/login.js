@@ -9,6 +9,14 @@ function nextPath() {
   return next.startsWith("/") && !next.startsWith("//") ? next : "/";
 }
 
+/** The fields an error is about: named in the message ('password' …), or both for a failed login. */
+function invalidFields(err) {
+  if (!(err instanceof ApiError)) return [];
+  if (err.status === 401) return ["username", "password"];
+  if (err.status === 409) return ["username"];
+  return ["username", "password", "display_name"].filter((name) => err.message.includes(`'${name}'`));
+}
+
 function render() {
   let mode = "login";
   const error = el("p", { class: "form-error", role: "alert", id: "form-error" });
@@ -17,20 +25,43 @@ function render() {
   const displayName = el("input", { type: "text", id: "display_name", name: "display_name", autocomplete: "name" });
   const nameField = el("div", { hidden: true }, el("label", { for: "display_name", text: "Display name" }), displayName);
   const submit = el("button", { class: "btn", type: "submit", id: "submit", text: "Sign in" });
-  const tabLogin = el("button", { class: "tab", type: "button", role: "tab", "aria-selected": "true", text: "Sign in", id: "tab-login" });
-  const tabRegister = el("button", { class: "tab", type: "button", role: "tab", "aria-selected": "false", text: "Create account", id: "tab-register" });
+  // Real tabs (one Tab stop; Left/Right/Home/End switch) controlling the one form panel.
+  const tab = (id, text, on) => el("button", { class: "tab", type: "button", role: "tab", "aria-selected": String(on),
+    "aria-controls": "auth-panel", tabindex: on ? 0 : -1, text, id });
+  const tabLogin = tab("tab-login", "Sign in", true);
+  const tabRegister = tab("tab-register", "Create account", false);
+  const fields = { username, password, display_name: displayName };
+  const markInvalid = (names) => {
+    for (const [name, input] of Object.entries(fields)) {
+      if (names.includes(name)) { input.setAttribute("aria-invalid", "true"); input.setAttribute("aria-describedby", "form-error"); }
+      else { input.removeAttribute("aria-invalid"); input.removeAttribute("aria-describedby"); }
+    }
+  };
   const setMode = (m) => {
     mode = m;
     tabLogin.setAttribute("aria-selected", String(m === "login"));
     tabRegister.setAttribute("aria-selected", String(m === "register"));
+    tabLogin.tabIndex = m === "login" ? 0 : -1;
+    tabRegister.tabIndex = m === "register" ? 0 : -1;
+    form.setAttribute("aria-labelledby", m === "login" ? "tab-login" : "tab-register");
     nameField.hidden = m === "login";
     submit.textContent = m === "login" ? "Sign in" : "Create account";
     password.autocomplete = m === "login" ? "current-password" : "new-password";
     error.textContent = "";
+    markInvalid([]);
   };
   tabLogin.addEventListener("click", () => setMode("login"));
   tabRegister.addEventListener("click", () => setMode("register"));
-  const form = el("form", { class: "form", novalidate: true },
+  const onTabKey = (e) => {
+    const next = { ArrowLeft: tabLogin, ArrowRight: tabRegister, Home: tabLogin, End: tabRegister }[e.key];
+    if (!next) return;
+    e.preventDefault();
+    setMode(next === tabLogin ? "login" : "register");
+    next.focus();
+  };
+  tabLogin.addEventListener("keydown", onTabKey);
+  tabRegister.addEventListener("keydown", onTabKey);
+  const form = el("form", { class: "form", novalidate: true, id: "auth-panel", role: "tabpanel", "aria-labelledby": "tab-login" },
     el("div", {}, el("label", { for: "username", text: "Username" }), username),
     nameField,
     el("div", {}, el("label", { for: "password", text: "Password" }), password),
@@ -46,6 +77,7 @@ function render() {
       location.assign(nextPath());
     } catch (err) {
       error.textContent = err instanceof ApiError ? err.message : "Something went wrong";
+      markInvalid(invalidFields(err));
       submit.disabled = false;
     }
   });

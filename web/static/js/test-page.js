@@ -21,7 +21,7 @@ async function main() {
   const lastId = field("conn-last-id");
   const latency = field("conn-latency");
   const pollRtt = field("conn-poll-rtt");
-  const diagnosis = el("div", { class: "diagnosis", id: "diagnosis", dataset: { verdict: "pending" } },
+  const diagnosis = el("div", { class: "diagnosis", id: "diagnosis", role: "status", dataset: { verdict: "pending" } },
     icon("pulse"), el("span", { id: "diagnosis-text", text: "Checking the connection…" }));
   const probeBtn = el("button", { class: "btn btn-secondary", type: "button", id: "probe" }, icon("pulse", 16), "Send test event");
   const clearBtn = el("button", { class: "btn btn-danger", type: "button", id: "clear" }, "Clear");
