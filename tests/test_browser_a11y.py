@@ -73,6 +73,22 @@ def probe_done(page, site, people):
     expect(page.locator("#conn-latency")).not_to_have_text("—")
 
 
+def admin_forbidden(page, site, people):
+    expect(page.locator("h1")).to_have_text("403 · Admins only")
+
+
+def admin_console(page, site, people):
+    """Bob is made an admin (the last states of the table), then the console shows live figures."""
+    from tests.test_observability import run_admin
+    database_url = site.args[site.args.index("--database-url") + 1]
+    assert run_admin(database_url, "grant", people["bob"]["username"]).returncode == 0
+    page.reload()
+    expect(page.locator("h1")).to_have_text("Admin console")
+    expect(page.locator(".admin-procs tbody tr")).to_have_count(1)
+    wait_live(page, "WebSocket")
+    toast_and_badge(page, site, people, DESKTOP if page.viewport_size == DESKTOP else PHONE)
+
+
 BOTH = (DESKTOP, PHONE)
 STATES = [
     # (name, signed in, path, then, widths)
@@ -85,6 +101,8 @@ STATES = [
     ("conversation", True, "/chat/{with_alice}", someone_typing, BOTH),
     ("new-chat", True, "/chat", new_chat_dialog, BOTH),
     ("test-page", True, "/test-notifications", probe_done, BOTH),
+    ("admin-forbidden", True, "/admin", admin_forbidden, BOTH),
+    ("admin", True, "/admin", admin_console, BOTH),  # makes Bob an admin: keep it last
 ]
 CASES = [pytest.param(name, signed_in, path, then, size, id=f"{name}-{size['width']}")
          for name, signed_in, path, then, widths in STATES for size in widths]
