@@ -96,7 +96,8 @@ def signed_in_context(browser: Browser, server, user: dict, viewport=None,
     context = browser.new_context(viewport=viewport or DESKTOP)
     context.set_default_timeout(TIMEOUT_MS)
     context.add_cookies([{"name": "squall_token", "value": user["token"], "url": server.url},
-                         {"name": "squall_refresh", "value": user["refresh"], "url": server.url + "/api/auth"}])
+                         {"name": "squall_refresh", "value": user["refresh"], "domain": "127.0.0.1",
+                          "path": "/api/auth", "httpOnly": True, "sameSite": "Strict"}])
     context.add_init_script(f"localStorage.setItem('squall.toastMs', '{int(toast_ms)}')")
     return context
 

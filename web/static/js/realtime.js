@@ -4,7 +4,14 @@
 // fails, it closes before opening, or no open within OPEN_TIMEOUT_MS) the client falls back
 // to /sse/notifications. The client owns reconnection (exponential backoff with jitter) and
 // resumes from the last event id it saw, so nothing is missed and nothing is shown twice.
-// When a stream fails and GET /api/me answers 401, it stops and sends the user to /login.
+// When a stream fails and GET /api/me answers 401 (the session could not be refreshed), it
+// stops and sends the user to /login.
+//
+// Credentials: every stream URL carries a single-use ticket from POST /api/stream-ticket,
+// never the access token. A WebSocket answers the server's ``token_expiring`` with a
+// ``refresh`` frame (a freshly rotated access token); an SSE stream that ends with
+// ``auth_expired`` (or a WebSocket closed with 4001) reconnects at once with a new ticket and
+// resumes from the last event id.
 //
 // Tabs: the tabs of a browser elect one leader with the Web Locks API; only the leader
 // holds the stream and it forwards every frame to the other tabs over a BroadcastChannel.
@@ -14,7 +21,7 @@
 // ChatConnection (below) is the chat view's own connection: /ws/chat, or /sse/chat plus
 // HTTP for sending, with the same fallback and reconnection rules.
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, refreshSession } from "./api.js";
 
 const LOCK_NAME = "squall-notification-stream";
 const CHANNEL_NAME = "squall-notification-events";
@@ -35,6 +42,12 @@ export function backoffDelay(attempt) {
 export function wsUrl(path) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}${path}`;
+}
+
+/** ``path`` with a fresh single-use stream ticket in its query (refreshing the session if needed). */
+export async function withTicket(path) {
+  const { ticket } = await api("POST", "/api/stream-ticket", {});
+  return `${path}${path.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
 }
 
 /** Send the browser to the login page, coming back here afterwards. */
@@ -59,10 +72,13 @@ function openStream({ wsPath, ssePath, preferSse }, handlers) {
     handlers.closed(wasOpen, wsFailed);
   };
 
-  const trySse = () => {
+  const trySse = async () => {
     if (closed) return;
     let opened = false;
-    const es = new EventSource(ssePath());
+    let url;
+    try { url = await withTicket(ssePath()); } catch { finish(false); return; }
+    if (closed) return;
+    const es = new EventSource(url);
     current = { close: () => es.close() };
     es.onopen = () => {
       opened = true;
@@ -71,6 +87,12 @@ function openStream({ wsPath, ssePath, preferSse }, handlers) {
     es.onmessage = (e) => {
       let data;
       try { data = JSON.parse(e.data); } catch { return; }
+      if (data && data.type === "auth_expired") {
+        // The session's token expired (or it was logged out): reconnect with new credentials.
+        es.close();
+        finish(opened);
+        return;
+      }
       handlers.frame(data, e.lastEventId || null);
     };
     // The browser's EventSource would retry by itself (or give up for good after a 503):
@@ -78,10 +100,13 @@ function openStream({ wsPath, ssePath, preferSse }, handlers) {
     es.onerror = () => { es.close(); finish(opened); };
   };
 
-  const tryWs = () => {
+  const tryWs = async () => {
     let opened = false;
     let failedOver = false;
-    const ws = new WebSocket(wsUrl(wsPath()));
+    let url;
+    try { url = await withTicket(wsPath()); } catch { finish(false); return; }
+    if (closed) return;
+    const ws = new WebSocket(wsUrl(url));
     current = { close: () => ws.close(1000), send: (obj) => ws.send(JSON.stringify(obj)) };
     const fallBack = () => {
       if (failedOver || closed) return;
@@ -100,6 +125,14 @@ function openStream({ wsPath, ssePath, preferSse }, handlers) {
     ws.onmessage = (e) => {
       let data;
       try { data = JSON.parse(e.data); } catch { return; }
+      if (data && data.type === "token_expiring") {
+        // Rotate the session and hand the new access token to this socket, which stays open.
+        refreshSession().then((token) => {
+          if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "refresh", access_token: token }));
+        }).catch(() => { /* closed with 4001 at expiry; the reconnect finds out about the session */ });
+        return;
+      }
+      if (data && data.type === "refreshed") return;
       handlers.frame(data, data && data.id != null ? String(data.id) : null);
     };
     ws.onclose = () => {
