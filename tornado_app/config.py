@@ -38,7 +38,7 @@ class Config:
     max_pending_bytes: int = 1024 * 1024  # per connection, before a slow consumer is closed
     rate_limit_per_second: float = 30.0  # message sends per user (token bucket)
     rate_limit_burst: int = 60
-    login_failures_per_minute: int = 10  # per username, then 429
+    login_failures_per_minute: int = 10  # per (username, client address), then 429
     # Streams
     sse_ping_interval: float = 15.0  # seconds between ": ping" comments
     sse_retry_ms: int = 2000
@@ -114,6 +114,8 @@ _OPTIONS = [
     ("jwt_secret_previous", "JWT_SECRET_PREVIOUS", str, "previous JWT secret, still accepted while rotating"),
     ("trusted_proxies", "TRUSTED_PROXIES", lambda v: parse_cidrs(v),
      "comma-separated CIDRs of reverse proxies whose X-Forwarded-For/X-Real-IP are trusted"),
+    ("login_failures_per_minute", "LOGIN_FAILURES_PER_MINUTE", int,
+     "failed logins per (username, client address) per minute"),
     ("login_failures_per_address_per_minute", "LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE", int,
      "failed logins per client address per minute"),
     ("registrations_per_address_per_minute", "REGISTRATIONS_PER_ADDRESS_PER_MINUTE", int,
