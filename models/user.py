@@ -27,3 +27,9 @@ class User(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     # Carried by every token; "log out everywhere" bumps it, so older tokens stop working.
     token_version = peewee.IntegerField(default=new_token_version)
+
+    def save(self, *args, **kwargs):
+        """Derive ``username_key`` from ``username`` when it is not given."""
+        if not self.username_key and self.username:
+            self.username_key = username_key(self.username)
+        return super().save(*args, **kwargs)

@@ -137,7 +137,9 @@ def test_a_foreign_site_cannot_touch_the_session(browser, server_factory, databa
             with evil.expect_response(lambda r, f=form: r.url.endswith("/api/auth/" + f)) as info:
                 evil.evaluate(f"document.getElementById('{form}').submit()")
             assert info.value.status in (403, 415), (form, info.value.status)
-        assert evil.evaluate("window.openStream()") == "error"
+        with evil.expect_response(lambda r: "/sse/chat" in r.url) as stream:
+            assert evil.evaluate("window.openStream()") == "error"
+        assert stream.value.status in (401, 403)  # refused by the server, not only by CORS
         # The victim is still signed in as themselves, and was never present in the chat:
         # a message from the friend raises a notification for them.
         mine = ctx.new_page()
