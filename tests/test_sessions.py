@@ -423,6 +423,7 @@ async def test_registry_indexes_connections_by_session(api, users, services, htt
     ws = await WSClient.connect(f"ws://127.0.0.1:{http_port}", "/ws/chat", alice["token"])
     await ws.request({"type": "ping"}, "pong")
     await wait_until(lambda: len(services.registry.session_connections(sid)) == 1, what="indexed")
+    assert services.registry.scheduled() == 2  # its expiry and its warning
     ws.close()
     await wait_until(lambda: not services.registry.session_connections(sid), what="unindexed")
-    assert not services.registry._expiring and not services.registry._warning
+    assert services.registry.scheduled() == 0

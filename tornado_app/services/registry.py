@@ -94,6 +94,10 @@ class ConnectionRegistry:
             found |= users.get(user_id, set())
         return found
 
+    def scheduled(self) -> int:
+        """How many expiry and warning entries the wheel holds (0 once every connection left)."""
+        return sum(len(b) for b in self._expiring.values()) + sum(len(b) for b in self._warning.values())
+
     def due(self, now: int):
         """``(to warn, expired)``: connections whose warning / expiry second is at or before ``now``."""
         if self._swept is None:

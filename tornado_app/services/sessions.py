@@ -155,7 +155,7 @@ class SessionService:
             raise Unauthorized("This refresh token was already used; the session is revoked", REFRESH_REUSED)
         if outcome != "ok":
             raise Unauthorized("The refresh token is invalid or expired", "invalid_refresh_token")
-        data = self.users._remember(user)
+        data = self.users.remember(user)
         return data, self._pair(user.id, sid, fresh)
 
     async def session_of_refresh(self, refresh_token) -> Optional[str]:

@@ -106,8 +106,8 @@ class UserService:
                                   retry_after=limiter.retry_after(bucket))
         self._address_failures.allow(address)
         self._login_failures.allow(pair)
-        user = await self.dbx.read(lambda: User.get_or_none(User.username_key == key))
         try:
+            user = await self.dbx.read(lambda: User.get_or_none(User.username_key == key))
             ok = await self.auth.verify_password(user.password_hash if user else None, password[:MAX_PASSWORD],
                                                  address)
         except Exception:
@@ -118,6 +118,10 @@ class UserService:
             raise Unauthorized("Wrong username or password", "invalid_credentials")
         self._login_failures.reset(pair)
         self._address_failures.refund(address)
+        return self._remember(user)
+
+    def remember(self, user: User) -> dict:
+        """Cache ``user`` (just read or written) with its token version; its public shape."""
         return self._remember(user)
 
     def _remember(self, user: User) -> dict:
