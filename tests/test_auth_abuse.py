@@ -202,3 +202,31 @@ async def test_usernames_are_unique_case_insensitively_after_nfkc(api):
     other = "".join(chr(ord(c) + 0xFEE0) for c in f"BOB{base}")
     status, data = await api.call("POST", "/api/auth/register", {"username": other, "password": PASSWORD})
     assert status == 201 and data["user"]["username"] == f"BOB{base}"
+
+
+@pytest.mark.parametrize("peer, headers, expected", [
+    ("203.0.113.1", {"X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.7"}, "203.0.113.1"),  # untrusted peer
+    ("127.0.0.1", {}, "127.0.0.1"),
+    ("127.0.0.1", {"X-Real-IP": "192.0.2.9"}, "192.0.2.9"),
+    ("127.0.0.1", {"X-Forwarded-For": "192.0.2.9"}, "192.0.2.9"),
+    # the client cannot push a fake hop in front: the first untrusted hop from the right wins
+    ("127.0.0.1", {"X-Forwarded-For": "6.6.6.6, 192.0.2.9"}, "192.0.2.9"),
+    ("127.0.0.1", {"X-Forwarded-For": "192.0.2.9, 10.1.2.3"}, "192.0.2.9"),  # through two proxies
+    ("127.0.0.1", {"X-Forwarded-For": "10.1.2.3"}, "10.1.2.3"),  # only proxies: the leftmost
+    ("127.0.0.1", {"X-Forwarded-For": "garbage"}, "127.0.0.1"),
+    ("127.0.0.1", {"X-Real-IP": "not an address"}, "127.0.0.1"),
+])
+def test_client_address_table(peer, headers, expected):
+    from tornado_app.proxies import TrustedProxies
+    assert TrustedProxies(["127.0.0.1/32", "10.0.0.0/8"]).client_address(peer, headers) == expected
+
+
+def test_trusted_proxies_flag_parses_cidrs():
+    from tornado_app.config import load_config
+    _, config = load_config(["--trusted-proxies", "127.0.0.1, 10.0.0.0/8"], environ={})
+    assert config.trusted_proxies == ("127.0.0.1/32", "10.0.0.0/8")
+    _, config = load_config([], environ={"TRUSTED_PROXIES": "::1"})
+    assert config.trusted_proxies == ("::1/128",)
+    with pytest.raises(SystemExit):
+        load_config(["--trusted-proxies", "not-a-network"], environ={})
+    assert load_config([], environ={})[1].trusted_proxies == ()
