@@ -10,8 +10,8 @@ from urllib.parse import urlparse
 
 import tornado.web
 
-from tornado_app.errors import (BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, Unauthorized,
-                                UnsupportedMediaType, ValidationError)
+from tornado_app.errors import (BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, UnsupportedMediaType,
+                                ValidationError)
 from tornado_app.services import Services
 from tornado_app.services.events import dumps
 
