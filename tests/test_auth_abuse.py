@@ -230,3 +230,15 @@ def test_trusted_proxies_flag_parses_cidrs():
     with pytest.raises(SystemExit):
         load_config(["--trusted-proxies", "not-a-network"], environ={})
     assert load_config([], environ={})[1].trusted_proxies == ()
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("config_overrides", [{**PROXIED, "password_hash_profile": "standard",
+                                               "hash_threads": 4, "hash_queue": 16, "hash_per_address": 2}])
+async def test_hashes_per_address_are_bounded(api, users, config_overrides):
+    (alice,) = await users("alice")
+    # two from one address are checked; a third from it at the same time is refused at once
+    answers = await asyncio.gather(*(bad_login(api, alice["username"], "203.0.113.77") for _ in range(3)),
+                                   bad_login(api, alice["username"], "203.0.113.78"))
+    codes = [status for status, _ in answers]
+    assert sorted(codes[:3]) == [401, 401, 503] and codes[3] == 401, answers

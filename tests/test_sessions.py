@@ -427,3 +427,14 @@ async def test_registry_indexes_connections_by_session(api, users, services, htt
     ws.close()
     await wait_until(lambda: not services.registry.session_connections(sid), what="unindexed")
     assert services.registry.scheduled() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"refresh_ttl": 2}])
+async def test_refresh_tokens_expire(api, users, config_overrides):
+    (alice,) = await users("alice")
+    status, pair = await api.call("POST", "/api/auth/refresh", {"refresh_token": alice["refresh"]})
+    assert status == 200 and pair["refresh_expires_in"] == 2  # within its life
+    await asyncio.sleep(2.5)
+    status, err = await api.call("POST", "/api/auth/refresh", {"refresh_token": pair["refresh_token"]})
+    assert status == 401 and err["error"]["code"] == "invalid_refresh_token"  # just past it
