@@ -77,19 +77,39 @@ def admin_command(config, action: str, username: str) -> int:
     return 0
 
 
+def list_username_collisions(config) -> int:
+    """Print usernames that differ only in case or Unicode form (schema version 3 refuses them)."""
+    from models import open_database
+    from models.migrations import username_collisions
+    db = open_database(config.database_url)
+    with db.connection_context():
+        groups = username_collisions(db)
+    for rows in groups:
+        print("  ".join(f"{uid}:{name}" for uid, name in rows))
+    print(f"{len(groups)} colliding group(s)", file=sys.stderr)
+    return 1 if groups else 0
+
+
 def main(argv=None) -> int:
+    from models.migrations import UsernameCollision
     command, config = load_config(sys.argv[1:] if argv is None else argv)
     setup_logging(config.log_level, config.log_format)
     if isinstance(command, tuple):  # ("admin", action, username)
         return admin_command(config, command[1], command[2])
+    if command == "username-collisions":
+        return list_username_collisions(config)
     config = ensure_jwt_secret(config)
-    if command == "migrate":
-        migrate_only(config)
-        return 0
-    if config.processes > 1:
-        from tornado_app.workers import run_workers
-        return run_workers(config, serve)
-    asyncio.run(serve(config))
+    try:
+        if command == "migrate":
+            migrate_only(config)
+            return 0
+        if config.processes > 1:
+            from tornado_app.workers import run_workers
+            return run_workers(config, serve)
+        asyncio.run(serve(config))
+    except UsernameCollision as exc:
+        log.error("%s", exc)
+        return 2
     return 0
 
 

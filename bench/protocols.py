@@ -200,7 +200,8 @@ class HTTPConn:
         self.reader: Optional[asyncio.StreamReader] = None
         self.writer: Optional[asyncio.StreamWriter] = None
 
-    async def request(self, method: str, path: str, body=None, token: Optional[str] = None):
+    async def request(self, method: str, path: str, body=None, token: Optional[str] = None,
+                      headers: Optional[dict] = None):
         """``(status, parsed JSON body or None)``; reconnects when the server closed the connection."""
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -209,6 +210,7 @@ class HTTPConn:
                 "Content-Type: application/json"]
         if token:
             head.append(f"Authorization: Bearer {token}")
+        head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
         status_line = await self.reader.readline()
         if not status_line:

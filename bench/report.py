@@ -267,6 +267,18 @@ def render(doc: dict) -> str:
         lines.append("")
         if _get(doc, "chat", "postgres_error"):
             lines += [f"PostgreSQL was not measured: {_get(doc, 'chat', 'postgres_error')}", ""]
+    if "login" in doc:
+        lg = doc["login"]
+        lines += ["## Login under a flood (`python -m bench login`)", "",
+                  "Production argon2id hashing, the default pool (2 threads, 16 queued, 2 per address); waves of "
+                  f"{lg.get('flood_concurrency')} concurrent wrong-password logins from one address while the real "
+                  "user signs in from another (see `bench/login_flood.py` and docs/security.md).", ""]
+        lines += table(["good login alone (p50)", "during the flood (p50)", "during the flood (max)",
+                        "good login statuses", "what the flood got"],
+                       [[f"{fmt(lg.get('good_login_idle_p50_ms'))} ms", f"{fmt(lg.get('good_login_flood_p50_ms'))} ms",
+                         f"{fmt(lg.get('good_login_flood_max_ms'))} ms", fmt(lg.get("good_login_statuses")),
+                         fmt(lg.get("flood_statuses"))]])
+        lines.append("")
     lines += [
         "## What the hot paths do",
         "",

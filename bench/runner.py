@@ -32,11 +32,13 @@ class Sizes:
     chat_window: int = 4
     chat_rate: float = 2500.0
     chat_rate_per_sender: int = 20
+    login_flood: int = 60
+    login_good: int = 10
     timeout: float = 120.0
 
 
 TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, chat_pairs=5, chat_per_sender=10,
-             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, timeout=30.0)
+             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0)
 
 
 def median_of(runs: List[dict]) -> dict:
@@ -253,6 +255,10 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
                     started.append(pg)
                     results["chat"]["postgres"] = bench.chat(pg, "postgres")
                     pg.stop()
+        if "login" in scenarios:
+            from .login_flood import run_login_flood
+            log("login under a flood")
+            results["login"] = run_login_flood(bench.work, bench.pin, sizes.login_flood, sizes.login_good, log)
         results["profiles"] = bench.profiles
         return results
     finally:

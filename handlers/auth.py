@@ -1,17 +1,29 @@
-"""Accounts over HTTP: register, login, logout, me."""
-from .base import TOKEN_COOKIE, BaseHandler, authenticated, public
+"""Accounts and sessions over HTTP: register, login, refresh, logout, logout-all, stream tickets, me."""
+from tornado_app.errors import Unauthorized
+
+from .base import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_COOKIE, BaseHandler, authenticated, public
 
 
 class TokenResponseMixin:
-    """Answer with a user and a fresh token, and set the browser's login cookie."""
+    """Answer with a user and a token pair, and set the browser's two cookies.
 
-    def send_token(self, user: dict, status: int) -> None:
-        services = self.services
-        token = services.auth.issue_token(user["id"])
-        self.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Lax", path="/",
-                        secure=services.config.cookie_secure, expires_days=services.config.token_ttl / 86400)
-        self.send_json({"user": user, "access_token": token, "token_type": "bearer",
-                        "expires_in": services.config.token_ttl}, status)
+    ``squall_token`` (access, Path=/, lives as long as the access token) lets the pages'
+    same-origin requests authenticate; ``squall_refresh`` (Path=/api/auth) is sent only to
+    the refresh and logout routes. Both are HttpOnly and SameSite=Strict.
+    """
+
+    def send_tokens(self, user: dict, tokens: dict, status: int) -> None:
+        config = self.services.config
+        self.set_cookie(TOKEN_COOKIE, tokens["access_token"], httponly=True, samesite="Strict", path="/",
+                        secure=config.cookie_secure, expires_days=config.token_ttl / 86400)
+        self.set_cookie(REFRESH_COOKIE, tokens["refresh_token"], httponly=True, samesite="Strict",
+                        path=REFRESH_COOKIE_PATH, secure=config.cookie_secure,
+                        expires_days=config.refresh_ttl / 86400)
+        self.send_json({"user": user, **tokens}, status)
+
+    def clear_auth_cookies(self) -> None:
+        self.clear_cookie(TOKEN_COOKIE, path="/")
+        self.clear_cookie(REFRESH_COOKIE, path=REFRESH_COOKIE_PATH)
 
 
 class RegisterHandler(TokenResponseMixin, BaseHandler):
@@ -19,9 +31,9 @@ class RegisterHandler(TokenResponseMixin, BaseHandler):
 
     @public
     async def post(self):
-        """Create an account; 201 with a token. 400 validation, 409 username_taken."""
-        user = await self.services.users.register(self.json_body())
-        self.send_token(user, 201)
+        """Create an account; 201 with tokens. 400 validation, 409 username_taken, 429 per address."""
+        user = await self.services.users.register(self.json_body(), self.request.remote_ip)
+        self.send_tokens(user, await self.services.sessions.create(user), 201)
 
 
 class LoginHandler(TokenResponseMixin, BaseHandler):
@@ -29,19 +41,68 @@ class LoginHandler(TokenResponseMixin, BaseHandler):
 
     @public
     async def post(self):
-        """200 with a token; 401 invalid_credentials for a wrong password or unknown user."""
-        user = await self.services.users.login(self.json_body())
-        self.send_token(user, 200)
+        """200 with tokens; 401 invalid_credentials; 429 rate_limited; 503 server_busy (hashing full)."""
+        user = await self.services.users.login(self.json_body(), self.request.remote_ip)
+        self.send_tokens(user, await self.services.sessions.create(user), 200)
 
 
-class LogoutHandler(BaseHandler):
-    """POST /api/auth/logout: clears the browser's login cookie."""
+class RefreshHandler(TokenResponseMixin, BaseHandler):
+    """POST /api/auth/refresh: rotate a refresh token (cookie or ``{"refresh_token"}``)."""
 
     @public
-    def post(self):
-        """Forget the cookie (tokens are stateless: they expire on their own)."""
-        self.clear_cookie(TOKEN_COOKIE, path="/")
+    async def post(self):
+        """200 with a new pair; 401 invalid_refresh_token, or refresh_reused (the session is revoked)."""
+        token = self.json_body().get("refresh_token") or self.get_cookie(REFRESH_COOKIE)
+        try:
+            user, tokens = await self.services.sessions.refresh(token)
+        except Unauthorized:
+            self.clear_auth_cookies()
+            raise
+        self.send_tokens(user, tokens, 200)
+
+
+class LogoutHandler(TokenResponseMixin, BaseHandler):
+    """POST /api/auth/logout: revoke this session everywhere and clear the cookies."""
+
+    @public
+    async def post(self):
+        """Revoke the session of the access token (or of a ``refresh_token``); 200 even without one."""
+        self.json_body()
+        sid = None
+        try:
+            self.authenticate()
+            sid = self.sid
+        except Unauthorized:
+            pass  # an expired access token: the refresh token still names the session
+        if sid is None:
+            sid = await self.services.sessions.session_of_refresh(
+                self.json_body().get("refresh_token") or self.get_cookie(REFRESH_COOKIE))
+        if sid is not None:
+            await self.services.sessions.revoke_session(sid)
+        self.clear_auth_cookies()
         self.send_json({"ok": True})
+
+
+class LogoutAllHandler(TokenResponseMixin, BaseHandler):
+    """POST /api/auth/logout-all: every session of the user, on every device."""
+
+    @authenticated
+    async def post(self):
+        """Bump the user's token version, revoke every refresh token, close every stream."""
+        await self.services.sessions.revoke_user(self.user_id)
+        self.clear_auth_cookies()
+        self.send_json({"ok": True})
+
+
+class StreamTicketHandler(BaseHandler):
+    """POST /api/stream-ticket."""
+
+    @authenticated
+    def post(self):
+        """``{"ticket", "expires_in"}``: a single-use ticket for ``?ticket=`` on /ws/* and /sse/*."""
+        if self.auth_source == "ticket":
+            raise Unauthorized("A ticket cannot buy another ticket", "invalid_token")
+        self.send_json(self.services.sessions.issue_ticket(self.claims))
 
 
 class MeHandler(BaseHandler):
@@ -68,7 +129,10 @@ class UsersHandler(BaseHandler):
 ROUTES = [
     (r"/api/auth/register", RegisterHandler),
     (r"/api/auth/login", LoginHandler),
+    (r"/api/auth/refresh", RefreshHandler),
     (r"/api/auth/logout", LogoutHandler),
+    (r"/api/auth/logout-all", LogoutAllHandler),
+    (r"/api/stream-ticket", StreamTicketHandler),
     (r"/api/me", MeHandler),
     (r"/api/users", UsersHandler),
 ]

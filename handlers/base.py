@@ -10,13 +10,17 @@ from urllib.parse import urlparse
 
 import tornado.web
 
-from tornado_app.errors import BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, Unauthorized, ValidationError
+from tornado_app.errors import (BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, UnsupportedMediaType,
+                                ValidationError)
 from tornado_app.services import Services
 from tornado_app.services.events import dumps
 
 log = logging.getLogger("squall.handlers")
 
-TOKEN_COOKIE = "squall_token"
+TOKEN_COOKIE = "squall_token"  # the access token for the pages (HttpOnly, SameSite=Strict, Path=/)
+REFRESH_COOKIE = "squall_refresh"  # the refresh token (HttpOnly, SameSite=Strict, Path=/api/auth)
+REFRESH_COOKIE_PATH = "/api/auth"
+_UNSAFE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
@@ -111,10 +115,17 @@ def count_error(handler, code: str) -> None:
 
 
 class ServicesMixin:
-    """Reach the shared services and resolve the caller's identity (HTTP and WebSocket alike)."""
+    """Reach the shared services and resolve the caller's identity (HTTP, WebSocket, SSE, polls alike)."""
 
     user_id: Optional[int] = None
     auth_source: Optional[str] = None
+    # The session of the credential this request came with (streams keep it: logout and
+    # expiry end them; see services/sessions.py).
+    sid: Optional[str] = None
+    token_exp: Optional[int] = None
+    token_warn_at: Optional[int] = None
+    token_version: Optional[int] = None
+    claims = None
 
     @property
     def services(self) -> Services:
@@ -142,26 +153,66 @@ class ServicesMixin:
             return token, "cookie"
         return None, None
 
+    def foreign_origin(self) -> bool:
+        """True for a browser request from another site (``Origin`` or ``Sec-Fetch-Site``).
+
+        This site is the request's own host; ``ALLOWED_ORIGINS`` are accepted too. A
+        request without either header (curl, services, old browsers' same-origin GETs) is
+        not foreign.
+        """
+        origin = self.request.headers.get("Origin")
+        if origin is not None:
+            if origin in self.services.config.allowed_origins:
+                return False
+            return urlparse(origin).netloc.lower() != self.request.host.lower()
+        return self.request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site"
+
+    def check_json_request(self) -> None:
+        """A state-changing request must be JSON and must not come from another site.
+
+        A cross-site page can send ``text/plain`` or form posts without a preflight, with the
+        victim's cookies; it cannot send ``application/json``. Raises UnsupportedMediaType
+        (415), Forbidden ``csrf_rejected`` (403).
+        """
+        if self.request.method not in _UNSAFE_METHODS:
+            return
+        if self.foreign_origin():
+            raise Forbidden("Requests from another site are not accepted", "csrf_rejected")
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.split(";", 1)[0].strip().lower() != "application/json":
+            raise UnsupportedMediaType("Send the body as JSON with 'Content-Type: application/json'")
+
     def authenticate(self) -> int:
-        """Set and return ``self.user_id``. Raises Unauthorized, Forbidden (cross-site cookie use)."""
+        """Set and return ``self.user_id`` from a ticket, a bearer header, the query or the cookie.
+
+        Checks the signature, kind, installation and expiry of the token, the single use of a
+        ticket, and the revocation list (all in memory). Raises Unauthorized, Forbidden
+        (cookie use from another site).
+        """
         if self.user_id is not None:
             return self.user_id
-        token, source = self.find_token()
-        user_id = self.services.auth.verify_token(token)
-        if source == "cookie" and self.request.method not in ("GET", "HEAD", "OPTIONS"):
-            # A cookie rides along on cross-site requests: demand a same-origin Origin header.
-            origin = self.request.headers.get("Origin")
-            if not origin or urlparse(origin).netloc != self.request.host:
+        services = self.services
+        ticket = self.get_query_argument("ticket", None)
+        if ticket is not None:
+            claims, source = services.sessions.use_ticket(ticket), "ticket"
+        else:
+            token, source = self.find_token()
+            claims = services.sessions.check(services.auth.verify_access(token))
+        if source == "cookie":
+            # A cookie rides along on cross-site requests: refuse them, streams included.
+            if self.foreign_origin():
                 raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
-        self.user_id, self.auth_source = user_id, source
-        return user_id
+            if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.request.headers.get("Origin"):
+                raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+        self.claims = claims
+        self.user_id, self.auth_source = claims.user_id, source
+        self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
+        return claims.user_id
 
     async def require_known_user(self) -> None:
-        """Refuse a well-signed token whose account no longer exists (401 ``unknown_user``)."""
-        try:
-            await self.services.users.get(self.user_id)
-        except NotFound:
-            raise Unauthorized("The account of this token no longer exists", "unknown_user") from None
+        """Refuse a well-signed token whose account is gone (``unknown_user``) or re-created / logged
+        out everywhere (``invalid_token``: its token version is not the user's)."""
+        await self.services.users.check_version(self.user_id, self.token_version)
 
 
 class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
@@ -179,6 +230,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
             raise PayloadTooLarge(f"The request body is over {limit} bytes")
         if self.services.closing and self.request.method != "GET":
             self.set_header("Connection", "close")
+        self.check_json_request()
 
     def json_body(self) -> dict:
         """The request body as a JSON object. Raises BadJSON."""

@@ -85,7 +85,12 @@ class ChatSocketHandler(BaseSocketHandler):
         """``ping`` → ``pong``."""
         self.send_json({"type": "pong"})
 
+    async def do_refresh(self, frame: dict) -> None:
+        """``refresh``: a new access token extends this connection (``refreshed``)."""
+        self.apply_refresh(frame)
+
     ACTIONS = {
+        "refresh": do_refresh,
         "send_message": do_send,
         "join_chat": do_join,
         "leave_chat": do_leave,

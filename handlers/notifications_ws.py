@@ -20,12 +20,15 @@ class NotificationSocketHandler(BaseSocketHandler):
         return None, n
 
     def on_message(self, raw):
-        """Only ``ping`` is expected from the client; anything else gets an error frame.
+        """Only ``ping`` and ``refresh`` are expected from the client; anything else gets an error frame.
 
         Synchronous: no task per frame, so none is left to be cancelled at shutdown.
         """
         try:
             frame = self.parse_frame(raw)
+            if frame["type"] == "refresh":
+                self.apply_refresh(frame)
+                return
             if frame["type"] != "ping":
                 raise ValidationError(f"Unknown frame type {frame['type'][:40]!r}", "unknown_type")
             self.send_json({"type": "pong"})

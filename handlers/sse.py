@@ -13,7 +13,7 @@ import logging
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable
-from tornado_app.services.events import CHAT, NOTIFY, Event, sse_encode
+from tornado_app.services.events import CHAT, NOTIFY, Event, dumps, sse_encode
 
 from .base import BaseHandler, authenticated
 from .fastwrite import write_direct
@@ -145,6 +145,17 @@ class BaseSSEHandler(Subscriber, BaseHandler):
     def shutdown(self) -> None:
         """Server shutdown: end the stream (the client reconnects elsewhere and resumes)."""
         self._closed.set()
+
+    def auth_ended(self, reason: str) -> None:
+        """Logged out or token expired: say so in an event, then end the stream with no error
+        status, so an EventSource does not loop on 401s; the client reconnects with new credentials."""
+        if self._closed.is_set():
+            return
+        self.send_event(Event(None, dumps({"type": "auth_expired", "reason": reason})))
+        self._closed.set()
+
+    def token_expiring(self, expires_at: int) -> None:
+        """SSE has no way back to the server: the stream ends at expiry and the client resumes."""
 
     def on_finish(self) -> None:
         if hasattr(self, "_closed"):

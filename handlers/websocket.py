@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import time
 from urllib.parse import urlparse
 
 import tornado.ioloop
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from tornado_app.errors import BadJSON, Forbidden, SquallError, Unavailable, ValidationError
+from tornado_app.errors import BadJSON, Forbidden, SquallError, Unauthorized, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
 from .base import ServicesMixin, check_text, count_error, set_retry_after
@@ -21,6 +22,7 @@ log = logging.getLogger("squall.ws")
 
 SHUTDOWN_CODE = 1001
 SLOW_CONSUMER_CODE = 4008  # application code: the client reconnects and resumes
+AUTH_ENDED_CODE = 4001  # application code: logged_out or token_expired (reason); new credentials needed
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -52,6 +54,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
                 raise Forbidden("WebSockets from this origin are not allowed", "origin_rejected")
             self.authenticate()
             await self.require_known_user()
+            self.token_warn_at = self.services.sessions.warn_at(time.time(), self.token_exp)
             self.resume = self.resume_position()
         except SquallError as exc:
             self.set_status(exc.status)
@@ -135,6 +138,31 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
     def shutdown(self) -> None:
         """Server shutdown: close with 1001 (going away)."""
         self.close(SHUTDOWN_CODE, "server shutting down")
+
+    def auth_ended(self, reason: str) -> None:
+        """The session was logged out or the token expired: close with 4001 and the reason."""
+        self.close(AUTH_ENDED_CODE, reason)
+
+    def token_expiring(self, expires_at: int) -> None:
+        """Warn the client, which answers with a ``refresh`` frame carrying a new token."""
+        self.send_json({"type": "token_expiring", "expires_at": expires_at})
+
+    def apply_refresh(self, frame: dict) -> None:
+        """``{"type":"refresh","access_token":…}``: a new access token of the same user extends
+        this connection; answered ``refreshed``. Raises SquallError (the connection stays open
+        until the old token expires)."""
+        token = frame.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise ValidationError("'access_token' is required", "validation_error")
+        services = self.services
+        claims = services.sessions.check(services.auth.verify_access(token))
+        if claims.user_id != self.user_id:
+            raise Forbidden("The token belongs to another user", "wrong_user")
+        if services.users.token_version(claims.user_id) != claims.version:
+            raise Unauthorized("The access token is invalid", "invalid_token")
+        services.registry.reauthenticate(self, claims.sid, claims.exp,
+                                         services.sessions.warn_at(time.time(), claims.exp), claims.version)
+        self.send_json({"type": "refreshed", "expires_at": claims.exp})
 
     def on_ping(self, data: bytes) -> None:
         """Protocol-level ping from the client (Tornado answers the pong itself)."""

@@ -8,9 +8,17 @@ Versions:
     2  chat_member.unread_count (backfilled from the read positions), so chat lists and the
        ``unread`` frame read one column instead of counting messages; an index on
        chat.last_activity_at, which orders the chat list.
-    3  user.is_admin (the admin console; nobody is an admin until granted).
+    3  sessions: user.username_key (NFKC + case-fold, unique: ``Alice`` and ``ＡＬＩＣＥ`` are
+       ``alice``), user.token_version (in every token; "log out everywhere" bumps it), the
+       refresh_token table. Refused, with the colliding names, when two existing usernames
+       share a key: list them with ``python run.py username-collisions``.
+    4  user.is_admin (the admin console; nobody is an admin until granted).
 """
 from __future__ import annotations
+
+import secrets
+import unicodedata
+from collections import defaultdict
 
 import peewee
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
@@ -45,8 +53,71 @@ def to_v2(db: peewee.Database) -> None:
         ' AND m."sender_id" <> "chat_member"."user_id")')
 
 
+def _username_key_v3(username: str) -> str:
+    # Frozen copy of models.user.username_key as released with version 3.
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def username_collisions(db: peewee.Database) -> list:
+    """Groups of ``(id, username)`` whose usernames differ only in case or Unicode form."""
+    groups = defaultdict(list)
+    for user_id, username in db.execute_sql('SELECT "id", "username" FROM "user" ORDER BY "id"').fetchall():
+        groups[_username_key_v3(username)].append((user_id, username))
+    return [rows for rows in groups.values() if len(rows) > 1]
+
+
+class UsernameCollision(RuntimeError):
+    """Existing usernames collide once compared case-insensitively: an operator must rename some."""
+
+
 def to_v3(db: peewee.Database) -> None:
-    """Version 2 → 3: user.is_admin, false for everyone.
+    """Version 2 → 3: user.username_key (unique), user.token_version, table refresh_token."""
+    collisions = username_collisions(db)
+    if collisions:
+        listed = "; ".join(", ".join(f"{name!r} (id {uid})" for uid, name in rows) for rows in collisions[:10])
+        raise UsernameCollision(
+            f"cannot migrate to schema version 3: {len(collisions)} group(s) of usernames differ only in "
+            f"case or Unicode form ({listed}). Rename all but one of each group, then start again; "
+            f"'python run.py username-collisions' lists them all.")
+    columns = {c.name for c in db.get_columns("user")}
+    if "username_key" not in columns:
+        db.execute_sql('ALTER TABLE "user" ADD COLUMN "username_key" VARCHAR(64) NOT NULL DEFAULT \'\'')
+    if "token_version" not in columns:
+        db.execute_sql('ALTER TABLE "user" ADD COLUMN "token_version" INTEGER NOT NULL DEFAULT 0')
+    for user_id, username in db.execute_sql('SELECT "id", "username" FROM "user"').fetchall():
+        db.execute_sql('UPDATE "user" SET "username_key" = %s, "token_version" = %s WHERE "id" = %s'
+                       .replace("%s", db.param), (_username_key_v3(username), secrets.randbelow(2 ** 31 - 1) + 1,
+                                                  user_id))
+    if "user_username_key" not in _index_names(db, "user"):
+        db.execute_sql('CREATE UNIQUE INDEX "user_username_key" ON "user" ("username_key")')
+
+    class UserV3(peewee.Model):
+        # only what the foreign key needs of "user"
+        class Meta:
+            database = db
+            table_name = "user"
+
+    class RefreshTokenV3(peewee.Model):
+        # refresh_token as released with version 3
+        token_hash = peewee.CharField(max_length=64, unique=True)
+        user = peewee.ForeignKeyField(UserV3, on_delete="CASCADE")
+        family = peewee.CharField(max_length=32, index=True)
+        created_at = peewee.DateTimeField()
+        last_used_at = peewee.DateTimeField()
+        expires_at = peewee.DateTimeField()
+        revoked_at = peewee.DateTimeField(null=True, index=True)
+        replaced_by = peewee.CharField(max_length=64, null=True)
+
+        class Meta:
+            database = db
+            table_name = "refresh_token"
+            indexes = ((("user", "family"), False),)
+
+    db.create_tables([RefreshTokenV3], safe=True)
+
+
+def to_v4(db: peewee.Database) -> None:
+    """Version 3 → 4: user.is_admin, false for everyone.
 
     Plain ALTER TABLE: on SQLite the playhouse migrator adds a NOT NULL column by rebuilding
     the table, and dropping the old ``user`` table would cascade to every row that refers to it.
@@ -60,4 +131,5 @@ def to_v3(db: peewee.Database) -> None:
 MIGRATIONS = {
     2: to_v2,
     3: to_v3,
+    4: to_v4,
 }

@@ -3,7 +3,8 @@
 Test modules import the fixtures they use (``from tests.browser import browser, app_server``).
 Chromium is the system one (``/usr/bin/chromium``, installed by ``.ci/run`` with apt); the
 flags keep it off the network it cannot reach. Users are created over HTTP and a browser
-context is signed in by setting the same ``squall_token`` cookie the login page gets.
+context is signed in by setting the same cookies the login page gets (``squall_token``, the access
+token, and ``squall_refresh`` on Path=/api/auth, which the page uses to refresh it).
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def register(server, name: str, display_name: Optional[str] = None) -> dict:
                              {"username": username, "password": "password123",
                               "display_name": display_name or name.title()})
     assert status == 201, (status, data)
-    return {**data["user"], "token": data["access_token"]}
+    return {**data["user"], "token": data["access_token"], "refresh": data["refresh_token"]}
 
 
 def open_chat(server, user: dict, other: dict) -> int:
@@ -94,7 +95,9 @@ def signed_in_context(browser: Browser, server, user: dict, viewport=None,
     """
     context = browser.new_context(viewport=viewport or DESKTOP)
     context.set_default_timeout(TIMEOUT_MS)
-    context.add_cookies([{"name": "squall_token", "value": user["token"], "url": server.url}])
+    context.add_cookies([{"name": "squall_token", "value": user["token"], "url": server.url},
+                         {"name": "squall_refresh", "value": user["refresh"], "domain": "127.0.0.1",
+                          "path": "/api/auth", "httpOnly": True, "sameSite": "Strict"}])
     context.add_init_script(f"localStorage.setItem('squall.toastMs', '{int(toast_ms)}')")
     return context
 

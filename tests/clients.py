@@ -40,13 +40,13 @@ class ApiClient:
         return resp.code, parsed
 
     async def register(self, username: str, password: str = "password123", display_name: str = None) -> dict:
-        """Register a user; returns ``{id, username, display_name, token}``."""
+        """Register a user; returns ``{id, username, display_name, token, refresh}``."""
         body = {"username": username, "password": password}
         if display_name:
             body["display_name"] = display_name
         status, data = await self.call("POST", "/api/auth/register", body)
         assert status == 201, (status, data)
-        return {**data["user"], "token": data["access_token"]}
+        return {**data["user"], "token": data["access_token"], "refresh": data["refresh_token"]}
 
 
 class WSClient:

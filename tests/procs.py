@@ -85,6 +85,8 @@ def server_env(**extra) -> dict:
     env.setdefault("SERVICE_TOKEN", "test-service-token")
     env.setdefault("PASSWORD_HASH_PROFILE", "fast")
     env.setdefault("LOG_LEVEL", "warning")
+    env.setdefault("REGISTRATIONS_PER_ADDRESS_PER_MINUTE", "100000")  # tests register from one address
+    env.setdefault("HASH_PER_ADDRESS", "64")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -22,14 +22,25 @@ def make_token(config, **claims):
     return jwt.encode(claims, config.jwt_secret, algorithm="HS256")
 
 
+def full_claims(services, user, **changes):
+    """Every claim a valid access token of ``user`` has (its own session id), with ``changes``."""
+    now = int(time.time())
+    claims = jwt.decode(user["token"], options={"verify_signature": False})
+    claims.update(iat=now, nbf=now, exp=now + 60, jti=uuid.uuid4().hex)
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
 @pytest.mark.gen_test(timeout=60)
 async def test_register_login_me(api):
     name = uname("alice")
     status, reg = await api.call("POST", "/api/auth/register",
                                  {"username": name, "password": "password123", "display_name": "Alice A"})
     assert status == 201, reg
-    assert set(reg) == {"user", "access_token", "token_type", "expires_in"}
-    assert reg["token_type"] == "bearer" and reg["expires_in"] == 7 * 24 * 3600
+    assert set(reg) == {"user", "access_token", "token_type", "expires_in", "expires_at", "refresh_token",
+                        "refresh_expires_in"}
+    assert reg["token_type"] == "bearer" and reg["expires_in"] == 900
+    assert reg["refresh_expires_in"] == 30 * 24 * 3600 and reg["refresh_token"] != reg["access_token"]
     assert reg["user"]["username"] == name and reg["user"]["display_name"] == "Alice A"
     assert set(reg["user"]) == {"id", "username", "display_name"}
 
@@ -142,19 +153,21 @@ async def test_payload_too_large(api, config):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_token_errors_on_http(api, users, config):
+async def test_token_errors_on_http(api, users, config, services):
     (alice,) = await users("alice")
     now = int(time.time())
     cases = [
         (None, "unauthorized"),
         ("not-a-jwt", "invalid_token"),
         (alice["token"][:-3] + ("AAA" if not alice["token"].endswith("AAA") else "BBB"), "invalid_token"),
-        (make_token(config, sub=str(alice["id"]), iat=now - 100, exp=now - 10), "token_expired"),
+        (make_token(config, **full_claims(services, alice, iat=now - 100, nbf=now - 100, exp=now - 10)),
+         "token_expired"),
         # pyjwt would accept a token without exp unless told to require it
-        (make_token(config, sub=str(alice["id"]), iat=now), "invalid_token"),
-        (jwt.encode({"sub": str(alice["id"]), "iat": now, "exp": now + 60}, "another-secret-" + "y" * 32,
-                    algorithm="HS256"), "invalid_token"),
-        (make_token(config, sub="not-a-number", iat=now, exp=now + 60), "invalid_token"),
+        (make_token(config, **full_claims(services, alice, exp=None)), "invalid_token"),
+        (jwt.encode(full_claims(services, alice), "another-secret-" + "y" * 32, algorithm="HS256"), "invalid_token"),
+        (make_token(config, **full_claims(services, alice, sub="not-a-number")), "invalid_token"),
+        # a seed-era token (no session, kind, installation or version) is refused
+        (make_token(config, sub=str(alice["id"]), iat=now, exp=now + 60), "invalid_token"),
     ]
     for token, code in cases:
         for method, path in (("GET", "/api/me"), ("GET", "/api/chats"), ("GET", "/api/unread")):
@@ -162,8 +175,7 @@ async def test_token_errors_on_http(api, users, config):
             assert status == 401, (token, path, err)
             assert err["error"]["code"] == code, (token, path, err)
     # an HS256 token with every claim is accepted
-    status, me = await api.call("GET", "/api/me", token=make_token(config, sub=str(alice["id"]), iat=now,
-                                                                     exp=now + 60))
+    status, me = await api.call("GET", "/api/me", token=make_token(config, **full_claims(services, alice)))
     assert status == 200 and me["id"] == alice["id"]
 
 
@@ -177,11 +189,11 @@ async def test_alg_none_token_refused(api, users):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_token_errors_on_ws_handshake(users, ws_url, config, http_port):
+async def test_token_errors_on_ws_handshake(users, ws_url, config, http_port, services):
     (alice,) = await users("alice")
     now = int(time.time())
-    expired = make_token(config, sub=str(alice["id"]), iat=now - 100, exp=now - 10)
-    no_exp = make_token(config, sub=str(alice["id"]), iat=now)
+    expired = make_token(config, **full_claims(services, alice, iat=now - 100, nbf=now - 100, exp=now - 10))
+    no_exp = make_token(config, **full_claims(services, alice, exp=None))
     for query in ("", "?access_token=garbage", f"?access_token={expired}", f"?access_token={no_exp}"):
         with pytest.raises(tornado.httpclient.HTTPClientError) as info:
             await tornado.websocket.websocket_connect(f"{ws_url}/ws/chat{query}")
@@ -222,12 +234,16 @@ async def test_login_cookie_works_for_get_and_is_refused_cross_origin(api, http_
     name = uname("gina")
     http = tornado.httpclient.AsyncHTTPClient()
     base = f"http://127.0.0.1:{http_port}"
-    resp = await http.fetch(base + "/api/auth/register", method="POST",
+    resp = await http.fetch(base + "/api/auth/register", method="POST", headers={"Content-Type": "application/json"},
                             body=f'{{"username":"{name}","password":"password123"}}', raise_error=False)
     assert resp.code == 201
-    cookie = resp.headers["Set-Cookie"]
-    assert cookie.startswith("squall_token=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
-    jar = cookie.split(";", 1)[0]
+    cookies = resp.headers.get_list("Set-Cookie")
+    access = next(c for c in cookies if c.startswith("squall_token="))
+    refresh = next(c for c in cookies if c.startswith("squall_refresh="))
+    assert "HttpOnly" in access and "SameSite=Strict" in access and "Path=/;" in access + ";"
+    assert "HttpOnly" in refresh and "SameSite=Strict" in refresh and "Path=/api/auth" in refresh
+    assert "Secure" not in access  # only with --cookie-secure
+    jar = access.split(";", 1)[0]
 
     status, me = await api.call("GET", "/api/me", headers={"Cookie": jar})
     assert status == 200 and me["username"] == name
@@ -244,10 +260,16 @@ async def test_login_cookie_works_for_get_and_is_refused_cross_origin(api, http_
                                   headers={"Cookie": jar, "Origin": f"http://127.0.0.1:{http_port}"})
     assert status == 200 and chat["chat"]["kind"] == "private"
 
-    # logout clears the cookie
-    resp = await http.fetch(base + "/api/auth/logout", method="POST", body=b"", headers={"Cookie": jar},
+    # logout clears both cookies
+    resp = await http.fetch(base + "/api/auth/logout", method="POST", body=b"{}",
+                            headers={"Cookie": jar, "Origin": base, "Content-Type": "application/json"},
                             raise_error=False)
-    assert resp.code == 200 and 'squall_token=""' in resp.headers["Set-Cookie"]
+    assert resp.code == 200
+    cleared = resp.headers.get_list("Set-Cookie")
+    assert any(c.startswith('squall_token=""') for c in cleared)
+    assert any(c.startswith('squall_refresh=""') and "Path=/api/auth" in c for c in cleared)
+    status, _ = await api.call("GET", "/api/me", headers={"Cookie": jar})
+    assert status == 401
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -9,7 +9,7 @@ from tests.clients import SSEClient
 @pytest.mark.gen_test(timeout=60)
 async def test_token_of_a_missing_account_gets_401_everywhere(api, services, http_port, users):
     (alice,) = await users("alice")
-    token = services.auth.issue_token(alice["id"] + 1000)
+    token, _ = services.auth.issue_access(alice["id"] + 1000, "0" * 32, 1)
     for method, path, body in (("GET", "/api/me", None), ("GET", "/api/chats", None),
                                ("POST", "/api/chats", {"user_id": alice["id"]})):
         status, data = await api.call(method, path, body, token=token)

@@ -48,3 +48,15 @@ def test_bench_tiny_reports_every_field(tmp_path):
         assert heading in report
     assert "—" not in report.split("## Targets (issue 6)")[1].split("## Notification fan-out")[0], \
         "every target row has a measured value"
+
+
+def test_bench_login_flood_tiny(tmp_path):
+    """``python -m bench login --tiny``: good logins during a flood of bad ones (only statuses asserted)."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "login", "--tiny", "--runs", "1", "--no-profile",
+                           "--no-pg", "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    login = json.loads((tmp_path / "bench-results.json").read_text())["login"]
+    assert login["good_login_ok"] and set(login["good_login_statuses"]) == {"200"}, login
+    assert set(login["flood_statuses"]) <= {"401", "429", "503"}, login
+    assert "## Login under a flood" in (tmp_path / "performance.md").read_text()

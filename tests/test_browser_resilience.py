@@ -7,7 +7,7 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.browser import (BufferingProxy, browser, open_chat, register, send,  # noqa: F401 (fixtures)
+from tests.browser import (BufferingProxy, browser, http_json, open_chat, register, send,  # noqa: F401
                            signed_in_context, stats, wait_live)
 from tests.procs import free_port
 
@@ -66,7 +66,9 @@ def test_restart_reconnects_and_shows_missed_message_once(browser, server_factor
 
 
 def test_refused_token_sends_to_login(browser, server_factory, database_url):
-    """A server restarted with another JWT secret refuses the token: the client stops and goes to /login."""
+    """A server restarted with another JWT secret refuses the access token, but the session's
+    refresh token (kept in the database) still renews it: the page stays. Once the user logs out
+    everywhere (from another device), the refresh is refused: the client stops and goes to /login."""
     port = free_port()
     server = server_factory("--database-url", database_url, port=port)
     bob = register(server, "bob")
@@ -76,7 +78,13 @@ def test_refused_token_sends_to_login(browser, server_factory, database_url):
         page.goto(server.url + "/test-notifications")
         wait_live(page, "WebSocket")
         server.stop()
-        server_factory("--database-url", database_url, port=port, JWT_SECRET="another-secret-" + "y" * 32)
+        server = server_factory("--database-url", database_url, port=port, JWT_SECRET="another-secret-" + "y" * 32)
+        wait_live(page, "WebSocket")
+        status, login = http_json(server, "POST", "/api/auth/login", {"username": bob["username"],
+                                                                      "password": "password123"})
+        assert status == 200
+        status, _ = http_json(server, "POST", "/api/auth/logout-all", {}, token=login["access_token"])
+        assert status == 200
         expect(page).to_have_url(f"{server.url}/login?next=%2Ftest-notifications")
         expect(page.locator("#tab-login")).to_be_visible()
     finally:

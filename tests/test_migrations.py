@@ -194,7 +194,7 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     version, columns, indexes = read_back(old_database)
     assert version == 3 and "unread_count" in columns and "chat_last_activity_at" in indexes
     db = open_database(old_database)
-    with db.connection_context():  # version 3: nobody is an admin after the upgrade
+    with db.connection_context():  # version 4: nobody is an admin after the upgrade
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE is_admin').fetchone()[0] == 0
     db.close()
 
@@ -246,3 +246,67 @@ def test_newer_database_is_refused(old_database):
                           cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "newer than this Squall" in done.stderr
+
+
+def build_v2(url: str, extra_usernames=()) -> dict:
+    """A real version-2 database: version 1 filled by ``build_v1`` (plus ``extra_usernames``),
+    brought to version 2 by the released migration."""
+    from models.migrations import to_v2
+    expected = build_v1(url)
+    db = open_database(url)
+    V1_DB.initialize(db)
+    hasher = argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    with db.connection_context():
+        for name in extra_usernames:
+            User.create(username=name, display_name=name, password_hash=hasher.hash(PASSWORD), created_at=T0)
+        with db.atomic():
+            to_v2(db)
+            Setting.update(value="2").where(Setting.key == "schema_version").execute()
+    db.close()
+    return expected
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_v2_database_migrates_to_sessions_schema(old_database, server_factory):
+    from tests.clients import ApiClient
+    build_v2(old_database)
+    assert read_back(old_database)[0] == 2
+    server = server_factory("--database-url", old_database)
+    api = ApiClient(server.url)
+    assert read_back(old_database)[0] == 3
+    db = open_database(old_database)
+    with db.connection_context():
+        user_columns = {c.name for c in db.get_columns("user")}
+        assert {"username_key", "token_version"} <= user_columns
+        assert db.table_exists("refresh_token")
+        keys = dict(db.execute_sql('SELECT "username", "username_key" FROM "user"').fetchall())
+    db.close()
+    assert keys == {"alice": "alice", "bob": "bob", "carol": "carol"}
+    # login is case-insensitive, even in fullwidth forms; names differing only in case cannot be added
+    for spelling in ("bob", "BOB", "\uff22\uff2f\uff22"):
+        status, login = await api.call("POST", "/api/auth/login", {"username": spelling, "password": PASSWORD})
+        assert status == 200 and login["user"]["username"] == "bob", (spelling, login)
+    status, err = await api.call("POST", "/api/auth/register", {"username": "Alice", "password": PASSWORD})
+    assert status == 409 and err["error"]["code"] == "username_taken"
+    status, chats = await api.call("GET", "/api/chats", token=login["access_token"])
+    assert status == 200 and len(chats["chats"]) == 2
+    status, pair = await api.call("POST", "/api/auth/refresh", {"refresh_token": login["refresh_token"]})
+    assert status == 200 and pair["user"]["username"] == "bob"
+
+
+def test_v2_database_with_colliding_usernames_is_refused(old_database):
+    build_v2(old_database, extra_usernames=("Alice", "\uff21\uff2c\uff29\uff23\uff25", "Bob"))
+    done = subprocess.run([sys.executable, "run.py", "migrate", "--database-url", old_database],
+                          cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "differ only in case or Unicode form" in done.stderr
+    assert "'Alice'" in done.stderr and "python run.py username-collisions" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert read_back(old_database)[0] == 2  # nothing changed
+    listed = subprocess.run([sys.executable, "run.py", "username-collisions", "--database-url", old_database],
+                            cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 1
+    lines = sorted(listed.stdout.split("\n"))
+    assert any("alice" in line and "Alice" in line and "\uff21\uff2c\uff29\uff23\uff25" in line for line in lines)
+    assert any("bob" in line and "Bob" in line for line in lines)
+    assert "2 colliding group(s)" in listed.stderr

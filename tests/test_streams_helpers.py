@@ -75,7 +75,9 @@ def of_type(frames, *types) -> list:
 def expired_token(secret: str, user_id: int) -> str:
     """A correctly signed token for ``user_id`` that expired a minute ago."""
     now = int(time.time())
-    return jwt.encode({"sub": str(user_id), "iat": now - 3600, "exp": now - 60}, secret, algorithm="HS256")
+    return jwt.encode({"typ": "access", "sub": str(user_id), "sid": "0" * 32, "jti": "j", "ver": 1,
+                       "iss": "squall:any", "iat": now - 3600, "nbf": now - 3600, "exp": now - 60},
+                      secret, algorithm="HS256")
 
 
 async def wait_until(condition, timeout: float = 15.0, what: str = "condition") -> None:

@@ -18,6 +18,7 @@ import tornado.web
 
 from handlers import all_routes
 from handlers.base import NotFoundHandler, log_request
+from .proxies import TrustedProxies
 from .services import Services
 
 log = logging.getLogger("squall.app")
@@ -33,11 +34,29 @@ def route_patterns(routes) -> dict:
     return patterns
 
 
+class SquallApplication(tornado.web.Application):
+    """The Application, which first sets each request's client address (``request.remote_ip``).
+
+    Done here, before any handler, so logs, limits and handlers all see the same address:
+    the socket peer, or the forwarded one when the peer is a trusted proxy.
+    """
+
+    def __init__(self, *args, trusted_proxies=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.proxies = TrustedProxies(trusted_proxies)
+
+    def find_handler(self, request, **kwargs):
+        """Resolve the client address, then route as usual."""
+        if self.proxies.networks:
+            request.remote_ip = self.proxies.client_address(request.remote_ip, request.headers)
+        return super().find_handler(request, **kwargs)
+
+
 def make_app(services: Services) -> tornado.web.Application:
     """The Application for ``services`` (stored in settings under ``services``)."""
     config = services.config
     routes = all_routes(config.web_dir)
-    return tornado.web.Application(
+    return SquallApplication(
         routes,
         services=services,
         route_patterns=route_patterns(routes),
@@ -48,7 +67,8 @@ def make_app(services: Services) -> tornado.web.Application:
         websocket_ping_timeout=min(config.ws_ping_timeout, config.ws_ping_interval),
         websocket_max_message_size=config.max_frame_bytes,
         compress_response=False,
-        xsrf_cookies=False,  # API: bearer tokens; cookie use is guarded by an Origin check
+        xsrf_cookies=False,  # API: bearer tokens; cookie use is guarded by Origin and JSON checks
+        trusted_proxies=config.trusted_proxies,
     )
 
 
@@ -66,7 +86,8 @@ class SquallServer:
         """Start services and listen (on ``sockets`` if given, else host:port)."""
         await self.services.start()
         self.http_server = tornado.httpserver.HTTPServer(
-            self.app, xheaders=True, max_body_size=max(self.services.config.max_body_bytes * 4, 1 << 20),
+            self.app, xheaders=False,  # forwarded headers: only from --trusted-proxies
+            max_body_size=max(self.services.config.max_body_bytes * 4, 1 << 20),
             idle_connection_timeout=3600)
         if sockets is not None:
             self.http_server.add_sockets(sockets)

@@ -27,7 +27,7 @@ class Config:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = "memory"
     jwt_secret: str = ""
-    token_ttl: int = 7 * 24 * 3600  # seconds
+    token_ttl: int = 900  # seconds an access token lives (sessions: see docs/security.md)
     service_token: str = ""  # publish API; empty disables it (403)
     log_level: str = "info"
     processes: int = 1
@@ -38,7 +38,7 @@ class Config:
     max_pending_bytes: int = 1024 * 1024  # per connection, before a slow consumer is closed
     rate_limit_per_second: float = 30.0  # message sends per user (token bucket)
     rate_limit_burst: int = 60
-    login_failures_per_minute: int = 10  # per username, then 429
+    login_failures_per_minute: int = 10  # per (username, client address), then 429
     # Streams
     sse_ping_interval: float = 15.0  # seconds between ": ping" comments
     sse_retry_ms: int = 2000
@@ -69,6 +69,17 @@ class Config:
     poll_timeout: float = 25.0  # seconds a poll waits for an event when it gives no ?timeout=
     poll_max_timeout: float = 55.0  # largest ?timeout= a poll may ask for
     poll_presence_grace: float = 5.0  # seconds a /poll/chat?chat_id= poller stays active between polls
+    # Sessions and tokens (issue 10): refresh rotation, tickets, login abuse, proxies
+    refresh_ttl: int = 30 * 24 * 3600  # seconds a refresh token (and its session) lives unused
+    ticket_ttl: int = 30  # seconds a stream ticket is valid (single use)
+    token_expiring_notice: float = 60.0  # WebSockets get token_expiring this long before expiry
+    jwt_secret_previous: str = ""  # still accepted for verification while rotating JWT_SECRET
+    trusted_proxies: tuple = ()  # CIDRs whose X-Forwarded-For / X-Real-IP are believed
+    login_failures_per_address_per_minute: int = 30  # failed logins per client address, then 429
+    registrations_per_address_per_minute: int = 10  # registrations per client address, then 429
+    hash_threads: int = 2  # password hashing threads
+    hash_queue: int = 16  # hashes waiting for a thread; past it 503 server_busy
+    hash_per_address: int = 2  # concurrent hashes per client address; past it 503 server_busy
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -121,7 +132,31 @@ _OPTIONS = [
      "seconds a /poll/chat?chat_id= client stays active in the chat between polls"),
     # Front end assets (issue 14)
     ("web_dir", "WEB_DIR", str, "folder of the web front end (its pages and static/)"),
+    # Sessions and tokens (issue 10)
+    ("refresh_ttl", "REFRESH_TTL", int, "refresh token (session) lifetime in seconds"),
+    ("ticket_ttl", "TICKET_TTL", int, "stream ticket lifetime in seconds (single use)"),
+    ("token_expiring_notice", "TOKEN_EXPIRING_NOTICE", float,
+     "seconds before expiry a WebSocket gets token_expiring (at most half the token's life)"),
+    ("jwt_secret_previous", "JWT_SECRET_PREVIOUS", str, "previous JWT secret, still accepted while rotating"),
+    ("trusted_proxies", "TRUSTED_PROXIES", lambda v: parse_cidrs(v),
+     "comma-separated CIDRs of reverse proxies whose X-Forwarded-For/X-Real-IP are trusted"),
+    ("login_failures_per_minute", "LOGIN_FAILURES_PER_MINUTE", int,
+     "failed logins per (username, client address) per minute"),
+    ("login_failures_per_address_per_minute", "LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE", int,
+     "failed logins per client address per minute"),
+    ("registrations_per_address_per_minute", "REGISTRATIONS_PER_ADDRESS_PER_MINUTE", int,
+     "registrations per client address per minute"),
+    ("hash_threads", "HASH_THREADS", int, "password hashing threads"),
+    ("hash_queue", "HASH_QUEUE", int, "password hashes allowed to wait for a thread (then 503)"),
+    ("hash_per_address", "HASH_PER_ADDRESS", int, "concurrent password hashes per client address (then 503)"),
 ]
+
+
+def parse_cidrs(value) -> tuple:
+    """``"10.0.0.0/8, 127.0.0.1"`` → a tuple of CIDR strings. Raises ValueError for a bad one."""
+    import ipaddress
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return tuple(str(ipaddress.ip_network(item.strip(), strict=False)) for item in items if item.strip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                "'python run.py admin grant|revoke USERNAME' gives or takes the admin console. "
                "Flags override environment variables, which override defaults.",
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate", "admin"],
-                        help="serve (default), migrate, or admin grant|revoke USERNAME")
+    parser.add_argument("command", nargs="?", default="serve",
+                        choices=["serve", "migrate", "admin", "username-collisions"],
+                        help="serve (default), migrate, admin grant|revoke USERNAME, or username-collisions "
+                             "(list usernames that differ only in case or Unicode form, which schema "
+                             "version 3 refuses)")
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     defaults = Config()
     for name, env, typ, help_text in _OPTIONS:
@@ -169,6 +207,9 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
     if origins:
         values["allowed_origins"] = tuple(origins)
     config = Config(**values)
+    for name in ("token_ttl", "refresh_ttl", "ticket_ttl", "hash_threads"):
+        if getattr(config, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
     if config.log_format not in ("text", "json"):

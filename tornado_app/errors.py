@@ -88,3 +88,9 @@ class ServerBusy(Unavailable):
     """503: over a capacity limit right now (connections, handshakes, hashing); retry later."""
 
     status, code = 503, "server_busy"
+
+
+class UnsupportedMediaType(SquallError):
+    """415: a JSON route was sent something other than ``Content-Type: application/json``."""
+
+    status, code = 415, "unsupported_media_type"

@@ -25,6 +25,7 @@ from .monitor import Monitor
 from .notifications import NotificationService
 from .poll_presence import PollPresence
 from .registry import ConnectionRegistry
+from .sessions import SessionService
 from .users import UserService
 
 log = logging.getLogger("squall.services")
@@ -44,6 +45,7 @@ class Services:
     users: UserService
     notifications: NotificationService
     chat: ChatService
+    sessions: SessionService
     origin: str
     metrics: MetricsHub
     monitor: Monitor
@@ -51,10 +53,12 @@ class Services:
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
+    _sweeper: Optional[tornado.ioloop.PeriodicCallback] = None
 
     async def start(self) -> None:
         """Create or migrate the schema, connect the broker, start the writer, retention and heartbeats."""
         await self.dbx.write_raw(migrate, self.db)
+        await self.sessions.start()
         await self.hub.start()
         self.chat.start()
         self._prune_task = asyncio.ensure_future(self._prune_forever())
@@ -64,6 +68,9 @@ class Services:
         self._heartbeat.start()
         self.monitor.start()
         self.poll_presence.start()
+        # One sweep a second warns and ends every connection whose token is expiring (no timer each).
+        self._sweeper = tornado.ioloop.PeriodicCallback(self.sessions.sweep, 1000)
+        self._sweeper.start()
 
     def _beat(self) -> None:
         """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
@@ -87,6 +94,8 @@ class Services:
         if self._heartbeat is not None:
             self._heartbeat.stop()
         self.poll_presence.stop()
+        if self._sweeper is not None:
+            self._sweeper.stop()
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
@@ -108,8 +117,14 @@ def build_services(config: Config) -> Services:
     broker = create_broker(config.broker_url, origin, presence_ttl=config.presence_ttl,
                            database_url=config.database_url)
     hub = Hub(registry, broker)
-    auth = AuthService(config.jwt_secret, config.token_ttl, config.service_token, config.password_hash_profile)
-    users = UserService(dbx, auth, config.login_failures_per_minute)
+    auth = AuthService(config.jwt_secret, config.token_ttl, config.service_token, config.password_hash_profile,
+                       previous_secret=config.jwt_secret_previous, ticket_ttl=config.ticket_ttl,
+                       hash_threads=config.hash_threads, hash_queue=config.hash_queue,
+                       hash_per_address=config.hash_per_address)
+    users = UserService(dbx, auth, config.login_failures_per_minute, config.login_failures_per_address_per_minute,
+                        config.registrations_per_address_per_minute)
+    sessions = SessionService(dbx, auth, users, hub, registry, config.refresh_ttl, config.token_expiring_notice)
+    hub.on_control = sessions.on_control
     notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days)
     chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
                        config.rate_limit_per_second, config.rate_limit_burst)
@@ -118,5 +133,5 @@ def build_services(config: Config) -> Services:
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
     poll_presence = PollPresence(hub, config.poll_presence_grace)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
-                    users=users, notifications=notifications, chat=chat, origin=origin,
+                    users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence)

@@ -1,74 +1,166 @@
-"""Passwords (argon2id, off the event loop) and access tokens (JWT HS256)."""
+"""Passwords (argon2id in a bounded pool, off the event loop) and signed tokens (JWT HS256).
+
+Three kinds of JWT, told apart by ``typ`` so that one is never accepted as another:
+
+    access   {"typ": "access", "sub", "sid", "jti", "ver", "iss", "iat", "nbf", "exp"}
+    ticket   {"typ": "ticket", "sub", "sid", "jti", "ver", "iss", "iat", "nbf", "exp", "aex"}
+             (single use, ``aex``: the expiry of the access token that asked for it)
+
+``iss`` is ``squall:<installation id>`` (stored in the database: a token of another database
+is refused), ``ver`` the user's token version (a re-created user id or "log out everywhere"
+changes it), ``sid`` the session (refresh-token family) that revocation is keyed by.
+Refresh tokens are opaque random strings, not JWTs (see services/sessions.py).
+"""
 from __future__ import annotations
 
 import asyncio
 import hmac
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Dict, Optional
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ..errors import Unauthorized
+from ..errors import ServerBusy, Unauthorized
 
 ALGORITHM = "HS256"
+ACCESS = "access"
+TICKET = "ticket"
+_REQUIRED = ["exp", "iat", "nbf", "sub", "sid", "jti", "ver", "iss", "typ"]
+
+
+class Claims:
+    """What a verified access token or ticket says."""
+
+    __slots__ = ("user_id", "sid", "version", "exp", "jti")
+
+    def __init__(self, user_id: int, sid: str, version: int, exp: int, jti: str):
+        self.user_id, self.sid, self.version, self.exp, self.jti = user_id, sid, version, exp, jti
 
 
 class AuthService:
-    """Hashes and checks passwords, issues and verifies tokens."""
+    """Hashes and checks passwords (bounded), issues and verifies access tokens and tickets."""
 
-    def __init__(self, secret: str, token_ttl: int, service_token: str = "", profile: str = "standard"):
+    def __init__(self, secret: str, token_ttl: int, service_token: str = "", profile: str = "standard",
+                 previous_secret: str = "", ticket_ttl: int = 30, hash_threads: int = 2,
+                 hash_queue: int = 16, hash_per_address: int = 2):
         if not secret:
             raise ValueError("a JWT secret is required")
         self.secret = secret
+        self.previous_secret = previous_secret
         self.token_ttl = token_ttl
+        self.ticket_ttl = ticket_ttl
         self.service_token = service_token
+        self.issuer = "squall:unset"  # set by SessionService.start from the database
         if profile == "fast":  # tests and benchmarks create thousands of users
             self._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
         elif profile == "standard":
             self._hasher = PasswordHasher()
         else:
             raise ValueError(f"unknown password hash profile {profile!r}")
-        # argon2 releases the GIL, so hashing in threads keeps the loop free
-        self._pool = ThreadPoolExecutor(2, thread_name_prefix="squall-argon2")
+        # argon2 releases the GIL, so hashing in threads keeps the loop free. The pool is
+        # bounded: past ``hash_threads + hash_queue`` hashes in flight (or ``hash_per_address``
+        # from one client address) a login is refused at once with 503 instead of queueing,
+        # so a flood of bad passwords cannot make a good login wait.
+        self._pool = ThreadPoolExecutor(hash_threads, thread_name_prefix="squall-argon2")
+        self._hash_capacity = hash_threads + hash_queue
+        self._hash_per_address = hash_per_address
+        self._hashing = 0
+        self._hashing_by_address: Dict[str, int] = {}
         self._dummy_hash = self._hasher.hash("squall-dummy-password")
 
-    async def hash_password(self, password: str) -> str:
-        """The argon2id hash of ``password`` (computed on a worker thread)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._hasher.hash, password)
+    # Passwords --------------------------------------------------------------------------------
 
-    async def verify_password(self, password_hash: Optional[str], password: str) -> bool:
-        """True when ``password`` matches; an unknown user (None) costs the same time as a known one."""
+    async def _in_pool(self, address: Optional[str], fn, *args):
+        """Run ``fn`` on a hashing thread. Raises ServerBusy when the pool or the address is full."""
+        per_address = self._hashing_by_address.get(address, 0)
+        if self._hashing >= self._hash_capacity or (address is not None and per_address >= self._hash_per_address):
+            raise ServerBusy("Too many sign-ins are being checked right now; try again in a second",
+                             retry_after=1)
+        self._hashing += 1
+        if address is not None:
+            self._hashing_by_address[address] = per_address + 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        finally:
+            self._hashing -= 1
+            if address is not None:
+                left = self._hashing_by_address[address] - 1
+                if left:
+                    self._hashing_by_address[address] = left
+                else:
+                    del self._hashing_by_address[address]
+
+    async def hash_password(self, password: str, address: Optional[str] = None) -> str:
+        """The argon2id hash of ``password`` (on a worker thread). Raises ServerBusy."""
+        return await self._in_pool(address, self._hasher.hash, password)
+
+    async def verify_password(self, password_hash: Optional[str], password: str,
+                              address: Optional[str] = None) -> bool:
+        """True when ``password`` matches; an unknown user (None) costs the same. Raises ServerBusy."""
         def check() -> bool:
             try:
                 return self._hasher.verify(password_hash or self._dummy_hash, password) and bool(password_hash)
             except (VerificationError, InvalidHashError):
                 return False
-        return await asyncio.get_running_loop().run_in_executor(self._pool, check)
+        return await self._in_pool(address, check)
 
-    def issue_token(self, user_id: int) -> str:
-        """A signed access token for ``user_id``, valid for ``token_ttl`` seconds."""
+    # Tokens ---------------------------------------------------------------------------------
+
+    def issue_access(self, user_id: int, sid: str, version: int):
+        """``(token, exp)``: a signed access token of session ``sid``, valid ``token_ttl`` seconds."""
         now = int(time.time())
-        return jwt.encode({"sub": str(user_id), "iat": now, "exp": now + self.token_ttl},
-                          self.secret, algorithm=ALGORITHM)
+        exp = now + self.token_ttl
+        claims = {"typ": ACCESS, "sub": str(user_id), "sid": sid, "jti": secrets.token_urlsafe(9),
+                  "ver": version, "iss": self.issuer, "iat": now, "nbf": now, "exp": exp}
+        return jwt.encode(claims, self.secret, algorithm=ALGORITHM), exp
 
-    def verify_token(self, token: Optional[str]) -> int:
-        """The user id of a valid token. Raises Unauthorized (absent, bad, expired)."""
+    def issue_ticket(self, claims: Claims) -> str:
+        """A single-use stream ticket for the session of ``claims`` (valid ``ticket_ttl`` seconds)."""
+        now = int(time.time())
+        body = {"typ": TICKET, "sub": str(claims.user_id), "sid": claims.sid, "jti": secrets.token_urlsafe(12),
+                "ver": claims.version, "iss": self.issuer, "iat": now, "nbf": now,
+                "exp": min(now + self.ticket_ttl, claims.exp), "aex": claims.exp}
+        return jwt.encode(body, self.secret, algorithm=ALGORITHM)
+
+    def verify_access(self, token: Optional[str]) -> Claims:
+        """The claims of a valid access token. Raises Unauthorized (absent, bad, expired, wrong kind)."""
         if not token:
             raise Unauthorized("Authentication required: send a bearer token", "unauthorized")
+        return self._verify(token, ACCESS, "invalid_token", "The access token")
+
+    def verify_ticket(self, ticket: str) -> Claims:
+        """The claims of a valid ticket (single use is SessionService's). Raises Unauthorized invalid_ticket."""
+        return self._verify(ticket, TICKET, "invalid_ticket", "The stream ticket")
+
+    def _decode(self, token: str) -> dict:
         try:
-            claims = jwt.decode(token, self.secret, algorithms=[ALGORITHM],
-                                options={"require": ["exp", "iat", "sub"]})
+            return jwt.decode(token, self.secret, algorithms=[ALGORITHM], options={"require": _REQUIRED})
+        except jwt.InvalidSignatureError:
+            if not self.previous_secret:
+                raise
+            # JWT_SECRET rotation: tokens signed with the previous secret keep working until they expire.
+            return jwt.decode(token, self.previous_secret, algorithms=[ALGORITHM], options={"require": _REQUIRED})
+
+    def _verify(self, token: str, typ: str, code: str, what: str) -> Claims:
+        try:
+            claims = self._decode(token)
         except jwt.ExpiredSignatureError:
-            raise Unauthorized("The access token has expired", "token_expired") from None
+            if typ == TICKET:
+                raise Unauthorized("The stream ticket has expired", code) from None
+            raise Unauthorized(f"{what} has expired", "token_expired") from None
         except jwt.InvalidTokenError:
-            raise Unauthorized("The access token is invalid", "invalid_token") from None
+            raise Unauthorized(f"{what} is invalid", code) from None
+        if claims.get("typ") != typ or claims.get("iss") != self.issuer:
+            raise Unauthorized(f"{what} is invalid", code)
         try:
-            return int(claims["sub"])
-        except (TypeError, ValueError):
-            raise Unauthorized("The access token is invalid", "invalid_token") from None
+            exp = int(claims["aex"]) if typ == TICKET else int(claims["exp"])
+            return Claims(int(claims["sub"]), str(claims["sid"]), int(claims["ver"]), exp, str(claims["jti"]))
+        except (TypeError, ValueError, KeyError):
+            raise Unauthorized(f"{what} is invalid", code) from None
 
     def is_service_token(self, token: Optional[str]) -> bool:
         """True when ``token`` is the configured service token (constant-time compare)."""

@@ -5,9 +5,10 @@ Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each proce
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
-from typing import Iterable, Optional, Set
+from typing import Callable, Iterable, Optional, Set
 
 from .broker import Broker
 from .events import Event
@@ -15,6 +16,8 @@ from .metrics import Metrics
 from .registry import ConnectionRegistry
 
 log = logging.getLogger("squall.hub")
+
+CONTROL = "ctl"  # envelope kind of control messages (sessions), beside events.CHAT and events.NOTIFY
 
 
 class Hub:
@@ -25,6 +28,8 @@ class Hub:
         self.broker = broker
         self.origin = broker.origin
         self.metrics: Metrics = registry.metrics
+        # Receives control messages (session revocation, used tickets): SessionService.on_control
+        self.on_control: Optional[Callable[[dict], None]] = None
 
     async def start(self) -> None:
         """Start receiving envelopes from the broker."""
@@ -49,11 +54,20 @@ class Hub:
         self.metrics.broker_out += 1
         await self.broker.publish(envelope)
 
+    async def control(self, message: dict) -> None:
+        """Send a control message (not an event: no connection gets it) to every process."""
+        await self.broker.publish({"o": self.origin, "k": CONTROL, "u": None, "x": None, "i": None,
+                                   "d": json.dumps(message, separators=(",", ":"))})
+
     def _receive(self, envelope: dict) -> None:
         """Deliver one envelope from the broker to this process's connections."""
         metrics = self.metrics
         metrics.broker_in += 1
         try:
+            if envelope["k"] == CONTROL:
+                if self.on_control is not None:
+                    self.on_control(json.loads(envelope["d"]))
+                return
             event = Event(envelope["k"], envelope["d"], envelope.get("i"))
             if self.registry.deliver(event, envelope.get("u"), envelope.get("x")) and "t" in envelope:
                 metrics.delivery[event.kind].observe(time.time() - envelope["t"])

@@ -44,6 +44,12 @@ class RateLimiter:
         tokens = min(self.burst, tokens + (time.monotonic() - last) * self.rate)
         return max(0.0, (cost - tokens) / self.rate)
 
+    def refund(self, key, cost: float = 1.0) -> None:
+        """Give back ``cost`` tokens taken from ``key`` (the attempt did not count)."""
+        if key in self._buckets:
+            tokens, last = self._buckets[key]
+            self._buckets[key] = (min(self.burst, tokens + cost), last)
+
     def reset(self, key) -> None:
         """Forget ``key`` (e.g. after a successful login)."""
         self._buckets.pop(key, None)

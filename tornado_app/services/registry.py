@@ -7,6 +7,10 @@ Shapes:
     _by_user[kind][user_id] -> set of connections  (kind: events.CHAT or events.NOTIFY)
     _everyone[kind]          -> set of connections  (broadcast targets)
     _joined[(user_id, chat_id)] -> number of this process's connections joined to the chat
+    _by_sid[sid]             -> set of connections opened with a token of that session
+    _expiring[second] / _warning[second] -> connections whose token expires / should be warned
+                               then: a timing wheel keyed by epoch second, swept once a second
+                               (no timer per connection)
 """
 from __future__ import annotations
 
@@ -26,9 +30,13 @@ class ConnectionRegistry:
         self._everyone = {CHAT: set(), NOTIFY: set()}
         self._joined = defaultdict(int)
         self.connections = set()
+        self._by_sid = {}
+        self._expiring = {}
+        self._warning = {}
+        self._swept = None  # last epoch second swept
 
     def add(self, conn) -> None:
-        """Register ``conn`` (it has ``user_id``, ``streams``, ``transport`` and ``deliver(event)``)."""
+        """Register ``conn`` (it has ``user_id``, ``streams``, ``transport``, ``deliver(event)``, ``sid``, ``token_exp``)."""
         if conn in self.connections:
             return
         self.connections.add(conn)
@@ -36,6 +44,75 @@ class ConnectionRegistry:
         for kind in conn.streams:
             self._by_user[kind][conn.user_id].add(conn)
             self._everyone[kind].add(conn)
+        if getattr(conn, "sid", None) is not None:
+            self._by_sid.setdefault(conn.sid, set()).add(conn)
+        self._schedule(conn)
+
+    # Sessions and token expiry ----------------------------------------------------------------
+
+    def _slot(self, second: int) -> int:
+        # A second already swept is never swept again: such a connection is due at the next sweep.
+        return second if self._swept is None or second > self._swept else self._swept + 1
+
+    def _schedule(self, conn) -> None:
+        if getattr(conn, "token_exp", None) is None:
+            return
+        self._expiring.setdefault(self._slot(conn.token_exp), set()).add(conn)
+        if conn.token_warn_at is not None:
+            self._warning.setdefault(self._slot(conn.token_warn_at), set()).add(conn)
+
+    def _unschedule(self, conn) -> None:
+        for wheel in (self._expiring, self._warning):
+            for second in (conn.token_exp, conn.token_warn_at, self._slot(0)):
+                bucket = wheel.get(second)
+                if bucket is not None and conn in bucket:
+                    bucket.discard(conn)
+                    if not bucket:
+                        del wheel[second]
+
+    def reauthenticate(self, conn, sid: str, exp: int, warn_at: int, version: int) -> None:
+        """``conn`` presented a new token: move it to session ``sid`` and expiry ``exp``."""
+        registered = conn in self.connections
+        if registered:
+            self._unschedule(conn)
+            self._drop_sid(conn)
+        conn.sid, conn.token_exp, conn.token_warn_at, conn.token_version = sid, exp, warn_at, version
+        if registered:
+            self._by_sid.setdefault(sid, set()).add(conn)
+            self._schedule(conn)
+
+    def _drop_sid(self, conn) -> None:
+        conns = self._by_sid.get(conn.sid)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_sid[conn.sid]
+
+    def session_connections(self, sid: str) -> Iterable:
+        """Connections opened with a token of session ``sid`` (O(1) lookup)."""
+        return self._by_sid.get(sid, ())
+
+    def user_connections(self, user_id: int) -> set:
+        """Every connection of ``user_id``, whatever its streams."""
+        found = set()
+        for users in self._by_user.values():
+            found |= users.get(user_id, set())
+        return found
+
+    def scheduled(self) -> int:
+        """How many expiry and warning entries the wheel holds (0 once every connection left)."""
+        return sum(len(b) for b in self._expiring.values()) + sum(len(b) for b in self._warning.values())
+
+    def due(self, now: int):
+        """``(to warn, expired)``: connections whose warning / expiry second is at or before ``now``."""
+        if self._swept is None:
+            self._swept = now - 1
+        warn, expired = [], []
+        while self._swept < now:
+            self._swept += 1
+            warn.extend(self._warning.pop(self._swept, ()))
+            expired.extend(self._expiring.pop(self._swept, ()))
+        return warn, expired
 
     def remove(self, conn) -> list:
         """Unregister ``conn``; returns the chat ids whose presence of this user ended here."""
@@ -43,6 +120,10 @@ class ConnectionRegistry:
             return []
         self.connections.discard(conn)
         self.metrics.connection_closed(conn.transport)
+        if getattr(conn, "sid", None) is not None:
+            self._drop_sid(conn)
+        if getattr(conn, "token_exp", None) is not None:
+            self._unschedule(conn)
         for kind in conn.streams:
             users = self._by_user[kind]
             conns = users.get(conn.user_id)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Dict, List, Optional
 
 import peewee
 
-from models import User
+from models import User, username_key
 from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from .auth import AuthService
 from .db import DatabaseExecutor
@@ -34,19 +35,34 @@ def _string(body: dict, name: str, required: bool = True) -> Optional[str]:
 
 
 class UserService:
-    """Creates and authenticates users; caches the immutable id → user mapping."""
+    """Creates and authenticates users; caches the id → user mapping and each user's token version.
 
-    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, login_failures_per_minute: int = 10):
+    Failed logins are limited per (username, client address) and per address, so that
+    someone elsewhere cannot lock a user out; registrations per address.
+    """
+
+    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, login_failures_per_minute: int = 10,
+                 login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10):
         self.dbx = dbx
         self.auth = auth
         self._cache: Dict[int, dict] = {}
+        self._versions: Dict[int, int] = {}  # user id -> token version (every token carries it)
         self._login_failures = RateLimiter(login_failures_per_minute / 60.0, login_failures_per_minute)
+        self._address_failures = RateLimiter(login_failures_per_address_per_minute / 60.0,
+                                             login_failures_per_address_per_minute)
+        self._registrations = RateLimiter(registrations_per_address_per_minute / 60.0,
+                                          registrations_per_address_per_minute)
 
-    async def register(self, body: dict) -> dict:
-        """Create a user from ``{username, password, display_name?}``. Raises ValidationError, Conflict."""
+    async def register(self, body: dict, address: Optional[str] = None) -> dict:
+        """Create a user from ``{username, password, display_name?}``.
+
+        The username is stored NFKC-normalised and must be unique case-insensitively.
+        Raises ValidationError, Conflict, RateLimited (per address), ServerBusy (hashing).
+        """
         username = _string(body, "username")
         password = _string(body, "password")
         display_name = _string(body, "display_name", required=False)
+        username = unicodedata.normalize("NFKC", username)
         if not USERNAME_RE.match(username):
             raise ValidationError("'username' must be 3-32 characters of letters, digits, '_', '.' or '-'")
         if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
@@ -54,39 +70,103 @@ class UserService:
         display_name = (display_name or "").strip() or username
         if len(display_name) > 64:
             raise ValidationError("'display_name' must be at most 64 characters")
-        password_hash = await self.auth.hash_password(password)
+        if not self._registrations.allow(address):
+            raise RateLimited("Too many registrations from this address; try again later",
+                              retry_after=self._registrations.retry_after(address))
+        key = username_key(username)
+        password_hash = await self.auth.hash_password(password, address)
 
         def create():
-            if User.select().where(User.username == username).exists():
+            if User.select().where(User.username_key == key).exists():
                 raise Conflict(f"The username '{username}' is taken", "username_taken")
             try:
-                return User.create(username=username, display_name=display_name, password_hash=password_hash)
+                return User.create(username=username, username_key=key, display_name=display_name,
+                                   password_hash=password_hash)
             except peewee.IntegrityError:
                 raise Conflict(f"The username '{username}' is taken", "username_taken") from None
 
         user = await self.dbx.write(create)
         return self._remember(user)
 
-    async def login(self, body: dict) -> dict:
-        """Check ``{username, password}``; the same 401 for an unknown user and a wrong password."""
+    async def login(self, body: dict, address: Optional[str] = None) -> dict:
+        """Check ``{username, password}`` (username in any case); the same 401 for an unknown user.
+
+        Each attempt takes a token from the (username, address) and the address buckets before
+        the hash is checked (so concurrent attempts count too); a success gives them back.
+        Raises Unauthorized, RateLimited, ServerBusy (hashing pool full).
+        """
         username = _string(body, "username")
         password = _string(body, "password")
-        key = username.lower()
-        if not self._login_failures.has_tokens(key):
-            raise RateLimited("Too many failed logins for this user; try again in a minute",
-                              retry_after=self._login_failures.retry_after(key))
-        user = await self.dbx.read(lambda: User.get_or_none(User.username == username))
-        ok = await self.auth.verify_password(user.password_hash if user else None, password[:MAX_PASSWORD])
+        key = username_key(username)[:64]
+        pair = (key, address)
+        for limiter, bucket, what in ((self._address_failures, address, "from this address"),
+                                      (self._login_failures, pair, "for this account from this address")):
+            if not limiter.has_tokens(bucket):
+                raise RateLimited(f"Too many failed logins {what}; try again later",
+                                  retry_after=limiter.retry_after(bucket))
+        self._address_failures.allow(address)
+        self._login_failures.allow(pair)
+        try:
+            user = await self.dbx.read(lambda: User.get_or_none(User.username_key == key))
+            ok = await self.auth.verify_password(user.password_hash if user else None, password[:MAX_PASSWORD],
+                                                 address)
+        except Exception:
+            self._address_failures.refund(address)  # not checked: not a failure
+            self._login_failures.refund(pair)
+            raise
         if not ok or user is None:
-            self._login_failures.allow(key)
             raise Unauthorized("Wrong username or password", "invalid_credentials")
-        self._login_failures.reset(key)
+        self._login_failures.reset(pair)
+        self._address_failures.refund(address)
+        return self._remember(user)
+
+    def remember(self, user: User) -> dict:
+        """Cache ``user`` (just read or written) with its token version; its public shape."""
         return self._remember(user)
 
     def _remember(self, user: User) -> dict:
         data = user_dict(user)
         self._cache[user.id] = data
+        self._versions[user.id] = user.token_version
         return data
+
+    async def check_version(self, user_id: int, version: int) -> None:
+        """Refuse a token whose user is gone (``unknown_user``) or whose version is not the user's.
+
+        In memory once the user is cached. Raises Unauthorized.
+        """
+        current = self._versions.get(user_id)
+        if current is None:
+            try:
+                await self.get(user_id)
+            except NotFound:
+                raise Unauthorized("The account of this token no longer exists", "unknown_user") from None
+            current = self._versions.get(user_id)
+        if current != version:
+            raise Unauthorized("The access token is invalid", "invalid_token")
+
+    def token_version(self, user_id: int) -> Optional[int]:
+        """The cached token version of ``user_id`` (None when not cached)."""
+        return self._versions.get(user_id)
+
+    def set_token_version(self, user_id: int, version: int) -> None:
+        """Another process (or this one) bumped ``user_id``'s version: older tokens stop here."""
+        if user_id in self._versions or user_id in self._cache:
+            self._versions[user_id] = max(version, self._versions.get(user_id, version))
+
+    async def bump_token_version(self, user_id: int) -> int:
+        """Increment ``user_id``'s token version in the database; returns the new one."""
+        def bump():
+            User.update(token_version=User.token_version + 1).where(User.id == user_id).execute()
+            return User.select(User.token_version).where(User.id == user_id).scalar()
+        version = await self.dbx.write(bump)
+        self._versions[user_id] = version
+        return version
+
+    def forget(self, user_id: int) -> None:
+        """Drop ``user_id`` from the cache (it is read again on next use)."""
+        self._cache.pop(user_id, None)
+        self._versions.pop(user_id, None)
 
     async def get(self, user_id: int) -> dict:
         """The user ``user_id``. Raises NotFound."""
@@ -113,11 +193,13 @@ class UserService:
             lambda: User.select(User.is_admin).where(User.id == user_id).scalar()))
 
     async def ids_of(self, usernames: List[str]) -> Dict[str, int]:
-        """``{username: id}`` for ``usernames``. Raises NotFound naming the unknown ones."""
+        """``{username: id}`` for ``usernames`` (matched like logins, ignoring case). Raises NotFound naming the unknown ones."""
         wanted = list(dict.fromkeys(usernames))
-        rows = await self.dbx.read(lambda: list(User.select(User.id, User.username)
-                                                .where(User.username.in_(wanted)).tuples()))
-        found = {name: uid for uid, name in rows}
+        keys = {name: username_key(name) for name in wanted}
+        rows = await self.dbx.read(lambda: list(User.select(User.id, User.username_key)
+                                                .where(User.username_key.in_(list(keys.values()))).tuples()))
+        by_key = {key: uid for uid, key in rows}
+        found = {name: by_key[key] for name, key in keys.items() if key in by_key}
         unknown = [name for name in wanted if name not in found]
         if unknown:
             raise NotFound(f"Unknown usernames: {', '.join(unknown[:20])}", "user_not_found")
@@ -142,4 +224,4 @@ class UserService:
 
 def set_admin(username: str, admin: bool) -> bool:
     """Grant or revoke the admin console for ``username`` (call with the database open). False if unknown."""
-    return User.update(is_admin=admin).where(User.username == username).execute() == 1
+    return User.update(is_admin=admin).where(User.username_key == username_key(username)).execute() == 1

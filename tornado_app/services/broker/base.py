@@ -1,8 +1,11 @@
 """The broker contract: carries envelopes between the processes of one Squall deployment.
 
 An envelope is a dict (JSON-safe):
-    {"o": origin process id, "k": "chat" | "notify", "u": [user ids] or None (everyone),
+    {"o": origin process id, "k": "chat" | "notify" | "ctl", "u": [user ids] or None (everyone),
      "x": connection id to skip or None, "i": event id or None, "d": event JSON text}
+
+Kind "ctl" is a control message for the services (session revocation, used stream tickets,
+see services/sessions.py), never delivered to a connection.
 
 Every process subscribes to every envelope and delivers to its own connections.
 Presence ("user U is active in chat C somewhere") is shared through the broker too,

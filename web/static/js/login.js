@@ -1,6 +1,6 @@
-// Sign in / create account. On success the server sets the login cookie; go to ``next``.
+// Sign in / create account. On success the server sets the session cookies; go to ``next``.
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, noteSession } from "./api.js";
 import { el } from "./dom.js";
 
 /** Only same-site paths are followed after login (no open redirect). */
@@ -73,7 +73,7 @@ function render() {
     const body = { username: username.value.trim(), password: password.value };
     if (mode === "register" && displayName.value.trim()) body.display_name = displayName.value.trim();
     try {
-      await api("POST", mode === "login" ? "/api/auth/login" : "/api/auth/register", body);
+      noteSession(await api("POST", mode === "login" ? "/api/auth/login" : "/api/auth/register", body));
       location.assign(nextPath());
     } catch (err) {
       error.textContent = err instanceof ApiError ? err.message : "Something went wrong";

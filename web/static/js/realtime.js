@@ -4,7 +4,14 @@
 // fails, it closes before opening, or no open within OPEN_TIMEOUT_MS) the client falls back
 // to /sse/notifications. The client owns reconnection (exponential backoff with jitter) and
 // resumes from the last event id it saw, so nothing is missed and nothing is shown twice.
-// When a stream fails and GET /api/me answers 401, it stops and sends the user to /login.
+// When a stream fails and GET /api/me answers 401 (the session could not be refreshed), it
+// stops and sends the user to /login.
+//
+// Credentials: every stream URL carries a single-use ticket from POST /api/stream-ticket,
+// never the access token. A WebSocket answers the server's ``token_expiring`` with a
+// ``refresh`` frame (a freshly rotated access token); an SSE stream that ends with
+// ``auth_expired`` (or a WebSocket closed with 4001) reconnects at once with a new ticket and
+// resumes from the last event id.
 //
 // Tabs: the tabs of a browser elect one leader with the Web Locks API; only the leader
 // holds the stream and it forwards every frame to the other tabs over a BroadcastChannel.
@@ -21,7 +28,7 @@
 // ChatConnection (below) is the chat view's own connection: /ws/chat, or /sse/chat (or
 // /poll/chat) plus HTTP for sending, with the same fallback and reconnection rules.
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, refreshSession } from "./api.js";
 
 const LOCK_NAME = "squall-notification-stream";
 const CHANNEL_NAME = "squall-notification-events";
@@ -44,6 +51,12 @@ export function backoffDelay(attempt) {
 export function wsUrl(path) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}${path}`;
+}
+
+/** ``path`` with a fresh single-use stream ticket in its query (refreshing the session if needed). */
+export async function withTicket(path) {
+  const { ticket } = await api("POST", "/api/stream-ticket", {});
+  return `${path}${path.includes("?") ? "&" : "?"}ticket=${encodeURIComponent(ticket)}`;
 }
 
 /** Send the browser to the login page, coming back here afterwards. */
@@ -131,12 +144,15 @@ function openStream({ wsPath, ssePath, pollPath, preferSse }, handlers) {
     });
   };
 
-  const trySse = () => {
+  const trySse = async () => {
     if (closed) return;
     if (pollPath && eventStreamHeldBack()) { tryPoll(); return; }
     let opened = false;
     let heard = false;
-    const es = new EventSource(ssePath());
+    let url;
+    try { url = await withTicket(ssePath()); } catch { finish(false); return; }
+    if (closed) return;
+    const es = new EventSource(url);
     current = { close: () => es.close() };
     // The server's first event comes at once; without it in time, a proxy holds the stream back.
     const heldBack = pollPath ? setTimeout(() => {
@@ -155,6 +171,12 @@ function openStream({ wsPath, ssePath, pollPath, preferSse }, handlers) {
       }
       let data;
       try { data = JSON.parse(e.data); } catch { return; }
+      if (data && data.type === "auth_expired") {
+        // The session's token expired (or it was logged out): reconnect with new credentials.
+        es.close();
+        finish(opened);
+        return;
+      }
       handlers.frame(data, e.lastEventId || null);
     };
     // The browser's EventSource would retry by itself (or give up for good after a 503):
@@ -162,10 +184,13 @@ function openStream({ wsPath, ssePath, pollPath, preferSse }, handlers) {
     es.onerror = () => { clearTimeout(heldBack); es.close(); finish(opened); };
   };
 
-  const tryWs = () => {
+  const tryWs = async () => {
     let opened = false;
     let failedOver = false;
-    const ws = new WebSocket(wsUrl(wsPath()));
+    let url;
+    try { url = await withTicket(wsPath()); } catch { finish(false); return; }
+    if (closed) return;
+    const ws = new WebSocket(wsUrl(url));
     current = { close: () => ws.close(1000), send: (obj) => ws.send(JSON.stringify(obj)) };
     const fallBack = () => {
       if (failedOver || closed) return;
@@ -184,6 +209,14 @@ function openStream({ wsPath, ssePath, pollPath, preferSse }, handlers) {
     ws.onmessage = (e) => {
       let data;
       try { data = JSON.parse(e.data); } catch { return; }
+      if (data && data.type === "token_expiring") {
+        // Rotate the session and hand the new access token to this socket, which stays open.
+        refreshSession().then((token) => {
+          if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "refresh", access_token: token }));
+        }).catch(() => { /* closed with 4001 at expiry; the reconnect finds out about the session */ });
+        return;
+      }
+      if (data && data.type === "refreshed") return;
       handlers.frame(data, data && data.id != null ? String(data.id) : null);
     };
     ws.onclose = () => {

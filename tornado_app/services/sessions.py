@@ -1,0 +1,270 @@
+"""Sessions: refresh-token rotation, revocation (logout, theft), stream tickets, live-connection expiry.
+
+A session is a refresh-token family; its id (``sid``) is in every access token and ticket
+of that login. Lifecycle (docs/security.md has the sequence diagram):
+
+    login/register -> session row + access token (token_ttl) + refresh token (refresh_ttl)
+    refresh        -> the presented refresh token is spent (``replaced_by``), a new pair issued;
+                      a spent token presented again revokes the whole family (theft detection)
+    logout         -> the family is revoked; its sid joins the in-memory revocation list of
+                      every process (a control message over the broker) until its access
+                      tokens would have expired anyway; its live connections are closed
+    logout-all     -> the user's token version is bumped (in the database, announced over
+                      the broker): every older token of the user stops working everywhere
+
+Checks on every request stay in memory: the revocation list (``sid -> until``), the used
+tickets (``jti -> until``) and the users' token versions (UserService's cache).
+
+Control messages (``Hub.control``), JSON objects:
+    {"t": "revoke", "s": [sid, ...], "e": until (epoch s), "r": reason}
+    {"t": "version", "u": user id, "v": new token version, "r": reason}
+    {"t": "ticket", "j": jti, "e": until}
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import uuid
+from typing import Dict, Optional, Tuple
+
+import peewee
+
+from models import RefreshToken, Setting, User, utcnow
+from ..errors import Unauthorized
+from .auth import AuthService, Claims
+from .db import DatabaseExecutor
+from .hub import Hub
+from .registry import ConnectionRegistry
+from .users import UserService
+
+log = logging.getLogger("squall.sessions")
+
+LOGGED_OUT = "logged_out"
+TOKEN_EXPIRED = "token_expired"
+REFRESH_REUSED = "refresh_reused"
+_INSTALLATION_KEY = "installation_id"
+_PRUNE_EVERY = 60.0
+
+
+def _epoch(moment: datetime.datetime) -> float:
+    return moment.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+class SessionService:
+    """Issues, rotates and revokes sessions; answers "is this token still good?" from memory."""
+
+    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, users: UserService, hub: Hub,
+                 registry: ConnectionRegistry, refresh_ttl: int, token_expiring_notice: float):
+        self.dbx = dbx
+        self.auth = auth
+        self.users = users
+        self.hub = hub
+        self.registry = registry
+        self.refresh_ttl = refresh_ttl
+        self.notice = token_expiring_notice
+        self.installation_id: Optional[str] = None
+        self._revoked: Dict[str, float] = {}  # sid -> epoch until which its tokens are refused
+        self._used_tickets: Dict[str, float] = {}  # jti -> epoch after which it expired anyway
+        self._pruned_at = 0.0
+
+    # Start -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read (or create) the installation id; load sessions revoked while tokens may still live."""
+        self.installation_id = await self.dbx.write(self._installation_id)
+        self.auth.issuer = f"squall:{self.installation_id}"
+        since = utcnow() - datetime.timedelta(seconds=self.auth.token_ttl + 1)
+
+        def revoked():
+            return list(RefreshToken.select(RefreshToken.family, peewee.fn.MAX(RefreshToken.revoked_at))
+                        .where(RefreshToken.revoked_at >= since).group_by(RefreshToken.family).tuples())
+        for sid, revoked_at in await self.dbx.read(revoked):
+            if isinstance(revoked_at, str):  # SQLite aggregates come back as text
+                revoked_at = datetime.datetime.fromisoformat(revoked_at)
+            self._revoked[sid] = _epoch(revoked_at) + self.auth.token_ttl + 1
+
+    @staticmethod
+    def _installation_id() -> str:
+        """Generated once per database; every token carries it (``iss``)."""
+        Setting.insert(key=_INSTALLATION_KEY, value=uuid.uuid4().hex).on_conflict_ignore().execute()
+        return Setting.get(Setting.key == _INSTALLATION_KEY).value
+
+    # Issuing and rotating ---------------------------------------------------------------------
+
+    def _hash(self, refresh_token: str) -> str:
+        # Keyed by the installation: a refresh token means nothing to another database.
+        return hmac.new(self.installation_id.encode(), refresh_token.encode(), hashlib.sha256).hexdigest()
+
+    def _pair(self, user_id: int, sid: str, refresh_token: str) -> dict:
+        version = self.users.token_version(user_id)
+        access, exp = self.auth.issue_access(user_id, sid, version)
+        return {"access_token": access, "token_type": "bearer", "expires_in": self.auth.token_ttl,
+                "expires_at": exp, "refresh_token": refresh_token, "refresh_expires_in": self.refresh_ttl}
+
+    async def create(self, user: dict) -> dict:
+        """A new session of ``user`` (just registered or logged in): its token answer."""
+        sid = secrets.token_hex(16)
+        refresh = secrets.token_urlsafe(32)
+        now = utcnow()
+        expires = now + datetime.timedelta(seconds=self.refresh_ttl)
+        await self.dbx.write(lambda: RefreshToken.create(
+            token_hash=self._hash(refresh), user=user["id"], family=sid, created_at=now, last_used_at=now,
+            expires_at=expires))
+        return self._pair(user["id"], sid, refresh)
+
+    async def refresh(self, refresh_token) -> Tuple[dict, dict]:
+        """Rotate ``refresh_token``: ``(user, token answer)``; the presented token is spent.
+
+        Raises Unauthorized: ``invalid_refresh_token`` (unknown, expired, revoked) or
+        ``refresh_reused`` (already spent: the whole family is revoked).
+        """
+        if not isinstance(refresh_token, str) or not refresh_token or len(refresh_token) > 256:
+            raise Unauthorized("A refresh token is required", "invalid_refresh_token")
+        token_hash = self._hash(refresh_token)
+        fresh = secrets.token_urlsafe(32)
+        fresh_hash = self._hash(fresh)
+        ttl = self.refresh_ttl
+
+        def rotate():
+            row = RefreshToken.get_or_none(RefreshToken.token_hash == token_hash)
+            if row is None:
+                return "unknown", None, None
+            if row.replaced_by is not None:
+                return "reused", row.user_id, row.family
+            now = utcnow()
+            if row.revoked_at is not None or row.expires_at <= now:
+                return "invalid", row.user_id, row.family
+            spent = (RefreshToken.update(replaced_by=fresh_hash, last_used_at=now)
+                     .where((RefreshToken.id == row.id) & RefreshToken.replaced_by.is_null()
+                            & RefreshToken.revoked_at.is_null()).execute())
+            if spent != 1:  # a concurrent rotation of the same token won
+                return "reused", row.user_id, row.family
+            RefreshToken.create(token_hash=fresh_hash, user=row.user_id, family=row.family, created_at=now,
+                                last_used_at=now, expires_at=now + datetime.timedelta(seconds=ttl))
+            return "ok", User.get_by_id(row.user_id), row.family
+
+        outcome, user, sid = await self.dbx.write(rotate)
+        if outcome == "reused":
+            log.warning("a spent refresh token was presented again: revoking its session (user %s)", user)
+            await self.revoke_session(sid, REFRESH_REUSED)
+            raise Unauthorized("This refresh token was already used; the session is revoked", REFRESH_REUSED)
+        if outcome != "ok":
+            raise Unauthorized("The refresh token is invalid or expired", "invalid_refresh_token")
+        data = self.users.remember(user)
+        return data, self._pair(user.id, sid, fresh)
+
+    async def session_of_refresh(self, refresh_token) -> Optional[str]:
+        """The session id of a refresh token (spent or not), or None."""
+        if not isinstance(refresh_token, str) or not refresh_token or len(refresh_token) > 256:
+            return None
+        token_hash = self._hash(refresh_token)
+        return await self.dbx.read(lambda: RefreshToken.select(RefreshToken.family).where(
+            RefreshToken.token_hash == token_hash).scalar())
+
+    # Revoking ------------------------------------------------------------------------------
+
+    async def revoke_session(self, sid: str, reason: str = LOGGED_OUT) -> None:
+        """Revoke session ``sid`` everywhere: refresh family, access tokens, live connections."""
+        now = utcnow()
+        await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
+            (RefreshToken.family == sid) & RefreshToken.revoked_at.is_null()).execute())
+        until = time.time() + self.auth.token_ttl + 1
+        message = {"t": "revoke", "s": [sid], "e": until, "r": LOGGED_OUT}
+        self.on_control(message)  # at once here; the broker brings it to the other processes
+        await self.hub.control(message)
+
+    async def revoke_user(self, user_id: int) -> None:
+        """"Log out everywhere": bump the token version, revoke every refresh family of the user."""
+        now = utcnow()
+        version = await self.users.bump_token_version(user_id)
+        await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
+            (RefreshToken.user == user_id) & RefreshToken.revoked_at.is_null()).execute())
+        message = {"t": "version", "u": user_id, "v": version, "r": LOGGED_OUT}
+        self.on_control(message)
+        await self.hub.control(message)
+
+    def on_control(self, message: dict) -> None:
+        """Apply a control message (from this process or another one, through the broker)."""
+        kind = message.get("t")
+        if kind == "revoke":
+            until = float(message["e"])
+            for sid in message["s"]:
+                self._revoked[sid] = max(until, self._revoked.get(sid, 0.0))
+                for conn in list(self.registry.session_connections(sid)):
+                    self._end(conn, message.get("r") or LOGGED_OUT)
+        elif kind == "version":
+            user_id, version = int(message["u"]), int(message["v"])
+            self.users.set_token_version(user_id, version)
+            for conn in list(self.registry.user_connections(user_id)):
+                if conn.token_version is not None and conn.token_version < version:
+                    self._end(conn, message.get("r") or LOGGED_OUT)
+        elif kind == "ticket":
+            self._used_tickets[message["j"]] = float(message["e"])
+
+    @staticmethod
+    def _end(conn, reason: str) -> None:
+        try:
+            conn.auth_ended(reason)
+        except Exception:
+            log.exception("closing a connection of a revoked session")
+
+    # Checks (memory only) -------------------------------------------------------------------
+
+    def check(self, claims: Claims) -> Claims:
+        """Refuse the token of a revoked session. Raises Unauthorized ``token_revoked``."""
+        until = self._revoked.get(claims.sid)
+        if until is not None and until > time.time():
+            raise Unauthorized("This session has been logged out", "token_revoked")
+        return claims
+
+    def issue_ticket(self, claims: Claims) -> dict:
+        """``{"ticket", "expires_in"}`` for the session of ``claims``."""
+        return {"ticket": self.auth.issue_ticket(claims), "expires_in": self.auth.ticket_ttl}
+
+    def use_ticket(self, ticket: str) -> Claims:
+        """Spend a ticket; its claims (``exp`` is the access token's). Raises Unauthorized ``invalid_ticket``."""
+        if len(ticket) > 2048:
+            raise Unauthorized("The stream ticket is invalid", "invalid_ticket")
+        claims = self.auth.verify_ticket(ticket)
+        if claims.jti in self._used_tickets:
+            raise Unauthorized("The stream ticket was already used", "invalid_ticket")
+        until = time.time() + self.auth.ticket_ttl + 1
+        self._used_tickets[claims.jti] = until
+        # Other processes learn of the use over the broker (a ticket is single use everywhere,
+        # but the same ticket presented to two processes within the broker's latency is the
+        # window this leaves; see docs/security.md).
+        future = asyncio.ensure_future(self.hub.control({"t": "ticket", "j": claims.jti, "e": until}))
+        future.add_done_callback(_log_failure)
+        return self.check(claims)
+
+    # Live connections: one sweep per second for all of them ----------------------------------
+
+    def warn_at(self, issued: float, exp: int) -> int:
+        """When a WebSocket of a token expiring at ``exp`` gets ``token_expiring``."""
+        return int(exp - min(self.notice, max(1.0, (exp - issued) / 2)))
+
+    def sweep(self, now: Optional[float] = None) -> None:
+        """Warn connections whose token expires soon; end those whose token expired; prune lists."""
+        now = time.time() if now is None else now
+        warn, expired = self.registry.due(int(now))
+        for conn in warn:
+            try:
+                conn.token_expiring(conn.token_exp)
+            except Exception:
+                log.exception("token_expiring")
+        for conn in expired:
+            self._end(conn, TOKEN_EXPIRED)
+        if now - self._pruned_at >= _PRUNE_EVERY:
+            self._pruned_at = now
+            self._revoked = {k: v for k, v in self._revoked.items() if v > now}
+            self._used_tickets = {k: v for k, v in self._used_tickets.items() if v > now}
+
+
+def _log_failure(future: "asyncio.Future") -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("could not announce a used ticket to the other processes: %s", future.exception())
