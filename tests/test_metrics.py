@@ -149,11 +149,11 @@ async def test_main_port_refuses_metrics_when_no_token_is_set(api, config_overri
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_metrics_port_serves_without_token(server_factory):
+async def test_metrics_port_serves_without_token(server_factory, database_url):
     from tests.clients import ApiClient
     from tests.procs import free_port
     port = free_port()
-    server = server_factory("--metrics-port", str(port))
+    server = server_factory("--database-url", database_url, "--metrics-port", str(port))
     status, text = await ApiClient(f"http://127.0.0.1:{port}").call("GET", "/metrics")
     assert status == 200 and "squall_processes 1.0" in text
     status, _ = await ApiClient(f"http://127.0.0.1:{port}").call("GET", "/api/me")
