@@ -8,11 +8,14 @@ import logging
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+import peewee
 import tornado.web
 
-from tornado_app.errors import BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, Unauthorized, ValidationError
+from tornado_app.errors import (BadJSON, DatabaseUnavailable, Forbidden, NotFound, PayloadTooLarge, SquallError,
+                                Unauthorized, ValidationError)
 from tornado_app.services import Services
 from tornado_app.services.events import dumps
+from tornado_app.services.ids import MAX_ID, parse_int
 
 log = logging.getLogger("squall.handlers")
 
@@ -79,6 +82,18 @@ def check_text(value) -> None:
             stack.extend(item)
 
 
+def client_error(exc: BaseException) -> Optional[SquallError]:
+    """The error a client sees for ``exc``: itself if a SquallError, 503 ``database_unavailable``
+    for a database that cannot be reached or stays locked; None for a bug (500)."""
+    if isinstance(exc, SquallError):
+        return exc
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return DatabaseUnavailable("The database is unavailable; retry shortly", retry_after=2)
+    if isinstance(exc, OverflowError):  # an integer no database stores: input that escaped validation
+        return ValidationError("A number is out of range (1 to 2**63-1)")
+    return None
+
+
 def set_retry_after(handler, exc: SquallError) -> None:
     """Send ``Retry-After`` for an error that carries one (429 and 503 answers)."""
     if exc.retry_after is not None:
@@ -95,6 +110,21 @@ class ServicesMixin:
     def services(self) -> Services:
         """The process's services container."""
         return self.application.settings["services"]
+
+    def log_exception(self, typ, value, tb) -> None:
+        """Log a failure without the request dump (its URL may carry ``access_token``).
+
+        Client errors are not logged here (the access log has the status); a database
+        outage is one warning line; anything else is an error with the traceback, whose
+        exception message the log formatter withholds (see tornado_app/logs.py).
+        """
+        known = client_error(value)
+        if isinstance(known, DatabaseUnavailable):
+            log.warning("database unavailable during %s %s (%s)", self.request.method, self.request.path,
+                        typ.__name__)
+        elif known is None and not isinstance(value, tornado.web.HTTPError):
+            log.error("uncaught %s in %s %s", typ.__name__, self.request.method, self.request.path,
+                      exc_info=(typ, value, tb))
 
     def bearer_token(self) -> Optional[str]:
         """The token of an ``Authorization: Bearer`` header, if any."""
@@ -174,14 +204,11 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValidationError(f"'{name}' must be an integer") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise ValidationError(f"'{name}' must be {bound}")
-        return value
+        return parse_int(raw, name, minimum, MAX_ID if maximum is None else maximum)
+
+    def path_id(self, raw: str, name: str = "chat_id") -> int:
+        """An id from the URL path (1 to 2**63-1). Raises ValidationError."""
+        return parse_int(raw, name)
 
     def send_json(self, data: Any, status: int = 200) -> None:
         """Finish with ``data`` as JSON and ``status``."""
@@ -191,6 +218,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         """Every error as ``{"error": {"code", "message"}}``; no tracebacks leak."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = client_error(exc) or exc
         if isinstance(exc, SquallError):
             self.set_status(exc.status)
             set_retry_after(self, exc)
@@ -208,11 +236,6 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
             self.set_header("WWW-Authenticate", 'Bearer realm="squall"')
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps({"error": body}))
-
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, SquallError):
-            return  # expected: the client gets the JSON error; the access log has the status
-        super().log_exception(typ, value, tb)
 
 
 class NotFoundHandler(BaseHandler):

@@ -82,6 +82,20 @@ def app(services):
 
 
 @pytest.fixture
+def http_server(request, io_loop, _unused_port, services, app):
+    """The test server: Squall's own HTTP server (timeouts, caps, body limit) on 127.0.0.1."""
+    from tornado_app.application import make_http_server
+    server = make_http_server(services, app)
+    server.add_sockets([_unused_port[0]])
+
+    def stop():
+        server.stop()
+        io_loop.run_sync(server.close_all_connections, timeout=30)
+    request.addfinalizer(stop)
+    return server
+
+
+@pytest.fixture
 def api(http_server, http_port):
     """JSON client of the running test server."""
     return ApiClient(f"http://127.0.0.1:{http_port}")

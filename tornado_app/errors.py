@@ -88,3 +88,9 @@ class ServerBusy(Unavailable):
     """503: over a capacity limit right now (connections, handshakes, hashing); retry later."""
 
     status, code = 503, "server_busy"
+
+
+class DatabaseUnavailable(Unavailable):
+    """503: the database cannot be reached, or stayed locked past the busy timeout; retry later."""
+
+    status, code = 503, "database_unavailable"

@@ -15,9 +15,10 @@ import tornado.ioloop
 from models import init_db
 from models.schema import migrate
 from ..config import Config
+from .admission import StreamAdmission
 from .auth import AuthService
 from .broker import Broker, create_broker
-from .chat import ChatService
+from .chat import ChatLimits, ChatService
 from .db import DatabaseExecutor
 from .hub import Hub
 from .notifications import NotificationService
@@ -42,6 +43,8 @@ class Services:
     notifications: NotificationService
     chat: ChatService
     origin: str
+    admission: Optional[StreamAdmission] = None
+    http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
@@ -99,8 +102,13 @@ def build_services(config: Config) -> Services:
     hub = Hub(registry, broker)
     auth = AuthService(config.jwt_secret, config.token_ttl, config.service_token, config.password_hash_profile)
     users = UserService(dbx, auth, config.login_failures_per_minute)
-    notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days)
+    notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days,
+                                        config.test_notifications_per_minute)
     chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
-                       config.rate_limit_per_second, config.rate_limit_burst)
+                       config.rate_limit_per_second, config.rate_limit_burst,
+                       ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
+                                  config.mark_read_interval))
+    admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
+                                config.handshake_burst)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
-                    users=users, notifications=notifications, chat=chat, origin=origin)
+                    users=users, notifications=notifications, chat=chat, origin=origin, admission=admission)

@@ -7,6 +7,7 @@ Shapes:
     _by_user[kind][user_id] -> set of connections  (kind: events.CHAT or events.NOTIFY)
     _everyone[kind]          -> set of connections  (broadcast targets)
     _joined[(user_id, chat_id)] -> number of this process's connections joined to the chat
+    _per_user[user_id]       -> number of this process's connections of the user (any kind)
 """
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ class ConnectionRegistry:
         self._by_user = {CHAT: defaultdict(set), NOTIFY: defaultdict(set)}
         self._everyone = {CHAT: set(), NOTIFY: set()}
         self._joined = defaultdict(int)
+        self._per_user = {}
         self.connections = set()
 
     def add(self, conn) -> None:
-        """Register ``conn`` (it has ``user_id``, ``streams`` and ``deliver(event)``)."""
+        """Register ``conn`` (it has ``user_id``, ``streams`` and ``deliver(event)``); idempotent."""
+        if conn in self.connections:
+            return
         self.connections.add(conn)
+        self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
         for kind in conn.streams:
             self._by_user[kind][conn.user_id].add(conn)
             self._everyone[kind].add(conn)
@@ -37,6 +42,11 @@ class ConnectionRegistry:
         if conn not in self.connections:
             return []
         self.connections.discard(conn)
+        left = self._per_user.get(conn.user_id, 1) - 1
+        if left > 0:
+            self._per_user[conn.user_id] = left
+        else:
+            self._per_user.pop(conn.user_id, None)
         for kind in conn.streams:
             users = self._by_user[kind]
             conns = users.get(conn.user_id)
@@ -80,6 +90,10 @@ class ConnectionRegistry:
     def has_user(self, kind: str, user_id: int) -> bool:
         """True when ``user_id`` has a connection of ``kind`` here."""
         return user_id in self._by_user[kind]
+
+    def user_count(self, user_id: int) -> int:
+        """Number of this process's connections of ``user_id`` (every kind)."""
+        return self._per_user.get(user_id, 0)
 
     def count(self, kind: Optional[str] = None) -> int:
         """Number of connections (of one stream kind, or all)."""
