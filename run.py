@@ -7,14 +7,9 @@ import signal
 import sys
 
 from tornado_app.config import ensure_jwt_secret, load_config
+from tornado_app.logs import setup_logging
 
 log = logging.getLogger("squall")
-
-
-def setup_logging(level: str) -> None:
-    """Plain timestamped log lines on stderr."""
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 async def serve(config, sockets=None) -> None:
@@ -47,7 +42,7 @@ def migrate_only(config) -> None:
 
 def main(argv=None) -> int:
     command, config = load_config(sys.argv[1:] if argv is None else argv)
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_sql)
     config = ensure_jwt_secret(config)
     if command == "migrate":
         migrate_only(config)

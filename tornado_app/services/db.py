@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -69,6 +70,30 @@ class DatabaseExecutor:
         """Run ``fn(*args)`` on the writer thread without an enclosing transaction."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, functools.partial(self._call, fn, args, {}))
+
+    async def check(self) -> None:
+        """Raise unless the database could take a write now (``/readyz``).
+
+        SQLite: ``BEGIN IMMEDIATE`` on a connection of its own with a 1 s busy timeout, so a
+        lock held by another process shows (``SELECT 1`` takes no lock). PostgreSQL: a real
+        query on a pooled connection (a stopped server fails it).
+        """
+        path = None if self.pooled else self.db.database
+        if path is None:
+            await self.read(lambda: self.db.execute_sql("SELECT 1").fetchall())
+            return
+        if path == ":memory:":
+            return
+
+        def take_lock():
+            conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._readers, take_lock)
 
     def close(self) -> None:
         """Wait for queued work, then close every connection."""
