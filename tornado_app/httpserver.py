@@ -20,6 +20,7 @@ subclass adds, per process:
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import random
@@ -45,6 +46,8 @@ ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 ACCEPT_PAUSE = 0.1  # seconds without accepting after a descriptor shortage
 LOG_EVERY = 10.0  # seconds between log lines about descriptor shortage
 UNLIMITED_BODY = 1 << 62  # Tornado's own body limit is replaced by BodyGuard's
+LINGER_SECONDS = 2.0  # after refusing a body: how long to discard what the client still sends
+LINGER_BYTES = 1 << 20
 
 
 def raise_descriptor_limit() -> int:
@@ -72,19 +75,39 @@ def busy_retry_after() -> int:
     return random.randint(1, 5)
 
 
-def error_response(request_conn, status: int, reason: str, code: str, message: str,
-                   retry_after: Optional[int] = None) -> None:
-    """Answer ``{"error": {...}}`` straight on the connection and close it afterwards."""
+def error_response(status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None) -> bytes:
+    """A complete ``HTTP/1.1`` answer ``{"error": {...}}`` that closes the connection."""
     error = {"code": code, "message": message}
-    headers = tornado.httputil.HTTPHeaders({"Content-Type": "application/json; charset=utf-8",
-                                            "Cache-Control": "no-store", "Connection": "close"})
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
+            "Cache-Control: no-store", "Connection: close"]
     if retry_after is not None:
         error["retry_after"] = retry_after
-        headers["Retry-After"] = str(retry_after)
+        head.append(f"Retry-After: {retry_after}")
     body = dumps({"error": error}).encode()
-    headers["Content-Length"] = str(len(body))
-    request_conn.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", status, reason), headers, body)
-    request_conn.finish()  # the request is unread: Tornado closes the connection once this is sent
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def answer_and_close(stream: tornado.iostream.IOStream, response: bytes, linger: bool) -> None:
+    """Send ``response``, then close; with ``linger``, half-close first and discard what the
+    client still sends for a moment (at most ``LINGER_SECONDS`` and ``LINGER_BYTES``).
+
+    Closing a socket with unread data makes the kernel send a reset, which can destroy the
+    answer before the client reads it; nginx's "lingering close" avoids that the same way.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        await stream.write(response)
+        if linger:
+            stream.socket.shutdown(socket.SHUT_WR)
+            deadline, discarded = loop.time() + LINGER_SECONDS, 0
+            while discarded < LINGER_BYTES and loop.time() < deadline:
+                data = await asyncio.wait_for(stream.read_bytes(65536, partial=True), deadline - loop.time())
+                discarded += len(data)
+    except (tornado.iostream.StreamClosedError, asyncio.TimeoutError, OSError):
+        pass
+    finally:
+        stream.close()
 
 
 class CountedIOStream(tornado.iostream.IOStream):
@@ -115,8 +138,9 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         server.waiting.pop(self.server_conn, None)
         path = start_line.path.split("?", 1)[0]
         if server.open_connections > server.max_connections and path not in HEALTH_PATHS:
+            has_body = headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
             return self.refuse(503, "Service Unavailable", "server_busy",
-                               "The server is at its connection limit; retry later", busy_retry_after())
+                               "The server is at its connection limit; retry later", busy_retry_after(), has_body)
         limit = server.max_body_bytes
         length = headers.get("Content-Length")
         if length is not None:
@@ -132,11 +156,17 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
             self.request_conn.set_max_body_size(UNLIMITED_BODY)
         return self.inner.headers_received(start_line, headers)
 
-    def refuse(self, status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None):
+    def refuse(self, status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None,
+               linger: bool = True):
+        """Answer the error ourselves and close the connection; the rest of the body is not read.
+
+        Returns an awaitable: Tornado waits for it before it would read (more of) the body,
+        and finds the stream closed afterwards.
+        """
         self.refused = True
         self.request_conn.set_max_body_size(UNLIMITED_BODY)  # no second answer from Tornado
-        error_response(self.request_conn, status, reason, code, message, retry_after)
-        return None
+        return answer_and_close(self.request_conn.stream, error_response(status, reason, code, message, retry_after),
+                                linger)
 
     def data_received(self, chunk):
         if self.refused:
@@ -144,9 +174,8 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         self.received += len(chunk)
         if self.received > self.server.max_body_bytes:
             self.inner.on_connection_close()
-            self.refuse(413, "Payload Too Large", "payload_too_large",
-                        f"The request body is over {self.server.max_body_bytes} bytes")
-            return None
+            return self.refuse(413, "Payload Too Large", "payload_too_large",
+                               f"The request body is over {self.server.max_body_bytes} bytes")
         return self.inner.data_received(chunk)
 
     def finish(self):
