@@ -81,7 +81,7 @@ class ChatSocketHandler(BaseSocketHandler):
 
     async def do_mark_read(self, frame: dict) -> None:
         """``mark_read``: move the read position; receipts to the others."""
-        await self.services.chat.mark_read(self.user_id, frame.get("chat_id"), frame.get("message_id"))
+        await self.services.chat.mark_read(self.user_id, frame.get("chat_id"), frame.get("message_id"), wait=False)
 
     async def do_ping(self, frame: dict) -> None:
         """``ping`` → ``pong``."""

@@ -668,12 +668,13 @@ class ChatService:
 
     # Read state and typing ----------------------------------------------------------------
 
-    async def mark_read(self, user_id: int, chat_id, message_id) -> dict:
+    async def mark_read(self, user_id: int, chat_id, message_id, wait: bool = True) -> Optional[dict]:
         """Mark ``chat_id`` read up to ``message_id`` for ``user_id``; read receipt + unread update.
 
         The read position only moves forward. Writes are coalesced: at most one per user and
         chat per ``mark_read_interval``; calls in between wait for the next write, which
-        stores the highest position asked for (and sends its receipt).
+        stores the highest position asked for (and sends its receipt). With ``wait`` False a
+        coalesced call returns None at once (a WebSocket frame must not hold up the next).
         Raises ValidationError, NotFound, Forbidden.
         """
         members = await self.require_member(user_id, chat_id)
@@ -700,6 +701,8 @@ class ChatService:
             slot.future = loop.create_future()
             loop.call_at(slot.last_write + self.limits.mark_read_interval,
                          lambda: asyncio.ensure_future(self._flush_read(key, members)))
+        if not wait:
+            return None
         return await asyncio.shield(slot.future)
 
     async def _flush_read(self, key: Tuple[int, int], members) -> None:
@@ -711,6 +714,8 @@ class ChatService:
         try:
             future.set_result(await self._apply_read(key[0], key[1], position, members))
         except Exception as exc:
+            log.warning("storing the read position of user %s in chat %s failed (%s)", key[0], key[1],
+                        type(exc).__name__)
             future.set_exception(exc)
             future.exception()  # seen: every waiter gets it
 
