@@ -370,13 +370,18 @@ class MessageWriter:
                 touched_users.add(req.sender_id)
                 results.append(result)
             except peewee.IntegrityError:
-                # another process stored the same (sender, client_id) first
-                existing = Message.get_or_none((Message.sender == req.sender_id)
-                                               & (Message.client_id == req.client_id))
+                # another process stored the same (sender, client_id) first; without a
+                # client_id there is no such twin (``client_id == None`` would match any
+                # earlier message of the sender and acknowledge a send that was not stored)
+                existing = None if req.client_id is None else Message.get_or_none(
+                    (Message.sender == req.sender_id) & (Message.client_id == req.client_id))
                 if existing is not None:
                     results.append(SendResult(message_dict(existing, req.sender_name), False, []))
-                else:
+                elif not Chat.select().where(Chat.id == req.chat_id).exists():
                     results.append(NotFound("The chat no longer exists", "chat_not_found"))
+                else:
+                    log.error("the database refused a message of user %s in chat %s", req.sender_id, req.chat_id)
+                    results.append(Unavailable("The message could not be stored", "store_failed"))
             except Exception:
                 # Its savepoint is rolled back: this send fails alone, the rest of the batch commits.
                 log.exception("storing a message of user %s in chat %s failed", req.sender_id, req.chat_id)
