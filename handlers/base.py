@@ -8,12 +8,12 @@ import logging
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-import peewee
 import tornado.web
 
 from tornado_app.errors import (BadJSON, DatabaseUnavailable, Forbidden, NotFound, PayloadTooLarge, SquallError,
                                 Unauthorized, ValidationError)
 from tornado_app.services import Services
+from tornado_app.services.db import is_unavailable
 from tornado_app.services.events import dumps
 from tornado_app.services.ids import MAX_ID, parse_int
 
@@ -87,7 +87,7 @@ def client_error(exc: BaseException) -> Optional[SquallError]:
     for a database that cannot be reached or stays locked; None for a bug (500)."""
     if isinstance(exc, SquallError):
         return exc
-    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+    if is_unavailable(exc):
         return DatabaseUnavailable("The database is unavailable; retry shortly", retry_after=2)
     if isinstance(exc, OverflowError):  # an integer no database stores: input that escaped validation
         return ValidationError("A number is out of range (1 to 2**63-1)")

@@ -8,7 +8,7 @@ import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
 database_proxy = peewee.DatabaseProxy()
-SQLITE_BUSY_TIMEOUT_MS = 2000
+SQLITE_BUSY_TIMEOUT_MS = 1000
 POSTGRES_CONNECT_TIMEOUT = 5  # seconds; an unreachable server fails fast (503) instead of hanging
 
 

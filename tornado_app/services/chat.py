@@ -18,7 +18,7 @@ import peewee
 
 from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
 from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
-from .db import DatabaseExecutor
+from .db import DatabaseExecutor, is_unavailable
 from .events import CHAT, NOTIFY, dumps, iso
 from .hub import Hub
 from .ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
@@ -237,7 +237,9 @@ class MessageWriter:
         try:
             with db.atomic():
                 results, touched = MessageWriter._store_together(batch)
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # the database is unreachable or locked: every send of the batch fails (store_failed)
             log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
             results, touched = MessageWriter._store_each(batch)
         if listeners is not None:

@@ -28,6 +28,25 @@ log = logging.getLogger("squall.db")
 WRITE_ORDER_LOCK = 0x53515752
 
 
+def _unavailable_types() -> tuple:
+    types = [peewee.OperationalError, peewee.InterfaceError, sqlite3.OperationalError, sqlite3.InterfaceError]
+    try:
+        import psycopg2
+        types += [psycopg2.OperationalError, psycopg2.InterfaceError]
+    except ImportError:  # SQLite-only installs
+        pass
+    return tuple(types)
+
+
+UNAVAILABLE_ERRORS = _unavailable_types()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database cannot be used right now (unreachable, locked past
+    the busy timeout, connection lost), as raised by Peewee or by a raw driver cursor."""
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
 class DatabaseExecutor:
     """Runs functions that use Peewee in worker threads; ``await read(fn)`` / ``await write(fn)``."""
 
