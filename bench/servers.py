@@ -97,7 +97,9 @@ def squall(name: str, database_url: str, workdir: str, pin: dict) -> Server:
     argv = [*pin["server"], sys.executable, os.path.join(ROOT, "run.py"), "--port", "{port}",
             "--host", "127.0.0.1", "--database-url", database_url, "--service-token", SERVICE_TOKEN,
             "--jwt-secret", "bench-jwt-secret-0123456789abcdef0123456789", "--password-hash-profile", "fast",
-            "--log-level", "warning", "--rate-limit-per-second", "100000", "--rate-limit-burst", "100000"]
+            "--log-level", "warning", "--rate-limit-per-second", "100000", "--rate-limit-burst", "100000",
+            # load generators open thousands of streams at once: no handshake pacing (0 = off)
+            "--max-handshakes-per-second", "0"]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT")}
     return Server(name, argv, os.path.join(workdir, f"{name}.log"), env)
 
