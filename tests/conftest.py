@@ -57,7 +57,8 @@ def config(database_url, tmp_path, config_overrides):
     """The Config of the in-process test server."""
     values = dict(database_url=database_url, jwt_secret="test-jwt-secret-" + "x" * 32,
                   service_token=SERVICE_TOKEN, password_hash_profile="fast",
-                  rate_limit_per_second=10_000, rate_limit_burst=10_000)
+                  rate_limit_per_second=10_000, rate_limit_burst=10_000,
+                  max_handshakes_per_second=10_000, handshake_burst=10_000)
     values.update(config_overrides)
     return Config(**values)
 
