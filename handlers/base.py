@@ -94,6 +94,21 @@ def client_error(exc: BaseException) -> Optional[SquallError]:
     return None
 
 
+def log_handler_exception(handler, typ, value, tb) -> None:
+    """Log a handler's failure without the request dump (its URL may carry ``access_token``).
+
+    Client errors are not logged here (the access log has the status); a database outage
+    is one warning line; anything else is an error with the traceback, whose exception
+    message the log formatter withholds (see tornado_app/logs.py).
+    """
+    known = client_error(value)
+    request = handler.request
+    if isinstance(known, DatabaseUnavailable):
+        log.warning("database unavailable during %s %s (%s)", request.method, request.path, typ.__name__)
+    elif known is None and not isinstance(value, tornado.web.HTTPError):
+        log.error("uncaught %s in %s %s", typ.__name__, request.method, request.path, exc_info=(typ, value, tb))
+
+
 def set_retry_after(handler, exc: SquallError) -> None:
     """Send ``Retry-After`` for an error that carries one (429 and 503 answers)."""
     if exc.retry_after is not None:
@@ -112,19 +127,8 @@ class ServicesMixin:
         return self.application.settings["services"]
 
     def log_exception(self, typ, value, tb) -> None:
-        """Log a failure without the request dump (its URL may carry ``access_token``).
-
-        Client errors are not logged here (the access log has the status); a database
-        outage is one warning line; anything else is an error with the traceback, whose
-        exception message the log formatter withholds (see tornado_app/logs.py).
-        """
-        known = client_error(value)
-        if isinstance(known, DatabaseUnavailable):
-            log.warning("database unavailable during %s %s (%s)", self.request.method, self.request.path,
-                        typ.__name__)
-        elif known is None and not isinstance(value, tornado.web.HTTPError):
-            log.error("uncaught %s in %s %s", typ.__name__, self.request.method, self.request.path,
-                      exc_info=(typ, value, tb))
+        """Log a failure without Tornado's request dump (see ``log_handler_exception``)."""
+        log_handler_exception(self, typ, value, tb)
 
     def bearer_token(self) -> Optional[str]:
         """The token of an ``Authorization: Bearer`` header, if any."""

@@ -5,7 +5,7 @@ import tornado.web
 
 from tornado_app.services.events import dumps
 
-from .base import public
+from .base import log_handler_exception, public
 
 PAGES = {
     "/": "index.html",
@@ -17,6 +17,10 @@ PAGES = {
 
 class PageHandler(tornado.web.RequestHandler):
     """Serves one HTML page of ``web/``; the page's script handles login redirects."""
+
+    def log_exception(self, typ, value, tb) -> None:
+        """No request dump in the log (the URL may carry a token)."""
+        log_handler_exception(self, typ, value, tb)
 
     def initialize(self, page: str):
         self.page = page
@@ -39,6 +43,10 @@ class PageHandler(tornado.web.RequestHandler):
 
 class StaticHandler(tornado.web.StaticFileHandler):
     """``/static/…``: the front end's modules, styles and images (``web/static/``)."""
+
+    def log_exception(self, typ, value, tb) -> None:
+        """No request dump in the log (the URL may carry a token)."""
+        log_handler_exception(self, typ, value, tb)
 
     @public
     def get(self, path, include_body=True):
