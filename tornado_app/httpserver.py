@@ -90,7 +90,7 @@ def error_response(status: int, reason: str, code: str, message: str, retry_afte
 
 async def answer_and_close(stream: tornado.iostream.IOStream, response: bytes, linger: bool) -> None:
     """Send ``response``, then close; with ``linger``, half-close first and discard what the
-    client still sends for a moment (at most ``LINGER_SECONDS`` and ``LINGER_BYTES``).
+    client still sends for a moment (at most ``LINGER_BYTES``, and ``LINGER_SECONDS`` in all).
 
     Closing a socket with unread data makes the kernel send a reset, which can destroy the
     answer before the client reads it; nginx's "lingering close" avoids that the same way.
@@ -104,6 +104,10 @@ async def answer_and_close(stream: tornado.iostream.IOStream, response: bytes, l
             while discarded < LINGER_BYTES and loop.time() < deadline:
                 data = await asyncio.wait_for(stream.read_bytes(65536, partial=True), deadline - loop.time())
                 discarded += len(data)
+            # Past the byte budget, stop reading (the client's upload stalls) but give it the
+            # rest of the time to read the answer before the reset.
+            while not stream.closed() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
     except (tornado.iostream.StreamClosedError, asyncio.TimeoutError, OSError):
         pass
     finally:
