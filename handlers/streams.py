@@ -142,6 +142,7 @@ class Subscriber(abc.ABC):
         self._buffer = []
         replays, baselines = [], {}
         services.hub.add(self)
+        services.admission.opened(self.user_id)  # the registry counts it from here
         try:
             await self._catch_up(last_message_id, last_notification_id, replays, baselines)
         except BaseException:

@@ -145,6 +145,31 @@ async def test_the_33rd_stream_of_one_user_gets_429_and_another_user_is_unaffect
         writer.close()
 
 
+def test_admitted_handshakes_count_against_the_cap_until_their_stream_registers():
+    """Handshakes of one user that arrive together are each admitted against the cap."""
+    from tornado_app.errors import RateLimited
+    from tornado_app.services.admission import StreamAdmission
+    from tornado_app.services.registry import ConnectionRegistry
+    registry = ConnectionRegistry()
+    admission = StreamAdmission(registry, max_per_user=3, handshakes_per_second=0, burst=1)
+    for _ in range(3):
+        admission.check_user(7)  # three handshakes in flight, none registered yet
+    with pytest.raises(RateLimited):
+        admission.check_user(7)
+    admission.check_user(8)  # another user is unaffected
+    class Conn:
+        user_id, streams, joined_chats = 7, (), frozenset()
+
+    conns = [Conn() for _ in range(3)]
+    for conn in conns:  # the three open: reservations become registrations
+        registry.add(conn)
+        admission.opened(7)
+    with pytest.raises(RateLimited):
+        admission.check_user(7)
+    registry.remove(conns[0])
+    admission.check_user(7)
+
+
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("config_overrides", [{"max_handshakes_per_second": 0.5, "handshake_burst": 3}])
 async def test_handshakes_past_the_rate_get_503_with_a_random_retry_after(api, users, http_port):
