@@ -28,6 +28,7 @@ ROUTES = [  # (method, path template); {chat} is a chat of the fuzzing user, {n}
     ("GET", "/api/notifications"), ("POST", "/api/notifications"), ("POST", "/api/notifications/clear"),
     ("POST", "/api/notifications/read"), ("POST", "/api/notifications/test"), ("GET", "/api/me"),
     ("GET", "/api/users"), ("POST", "/api/auth/login"), ("POST", "/api/auth/register"), ("GET", "/api/stats"),
+    ("POST", "/api/auth/logout"), ("HEAD", "/static/js/api.js"), ("OPTIONS", "/api/chats"),
     ("GET", "/healthz"), ("GET", "/readyz"), ("PUT", "/api/chats"), ("DELETE", "/api/notifications"),
     ("GET", "/sse/notifications"), ("GET", "/sse/chat"), ("GET", "/ws/chat"), ("GET", "/"),
     ("GET", "/static/{n}"), ("GET", "/chat/{n}"), ("POST", "/no/such/route"),
