@@ -44,7 +44,8 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 frames = st.fixed_dictionaries(
     {"type": st.one_of(st.sampled_from(FRAME_TYPES), st.text(max_size=10), numbers)},
     optional={"chat_id": numbers, "message_id": numbers, "recipient_id": numbers,
-              "content": st.one_of(st.text(max_size=50), numbers), "client_id": st.one_of(st.text(max_size=70), numbers),
+              "content": st.one_of(st.text(max_size=50), numbers),
+              "client_id": st.one_of(st.text(max_size=70), numbers),
               "message_type": st.one_of(st.text(max_size=10), numbers), "extra": json_values})
 bodies = st.one_of(json_values.map(lambda v: json.dumps(v).encode()),
                    st.dictionaries(st.sampled_from(["user_id", "member_ids", "title", "ids", "message_id",

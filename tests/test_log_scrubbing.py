@@ -35,7 +35,8 @@ async def test_no_secret_or_content_in_the_debug_log(tmp_path):
         tokens = {token, bob["token"], login["access_token"], SERVICE_TOKEN}
         status, data = await api.call("POST", "/api/chats", {"user_id": bob["id"]}, token=token)
         chat_id = data["chat"]["id"]
-        status, _ = await api.call("POST", f"/api/chats/{chat_id}/messages", {"content": CONTENT + "-http"}, token=token)
+        status, _ = await api.call("POST", f"/api/chats/{chat_id}/messages", {"content": CONTENT + "-http"},
+                                   token=token)
         assert status == 201
         status, _ = await api.call("POST", "/api/notifications", {"user_ids": [bob["id"]], "message": PAYLOAD,
                                                                   "data": {"p": PAYLOAD}}, token=SERVICE_TOKEN)

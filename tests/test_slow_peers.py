@@ -65,7 +65,8 @@ async def read_closed(reader, wait: float) -> bool:
 
 @pytest.mark.gen_test(timeout=120)
 async def test_slow_headers_and_bodies_against_256_descriptors(tmp_path):
-    server = start_server(tmp_path, "--database-url", f"sqlite:///{tmp_path}/s.db", "--header-timeout", "2", "--body-timeout", "3", "--idle-timeout", "30",
+    server = start_server(tmp_path, "--database-url", f"sqlite:///{tmp_path}/s.db",
+                          "--header-timeout", "2", "--body-timeout", "3", "--idle-timeout", "30",
                           nofile=256)
     try:
         api = ApiClient(server.url)
@@ -108,7 +109,8 @@ async def test_slow_headers_and_bodies_against_256_descriptors(tmp_path):
 
 @pytest.mark.gen_test(timeout=60)
 async def test_accept_failures_back_off_and_are_logged_at_most_once_per_10_s(tmp_path):
-    server = start_server(tmp_path, "--database-url", f"sqlite:///{tmp_path}/s.db", "--max-connections", "100000", "--header-timeout", "60", nofile=96)
+    server = start_server(tmp_path, "--database-url", f"sqlite:///{tmp_path}/s.db",
+                          "--max-connections", "100000", "--header-timeout", "60", nofile=96)
     held = []
     try:
         lines_before = log_lines(server)
