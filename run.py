@@ -7,28 +7,9 @@ import signal
 import sys
 
 from tornado_app.config import ensure_jwt_secret, load_config
+from tornado_app.logs import setup_logging
 
 log = logging.getLogger("squall")
-
-
-def setup_logging(level: str, fmt: str = "text") -> None:
-    """Log lines on stderr: plain timestamped text, or one JSON object per line (``--log-format json``).
-
-    JSON lines carry ``time``, ``level``, ``logger`` and ``event`` (the message), plus the
-    fields a log call passes as ``extra`` (route, status, duration_ms, user_id, conn_id,
-    transport, close_code …).
-    """
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        from pythonjsonlogger.json import JsonFormatter
-        handler.setFormatter(JsonFormatter(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger", "message": "event"},
-            datefmt="%Y-%m-%dT%H:%M:%S%z"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler], force=True)
-    logging.captureWarnings(True)  # Python warnings become log records (JSON lines too)
 
 
 async def serve(config, sockets=None) -> None:
@@ -93,7 +74,7 @@ def list_username_collisions(config) -> int:
 def main(argv=None) -> int:
     from models.migrations import UsernameCollision
     command, config = load_config(sys.argv[1:] if argv is None else argv)
-    setup_logging(config.log_level, config.log_format)
+    setup_logging(config.log_level, config.log_sql, config.log_format)
     if isinstance(command, tuple):  # ("admin", action, username)
         return admin_command(config, command[1], command[2])
     if command == "username-collisions":

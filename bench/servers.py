@@ -99,7 +99,9 @@ def squall(name: str, database_url: str, workdir: str, pin: dict) -> Server:
             "--jwt-secret", "bench-jwt-secret-0123456789abcdef0123456789", "--password-hash-profile", "fast",
             "--log-level", "warning", "--rate-limit-per-second", "100000", "--rate-limit-burst", "100000",
             "--registrations-per-address-per-minute", "1000000", "--hash-per-address", "64", "--hash-queue", "1024",
-            "--token-ttl", "86400"]  # tokens registered at the start must outlast every scenario
+            "--token-ttl", "86400",  # tokens registered at the start must outlast every scenario
+            # load generators open thousands of streams at once: no handshake pacing (0 = off)
+            "--max-handshakes-per-second", "0"]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT")}
     return Server(name, argv, os.path.join(workdir, f"{name}.log"), env)
 

@@ -10,10 +10,12 @@ from urllib.parse import urlparse
 
 import tornado.web
 
-from tornado_app.errors import (BadJSON, Forbidden, NotFound, PayloadTooLarge, SquallError, UnsupportedMediaType,
-                                ValidationError)
+from tornado_app.errors import (BadJSON, DatabaseUnavailable, Forbidden, NotFound, PayloadTooLarge, SquallError,
+                                Unauthorized, UnsupportedMediaType, ValidationError)
 from tornado_app.services import Services
+from tornado_app.services.db import is_unavailable
 from tornado_app.services.events import dumps
+from tornado_app.services.ids import MAX_ID, parse_int
 
 log = logging.getLogger("squall.handlers")
 
@@ -99,6 +101,33 @@ def check_text(value) -> None:
             stack.extend(item)
 
 
+def client_error(exc: BaseException) -> Optional[SquallError]:
+    """The error a client sees for ``exc``: itself if a SquallError, 503 ``database_unavailable``
+    for a database that cannot be reached or stays locked; None for a bug (500)."""
+    if isinstance(exc, SquallError):
+        return exc
+    if is_unavailable(exc):
+        return DatabaseUnavailable("The database is unavailable; retry shortly", retry_after=2)
+    if isinstance(exc, OverflowError):  # an integer no database stores: input that escaped validation
+        return ValidationError("A number is out of range (1 to 2**63-1)")
+    return None
+
+
+def log_handler_exception(handler, typ, value, tb) -> None:
+    """Log a handler's failure without the request dump (its URL may carry ``access_token``).
+
+    Client errors are not logged here (the access log has the status); a database outage
+    is one warning line; anything else is an error with the traceback, whose exception
+    message the log formatter withholds (see tornado_app/logs.py).
+    """
+    known = client_error(value)
+    request = handler.request
+    if isinstance(known, DatabaseUnavailable):
+        log.warning("database unavailable during %s %s (%s)", request.method, request.path, typ.__name__)
+    elif known is None and not isinstance(value, tornado.web.HTTPError):
+        log.error("uncaught %s in %s %s", typ.__name__, request.method, request.path, exc_info=(typ, value, tb))
+
+
 def set_retry_after(handler, exc: SquallError) -> None:
     """Send ``Retry-After`` for an error that carries one (429 and 503 answers)."""
     if exc.retry_after is not None:
@@ -131,6 +160,10 @@ class ServicesMixin:
     def services(self) -> Services:
         """The process's services container."""
         return self.application.settings["services"]
+
+    def log_exception(self, typ, value, tb) -> None:
+        """Log a failure without Tornado's request dump (see ``log_handler_exception``)."""
+        log_handler_exception(self, typ, value, tb)
 
     def bearer_token(self) -> Optional[str]:
         """The token of an ``Authorization: Bearer`` header, if any."""
@@ -251,14 +284,11 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValidationError(f"'{name}' must be an integer") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-            raise ValidationError(f"'{name}' must be {bound}")
-        return value
+        return parse_int(raw, name, minimum, MAX_ID if maximum is None else maximum)
+
+    def path_id(self, raw: str, name: str = "chat_id") -> int:
+        """An id from the URL path (1 to 2**63-1). Raises ValidationError."""
+        return parse_int(raw, name)
 
     def send_json(self, data: Any, status: int = 200) -> None:
         """Finish with ``data`` as JSON and ``status``."""
@@ -268,6 +298,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs) -> None:
         """Every error as ``{"error": {"code", "message"}}``; no tracebacks leak."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = client_error(exc) or exc
         if isinstance(exc, SquallError):
             self.set_status(exc.status)
             set_retry_after(self, exc)
@@ -286,11 +317,6 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         count_error(self, body["code"])
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps({"error": body}))
-
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, SquallError):
-            return  # expected: the client gets the JSON error; the access log has the status
-        super().log_exception(typ, value, tb)
 
 
 class NotFoundHandler(BaseHandler):

@@ -6,6 +6,7 @@ import logging
 from tornado_app.errors import SquallError, ValidationError
 from tornado_app.services.events import CHAT
 
+from .base import client_error
 from .streams import parse_last_event_id
 from .websocket import BaseSocketHandler
 
@@ -42,17 +43,19 @@ class ChatSocketHandler(BaseSocketHandler):
         client_id = None
         try:
             frame = self.parse_frame(raw)
-            client_id = frame.get("client_id") if isinstance(frame.get("client_id"), str) else None
+            client_id = self.frame_client_id(frame)
             action = self.ACTIONS.get(frame["type"])
             if action is None:
                 raise ValidationError(f"Unknown frame type {frame['type'][:40]!r}", "unknown_type")
             await action(self, frame)
         except SquallError as exc:
+            self.send_error_frame(exc, client_id if client_id is not None else getattr(exc, "client_id", None))
+        except Exception as raised:
+            exc = client_error(raised)
+            if exc is None:
+                log.error("chat frame failed (%s)", type(raised).__name__, exc_info=raised)
+                exc = SquallError("Something went wrong on the server", "internal_error", 500)
             self.send_error_frame(exc, client_id)
-        except Exception:
-            log.exception("chat frame failed")
-            self.send_json({"type": "error", "code": "internal_error",
-                            "message": "Something went wrong on the server", "client_id": client_id})
 
     async def do_send(self, frame: dict) -> None:
         """``send_message``: ack to this socket after commit; ``message`` to every other socket."""
@@ -79,7 +82,7 @@ class ChatSocketHandler(BaseSocketHandler):
 
     async def do_mark_read(self, frame: dict) -> None:
         """``mark_read``: move the read position; receipts to the others."""
-        await self.services.chat.mark_read(self.user_id, frame.get("chat_id"), frame.get("message_id"))
+        await self.services.chat.mark_read(self.user_id, frame.get("chat_id"), frame.get("message_id"), wait=False)
 
     async def do_ping(self, frame: dict) -> None:
         """``ping`` → ``pong``."""

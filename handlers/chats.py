@@ -9,8 +9,15 @@ class ChatsHandler(BaseHandler):
 
     @authenticated
     async def get(self):
-        """The caller's chats, most recent activity first."""
-        self.send_json({"chats": await self.services.chat.list_chats(self.user_id)})
+        """A page of the caller's chats, most recent activity first: ``?limit=&before=``.
+
+        ``before`` is the last chat id of the previous page (``next_before``); the default
+        page size is ``--chats-page-size``, at most 500.
+        """
+        limit = self.int_argument("limit", self.services.config.chats_page_size, 1, 500)
+        before = self.int_argument("before")
+        chats = await self.services.chat.list_chats(self.user_id, limit, before)
+        self.send_json({"chats": chats, "next_before": chats[-1]["id"] if len(chats) == limit else None})
 
     @authenticated
     async def post(self):
@@ -32,8 +39,8 @@ class ChatHandler(BaseHandler):
     @authenticated
     async def get(self, chat_id):
         """One chat of the caller."""
-        await self.services.chat.require_member(self.user_id, int(chat_id))
-        self.send_json({"chat": await self.services.chat.chat_summary(self.user_id, int(chat_id))})
+        await self.services.chat.require_member(self.user_id, self.path_id(chat_id))
+        self.send_json({"chat": await self.services.chat.chat_summary(self.user_id, self.path_id(chat_id))})
 
 
 class MessagesHandler(BaseHandler):
@@ -44,7 +51,7 @@ class MessagesHandler(BaseHandler):
         """A page of history, oldest to newest: ``?before_id=&limit=`` (default 50, at most 200)."""
         before_id = self.int_argument("before_id")
         limit = self.int_argument("limit", 50, 1, 200)
-        messages = await self.services.chat.history(self.user_id, int(chat_id), before_id, limit)
+        messages = await self.services.chat.history(self.user_id, self.path_id(chat_id), before_id, limit)
         self.send_json({"messages": messages})
 
     @authenticated
@@ -52,7 +59,7 @@ class MessagesHandler(BaseHandler):
         """Send ``{content, message_type?, client_id?}``; 201 once stored, delivered like a WS send."""
         body = self.json_body()
         body.pop("recipient_id", None)
-        body["chat_id"] = int(chat_id)
+        body["chat_id"] = self.path_id(chat_id)
         message = await self.services.chat.send_message(self.user_id, body)
         self.send_json({"message": message}, 201)
 
@@ -64,7 +71,7 @@ class ReadHandler(BaseHandler):
     async def post(self, chat_id):
         """Mark read up to ``{message_id}``; read receipts and unread updates follow."""
         body = self.json_body()
-        self.send_json(await self.services.chat.mark_read(self.user_id, int(chat_id), body.get("message_id")))
+        self.send_json(await self.services.chat.mark_read(self.user_id, self.path_id(chat_id), body.get("message_id")))
 
 
 class TypingHandler(BaseHandler):
@@ -73,7 +80,7 @@ class TypingHandler(BaseHandler):
     @authenticated
     async def post(self, chat_id):
         """Tell the other members the caller is typing."""
-        await self.services.chat.typing(self.user_id, int(chat_id))
+        await self.services.chat.typing(self.user_id, self.path_id(chat_id))
         self.send_json({"ok": True})
 
 

@@ -24,7 +24,7 @@ class ReadyHandler(BaseHandler):
         """200 when the database and the broker answer within 2 s; 503 with what failed."""
         checks = {}
         try:
-            await asyncio.wait_for(self.services.dbx.read(lambda: self.services.db.execute_sql("SELECT 1")), 2)
+            await asyncio.wait_for(self.services.dbx.check(), 2)
             checks["database"] = "ok"
         except Exception as exc:
             checks["database"] = f"error: {type(exc).__name__}"

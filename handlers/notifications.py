@@ -1,16 +1,14 @@
 """Notifications over HTTP: history, clear, read, the publish API for backends, a test event."""
 import time
 
-from tornado_app.errors import ValidationError
+from tornado_app.services.ids import require_ids
 
 from .base import BaseHandler, authenticated, service_only
 
 
 def _ids(body: dict):
     ids = body.get("ids")
-    if ids is not None and not isinstance(ids, list):
-        raise ValidationError("'ids' must be a list of notification ids")
-    return ids
+    return None if ids is None else require_ids(ids, "ids")
 
 
 class NotificationsHandler(BaseHandler):
@@ -57,8 +55,7 @@ class TestEventHandler(BaseHandler):
     @authenticated
     async def post(self):
         """Store and deliver a ``test`` notification whose timestamp is the server's clock."""
-        item = await self.services.notifications.notify_user(
-            self.user_id, "test", "Test notification", {"sent_at_ms": int(time.time() * 1000)})
+        item = await self.services.notifications.send_test(self.user_id, int(time.time() * 1000))
         self.send_json({"notification": item}, 201)
 
 

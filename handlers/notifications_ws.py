@@ -24,6 +24,7 @@ class NotificationSocketHandler(BaseSocketHandler):
 
         Synchronous: no task per frame, so none is left to be cancelled at shutdown.
         """
+        frame = None
         try:
             frame = self.parse_frame(raw)
             if frame["type"] == "refresh":
@@ -33,7 +34,7 @@ class NotificationSocketHandler(BaseSocketHandler):
                 raise ValidationError(f"Unknown frame type {frame['type'][:40]!r}", "unknown_type")
             self.send_json({"type": "pong"})
         except SquallError as exc:
-            self.send_error_frame(exc)
+            self.send_error_frame(exc, self.frame_client_id(frame) if frame else getattr(exc, "client_id", None))
 
 
 ROUTES = [

@@ -12,7 +12,7 @@ from tornado_app.errors import SquallError
 from tornado_app.services.events import dumps
 
 from .assets import IMMUTABLE, AssetCatalog, accepts_gzip
-from .base import ServicesMixin, public
+from .base import ServicesMixin, log_handler_exception, public
 
 PAGES = {
     "/": "index.html",
@@ -26,6 +26,10 @@ CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src '
 
 class PageHandler(tornado.web.RequestHandler):
     """Serves one HTML page of ``web/``; the page's script handles login redirects."""
+
+    def log_exception(self, typ, value, tb) -> None:
+        """No request dump in the log (the URL may carry a token)."""
+        log_handler_exception(self, typ, value, tb)
 
     def initialize(self, page: str, assets: AssetCatalog):
         self.page = page
@@ -76,6 +80,10 @@ class StaticHandler(tornado.web.StaticFileHandler):
     def initialize(self, path: str, assets: AssetCatalog):
         super().initialize(path)
         self.assets = assets
+
+    def log_exception(self, typ, value, tb) -> None:
+        """No request dump in the log (the URL may carry a token)."""
+        log_handler_exception(self, typ, value, tb)
 
     @public
     def get(self, path, include_body=True):

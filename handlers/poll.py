@@ -71,6 +71,9 @@ class BasePollHandler(Subscriber, BaseHandler):
         """Collect the events after the given ids (waiting up to the timeout for the first) and answer."""
         timeout, self.client_tag = self.poll_arguments()
         services = self.services
+        # A waiting poll counts as one of the user's streams (no handshake-rate budget: a busy
+        # poller asks once per batch of events, which is not a reconnect storm).
+        services.admission.check_user(self.user_id)
         self.init_subscriber(self.user_id)
         self.events = []          # JSON texts, in delivery order
         self._body_bytes = 0
@@ -148,6 +151,14 @@ class BasePollHandler(Subscriber, BaseHandler):
     def shutdown(self) -> None:
         """Server shutdown or a broker gap: answer now with what the poll has (the client resumes)."""
         self._answer.set()
+
+    def auth_ended(self, reason: str) -> None:
+        """Logged out or the token expired while waiting: answer with ``auth_expired`` now."""
+        if not self._answer.is_set():
+            self.send_event(Event(None, dumps({"type": "auth_expired", "reason": reason})))
+
+    def token_expiring(self, expires_at: int) -> None:
+        """Nothing to do: a poll is short, and the next one brings the refreshed credentials."""
 
     def on_connection_close(self) -> None:
         """The client went away: stop waiting, answer nobody."""

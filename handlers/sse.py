@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable
 from tornado_app.services.events import CHAT, NOTIFY, Event, dumps, sse_encode
 
-from .base import BaseHandler, authenticated
+from .base import BaseHandler, authenticated, client_error
 from .fastwrite import write_direct
 from .streams import Subscriber, parse_last_event_id
 
@@ -58,6 +59,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         """No body checks (a GET stream); 503 while shutting down, like the WebSocket upgrade."""
         if self.services.closing:
             raise Unavailable("The server is shutting down", "shutting_down")
+        self.services.admission.check_rate()
 
     def resume_ids(self):
         """``(message id, notification id)`` from ``Last-Event-ID`` or ``?last_event_id=``."""
@@ -67,6 +69,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
     async def open_stream(self, last_message_id, last_notification_id) -> None:
         """Send the headers and ``retry:``, then subscribe and wait until the client goes away."""
         config = self.services.config
+        self.services.admission.check_user(self.user_id)
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -74,7 +77,9 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         self.clear_header("Content-Encoding")
         self._closed = StreamEnd()
         self.init_subscriber(self.user_id)
-        self.write(f"retry: {config.sse_retry_ms}\n\n")
+        # Random per stream: after a restart, clients do not all come back in the same instant.
+        retry_ms = random.randint(config.sse_retry_ms, max(config.sse_retry_ms, config.sse_retry_max_ms))
+        self.write(f"retry: {retry_ms}\n\n")
         try:
             await self.flush()
         except StreamClosedError:
@@ -86,6 +91,12 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
             await self._closed.wait()
+        except Exception as raised:
+            if client_error(raised) is None:
+                raise
+            # The headers are sent: end the stream; the client reconnects after ``retry:``.
+            log.warning("a %s stream of user %s failed to open (%s)", self.request.path, self.user_id,
+                        client_error(raised).code)
         finally:
             await self.stop_streams()
 

@@ -14,6 +14,7 @@ import time
 from typing import List, Optional, Tuple
 
 from tornado_app.errors import ValidationError
+from tornado_app.services.ids import parse_int
 from tornado_app.services.events import CHAT, NOTIFY, Event
 from tornado_app.services.notifications import RESYNC
 
@@ -32,20 +33,15 @@ def parse_last_event_id(raw: Optional[str]) -> Tuple[Optional[int], Optional[int
     if raw is None or raw.strip() == "":
         return None, None
     raw = raw.strip()
+    code = "invalid_last_event_id"
+    message = "'last_event_id' must be a notification id (or 'M-N' on /sse/chat), each 0 to 2**63-1"
     try:
         if "-" in raw:
             m, n = raw.split("-", 1)
-            m, n = int(m), int(n)
-            if m < 0 or n < 0:
-                raise ValueError
-            return m, n
-        n = int(raw)
-        if n < 0:
-            raise ValueError
-        return None, n
-    except ValueError:
-        raise ValidationError("'last_event_id' must be a notification id (or 'M-N' on /sse/chat)",
-                              "invalid_last_event_id") from None
+            return (parse_int(m, "last_event_id", 0, code=code), parse_int(n, "last_event_id", 0, code=code))
+        return None, parse_int(raw, "last_event_id", 0, code=code)
+    except ValidationError:
+        raise ValidationError(message, code) from None
 
 
 class Subscriber(abc.ABC):
@@ -151,52 +147,63 @@ class Subscriber(abc.ABC):
         self._buffer = []
         replays, baselines = [], {}
         services.hub.add(self)
+        services.admission.opened(self.user_id)  # the registry counts it from here
         if conn_log.isEnabledFor(logging.INFO):
             conn_log.info("connection opened (%s)", self.transport,
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
         try:
-            if NOTIFY in self.streams:
-                await self.send_initial_state(last_notification_id)
-            if CHAT in self.streams:
-                if last_message_id is None:
-                    baselines[CHAT] = await services.chat.latest_message_id()
-                else:
-                    self.last_ids[CHAT] = last_message_id
-                    replays.append((CHAT, await services.chat.replay_messages(
-                        self.user_id, last_message_id, services.config.replay_limit)))
-            if NOTIFY in self.streams:
-                if last_notification_id is None:
-                    baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
-                else:
-                    self.last_ids[NOTIFY] = last_notification_id
-                    replays.append((NOTIFY, await services.notifications.replay(
-                        self.user_id, last_notification_id)))
-            metrics = services.hub.metrics
-            for kind, rows in replays:
-                if rows is None:
-                    metrics.resyncs += 1
-                    self.send_state(RESYNC)
-                    # The client reloads over HTTP; this kind of the stream runs from now on,
-                    # so the next resume (a long-poll's very next request) starts from here.
-                    baselines[kind] = await (services.chat.latest_message_id() if kind == CHAT
-                                             else services.notifications.latest_id(self.user_id))
-                    continue
-                metrics.replayed[kind] += len(rows)
-                if self._replayed is None:
-                    self._replayed = {CHAT: set(), NOTIFY: set()}
-                for event_id, data in rows:
-                    await self._drained()
-                    self._emit(Event(kind, data, event_id))
-                    self._replayed[kind].add(event_id)
-        finally:
-            buffered, self._buffer = self._buffer, None
+            await self._catch_up(last_message_id, last_notification_id, replays, baselines)
+        except BaseException:
+            # Registry hygiene: a stream whose open failed (a database outage, a bad id) must
+            # not stay registered with no socket behind it.
+            self._buffer = None
+            await self.stop_streams()
+            raise
         # A fresh stream starts "now": everything that arrived since subscribing is sent, and
         # the baselines seed the cursors first, so that the composite ids of /sse/chat sent
         # from here on resume from now (not from 0) on both kinds.
+        buffered, self._buffer = self._buffer, None
         for kind, baseline in baselines.items():
             self.last_ids[kind] = max(self.last_ids[kind], baseline)
         for event in buffered:
             self._emit(event)
+
+    async def _catch_up(self, last_message_id, last_notification_id, replays, baselines) -> None:
+        """The unread state, the baselines of fresh streams and the replays of resumed ones."""
+        services = self.services
+        if NOTIFY in self.streams:
+            await self.send_initial_state(last_notification_id)
+        if CHAT in self.streams:
+            if last_message_id is None:
+                baselines[CHAT] = await services.chat.latest_message_id()
+            else:
+                self.last_ids[CHAT] = last_message_id
+                replays.append((CHAT, await services.chat.replay_messages(
+                    self.user_id, last_message_id, services.config.replay_limit)))
+        if NOTIFY in self.streams:
+            if last_notification_id is None:
+                baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
+            else:
+                self.last_ids[NOTIFY] = last_notification_id
+                replays.append((NOTIFY, await services.notifications.replay(
+                    self.user_id, last_notification_id)))
+        metrics = services.hub.metrics
+        for kind, rows in replays:
+            if rows is None:
+                metrics.resyncs += 1
+                self.send_state(RESYNC)
+                # The client reloads over HTTP; this kind of the stream runs from now on,
+                # so the next resume (a long-poll's very next request) starts from here.
+                baselines[kind] = await (services.chat.latest_message_id() if kind == CHAT
+                                         else services.notifications.latest_id(self.user_id))
+                continue
+            metrics.replayed[kind] += len(rows)
+            if self._replayed is None:
+                self._replayed = {CHAT: set(), NOTIFY: set()}
+            for event_id, data in rows:
+                await self._drained()
+                self._emit(Event(kind, data, event_id))
+                self._replayed[kind].add(event_id)
 
     def closed_with(self) -> Optional[int]:
         """The WebSocket close code of a closed connection (None for event streams)."""

@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unauthorized, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
-from .base import ServicesMixin, check_text, count_error, set_retry_after
+from .base import ServicesMixin, check_text, client_error, count_error, set_retry_after
 from .fastwrite import write_direct
 from .streams import Subscriber
 
@@ -23,6 +23,7 @@ log = logging.getLogger("squall.ws")
 SHUTDOWN_CODE = 1001
 SLOW_CONSUMER_CODE = 4008  # application code: the client reconnects and resumes
 AUTH_ENDED_CODE = 4001  # application code: logged_out or token_expired (reason); new credentials needed
+OPEN_FAILED_CODE = 1011  # the server could not start the stream (e.g. database unavailable); reason = code
 
 
 def ws_frame(payload: bytes) -> bytes:
@@ -47,16 +48,21 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
                 raise Unavailable("WebSockets are disabled on this server; use /sse/*", "websocket_blocked")
             if self.services.closing:
                 raise Unavailable("The server is shutting down", "shutting_down")
+            self.services.admission.check_rate()
             # Tornado would refuse a foreign Origin itself, but with a plain-text body.
             origin = self.request.headers.get("Origin") or self.request.headers.get("Sec-Websocket-Origin")
             if (origin is not None and urlparse(origin).netloc.lower() != self.request.host.lower()
                     and not self.check_origin(origin)):
                 raise Forbidden("WebSockets from this origin are not allowed", "origin_rejected")
             self.authenticate()
+            self.resume = self.resume_position()
             await self.require_known_user()
             self.token_warn_at = self.services.sessions.warn_at(time.time(), self.token_exp)
-            self.resume = self.resume_position()
-        except SquallError as exc:
+            self.services.admission.check_user(self.user_id)
+        except Exception as raised:
+            exc = client_error(raised)
+            if exc is None:
+                raise
             self.set_status(exc.status)
             count_error(self, exc.code)
             set_retry_after(self, exc)
@@ -86,10 +92,23 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         return None
 
     async def open(self):
-        """Subscribe and start the streams (replaying from ``last_event_id`` where given)."""
+        """Subscribe and start the streams (replaying from ``last_event_id`` where given).
+
+        If the open fails (the database goes away during the replay), the stream is already
+        unregistered (``start_streams``) and the socket closes with 1011 and a reason.
+        """
         self.init_subscriber(self.user_id)
         self.set_nodelay(True)
-        await self.start_streams(*self.resume)
+        try:
+            await self.start_streams(*self.resume)
+        except Exception as raised:
+            exc = client_error(raised)
+            if exc is None:
+                self.log_exception(type(raised), raised, raised.__traceback__)
+                exc = SquallError("Something went wrong on the server", "internal_error", 500)
+            else:
+                log.warning("a %s stream of user %s failed to open (%s)", self.request.path, self.user_id, exc.code)
+            self.close(OPEN_FAILED_CODE, exc.code)
 
     def resume_position(self):
         """``(last message id, last notification id)`` to resume from; None means from now."""
@@ -177,8 +196,24 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             raise BadJSON("The frame is not valid JSON") from None
         if not isinstance(frame, dict):
             raise BadJSON("The frame must be a JSON object")
-        check_text(frame)
-        if not isinstance(frame.get("type"), str):
-            raise ValidationError("The frame needs a string 'type'", "missing_type")
+        try:
+            check_text(frame)
+            if not isinstance(frame.get("type"), str):
+                raise ValidationError("The frame needs a string 'type'", "missing_type")
+        except SquallError as exc:
+            exc.client_id = self.frame_client_id(frame)  # echoed, whatever else is wrong with the frame
+            raise
         return frame
+
+    @staticmethod
+    def frame_client_id(frame: dict):
+        """The frame's ``client_id`` when it is a string that can be echoed back (else None)."""
+        client_id = frame.get("client_id")
+        if not isinstance(client_id, str):
+            return None
+        try:
+            check_text(client_id)
+        except SquallError:
+            return None
+        return client_id
 

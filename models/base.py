@@ -8,6 +8,8 @@ import peewee
 from playhouse.pool import PooledPostgresqlDatabase
 
 database_proxy = peewee.DatabaseProxy()
+SQLITE_BUSY_TIMEOUT_MS = 1000
+POSTGRES_CONNECT_TIMEOUT = 5  # seconds; an unreachable server fails fast (503) instead of hanging
 
 
 def utcnow() -> datetime.datetime:
@@ -31,7 +33,9 @@ def open_database(url: str, max_connections: int = 16) -> peewee.Database:
             "journal_mode": "wal",        # readers never block the writer
             "synchronous": "normal",      # durable at each WAL checkpoint; safe against corruption
             "foreign_keys": 1,
-            "busy_timeout": 10000,
+            # A write waits this long for a lock held by another process, then the API answers
+            # 503 database_unavailable (a send: store_failed) instead of hanging.
+            "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
             "cache_size": -16000,
         }, check_same_thread=False)
     if url.startswith(("postgres://", "postgresql://")):
@@ -44,6 +48,7 @@ def open_database(url: str, max_connections: int = 16) -> peewee.Database:
         }
         if parsed.password:
             kwargs["password"] = unquote(parsed.password)
+        kwargs["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT
         kwargs.update(params)
         return PooledPostgresqlDatabase(
             parsed.path.lstrip("/") or "postgres", max_connections=max_connections,

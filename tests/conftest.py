@@ -59,7 +59,8 @@ def config(database_url, tmp_path, config_overrides):
                   service_token=SERVICE_TOKEN, password_hash_profile="fast",
                   rate_limit_per_second=10_000, rate_limit_burst=10_000,
                   # every test registers its users from 127.0.0.1, some of them concurrently
-                  registrations_per_address_per_minute=100_000, hash_per_address=64, hash_queue=256)
+                  registrations_per_address_per_minute=100_000, hash_per_address=64, hash_queue=256,
+                  max_handshakes_per_second=10_000, handshake_burst=10_000)
     values.update(config_overrides)
     return Config(**values)
 
@@ -81,6 +82,20 @@ def services(io_loop, config):
 def app(services):
     """The Tornado application (pytest-tornado's http_server serves it)."""
     return make_app(services)
+
+
+@pytest.fixture
+def http_server(request, io_loop, _unused_port, services, app):
+    """The test server: Squall's own HTTP server (timeouts, caps, body limit) on 127.0.0.1."""
+    from tornado_app.application import make_http_server
+    server = make_http_server(services, app)
+    server.add_sockets([_unused_port[0]])
+
+    def stop():
+        server.stop()
+        io_loop.run_sync(server.close_all_connections, timeout=30)
+    request.addfinalizer(stop)
+    return server
 
 
 @pytest.fixture

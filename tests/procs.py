@@ -23,8 +23,9 @@ def free_port() -> int:
 class ServerProcess:
     """One ``python run.py`` child; ``url``, ``port``, ``stop()``, ``kill()``, ``log()``."""
 
-    def __init__(self, args: list, env: dict, port: int, log_path: str):
+    def __init__(self, args: list, env: dict, port: int, log_path: str, nofile: Optional[int] = None):
         self.args, self.env, self.port, self.log_path = args, env, port, log_path
+        self.nofile = nofile  # descriptor limit (soft and hard) of the child, when given
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
         self.proc: Optional[subprocess.Popen] = None
@@ -34,7 +35,7 @@ class ServerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *self.args],
                                      cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self._limit_descriptors)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -48,6 +49,11 @@ class ServerProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"server did not become healthy in {timeout}s:\n{self.log()}")
+
+    def _limit_descriptors(self) -> None:
+        if self.nofile is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` and wait for the exit code."""
@@ -91,8 +97,12 @@ def server_env(**extra) -> dict:
     return env
 
 
-def start_server(tmp_path, *args: str, port: Optional[int] = None, **env) -> ServerProcess:
-    """Start ``run.py --port <free> *args`` with ``env`` added; logs go to ``tmp_path``."""
+def start_server(tmp_path, *args: str, port: Optional[int] = None, nofile: Optional[int] = None,
+                 **env) -> ServerProcess:
+    """Start ``run.py --port <free> *args`` with ``env`` added; logs go to ``tmp_path``.
+
+    ``nofile`` sets the child's descriptor limit (soft and hard: the server cannot raise it).
+    """
     port = port or free_port()
     log_path = os.path.join(str(tmp_path), f"server-{port}.log")
-    return ServerProcess(["--port", str(port), *args], server_env(**env), port, log_path).start()
+    return ServerProcess(["--port", str(port), *args], server_env(**env), port, log_path, nofile).start()

@@ -293,11 +293,12 @@ async def test_typing_and_receipts_reach_others_not_the_sender(api, ws_connect, 
     receipt = {"type": "read", "chat_id": gid, "user_id": alice["id"], "message_id": m1["id"]}
     assert await b.recv() == receipt
     assert await c.recv() == receipt
-    # HTTP typing takes the same path
-    status, ok = await api.call("POST", f"/api/chats/{gid}/typing", {}, token=alice["token"])
+    # HTTP typing takes the same path (carol: alice's next typing within 2 s would be dropped)
+    status, ok = await api.call("POST", f"/api/chats/{gid}/typing", {}, token=carol["token"])
     assert status == 200 and ok == {"ok": True}
-    assert await b.recv() == expected
-    assert await c.recv() == expected
+    by_carol = {"type": "typing", "chat_id": gid, "user_id": carol["id"], "user_name": "Carol"}
+    assert await a.recv() == by_carol
+    assert await b.recv() == by_carol
     # sentinel: the next frame alice gets is carol's message, so none of her own events came back
     m2 = (await c.request({"type": "send_message", "chat_id": gid, "content": "sentinel"}, "message_ack"))["message"]
     assert await a.recv() == {"type": "message", "message": m2}

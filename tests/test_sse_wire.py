@@ -17,7 +17,7 @@ PING_INTERVAL = 0.2
 @pytest.fixture
 def config_overrides():
     """A short heartbeat interval, so that several pings come within a test."""
-    return {"sse_ping_interval": PING_INTERVAL, "sse_retry_ms": 1500}
+    return {"sse_ping_interval": PING_INTERVAL, "sse_retry_ms": 1500, "sse_retry_max_ms": 1500}  # a range of one value
 
 
 class EventSourceReader:

@@ -18,6 +18,7 @@ import tornado.web
 
 from handlers import all_routes
 from handlers.base import NotFoundHandler, log_request
+from .httpserver import SquallHTTPServer, default_max_connections, raise_descriptor_limit
 from .proxies import TrustedProxies
 from .services import Services
 
@@ -72,6 +73,24 @@ def make_app(services: Services) -> tornado.web.Application:
     )
 
 
+def make_http_server(services: Services, app: tornado.web.Application) -> SquallHTTPServer:
+    """The HTTP server for ``app`` with the configured timeouts and caps (see tornado_app/httpserver.py).
+
+    Raises the soft descriptor limit to the hard one first; ``--max-connections 0`` is
+    derived from it.
+    """
+    config = services.config
+    descriptors = raise_descriptor_limit()
+    max_connections = config.max_connections or default_max_connections(descriptors)
+    log.info("descriptor limit %d; at most %d client connections", descriptors, max_connections)
+    server = SquallHTTPServer(app, xheaders=False,  # forwarded headers: only from --trusted-proxies
+                              max_connections=max_connections,
+                              max_body_bytes=config.max_body_bytes, header_timeout=config.header_timeout,
+                              idle_timeout=config.idle_timeout, body_timeout=config.body_timeout)
+    services.http_server = server
+    return server
+
+
 class SquallServer:
     """One serving process: services, HTTP server, graceful stop."""
 
@@ -85,10 +104,7 @@ class SquallServer:
     async def start(self, sockets=None) -> None:
         """Start services and listen (on ``sockets`` if given, else host:port)."""
         await self.services.start()
-        self.http_server = tornado.httpserver.HTTPServer(
-            self.app, xheaders=False,  # forwarded headers: only from --trusted-proxies
-            max_body_size=max(self.services.config.max_body_bytes * 4, 1 << 20),
-            idle_connection_timeout=3600)
+        self.http_server = make_http_server(self.services, self.app)
         if sockets is not None:
             self.http_server.add_sockets(sockets)
         else:

@@ -80,6 +80,22 @@ class Config:
     hash_threads: int = 2  # password hashing threads
     hash_queue: int = 16  # hashes waiting for a thread; past it 503 server_busy
     hash_per_address: int = 2  # concurrent hashes per client address; past it 503 server_busy
+    # Hostile network (issue 9): timeouts, connection caps, handshake rate, amplification limits
+    header_timeout: float = 10.0  # seconds for a new connection's request headers to arrive
+    body_timeout: float = 30.0  # seconds for a request body to arrive
+    idle_timeout: float = 60.0  # seconds a keep-alive connection may wait for its next request
+    max_connections: int = 0  # open client connections per process; 0 = derived from RLIMIT_NOFILE
+    max_connections_per_user: int = 32  # /ws/* and /sse/* streams per user and process
+    max_handshakes_per_second: float = 500.0  # new WebSocket/SSE streams per process
+    handshake_burst: int = 100
+    sse_retry_max_ms: int = 10000  # SSE "retry:" is random in [sse_retry_ms, sse_retry_max_ms]
+    max_group_members: int = 256
+    groups_per_hour: int = 30  # group chats one user may create per hour
+    typing_interval: float = 2.0  # at most one typing frame fanned out per user and chat
+    mark_read_interval: float = 0.5  # at most one read-position write per user and chat
+    test_notifications_per_minute: int = 30  # POST /api/notifications/test per user
+    chats_page_size: int = 100  # default (and at most 500) chats per GET /api/chats page
+    log_sql: bool = False  # log SQL statements (never their parameters) at debug level
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -149,6 +165,24 @@ _OPTIONS = [
     ("hash_threads", "HASH_THREADS", int, "password hashing threads"),
     ("hash_queue", "HASH_QUEUE", int, "password hashes allowed to wait for a thread (then 503)"),
     ("hash_per_address", "HASH_PER_ADDRESS", int, "concurrent password hashes per client address (then 503)"),
+    # Hostile network (issue 9)
+    ("max_body_bytes", "MAX_BODY_BYTES", int, "largest request body; larger ones get 413 at any size"),
+    ("header_timeout", "HEADER_TIMEOUT", float, "seconds for a new connection to send complete request headers"),
+    ("body_timeout", "BODY_TIMEOUT", float, "seconds for a request body to arrive"),
+    ("idle_timeout", "IDLE_TIMEOUT", float, "seconds an idle keep-alive connection is kept"),
+    ("max_connections", "MAX_CONNECTIONS", int,
+     "open client connections per process (0: descriptor limit minus 64 and a tenth)"),
+    ("max_connections_per_user", "MAX_CONNECTIONS_PER_USER", int, "WebSocket/SSE streams per user and process"),
+    ("max_handshakes_per_second", "MAX_HANDSHAKES_PER_SECOND", float, "new WebSocket/SSE streams per second"),
+    ("handshake_burst", "HANDSHAKE_BURST", int, "burst of new WebSocket/SSE streams above the rate"),
+    ("sse_retry_max_ms", "SSE_RETRY_MAX_MS", int, "upper end of the random SSE retry: (from 2000 ms)"),
+    ("max_group_members", "MAX_GROUP_MEMBERS", int, "most members of a group chat"),
+    ("groups_per_hour", "GROUPS_PER_HOUR", int, "group chats one user may create per hour"),
+    ("typing_interval", "TYPING_INTERVAL", float, "seconds between typing frames fanned out per user and chat"),
+    ("mark_read_interval", "MARK_READ_INTERVAL", float, "seconds between read-position writes per user and chat"),
+    ("test_notifications_per_minute", "TEST_NOTIFICATIONS_PER_MINUTE", int,
+     "POST /api/notifications/test per user per minute"),
+    ("chats_page_size", "CHATS_PAGE_SIZE", int, "default page size of GET /api/chats (at most 500)"),
 ]
 
 
@@ -185,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(testing the SSE fallback) [env BLOCK_WEBSOCKETS]")
     parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=None,
                         help="extra Origin allowed for WebSockets (repeatable) [env ALLOWED_ORIGINS, comma-separated]")
+    parser.add_argument("--log-sql", dest="log_sql", action="store_true", default=None,
+                        help="log SQL statements, without their parameters, at debug level [env LOG_SQL]")
     return parser
 
 
@@ -203,6 +239,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         values["cookie_secure"] = True
     if args.block_websockets or environ.get("BLOCK_WEBSOCKETS", "").lower() in ("1", "true", "yes"):
         values["block_websockets"] = True
+    if args.log_sql or environ.get("LOG_SQL", "").lower() in ("1", "true", "yes"):
+        values["log_sql"] = True
     origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o]
     if origins:
         values["allowed_origins"] = tuple(origins)

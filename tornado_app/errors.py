@@ -94,3 +94,9 @@ class UnsupportedMediaType(SquallError):
     """415: a JSON route was sent something other than ``Content-Type: application/json``."""
 
     status, code = 415, "unsupported_media_type"
+
+
+class DatabaseUnavailable(Unavailable):
+    """503: the database cannot be reached, or stayed locked past the busy timeout; retry later."""
+
+    status, code = 503, "database_unavailable"

@@ -15,9 +15,10 @@ import tornado.ioloop
 from models import init_db
 from models.schema import migrate
 from ..config import Config
+from .admission import StreamAdmission
 from .auth import AuthService
 from .broker import Broker, create_broker
-from .chat import ChatService
+from .chat import ChatLimits, ChatService
 from .db import DatabaseExecutor
 from .hub import Hub
 from .metrics import Metrics, MetricsHub
@@ -50,6 +51,8 @@ class Services:
     metrics: MetricsHub
     monitor: Monitor
     poll_presence: PollPresence
+    admission: Optional[StreamAdmission] = None
+    http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
@@ -125,13 +128,18 @@ def build_services(config: Config) -> Services:
                         config.registrations_per_address_per_minute)
     sessions = SessionService(dbx, auth, users, hub, registry, config.refresh_ttl, config.token_expiring_notice)
     hub.on_control = sessions.on_control
-    notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days)
+    notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days,
+                                        config.test_notifications_per_minute)
     chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
-                       config.rate_limit_per_second, config.rate_limit_burst)
+                       config.rate_limit_per_second, config.rate_limit_burst,
+                       ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
+                                  config.mark_read_interval))
+    admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
+                                config.handshake_burst)
     metrics_hub = MetricsHub(metrics, config.metrics_dir or None)
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
     poll_presence = PollPresence(hub, config.poll_presence_grace)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
-                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence)
+                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission)

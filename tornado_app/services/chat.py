@@ -19,9 +19,10 @@ import peewee
 
 from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
 from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
-from .db import DatabaseExecutor
+from .db import DatabaseExecutor, is_unavailable
 from .events import CHAT, NOTIFY, dumps, iso
 from .hub import Hub
+from .ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
 from .metrics import Metrics
 from .notifications import NotificationService, insert_notifications, new_message_payload, unread_states
 from .ratelimit import RateLimiter
@@ -30,26 +31,7 @@ from .users import UserService
 log = logging.getLogger("squall.chat")
 
 MESSAGE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-MAX_GROUP_MEMBERS = 1000
 MAX_BATCH = 512
-MAX_ID = 2 ** 63 - 1  # larger integers overflow SQLite's INTEGER and PostgreSQL's BIGINT
-
-
-def is_int(value) -> bool:
-    """True for a JSON integer (booleans are not ids)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_id(value) -> bool:
-    """True for a JSON integer in the range of database ids."""
-    return is_int(value) and 0 < value <= MAX_ID
-
-
-def require_id(value, name: str) -> int:
-    """``value`` as a positive 64-bit id, or ValidationError."""
-    if not is_id(value):
-        raise ValidationError(f"'{name}' must be a positive 64-bit integer")
-    return value
 
 
 def message_dict(m: Message, sender_name: str) -> dict:
@@ -57,6 +39,27 @@ def message_dict(m: Message, sender_name: str) -> dict:
     return {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
             "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
             "created_at": iso(m.created_at)}
+
+
+@dataclass(frozen=True)
+class ChatLimits:
+    """Amplification limits: what one user may make the server do for others."""
+
+    max_group_members: int = 256
+    groups_per_hour: int = 30  # per user
+    typing_interval: float = 2.0  # seconds between typing frames fanned out per (user, chat)
+    mark_read_interval: float = 0.5  # seconds between read-position writes per (user, chat)
+
+
+class _ReadSlot:
+    """Coalescing state of one (user, chat) read position."""
+
+    __slots__ = ("last_write", "position", "future")
+
+    def __init__(self):
+        self.last_write = float("-inf")  # loop time of the last write started
+        self.position = 0  # highest position waiting for the next write
+        self.future = None  # resolves with the result of the next write
 
 
 @dataclass
@@ -244,7 +247,9 @@ class MessageWriter:
         try:
             with db.atomic():
                 results, touched = MessageWriter._store_together(batch)
-        except Exception:
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise  # the database is unreachable or locked: every send of the batch fails (store_failed)
             log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
             results, touched = MessageWriter._store_each(batch)
         if listeners is not None:
@@ -377,13 +382,18 @@ class MessageWriter:
                 touched_users.add(req.sender_id)
                 results.append(result)
             except peewee.IntegrityError:
-                # another process stored the same (sender, client_id) first
-                existing = Message.get_or_none((Message.sender == req.sender_id)
-                                               & (Message.client_id == req.client_id))
+                # another process stored the same (sender, client_id) first; without a
+                # client_id there is no such twin (``client_id == None`` would match any
+                # earlier message of the sender and acknowledge a send that was not stored)
+                existing = None if req.client_id is None else Message.get_or_none(
+                    (Message.sender == req.sender_id) & (Message.client_id == req.client_id))
                 if existing is not None:
                     results.append(SendResult(message_dict(existing, req.sender_name), False, []))
-                else:
+                elif not Chat.select().where(Chat.id == req.chat_id).exists():
                     results.append(NotFound("The chat no longer exists", "chat_not_found"))
+                else:
+                    log.error("the database refused a message of user %s in chat %s", req.sender_id, req.chat_id)
+                    results.append(Unavailable("The message could not be stored", "store_failed"))
             except Exception:
                 # Its savepoint is rolled back: this send fails alone, the rest of the batch commits.
                 log.exception("storing a message of user %s in chat %s failed", req.sender_id, req.chat_id)
@@ -403,8 +413,12 @@ class ChatService:
 
     def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService,
                  notifications: NotificationService, max_message_length: int = 4000,
-                 rate_limit: float = 30.0, rate_burst: int = 60):
+                 rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits()):
         self.dbx = dbx
+        self.limits = limits
+        self._group_limiter = RateLimiter(limits.groups_per_hour / 3600.0, limits.groups_per_hour)
+        self._typing_at: Dict[Tuple[int, int], float] = {}  # (user, chat) -> loop time of the last fan-out
+        self._reads: Dict[Tuple[int, int], _ReadSlot] = {}
         self.hub = hub
         self.users = users
         self.notifications = notifications
@@ -487,8 +501,12 @@ class ChatService:
         members = sorted(set(member_ids) | {user_id})
         if len(members) < 2:
             raise ValidationError("A group chat needs at least one other member")
-        if len(members) > MAX_GROUP_MEMBERS:
-            raise ValidationError(f"A group chat has at most {MAX_GROUP_MEMBERS} members")
+        if len(members) > self.limits.max_group_members:
+            raise ValidationError(f"A group chat has at most {self.limits.max_group_members} members",
+                                  "too_many_members")
+        if not self._group_limiter.allow(user_id):
+            raise RateLimited(f"At most {self.limits.groups_per_hour} new groups per hour",
+                              retry_after=self._group_limiter.retry_after(user_id))
         found = await self.users.get_many(members)
         missing = [m for m in members if m not in found]
         if missing:
@@ -509,11 +527,18 @@ class ChatService:
             raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
         return chats[0]
 
-    async def list_chats(self, user_id: int) -> List[dict]:
-        """Every chat of ``user_id``, most recent activity first (three queries in all)."""
-        return await self._summaries(user_id, None)
+    async def list_chats(self, user_id: int, limit: int = 100, before: Optional[int] = None) -> List[dict]:
+        """A page of ``user_id``'s chats, most recent activity first (three queries in all).
 
-    async def _summaries(self, user_id: int, only: Optional[List[int]]) -> List[dict]:
+        ``before`` is the id of the last chat of the previous page: the page continues after
+        it in the same order. Raises ValidationError (``before`` not one of the user's chats).
+        """
+        if before is not None:
+            require_id(before, "before")
+        return await self._summaries(user_id, None, limit, before)
+
+    async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
+                         before: Optional[int] = None) -> List[dict]:
         def load():
             q = (Chat.select(Chat, ChatMember.unread_count)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
@@ -521,6 +546,15 @@ class ChatService:
                  .order_by(Chat.last_activity_at.desc(), Chat.id.desc()))
             if only is not None:
                 q = q.where(Chat.id.in_(only))
+            if before is not None:
+                mark = (Chat.select(Chat.last_activity_at).join(ChatMember, on=(ChatMember.chat == Chat.id))
+                        .where((Chat.id == before) & (ChatMember.user == user_id)).tuples().first())
+                if mark is None:
+                    raise ValidationError("'before' must be the id of one of your chats")
+                q = q.where((Chat.last_activity_at < mark[0])
+                            | ((Chat.last_activity_at == mark[0]) & (Chat.id < before)))
+            if limit is not None:
+                q = q.limit(limit)
             chats = list(q.objects())
             ids = [c.id for c in chats]
             members: Dict[int, list] = {i: [] for i in ids}
@@ -651,14 +685,59 @@ class ChatService:
 
     # Read state and typing ----------------------------------------------------------------
 
-    async def mark_read(self, user_id: int, chat_id, message_id) -> dict:
+    async def mark_read(self, user_id: int, chat_id, message_id, wait: bool = True) -> Optional[dict]:
         """Mark ``chat_id`` read up to ``message_id`` for ``user_id``; read receipt + unread update.
 
-        The read position only moves forward. Raises ValidationError, NotFound, Forbidden.
+        The read position only moves forward. Writes are coalesced: at most one per user and
+        chat per ``mark_read_interval``; calls in between wait for the next write, which
+        stores the highest position asked for (and sends its receipt). With ``wait`` False a
+        coalesced call returns None at once (a WebSocket frame must not hold up the next).
+        Raises ValidationError, NotFound, Forbidden.
         """
         members = await self.require_member(user_id, chat_id)
         message_id = require_id(message_id, "message_id")
 
+        def exists():
+            return Message.select(Message.id).where((Message.id == message_id) & (Message.chat == chat_id)).exists()
+
+        if not await self.dbx.read(exists):
+            raise NotFound(f"Message {message_id} is not in chat {chat_id}", "message_not_found")
+        key = (user_id, chat_id)
+        slot = self._reads.get(key)
+        if slot is None:
+            if len(self._reads) > 100_000:
+                self._reads = {k: v for k, v in self._reads.items() if v.future is not None}
+            slot = self._reads[key] = _ReadSlot()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if slot.future is None and now - slot.last_write >= self.limits.mark_read_interval:
+            slot.last_write = now
+            return await self._apply_read(user_id, chat_id, message_id, members)
+        slot.position = max(slot.position, message_id)
+        if slot.future is None:
+            slot.future = loop.create_future()
+            loop.call_at(slot.last_write + self.limits.mark_read_interval,
+                         lambda: asyncio.ensure_future(self._flush_read(key, members)))
+        if not wait:
+            return None
+        return await asyncio.shield(slot.future)
+
+    async def _flush_read(self, key: Tuple[int, int], members) -> None:
+        """Write the coalesced read position of ``key`` and resolve everyone waiting for it."""
+        slot = self._reads[key]
+        future, position = slot.future, slot.position
+        slot.future, slot.position = None, 0
+        slot.last_write = asyncio.get_running_loop().time()
+        try:
+            future.set_result(await self._apply_read(key[0], key[1], position, members))
+        except Exception as exc:
+            log.warning("storing the read position of user %s in chat %s failed (%s)", key[0], key[1],
+                        type(exc).__name__)
+            future.set_exception(exc)
+            future.exception()  # seen: every waiter gets it
+
+    async def _apply_read(self, user_id: int, chat_id: int, message_id: int, members) -> dict:
+        """Store the read position (one write), then the receipt and the unread update."""
         def apply():
             msg = Message.get_or_none((Message.id == message_id) & (Message.chat == chat_id))
             if msg is None:
@@ -683,8 +762,18 @@ class ChatService:
         return {"chat_id": chat_id, "message_id": position}
 
     async def typing(self, user_id: int, chat_id) -> None:
-        """Tell the other members' chat streams that ``user_id`` is typing in ``chat_id``."""
+        """Tell the other members' chat streams that ``user_id`` is typing in ``chat_id``.
+
+        At most once per ``typing_interval`` per user and chat: extra calls are dropped silently.
+        """
         members = await self.require_member(user_id, chat_id)
+        now = asyncio.get_running_loop().time()
+        key = (user_id, chat_id)
+        if now - self._typing_at.get(key, float("-inf")) < self.limits.typing_interval:
+            return
+        if len(self._typing_at) > 100_000:
+            self._typing_at.clear()  # bounded memory; forgetting only lets one more frame through
+        self._typing_at[key] = now
         user = await self.users.get(user_id)
         others = [m for m in members if m != user_id]
         if others:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -25,6 +26,25 @@ log = logging.getLogger("squall.db")
 
 # pg_advisory_xact_lock key that orders write transactions across processes ("SQWR")
 WRITE_ORDER_LOCK = 0x53515752
+
+
+def _unavailable_types() -> tuple:
+    types = [peewee.OperationalError, peewee.InterfaceError, sqlite3.OperationalError, sqlite3.InterfaceError]
+    try:
+        import psycopg2
+        types += [psycopg2.OperationalError, psycopg2.InterfaceError]
+    except ImportError:  # SQLite-only installs
+        pass
+    return tuple(types)
+
+
+UNAVAILABLE_ERRORS = _unavailable_types()
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` means the database cannot be used right now (unreachable, locked past
+    the busy timeout, connection lost), as raised by Peewee or by a raw driver cursor."""
+    return isinstance(exc, UNAVAILABLE_ERRORS)
 
 
 class DatabaseExecutor:
@@ -69,6 +89,30 @@ class DatabaseExecutor:
         """Run ``fn(*args)`` on the writer thread without an enclosing transaction."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, functools.partial(self._call, fn, args, {}))
+
+    async def check(self) -> None:
+        """Raise unless the database could take a write now (``/readyz``).
+
+        SQLite: ``BEGIN IMMEDIATE`` on a connection of its own with a 1 s busy timeout, so a
+        lock held by another process shows (``SELECT 1`` takes no lock). PostgreSQL: a real
+        query on a pooled connection (a stopped server fails it).
+        """
+        path = None if self.pooled else self.db.database
+        if path is None:
+            await self.read(lambda: self.db.execute_sql("SELECT 1").fetchall())
+            return
+        if path == ":memory:":
+            return
+
+        def take_lock():
+            conn = sqlite3.connect(path, timeout=1.0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._readers, take_lock)
 
     def close(self) -> None:
         """Wait for queued work, then close every connection."""

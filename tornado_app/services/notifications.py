@@ -13,10 +13,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import peewee
 
 from models import ChatMember, Notification, NotificationState, Setting, User, utcnow
-from ..errors import NotFound, ValidationError
+from ..errors import NotFound, RateLimited, ValidationError
 from .db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
+from .ids import require_ids
+from .ratelimit import RateLimiter
 
 log = logging.getLogger("squall.notifications")
 
@@ -93,11 +95,12 @@ class NotificationService:
     """Creates, delivers, replays and prunes notifications."""
 
     def __init__(self, dbx: DatabaseExecutor, hub: Hub, replay_limit: int = 1000,
-                 retention_days: float = 30.0):
+                 retention_days: float = 30.0, test_per_minute: int = 30):
         self.dbx = dbx
         self.hub = hub
         self.replay_limit = replay_limit
         self.retention_days = retention_days
+        self._test_limiter = RateLimiter(test_per_minute / 60.0, test_per_minute)
 
     # Delivery ---------------------------------------------------------------------------
 
@@ -143,9 +146,8 @@ class NotificationService:
         if broadcast == (user_ids is not None):
             raise ValidationError("give either 'user_ids' or 'broadcast': true")
         if not broadcast:
-            if (not isinstance(user_ids, list) or not user_ids or len(user_ids) > 10000
-                    or not all(isinstance(u, int) and not isinstance(u, bool) for u in user_ids)):
-                raise ValidationError("'user_ids' must be a non-empty list of at most 10000 user ids")
+            if not require_ids(user_ids, "user_ids"):
+                raise ValidationError("'user_ids' must not be empty")
             user_ids = list(dict.fromkeys(user_ids))
         if not isinstance(ntype, str) or not ntype or len(ntype) > 64:
             raise ValidationError("'type' must be a string of 1-64 characters")
@@ -188,6 +190,16 @@ class NotificationService:
                                    [{"recipient": user_id, "type": ntype, "payload": payload}])
         await self.deliver_stored([(ids[0], user_id, payload)])
         return json.loads(frame(ids[0], payload))
+
+    async def send_test(self, user_id: int, sent_at_ms: int) -> dict:
+        """A ``test`` notification to ``user_id`` (the test page's probe), rate-limited per user.
+
+        Raises RateLimited (429 with ``retry_after``).
+        """
+        if not self._test_limiter.allow(user_id):
+            raise RateLimited("Too many test notifications; wait a little",
+                              retry_after=self._test_limiter.retry_after(user_id))
+        return await self.notify_user(user_id, "test", "Test notification", {"sent_at_ms": sent_at_ms})
 
     # Replay -------------------------------------------------------------------------------
 
@@ -241,9 +253,8 @@ class NotificationService:
         return await self.dbx.read(load)
 
     async def _set_state(self, user_id: int, ids: Optional[list], field: str) -> int:
-        if ids is not None and (not isinstance(ids, list) or len(ids) > 10000 or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in ids)):
-            raise ValidationError("'ids' must be a list of notification ids")
+        if ids is not None:
+            require_ids(ids, "ids")
         now = utcnow()
 
         def apply():

@@ -11,6 +11,7 @@ Shapes:
     _expiring[second] / _warning[second] -> connections whose token expires / should be warned
                                then: a timing wheel keyed by epoch second, swept once a second
                                (no timer per connection)
+    _per_user[user_id]       -> number of this process's connections of the user (any kind)
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class ConnectionRegistry:
         self._by_user = {CHAT: defaultdict(set), NOTIFY: defaultdict(set)}
         self._everyone = {CHAT: set(), NOTIFY: set()}
         self._joined = defaultdict(int)
+        self._per_user = {}
         self.connections = set()
         self._by_sid = {}
         self._expiring = {}
@@ -36,11 +38,12 @@ class ConnectionRegistry:
         self._swept = None  # last epoch second swept
 
     def add(self, conn) -> None:
-        """Register ``conn`` (it has ``user_id``, ``streams``, ``transport``, ``deliver(event)``, ``sid``, ``token_exp``)."""
+        """Register ``conn`` (``user_id``, ``streams``, ``transport``, ``deliver(event)``, ``sid``, ``token_exp``); idempotent."""
         if conn in self.connections:
             return
         self.connections.add(conn)
         self.metrics.connection_opened(conn.transport)
+        self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
         for kind in conn.streams:
             self._by_user[kind][conn.user_id].add(conn)
             self._everyone[kind].add(conn)
@@ -124,6 +127,11 @@ class ConnectionRegistry:
             self._drop_sid(conn)
         if getattr(conn, "token_exp", None) is not None:
             self._unschedule(conn)
+        left = self._per_user.get(conn.user_id, 1) - 1
+        if left > 0:
+            self._per_user[conn.user_id] = left
+        else:
+            self._per_user.pop(conn.user_id, None)
         for kind in conn.streams:
             users = self._by_user[kind]
             conns = users.get(conn.user_id)
@@ -167,6 +175,10 @@ class ConnectionRegistry:
     def has_user(self, kind: str, user_id: int) -> bool:
         """True when ``user_id`` has a connection of ``kind`` here."""
         return user_id in self._by_user[kind]
+
+    def user_count(self, user_id: int) -> int:
+        """Number of this process's connections of ``user_id`` (every kind)."""
+        return self._per_user.get(user_id, 0)
 
     def count(self, kind: Optional[str] = None) -> int:
         """Number of connections (of one stream kind, or all)."""

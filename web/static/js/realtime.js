@@ -41,10 +41,39 @@ const SSE_PROVEN_MS = 10_000;
 export const SSE_FIRST_EVENT_MS = 5000;
 const HELD_BACK_KEY = "squall.eventStreamHeldBack";
 
-/** Delay before reconnect attempt ``attempt`` (0-based): exponential, capped, with jitter. */
+/**
+ * Delay before reconnect attempt ``attempt`` (0-based): full jitter, a random delay between 0
+ * and the capped exponential backoff, so clients dropped together do not return together.
+ */
 export function backoffDelay(attempt) {
   const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
-  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+  return Math.round(Math.random() * ceiling);
+}
+
+/** Milliseconds asked for by a ``Retry-After`` header (seconds or an HTTP date); 0 if none. */
+export function retryAfterMs(value) {
+  if (!value) return 0;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : 0;
+}
+
+/**
+ * Why a stream did not open: a browser cannot read the status of a refused WebSocket or
+ * EventSource, so GET the SSE URL once and report its status and ``Retry-After``.
+ */
+async function probeStream(path) {
+  const ctrl = new AbortController();
+  try {
+    const resp = await fetch(path, { credentials: "same-origin", headers: { Accept: "text/event-stream" },
+                                     signal: ctrl.signal });
+    const result = { status: resp.status, retryAfterMs: retryAfterMs(resp.headers.get("Retry-After")) };
+    ctrl.abort();
+    return result;
+  } catch {
+    return { status: 0, retryAfterMs: 0 };
+  }
 }
 
 /** ws:// or wss:// URL of ``path`` on this origin. */
@@ -111,7 +140,11 @@ function longPoll(pollPath, { opened, frame, failed }) {
       cursor = body.last_event_id;
       tag = body.unread_tag || null;
       if (first) { first = false; opened(Math.round(performance.now() - started)); }
-      for (const data of body.events || []) frame(data, data && data.id != null ? String(data.id) : null);
+      for (const data of body.events || []) {
+        // Logged out or expired while waiting: reconnect with fresh credentials (and resume).
+        if (data && data.type === "auth_expired") { failed(); return; }
+        frame(data, data && data.id != null ? String(data.id) : null);
+      }
     }
   })();
   return { close() { stopped = true; abort.abort(); } };
@@ -281,20 +314,20 @@ class Reconnector {
     if (wasOpen && this.fellBack && Date.now() - this.openedAt >= SSE_PROVEN_MS) this.wsFailedAt = Date.now();
     this.fellBack = false;
     this.handlers.status({ state: "reconnecting" });
+    let delay = backoffDelay(wasOpen ? 0 : this.attempt);
     if (!wasOpen) {
-      // Neither transport opened: a refused token means stop; anything else, retry later.
-      try {
-        await api("GET", "/api/me");
-      } catch (err) {
-        if (err instanceof ApiError && err.status === 401) {
-          this.stop();
-          this.handlers.status({ state: "unauthorized", transport: null });
-          if (this.handlers.unauthorized) this.handlers.unauthorized();
-          return;
-        }
+      // Neither transport opened: a refused token means stop; a busy server (429/503) names
+      // the least wait in Retry-After; anything else, retry after the backoff.
+      const probe = await probeStream(this.options.ssePath());
+      if (this.stopped) return;
+      if (probe.status === 401) {
+        this.stop();
+        this.handlers.status({ state: "unauthorized", transport: null });
+        if (this.handlers.unauthorized) this.handlers.unauthorized();
+        return;
       }
+      if (probe.retryAfterMs > 0) delay = probe.retryAfterMs + backoffDelay(0);
     }
-    const delay = backoffDelay(wasOpen ? 0 : this.attempt);
     this.attempt += wasOpen ? 0 : 1;
     this.handlers.status({ state: "reconnecting", retryInMs: delay });
     this.timer = setTimeout(() => this.connect(), delay);

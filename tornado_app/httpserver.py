@@ -1,0 +1,309 @@
+"""The HTTP server in front of the application: what a hostile network must not exhaust.
+
+Tornado's ``HTTPServer`` waits an hour for request headers, buffers bodies up to its
+``max_body_size`` and answers a larger one with an empty ``400`` and a reset, and its
+accept loop spins (logging each time) once the process runs out of descriptors. This
+subclass adds, per process:
+
+- a header timeout for a new connection's first request and an idle timeout for the
+  next request on a kept-alive one (Tornado's ``body_timeout`` bounds bodies);
+- a count of open client connections (every accepted socket, WebSockets and SSE
+  streams included, until its stream closes); past ``max_connections`` the connection
+  that has waited longest for request headers (a slow or idle one) is closed, and new
+  requests get ``503 server_busy`` with ``Retry-After`` (``/healthz`` and ``/readyz`` are
+  still answered);
+- ``413 payload_too_large`` in the JSON error shape for a body over ``max_body_bytes``, with
+  a ``Content-Length`` or chunked, answered as soon as the limit is passed, then the
+  connection closes (the rest of the body is never read);
+- an accept loop that backs off when ``accept`` fails for lack of descriptors and logs
+  that at most once per 10 s, with a count.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import random
+import resource
+import socket
+import time
+from collections import OrderedDict
+from typing import Optional
+
+import tornado.httpserver
+import tornado.httputil
+import tornado.ioloop
+import tornado.iostream
+from tornado.http1connection import HTTP1ConnectionParameters
+
+from .services.events import dumps
+
+log = logging.getLogger("squall.server")
+
+# Paths answered even past max_connections: load balancers must see the process as alive.
+HEALTH_PATHS = frozenset(("/healthz", "/readyz"))
+ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_PAUSE = 0.1  # seconds without accepting after a descriptor shortage
+LOG_EVERY = 10.0  # seconds between log lines about descriptor shortage
+UNLIMITED_BODY = 1 << 62  # Tornado's own body limit is replaced by BodyGuard's
+LINGER_SECONDS = 2.0  # after refusing a body: how long to discard what the client still sends
+LINGER_BYTES = 1 << 20
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit; returns the (new) soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft if soft != resource.RLIM_INFINITY else hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    except (ValueError, OSError):
+        return soft
+
+
+def default_max_connections(descriptors: int) -> int:
+    """Client connections a process may hold with ``descriptors``: 64 and a tenth kept for the
+    database, the broker, logs and the health checks."""
+    return max(16, descriptors - 64 - descriptors // 10)
+
+
+def busy_retry_after() -> int:
+    """A random 1-5 s ``Retry-After``, so refused clients do not come back together."""
+    return random.randint(1, 5)
+
+
+def error_response(status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None) -> bytes:
+    """A complete ``HTTP/1.1`` answer ``{"error": {...}}`` that closes the connection."""
+    error = {"code": code, "message": message}
+    head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
+            "Cache-Control: no-store", "Connection: close"]
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+        head.append(f"Retry-After: {retry_after}")
+    body = dumps({"error": error}).encode()
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def answer_and_close(stream: tornado.iostream.IOStream, response: bytes, linger: bool) -> None:
+    """Send ``response``, then close; with ``linger``, half-close first and discard what the
+    client still sends for a moment (at most ``LINGER_BYTES``, and ``LINGER_SECONDS`` in all).
+
+    Closing a socket with unread data makes the kernel send a reset, which can destroy the
+    answer before the client reads it; nginx's "lingering close" avoids that the same way.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        await stream.write(response)
+        if linger:
+            stream.socket.shutdown(socket.SHUT_WR)
+            deadline, discarded = loop.time() + LINGER_SECONDS, 0
+            while discarded < LINGER_BYTES and loop.time() < deadline:
+                data = await asyncio.wait_for(stream.read_bytes(65536, partial=True), deadline - loop.time())
+                discarded += len(data)
+            # Past the byte budget, stop reading (the client's upload stalls) but give it the
+            # rest of the time to read the answer before the reset.
+            while not stream.closed() and loop.time() < deadline:
+                await asyncio.sleep(0.05)
+    except (tornado.iostream.StreamClosedError, asyncio.TimeoutError, OSError):
+        pass
+    finally:
+        stream.close()
+
+
+class CountedIOStream(tornado.iostream.IOStream):
+    """An accepted client socket, counted by its server until it closes (however it closes)."""
+
+    def __init__(self, sock, server: "SquallHTTPServer", **kwargs):
+        super().__init__(sock, **kwargs)
+        self.squall_server = server
+        server.open_connections += 1
+
+    def close(self, exc_info=False) -> None:
+        if self.squall_server is not None:
+            self.squall_server.open_connections -= 1
+            self.squall_server = None
+        super().close(exc_info)
+
+
+class BodyGuard(tornado.httputil.HTTPMessageDelegate):
+    """Wraps the application's delegate for one request: caps, then the body limit."""
+
+    def __init__(self, server: "SquallHTTPServer", server_conn, request_conn, inner):
+        self.server, self.server_conn, self.request_conn, self.inner = server, server_conn, request_conn, inner
+        self.refused = False
+        self.received = 0
+
+    def headers_received(self, start_line, headers):
+        server = self.server
+        server.waiting.pop(self.server_conn, None)
+        path = start_line.path.split("?", 1)[0]
+        if server.open_connections > server.max_connections and path not in HEALTH_PATHS:
+            has_body = headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
+            return self.refuse(503, "Service Unavailable", "server_busy",
+                               "The server is at its connection limit; retry later", busy_retry_after(), has_body)
+        limit = server.max_body_bytes
+        length = headers.get("Content-Length")
+        if length is not None:
+            try:
+                too_big = int(length.split(",")[0].strip()) > limit
+            except ValueError:
+                too_big = False  # Tornado answers the malformed header itself
+            if too_big:
+                return self.refuse(413, "Payload Too Large", "payload_too_large",
+                                   f"The request body is over {limit} bytes")
+        elif "Transfer-Encoding" in headers:
+            # Count the chunks here: Tornado's own check would answer an empty 400.
+            self.request_conn.set_max_body_size(UNLIMITED_BODY)
+        return self.inner.headers_received(start_line, headers)
+
+    def refuse(self, status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None,
+               linger: bool = True):
+        """Answer the error ourselves and close the connection; the rest of the body is not read.
+
+        Returns an awaitable: Tornado waits for it before it would read (more of) the body,
+        and finds the stream closed afterwards.
+        """
+        self.refused = True
+        self.request_conn.set_max_body_size(UNLIMITED_BODY)  # no second answer from Tornado
+        return answer_and_close(self.request_conn.stream, error_response(status, reason, code, message, retry_after),
+                                linger)
+
+    def data_received(self, chunk):
+        if self.refused:
+            return None
+        self.received += len(chunk)
+        if self.received > self.server.max_body_bytes:
+            self.inner.on_connection_close()
+            return self.refuse(413, "Payload Too Large", "payload_too_large",
+                               f"The request body is over {self.server.max_body_bytes} bytes")
+        return self.inner.data_received(chunk)
+
+    def finish(self):
+        if not self.refused:
+            self.inner.finish()
+
+    def on_connection_close(self):
+        self.server.waiting.pop(self.server_conn, None)
+        if not self.refused:
+            self.inner.on_connection_close()
+
+
+class SquallHTTPServer(tornado.httpserver.HTTPServer):
+    """HTTPServer with timeouts, a connection cap, a body limit and a patient accept loop."""
+
+    def initialize(self, request_callback, *, max_connections: int, max_body_bytes: int,
+                   header_timeout: float, idle_timeout: float, body_timeout: float, **kwargs):
+        super().initialize(request_callback, idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
+                           max_body_size=max_body_bytes, **kwargs)
+        self.max_connections = max_connections
+        self.max_body_bytes = max_body_bytes
+        self.open_connections = 0
+        # Connections waiting for request headers, oldest first (the ones to shed at the cap).
+        self.waiting: "OrderedDict[object, None]" = OrderedDict()
+        self._served = set()  # server connections that have started a request before
+        params = dict(decompress=self.conn_params.decompress, chunk_size=self.conn_params.chunk_size,
+                      max_header_size=self.conn_params.max_header_size, max_body_size=max_body_bytes,
+                      body_timeout=body_timeout, no_keep_alive=self.conn_params.no_keep_alive)
+        self._first_params = HTTP1ConnectionParameters(header_timeout=header_timeout, **params)
+        self._next_params = HTTP1ConnectionParameters(header_timeout=idle_timeout, **params)
+        self._listeners = []  # (socket, fd)
+        self._paused = False
+        self._accept_failures = 0
+        self._last_failure_log = 0.0
+
+    # Accepting ----------------------------------------------------------------------------
+
+    def add_sockets(self, sockets) -> None:
+        """Accept on ``sockets`` with this server's loop (not Tornado's ``add_accept_handler``)."""
+        io_loop = tornado.ioloop.IOLoop.current()
+        for sock in sockets:
+            sock.setblocking(False)
+            self._listeners.append(sock)
+            io_loop.add_handler(sock.fileno(), self._accept_ready(sock), tornado.ioloop.IOLoop.READ)
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening sockets."""
+        io_loop = tornado.ioloop.IOLoop.current()
+        for sock in self._listeners:
+            if not self._paused:
+                io_loop.remove_handler(sock.fileno())
+            sock.close()
+        self._listeners = []
+        super().stop()
+
+    def _accept_ready(self, sock):
+        def on_readable(fd, events):
+            for _ in range(128):
+                try:
+                    connection, address = sock.accept()
+                except BlockingIOError:
+                    return
+                except ConnectionAbortedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in ACCEPT_ERRORS:
+                        self._descriptor_shortage(exc)
+                        return
+                    raise
+                self._accepted(connection, address)
+        return on_readable
+
+    def _descriptor_shortage(self, exc: OSError) -> None:
+        """Pause accepting briefly (the socket stays readable: retrying now would spin)."""
+        self._accept_failures += 1
+        now = time.monotonic()
+        if now - self._last_failure_log >= LOG_EVERY:
+            log.error("accept failed %d time(s) in the last %.0f s (%s): out of descriptors; "
+                      "pausing new connections", self._accept_failures, LOG_EVERY, errno.errorcode.get(exc.errno))
+            self._accept_failures = 0
+            self._last_failure_log = now
+        if self._paused:
+            return
+        self._paused = True
+        io_loop = tornado.ioloop.IOLoop.current()
+        for sock in self._listeners:
+            io_loop.remove_handler(sock.fileno())
+        io_loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if not self._paused or not self._listeners:
+            return
+        self._paused = False
+        io_loop = tornado.ioloop.IOLoop.current()
+        for sock in self._listeners:
+            io_loop.add_handler(sock.fileno(), self._accept_ready(sock), tornado.ioloop.IOLoop.READ)
+
+    def _accepted(self, connection: socket.socket, address) -> None:
+        if self.open_connections >= self.max_connections and self.waiting:
+            # Shed the connection that has waited longest for its request headers (a slow
+            # or idle one): established streams and requests in progress are never shed.
+            oldest, _ = self.waiting.popitem(last=False)
+            oldest.stream.close()
+        try:
+            stream = CountedIOStream(connection, self, max_buffer_size=self.max_buffer_size,
+                                     read_chunk_size=self.read_chunk_size)
+        except Exception:
+            connection.close()
+            raise
+        self.handle_stream(stream, address)
+
+    # Requests -----------------------------------------------------------------------------
+
+    def start_request(self, server_conn, request_conn):
+        """Wrap the application's delegate; the first request gets the header timeout."""
+        if server_conn in self._served:
+            request_conn.params = self._next_params
+        else:
+            self._served.add(server_conn)
+            request_conn.params = self._first_params
+        self.waiting[server_conn] = None
+        return BodyGuard(self, server_conn, request_conn, super().start_request(server_conn, request_conn))
+
+    def on_close(self, server_conn) -> None:
+        self.waiting.pop(server_conn, None)
+        self._served.discard(server_conn)
+        super().on_close(server_conn)
