@@ -17,7 +17,8 @@ from tests.procs import start_server
 def site(tmp_path_factory):
     """One server for the module (the front end does not depend on the database kind)."""
     tmp = tmp_path_factory.mktemp("a11y")
-    server = start_server(tmp, "--database-url", f"sqlite:///{tmp}/a11y.db")
+    # Typing frames every time (states of both widths type within the default 2 s interval).
+    server = start_server(tmp, "--database-url", f"sqlite:///{tmp}/a11y.db", "--typing-interval", "0")
     yield server
     server.kill()
 
