@@ -190,9 +190,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database)
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     version, columns, indexes = read_back(old_database)
-    assert version == 3 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 4 and "unread_count" in columns and "chat_last_activity_at" in indexes
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE is_admin').fetchone()[0] == 0
@@ -273,11 +273,11 @@ async def test_v2_database_migrates_to_sessions_schema(old_database, server_fact
     assert read_back(old_database)[0] == 2
     server = server_factory("--database-url", old_database)
     api = ApiClient(server.url)
-    assert read_back(old_database)[0] == 3
+    assert read_back(old_database)[0] == SCHEMA_VERSION
     db = open_database(old_database)
     with db.connection_context():
         user_columns = {c.name for c in db.get_columns("user")}
-        assert {"username_key", "token_version"} <= user_columns
+        assert {"username_key", "token_version", "is_admin"} <= user_columns
         assert db.table_exists("refresh_token")
         keys = dict(db.execute_sql('SELECT "username", "username_key" FROM "user"').fetchall())
     db.close()
