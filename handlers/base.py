@@ -35,18 +35,25 @@ def public(method):
     return method
 
 
-def authenticated(method):
-    """Require a valid user token (header, ``access_token`` query or cookie); sets ``self.user_id``."""
+def _guarded(method, access: str, admins_only: bool = False):
+    """``method`` behind the user-token check (and the admin check); marked ``squall_access = access``."""
     @functools.wraps(method)
     async def wrapper(self, *args, **kwargs):
         self.authenticate()
         await self.require_known_user()
+        if admins_only and not await self.services.users.is_admin(self.user_id):
+            raise Forbidden("This needs an admin account", "admin_only")
         result = method(self, *args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
-    wrapper.squall_access = "user"
+    wrapper.squall_access = access
     return wrapper
+
+
+def authenticated(method):
+    """Require a valid user token (header, ``access_token`` query or cookie); sets ``self.user_id``."""
+    return _guarded(method, "user")
 
 
 def service_only(method):
@@ -64,18 +71,7 @@ def service_only(method):
 
 def admin_only(method):
     """Require a user token of an admin (``python run.py admin grant USERNAME``); 403 ``admin_only`` otherwise."""
-    @functools.wraps(method)
-    async def wrapper(self, *args, **kwargs):
-        self.authenticate()
-        await self.require_known_user()
-        if not await self.services.users.is_admin(self.user_id):
-            raise Forbidden("This needs an admin account", "admin_only")
-        result = method(self, *args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    wrapper.squall_access = "admin"
-    return wrapper
+    return _guarded(method, "admin", admins_only=True)
 
 
 def check_text(value) -> None:

@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import tempfile
+import re
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -100,6 +102,30 @@ def signed_in_context(browser: Browser, server, user: dict, viewport=None,
                           "path": "/api/auth", "httpOnly": True, "sameSite": "Strict"}])
     context.add_init_script(f"localStorage.setItem('squall.toastMs', '{int(toast_ms)}')")
     return context
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
+    """Call ``predicate`` until it returns a true value (server state seen from outside); that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def start_chat_with(page: Page, other: dict) -> int:
+    """From the Messages page: New chat, find ``other``, start the private chat; its id once joined."""
+    page.click("#new-chat")
+    page.fill("#user-search", other["username"][:8])
+    page.click(f".user-result[data-username='{other['username']}']")
+    page.click("#start-chat")
+    expect(page).to_have_url(re.compile(r"/chat/\d+$"))
+    chat_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.locator("#conversation")).to_have_attribute("data-joined", str(chat_id))
+    return chat_id
 
 
 def wait_live(page: Page, transport: str) -> None:

@@ -3,13 +3,13 @@
 Acceptance points 1 (two windows), 2 (open chat: live, no toast), 3 (both again over SSE,
 the test page shows the SSE transport) and 5 (markup shown as text).
 """
-import re
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import (browser, http_json, open_chat, register, send,  # noqa: F401 (fixtures)
-                           signed_in_context, wait_live)
+from tests.browser import (browser, http_json, open_chat, register, send, signed_in_context,  # noqa: F401 (fixtures)
+                           start_chat_with, wait_live)
+
 
 TRANSPORTS = {"websocket": ("WebSocket", ()), "sse": ("SSE", ("--block-websockets",))}
 
@@ -42,13 +42,7 @@ def test_two_windows(browser, server, transport):
         a = ctx_a.new_page()
         a.goto(server.url + "/chat")
         wait_live(a, label)
-        a.click("#new-chat")
-        a.fill("#user-search", bob["username"][:8])
-        a.click(f".user-result[data-username='{bob['username']}']")
-        a.click("#start-chat")
-        expect(a).to_have_url(re.compile(r"/chat/\d+$"))
-        chat_id = int(a.url.rsplit("/", 1)[1])
-        expect(a.locator("#conversation")).to_have_attribute("data-joined", str(chat_id))
+        chat_id = start_chat_with(a, bob)
         a.fill("#composer-input", "Hi Bob, lunch at noon?")
         a.press("#composer-input", "Enter")
         expect(a.locator(".msg.mine .bubble")).to_have_text("Hi Bob, lunch at noon?")

@@ -3,25 +3,13 @@
 Acceptance points 4 (restart: reconnect, the missed message exactly once) and 6 (eight SSE tabs,
 one server stream, leader handover without a missed event).
 """
-import time
 
 from playwright.sync_api import expect
 
-from tests.browser import (BufferingProxy, browser, http_json, open_chat, register, send,  # noqa: F401
-                           signed_in_context, stats, wait_live)
+from tests.browser import (BufferingProxy, browser, http_json, open_chat, register, send,  # noqa: F401 (fixtures)
+                           signed_in_context, stats, wait_live, wait_until)
 from tests.procs import free_port
 
-
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns a true value (the server-side counterpart of expect)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def notification_streams(server, user) -> int:

@@ -12,22 +12,11 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser import (browser, http_json, register, signed_in_context, stats,  # noqa: F401 (fixtures)
-                           wait_live)
+from tests.browser import (browser, http_json, register, signed_in_context, start_chat_with, stats,  # noqa: F401 (fixtures)
+                           wait_live, wait_until)
 from tests.nginx import BufferingNginx
 from tests.scaleout_support import start_cluster
 
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
-    """Call ``predicate`` until it returns a true value (server state seen from outside)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def publish(server, user, message: str) -> int:
@@ -144,13 +133,7 @@ def test_two_windows_behind_a_buffering_nginx_on_long_polling(browser, server, n
         a = ctx_a.new_page()
         a.goto(nginx.url + "/chat")
         wait_live(a, label)
-        a.click("#new-chat")
-        a.fill("#user-search", bob["username"][:8])
-        a.click(f".user-result[data-username='{bob['username']}']")
-        a.click("#start-chat")
-        expect(a).to_have_url(re.compile(r"/chat/\d+$"))
-        chat_id = int(a.url.rsplit("/", 1)[1])
-        expect(a.locator("#conversation")).to_have_attribute("data-joined", str(chat_id))
+        chat_id = start_chat_with(a, bob)
         expect(a.locator("#conversation")).to_have_attribute("data-transport", "poll")
         a.fill("#composer-input", "Hi Bob, through the proxy?")
         a.press("#composer-input", "Enter")
