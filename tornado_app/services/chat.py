@@ -819,6 +819,7 @@ class ChatService:
                                                         "user_id": user_id, "user_name": user["display_name"]}))
 
     async def unread(self, user_id: int) -> dict:
-        """``{total, chats: {chat_id: count}}`` for ``user_id``."""
+        """``{total, chats: {chat_id: count}, muted?: {chat_id: count}}`` for ``user_id`` (total without muted)."""
         state = json.loads(await self.notifications.unread_state(user_id))
-        return {"total": state["total"], "chats": state["chats"]}
+        state.pop("type", None)
+        return state

@@ -26,6 +26,7 @@ from ..errors import ValidationError
 from .db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
+from .notifications import unread_states
 
 log = logging.getLogger("squall.preferences")
 
@@ -278,6 +279,8 @@ class PreferenceService:
         await self.hub.control(message)
         state = mute_state(until)
         await self.hub.publish(NOTIFY, (user_id,), dumps({"type": "mute", "chat_id": chat_id, **state}))
+        # the red dot counts this chat again (or no longer)
+        await self.hub.publish(NOTIFY, (user_id,), (await self.dbx.read(unread_states, [user_id]))[user_id])
         return {"chat_id": chat_id, **state}
 
     def on_control(self, message: dict) -> None:
