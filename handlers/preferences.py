@@ -67,8 +67,11 @@ class PushSubscriptionsHandler(BaseHandler):
 
     @authenticated
     async def delete(self):
-        """Delete the caller's subscription ``{endpoint}``."""
-        await self.services.push.unsubscribe(self.user_id, self.json_body().get("endpoint"))
+        """Delete the caller's subscription: ``?endpoint=`` (or a JSON body ``{endpoint}``)."""
+        endpoint = self.get_query_argument("endpoint", None)
+        if endpoint is None:
+            endpoint = self.json_body().get("endpoint")
+        await self.services.push.unsubscribe(self.user_id, endpoint)
         self.send_json({"deleted": True})
 
 
