@@ -57,6 +57,7 @@ SPEC = {
     # Web Push (issue 11); outcome: sent, gone (404/410: subscription deleted), failed, dropped (queue full)
     "pushes": ("counter", "Web Push requests by outcome", ("outcome",)),
     "push_retries": ("counter", "Web Push requests retried after 429 or 5xx", ()),
+    "push_skipped_online": ("counter", "Pushes not sent because the user had a stream open (any process)", ()),
     "push_queue": ("gauge", "Web Push requests waiting or in flight", ("process",)),
 }
 PUSH_OUTCOMES = ("sent", "gone", "failed", "dropped")
@@ -104,6 +105,7 @@ class Metrics:
         self.broker_reconnects = 0
         self.pushes = dict.fromkeys(PUSH_OUTCOMES, 0)  # Web Push (issue 11)
         self.push_retries = 0
+        self.push_skipped_online = 0
         self.push_queue = 0
 
     # Helpers for the colder paths (a dict key of a few strings) -------------------------------
@@ -150,6 +152,7 @@ class Metrics:
             "broker_reconnects": [[self.broker_reconnects]],
             "pushes": [[k, v] for k, v in self.pushes.items()],
             "push_retries": [[self.push_retries]],
+            "push_skipped_online": [[self.push_skipped_online]],
         }
         g = {
             "connections": [[t, self.process, v] for t, v in self.connections.items()],

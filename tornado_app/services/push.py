@@ -237,6 +237,7 @@ class PushService:
             if not prefs.subscriptions or not prefs.push or prefs.dnd() or frame.get("type") in prefs.muted_types:
                 return
             if await self.hub.online_users([user_id]):
+                self.metrics.push_skipped_online += 1
                 return
             subs = await self.dbx.read(lambda: list(
                 PushSubscription.select().where(PushSubscription.user == user_id)))
