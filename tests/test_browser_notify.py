@@ -25,12 +25,15 @@ HTMLMediaElement.prototype.play = function () { window.__plays += 1; return play
 SOUND_GAP_S = 2.1  # the client plays at most one sound per 2 s
 
 
-@pytest.fixture(params=["websocket", "sse"])
+@pytest.fixture(params=["websocket", "sse", "poll"])
 def server(request, server_factory, database_url):
-    """A real server; with ``sse`` every /ws/* upgrade is refused (the SSE transport)."""
+    """A real server; with ``sse`` every /ws/* upgrade is refused (the SSE transport); with
+    ``poll`` too, and each tab starts as if it had found event streams held back (long-polling)."""
     server = server_factory("--database-url", database_url,
-                            *(("--block-websockets",) if request.param == "sse" else ()))
-    server.label = "WebSocket" if request.param == "websocket" else "SSE"
+                            *(("--block-websockets",) if request.param != "websocket" else ()))
+    server.label = {"websocket": "WebSocket", "sse": "SSE", "poll": "Long-polling"}[request.param]
+    server.init_script = ("sessionStorage.setItem('squall.eventStreamHeldBack', '1')"
+                          if request.param == "poll" else "")
     return server
 
 
@@ -49,7 +52,7 @@ def test_one_sound_per_burst_across_tabs_and_none_when_quiet(browser, server):
     chat_id = open_chat(server, alice, bob)
     carol_chat = open_chat(server, carol, bob)
     ctx = signed_in_context(browser, server, bob)
-    ctx.add_init_script(COUNT_PLAYS)
+    ctx.add_init_script(COUNT_PLAYS + server.init_script)
     try:
         tabs = []
         for _ in range(3):
@@ -108,6 +111,7 @@ def test_preferences_and_mutes_update_other_tabs_live(browser, server):
     chat_id = open_chat(server, alice, bob)
     send(server, alice, chat_id, "hello")
     ctx = signed_in_context(browser, server, bob)
+    ctx.add_init_script(server.init_script)
     try:
         one, two = ctx.new_page(), ctx.new_page()
         for page in (one, two):
