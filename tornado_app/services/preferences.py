@@ -101,6 +101,7 @@ class PreferenceService:
         self._users: "OrderedDict[int, UserPrefs]" = OrderedDict()
         self._data: Dict[int, dict] = {}  # the JSON view of the cached users (same keys as _users)
         self._mutes: "OrderedDict[int, Dict[int, float]]" = OrderedDict()
+        self._generation = 0  # bumped by every forget: a load that overlapped one is not cached
 
     # The cached answers ---------------------------------------------------------------------
 
@@ -118,9 +119,13 @@ class PreferenceService:
             else:
                 out[uid] = prefs
         if missing:
+            generation = self._generation
             data, subs = await self.dbx.read(_load_users, missing)
             for uid in missing:
-                out[uid] = self._remember(uid, data[uid], subs.get(uid, 0))
+                if generation == self._generation:
+                    out[uid] = self._remember(uid, data[uid], subs.get(uid, 0))
+                else:  # something changed while we read: answer, but do not cache what may be stale
+                    out[uid] = UserPrefs(data[uid], subs.get(uid, 0))
         return out
 
     async def get(self, user_id: int) -> UserPrefs:
@@ -139,6 +144,7 @@ class PreferenceService:
 
     def forget(self, user_id: int) -> None:
         """Drop ``user_id`` from the cache (it changed somewhere)."""
+        self._generation += 1
         self._users.pop(user_id, None)
         self._data.pop(user_id, None)
 

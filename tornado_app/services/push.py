@@ -263,13 +263,13 @@ class PushService:
                 if status is not None and status < 300:
                     self.metrics.pushes["sent"] += 1
                     return
-                if status in (404, 410):
-                    self.metrics.pushes["gone"] += 1
+                if status in (404, 410):  # the push service forgot it: so do we
                     await self.dbx.write(lambda: PushSubscription.delete().where(
                         PushSubscription.id == sub.id).execute())
                     count = await self.dbx.read(lambda: PushSubscription.select().where(
                         PushSubscription.user == sub.user_id).count())
                     await self._subscriptions_changed(sub.user_id, count)
+                    self.metrics.pushes["gone"] += 1
                     return
                 if not (status is None or status == 429 or status >= 500) or attempt == self.config.push_retries:
                     break
