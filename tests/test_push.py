@@ -157,7 +157,18 @@ async def test_subscriptions_are_validated_and_limited(api, users, push_server, 
     with pytest.raises(Exception) as refused:
         strict.validate(good)
     assert "https" in str(refused.value)
-    assert strict.validate({**good, "endpoint": "https://push.example.com/x"})["endpoint"].startswith("https")
+    for endpoint in ("https://fcm.googleapis.com/fcm/send/x", "https://web.push.apple.com/QO",
+                     "https://updates.push.services.mozilla.com/wpush/v2/x"):
+        assert strict.validate({**good, "endpoint": endpoint})["endpoint"] == endpoint
+    for endpoint in ("https://push.example.com/x", "https://10.0.0.1/x", "https://fcm.googleapis.com.evil.net/x",
+                     "https://localhost/x"):
+        with pytest.raises(Exception) as refused:
+            strict.validate({**good, "endpoint": endpoint})
+        assert "push service" in str(refused.value), endpoint
+    anywhere = PushService(Config(push_hosts=("*",)), services.dbx, services.hub, services.preferences,
+                           services.metrics.metrics)
+    assert anywhere.validate({**good, "endpoint": "https://push.example.com/x"})
+    anywhere._pool.shutdown()
     strict._pool.shutdown()
 
     # At the limit (2) and past it: the oldest is replaced.

@@ -107,6 +107,9 @@ class Config:
     push_timeout: float = 10.0  # seconds for one push request
     max_push_subscriptions: int = 10  # per user; a new one past it replaces the oldest
     max_muted_types: int = 50  # entries of the muted_types preference
+    # hosts (and their subdomains) push endpoints may name: the browsers' push services; "*": any
+    push_hosts: tuple = ("fcm.googleapis.com", "android.googleapis.com", "push.services.mozilla.com",
+                         "push.apple.com", "notify.windows.com")
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -206,6 +209,8 @@ _OPTIONS = [
     ("max_push_subscriptions", "MAX_PUSH_SUBSCRIPTIONS", int,
      "push subscriptions per user; a new one past it replaces the oldest"),
     ("max_muted_types", "MAX_MUTED_TYPES", int, "entries of the muted_types preference"),
+    ("push_hosts", "PUSH_HOSTS", lambda v: tuple(h.strip().lower() for h in v.split(",") if h.strip()),
+     "comma-separated hosts (with subdomains) push endpoints may use; * for any"),
 ]
 
 

@@ -147,6 +147,13 @@ class PushService:
         schemes = ("https", "http") if self.config.push_allow_http else ("https",)
         if url.scheme not in schemes or not url.hostname:
             raise ValidationError("'endpoint' must be an https:// URL", "invalid_subscription")
+        # The server POSTs to this URL: only the browsers' push services (no requests to
+        # internal hosts on a user's say-so). --push-allow-http is for local push services.
+        host = url.hostname.lower()
+        hosts = self.config.push_hosts
+        if not self.config.push_allow_http and "*" not in hosts and not any(
+                host == h or host.endswith("." + h) for h in hosts):
+            raise ValidationError("'endpoint' is not on a known push service", "invalid_subscription")
         if not isinstance(keys, dict):
             raise ValidationError("'keys' must be an object with 'p256dh' and 'auth'", "invalid_subscription")
         p256dh, auth = keys.get("p256dh"), keys.get("auth")
