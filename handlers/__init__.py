@@ -6,5 +6,6 @@ from . import (admin, auth, chat_ws, chats, health, metrics, notifications, noti
 def all_routes(web_dir: str) -> list:
     """Every route of the application, API first."""
     return (auth.ROUTES + chats.ROUTES + notifications.ROUTES + chat_ws.ROUTES + notifications_ws.ROUTES
-            + preferences.ROUTES + sse.ROUTES + poll.ROUTES + stats.ROUTES + health.ROUTES + metrics.ROUTES + admin.ROUTES
+            + preferences.ROUTES + sse.ROUTES + poll.ROUTES + stats.ROUTES + health.ROUTES + metrics.ROUTES
+            + admin.ROUTES
             + pages.routes(web_dir))

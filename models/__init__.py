@@ -12,5 +12,6 @@ ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, 
 __all__ = [
     "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "utcnow",
     "GROUP", "PRIVATE", "Chat", "ChatMember", "Message", "Notification", "NotificationState",
-    "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "new_token_version", "username_key", "ALL_MODELS",
+    "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "new_token_version", "username_key",
+    "ALL_MODELS",
 ]

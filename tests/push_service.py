@@ -41,7 +41,8 @@ class BrowserKeys:
 
     def subscription(self, endpoint: str) -> dict:
         """``PushSubscription.toJSON()``."""
-        return {"endpoint": endpoint, "expirationTime": None, "keys": {"p256dh": self.p256dh, "auth": b64url(self.auth)}}
+        return {"endpoint": endpoint, "expirationTime": None,
+                "keys": {"p256dh": self.p256dh, "auth": b64url(self.auth)}}
 
     def decrypt(self, body: bytes) -> dict:
         """The JSON payload of one aes128gcm push body."""

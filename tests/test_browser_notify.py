@@ -137,7 +137,8 @@ def test_preferences_and_mutes_update_other_tabs_live(browser, server):
         expect(two.locator(".top-nav .badge-dot")).to_be_visible()
         one.goto(f"{server.url}/chat/{chat_id}")
         one.click("#mute-button")
-        expect(one.locator("#mute-menu [role=menuitem]")).to_have_text(["1 hour", "8 hours", "1 week", "Until I unmute"])
+        expect(one.locator("#mute-menu [role=menuitem]")).to_have_text(
+            ["1 hour", "8 hours", "1 week", "Until I unmute"])
         one.keyboard.press("ArrowDown")
         one.keyboard.press("ArrowDown")
         one.keyboard.press("ArrowDown")

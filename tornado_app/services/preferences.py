@@ -318,7 +318,8 @@ def mute_state(until: float, now: Optional[float] = None) -> dict:
         return {"muted": False, "muted_until": None}
     if until >= FOREVER_TS:
         return {"muted": True, "muted_until": None}
-    return {"muted": True, "muted_until": iso(datetime.datetime.fromtimestamp(until, datetime.timezone.utc).replace(tzinfo=None))}
+    ends = datetime.datetime.fromtimestamp(until, datetime.timezone.utc).replace(tzinfo=None)
+    return {"muted": True, "muted_until": iso(ends)}
 
 
 def mute_state_of(value) -> dict:
