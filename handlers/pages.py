@@ -19,6 +19,14 @@ PAGES = {
     "/login": "login.html",
     "/chat": "chat.html",
     "/test-notifications": "test-notifications.html",
+    "/settings": "settings.html",
+}
+# Files that must be served at the site's root: the service worker (its scope is the
+# folder it is served from) and the web app manifest. Never cached: a new worker must be
+# found at once.
+ROOT_FILES = {
+    "/sw.js": ("sw.js", "application/javascript; charset=utf-8"),
+    "/manifest.webmanifest": ("manifest.webmanifest", "application/manifest+json"),
 }
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self' 'sha256-{importmap}'; "
        "connect-src 'self' ws: wss:; frame-ancestors 'none'")
@@ -68,6 +76,35 @@ class AdminPageHandler(ServicesMixin, PageHandler):
         if not admin:
             self.set_status(403)
         super().get(*args)
+
+
+class RootFileHandler(tornado.web.RequestHandler):
+    """``/sw.js`` and ``/manifest.webmanifest`` from ``web/``: root scope, ``no-cache``, their own type."""
+
+    def initialize(self, name: str, content_type: str, assets: AssetCatalog):
+        self.name = name
+        self.content_type = content_type
+        self.assets = assets
+
+    def log_exception(self, typ, value, tb) -> None:
+        """No request dump in the log."""
+        log_handler_exception(self, typ, value, tb)
+
+    @public
+    def get(self):
+        """The file, revalidated on every use (ETag)."""
+        asset = self.assets.load(os.path.join(self.assets.web_dir, self.name))
+        self.set_header("Content-Type", self.content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        if self.name == "sw.js":
+            self.set_header("Service-Worker-Allowed", "/")
+        self.set_header("ETag", f'"{asset.version}"')
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(asset.body)
 
 
 class StaticHandler(tornado.web.StaticFileHandler):
@@ -133,4 +170,6 @@ def routes(web_dir: str):
     out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html", "assets": assets})]
     out += [(path, PageHandler, {"page": page, "assets": assets}) for path, page in PAGES.items()]
     out += [(r"/admin", AdminPageHandler, {"page": "admin.html", "assets": assets})]
+    out += [(path, RootFileHandler, {"name": name, "content_type": ctype, "assets": assets})
+            for path, (name, ctype) in ROOT_FILES.items()]
     return out

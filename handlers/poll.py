@@ -26,6 +26,7 @@ from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable, ValidationError
 from tornado_app.services.events import CHAT, NOTIFY, Event, dumps
+from tornado_app.services.hub import ONLINE
 
 from .base import BaseHandler, authenticated
 from .sse import StreamEnd
@@ -81,6 +82,8 @@ class BasePollHandler(Subscriber, BaseHandler):
         self._answer = StreamEnd()
         self._gone = False
         lease = await services.poll_presence.hold(self.user_id, active_chat) if active_chat is not None else None
+        # Between polls the user still has a notification stream (no Web Push) for the grace period.
+        online = await services.poll_presence.hold(self.user_id, ONLINE)
         try:
             try:
                 await self.start_streams(last_message_id, last_notification_id)
@@ -96,6 +99,7 @@ class BasePollHandler(Subscriber, BaseHandler):
         finally:
             if lease is not None:
                 services.poll_presence.release(lease)
+            services.poll_presence.release(online)
         if self._gone:
             return
         if services.closing:

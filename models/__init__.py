@@ -2,13 +2,16 @@
 from .base import BaseModel, database_proxy, init_db, is_postgres, open_database, utcnow
 from .chat import GROUP, PRIVATE, Chat, ChatMember, Message
 from .notification import Notification, NotificationState, Setting
+from .preferences import PushSubscription, UserPreference
 from .session import RefreshToken
 from .user import User, new_token_version, username_key
 
-ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, Setting, RefreshToken]
+ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, Setting, RefreshToken,
+              UserPreference, PushSubscription]
 
 __all__ = [
     "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "utcnow",
     "GROUP", "PRIVATE", "Chat", "ChatMember", "Message", "Notification", "NotificationState",
-    "Setting", "User", "RefreshToken", "new_token_version", "username_key", "ALL_MODELS",
+    "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "new_token_version", "username_key",
+    "ALL_MODELS",
 ]

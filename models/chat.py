@@ -29,6 +29,8 @@ class ChatMember(BaseModel):
     # messages from others after last_read_message_id, kept up to date on send and read
     unread_count = peewee.IntegerField(default=0)
     joined_at = peewee.DateTimeField(default=utcnow)
+    # muted until then (no new_message notification, not in the unread total); far future = until unmuted
+    muted_until = peewee.DateTimeField(null=True)
 
     class Meta:
         indexes = ((("chat", "user"), True), (("user", "chat"), False))

@@ -13,6 +13,8 @@ Versions:
        refresh_token table. Refused, with the colliding names, when two existing usernames
        share a key: list them with ``python run.py username-collisions``.
     4  user.is_admin (the admin console; nobody is an admin until granted).
+    5  notification preferences and push: chat_member.muted_until, tables user_preference
+       and push_subscription.
 """
 from __future__ import annotations
 
@@ -127,9 +129,50 @@ def to_v4(db: peewee.Database) -> None:
         db.execute_sql(f'ALTER TABLE "user" ADD COLUMN "is_admin" BOOLEAN NOT NULL DEFAULT {false}')
 
 
+def to_v5(db: peewee.Database) -> None:
+    """Version 4 → 5: chat_member.muted_until (nullable), tables user_preference and push_subscription.
+
+    Plain ALTER TABLE for the column (see ``to_v4``); the new tables are frozen here.
+    """
+    if "muted_until" not in {c.name for c in db.get_columns("chat_member")}:
+        kind = "TIMESTAMP" if isinstance(db, peewee.PostgresqlDatabase) else "DATETIME"
+        db.execute_sql(f'ALTER TABLE "chat_member" ADD COLUMN "muted_until" {kind} NULL')
+
+    class UserV5(peewee.Model):
+        # only what the foreign keys need of "user"
+        class Meta:
+            database = db
+            table_name = "user"
+
+    class UserPreferenceV5(peewee.Model):
+        user = peewee.ForeignKeyField(UserV5, primary_key=True, on_delete="CASCADE")
+        data = peewee.TextField()
+        updated_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "user_preference"
+
+    class PushSubscriptionV5(peewee.Model):
+        user = peewee.ForeignKeyField(UserV5, on_delete="CASCADE", index=True)
+        endpoint = peewee.TextField()
+        endpoint_hash = peewee.CharField(max_length=64, unique=True)
+        p256dh = peewee.CharField(max_length=128)
+        auth = peewee.CharField(max_length=64)
+        user_agent = peewee.CharField(max_length=256, default="")
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "push_subscription"
+
+    db.create_tables([UserPreferenceV5, PushSubscriptionV5], safe=True)
+
+
 # version -> function migrating from version - 1; append, never edit a released one
 MIGRATIONS = {
     2: to_v2,
     3: to_v3,
     4: to_v4,
+    5: to_v5,
 }

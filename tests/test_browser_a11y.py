@@ -70,6 +70,19 @@ def open_drawer(page, site, people):
     expect(page.locator("#side-nav [data-nav=messages] .badge-dot")).to_be_visible()
 
 
+def settings_ready(page, site, people):
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    page.fill("#muted-type-input", "digest")
+    page.press("#muted-type-input", "Enter")
+    expect(page.locator("#muted-types .chip")).to_have_text(["digest"])
+
+
+def mute_menu(page, site, people):
+    expect(page.locator("#messages .bubble")).to_have_count(2)
+    page.locator("#mute-button").press("Enter")  # a toast may cover the button
+    expect(page.locator("#mute-menu [role=menuitem]").first).to_be_focused()
+
+
 def probe_done(page, site, people):
     expect(page.locator("#conn-latency")).not_to_have_text("—")
 
@@ -102,6 +115,8 @@ STATES = [
     ("conversation", True, "/chat/{with_alice}", someone_typing, BOTH),
     ("new-chat", True, "/chat", new_chat_dialog, BOTH),
     ("test-page", True, "/test-notifications", probe_done, BOTH),
+    ("settings", True, "/settings", settings_ready, BOTH),
+    ("mute-menu", True, "/chat/{with_alice}", mute_menu, BOTH),
     ("admin-forbidden", True, "/admin", admin_forbidden, BOTH),
     ("admin", True, "/admin", admin_console, BOTH),  # makes Bob an admin: keep it last
 ]

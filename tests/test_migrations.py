@@ -190,12 +190,15 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database)
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     version, columns, indexes = read_back(old_database)
-    assert version == 4 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 5 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE is_admin').fetchone()[0] == 0
+        assert db.execute_sql('SELECT COUNT(*) FROM "chat_member" WHERE muted_until IS NOT NULL').fetchone()[0] == 0
+        assert {"user_preference", "push_subscription"} <= set(db.get_tables())
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})
@@ -211,6 +214,15 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         assert all(m["content"].endswith(" é") for m in page["messages"])
     status, unread = await api.call("GET", "/api/unread", token=token)
     assert status == 200 and unread["total"] == 4
+    # version 5: preferences and mutes work on the migrated rows (no member row was lost)
+    status, prefs = await api.call("PATCH", "/api/me/preferences", {"sound": False}, token=token)
+    assert status == 200 and prefs["sound"] is False
+    some_chat = min(expected["message_ids"])
+    status, _ = await api.call("PUT", f"/api/chats/{some_chat}/mute", {"until": None}, token=token)
+    assert status == 200
+    status, unread = await api.call("GET", "/api/unread", token=token)
+    assert unread["total"] == 4 - expected["bob_unread"][some_chat] and unread["muted"]
+    await api.call("DELETE", f"/api/chats/{some_chat}/mute", token=token)
     status, notes = await api.call("GET", "/api/notifications", token=token)
     assert status == 200
     assert [(n["id"], n["message"]) for n in notes["notifications"]] == [(expected["notification_id"], "kept")]

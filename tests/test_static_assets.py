@@ -70,7 +70,9 @@ def test_pages_name_files_by_hash_and_files_are_cached_and_gzipped(site):
     modules = sorted(p.name for p in (site.web / "static" / "js").glob("*.js"))
     assert sorted(k.rsplit("/", 1)[1] for k in imports) == modules
     referenced = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
-    assert {u.split("?")[0] for u in referenced} == {"/static/css/app.css", "/static/img/icon.svg", "/static/js/home.js"}
+    assert {u.split("?")[0] for u in referenced} == {"/static/css/app.css", "/static/img/icon.svg",
+                                                    "/static/js/home.js",
+                                                    "/static/img/icon-192.png"}  # apple-touch-icon
     for url in sorted(set(referenced) | set(imports.values())):
         path, v = url.split("?v=")
         file = site.web / path.removeprefix("/")

@@ -89,6 +89,8 @@ async def test_stream_opened_during_a_commit_gets_the_committed_count(api, users
     chat_id = chat["chat"]["id"]
     await services.chat.members(chat_id)  # warm the caches: the send then queues at once
     await services.users.get(alice["id"])
+    await services.preferences.chat_mutes(chat_id)  # mutes and DND are cached too
+    await services.preferences.many([bob["id"]])
     release = threading.Event()
     blocker = asyncio.ensure_future(services.dbx.write(lambda: release.wait(30)))  # the writer is busy
     await asyncio.sleep(0.05)

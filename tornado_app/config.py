@@ -96,6 +96,20 @@ class Config:
     test_notifications_per_minute: int = 30  # POST /api/notifications/test per user
     chats_page_size: int = 100  # default (and at most 500) chats per GET /api/chats page
     log_sql: bool = False  # log SQL statements (never their parameters) at debug level
+    # Notification preferences and Web Push (issue 11)
+    vapid_private_key: str = ""  # base64url P-256 key; empty: generated once and kept in the database
+    vapid_subject: str = "mailto:squall@example.com"  # the "sub" claim push services may contact
+    push_allow_http: bool = False  # accept http:// push endpoints (local push services, tests)
+    push_threads: int = 4  # threads that send pushes
+    push_queue: int = 1000  # pushes waiting for a thread; past it they are dropped (counted)
+    push_ttl: int = 86400  # seconds a push service keeps an undelivered push
+    push_retries: int = 3  # retries of a push answered 429/5xx (backoff 1 s, 2 s, 4 s …)
+    push_timeout: float = 10.0  # seconds for one push request
+    max_push_subscriptions: int = 10  # per user; a new one past it replaces the oldest
+    max_muted_types: int = 50  # entries of the muted_types preference
+    # hosts (and their subdomains) push endpoints may name: the browsers' push services; "*": any
+    push_hosts: tuple = ("fcm.googleapis.com", "android.googleapis.com", "push.services.mozilla.com",
+                         "push.apple.com", "notify.windows.com")
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -183,6 +197,20 @@ _OPTIONS = [
     ("test_notifications_per_minute", "TEST_NOTIFICATIONS_PER_MINUTE", int,
      "POST /api/notifications/test per user per minute"),
     ("chats_page_size", "CHATS_PAGE_SIZE", int, "default page size of GET /api/chats (at most 500)"),
+    # Notification preferences and Web Push (issue 11)
+    ("vapid_private_key", "VAPID_PRIVATE_KEY", str,
+     "Web Push VAPID private key (base64url, raw P-256); generated once and kept in the database if unset"),
+    ("vapid_subject", "VAPID_SUBJECT", str, "VAPID subject (mailto: or https: URL) push services may contact"),
+    ("push_threads", "PUSH_THREADS", int, "threads sending Web Push requests"),
+    ("push_queue", "PUSH_QUEUE", int, "pushes waiting for a thread; past it new pushes are dropped"),
+    ("push_ttl", "PUSH_TTL", int, "seconds a push service keeps an undelivered push (TTL header)"),
+    ("push_retries", "PUSH_RETRIES", int, "retries of a push answered 429 or 5xx, with backoff"),
+    ("push_timeout", "PUSH_TIMEOUT", float, "seconds for one push request"),
+    ("max_push_subscriptions", "MAX_PUSH_SUBSCRIPTIONS", int,
+     "push subscriptions per user; a new one past it replaces the oldest"),
+    ("max_muted_types", "MAX_MUTED_TYPES", int, "entries of the muted_types preference"),
+    ("push_hosts", "PUSH_HOSTS", lambda v: tuple(h.strip().lower() for h in v.split(",") if h.strip()),
+     "comma-separated hosts (with subdomains) push endpoints may use; * for any"),
 ]
 
 
@@ -221,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra Origin allowed for WebSockets (repeatable) [env ALLOWED_ORIGINS, comma-separated]")
     parser.add_argument("--log-sql", dest="log_sql", action="store_true", default=None,
                         help="log SQL statements, without their parameters, at debug level [env LOG_SQL]")
+    # Notification preferences and Web Push (issue 11)
+    parser.add_argument("--push-allow-http", dest="push_allow_http", action="store_true", default=None,
+                        help="accept http:// Web Push endpoints (local push services, tests) [env PUSH_ALLOW_HTTP]")
     return parser
 
 
@@ -241,6 +272,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         values["block_websockets"] = True
     if args.log_sql or environ.get("LOG_SQL", "").lower() in ("1", "true", "yes"):
         values["log_sql"] = True
+    if args.push_allow_http or environ.get("PUSH_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
+        values["push_allow_http"] = True
     origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o]
     if origins:
         values["allowed_origins"] = tuple(origins)
@@ -254,6 +287,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--log-format must be text or json")
     if config.admin_sample_seconds <= 0:
         raise SystemExit("--admin-sample-seconds must be positive")
+    if config.push_threads < 1 or config.push_queue < 1 or config.max_push_subscriptions < 1:
+        raise SystemExit("--push-threads, --push-queue and --max-push-subscriptions must be at least 1")
     if args.command == "admin":
         if len(args.args) != 2 or args.args[0] not in ("grant", "revoke"):
             raise SystemExit("usage: python run.py admin grant|revoke USERNAME")

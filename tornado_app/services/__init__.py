@@ -25,6 +25,8 @@ from .metrics import Metrics, MetricsHub
 from .monitor import Monitor
 from .notifications import NotificationService
 from .poll_presence import PollPresence
+from .preferences import PreferenceService
+from .push import PushService
 from .registry import ConnectionRegistry
 from .sessions import SessionService
 from .users import UserService
@@ -52,6 +54,8 @@ class Services:
     monitor: Monitor
     poll_presence: PollPresence
     admission: Optional[StreamAdmission] = None
+    preferences: Optional[PreferenceService] = None  # issue 11
+    push: Optional[PushService] = None
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
@@ -62,6 +66,7 @@ class Services:
         """Create or migrate the schema, connect the broker, start the writer, retention and heartbeats."""
         await self.dbx.write_raw(migrate, self.db)
         await self.sessions.start()
+        await self.push.start()
         await self.hub.start()
         self.chat.start()
         self._prune_task = asyncio.ensure_future(self._prune_forever())
@@ -106,6 +111,7 @@ class Services:
             await self.hub.stop()
         except Exception:
             log.exception("stopping the broker")
+        await self.push.close()
         self.dbx.close()
         self.auth.close()
 
@@ -140,6 +146,17 @@ def build_services(config: Config) -> Services:
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
     poll_presence = PollPresence(hub, config.poll_presence_grace)
+    # Notification preferences and Web Push (issue 11)
+    preferences = PreferenceService(dbx, hub, config.max_muted_types)
+    push = PushService(config, dbx, hub, preferences, metrics)
+    chat.preferences = notifications.preferences = preferences
+    chat.on_notified = notifications.on_notified = push.offer
+
+    def on_control(message: dict) -> None:
+        sessions.on_control(message)
+        preferences.on_control(message)
+    hub.on_control = on_control
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
-                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission)
+                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
+                    preferences=preferences, push=push)

@@ -24,7 +24,9 @@ from .events import CHAT, NOTIFY, dumps, iso
 from .hub import Hub
 from .ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
 from .metrics import Metrics
-from .notifications import NotificationService, insert_notifications, new_message_payload, unread_states
+from .notifications import (NotificationService, content_preview, insert_notifications, new_message_payload,
+                            silent, unread_states)
+from .preferences import mute_state_of
 from .ratelimit import RateLimiter
 from .users import UserService
 
@@ -77,6 +79,7 @@ class SendRequest:
     exclude: Optional[str] = None  # the sending connection: it gets an ack instead
     future: asyncio.Future = field(default=None, repr=False)
     accepted_at: float = 0.0  # time.time() when queued: send -> commit and send -> delivery latency
+    silent_ids: frozenset = frozenset()  # of notify_ids: in Do Not Disturb, their notification is silent
 
 
 @dataclass
@@ -300,9 +303,10 @@ class MessageWriter:
                 if req.notify_ids:
                     payload = new_message_payload(message)
                     for uid in req.notify_ids:
-                        notify_rows.append({"recipient": uid, "type": "new_message", "payload": payload,
+                        p = silent(payload) if uid in req.silent_ids else payload
+                        notify_rows.append({"recipient": uid, "type": "new_message", "payload": p,
                                             "chat_id": req.chat_id, "message_id": mid, "created_at": now})
-                        notify_of.append((i, uid, payload))
+                        notify_of.append((i, uid, p))
                 touched_users.update(req.others)
                 touched_users.add(req.sender_id)
             # A sender has read their chat up to their own newest message: what stays unread
@@ -370,11 +374,12 @@ class MessageWriter:
                     stored = []
                     if req.notify_ids:
                         payload = new_message_payload(message)
-                        rows = [{"recipient": uid, "type": "new_message", "payload": payload,
-                                 "chat_id": req.chat_id, "message_id": mid, "created_at": now}
+                        rows = [{"recipient": uid, "type": "new_message", "chat_id": req.chat_id, "message_id": mid,
+                                 "payload": silent(payload) if uid in req.silent_ids else payload,
+                                 "created_at": now}
                                 for uid in req.notify_ids]
                         ids = insert_notifications(rows)
-                        stored = [(nid, uid, payload) for nid, uid in zip(ids, req.notify_ids)]
+                        stored = [(nid, row["recipient"], row["payload"]) for nid, row in zip(ids, rows)]
                 result = SendResult(message, True, stored)
                 if req.client_id is not None:
                     seen[key] = result
@@ -428,6 +433,9 @@ class ChatService:
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
         self.writer.on_committed = self._publish_committed
+        # Set by build_services (issue 11): mutes and Do Not Disturb, and the push offer of each notification.
+        self.preferences = None
+        self.on_notified: Optional[Callable[[int, dict, bool], None]] = None
 
     def start(self) -> None:
         """Start the group-commit writer."""
@@ -540,7 +548,7 @@ class ChatService:
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
                          before: Optional[int] = None) -> List[dict]:
         def load():
-            q = (Chat.select(Chat, ChatMember.unread_count)
+            q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
                  .order_by(Chat.last_activity_at.desc(), Chat.id.desc()))
@@ -582,6 +590,7 @@ class ChatService:
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
                 "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", "")) if lm else None,
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
+                **mute_state_of(c.muted_until),
             })
         return out
 
@@ -645,12 +654,30 @@ class ChatService:
         sender = await self.users.get(user_id)
         others = [m for m in members if m != user_id]
         active = await self.hub.active_users(chat_id, others) if others else set()
+        notify_ids = [m for m in others if m not in active]
+        silent_ids = frozenset()
+        if notify_ids and self.preferences is not None:
+            notify_ids, silent_ids = await self._audience(chat_id, notify_ids)
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
                           content=content, message_type=message_type, client_id=client_id,
-                          notify_ids=[m for m in others if m not in active], others=others,
-                          exclude=exclude_conn)
+                          notify_ids=notify_ids, others=others, exclude=exclude_conn, silent_ids=silent_ids)
         result = await self.writer.submit(req)
         return result.message
+
+    async def _audience(self, chat_id: int, notify_ids: List[int]) -> Tuple[List[int], frozenset]:
+        """``(who gets a new_message notification, which of them silently)``: mutes and DND, from caches."""
+        prefs = self.preferences
+        now = time.time()
+        mutes = prefs.mutes_cached(chat_id)
+        if mutes is None:
+            mutes = await prefs.chat_mutes(chat_id)
+        if mutes:
+            notify_ids = [m for m in notify_ids if not prefs.is_muted(mutes, m, now)]
+        silent_ids = []
+        for uid, p in (await prefs.many(notify_ids)).items():
+            if p.dnd(now):
+                silent_ids.append(uid)
+        return notify_ids, frozenset(silent_ids)
 
     async def _publish_committed(self, batch: List[SendRequest], results, unread: Dict[int, str]) -> None:
         """After a commit: messages to chat streams, notifications and unread state to the others."""
@@ -663,7 +690,18 @@ class ChatService:
                                    exclude=req.exclude, since=req.accepted_at)
             if res.notifications:
                 await self.notifications.deliver_stored(res.notifications)
+                if self.on_notified is not None:
+                    self._offer_pushes(req, res)
         await self.notifications.deliver_unread(unread)
+
+    def _offer_pushes(self, req: SendRequest, res: SendResult) -> None:
+        """Offer each new_message notification to Web Push (it decides, mostly from memory)."""
+        message = res.message
+        preview = content_preview(message["content"])
+        for nid, uid, _ in res.notifications:
+            self.on_notified(uid, {"id": nid, "type": "new_message", "chat_id": req.chat_id,
+                                   "sender_name": req.sender_name, "content_preview": preview},
+                             uid in req.silent_ids)
 
     async def replay_messages(self, user_id: int, after_id: int, limit: int) -> Optional[List[Tuple[int, str]]]:
         """``message`` frames of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``."""
@@ -781,6 +819,7 @@ class ChatService:
                                                         "user_id": user_id, "user_name": user["display_name"]}))
 
     async def unread(self, user_id: int) -> dict:
-        """``{total, chats: {chat_id: count}}`` for ``user_id``."""
+        """``{total, chats: {chat_id: count}, muted?: {chat_id: count}}`` for ``user_id`` (total without muted)."""
         state = json.loads(await self.notifications.unread_state(user_id))
-        return {"total": state["total"], "chats": state["chats"]}
+        state.pop("type", None)
+        return state

@@ -5,19 +5,34 @@ Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each proce
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Callable, Iterable, Optional, Set
 
 from .broker import Broker
-from .events import Event
+from .events import NOTIFY, Event
 from .metrics import Metrics
 from .registry import ConnectionRegistry
 
 log = logging.getLogger("squall.hub")
 
 CONTROL = "ctl"  # envelope kind of control messages (sessions), beside events.CHAT and events.NOTIFY
+# Pseudo chat id of "has a notification stream open" (real chat ids start at 1): its presence
+# claims cross processes like chat presence, and Web Push asks it (Hub.online_users).
+ONLINE = 0
+
+
+class OnlineClaim:
+    """Stands in the registry's presence count for a user's notification streams of this process."""
+
+    __slots__ = ("user_id", "joined_chats", "streams")
+
+    def __init__(self, user_id: int):
+        self.user_id = user_id
+        self.joined_chats = set()
+        self.streams = 0  # this process's notification streams of the user
 
 
 class Hub:
@@ -30,6 +45,7 @@ class Hub:
         self.metrics: Metrics = registry.metrics
         # Receives control messages (session revocation, used tickets): SessionService.on_control
         self.on_control: Optional[Callable[[dict], None]] = None
+        self._online: dict = {}  # user_id -> OnlineClaim, while the user has a notification stream here
 
     async def start(self) -> None:
         """Start receiving envelopes from the broker."""
@@ -102,16 +118,41 @@ class Hub:
             await self.broker.presence_changed(conn.user_id, chat_id, False)
 
     def add(self, conn) -> None:
-        """Register a connection with the local registry."""
+        """Register a connection with the local registry (a notification stream makes its user online)."""
+        if NOTIFY in conn.streams and conn not in self.registry.connections:
+            claim = self._online.get(conn.user_id)
+            if claim is None:
+                claim = self._online[conn.user_id] = OnlineClaim(conn.user_id)
+            claim.streams += 1
+            if claim.streams == 1 and self.registry.join(claim, ONLINE) and self.broker.distributed:
+                asyncio.ensure_future(self._claim(conn.user_id, True))
         self.registry.add(conn)
+
+    async def _claim(self, user_id: int, online: bool) -> None:
+        try:
+            await self.broker.presence_changed(user_id, ONLINE, online)
+        except Exception:  # the claim expires by itself if the broker is down
+            log.warning("could not update the online presence of user %s", user_id)
 
     async def remove(self, conn) -> None:
         """Unregister a connection and end its presence."""
+        if NOTIFY in conn.streams and conn in self.registry.connections:
+            claim = self._online.get(conn.user_id)
+            if claim is not None:
+                claim.streams -= 1
+                if claim.streams <= 0:
+                    del self._online[conn.user_id]
+                    if self.registry.leave(claim, ONLINE):
+                        await self._claim(conn.user_id, False)
         for chat_id in self.registry.remove(conn):
             try:
                 await self.broker.presence_changed(conn.user_id, chat_id, False)
             except Exception:  # the claim expires by itself if the broker is down
                 log.warning("could not clear presence of user %s in chat %s", conn.user_id, chat_id)
+
+    async def online_users(self, user_ids: Iterable[int]) -> Set[int]:
+        """Which of ``user_ids`` have a notification stream (or a poll within its grace) on any process."""
+        return await self.active_users(ONLINE, user_ids)
 
     def listening(self, kind: str, user_ids: Iterable[int]) -> Optional[Set[int]]:
         """Which of ``user_ids`` have a ``kind`` stream; None when other processes may hold some.

@@ -54,7 +54,13 @@ SPEC = {
     "broker_messages": ("counter", "Envelopes published to (out) and received from (in) the broker", ("direction",)),
     "broker_reconnects": ("counter", "Broker reconnects after which streams were asked to resume", ()),
     "processes": ("gauge", "Serving processes whose numbers are included", ()),
+    # Web Push (issue 11); outcome: sent, gone (404/410: subscription deleted), failed, dropped (queue full)
+    "pushes": ("counter", "Web Push requests by outcome", ("outcome",)),
+    "push_retries": ("counter", "Web Push requests retried after 429 or 5xx", ()),
+    "push_skipped_online": ("counter", "Pushes not sent because the user had a stream open (any process)", ()),
+    "push_queue": ("gauge", "Web Push requests waiting or in flight", ("process",)),
 }
+PUSH_OUTCOMES = ("sent", "gone", "failed", "dropped")
 
 
 class Histogram:
@@ -97,6 +103,10 @@ class Metrics:
         self.broker_in = 0
         self.broker_out = 0
         self.broker_reconnects = 0
+        self.pushes = dict.fromkeys(PUSH_OUTCOMES, 0)  # Web Push (issue 11)
+        self.push_retries = 0
+        self.push_skipped_online = 0
+        self.push_queue = 0
 
     # Helpers for the colder paths (a dict key of a few strings) -------------------------------
 
@@ -140,11 +150,15 @@ class Metrics:
             "http_requests": [[*k, v] for k, v in self.http.items()],
             "broker_messages": [["in", self.broker_in], ["out", self.broker_out]],
             "broker_reconnects": [[self.broker_reconnects]],
+            "pushes": [[k, v] for k, v in self.pushes.items()],
+            "push_retries": [[self.push_retries]],
+            "push_skipped_online": [[self.push_skipped_online]],
         }
         g = {
             "connections": [[t, self.process, v] for t, v in self.connections.items()],
             "database_up": [[self.process, self.database_up]],
             "broker_up": [[self.process, self.broker_up]],
+            "push_queue": [[self.process, self.push_queue]],
         }
         h = {
             "send_commit_seconds": [[list(self.send_commit.counts), self.send_commit.sum]],

@@ -58,12 +58,30 @@ def new_message_payload(message: dict) -> str:
     })
 
 
+def silent(payload: str) -> str:
+    """A stored payload marked ``"silent": true`` (Do Not Disturb: no toast, sound or push)."""
+    return payload[:-1] + ',"silent":true}'
+
+
+def _muted_now(value, now: datetime.datetime, now_text: str) -> bool:
+    # chat_member.muted_until as a raw query returns it: a datetime, or text on SQLite
+    if value is None:
+        return False
+    return value > now_text if isinstance(value, str) else value > now
+
+
 def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
-    """The ``unread`` frame of each user (one query for all). Call on a database thread."""
+    """The ``unread`` frame of each user (one query for all). Call on a database thread.
+
+    Counts of muted chats are left out of ``total`` (the red dot) and listed in ``muted``.
+    """
     user_ids = list(set(user_ids))
     counts: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    muted: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    now = utcnow()
+    now_text = str(now)
     if user_ids:
-        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count)
+        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count, ChatMember.muted_until)
                  .where(ChatMember.user.in_(user_ids[:1]) & (ChatMember.unread_count > 0)))
         # Peewee builds one parameter at a time (milliseconds for a group commit's hundreds
         # of users): build the statement for one user and widen its IN list instead.
@@ -75,11 +93,17 @@ def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
                 rows = ChatMember._meta.database.execute_sql(sql, user_ids + params[1:])
                 break
         else:
-            rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count)
+            rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count,
+                                      ChatMember.muted_until)
                     .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0)).tuples())
-        for uid, chat_id, n in rows:
+        for uid, chat_id, n, muted_until in rows:
             counts[uid][str(chat_id)] = n
-    return {uid: dumps({"type": "unread", "total": sum(c.values()), "chats": c}) for uid, c in counts.items()}
+            if _muted_now(muted_until, now, now_text):
+                muted[uid][str(chat_id)] = n
+    # "muted" only when some muted chat has unread messages (most frames stay as they were)
+    return {uid: dumps({"type": "unread", "total": sum(c.values()) - sum(muted[uid].values()), "chats": c,
+                        **({"muted": muted[uid]} if muted[uid] else {})})
+            for uid, c in counts.items()}
 
 
 def insert_notifications(rows: List[dict]) -> List[int]:
@@ -101,6 +125,9 @@ class NotificationService:
         self.replay_limit = replay_limit
         self.retention_days = retention_days
         self._test_limiter = RateLimiter(test_per_minute / 60.0, test_per_minute)
+        # Set by build_services (issue 11): preferences (muted types, DND) and the push offer.
+        self.preferences = None
+        self.on_notified = None  # callable(user_id, frame dict, silent)
 
     # Delivery ---------------------------------------------------------------------------
 
@@ -130,10 +157,16 @@ class NotificationService:
     # Publish API --------------------------------------------------------------------------
 
     async def publish(self, body: dict) -> List[int]:
-        """Create notifications from a backend's request; returns the created ids.
+        """Create notifications from a backend's request; returns the created ids (see ``publish_to``)."""
+        return (await self.publish_to(body))["ids"]
+
+    async def publish_to(self, body: dict) -> dict:
+        """Create notifications from a backend's request: ``{"ids": created, "skipped": user ids}``.
 
         ``{"user_ids": [...]} | {"broadcast": true}``, ``type`` (default announcement),
-        ``message`` and an optional ``data`` object. A broadcast is one row for everyone.
+        ``message``, an optional ``data`` object and ``push`` (true: Web Push to recipients
+        with no open stream). A broadcast is one row for everyone. Users who muted the type
+        are skipped (nothing stored); users in Do Not Disturb get it with ``"silent": true``.
         Raises ValidationError, NotFound (unknown user ids).
         """
         broadcast = body.get("broadcast", False)
@@ -157,6 +190,9 @@ class NotificationService:
             raise ValidationError("'message' must be a non-empty string of at most 1000 characters")
         if data is not None and not isinstance(data, dict):
             raise ValidationError("'data' must be an object")
+        push = body.get("push", False)
+        if not isinstance(push, bool):
+            raise ValidationError("'push' must be true or false")
         now = utcnow()
         payload_obj = {"type": ntype, "message": message, "timestamp": iso(now)}
         if data is not None:
@@ -165,22 +201,29 @@ class NotificationService:
         if len(payload) > 32 * 1024:
             raise ValidationError("the notification is too large (32 KiB at most)")
 
+        skipped, quiet = [], set()
+        if not broadcast and self.preferences is not None:
+            prefs = await self.preferences.many(user_ids)
+            skipped = [u for u in user_ids if ntype in prefs[u].muted_types]
+            quiet = {u for u in user_ids if prefs[u].dnd()}
+        recipients = [None] if broadcast else [u for u in user_ids if u not in skipped]
+        payloads = [silent(payload) if r in quiet else payload for r in recipients]
+
         def store():
-            if broadcast:
-                rows = [{"recipient": None, "type": ntype, "payload": payload, "created_at": now}]
-            else:
+            if not broadcast:
                 found = {u for (u,) in User.select(User.id).where(User.id.in_(user_ids)).tuples()}
                 unknown = [u for u in user_ids if u not in found]
                 if unknown:
                     raise NotFound(f"Unknown user ids: {unknown[:20]}", "user_not_found")
-                rows = [{"recipient": u, "type": ntype, "payload": payload, "created_at": now}
-                        for u in user_ids]
-            return insert_notifications(rows)
+            return insert_notifications([{"recipient": r, "type": ntype, "payload": p, "created_at": now}
+                                         for r, p in zip(recipients, payloads)])
 
         ids = await self.dbx.write(store)
-        recipients = [None] if broadcast else user_ids
-        await self.deliver_stored([(nid, r, payload) for nid, r in zip(ids, recipients)])
-        return ids
+        await self.deliver_stored(list(zip(ids, recipients, payloads)))
+        if push and not broadcast and self.on_notified is not None:
+            for nid, r in zip(ids, recipients):
+                self.on_notified(r, {"id": nid, **payload_obj}, r in quiet)
+        return {"ids": ids, "skipped": skipped}
 
     async def notify_user(self, user_id: int, ntype: str, message: str, data: Optional[dict] = None) -> dict:
         """Store and deliver one notification to ``user_id`` (used by the test event); returns its frame."""
@@ -240,6 +283,7 @@ class NotificationService:
                            & (NotificationState.user == user_id)))
                  .where(((Notification.recipient == user_id) & Notification.cleared_at.is_null())
                         | (Notification.recipient.is_null() & NotificationState.cleared_at.is_null()))
+                 .where(Notification.type != "test")  # the test page's probes are not listed (issue 11)
                  .order_by(Notification.id.desc()).limit(limit))
             if before_id is not None:
                 q = q.where(Notification.id < before_id)

@@ -54,17 +54,20 @@ function renderList() {
     const mine = lm && lm.sender_id === state.me.id;
     const preview = lm ? `${mine ? "You: " : c.kind === "group" ? `${lm.sender_name}: ` : ""}${lm.content}` : "No messages yet";
     const unread = c.unread_count || 0;
+    const muted = isMuted(c);
     return el("li", {}, el("a", {
-      class: `chat-item${c.id === state.current ? " active" : ""}${unread ? " has-unread" : ""}`,
-      href: `/chat/${c.id}`, dataset: { chatId: c.id },
+      class: `chat-item${c.id === state.current ? " active" : ""}${unread ? " has-unread" : ""}${muted ? " is-muted" : ""}`,
+      href: `/chat/${c.id}`, dataset: { chatId: c.id, muted: String(muted) },
     }, avatar(c.title),
     el("span", { class: "chat-item-main" },
       el("span", { class: "chat-item-top" },
         el("span", { class: "chat-title", text: c.title || "Chat" }),
+        muted ? el("span", { class: "muted-icon", title: "Muted" }, icon("bellOff", 14), el("span", { class: "sr-only", text: ", muted" })) : null,
         el("span", { class: "chat-time", text: shortTime(lastActivity(c)) })),
       el("span", { class: "chat-item-bottom" },
         el("span", { class: "chat-last", text: preview }),
-        unread ? el("span", { class: "unread-count", "aria-hidden": "true", text: String(unread) }) : null,
+        // a muted chat's count is grey and does not light the red dot
+        unread ? el("span", { class: `unread-count${muted ? " muted-count" : ""}`, "aria-hidden": "true", text: String(unread) }) : null,
         unread ? el("span", { class: "sr-only", text: `, ${unread} unread` }) : null))));
   }));
 }
@@ -110,6 +113,74 @@ function noteMessage(m) {
   renderList();
 }
 
+/** True while ``chat`` is muted for me (a mute with an end expires by itself). */
+function isMuted(chat) {
+  if (!chat.muted) return false;
+  return !chat.muted_until || Date.parse(chat.muted_until) > Date.now();
+}
+
+function applyMute(ev) {
+  const chat = state.chats.get(ev.chat_id);
+  if (!chat) return;
+  chat.muted = ev.muted;
+  chat.muted_until = ev.muted_until;
+  renderList();
+  if (chat.id === state.current) renderHead();
+}
+
+const MUTE_CHOICES = [["1 hour", 3600e3], ["8 hours", 8 * 3600e3], ["1 week", 7 * 24 * 3600e3], ["Until I unmute", null]];
+
+async function setMute(choice) {
+  const chatId = state.current;
+  closeMuteMenu(true);
+  try {
+    const ev = choice === "off"
+      ? await api("DELETE", `/api/chats/${chatId}/mute`)
+      : await api("PUT", `/api/chats/${chatId}/mute`, { until: choice === null ? null : new Date(Date.now() + choice).toISOString() });
+    applyMute(ev);
+  } catch (err) {
+    ui.composerError.textContent = err.message;
+  }
+}
+
+function buildMuteMenu() {
+  ui.muteBtn = el("button", { class: "icon-btn mute-btn", type: "button", id: "mute-button", "aria-haspopup": "menu",
+    "aria-expanded": "false", "aria-controls": "mute-menu", "aria-label": "Mute notifications", onclick: () => toggleMuteMenu() }, icon("bell"));
+  ui.muteMenu = el("div", { class: "menu", id: "mute-menu", role: "menu", "aria-label": "Mute this chat", hidden: true });
+  ui.muteMenu.addEventListener("keydown", (e) => {
+    const items = [...ui.muteMenu.querySelectorAll("[role=menuitem]")];
+    const at = items.indexOf(document.activeElement);
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); closeMuteMenu(true); }
+    else if (e.key === "ArrowDown") { e.preventDefault(); items[(at + 1) % items.length].focus(); }
+    else if (e.key === "ArrowUp") { e.preventDefault(); items[(at - 1 + items.length) % items.length].focus(); }
+    else if (e.key === "Tab") closeMuteMenu(false);
+  });
+  document.addEventListener("click", (e) => {
+    if (!ui.muteMenu.hidden && !ui.muteMenu.contains(e.target) && !ui.muteBtn.contains(e.target)) closeMuteMenu(false);
+  });
+  return el("div", { class: "menu-wrap" }, ui.muteBtn, ui.muteMenu);
+}
+
+function toggleMuteMenu() {
+  if (!ui.muteMenu.hidden) { closeMuteMenu(true); return; }
+  const chat = state.chats.get(state.current);
+  const item = (label, choice) => el("button", { class: "menu-item", type: "button", role: "menuitem", tabindex: -1,
+    onclick: () => setMute(choice) }, label);
+  const items = MUTE_CHOICES.map(([label, ms]) => item(label, ms));
+  if (chat && isMuted(chat)) items.push(item("Unmute", "off"));
+  ui.muteMenu.replaceChildren(...items);
+  ui.muteMenu.hidden = false;
+  ui.muteBtn.setAttribute("aria-expanded", "true");
+  ui.muteMenu.querySelector("[role=menuitem]").focus();
+}
+
+function closeMuteMenu(focusButton) {
+  if (ui.muteMenu.hidden) return;
+  ui.muteMenu.hidden = true;
+  ui.muteBtn.setAttribute("aria-expanded", "false");
+  if (focusButton) ui.muteBtn.focus();
+}
+
 // Conversation ---------------------------------------------------------------------------
 
 function renderHead() {
@@ -117,6 +188,11 @@ function renderHead() {
   if (!chat) { ui.headTitle.textContent = "Loading…"; ui.headSub.textContent = ""; return; }
   ui.headAvatar.replaceWith(ui.headAvatar = avatar(chat.title));
   ui.headTitle.textContent = chat.title || "Chat";
+  const muted = isMuted(chat);
+  ui.muteBtn.replaceChildren(icon(muted ? "bellOff" : "bell"));
+  ui.muteBtn.dataset.muted = String(muted);
+  ui.muteBtn.setAttribute("aria-label", muted
+    ? `Muted${chat.muted_until ? ` until ${new Date(chat.muted_until).toLocaleString()}` : ""}: change` : "Mute notifications");
   const others = chat.members.filter((u) => u.id !== state.me.id);
   ui.headSub.textContent = chat.kind === "group"
     ? `${chat.members.length} members · ${chat.members.map((u) => u.display_name).join(", ")}`
@@ -485,7 +561,7 @@ function build() {
   });
   const back = el("button", { class: "icon-btn back-btn", type: "button", "aria-label": "Back to chats", onclick: () => openChat(null) }, icon("back"));
   ui.active = el("div", { class: "conv-active", hidden: true },
-    el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub)),
+    el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub), buildMuteMenu()),
     ui.messages, ui.typing, ui.composerError, composer);
   ui.empty = el("div", { class: "conv-empty" }, el("div", {},
     el("div", { class: "big" }, icon("chat", 28)), el("h2", { text: "Your messages" }),
@@ -516,6 +592,7 @@ async function main() {
   const newest = [...state.chats.values()].reduce((mx, c) => Math.max(mx, c.last_message ? c.last_message.id : 0), 0);
   state.conn.start(chatIdFromPath(), newest || null);
   client.on("unread", (u) => applyUnread(u));
+  client.on("mute", applyMute);
   client.on("new_message", (n) => {
     const chat = state.chats.get(n.chat_id);
     if (!chat) { ensureChat(n.chat_id).catch(() => {}); return; }

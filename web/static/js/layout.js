@@ -5,11 +5,12 @@
 
 import { api, ApiError } from "./api.js";
 import { el, icon } from "./dom.js";
+import { loadPreferences, playSound, reaction, registerServiceWorker } from "./notify.js";
 import { goToLogin, notificationClient, transportLabel } from "./realtime.js";
 
 const TOAST_MS = 6000;
-// How long toasts stay: localStorage "squall.toastMs" overrides it (slower readers; tests).
-function toastMs() {
+// How long toasts stay: localStorage "squall.toastMs" overrides it (the settings page; tests).
+export function toastMs() {
   const raw = Number(localStorage.getItem("squall.toastMs"));
   return Number.isFinite(raw) && raw > 0 ? raw : TOAST_MS;
 }
@@ -19,6 +20,7 @@ const NAV = [
   { key: "home", href: "/", label: "Home", icon: "home" },
   { key: "messages", href: "/chat", label: "Messages", icon: "chat" },
   { key: "test", href: "/test-notifications", label: "Test", icon: "pulse" },
+  { key: "settings", href: "/settings", label: "Settings", icon: "gear" },
   { key: "admin", href: "/admin", label: "Admin", icon: "users", adminOnly: true },
 ];
 
@@ -40,10 +42,16 @@ export async function startApp(active, options = {}) {
   }
   const client = notificationClient();
   renderShell(active, me, client);
+  const preferencesLoaded = loadPreferences(client);
   client.setOnNewMessage((n) => {
-    if (options.suppressToast && options.suppressToast(n)) return;
-    showToast(n);
+    // ``suppressToast``: the page shows this chat right now (no toast, no sound for it)
+    const inView = Boolean(options.suppressToast && options.suppressToast(n));
+    const act = reaction(n, { leader: client.status.role === "leader", inView });
+    if (act.toast) showToast(n);
+    if (act.sound) playSound();
   });
+  registerServiceWorker();
+  await preferencesLoaded;
   client.on("unread", (u) => setBadge(u.total));
   client.on("status", renderConnection);
   client.start();

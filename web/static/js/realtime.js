@@ -364,15 +364,15 @@ class Reconnector {
 
 /**
  * The app-wide notification client. Events (``client.on(type, fn)``): ``notification``
- * (every stored notification), ``new_message``, ``unread`` ({total, chats}), ``status``,
- * ``cleared``, ``resync``.
+ * (every stored notification), ``new_message``, ``unread`` ({total, chats, muted}), ``status``,
+ * ``cleared``, ``resync``, ``preferences`` and ``mute`` (state events of the settings).
  */
 export class NotificationClient {
   constructor() {
     this.listeners = new Map();
     this.notifications = [];            // newest first, de-duplicated by id
     this.seen = new Set();
-    this.unread = { total: 0, chats: {} };
+    this.unread = { total: 0, chats: {}, muted: {} };
     this.unreadKnown = false;           // true once a server ``unread`` state arrived
     this.lastEventId = null;            // highest notification id handled (number)
     this.status = { state: "connecting", transport: null, role: "follower", wsBlocked: false,
@@ -538,13 +538,16 @@ export class NotificationClient {
       return;
     }
     if (data.type === "unread") {
-      this.unread = { total: data.total || 0, chats: data.chats || {} };
+      // ``muted``: unread counts of muted chats (grey; not in ``total``, the red dot)
+      this.unread = { total: data.total || 0, chats: data.chats || {}, muted: data.muted || {} };
       this.unreadKnown = true;
       this.emit("unread", this.unread);
     } else if (data.type === "resync") {
       // The server could not replay everything missed: refetch over HTTP.
       this.lastEventId = null;
       this.loadHistory().then(() => this.emit("resync", null));
+    } else if (data.type === "preferences" || data.type === "mute") {
+      this.emit(data.type, data);  // state events: every tab updates at once
     }
   }
 }

@@ -1,0 +1,320 @@
+"""Web Push: VAPID keys, subscriptions, and pushes to users who have no stream open anywhere.
+
+Flow: a notification is delivered → ``offer`` (memory only: the user's cached preferences
+say push is on, not Do Not Disturb, and they have subscriptions) → ``_consider`` asks the
+broker whether the user has a notification stream on any process (``Hub.online_users``) →
+each subscription's push is queued → a bounded thread pool encrypts and POSTs it with
+``pywebpush`` (``py-vapid`` signs, ``http-ece`` encrypts), off the event loop.
+
+A push service answering 404/410 has forgotten the subscription: it is deleted. 429 and
+5xx are retried ``retries`` times with exponential backoff (1 s, 2 s, 4 s, …, or the
+service's ``Retry-After`` up to 60 s); the wait happens on the event loop, not in a thread.
+Past ``queue`` pushes waiting or in flight, new ones are dropped and counted: delivery to
+live connections never waits for a push.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional
+from urllib.parse import urlparse
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02
+from pywebpush import WebPushException, webpush
+
+from models import PushSubscription, Setting, utcnow
+from ..config import Config
+from ..errors import NotFound, ValidationError
+from .db import DatabaseExecutor
+from .hub import Hub
+from .metrics import Metrics
+from .preferences import PreferenceService
+
+log = logging.getLogger("squall.push")
+
+VAPID_SETTING = "vapid_private_key"
+MAX_ENDPOINT = 2048
+MAX_PAYLOAD = 3000  # bytes of JSON before encryption (push services take ~4 KB encrypted)
+BODY_CHARS = 200
+RETRY_AFTER_MAX = 60.0
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url, as Web Push keys are written."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode unpadded base64url. Raises ValueError."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_private_key() -> str:
+    """A fresh VAPID private key: the raw 32-byte P-256 scalar, base64url."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return b64url(key.private_numbers().private_value.to_bytes(32, "big"))
+
+
+def public_key_of(vapid: Vapid02) -> str:
+    """The application server key browsers subscribe with: the uncompressed P-256 point, base64url."""
+    return b64url(vapid.public_key.public_bytes(serialization.Encoding.X962,
+                                                serialization.PublicFormat.UncompressedPoint))
+
+
+def push_payload(frame: dict) -> dict:
+    """What a push carries for a notification frame (documented in docs/protocol.md)."""
+    if frame.get("type") == "new_message":
+        chat_id = frame.get("chat_id")
+        return {"type": "new_message", "id": frame.get("id"), "title": frame.get("sender_name", "Squall"),
+                "body": frame.get("content_preview", "")[:BODY_CHARS], "chat_id": chat_id,
+                "url": f"/chat/{chat_id}", "tag": f"chat-{chat_id}"}
+    return {"type": frame.get("type"), "id": frame.get("id"), "title": "Squall",
+            "body": str(frame.get("message", ""))[:BODY_CHARS], "chat_id": None, "url": "/",
+            "tag": f"type-{frame.get('type')}"[:32]}
+
+
+def _shrink(payload: dict) -> bytes:
+    data = _json(payload)
+    while len(data) > MAX_PAYLOAD and payload["body"]:
+        payload["body"] = payload["body"][: len(payload["body"]) // 2]
+        data = _json(payload)
+    return data
+
+
+def _json(obj) -> bytes:
+    import json
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class PushService:
+    """VAPID keys, the subscriptions API, and the bounded queue of outgoing pushes."""
+
+    def __init__(self, config: Config, dbx: DatabaseExecutor, hub: Hub, preferences: PreferenceService,
+                 metrics: Metrics):
+        self.config = config
+        self.dbx = dbx
+        self.hub = hub
+        self.preferences = preferences
+        self.metrics = metrics
+        self.vapid: Optional[Vapid02] = None
+        self.public_key = ""
+        self._pool = ThreadPoolExecutor(max(1, config.push_threads), thread_name_prefix="squall-push")
+        self._queued = 0  # pushes waiting or in flight
+        self._tasks = set()
+        self.backoff_first = 1.0
+
+    # Keys -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the VAPID key: the configured one, or the one every process shares in the database."""
+        private = self.config.vapid_private_key
+        if not private:
+            private = await self.dbx.write(self._stored_key)
+        try:
+            self.vapid = Vapid02.from_string(private)
+        except Exception:
+            raise SystemExit("VAPID_PRIVATE_KEY is not a base64url P-256 private key") from None
+        self.public_key = public_key_of(self.vapid)
+
+    @staticmethod
+    def _stored_key() -> str:
+        # The first process to start generates it; the others read the same row.
+        Setting.insert(key=VAPID_SETTING, value=new_private_key()).on_conflict_ignore().execute()
+        return Setting.get(Setting.key == VAPID_SETTING).value
+
+    async def close(self) -> None:
+        """Cancel waiting retries and stop the threads (requests in flight finish)."""
+        for task in list(self._tasks):
+            task.cancel()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # Subscriptions API -----------------------------------------------------------------------
+
+    def validate(self, body) -> dict:
+        """``{endpoint, p256dh, auth}`` from ``PushSubscription.toJSON()``. Raises ValidationError."""
+        if not isinstance(body, dict):
+            raise ValidationError("the body must be a JSON object")
+        endpoint, keys = body.get("endpoint"), body.get("keys")
+        if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
+            raise ValidationError(f"'endpoint' must be a URL of at most {MAX_ENDPOINT} characters",
+                                  "invalid_subscription")
+        url = urlparse(endpoint)
+        schemes = ("https", "http") if self.config.push_allow_http else ("https",)
+        if url.scheme not in schemes or not url.hostname:
+            raise ValidationError("'endpoint' must be an https:// URL", "invalid_subscription")
+        # The server POSTs to this URL: only the browsers' push services (no requests to
+        # internal hosts on a user's say-so). --push-allow-http is for local push services.
+        host = url.hostname.lower()
+        hosts = self.config.push_hosts
+        if not self.config.push_allow_http and "*" not in hosts and not any(
+                host == h or host.endswith("." + h) for h in hosts):
+            raise ValidationError("'endpoint' is not on a known push service", "invalid_subscription")
+        if not isinstance(keys, dict):
+            raise ValidationError("'keys' must be an object with 'p256dh' and 'auth'", "invalid_subscription")
+        p256dh, auth = keys.get("p256dh"), keys.get("auth")
+        for name, value, size in (("p256dh", p256dh, 65), ("auth", auth, 16)):
+            try:
+                raw = b64url_decode(value) if isinstance(value, str) and len(value) < 200 else b""
+            except ValueError:
+                raw = b""
+            if len(raw) != size or (name == "p256dh" and raw[0] != 4):
+                raise ValidationError(f"'keys.{name}' must be the browser's base64url {name} key ({size} bytes)",
+                                      "invalid_subscription")
+        return {"endpoint": endpoint, "p256dh": p256dh, "auth": auth}
+
+    async def subscribe(self, user_id: int, body, user_agent: str = "") -> dict:
+        """Store (or move to ``user_id``) a subscription; past the limit the oldest is replaced."""
+        sub = self.validate(body)
+        digest = hashlib.sha256(sub["endpoint"].encode()).hexdigest()
+        limit = self.config.max_push_subscriptions
+
+        def apply():
+            PushSubscription.delete().where(PushSubscription.endpoint_hash == digest).execute()
+            PushSubscription.create(user=user_id, endpoint=sub["endpoint"], endpoint_hash=digest,
+                                    p256dh=sub["p256dh"], auth=sub["auth"], user_agent=user_agent[:256],
+                                    created_at=utcnow())
+            ids = [i for (i,) in PushSubscription.select(PushSubscription.id).where(
+                PushSubscription.user == user_id).order_by(PushSubscription.id.desc()).tuples()]
+            if len(ids) > limit:
+                PushSubscription.delete().where(PushSubscription.id.in_(ids[limit:])).execute()
+            return min(len(ids), limit)
+
+        count = await self.dbx.write(apply)
+        await self._subscriptions_changed(user_id, count)
+        return {"endpoint": sub["endpoint"]}
+
+    async def unsubscribe(self, user_id: int, endpoint) -> None:
+        """Delete the caller's subscription with ``endpoint``. Raises ValidationError, NotFound."""
+        if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
+            raise ValidationError("'endpoint' must be the subscription's endpoint URL", "invalid_subscription")
+        digest = hashlib.sha256(endpoint.encode()).hexdigest()
+
+        def apply():
+            gone = PushSubscription.delete().where((PushSubscription.endpoint_hash == digest)
+                                                   & (PushSubscription.user == user_id)).execute()
+            return gone, PushSubscription.select().where(PushSubscription.user == user_id).count()
+
+        gone, count = await self.dbx.write(apply)
+        if not gone:
+            raise NotFound("No such push subscription", "subscription_not_found")
+        await self._subscriptions_changed(user_id, count)
+
+    async def listing(self, user_id: int) -> List[dict]:
+        """The caller's subscriptions (endpoint, browser, created_at), newest first."""
+        from .events import iso
+
+        def load():
+            return list(PushSubscription.select().where(PushSubscription.user == user_id)
+                        .order_by(PushSubscription.id.desc()))
+        return [{"endpoint": s.endpoint, "user_agent": s.user_agent, "created_at": iso(s.created_at)}
+                for s in await self.dbx.read(load)]
+
+    async def _subscriptions_changed(self, user_id: int, count: int) -> None:
+        self.preferences.subscriptions_changed(user_id, count)
+        await self.hub.control({"t": "subs", "u": user_id})
+
+    # Pushing ---------------------------------------------------------------------------------
+
+    def offer(self, user_id: int, frame: dict, silent: bool = False) -> None:
+        """A notification ``frame`` was delivered to ``user_id``: push it if they are nowhere online.
+
+        Memory only on the caller's path: a user with no cached preferences is looked up in
+        the background (one query, then cached), like one without subscriptions is skipped.
+        """
+        if silent:
+            return
+        prefs = self.preferences.cached(user_id)
+        if prefs is not None and (not prefs.subscriptions or not prefs.push or prefs.dnd()):
+            return
+        self._spawn(self._consider(user_id, frame))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _consider(self, user_id: int, frame: dict) -> None:
+        try:
+            prefs = await self.preferences.get(user_id)
+            if not prefs.subscriptions or not prefs.push or prefs.dnd() or frame.get("type") in prefs.muted_types:
+                return
+            if await self.hub.online_users([user_id]):
+                self.metrics.push_skipped_online += 1
+                return
+            subs = await self.dbx.read(lambda: list(
+                PushSubscription.select().where(PushSubscription.user == user_id)))
+        except Exception:
+            log.exception("deciding on a push failed")
+            return
+        data = _shrink(push_payload(frame))
+        topic = push_payload(frame)["tag"].replace("_", "-")[:32]
+        urgency = "high" if frame.get("type") == "new_message" else "normal"
+        for sub in subs:
+            if self._queued >= self.config.push_queue:
+                self.metrics.pushes["dropped"] += 1
+                continue
+            self._queued += 1
+            self.metrics.push_queue = self._queued
+            self._spawn(self._deliver(sub, data, topic, urgency))
+
+    async def _deliver(self, sub: PushSubscription, data: bytes, topic: str, urgency: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            for attempt in range(self.config.push_retries + 1):
+                status, retry_after = await loop.run_in_executor(self._pool, self._post, sub, data, topic, urgency)
+                if status is not None and status < 300:
+                    self.metrics.pushes["sent"] += 1
+                    return
+                if status in (404, 410):  # the push service forgot it: so do we
+                    await self.dbx.write(lambda: PushSubscription.delete().where(
+                        PushSubscription.id == sub.id).execute())
+                    count = await self.dbx.read(lambda: PushSubscription.select().where(
+                        PushSubscription.user == sub.user_id).count())
+                    await self._subscriptions_changed(sub.user_id, count)
+                    self.metrics.pushes["gone"] += 1
+                    return
+                if not (status is None or status == 429 or status >= 500) or attempt == self.config.push_retries:
+                    break
+                self.metrics.push_retries += 1
+                delay = self.backoff_first * (2 ** attempt)
+                if retry_after is not None:
+                    delay = min(max(delay, retry_after), RETRY_AFTER_MAX)
+                await asyncio.sleep(delay)
+            self.metrics.pushes["failed"] += 1
+            log.warning("a push to %s failed (status %s)", urlparse(sub.endpoint).hostname, status)
+        except (asyncio.CancelledError, RuntimeError):
+            raise
+        except Exception as exc:  # no traceback: it may quote the endpoint (a capability URL)
+            self.metrics.pushes["failed"] += 1
+            log.warning("a push failed: %s", type(exc).__name__)
+        finally:
+            self._queued -= 1
+            self.metrics.push_queue = self._queued
+
+    def _post(self, sub: PushSubscription, data: bytes, topic: str, urgency: str):
+        """One push request (on a pool thread): ``(status or None, Retry-After seconds or None)``."""
+        info = {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}
+        try:
+            response = webpush(info, data=data.decode(), vapid_private_key=self.vapid,
+                               vapid_claims={"sub": self.config.vapid_subject},
+                               ttl=self.config.push_ttl, timeout=self.config.push_timeout,
+                               headers={"Topic": topic, "Urgency": urgency})
+            return response.status_code, None
+        except WebPushException as exc:
+            response = exc.response
+            if response is None:
+                return None, None
+            try:
+                retry_after = float(response.headers.get("Retry-After", ""))
+            except ValueError:
+                retry_after = None
+            return response.status_code, retry_after
+        except Exception as exc:  # connection refused, timeout: retried like a 5xx
+            log.warning("push request failed: %s", type(exc).__name__)
+            return None, None
+
