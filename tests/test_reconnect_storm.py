@@ -85,8 +85,9 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
 
         assert again["connected"] == STREAMS
         assert again["refused"] > 0  # the handshake rate did shape the storm
-        # documented: N / rate seconds plus Retry-After (at most 5 s) and the jitter (at most 8 s)
-        assert again["seconds"] < STREAMS / RATE + 5 + 8 + 5
+        # documented: N / rate seconds (or, on a machine too busy for the rate, as long as the
+        # first N opens took in this run) plus Retry-After (at most 5 s) and the jitter (at most 8 s)
+        assert again["seconds"] < max(STREAMS / RATE, first["seconds"]) + 5 + 8 + 5, (first, again)
         assert report == {"duplicates": 0, "missing": 0, "out_of_order": 0, "streams": STREAMS}
         assert len(during) >= 3
         assert statistics.median(during) < max(5 * baseline, 0.25), (baseline, during)
