@@ -178,6 +178,7 @@ class NotificationStreamHandler(BaseSSEHandler):
 
     streams = (NOTIFY,)
     transport = "sse_notifications"
+    notify_baseline = False  # every event carries its own id: no cursor to seed
 
     @authenticated
     async def get(self):

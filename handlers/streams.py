@@ -49,6 +49,10 @@ class Subscriber(abc.ABC):
 
     streams: tuple = ()
     transport: str = ""  # metrics label: ws_chat, ws_notifications, sse_notifications, sse_chat
+    # Whether a fresh stream needs the newest notification id as its cursor: only where the
+    # cursor reaches the client (``/sse/chat``'s "M-N" ids, long-poll answers). Streams whose
+    # events carry their own ids skip that read.
+    notify_baseline: bool = True
 
     def init_subscriber(self, user_id: int) -> None:
         """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
@@ -171,8 +175,9 @@ class Subscriber(abc.ABC):
     async def _catch_up(self, last_message_id, last_notification_id, replays, baselines) -> None:
         """The unread state, the baselines of fresh streams and the replays of resumed ones."""
         services = self.services
+        latest = None
         if NOTIFY in self.streams:
-            await self.send_initial_state(last_notification_id)
+            latest = await self.send_initial_state(last_notification_id)
         if CHAT in self.streams:
             if last_message_id is None:
                 baselines[CHAT] = await services.chat.latest_message_id()
@@ -182,7 +187,10 @@ class Subscriber(abc.ABC):
                     self.user_id, last_message_id, services.config.replay_limit)))
         if NOTIFY in self.streams:
             if last_notification_id is None:
-                baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
+                if latest is not None:
+                    baselines[NOTIFY] = latest
+                elif self.notify_baseline:
+                    baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
             else:
                 self.last_ids[NOTIFY] = last_notification_id
                 replays.append((NOTIFY, await services.notifications.replay(
@@ -209,9 +217,17 @@ class Subscriber(abc.ABC):
         """The WebSocket close code of a closed connection (None for event streams)."""
         return None
 
-    async def send_initial_state(self, last_notification_id: Optional[int]) -> None:
-        """Send the state a new stream starts with: the ``unread`` frame (a long-poll sends it only when needed)."""
-        self.send_state(await self.services.notifications.unread_state(self.user_id))
+    async def send_initial_state(self, last_notification_id: Optional[int]) -> Optional[int]:
+        """Send the state a new stream starts with: the ``unread`` frame (a long-poll sends it only when needed).
+
+        Read with the other opens of the moment in one statement (``OpenStateBatcher``);
+        returns the newest notification id the user can see when a fresh stream needs it as
+        its baseline (else None).
+        """
+        want = last_notification_id is None and self.notify_baseline
+        state, latest = await self.services.open_state.state(self.user_id, want)
+        self.send_state(state)
+        return latest
 
     async def stop_streams(self) -> None:
         """Unsubscribe (idempotent); the first call logs the close with its duration and code."""

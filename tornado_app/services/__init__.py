@@ -24,6 +24,7 @@ from .hub import Hub
 from .metrics import Metrics, MetricsHub
 from .monitor import Monitor
 from .notifications import NotificationService
+from .openstate import OpenStateBatcher
 from .poll_presence import PollPresence
 from .registry import ConnectionRegistry
 from .sessions import SessionService
@@ -52,6 +53,7 @@ class Services:
     monitor: Monitor
     poll_presence: PollPresence
     admission: Optional[StreamAdmission] = None
+    open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
@@ -142,4 +144,5 @@ def build_services(config: Config) -> Services:
     poll_presence = PollPresence(hub, config.poll_presence_grace)
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
-                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission)
+                    metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
+                    open_state=OpenStateBatcher(dbx, broker.distributed))
