@@ -96,6 +96,8 @@ class Config:
     test_notifications_per_minute: int = 30  # POST /api/notifications/test per user
     chats_page_size: int = 100  # default (and at most 500) chats per GET /api/chats page
     log_sql: bool = False  # log SQL statements (never their parameters) at debug level
+    # Performance (issue 13)
+    event_loop: str = "uvloop"  # asyncio or uvloop (uvloop falls back to asyncio when not installed)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -183,6 +185,8 @@ _OPTIONS = [
     ("test_notifications_per_minute", "TEST_NOTIFICATIONS_PER_MINUTE", int,
      "POST /api/notifications/test per user per minute"),
     ("chats_page_size", "CHATS_PAGE_SIZE", int, "default page size of GET /api/chats (at most 500)"),
+    # Performance (issue 13)
+    ("event_loop", "EVENT_LOOP", str, "event loop: uvloop (faster; asyncio when uvloop is not installed) or asyncio"),
 ]
 
 
@@ -252,6 +256,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--processes must be at least 1")
     if config.log_format not in ("text", "json"):
         raise SystemExit("--log-format must be text or json")
+    if config.event_loop not in ("asyncio", "uvloop"):
+        raise SystemExit("--event-loop must be asyncio or uvloop")
     if config.admin_sample_seconds <= 0:
         raise SystemExit("--admin-sample-seconds must be positive")
     if args.command == "admin":
