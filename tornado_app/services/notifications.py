@@ -12,11 +12,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import peewee
 
-from models import ChatMember, Notification, NotificationState, Setting, User, utcnow
-from ..errors import NotFound, RateLimited, ValidationError
+from models import ChatMember, Notification, NotificationState, Setting, utcnow
+from ..errors import RateLimited, ValidationError
 from .db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
+from .publisher import PublishWriter
 from .ids import require_ids
 from .ratelimit import RateLimiter
 
@@ -101,6 +102,7 @@ class NotificationService:
         self.replay_limit = replay_limit
         self.retention_days = retention_days
         self._test_limiter = RateLimiter(test_per_minute / 60.0, test_per_minute)
+        self.publisher = PublishWriter(dbx)  # group commit of the publish API (issue 13)
 
     # Delivery ---------------------------------------------------------------------------
 
@@ -164,20 +166,9 @@ class NotificationService:
         payload = dumps(payload_obj)
         if len(payload) > 32 * 1024:
             raise ValidationError("the notification is too large (32 KiB at most)")
-
-        def store():
-            if broadcast:
-                rows = [{"recipient": None, "type": ntype, "payload": payload, "created_at": now}]
-            else:
-                found = {u for (u,) in User.select(User.id).where(User.id.in_(user_ids)).tuples()}
-                unknown = [u for u in user_ids if u not in found]
-                if unknown:
-                    raise NotFound(f"Unknown user ids: {unknown[:20]}", "user_not_found")
-                rows = [{"recipient": u, "type": ntype, "payload": payload, "created_at": now}
-                        for u in user_ids]
-            return insert_notifications(rows)
-
-        ids = await self.dbx.write(store)
+        # Stored with the other publishes of the moment in one transaction (PublishWriter);
+        # raises NotFound for unknown user ids (this request alone).
+        ids = await self.publisher.store(None if broadcast else user_ids, ntype, payload, now)
         recipients = [None] if broadcast else user_ids
         await self.deliver_stored([(nid, r, payload) for nid, r in zip(ids, recipients)])
         return ids
