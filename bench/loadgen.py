@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -407,7 +408,142 @@ async def run_chat(spec: dict) -> dict:
     }
 
 
-SCENARIOS = {"users": run_users, "fanout": run_fanout, "idle": run_idle, "chat": run_chat}
+R_RE = re.compile(rb'"r":([0-9]+)')
+
+
+async def run_targeted(spec: dict) -> dict:
+    """Notifications to single users through the publish API, ``batch`` users per request.
+
+    ``users`` (each a different user) hold one stream each, even ones a WebSocket, odd ones
+    SSE. Request ``r`` names ``batch`` users round-robin and carries ``data.r`` (and the send
+    time ``data.t``); each stream records the ``r`` of every notification it gets, so the
+    result can prove exactly-once: no notification of another user, none missing, none twice.
+    ``rate`` 0 sends as fast as accepted (``publishers`` keep-alive connections, one request
+    in flight each), otherwise ``rate`` notifications per second.
+    """
+    users, batch, total, rate = spec["users"], spec["batch"], spec["notifications"], spec["rate"]
+    n_users = len(users)
+    batch = min(batch, n_users)  # a request names each user at most once
+    received: List[List[int]] = [[] for _ in range(n_users)]
+    latencies: List[float] = []
+
+    def recorder(i):
+        def on_payload(client, payload, now):
+            m = R_RE.search(payload)
+            if m is not None:
+                received[i].append(int(m.group(1)))
+        return on_payload
+
+    async def open_one(i):
+        transport = "ws" if i % 2 == 0 else "sse"
+        cls = WSClient if transport == "ws" else SSEClient
+        loop = asyncio.get_running_loop()
+        holder = {}
+
+        def factory():
+            c = cls(HOST, spec["port"], stream_path(spec, transport, users[i]["token"]), latencies=latencies,
+                    on_payload=recorder(i))
+            holder["c"] = c
+            return c
+
+        await loop.create_connection(factory, HOST, spec["port"])
+        await asyncio.wait_for(holder["c"].ready, spec.get("connect_timeout", 60.0))
+        return holder["c"]
+
+    t_open = time.monotonic()
+    results = await pooled([(lambda i=i: open_one(i)) for i in range(n_users)], spec.get("connect_concurrency", 100))
+    open_s = time.monotonic() - t_open
+    clients = [r for r in results if not isinstance(r, BaseException)]
+    errors = [repr(r)[:200] for r in results if isinstance(r, BaseException)]
+    latencies.clear()
+    await asyncio.sleep(spec.get("settle", 0.3))
+    requests = (total + batch - 1) // batch
+    members = [[(r * batch + j) % n_users for j in range(min(batch, total - r * batch))] for r in range(requests)]
+    publisher = Publisher(spec, spec.get("publishers", 8))
+    stored_ids: List[int] = []
+    filler = "x" * spec.get("filler", 24)
+    server = ProcStat(spec["server_pid"])
+    cpu0, own0, t0 = server.cpu_seconds(), own_cpu_seconds(), time.time()
+
+    async def post(r):
+        conn = await publisher.free.get()
+        try:
+            body = {"user_ids": [users[i]["id"] for i in members[r]], "type": "invoice_paid",
+                    "message": f"Invoice {r} paid {filler}", "data": {"r": r, "t": time.time()}}
+            status, reply = await conn.request("POST", spec["publish_path"], body, spec["service_token"])
+            if status != 202:
+                publisher.errors.append(f"{status}: {str(reply)[:200]}")
+            else:
+                stored_ids.extend(reply["ids"])
+        except Exception as exc:  # reported, not raised
+            publisher.errors.append(repr(exc))
+        finally:
+            publisher.free.put_nowait(conn)
+
+    if rate <= 0:
+        order = iter(range(requests))
+
+        async def worker():
+            for r in order:
+                await post(r)
+
+        await asyncio.gather(*(worker() for _ in publisher.conns))
+    else:
+        tasks = []
+        per_request = batch / rate
+        for r in range(requests):
+            delay = t0 + r * per_request - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(post(r)))
+        await asyncio.gather(*tasks)
+    t_sent = time.time()
+    complete = await wait_until(lambda: sum(len(x) for x in received) >= total, spec["timeout"])
+    await asyncio.sleep(spec.get("linger", 0.3))  # a duplicate or a stray would arrive now
+    cpu1, own1 = server.cpu_seconds(), own_cpu_seconds()
+    t_last = max((c.last for c in clients), default=t0)
+    elapsed = max(t_last - t0, 1e-6)
+    wall = max(time.time() - t0, 1e-6)
+    expected: List[List[int]] = [[] for _ in range(n_users)]
+    for r, who in enumerate(members):
+        for i in who:
+            expected[i].append(r)
+    foreign = missing = duplicates = 0
+    for i in range(n_users):
+        got, want = received[i], expected[i]
+        want_set = set(want)
+        foreign += sum(1 for r in got if r not in want_set)
+        seen = set(got)
+        missing += sum(1 for r in want_set if r not in seen)
+        duplicates += len(got) - len(seen)
+    delivered = sum(len(x) for x in received)
+    dropped = sum(1 for c in clients if c.closed.done())
+    for c in clients:
+        c.close()
+    publisher.close()
+    return {
+        "users": n_users, "ws_streams": (n_users + 1) // 2, "sse_streams": n_users // 2, "batch": batch,
+        "rate": rate, "requests": requests, "notifications": total, "stored": len(set(stored_ids)),
+        "delivered": delivered, "complete": complete,
+        "exactly_once": delivered == total and foreign == 0 and missing == 0 and duplicates == 0
+        and len(set(stored_ids)) == total,
+        "foreign": foreign, "missing": missing, "duplicates": duplicates,
+        "seconds": round(elapsed, 4), "publish_seconds": round(t_sent - t0, 4),
+        "notifications_per_s": round(delivered / elapsed, 1),
+        "requests_per_s": round(requests / max(t_sent - t0, 1e-6), 1),
+        "latency_p50_ms": ms(percentile(latencies, 50)), "latency_p99_ms": ms(percentile(latencies, 99)),
+        "latency_max_ms": ms(max(latencies, default=0.0)),
+        "server_cpu_us_per_notification": round((cpu1 - cpu0) * 1e6 / max(delivered, 1), 2),
+        "server_cpu_pct": round(100.0 * (cpu1 - cpu0) / wall, 1),
+        "loadgen_cpu_pct": round(100.0 * (own1 - own0) / wall, 1),
+        "connects_per_s": round(len(clients) / max(open_s, 1e-6), 1),
+        "connect_errors": len(errors), "connect_error_samples": errors[:5],
+        "publish_errors": len(publisher.errors), "publish_error_samples": publisher.errors[:5],
+        "dropped": dropped, "peak_rss_mb": server.memory()["peak_mb"],
+    }
+
+
+SCENARIOS = {"users": run_users, "fanout": run_fanout, "idle": run_idle, "chat": run_chat, "targeted": run_targeted}
 
 
 def main(argv=None) -> int:

@@ -35,10 +35,17 @@ class Sizes:
     login_flood: int = 60
     login_good: int = 10
     timeout: float = 120.0
+    targeted_users: int = 10000  # each a different user, one stream each (half WS, half SSE)
+    targeted_notifications: int = 20000  # per case
+    targeted_rate: float = 5000.0  # notifications/s of the steady case
+    targeted_rate_batch: int = 10  # users per request in the steady case
 
 
 TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, chat_pairs=5, chat_per_sender=10,
-             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0)
+             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0,
+             targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10)
+
+TARGETED_BATCHES = (1, 10, 100)  # users per publish request in the as-fast-as-accepted cases
 
 
 def median_of(runs: List[dict]) -> dict:
@@ -124,12 +131,14 @@ class Bench:
 
     # Servers ------------------------------------------------------------------------------
 
-    def start_squall(self, name: str, database_url: str) -> Server:
-        """Start a Squall server and register the users every scenario needs."""
-        server = squall(name, database_url, self.work, self.pin).start()
+    def start_squall(self, name: str, database_url: str, n_users: Optional[int] = None,
+                     event_loop: str = "uvloop") -> Server:
+        """Start a Squall server and register the users every scenario needs (or ``n_users``)."""
+        server = squall(name, database_url, self.work, self.pin, event_loop).start()
         s = self.sizes
-        users = self.loadgen({"scenario": "users", "port": server.port,
-                              "n": max(s.subscribers, 2 * s.chat_pairs), "timeout": s.timeout})
+        n = n_users or max(s.subscribers, 2 * s.chat_pairs)
+        users = self.loadgen({"scenario": "users", "port": server.port, "n": n,
+                              "timeout": max(s.timeout, n / 200.0)})
         server.users = users["users"]
         self.log(f"  {name}: {len(server.users)} users registered in {users['seconds']} s")
         return server
@@ -195,6 +204,27 @@ class Bench:
             out[srv.name] = {"median": median_of(runs), "runs": runs}
         return out
 
+    def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True) -> dict:
+        """Notifications to single users: as fast as accepted per batch size, and at a steady rate."""
+        s = self.sizes
+        cases = {f"batch{b}": {"batch": b, "rate": 0} for b in batches}
+        if steady:
+            cases["rate"] = {"batch": s.targeted_rate_batch, "rate": s.targeted_rate}
+        raw = {case: [] for case in cases}
+        spec = {**self.base_spec(server), "scenario": "targeted", "users": server.users,
+                "notifications": s.targeted_notifications, "timeout": max(s.timeout, 60.0)}
+        for run in range(self.runs):
+            for case, extra in cases.items():
+                r = self.loadgen({**spec, **extra})
+                raw[case].append(r)
+                self.log(f"  run {run + 1} {label} targeted {case}: {r['notifications_per_s']:,.0f}/s, p99 "
+                         f"{r['latency_p99_ms']} ms, exactly once {r['exactly_once']} (foreign {r['foreign']}, "
+                         f"missing {r['missing']}, duplicates {r['duplicates']}), {r['connects_per_s']:,.0f} "
+                         f"connects/s, loadgen {r['loadgen_cpu_pct']}% CPU")
+        if self.profile and label == "sqlite":
+            self.loadgen({**spec, "batch": 10, "rate": 0}, profile_pid=server.pid, profile_name="targeted_batch10")
+        return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
+
     def chat(self, server: Server, label: str) -> dict:
         """Chat on ``server``: as fast as accepted, and at a steady rate; medians of the runs."""
         s = self.sizes
@@ -254,6 +284,25 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
                     pg = bench.start_squall("squall-chat-postgres", pg_url)
                     started.append(pg)
                     results["chat"]["postgres"] = bench.chat(pg, "postgres")
+                    pg.stop()
+        if "targeted" in scenarios:
+            log("targeted notifications on SQLite")
+            sq = bench.start_squall("squall-targeted-sqlite", f"sqlite:///{os.path.join(bench.work, 'targeted.db')}",
+                                    sizes.targeted_users)
+            started.append(sq)
+            results["targeted"] = {"sqlite": bench.targeted(sq, "sqlite")}
+            sq.stop()
+            if pg_url:
+                log("targeted notifications on PostgreSQL")
+                try:
+                    reset_postgres(pg_url)
+                except Exception as exc:
+                    results["targeted"]["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
+                    log(f"  skipped: {results['targeted']['postgres_error']}")
+                else:
+                    pg = bench.start_squall("squall-targeted-postgres", pg_url, sizes.targeted_users)
+                    started.append(pg)
+                    results["targeted"]["postgres"] = bench.targeted(pg, "postgres", batches=(100,), steady=False)
                     pg.stop()
         if "login" in scenarios:
             from .login_flood import run_login_flood
