@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
+from .nchan import NchanServer, nchan_module, why_absent
+from .nchan import version as nchan_version
 from .servers import ROOT, SERVICE_TOKEN, Server, baseline, pinning, reset_postgres, squall
 
 PATHS = {"ws": "/ws/notifications", "sse": "/sse/notifications"}
@@ -25,8 +27,8 @@ class Sizes:
     subscribers: int = 1000
     events: int = 200
     rate: float = 50.0
-    idle_ws: int = 5000
-    idle_sse: int = 5000
+    idle_ws: int = 10000  # each connection of the idle scenario is a different user
+    idle_sse: int = 10000
     chat_pairs: int = 500
     chat_per_sender: int = 20
     chat_window: int = 4
@@ -255,17 +257,34 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
     results: dict = {"sizes": asdict(sizes), "runs": runs, "pinned": bench.pin["pinned"]}
     try:
         if "fanout" in scenarios or "idle" in scenarios:
-            sq = bench.start_squall("squall", f"sqlite:///{os.path.join(bench.work, 'streams.db')}")
+            streams_db = f"sqlite:///{os.path.join(bench.work, 'streams.db')}"
+            n_users = max(sizes.subscribers, sizes.idle_ws + sizes.idle_sse) if "idle" in scenarios else None
+            sq = bench.start_squall("squall", streams_db, n_users)
             started.append(sq)
+            # The same server on asyncio's loop, on the same database (the tokens work on both).
+            sq_asyncio = squall("squall-asyncio", streams_db, bench.work, bench.pin, "asyncio").start()
+            sq_asyncio.users = sq.users
+            started.append(sq_asyncio)
             base = bench.start_baseline(sq.users)
             started.append(base)
+            peers = [sq, sq_asyncio, base]
+            module = nchan_module()
+            if module:
+                nchan = NchanServer(bench.work, bench.pin, module).start()
+                nchan.users = sq.users
+                started.append(nchan)
+                peers.append(nchan)
+                results["nchan"] = {"measured": True, "version": nchan_version()}
+            else:
+                results["nchan"] = {"measured": False, "note": why_absent()}
+                log(f"  Nchan skipped: {why_absent()}")
             if "fanout" in scenarios:
                 log("fan-out")
-                results["fanout"] = bench.fanout([sq, base])
+                results["fanout"] = bench.fanout(peers)
             if "idle" in scenarios:
                 log("idle connections")
-                results["idle"] = bench.idle([sq, base])
-            for srv in (sq, base):
+                results["idle"] = bench.idle(peers)
+            for srv in peers:
                 srv.stop()
         if "chat" in scenarios:
             log("chat on SQLite")
