@@ -236,12 +236,16 @@ async def run_idle(spec: dict) -> dict:
     server = ProcStat(spec["server_pid"])
     await asyncio.sleep(spec.get("settle", 0.5))
     rss0 = server.memory()["rss_kb"]
+    cpu0, own0, t0 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     ws, ws_errors, ws_s = await open_subscribers(spec, "ws", spec["ws"])
+    cpu1, own1, t1 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     await asyncio.sleep(spec.get("settle", 0.5))
     rss1 = server.memory()["rss_kb"]
     # SSE streams take the users after the WebSockets' ones: with enough users, each
     # connection is a different user (as in real life: no per-user state is shared).
+    cpu2, own2, t2 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     sse, sse_errors, sse_s = await open_subscribers(spec, "sse", spec["sse"], offset=spec["ws"])
+    cpu3, own3, t3 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     await asyncio.sleep(spec.get("settle", 0.5))
     rss2 = server.memory()["rss_kb"]
     everyone = ws + sse
@@ -262,6 +266,10 @@ async def run_idle(spec: dict) -> dict:
         "sse_kb_per_connection": round((rss2 - rss1) / max(len(sse), 1), 2),
         "ws_connects_per_s": round(len(ws) / max(ws_s, 1e-6), 1),
         "sse_connects_per_s": round(len(sse) / max(sse_s, 1e-6), 1),
+        "ws_cpu_ms_per_open": round((cpu1 - cpu0) * 1e3 / max(len(ws), 1), 3),
+        "sse_cpu_ms_per_open": round((cpu3 - cpu2) * 1e3 / max(len(sse), 1), 3),
+        "ws_connect_loadgen_cpu_pct": round(100.0 * (own1 - own0) / max(t1 - t0, 1e-6), 1),
+        "sse_connect_loadgen_cpu_pct": round(100.0 * (own3 - own2) / max(t3 - t2, 1e-6), 1),
         "concurrent_connections": len(everyone), "broadcast_reached": reached, "dropped": dropped,
         "connect_errors": len(ws_errors) + len(sse_errors),
         "connect_error_samples": (ws_errors + sse_errors)[:5] + publisher.errors[:5],
