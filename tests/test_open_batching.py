@@ -1,6 +1,7 @@
-"""The batched open path (``OpenStateBatcher``): 2,000 streams of 100 users open together
-against one process; each gets its own user's ``unread`` state (read for many opens in one
-statement), and a notification published right after reaches every one of them, once."""
+"""The batched open path (``OpenStateBatcher``, ``UserService._load``): 2,000 streams of 100
+uncached users open together against one process; each gets its own user's ``unread`` state
+(read for many opens in one statement), and a notification published right after reaches
+every one of them, once."""
 import asyncio
 import json
 
@@ -45,6 +46,10 @@ async def test_2000_concurrent_opens_get_their_unread_state_then_a_notification(
                 await send(api, sender, chat_id, f"hello {i}")
             expected[reader["id"]] = {"type": "unread", "total": n, "chats": {str(chat_id): n}}
     before = services.open_state.opens, services.open_state.batches
+    # As after a restart: no user is cached, so every open's token-version check misses.
+    for uid in [p["id"] for p in people]:
+        services.users.forget(uid)
+    loads = services.users.loads
 
     gate = asyncio.Semaphore(IN_FLIGHT)
     frames = [[] for _ in range(STREAMS)]
@@ -63,6 +68,7 @@ async def test_2000_concurrent_opens_get_their_unread_state_then_a_notification(
         batches = services.open_state.batches - before[1]
         assert opens == STREAMS
         assert batches < opens, "concurrent opens share their unread read"
+        assert 1 <= services.users.loads - loads < USERS, "the users' cache misses share their reads"
 
         status, body = await api.call("POST", "/api/notifications",
                                       {"user_ids": [p["id"] for p in people], "message": "right after"},
