@@ -90,6 +90,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
+            self.shed_handshake(headers_sent=True)
             await self._closed.wait()
         except Exception as raised:
             if client_error(raised) is None:

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import List, Optional, Tuple
 
+from tornado import httputil
+
 from tornado_app.errors import ValidationError
 from tornado_app.services.ids import parse_int
 from tornado_app.services.events import CHAT, NOTIFY, Event
@@ -22,6 +24,7 @@ log = logging.getLogger("squall.streams")
 conn_log = logging.getLogger("squall.connections")
 
 _conn_ids = itertools.count(1)
+_SENT_HEADERS_EMPTY = httputil.HTTPHeaders  # what replaces response headers already written
 _NO_CHATS = frozenset()
 
 
@@ -212,6 +215,21 @@ class Subscriber(abc.ABC):
                 await self._drained()
                 self._emit(Event(kind, data, event_id))
                 self._replayed[kind].add(event_id)
+
+    def shed_handshake(self, headers_sent: bool) -> None:
+        """Drop what only the handshake needed, so an idle connection keeps less (issue 13).
+
+        The query string (with an ``access_token``, it is held four times: ``uri``, ``query``
+        and two parsed copies), the verified claims and, once written, the response headers.
+        Call after the stream is open; nothing reads them afterwards.
+        """
+        request = self.request
+        if request.query:
+            request.uri, request.query = request.path, ""
+            request.query_arguments, request.arguments = {}, {}
+        self.claims = None
+        if headers_sent:
+            self._headers = _SENT_HEADERS_EMPTY()
 
     def closed_with(self) -> Optional[int]:
         """The WebSocket close code of a closed connection (None for event streams)."""

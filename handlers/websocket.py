@@ -100,7 +100,9 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         self.init_subscriber(self.user_id)
         self.set_nodelay(True)
         try:
-            await self.start_streams(*self.resume)
+            resume, self.resume = self.resume, None
+            await self.start_streams(*resume)
+            self.shed_handshake(headers_sent=True)
         except Exception as raised:
             exc = client_error(raised)
             if exc is None:
