@@ -75,8 +75,13 @@ async def wait_until(predicate, timeout: float, step: float = 0.01) -> bool:
     return True
 
 
-async def connect(cls, port: int, path: str, latencies=None, timeout: float = 30.0, on_open=None):
-    """Open one subscriber connection and wait for its first payload (or ``on_open``'s reply)."""
+async def connect(cls, port: int, path: str, latencies=None, timeout: float = 30.0, on_open=None,
+                  source: str = None):
+    """Open one subscriber connection and wait for its first payload (or ``on_open``'s reply).
+
+    ``source`` is the local address to connect from (127.0.0.x: past ~28,000 connections to
+    one port, one source address runs out of ephemeral ports).
+    """
     loop = asyncio.get_running_loop()
     client_holder = {}
 
@@ -86,7 +91,7 @@ async def connect(cls, port: int, path: str, latencies=None, timeout: float = 30
         client_holder["c"] = c
         return c
 
-    await loop.create_connection(factory, HOST, port)
+    await loop.create_connection(factory, HOST, port, local_addr=(source, 0) if source else None)
     client = client_holder["c"]
     await asyncio.wait_for(client.ready, timeout)
     return client
@@ -163,9 +168,11 @@ async def open_subscribers(spec: dict, transport: str, n: int, latencies=None, o
     cls = WSClient if transport == "ws" else SSEClient
     tokens = spec["tokens"]
     t0 = time.monotonic()
+    spread = spec.get("spread_sources", False)
     results = await pooled([
         (lambda i=i: connect(cls, spec["port"], stream_path(spec, transport, tokens[(offset + i) % len(tokens)]),
-                             latencies, spec.get("connect_timeout", 60.0)))
+                             latencies, spec.get("connect_timeout", 60.0),
+                             source=f"127.0.0.{2 + (offset + i) // 20000}" if spread else None))
         for i in range(n)], spec.get("connect_concurrency", 100))
     seconds = time.monotonic() - t0
     clients = [r for r in results if not isinstance(r, BaseException)]

@@ -15,6 +15,7 @@ starts with one payload, like Squall's ``unread`` frame (the load generator wait
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import time
@@ -94,9 +95,10 @@ class NchanServer(Server):
     def start(self, timeout: float = 60.0) -> "NchanServer":
         """Write the configuration, start nginx, wait for /healthz, publish the first message."""
         os.makedirs(os.path.join(self.workdir, "nchan-tmp"), exist_ok=True)
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # nginx cannot raise it past the hard limit
         with open(self.conf_path, "w") as f:
             f.write(CONFIG.format(module=self.module, work=self.workdir, port=self.port,
-                                  connections=self.connections, nofile=self.connections + 1000))
+                                  connections=min(self.connections, nofile - 100), nofile=nofile))
         super().start(timeout)
         self.publish_first()
         return self

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -27,8 +28,12 @@ class Sizes:
     subscribers: int = 1000
     events: int = 200
     rate: float = 50.0
-    idle_ws: int = 10000  # each connection of the idle scenario is a different user
-    idle_sse: int = 10000
+    # Each connection of the idle scenario is a different user. 17,800 in all: the most under
+    # Squall's default connection cap on a machine whose descriptor limit is 20,000 (the cap
+    # is the limit minus 64 and a tenth); the issue asks for 20,000.
+    idle_ws: int = 8900
+    idle_sse: int = 8900
+    idle_max: int = 50000  # held at once by one Squall process (tokens reused), one run
     chat_pairs: int = 500
     chat_per_sender: int = 20
     chat_window: int = 4
@@ -43,7 +48,7 @@ class Sizes:
     targeted_rate_batch: int = 10  # users per request in the steady case
 
 
-TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, chat_pairs=5, chat_per_sender=10,
+TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, idle_max=100, chat_pairs=5, chat_per_sender=10,
              chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0,
              targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10)
 
@@ -196,7 +201,7 @@ class Bench:
             for run in range(self.runs):
                 srv.restart()  # a fresh process, so the memory growth is the connections' own
                 r = self.loadgen({**self.base_spec(srv), "scenario": "idle", "ws": s.idle_ws, "sse": s.idle_sse,
-                                  "connect_concurrency": 100},
+                                  "connect_concurrency": 100, "spread_sources": True},
                                  profile_pid=srv.pid if (self.profile and run == 0 and srv is servers[0]) else None,
                                  profile_name="idle_connect")
                 runs.append(r)
@@ -205,6 +210,17 @@ class Bench:
                          f"{r['broadcast_reached']} reached, {r['connect_errors']} errors")
             out[srv.name] = {"median": median_of(runs), "runs": runs}
         return out
+
+    def hold_max(self, server: Server) -> dict:
+        """``idle_max`` streams (half WS, half SSE) held by one fresh process; one broadcast must reach all."""
+        s = self.sizes
+        server.restart()
+        r = self.loadgen({**self.base_spec(server), "scenario": "idle", "ws": s.idle_max // 2,
+                          "sse": s.idle_max - s.idle_max // 2, "connect_concurrency": 100,
+                          "spread_sources": True, "timeout": max(s.timeout, 300.0)})
+        self.log(f"  {server.name} held {r['concurrent_connections']:,} at once, broadcast reached "
+                 f"{r['broadcast_reached']:,}, {r['connect_errors']} errors, RSS {r['rss_after_mb']} MB")
+        return r
 
     def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True) -> dict:
         """Notifications to single users: as fast as accepted per batch size, and at a steady rate."""
@@ -284,6 +300,15 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
             if "idle" in scenarios:
                 log("idle connections")
                 results["idle"] = bench.idle(peers)
+                limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                if limit >= 2 * sizes.idle_max + 1000:  # the server's sockets and the load generator's
+                    log(f"{sizes.idle_max:,} connections on one process")
+                    results["idle_max"] = {"squall": bench.hold_max(sq)}
+                else:
+                    note = (f"not run: the descriptor limit is {limit:,} (the server and the load generator"
+                            f" each need {sizes.idle_max:,}; raising it needs root with CAP_SYS_RESOURCE)")
+                    results["idle_max"] = {"note": note}
+                    log(f"  {note}")
             for srv in peers:
                 srv.stop()
         if "chat" in scenarios:

@@ -47,6 +47,8 @@ def test_bench_tiny_reports_every_field(tmp_path):
         assert idle["broadcast_reached"] == idle["concurrent_connections"] == 80, idle
         assert idle["connect_errors"] == 0, idle
         assert idle["distinct_users"] == 80, idle  # each connection a different user
+    hold = doc["idle_max"]["squall"]  # the most connections held by one process (100 in tiny)
+    assert IDLE_FIELDS <= set(hold) and hold["broadcast_reached"] == hold["concurrent_connections"] == 100, hold
     # Targeted notifications: every case of every database, each user got exactly its own.
     cases = {"sqlite": {"batch1", "batch10", "batch100", "rate"}, "postgres": {"batch100"}}
     for db, wanted in cases.items():
