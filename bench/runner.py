@@ -48,8 +48,8 @@ class Sizes:
     targeted_rate_batch: int = 10  # users per request in the steady case
 
 
-TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, idle_max=100, chat_pairs=5, chat_per_sender=10,
-             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0,
+TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, idle_max=100, chat_pairs=5,
+             chat_per_sender=10, chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0,
              targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10)
 
 TARGETED_BATCHES = (1, 10, 100)  # users per publish request in the as-fast-as-accepted cases
