@@ -49,7 +49,8 @@ class Sizes:
 
 
 TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, idle_max=100, chat_pairs=5,
-             chat_per_sender=10, chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0,
+             chat_per_sender=10, chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3,
+             timeout=30.0,
              targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10)
 
 TARGETED_BATCHES = (1, 10, 100)  # users per publish request in the as-fast-as-accepted cases
