@@ -172,7 +172,8 @@ async def open_subscribers(spec: dict, transport: str, n: int, latencies=None, o
     results = await pooled([
         (lambda i=i: connect(cls, spec["port"], stream_path(spec, transport, tokens[(offset + i) % len(tokens)]),
                              latencies, spec.get("connect_timeout", 60.0),
-                             source=f"127.0.0.{2 + (offset + i) // 20000}" if spread else None))
+                             source=f"127.0.{spec.get('source_net', 0)}.{2 + (offset + i) // 20000}"
+                             if spread else None))
         for i in range(n)], spec.get("connect_concurrency", 100))
     seconds = time.monotonic() - t0
     clients = [r for r in results if not isinstance(r, BaseException)]

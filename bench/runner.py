@@ -97,7 +97,10 @@ class Bench:
         self._spec_n += 1
         spec_path = os.path.join(self.work, f"spec{self._spec_n}.json")
         result_path = spec_path.replace("spec", "result")
-        spec = {**spec, "result_path": result_path, "deadline": spec.get("timeout", 60) * 4 + 120}
+        # A fresh 127.0.N.0/24 source network per run: the last run's sockets in TIME_WAIT hold
+        # no ephemeral port this run needs.
+        spec = {"source_net": self._spec_n % 250 + 1, **spec, "result_path": result_path,
+                "deadline": spec.get("timeout", 60) * 4 + 120}
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         spy = self._start_profiler(profile_pid, profile_name) if profile_pid else None
