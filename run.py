@@ -21,8 +21,9 @@ async def serve(config, sockets=None) -> None:
     await server.start(sockets)
     if config.metrics_port:
         server.listen_metrics(config.metrics_host, config.metrics_port, reuse_port=config.processes > 1)
-    log.info("Squall serving on http://%s:%d (database %s, broker %s)", config.host, config.port,
-             config.database_url.split("@")[-1], config.broker_url.split("@")[-1])
+    from tornado_app.eventloop import loop_name
+    log.info("Squall serving on http://%s:%d (database %s, broker %s, %s event loop)", config.host, config.port,
+             config.database_url.split("@")[-1], config.broker_url.split("@")[-1], loop_name())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
         if config.processes > 1:
             from tornado_app.workers import run_workers
             return run_workers(config, serve)
-        asyncio.run(serve(config))
+        from tornado_app.eventloop import run
+        run(serve(config), config.event_loop)
     except UsernameCollision as exc:
         log.error("%s", exc)
         return 2

@@ -1,4 +1,4 @@
-"""``python -m bench {all,fanout,idle,chat,login}``: run the benchmarks and regenerate docs/performance.md."""
+"""``python -m bench {all,fanout,idle,chat,targeted,login}``: run the benchmarks and regenerate docs/performance.md."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from .report import machine, render
 from .runner import TINY, Sizes, run
 from .servers import ROOT
 
-SCENARIOS = ("fanout", "idle", "chat", "login")
+SCENARIOS = ("fanout", "idle", "chat", "targeted", "login")
 
 
 def parse(argv):

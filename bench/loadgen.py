@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -22,12 +23,21 @@ from .procstat import ProcStat, own_cpu_seconds
 HOST = "127.0.0.1"
 
 
-def raise_fd_limit() -> int:
-    """Raise the soft open-files limit to the hard one (10,000 sockets need it)."""
+def raise_fd_limit(want: int = 120_000) -> int:
+    """Raise the open-files limit: to ``want`` where allowed (root), else the soft one to the hard one.
+
+    The servers started from here inherit it (the idle scenario holds tens of thousands of sockets).
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            pass
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+    return max(soft, hard)
 
 
 def percentile(values: List[float], p: float) -> float:
@@ -65,8 +75,13 @@ async def wait_until(predicate, timeout: float, step: float = 0.01) -> bool:
     return True
 
 
-async def connect(cls, port: int, path: str, latencies=None, timeout: float = 30.0, on_open=None):
-    """Open one subscriber connection and wait for its first payload (or ``on_open``'s reply)."""
+async def connect(cls, port: int, path: str, latencies=None, timeout: float = 30.0, on_open=None,
+                  source: str = None):
+    """Open one subscriber connection and wait for its first payload (or ``on_open``'s reply).
+
+    ``source`` is the local address to connect from (127.0.0.x: past ~28,000 connections to
+    one port, one source address runs out of ephemeral ports).
+    """
     loop = asyncio.get_running_loop()
     client_holder = {}
 
@@ -76,7 +91,7 @@ async def connect(cls, port: int, path: str, latencies=None, timeout: float = 30
         client_holder["c"] = c
         return c
 
-    await loop.create_connection(factory, HOST, port)
+    await loop.create_connection(factory, HOST, port, local_addr=(source, 0) if source else None)
     client = client_holder["c"]
     await asyncio.wait_for(client.ready, timeout)
     return client
@@ -135,7 +150,7 @@ class Publisher:
             body = {"broadcast": True, "message": f"Bench notification {seq} {self.filler}",
                     "data": {"seq": seq, "t": time.time()}}
             status, reply = await conn.request("POST", self.spec["publish_path"], body, self.spec["service_token"])
-            if status != 202:
+            if status not in (201, 202):  # 201: Nchan with subscribers present
                 self.errors.append(f"{status}: {str(reply)[:200]}")
         except Exception as exc:  # reported, not raised: the run still ends and says so
             self.errors.append(repr(exc))
@@ -148,14 +163,17 @@ class Publisher:
             c.close()
 
 
-async def open_subscribers(spec: dict, transport: str, n: int, latencies=None) -> tuple:
-    """``n`` subscribers (tokens reused round-robin); returns (clients, errors, seconds)."""
+async def open_subscribers(spec: dict, transport: str, n: int, latencies=None, offset: int = 0) -> tuple:
+    """``n`` subscribers (tokens from ``offset`` on, reused round-robin); returns (clients, errors, seconds)."""
     cls = WSClient if transport == "ws" else SSEClient
     tokens = spec["tokens"]
     t0 = time.monotonic()
+    spread = spec.get("spread_sources", False)
     results = await pooled([
-        (lambda i=i: connect(cls, spec["port"], stream_path(spec, transport, tokens[i % len(tokens)]),
-                             latencies, spec.get("connect_timeout", 60.0)))
+        (lambda i=i: connect(cls, spec["port"], stream_path(spec, transport, tokens[(offset + i) % len(tokens)]),
+                             latencies, spec.get("connect_timeout", 60.0),
+                             source=f"127.0.{spec.get('source_net', 0)}.{2 + (offset + i) // 20000}"
+                             if spread else None))
         for i in range(n)], spec.get("connect_concurrency", 100))
     seconds = time.monotonic() - t0
     clients = [r for r in results if not isinstance(r, BaseException)]
@@ -226,10 +244,16 @@ async def run_idle(spec: dict) -> dict:
     server = ProcStat(spec["server_pid"])
     await asyncio.sleep(spec.get("settle", 0.5))
     rss0 = server.memory()["rss_kb"]
+    cpu0, own0, t0 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     ws, ws_errors, ws_s = await open_subscribers(spec, "ws", spec["ws"])
+    cpu1, own1, t1 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     await asyncio.sleep(spec.get("settle", 0.5))
     rss1 = server.memory()["rss_kb"]
-    sse, sse_errors, sse_s = await open_subscribers(spec, "sse", spec["sse"])
+    # SSE streams take the users after the WebSockets' ones: with enough users, each
+    # connection is a different user (as in real life: no per-user state is shared).
+    cpu2, own2, t2 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
+    sse, sse_errors, sse_s = await open_subscribers(spec, "sse", spec["sse"], offset=spec["ws"])
+    cpu3, own3, t3 = server.cpu_seconds(), own_cpu_seconds(), time.monotonic()
     await asyncio.sleep(spec.get("settle", 0.5))
     rss2 = server.memory()["rss_kb"]
     everyone = ws + sse
@@ -245,10 +269,15 @@ async def run_idle(spec: dict) -> dict:
         c.close()
     return {
         "ws_connections": len(ws), "sse_connections": len(sse),
+        "distinct_users": min(len(spec["tokens"]), spec["ws"] + spec["sse"]),
         "ws_kb_per_connection": round((rss1 - rss0) / max(len(ws), 1), 2),
         "sse_kb_per_connection": round((rss2 - rss1) / max(len(sse), 1), 2),
         "ws_connects_per_s": round(len(ws) / max(ws_s, 1e-6), 1),
         "sse_connects_per_s": round(len(sse) / max(sse_s, 1e-6), 1),
+        "ws_cpu_ms_per_open": round((cpu1 - cpu0) * 1e3 / max(len(ws), 1), 3),
+        "sse_cpu_ms_per_open": round((cpu3 - cpu2) * 1e3 / max(len(sse), 1), 3),
+        "ws_connect_loadgen_cpu_pct": round(100.0 * (own1 - own0) / max(t1 - t0, 1e-6), 1),
+        "sse_connect_loadgen_cpu_pct": round(100.0 * (own3 - own2) / max(t3 - t2, 1e-6), 1),
         "concurrent_connections": len(everyone), "broadcast_reached": reached, "dropped": dropped,
         "connect_errors": len(ws_errors) + len(sse_errors),
         "connect_error_samples": (ws_errors + sse_errors)[:5] + publisher.errors[:5],
@@ -407,7 +436,142 @@ async def run_chat(spec: dict) -> dict:
     }
 
 
-SCENARIOS = {"users": run_users, "fanout": run_fanout, "idle": run_idle, "chat": run_chat}
+R_RE = re.compile(rb'"r":([0-9]+)')
+
+
+async def run_targeted(spec: dict) -> dict:
+    """Notifications to single users through the publish API, ``batch`` users per request.
+
+    ``users`` (each a different user) hold one stream each, even ones a WebSocket, odd ones
+    SSE. Request ``r`` names ``batch`` users round-robin and carries ``data.r`` (and the send
+    time ``data.t``); each stream records the ``r`` of every notification it gets, so the
+    result can prove exactly-once: no notification of another user, none missing, none twice.
+    ``rate`` 0 sends as fast as accepted (``publishers`` keep-alive connections, one request
+    in flight each), otherwise ``rate`` notifications per second.
+    """
+    users, batch, total, rate = spec["users"], spec["batch"], spec["notifications"], spec["rate"]
+    n_users = len(users)
+    batch = min(batch, n_users)  # a request names each user at most once
+    received: List[List[int]] = [[] for _ in range(n_users)]
+    latencies: List[float] = []
+
+    def recorder(i):
+        def on_payload(client, payload, now):
+            m = R_RE.search(payload)
+            if m is not None:
+                received[i].append(int(m.group(1)))
+        return on_payload
+
+    async def open_one(i):
+        transport = "ws" if i % 2 == 0 else "sse"
+        cls = WSClient if transport == "ws" else SSEClient
+        loop = asyncio.get_running_loop()
+        holder = {}
+
+        def factory():
+            c = cls(HOST, spec["port"], stream_path(spec, transport, users[i]["token"]), latencies=latencies,
+                    on_payload=recorder(i))
+            holder["c"] = c
+            return c
+
+        await loop.create_connection(factory, HOST, spec["port"])
+        await asyncio.wait_for(holder["c"].ready, spec.get("connect_timeout", 60.0))
+        return holder["c"]
+
+    t_open = time.monotonic()
+    results = await pooled([(lambda i=i: open_one(i)) for i in range(n_users)], spec.get("connect_concurrency", 100))
+    open_s = time.monotonic() - t_open
+    clients = [r for r in results if not isinstance(r, BaseException)]
+    errors = [repr(r)[:200] for r in results if isinstance(r, BaseException)]
+    latencies.clear()
+    await asyncio.sleep(spec.get("settle", 0.3))
+    requests = (total + batch - 1) // batch
+    members = [[(r * batch + j) % n_users for j in range(min(batch, total - r * batch))] for r in range(requests)]
+    publisher = Publisher(spec, spec.get("publishers", 8))
+    stored_ids: List[int] = []
+    filler = "x" * spec.get("filler", 24)
+    server = ProcStat(spec["server_pid"])
+    cpu0, own0, t0 = server.cpu_seconds(), own_cpu_seconds(), time.time()
+
+    async def post(r):
+        conn = await publisher.free.get()
+        try:
+            body = {"user_ids": [users[i]["id"] for i in members[r]], "type": "invoice_paid",
+                    "message": f"Invoice {r} paid {filler}", "data": {"r": r, "t": time.time()}}
+            status, reply = await conn.request("POST", spec["publish_path"], body, spec["service_token"])
+            if status != 202:
+                publisher.errors.append(f"{status}: {str(reply)[:200]}")
+            else:
+                stored_ids.extend(reply["ids"])
+        except Exception as exc:  # reported, not raised
+            publisher.errors.append(repr(exc))
+        finally:
+            publisher.free.put_nowait(conn)
+
+    if rate <= 0:
+        order = iter(range(requests))
+
+        async def worker():
+            for r in order:
+                await post(r)
+
+        await asyncio.gather(*(worker() for _ in publisher.conns))
+    else:
+        tasks = []
+        per_request = batch / rate
+        for r in range(requests):
+            delay = t0 + r * per_request - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(post(r)))
+        await asyncio.gather(*tasks)
+    t_sent = time.time()
+    complete = await wait_until(lambda: sum(len(x) for x in received) >= total, spec["timeout"])
+    await asyncio.sleep(spec.get("linger", 0.3))  # a duplicate or a stray would arrive now
+    cpu1, own1 = server.cpu_seconds(), own_cpu_seconds()
+    t_last = max((c.last for c in clients), default=t0)
+    elapsed = max(t_last - t0, 1e-6)
+    wall = max(time.time() - t0, 1e-6)
+    expected: List[List[int]] = [[] for _ in range(n_users)]
+    for r, who in enumerate(members):
+        for i in who:
+            expected[i].append(r)
+    foreign = missing = duplicates = 0
+    for i in range(n_users):
+        got, want = received[i], expected[i]
+        want_set = set(want)
+        foreign += sum(1 for r in got if r not in want_set)
+        seen = set(got)
+        missing += sum(1 for r in want_set if r not in seen)
+        duplicates += len(got) - len(seen)
+    delivered = sum(len(x) for x in received)
+    dropped = sum(1 for c in clients if c.closed.done())
+    for c in clients:
+        c.close()
+    publisher.close()
+    return {
+        "users": n_users, "ws_streams": (n_users + 1) // 2, "sse_streams": n_users // 2, "batch": batch,
+        "rate": rate, "requests": requests, "notifications": total, "stored": len(set(stored_ids)),
+        "delivered": delivered, "complete": complete,
+        "exactly_once": delivered == total and foreign == 0 and missing == 0 and duplicates == 0
+        and len(set(stored_ids)) == total,
+        "foreign": foreign, "missing": missing, "duplicates": duplicates,
+        "seconds": round(elapsed, 4), "publish_seconds": round(t_sent - t0, 4),
+        "notifications_per_s": round(delivered / elapsed, 1),
+        "requests_per_s": round(requests / max(t_sent - t0, 1e-6), 1),
+        "latency_p50_ms": ms(percentile(latencies, 50)), "latency_p99_ms": ms(percentile(latencies, 99)),
+        "latency_max_ms": ms(max(latencies, default=0.0)),
+        "server_cpu_us_per_notification": round((cpu1 - cpu0) * 1e6 / max(delivered, 1), 2),
+        "server_cpu_pct": round(100.0 * (cpu1 - cpu0) / wall, 1),
+        "loadgen_cpu_pct": round(100.0 * (own1 - own0) / wall, 1),
+        "connects_per_s": round(len(clients) / max(open_s, 1e-6), 1),
+        "connect_errors": len(errors), "connect_error_samples": errors[:5],
+        "publish_errors": len(publisher.errors), "publish_error_samples": publisher.errors[:5],
+        "dropped": dropped, "peak_rss_mb": server.memory()["peak_mb"],
+    }
+
+
+SCENARIOS = {"users": run_users, "fanout": run_fanout, "idle": run_idle, "chat": run_chat, "targeted": run_targeted}
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -13,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
+from .nchan import NchanServer, nchan_module, why_absent
+from .nchan import version as nchan_version
 from .servers import ROOT, SERVICE_TOKEN, Server, baseline, pinning, reset_postgres, squall
 
 PATHS = {"ws": "/ws/notifications", "sse": "/sse/notifications"}
@@ -25,8 +28,12 @@ class Sizes:
     subscribers: int = 1000
     events: int = 200
     rate: float = 50.0
-    idle_ws: int = 5000
-    idle_sse: int = 5000
+    # Each connection of the idle scenario is a different user. 17,800 in all: the most under
+    # Squall's default connection cap on a machine whose descriptor limit is 20,000 (the cap
+    # is the limit minus 64 and a tenth); the issue asks for 20,000.
+    idle_ws: int = 8900
+    idle_sse: int = 8900
+    idle_max: int = 50000  # held at once by one Squall process (tokens reused), one run
     chat_pairs: int = 500
     chat_per_sender: int = 20
     chat_window: int = 4
@@ -35,10 +42,18 @@ class Sizes:
     login_flood: int = 60
     login_good: int = 10
     timeout: float = 120.0
+    targeted_users: int = 10000  # each a different user, one stream each (half WS, half SSE)
+    targeted_notifications: int = 20000  # per case
+    targeted_rate: float = 5000.0  # notifications/s of the steady case
+    targeted_rate_batch: int = 10  # users per request in the steady case
 
 
-TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, chat_pairs=5, chat_per_sender=10,
-             chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3, timeout=30.0)
+TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, idle_max=100, chat_pairs=5,
+             chat_per_sender=10, chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3,
+             timeout=30.0,
+             targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10)
+
+TARGETED_BATCHES = (1, 10, 100)  # users per publish request in the as-fast-as-accepted cases
 
 
 def median_of(runs: List[dict]) -> dict:
@@ -82,7 +97,10 @@ class Bench:
         self._spec_n += 1
         spec_path = os.path.join(self.work, f"spec{self._spec_n}.json")
         result_path = spec_path.replace("spec", "result")
-        spec = {**spec, "result_path": result_path, "deadline": spec.get("timeout", 60) * 4 + 120}
+        # A fresh 127.0.N.0/24 source network per run: the last run's sockets in TIME_WAIT hold
+        # no ephemeral port this run needs.
+        spec = {"source_net": self._spec_n % 250 + 1, **spec, "result_path": result_path,
+                "deadline": spec.get("timeout", 60) * 4 + 120}
         with open(spec_path, "w") as f:
             json.dump(spec, f)
         spy = self._start_profiler(profile_pid, profile_name) if profile_pid else None
@@ -124,12 +142,14 @@ class Bench:
 
     # Servers ------------------------------------------------------------------------------
 
-    def start_squall(self, name: str, database_url: str) -> Server:
-        """Start a Squall server and register the users every scenario needs."""
-        server = squall(name, database_url, self.work, self.pin).start()
+    def start_squall(self, name: str, database_url: str, n_users: Optional[int] = None,
+                     event_loop: str = "uvloop") -> Server:
+        """Start a Squall server and register the users every scenario needs (or ``n_users``)."""
+        server = squall(name, database_url, self.work, self.pin, event_loop).start()
         s = self.sizes
-        users = self.loadgen({"scenario": "users", "port": server.port,
-                              "n": max(s.subscribers, 2 * s.chat_pairs), "timeout": s.timeout})
+        n = n_users or max(s.subscribers, 2 * s.chat_pairs)
+        users = self.loadgen({"scenario": "users", "port": server.port, "n": n,
+                              "timeout": max(s.timeout, n / 200.0)})
         server.users = users["users"]
         self.log(f"  {name}: {len(server.users)} users registered in {users['seconds']} s")
         return server
@@ -185,7 +205,7 @@ class Bench:
             for run in range(self.runs):
                 srv.restart()  # a fresh process, so the memory growth is the connections' own
                 r = self.loadgen({**self.base_spec(srv), "scenario": "idle", "ws": s.idle_ws, "sse": s.idle_sse,
-                                  "connect_concurrency": 100},
+                                  "connect_concurrency": 100, "spread_sources": True},
                                  profile_pid=srv.pid if (self.profile and run == 0 and srv is servers[0]) else None,
                                  profile_name="idle_connect")
                 runs.append(r)
@@ -194,6 +214,38 @@ class Bench:
                          f"{r['broadcast_reached']} reached, {r['connect_errors']} errors")
             out[srv.name] = {"median": median_of(runs), "runs": runs}
         return out
+
+    def hold_max(self, server: Server) -> dict:
+        """``idle_max`` streams (half WS, half SSE) held by one fresh process; one broadcast must reach all."""
+        s = self.sizes
+        server.restart()
+        r = self.loadgen({**self.base_spec(server), "scenario": "idle", "ws": s.idle_max // 2,
+                          "sse": s.idle_max - s.idle_max // 2, "connect_concurrency": 100,
+                          "spread_sources": True, "timeout": max(s.timeout, 300.0)})
+        self.log(f"  {server.name} held {r['concurrent_connections']:,} at once, broadcast reached "
+                 f"{r['broadcast_reached']:,}, {r['connect_errors']} errors, RSS {r['rss_after_mb']} MB")
+        return r
+
+    def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True) -> dict:
+        """Notifications to single users: as fast as accepted per batch size, and at a steady rate."""
+        s = self.sizes
+        cases = {f"batch{b}": {"batch": b, "rate": 0} for b in batches}
+        if steady:
+            cases["rate"] = {"batch": s.targeted_rate_batch, "rate": s.targeted_rate}
+        raw = {case: [] for case in cases}
+        spec = {**self.base_spec(server), "scenario": "targeted", "users": server.users,
+                "notifications": s.targeted_notifications, "timeout": max(s.timeout, 60.0)}
+        for run in range(self.runs):
+            for case, extra in cases.items():
+                r = self.loadgen({**spec, **extra})
+                raw[case].append(r)
+                self.log(f"  run {run + 1} {label} targeted {case}: {r['notifications_per_s']:,.0f}/s, p99 "
+                         f"{r['latency_p99_ms']} ms, exactly once {r['exactly_once']} (foreign {r['foreign']}, "
+                         f"missing {r['missing']}, duplicates {r['duplicates']}), {r['connects_per_s']:,.0f} "
+                         f"connects/s, loadgen {r['loadgen_cpu_pct']}% CPU")
+        if self.profile and label == "sqlite":
+            self.loadgen({**spec, "batch": 10, "rate": 0}, profile_pid=server.pid, profile_name="targeted_batch10")
+        return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
 
     def chat(self, server: Server, label: str) -> dict:
         """Chat on ``server``: as fast as accepted, and at a steady rate; medians of the runs."""
@@ -225,17 +277,43 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
     results: dict = {"sizes": asdict(sizes), "runs": runs, "pinned": bench.pin["pinned"]}
     try:
         if "fanout" in scenarios or "idle" in scenarios:
-            sq = bench.start_squall("squall", f"sqlite:///{os.path.join(bench.work, 'streams.db')}")
+            streams_db = f"sqlite:///{os.path.join(bench.work, 'streams.db')}"
+            n_users = max(sizes.subscribers, sizes.idle_ws + sizes.idle_sse) if "idle" in scenarios else None
+            sq = bench.start_squall("squall", streams_db, n_users)
             started.append(sq)
+            # The same server on asyncio's loop, on the same database (the tokens work on both).
+            sq_asyncio = squall("squall-asyncio", streams_db, bench.work, bench.pin, "asyncio").start()
+            sq_asyncio.users = sq.users
+            started.append(sq_asyncio)
             base = bench.start_baseline(sq.users)
             started.append(base)
+            peers = [sq, sq_asyncio, base]
+            module = nchan_module()
+            if module:
+                nchan = NchanServer(bench.work, bench.pin, module).start()
+                nchan.users = sq.users
+                started.append(nchan)
+                peers.append(nchan)
+                results["nchan"] = {"measured": True, "version": nchan_version()}
+            else:
+                results["nchan"] = {"measured": False, "note": why_absent()}
+                log(f"  Nchan skipped: {why_absent()}")
             if "fanout" in scenarios:
                 log("fan-out")
-                results["fanout"] = bench.fanout([sq, base])
+                results["fanout"] = bench.fanout(peers)
             if "idle" in scenarios:
                 log("idle connections")
-                results["idle"] = bench.idle([sq, base])
-            for srv in (sq, base):
+                results["idle"] = bench.idle(peers)
+                limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                if limit >= 2 * sizes.idle_max + 1000:  # the server's sockets and the load generator's
+                    log(f"{sizes.idle_max:,} connections on one process")
+                    results["idle_max"] = {"squall": bench.hold_max(sq)}
+                else:
+                    note = (f"not run: the descriptor limit is {limit:,} (the server and the load generator"
+                            f" each need {sizes.idle_max:,}; raising it needs root with CAP_SYS_RESOURCE)")
+                    results["idle_max"] = {"note": note}
+                    log(f"  {note}")
+            for srv in peers:
                 srv.stop()
         if "chat" in scenarios:
             log("chat on SQLite")
@@ -254,6 +332,25 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
                     pg = bench.start_squall("squall-chat-postgres", pg_url)
                     started.append(pg)
                     results["chat"]["postgres"] = bench.chat(pg, "postgres")
+                    pg.stop()
+        if "targeted" in scenarios:
+            log("targeted notifications on SQLite")
+            sq = bench.start_squall("squall-targeted-sqlite", f"sqlite:///{os.path.join(bench.work, 'targeted.db')}",
+                                    sizes.targeted_users)
+            started.append(sq)
+            results["targeted"] = {"sqlite": bench.targeted(sq, "sqlite")}
+            sq.stop()
+            if pg_url:
+                log("targeted notifications on PostgreSQL")
+                try:
+                    reset_postgres(pg_url)
+                except Exception as exc:
+                    results["targeted"]["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
+                    log(f"  skipped: {results['targeted']['postgres_error']}")
+                else:
+                    pg = bench.start_squall("squall-targeted-postgres", pg_url, sizes.targeted_users)
+                    started.append(pg)
+                    results["targeted"]["postgres"] = bench.targeted(pg, "postgres", batches=(100,), steady=False)
                     pg.stop()
         if "login" in scenarios:
             from .login_flood import run_login_flood

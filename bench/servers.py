@@ -92,9 +92,10 @@ class Server:
             return ""
 
 
-def squall(name: str, database_url: str, workdir: str, pin: dict) -> Server:
+def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: str = "uvloop") -> Server:
     """Squall, one process, memory broker, fast password hashing, rate limits out of the way."""
     argv = [*pin["server"], sys.executable, os.path.join(ROOT, "run.py"), "--port", "{port}",
+            "--event-loop", event_loop,
             "--host", "127.0.0.1", "--database-url", database_url, "--service-token", SERVICE_TOKEN,
             "--jwt-secret", "bench-jwt-secret-0123456789abcdef0123456789", "--password-hash-profile", "fast",
             "--log-level", "warning", "--rate-limit-per-second", "100000", "--rate-limit-burst", "100000",

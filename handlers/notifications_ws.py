@@ -13,6 +13,7 @@ class NotificationSocketHandler(BaseSocketHandler):
 
     streams = (NOTIFY,)
     transport = "ws_notifications"
+    notify_baseline = False  # every event carries its own id: no cursor to seed
 
     def resume_position(self):
         """``?last_event_id=N``: replay notifications after N."""

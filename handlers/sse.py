@@ -90,15 +90,36 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
-            await self._closed.wait()
         except Exception as raised:
+            await self.stop_streams()
             if client_error(raised) is None:
                 raise
             # The headers are sent: end the stream; the client reconnects after ``retry:``.
             log.warning("a %s stream of user %s failed to open (%s)", self.request.path, self.user_id,
                         client_error(raised).code)
-        finally:
+            return
+        except BaseException:  # cancelled (shutdown): unregistered all the same
             await self.stop_streams()
+            raise
+        self.shed_handshake(headers_sent=True)
+        # Live. No coroutine waits for the end (its frames would stay alive for the life of the
+        # stream: memory per idle connection); the end flag's callback unsubscribes and finishes.
+        self._auto_finish = False
+        self._closed.wait().add_done_callback(self._ended)
+
+    def _ended(self, _future) -> None:
+        asyncio.ensure_future(self._end())
+
+    async def _end(self) -> None:
+        """The stream ended (client gone, shutdown, slow consumer, logout): unsubscribe, then finish."""
+        try:
+            await self.stop_streams()
+        finally:
+            if not self._finished:
+                try:
+                    self.finish()  # the terminating chunk (a closed connection ignores it)
+                except Exception:  # the connection is already gone
+                    log.debug("finishing an ended stream", exc_info=True)
 
     async def on_open(self) -> None:
         """Hook after subscribing (``/sse/chat`` joins its chat here)."""
@@ -178,6 +199,7 @@ class NotificationStreamHandler(BaseSSEHandler):
 
     streams = (NOTIFY,)
     transport = "sse_notifications"
+    notify_baseline = False  # every event carries its own id: no cursor to seed
 
     @authenticated
     async def get(self):

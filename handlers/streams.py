@@ -13,6 +13,8 @@ import logging
 import time
 from typing import List, Optional, Tuple
 
+from tornado import httputil
+
 from tornado_app.errors import ValidationError
 from tornado_app.services.ids import parse_int
 from tornado_app.services.events import CHAT, NOTIFY, Event
@@ -22,6 +24,7 @@ log = logging.getLogger("squall.streams")
 conn_log = logging.getLogger("squall.connections")
 
 _conn_ids = itertools.count(1)
+_SENT_HEADERS_EMPTY = httputil.HTTPHeaders  # what replaces response headers already written
 _NO_CHATS = frozenset()
 
 
@@ -49,6 +52,10 @@ class Subscriber(abc.ABC):
 
     streams: tuple = ()
     transport: str = ""  # metrics label: ws_chat, ws_notifications, sse_notifications, sse_chat
+    # Whether a fresh stream needs the newest notification id as its cursor: only where the
+    # cursor reaches the client (``/sse/chat``'s "M-N" ids, long-poll answers). Streams whose
+    # events carry their own ids skip that read.
+    notify_baseline: bool = True
 
     def init_subscriber(self, user_id: int) -> None:
         """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
@@ -171,8 +178,9 @@ class Subscriber(abc.ABC):
     async def _catch_up(self, last_message_id, last_notification_id, replays, baselines) -> None:
         """The unread state, the baselines of fresh streams and the replays of resumed ones."""
         services = self.services
+        latest = None
         if NOTIFY in self.streams:
-            await self.send_initial_state(last_notification_id)
+            latest = await self.send_initial_state(last_notification_id)
         if CHAT in self.streams:
             if last_message_id is None:
                 baselines[CHAT] = await services.chat.latest_message_id()
@@ -182,7 +190,10 @@ class Subscriber(abc.ABC):
                     self.user_id, last_message_id, services.config.replay_limit)))
         if NOTIFY in self.streams:
             if last_notification_id is None:
-                baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
+                if latest is not None:
+                    baselines[NOTIFY] = latest
+                elif self.notify_baseline:
+                    baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
             else:
                 self.last_ids[NOTIFY] = last_notification_id
                 replays.append((NOTIFY, await services.notifications.replay(
@@ -205,13 +216,36 @@ class Subscriber(abc.ABC):
                 self._emit(Event(kind, data, event_id))
                 self._replayed[kind].add(event_id)
 
+    def shed_handshake(self, headers_sent: bool) -> None:
+        """Drop what only the handshake needed, so an idle connection keeps less (issue 13).
+
+        The query string (with an ``access_token``, it is held four times: ``uri``, ``query``
+        and two parsed copies), the verified claims and, once written, the response headers.
+        Call after the stream is open; nothing reads them afterwards.
+        """
+        request = self.request
+        if request.query:
+            request.uri, request.query = request.path, ""
+            request.query_arguments, request.arguments = {}, {}
+        self.claims = None
+        if headers_sent:
+            self._headers = _SENT_HEADERS_EMPTY()
+
     def closed_with(self) -> Optional[int]:
         """The WebSocket close code of a closed connection (None for event streams)."""
         return None
 
-    async def send_initial_state(self, last_notification_id: Optional[int]) -> None:
-        """Send the state a new stream starts with: the ``unread`` frame (a long-poll sends it only when needed)."""
-        self.send_state(await self.services.notifications.unread_state(self.user_id))
+    async def send_initial_state(self, last_notification_id: Optional[int]) -> Optional[int]:
+        """Send the state a new stream starts with: the ``unread`` frame (a long-poll sends it only when needed).
+
+        Read with the other opens of the moment in one statement (``OpenStateBatcher``);
+        returns the newest notification id the user can see when a fresh stream needs it as
+        its baseline (else None).
+        """
+        want = last_notification_id is None and self.notify_baseline
+        state, latest = await self.services.open_state.state(self.user_id, want)
+        self.send_state(state)
+        return latest
 
     async def stop_streams(self) -> None:
         """Unsubscribe (idempotent); the first call logs the close with its duration and code."""

@@ -100,7 +100,9 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         self.init_subscriber(self.user_id)
         self.set_nodelay(True)
         try:
-            await self.start_streams(*self.resume)
+            resume, self.resume = self.resume, None
+            await self.start_streams(*resume)
+            self.shed_handshake(headers_sent=True)
         except Exception as raised:
             exc = client_error(raised)
             if exc is None:
@@ -182,6 +184,29 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         services.registry.reauthenticate(self, claims.sid, claims.exp,
                                          services.sessions.warn_at(time.time(), claims.exp), claims.version)
         self.send_json({"type": "refreshed", "expires_at": claims.exp})
+
+    pong_at = 0.0  # monotonic time of the last pong (set on the instance by the first one)
+
+    def wheel_ping(self) -> bool:
+        """Send a ping (the services' ping timer, one for every socket); False when the socket is closing."""
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
+            return False
+        try:
+            conn.write_ping(b"")
+        except (StreamClosedError, tornado.websocket.WebSocketClosedError):
+            return False
+        return True
+
+    def wheel_check(self, pinged_at: float) -> None:
+        """Close the socket if no pong came since the ping sent at ``pinged_at`` (as Tornado's own pinging would)."""
+        conn = self.ws_connection
+        if conn is not None and not conn.is_closing() and self.pong_at < pinged_at:
+            conn.close(reason="ping timed out")
+
+    def on_pong(self, data: bytes) -> None:
+        """A pong: the peer is alive."""
+        self.pong_at = time.monotonic()
 
     def on_ping(self, data: bytes) -> None:
         """Protocol-level ping from the client (Tornado answers the pong itself)."""

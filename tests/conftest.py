@@ -2,6 +2,8 @@
 
 Set TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test to run the suite on
 PostgreSQL: a throw-away database is created for the run and emptied before each test.
+Set TEST_EVENT_LOOP=uvloop to run the in-process servers on uvloop instead of asyncio's
+loop (child servers started with ``run.py`` use ``--event-loop``, uvloop by default).
 """
 from __future__ import annotations
 
@@ -14,6 +16,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+if os.environ.get("TEST_EVENT_LOOP", "asyncio") == "uvloop":
+    import asyncio
+    import uvloop
+    # pytest-tornado's io_loop fixture makes each test's loop with the policy's new_event_loop.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 from tornado_app.application import close_connections, make_app  # noqa: E402
 from tornado_app.config import Config  # noqa: E402

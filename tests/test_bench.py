@@ -12,7 +12,13 @@ FANOUT_FIELDS = {"deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "latenc
                  "server_cpu_us_per_delivery", "peak_rss_mb", "loadgen_cpu_pct", "deliveries",
                  "expected_deliveries", "complete"}
 IDLE_FIELDS = {"ws_kb_per_connection", "sse_kb_per_connection", "ws_connects_per_s", "sse_connects_per_s",
-               "concurrent_connections", "broadcast_reached", "connect_errors"}
+               "ws_cpu_ms_per_open", "sse_cpu_ms_per_open", "ws_connect_loadgen_cpu_pct",
+               "sse_connect_loadgen_cpu_pct", "distinct_users", "concurrent_connections", "broadcast_reached",
+               "connect_errors"}
+TARGETED_FIELDS = {"users", "ws_streams", "sse_streams", "batch", "requests", "notifications", "stored", "delivered",
+                   "complete", "exactly_once", "foreign", "missing", "duplicates", "notifications_per_s",
+                   "requests_per_s", "latency_p50_ms", "latency_p99_ms", "server_cpu_us_per_notification",
+                   "loadgen_cpu_pct", "connects_per_s", "connect_errors", "publish_errors"}
 CHAT_FIELDS = {"messages_per_s", "ack_p50_ms", "ack_p99_ms", "delivery_p50_ms", "delivery_p99_ms",
                "server_cpu_us_per_message", "loadgen_cpu_pct", "acked", "delivered", "errors", "complete"}
 
@@ -25,7 +31,12 @@ def test_bench_tiny_reports_every_field(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "bench-results.json").read_text())
-    for server in ("squall", "baseline"):
+    servers = ["squall", "squall-asyncio", "baseline"]
+    if doc["nchan"]["measured"]:  # an optional peer: skipped with a note when not installed
+        servers.append("nchan")
+    else:
+        assert "libnginx-mod-nchan" in doc["nchan"]["note"], doc["nchan"]
+    for server in servers:
         for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate"):
             med = doc["fanout"][server][case]["median"]
             assert FANOUT_FIELDS <= set(med), (server, case, sorted(med))
@@ -35,6 +46,20 @@ def test_bench_tiny_reports_every_field(tmp_path):
         assert IDLE_FIELDS <= set(idle), (server, sorted(idle))
         assert idle["broadcast_reached"] == idle["concurrent_connections"] == 80, idle
         assert idle["connect_errors"] == 0, idle
+        assert idle["distinct_users"] == 80, idle  # each connection a different user
+    hold = doc["idle_max"]["squall"]  # the most connections held by one process (100 in tiny)
+    assert IDLE_FIELDS <= set(hold) and hold["broadcast_reached"] == hold["concurrent_connections"] == 100, hold
+    # Targeted notifications: every case of every database, each user got exactly its own.
+    cases = {"sqlite": {"batch1", "batch10", "batch100", "rate"}, "postgres": {"batch100"}}
+    for db, wanted in cases.items():
+        assert set(doc["targeted"][db]) == wanted, (db, sorted(doc["targeted"][db]))
+        for case in wanted:
+            med = doc["targeted"][db][case]["median"]
+            assert TARGETED_FIELDS <= set(med), (db, case, sorted(TARGETED_FIELDS - set(med)))
+            assert med["exactly_once"] and med["complete"], med
+            assert med["foreign"] == med["missing"] == med["duplicates"] == 0, med
+            assert med["stored"] == med["delivered"] == med["notifications"] == 200, med
+            assert med["connect_errors"] == med["publish_errors"] == 0, med
     for db in ("sqlite", "postgres"):
         for case in ("burst", "rate"):
             med = doc["chat"][db][case]["median"]
@@ -43,11 +68,14 @@ def test_bench_tiny_reports_every_field(tmp_path):
             assert med["acked"] == med["delivered"] == med["messages"], med
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["python"]
     report = (tmp_path / "performance.md").read_text()
-    for heading in ("## Machine", "## Targets (issue 6)", "## Notification fan-out", "## Idle connections",
-                    "## Chat"):
+    for heading in ("## Machine", "## Targets (issues 6 and 13)", "## Notification fan-out", "## Idle connections",
+                    "## Targeted notifications", "## Chat"):
         assert heading in report
-    assert "—" not in report.split("## Targets (issue 6)")[1].split("## Notification fan-out")[0], \
-        "every target row has a measured value"
+    targets = report.split("## Targets (issues 6 and 13)")[1].split("## Notification fan-out")[0]
+    rows = [line.split(" | ") for line in targets.splitlines() if line.startswith("| 6.") or line.startswith("| 13.")]
+    assert len(rows) == 27, len(rows)
+    for row in rows:  # every target row has a measured value (column 3) and a verdict (column 6)
+        assert row[2] != "—" and row[5].strip(" |") in ("**yes**", "**no**"), row
 
 
 def test_bench_login_flood_tiny(tmp_path):

@@ -131,16 +131,16 @@ async def test_fresh_stream_ids_resume_from_now_even_for_events_during_start(api
     alice, bob = await users("alice", "bob")
     chat_id = await open_chat(api, alice, bob)
     old = [await send(api, alice, chat_id, f"old {i}") for i in range(3)]
-    original = services.notifications.latest_id
+    original = services.open_state.state
     raised = []
 
-    async def latest_id(user_id):
+    async def state(user_id, baseline):  # the batched read of the unread state and the baseline
         raised.append(await services.notifications.notify_user(bob["id"], "test", "while starting"))
-        return await original(user_id)
-    services.notifications.latest_id = latest_id
+        return await original(user_id, baseline)
+    services.open_state.state = state
     b = await chat_stream(http_port, bob)
     event = await b.next_event()
-    del services.notifications.latest_id
+    del services.open_state.state
     assert json.loads(event["data"])["id"] == raised[0]["id"]
     assert split_id(event["id"]) == (old[-1]["id"], raised[0]["id"])
     b.close()

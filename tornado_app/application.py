@@ -63,7 +63,9 @@ def make_app(services: Services) -> tornado.web.Application:
         route_patterns=route_patterns(routes),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
-        websocket_ping_interval=config.ws_ping_interval,
+        # Pings come from one timer for every socket (Services._ping_websockets), not from a
+        # task per connection as Tornado's websocket_ping_interval would run (memory per idle socket).
+        websocket_ping_interval=0,
         # Tornado 6.6 caps the timeout at the interval (with a warning each time): cap it here.
         websocket_ping_timeout=min(config.ws_ping_timeout, config.ws_ping_interval),
         websocket_max_message_size=config.max_frame_bytes,

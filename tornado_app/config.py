@@ -110,6 +110,8 @@ class Config:
     # hosts (and their subdomains) push endpoints may name: the browsers' push services; "*": any
     push_hosts: tuple = ("fcm.googleapis.com", "android.googleapis.com", "push.services.mozilla.com",
                          "push.apple.com", "notify.windows.com")
+    # Performance (issue 13)
+    event_loop: str = "uvloop"  # asyncio or uvloop (uvloop falls back to asyncio when not installed)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -211,6 +213,8 @@ _OPTIONS = [
     ("max_muted_types", "MAX_MUTED_TYPES", int, "entries of the muted_types preference"),
     ("push_hosts", "PUSH_HOSTS", lambda v: tuple(h.strip().lower() for h in v.split(",") if h.strip()),
      "comma-separated hosts (with subdomains) push endpoints may use; * for any"),
+    # Performance (issue 13)
+    ("event_loop", "EVENT_LOOP", str, "event loop: uvloop (faster; asyncio when uvloop is not installed) or asyncio"),
 ]
 
 
@@ -285,6 +289,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--processes must be at least 1")
     if config.log_format not in ("text", "json"):
         raise SystemExit("--log-format must be text or json")
+    if config.event_loop not in ("asyncio", "uvloop"):
+        raise SystemExit("--event-loop must be asyncio or uvloop")
     if config.admin_sample_seconds <= 0:
         raise SystemExit("--admin-sample-seconds must be positive")
     if config.push_threads < 1 or config.push_queue < 1 or config.max_push_subscriptions < 1:

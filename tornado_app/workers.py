@@ -15,7 +15,6 @@ delay (up to RESTART_MAX seconds) while workers keep dying right after starting.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -80,7 +79,8 @@ def run_worker(config, serve: Callable, reserved: socket.socket) -> int:
         signal.signal(sig, signal.SIG_DFL)
     try:
         sockets = bind_socket(config.host, config.port, reuse_port=True)
-        asyncio.run(serve(config, sockets))
+        from tornado_app.eventloop import run
+        run(serve(config, sockets), config.event_loop)
         return 0
     except Exception:
         log.exception("worker %d failed", os.getpid())

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Optional
@@ -24,6 +25,7 @@ from .hub import Hub
 from .metrics import Metrics, MetricsHub
 from .monitor import Monitor
 from .notifications import NotificationService
+from .openstate import OpenStateBatcher
 from .poll_presence import PollPresence
 from .preferences import PreferenceService
 from .push import PushService
@@ -56,11 +58,13 @@ class Services:
     admission: Optional[StreamAdmission] = None
     preferences: Optional[PreferenceService] = None  # issue 11
     push: Optional[PushService] = None
+    open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
     _sweeper: Optional[tornado.ioloop.PeriodicCallback] = None
+    _pinger: Optional[tornado.ioloop.PeriodicCallback] = None
 
     async def start(self) -> None:
         """Create or migrate the schema, connect the broker, start the writer, retention and heartbeats."""
@@ -79,6 +83,28 @@ class Services:
         # One sweep a second warns and ends every connection whose token is expiring (no timer each).
         self._sweeper = tornado.ioloop.PeriodicCallback(self.sessions.sweep, 1000)
         self._sweeper.start()
+        # One timer pings every WebSocket (not a task per connection).
+        if self.config.ws_ping_interval > 0:
+            self._pinger = tornado.ioloop.PeriodicCallback(self._ping_websockets,
+                                                           self.config.ws_ping_interval * 1000)
+            self._pinger.start()
+
+    def _ping_websockets(self) -> None:
+        """Ping every WebSocket; those without a pong ``ws_ping_timeout`` later are closed."""
+        pinged_at = time.monotonic()
+        pinged = [conn for conn in list(self.registry.connections)
+                  if getattr(conn, "wheel_ping", None) is not None and conn.wheel_ping()]
+        if pinged:
+            timeout = min(self.config.ws_ping_timeout, self.config.ws_ping_interval)
+            tornado.ioloop.IOLoop.current().call_later(timeout, self._check_pongs, pinged, pinged_at)
+
+    @staticmethod
+    def _check_pongs(pinged, pinged_at: float) -> None:
+        for conn in pinged:
+            try:
+                conn.wheel_check(pinged_at)
+            except Exception:
+                log.exception("closing a WebSocket that missed its pong")
 
     def _beat(self) -> None:
         """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
@@ -104,6 +130,8 @@ class Services:
         self.poll_presence.stop()
         if self._sweeper is not None:
             self._sweeper.stop()
+        if self._pinger is not None:
+            self._pinger.stop()
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
@@ -159,4 +187,5 @@ def build_services(config: Config) -> Services:
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
-                    preferences=preferences, push=push)
+                    preferences=preferences, push=push,
+                    open_state=OpenStateBatcher(dbx, broker.distributed))

@@ -12,11 +12,12 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import peewee
 
-from models import ChatMember, Notification, NotificationState, Setting, User, utcnow
-from ..errors import NotFound, RateLimited, ValidationError
+from models import ChatMember, Notification, NotificationState, Setting, utcnow
+from ..errors import RateLimited, ValidationError
 from .db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
+from .publisher import PublishWriter
 from .ids import require_ids
 from .ratelimit import RateLimiter
 
@@ -128,6 +129,7 @@ class NotificationService:
         # Set by build_services (issue 11): preferences (muted types, DND) and the push offer.
         self.preferences = None
         self.on_notified = None  # callable(user_id, frame dict, silent)
+        self.publisher = PublishWriter(dbx)  # group commit of the publish API (issue 13)
 
     # Delivery ---------------------------------------------------------------------------
 
@@ -208,17 +210,10 @@ class NotificationService:
             quiet = {u for u in user_ids if prefs[u].dnd()}
         recipients = [None] if broadcast else [u for u in user_ids if u not in skipped]
         payloads = [silent(payload) if r in quiet else payload for r in recipients]
-
-        def store():
-            if not broadcast:
-                found = {u for (u,) in User.select(User.id).where(User.id.in_(user_ids)).tuples()}
-                unknown = [u for u in user_ids if u not in found]
-                if unknown:
-                    raise NotFound(f"Unknown user ids: {unknown[:20]}", "user_not_found")
-            return insert_notifications([{"recipient": r, "type": ntype, "payload": p, "created_at": now}
-                                         for r, p in zip(recipients, payloads)])
-
-        ids = await self.dbx.write(store)
+        # Stored with the other publishes of the moment in one transaction (PublishWriter);
+        # raises NotFound for unknown user ids (this request alone, muted ones included).
+        ids = await self.publisher.store(None if broadcast else user_ids, ntype, payloads, now,
+                                         recipients=None if broadcast else recipients)
         await self.deliver_stored(list(zip(ids, recipients, payloads)))
         if push and not broadcast and self.on_notified is not None:
             for nid, r in zip(ids, recipients):

@@ -1,6 +1,7 @@
 """Accounts: registration, login, lookup and search."""
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 from typing import Dict, List, Optional
@@ -52,6 +53,11 @@ class UserService:
                                              login_failures_per_address_per_minute)
         self._registrations = RateLimiter(registrations_per_address_per_minute / 60.0,
                                           registrations_per_address_per_minute)
+        # Batched cache misses (see _load): the ids wanted by the next read and its waiters.
+        self._wanted: set = set()
+        self._waiting: list = []
+        self._loading = False
+        self.loads = 0  # reads of uncached users so far (tests check that lookups share them)
 
     async def register(self, body: dict, address: Optional[str] = None) -> dict:
         """Create a user from ``{username, password, display_name?}``.
@@ -182,10 +188,45 @@ class UserService:
         """The existing users among ``user_ids``, by id (one query for the uncached ones)."""
         missing = [uid for uid in set(user_ids) if uid not in self._cache]
         if missing:
-            rows = await self.dbx.read(lambda: list(User.select().where(User.id.in_(missing))))
-            for row in rows:
-                self._remember(row)
+            await self._load(missing)
         return {uid: self._cache[uid] for uid in user_ids if uid in self._cache}
+
+    async def _load(self, user_ids: List[int]) -> None:
+        """Read ``user_ids`` into the cache, together with every other lookup of the moment.
+
+        After a restart every client reconnects at once and each open checks its user's
+        token version: the lookups that arrive while a read runs are served by the next
+        one, a single query for all of them (like the chat's group commit).
+        """
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._wanted.update(user_ids)
+        self._waiting.append(future)
+        if not self._loading:
+            self._loading = True
+            loop.call_soon(lambda: asyncio.ensure_future(self._load_waiting()))
+        await future
+
+    async def _load_waiting(self) -> None:
+        try:
+            while self._waiting:
+                wanted, waiting = list(self._wanted), self._waiting
+                self._wanted, self._waiting = set(), []
+                try:
+                    rows = await self.dbx.read(_read_users, wanted)
+                except Exception as exc:
+                    for future in waiting:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.loads += 1
+                for row in rows:
+                    self._remember(row)
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._loading = False
 
     async def is_admin(self, user_id: int) -> bool:
         """True when ``user_id`` is an admin (read from the database: grants apply at once)."""
@@ -220,6 +261,14 @@ class UserService:
             return list(q)
 
         return [self._remember(u) for u in await self.dbx.read(find)]
+
+
+def _read_users(user_ids: List[int]) -> List[User]:
+    """The users among ``user_ids`` (a thousand ids per query). Database thread."""
+    rows: List[User] = []
+    for at in range(0, len(user_ids), 1000):
+        rows.extend(User.select().where(User.id.in_(user_ids[at:at + 1000])))
+    return rows
 
 
 def set_admin(username: str, admin: bool) -> bool:

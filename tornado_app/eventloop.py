@@ -1,0 +1,42 @@
+"""The event loop a serving process runs on: uvloop (the default, when installed) or asyncio.
+
+Tornado runs on any asyncio loop; uvloop's is written in C on libuv and makes every socket
+operation, callback and timer cheaper (handshakes and fan-out both gain; see
+docs/performance.md, which measures the two loops side by side).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, Optional
+
+log = logging.getLogger("squall.loop")
+
+
+def loop_factory(name: str) -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
+    """A new-loop factory for ``name`` (``uvloop`` or ``asyncio``); None means asyncio's default.
+
+    ``uvloop`` falls back to asyncio with a warning when the package is not installed.
+    """
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the asyncio event loop (pip install uvloop)")
+            return None
+        return uvloop.new_event_loop
+    if name != "asyncio":
+        raise ValueError(f"unknown event loop {name!r} (asyncio or uvloop)")
+    return None
+
+
+def run(main: Awaitable, name: str):
+    """Run the coroutine ``main`` to completion on a new loop of kind ``name``; returns its result."""
+    with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
+        return runner.run(main)
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: the loop running now (for the start-up log line and /stats)."""
+    loop = asyncio.get_running_loop()
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"

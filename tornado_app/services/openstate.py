@@ -1,0 +1,112 @@
+"""The state a new stream starts with, read for many concurrent opens at once.
+
+A stream's open needs its user's ``unread`` frame and, for transports whose own cursor is
+visible to the client (``/sse/chat`` ids, long-polls), the newest notification id the user
+can see. After a restart every client reconnects together: one query per open would queue
+thousands of database round trips. Like the chat's group commit, the opens that arrive
+while a read is running are answered by the next one, a single statement for all of them.
+
+In a single process the read runs on the writer thread, after every group commit queued
+before the stream subscribed (commits skip the ``unread`` frames of users with no stream,
+see ``NotificationService.unread_state``); with a broker it runs on a reader thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Dict, List, Optional, Tuple
+
+import peewee
+
+from models import Notification
+from .db import DatabaseExecutor
+from .notifications import unread_states
+
+log = logging.getLogger("squall.openstate")
+
+MAX_BATCH = 500  # users per statement (SQLite's parameter limit is 32,766; PostgreSQL's 65,535)
+
+
+def _widened(query, user_ids: List[int]):
+    """Execute ``query`` (built with ``IN (<first id>)``) for every id of ``user_ids``.
+
+    Peewee builds one parameter at a time; widening the placeholder list is much cheaper
+    for hundreds of ids (the same trick as ``unread_states``).
+    """
+    sql, params = query.sql()
+    for mark in ("IN (?)", "IN (%s)"):
+        if sql.count(mark) == 1 and params[:1] == user_ids[:1]:
+            placeholder = mark[4:-1]
+            sql = sql.replace(mark, "IN (" + ", ".join([placeholder] * len(user_ids)) + ")")
+            return Notification._meta.database.execute_sql(sql, user_ids + list(params[1:])).fetchall()
+    raise RuntimeError("unexpected SQL shape")  # pragma: no cover (both dialects are covered by tests)
+
+
+def latest_ids(user_ids: List[int]) -> Dict[int, int]:
+    """The newest notification id each user can see (0 when none): one grouped query. Database thread."""
+    if not user_ids:
+        return {}
+    broadcast = (Notification.select(peewee.fn.MAX(Notification.id))
+                 .where(Notification.recipient.is_null()).scalar() or 0)
+    query = (Notification.select(Notification.recipient, peewee.fn.MAX(Notification.id))
+             .where(Notification.recipient.in_(user_ids[:1])).group_by(Notification.recipient))
+    personal = dict(_widened(query, user_ids))
+    return {uid: max(broadcast, personal.get(uid) or 0) for uid in user_ids}
+
+
+def open_states(unread_for: List[int], latest_for: List[int]) -> Tuple[Dict[int, str], Dict[int, int]]:
+    """``(unread frames, newest notification ids)`` for a batch of opens. Database thread."""
+    unread: Dict[int, str] = {}
+    for i in range(0, len(unread_for), MAX_BATCH):
+        unread.update(unread_states(unread_for[i:i + MAX_BATCH]))
+    latest: Dict[int, int] = {}
+    for i in range(0, len(latest_for), MAX_BATCH):
+        latest.update(latest_ids(latest_for[i:i + MAX_BATCH]))
+    return unread, latest
+
+
+class OpenStateBatcher:
+    """``await state(user_id, baseline)``: the ``unread`` frame (and newest notification id), batched."""
+
+    def __init__(self, dbx: DatabaseExecutor, distributed: bool):
+        self.dbx = dbx
+        self.distributed = distributed
+        self._waiting: List[Tuple[int, bool, asyncio.Future]] = []
+        self._running = False
+        self.batches = 0  # statements run (tests check that concurrent opens share them)
+        self.opens = 0
+
+    async def state(self, user_id: int, baseline: bool) -> Tuple[str, Optional[int]]:
+        """``(unread frame, newest notification id or None when not asked)`` of ``user_id``."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((user_id, baseline, future))
+        if not self._running:
+            self._running = True
+            # Not awaited here: the opens of this loop turn join the batch before it starts.
+            asyncio.get_running_loop().call_soon(self._start)
+        return await future
+
+    def _start(self) -> None:
+        asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                unread_for = list({uid for uid, _, _ in batch})
+                latest_for = list({uid for uid, wanted, _ in batch if wanted})
+                try:
+                    run = self.dbx.read if self.distributed else self.dbx.write_raw
+                    unread, latest = await run(open_states, unread_for, latest_for)
+                except Exception as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.opens += len(batch)
+                for uid, wanted, future in batch:
+                    if not future.done():
+                        future.set_result((unread[uid], latest[uid] if wanted else None))
+        finally:
+            self._running = False

@@ -1,0 +1,158 @@
+"""Group commit for the publish API: notifications that arrive together are stored together.
+
+A backend publishing to single users sends many small requests. Each used to be one
+transaction (a user check and an insert); now the requests that arrive while a
+transaction runs are stored by the next one: one user check (``SELECT id ... IN``) and
+one multi-row ``INSERT ... RETURNING`` for all of them. Every request still gets its own
+answer: its ids, or its own error (a request naming an unknown user fails alone). A
+notification is committed before its request is answered and before it is delivered.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import List, Optional, Tuple
+
+from models import Notification, User, is_postgres
+from ..errors import NotFound
+
+log = logging.getLogger("squall.publisher")
+
+MAX_REQUESTS = 1000  # publish requests per transaction
+ROWS_PER_STATEMENT = 1000  # notification rows per INSERT (4 parameters each: below every limit)
+IDS_PER_STATEMENT = 1000  # user ids per existence check
+
+
+class PublishRequest:
+    """One publish request waiting for its commit."""
+
+    __slots__ = ("user_ids", "ntype", "payloads", "created_at", "recipients", "future")
+
+    def __init__(self, user_ids: Optional[List[int]], ntype: str, payloads, created_at: datetime.datetime,
+                 recipients: Optional[List[int]], future: "asyncio.Future"):
+        self.user_ids, self.ntype, self.payloads, self.created_at, self.recipients, self.future = (
+            user_ids, ntype, payloads, created_at, recipients, future)
+
+
+def _placeholder() -> str:
+    db = Notification._meta.database
+    return "%s" if is_postgres(getattr(db, "obj", db)) else "?"
+
+
+def existing_users(user_ids: List[int]) -> set:
+    """Which of ``user_ids`` exist (one statement per thousand). Database thread."""
+    found = set()
+    if not user_ids:
+        return found
+    mark = _placeholder()
+    table, column = User._meta.table_name, User.id.column_name
+    cursor = User._meta.database.cursor()
+    for at in range(0, len(user_ids), IDS_PER_STATEMENT):
+        chunk = user_ids[at:at + IDS_PER_STATEMENT]
+        cursor.execute(f'SELECT "{column}" FROM "{table}" WHERE "{column}" IN ({", ".join([mark] * len(chunk))})',
+                       chunk)
+        found.update(r[0] for r in cursor.fetchall())
+    return found
+
+
+def insert_rows(rows: List[tuple]) -> List[int]:
+    """Insert ``(recipient, type, payload, created_at)`` rows; their ids in order. Inside a transaction.
+
+    The statement text is written out here rather than built by Peewee, which builds one
+    parameter at a time (milliseconds for a thousand rows).
+    """
+    mark = _placeholder()
+    meta = Notification._meta
+    columns = ", ".join(f'"{getattr(Notification, f).column_name}"' for f in ("recipient", "type", "payload",
+                                                                             "created_at"))
+    group = f"({mark}, {mark}, {mark}, {mark})"
+    cursor = meta.database.cursor()
+    ids: List[int] = []
+    for at in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[at:at + ROWS_PER_STATEMENT]
+        cursor.execute(f'INSERT INTO "{meta.table_name}" ({columns}) VALUES {", ".join([group] * len(chunk))}'
+                       f' RETURNING "{Notification.id.column_name}"', [v for row in chunk for v in row])
+        # One statement numbers its rows in order; sorting guards against any reordering.
+        ids.extend(sorted(r[0] for r in cursor.fetchall()))
+    return ids
+
+
+def store_batch(batch: List[Tuple[Optional[List[int]], str, object, datetime.datetime, Optional[List[int]]]]) -> list:
+    """Store a batch of publishes (writer thread, inside one transaction).
+
+    Each publish is ``(user_ids or None for a broadcast, type, payload or one payload per
+    recipient, created_at, recipients)``: every one of ``user_ids`` must exist, and a row is
+    stored for each of ``recipients`` (default: all of ``user_ids``; fewer when some users
+    muted the type). Returns, per publish, its notification ids or the NotFound that refuses it.
+    """
+    to_db = Notification.created_at.db_value
+    wanted = sorted({u for user_ids, _, _, _, _ in batch if user_ids for u in user_ids})
+    found = existing_users(wanted)
+    rows: List[tuple] = []
+    spans: list = []
+    for user_ids, ntype, payloads, created_at, recipients in batch:
+        created = to_db(created_at)
+        if user_ids is None:
+            recipients = [None]
+        else:
+            unknown = [u for u in user_ids if u not in found]
+            if unknown:
+                spans.append(NotFound(f"Unknown user ids: {unknown[:20]}", "user_not_found"))
+                continue
+            recipients = user_ids if recipients is None else recipients
+        if isinstance(payloads, str):
+            payloads = [payloads] * len(recipients)
+        spans.append((len(rows), len(rows) + len(recipients)))
+        rows.extend((u, ntype, p, created) for u, p in zip(recipients, payloads))
+    ids = insert_rows(rows) if rows else []
+    return [span if isinstance(span, Exception) else ids[span[0]:span[1]] for span in spans]
+
+
+class PublishWriter:
+    """``await store(user_ids | None, type, payload(s), created_at, recipients=None)`` → ids, group-committed."""
+
+    def __init__(self, dbx):
+        self.dbx = dbx
+        self._queue: List[PublishRequest] = []
+        self._running = False
+        self.transactions = 0  # commits so far (tests check that concurrent publishes share them)
+
+    async def store(self, user_ids: Optional[List[int]], ntype: str, payloads, created_at: datetime.datetime,
+                    recipients: Optional[List[int]] = None) -> List[int]:
+        """Queue one publish; the ids of ``recipients`` (default ``user_ids``) once committed.
+
+        ``payloads`` is one JSON text for all, or one per recipient. Raises NotFound (any of
+        ``user_ids`` unknown) or the database's error.
+        """
+        loop = asyncio.get_running_loop()
+        request = PublishRequest(user_ids, ntype, payloads, created_at, recipients, loop.create_future())
+        self._queue.append(request)
+        if not self._running:
+            self._running = True
+            loop.call_soon(lambda: asyncio.ensure_future(self._run()))
+        return await request.future
+
+    async def _run(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_REQUESTS], self._queue[MAX_REQUESTS:]
+                try:
+                    results = await self.dbx.write(
+                        store_batch, [(r.user_ids, r.ntype, r.payloads, r.created_at, r.recipients) for r in batch])
+                except Exception as exc:
+                    log.warning("storing %d publish requests failed (%s)", len(batch), type(exc).__name__)
+                    for r in batch:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
+                    continue
+                self.transactions += 1
+                for r, result in zip(batch, results):
+                    if r.future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        r.future.set_exception(result)
+                    else:
+                        r.future.set_result(result)
+        finally:
+            self._running = False
