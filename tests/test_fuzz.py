@@ -152,9 +152,19 @@ async def http_case(server, fuzzer, chat_id, method, template, number, query, bo
     return resp.code, resp.body
 
 
+async def fresh_session(server, fuzzer) -> None:
+    """Sign the fuzzing user in again: a fuzzed ``/api/auth/logout(-all)`` may have ended its session."""
+    status, login = await ApiClient(server.url).call(
+        "POST", "/api/auth/login", {"username": fuzzer["username"], "password": "password123"})
+    assert status == 200, login
+    fuzzer["token"] = login["access_token"]
+
+
 async def ws_case(server, fuzzer, sockets, path, payload):
     ws = sockets[path]
-    if ws.conn.protocol is None:  # closed (e.g. a frame over the size limit): reconnect
+    if ws.conn.protocol is None:  # closed (a frame over the size limit, or logged out): reconnect
+        if ws.conn.close_code == 4001:
+            await fresh_session(server, fuzzer)
         ws = sockets[path] = await WSClient.connect(server.ws_url, path, fuzzer["token"])
     if isinstance(payload, bytes):
         await ws.conn.write_message(payload, binary=True)
@@ -163,6 +173,8 @@ async def ws_case(server, fuzzer, sockets, path, payload):
     await ws.send({"type": "ping"})  # every frame is answered in order: wait for the pong
     while True:
         frame = await ws.recv()
+        if frame is None and ws.conn.close_code == 4001:
+            return  # the fuzzed request logged this session out: the next case signs in again
         assert frame is not None, (path, payload, ws.conn.close_code)
         assert not (frame.get("type") == "error" and frame.get("code") == "internal_error"), (payload, frame)
         if frame.get("type") == "pong":
