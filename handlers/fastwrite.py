@@ -7,6 +7,14 @@ from tornado.concurrent import Future
 from tornado.iostream import IOStream
 
 
+def _plain_stream_types() -> tuple:
+    from tornado_app.httpserver import CountedIOStream
+    return (IOStream, CountedIOStream)
+
+
+_PLAIN = frozenset(_plain_stream_types())
+
+
 def write_direct(stream: IOStream, data: bytes) -> Optional[Tuple[Future, int]]:
     """Send ``data`` on ``stream``; None when the kernel took all of it, else ``(future, unsent bytes)``.
 
@@ -17,8 +25,9 @@ def write_direct(stream: IOStream, data: bytes) -> Optional[Tuple[Future, int]]:
     order, buffers the rest and closes the stream on errors as usual.
     Raises StreamClosedError (from ``IOStream.write``) when the stream is closed.
     """
-    # TLS streams (SSLIOStream) and anything unusual take the ordinary path.
-    if type(stream) is IOStream and not stream.writing() and not stream.closed():
+    # TLS streams (SSLIOStream) and anything unusual take the ordinary path; plain sockets
+    # (IOStream, or the server's CountedIOStream, which only counts opens and closes) are sent on.
+    if type(stream) in _PLAIN and not stream.writing() and not stream.closed():
         try:
             sent = stream.socket.send(data)
         except OSError:  # EAGAIN, or an error that IOStream.write meets again and handles
