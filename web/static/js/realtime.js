@@ -321,10 +321,17 @@ class Reconnector {
       const probe = await probeStream(this.options.ssePath());
       if (this.stopped) return;
       if (probe.status === 401) {
-        this.stop();
-        this.handlers.status({ state: "unauthorized", transport: null });
-        if (this.handlers.unauthorized) this.handlers.unauthorized();
-        return;
+        // The access token was refused (expired, or the server's secret changed): renew the
+        // session first; only a refused refresh (the session itself is over) means /login.
+        let refused = false;
+        try { await refreshSession(); } catch (err) { refused = err instanceof ApiError && err.status === 401; }
+        if (this.stopped) return;
+        if (refused) {
+          this.stop();
+          this.handlers.status({ state: "unauthorized", transport: null });
+          if (this.handlers.unauthorized) this.handlers.unauthorized();
+          return;
+        }
       }
       if (probe.retryAfterMs > 0) delay = probe.retryAfterMs + backoffDelay(0);
     }
