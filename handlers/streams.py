@@ -105,7 +105,14 @@ class Subscriber(abc.ABC):
         """Write one event in this transport's framing."""
 
     def track_write(self, future, size: int) -> None:
-        """Count ``size`` unsent bytes until ``future`` resolves; close a consumer that lags too far."""
+        """Count ``size`` unsent bytes until ``future`` resolves; close a consumer that lags too far.
+
+        The count is an upper bound: a write is counted whole until the stream has sent all of
+        it. A write the stream finished at once (the kernel took the rest) is not counted.
+        """
+        if future.done():
+            future.exception()  # a closed stream is handled by on_close; mark the error as seen
+            return
         self._pending += size
         if self._pending > self._max_pending:
             self._overflow(self._pending)
