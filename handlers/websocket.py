@@ -1,6 +1,7 @@
 """WebSocket transport: authentication before the upgrade, frames built once per event."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import struct
@@ -36,6 +37,34 @@ def ws_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x81, 127, n)
     return header + payload
+
+
+class DetachedLoopProtocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's WebSocket protocol, with its frame-reading loop in a task of its own.
+
+    Tornado awaits that loop at the bottom of the upgrade request (``RequestHandler._execute``
+    -> ``get`` -> ``accept_connection`` -> ``_accept_connection``), which keeps those coroutine
+    frames, their task and its callbacks alive for the life of every WebSocket: about 1.5 KB
+    per idle connection. Here the upgrade request ends once the connection is open; only the
+    loop stays, and what ended it is handled as ``accept_connection`` would have.
+    """
+
+    async def _receive_frame_loop(self) -> None:
+        loop = asyncio.ensure_future(super()._receive_frame_loop())
+        loop.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, loop: "asyncio.Future") -> None:
+        if loop.cancelled():  # shutdown
+            self._abort()
+            return
+        exc = loop.exception()
+        if exc is None:
+            return
+        if isinstance(exc, ValueError):  # as accept_connection: a malformed frame
+            log.debug("malformed WebSocket frame received", exc_info=exc)
+        else:
+            self.handler.log_exception(type(exc), exc, exc.__traceback__)
+        self._abort()
 
 
 class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHandler):
@@ -87,6 +116,13 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             return True
         return super().check_origin(origin)
 
+    def get_websocket_protocol(self):
+        """Tornado's protocol for this version, reading frames in a task of its own."""
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is tornado.websocket.WebSocketProtocol13:
+            protocol = DetachedLoopProtocol(self, False, protocol.params)
+        return protocol
+
     def get_compression_options(self):
         """No per-message compression: frames stay identical, so they are built once."""
         return None
@@ -103,6 +139,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             resume, self.resume = self.resume, None
             await self.start_streams(*resume)
             self.shed_handshake(headers_sent=True)
+            self.request.connection = None  # Tornado's HTTP layer let go of the socket at the upgrade
         except Exception as raised:
             exc = client_error(raised)
             if exc is None:
