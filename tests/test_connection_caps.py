@@ -158,7 +158,7 @@ def test_admitted_handshakes_count_against_the_cap_until_their_stream_registers(
         admission.check_user(7)
     admission.check_user(8)  # another user is unaffected
     class Conn:
-        user_id, streams, joined_chats, transport = 7, (), frozenset(), "ws_chat"
+        user_id, streams, joined_chats, transport = 7, (), (), "ws_chat"
 
     conns = [Conn() for _ in range(3)]
     for conn in conns:  # the three open: reservations become registrations

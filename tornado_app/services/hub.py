@@ -31,7 +31,7 @@ class OnlineClaim:
 
     def __init__(self, user_id: int):
         self.user_id = user_id
-        self.joined_chats = set()
+        self.joined_chats = ()  # what ConnectionRegistry.join/leave keep for a connection
         self.streams = 0  # this process's notification streams of the user
 
 

@@ -31,7 +31,7 @@ class PresenceLease:
     def __init__(self, user_id: int, chat_id: int):
         self.user_id = user_id
         self.chat_id = chat_id
-        self.joined_chats = set()  # what ConnectionRegistry.join/leave keep for a connection
+        self.joined_chats = ()  # what ConnectionRegistry.join/leave keep for a connection
         self.pending = 0           # polls of this lease waiting right now
         self.expires = 0.0         # monotonic time the lease ends at once no poll is pending
 

@@ -4,10 +4,15 @@ It knows no broker and does no I/O of its own: ``deliver`` hands an event to eac
 matching connection's ``deliver`` method (which writes or buffers).
 
 Shapes:
-    _by_user[kind][user_id] -> set of connections  (kind: events.CHAT or events.NOTIFY)
+    _by_user[kind][user_id] -> group of connections  (kind: events.CHAT or events.NOTIFY)
     _everyone[kind]          -> set of connections  (broadcast targets)
     _joined[(user_id, chat_id)] -> number of this process's connections joined to the chat
-    _by_sid[sid]             -> set of connections opened with a token of that session
+    _by_sid[sid]             -> group of connections opened with a token of that session
+    conn.joined_chats        -> group of the chat ids ``conn`` is active in
+
+A group is a tuple while it holds up to ``SMALL_GROUP`` items, then a set: almost always it
+holds one (a tuple of one takes 48 bytes, a set 216), and rebuilding a tuple that small costs
+less than the memory it saves; a large group (a socket joined to many chats) stays O(1).
     _expiring[second] / _warning[second] -> connections whose token expires / should be warned
                                then: a timing wheel keyed by epoch second, swept once a second
                                (no timer per connection)
@@ -22,12 +27,33 @@ from .events import CHAT, NOTIFY, Event
 from .metrics import Metrics
 
 
+SMALL_GROUP = 8  # a group this size or less is a tuple; past it, a set
+
+
+def added(group, item):
+    """``group`` with ``item`` (which it does not hold): a new tuple while small, else the set, grown."""
+    if type(group) is tuple:
+        if len(group) < SMALL_GROUP:
+            return group + (item,)
+        group = set(group)
+    group.add(item)
+    return group
+
+
+def removed(group, item):
+    """``group`` without ``item``: a new tuple, or the set, shrunk."""
+    if type(group) is tuple:
+        return tuple(x for x in group if x != item)
+    group.discard(item)
+    return group
+
+
 class ConnectionRegistry:
     """Connections of this process, found by user id; presence counted per (user, chat)."""
 
     def __init__(self, metrics: Optional[Metrics] = None):
         self.metrics = metrics or Metrics()
-        self._by_user = {CHAT: defaultdict(set), NOTIFY: defaultdict(set)}
+        self._by_user = {CHAT: {}, NOTIFY: {}}
         self._everyone = {CHAT: set(), NOTIFY: set()}
         self._joined = defaultdict(int)
         self._per_user = {}
@@ -45,10 +71,11 @@ class ConnectionRegistry:
         self.metrics.connection_opened(conn.transport)
         self._per_user[conn.user_id] = self._per_user.get(conn.user_id, 0) + 1
         for kind in conn.streams:
-            self._by_user[kind][conn.user_id].add(conn)
+            users = self._by_user[kind]
+            users[conn.user_id] = added(users.get(conn.user_id, ()), conn)
             self._everyone[kind].add(conn)
         if getattr(conn, "sid", None) is not None:
-            self._by_sid.setdefault(conn.sid, set()).add(conn)
+            self._by_sid[conn.sid] = added(self._by_sid.get(conn.sid, ()), conn)
         self._schedule(conn)
 
     # Sessions and token expiry ----------------------------------------------------------------
@@ -81,14 +108,16 @@ class ConnectionRegistry:
             self._drop_sid(conn)
         conn.sid, conn.token_exp, conn.token_warn_at, conn.token_version = sid, exp, warn_at, version
         if registered:
-            self._by_sid.setdefault(sid, set()).add(conn)
+            self._by_sid[sid] = added(self._by_sid.get(sid, ()), conn)
             self._schedule(conn)
 
     def _drop_sid(self, conn) -> None:
         conns = self._by_sid.get(conn.sid)
         if conns is not None:
-            conns.discard(conn)
-            if not conns:
+            rest = removed(conns, conn)
+            if rest:
+                self._by_sid[conn.sid] = rest
+            else:
                 del self._by_sid[conn.sid]
 
     def session_connections(self, sid: str) -> Iterable:
@@ -99,7 +128,7 @@ class ConnectionRegistry:
         """Every connection of ``user_id``, whatever its streams."""
         found = set()
         for users in self._by_user.values():
-            found |= users.get(user_id, set())
+            found.update(users.get(user_id, ()))
         return found
 
     def scheduled(self) -> int:
@@ -136,8 +165,10 @@ class ConnectionRegistry:
             users = self._by_user[kind]
             conns = users.get(conn.user_id)
             if conns is not None:
-                conns.discard(conn)
-                if not conns:
+                rest = removed(conns, conn)
+                if rest:
+                    users[conn.user_id] = rest
+                else:
                     del users[conn.user_id]
             self._everyone[kind].discard(conn)
         ended = [chat_id for chat_id in list(conn.joined_chats) if self.leave(conn, chat_id)]
@@ -147,7 +178,7 @@ class ConnectionRegistry:
         """Mark ``conn`` active in ``chat_id``; True when the user was not active here before."""
         if chat_id in conn.joined_chats:
             return False
-        conn.joined_chats.add(chat_id)
+        conn.joined_chats = added(conn.joined_chats, chat_id)
         key = (conn.user_id, chat_id)
         self._joined[key] += 1
         return self._joined[key] == 1
@@ -156,7 +187,7 @@ class ConnectionRegistry:
         """Drop ``conn``'s presence in ``chat_id``; True when the user is no longer active here."""
         if chat_id not in conn.joined_chats:
             return False
-        conn.joined_chats.discard(chat_id)
+        conn.joined_chats = removed(conn.joined_chats, chat_id)
         key = (conn.user_id, chat_id)
         self._joined[key] -= 1
         if self._joined[key] <= 0:
