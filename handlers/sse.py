@@ -23,6 +23,8 @@ from .streams import Subscriber, parse_last_event_id
 log = logging.getLogger("squall.sse")
 
 PING = b": ping\n\n"
+LAST_CHUNK = b"0\r\n\r\n"  # the end of a chunked body
+END_LINGER = 10.0  # seconds a detached stream's last bytes may take to leave before it is closed anyway
 
 
 class StreamEnd:
@@ -87,6 +89,8 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         # Tornado chunks a body without Content-Length for HTTP/1.1 clients; events written
         # straight to the stream are framed the same way (each event is one chunk).
         self._chunked = self.request.version == "HTTP/1.1"
+        self._stream = self.request.connection.stream
+        self._ping = http_chunk(PING) if self._chunked else PING
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
@@ -102,24 +106,51 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             await self.stop_streams()
             raise
         self.shed_handshake(headers_sent=True)
+        self._take_stream()
         # Live. No coroutine waits for the end (its frames would stay alive for the life of the
-        # stream: memory per idle connection); the end flag's callback unsubscribes and finishes.
-        self._auto_finish = False
+        # stream: memory per idle connection); the end flag's callback unsubscribes and ends it.
         self._closed.wait().add_done_callback(self._ended)
+
+    def _take_stream(self) -> None:
+        """Take the socket from Tornado's HTTP layer once the stream is live, as a WebSocket does.
+
+        Tornado keeps a response in progress alive with everything that served its request:
+        the coroutines reading it and their task, the request head as read (the token in its
+        URL), the parsed headers and the delegates, about 4 KB per idle stream. Events already
+        go straight to the socket; from here the heartbeats and the end of the stream do too,
+        and the connection closes when the stream ends.
+        """
+        self.application.log_request(self)  # the access line now, as for a WebSocket's 101
+        stream = self.detach()
+        self.request.connection = None
+        stream.set_close_callback(self.on_connection_close)
+        if stream.closed():
+            self._closed.set()
 
     def _ended(self, _future) -> None:
         asyncio.ensure_future(self._end())
 
     async def _end(self) -> None:
-        """The stream ended (client gone, shutdown, slow consumer, logout): unsubscribe, then finish."""
+        """The stream ended (client gone, shutdown, slow consumer, logout): unsubscribe, then end the body."""
         try:
             await self.stop_streams()
         finally:
-            if not self._finished:
-                try:
-                    self.finish()  # the terminating chunk (a closed connection ignores it)
-                except Exception:  # the connection is already gone
-                    log.debug("finishing an ended stream", exc_info=True)
+            self._end_body()
+
+    def _end_body(self) -> None:
+        """The terminating chunk, then close the connection once it has left (or after ``END_LINGER``)."""
+        stream = self._stream
+        if stream.closed():
+            return
+        try:
+            unsent = write_direct(stream, LAST_CHUNK) if self._chunked else None
+        except StreamClosedError:
+            return
+        if unsent is None:
+            stream.close()
+            return
+        unsent[0].add_done_callback(lambda _f: stream.close())
+        asyncio.get_running_loop().call_later(END_LINGER, stream.close)
 
     async def on_open(self) -> None:
         """Hook after subscribing (``/sse/chat`` joins its chat here)."""
@@ -154,7 +185,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             return
         chunk = self.wire_bytes(event)
         try:
-            unsent = write_direct(self.request.connection.stream, chunk)
+            unsent = write_direct(self._stream, chunk)
         except StreamClosedError:
             self._closed.set()
             return
@@ -165,14 +196,17 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         """Write a ``: ping`` comment so proxies keep an idle stream open."""
         if not self._closed.is_set() and self._buffer is None:
             try:
-                self.track_write(self.request.connection.write(PING), len(PING))
+                unsent = write_direct(self._stream, self._ping)
             except StreamClosedError:
                 self._closed.set()
+                return
+            if unsent is not None:
+                self.track_write(*unsent)
 
     def close_slow_consumer(self) -> None:
         """Drop the connection; the browser reconnects with Last-Event-ID."""
         self._closed.set()
-        self.request.connection.stream.close()
+        self._stream.close()
 
     def shutdown(self) -> None:
         """Server shutdown: end the stream (the client reconnects elsewhere and resumes)."""

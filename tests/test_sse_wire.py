@@ -187,3 +187,58 @@ async def test_sse_bad_token_is_401_json_not_a_stream(users, http_port, services
             assert response.json()["error"]["code"] == code
             assert set(response.json()["error"]) == {"code", "message"}
             assert "retry:" not in response.text and "data:" not in response.text
+
+
+async def read_to_eof(reader, timeout: float = 15.0) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while True:
+        chunk = await asyncio.wait_for(reader.read(65536), timeout)
+        if not chunk:
+            return received
+        received += chunk
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+async def test_a_stream_the_server_ends_finishes_its_body_then_closes(api, users, http_port, http_server,
+                                                                     services, version):
+    """A live stream is the handler's own socket (Tornado's HTTP layer let go of it, as for a
+    WebSocket): events, heartbeats and the end of the body are written by the stream itself,
+    a client that goes away is noticed, and the connection closes once the body has ended."""
+    alice, bob = await users("alice", "bob")
+    baseline = http_server.open_connections
+    streams = []
+    for user in (alice, bob):
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+        writer.write(f"GET /sse/notifications?access_token={user['token']} {version}\r\n"
+                     f"Host: 127.0.0.1\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 200"), head  # Tornado answers 1.0 clients with a 1.1 status line
+        assert (b"Transfer-Encoding: chunked" in head) == (version == "HTTP/1.1")
+        streams.append((reader, writer))
+    # once live, each stream is detached from the HTTP layer
+    await wait_for(lambda: services.registry.count() == 2
+                   and all(conn.request.connection is None for conn in services.registry.connections))
+    # bob goes away: noticed and unregistered; alice's stream is unaffected
+    streams[1][1].close()
+    await wait_for(lambda: services.registry.count() == 1 and http_server.open_connections == baseline + 1)
+    await asyncio.sleep(3 * PING_INTERVAL)  # heartbeats, written by the detached stream
+    # alice logs out: her stream gets auth_expired, the end of the body, then the connection closes
+    status, _ = await api.call("POST", "/api/auth/logout", {}, token=alice["token"])
+    assert status == 200
+    received = await read_to_eof(streams[0][0])
+    assert b"retry: " in received and b'"type":"unread"' in received.replace(b" ", b"")
+    assert b'"auth_expired"' in received and b": ping" in received
+    if version == "HTTP/1.1":
+        assert b"8\r\n: ping\n\n\r\n" in received  # each heartbeat is one chunk
+        assert received.endswith(b"\r\n0\r\n\r\n")  # the terminating chunk, then EOF
+    await wait_for(lambda: services.registry.count() == 0 and http_server.open_connections == baseline)
+    streams[0][1].close()
+
+
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
