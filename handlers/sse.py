@@ -105,11 +105,12 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         except BaseException:  # cancelled (shutdown): unregistered all the same
             await self.stop_streams()
             raise
-        self.shed_handshake(headers_sent=True)
-        self._take_stream()
         # Live. No coroutine waits for the end (its frames would stay alive for the life of the
         # stream: memory per idle connection); the end flag's callback unsubscribes and ends it.
+        # Registered first: whatever happens from here, an ended stream is unregistered.
         self._closed.wait().add_done_callback(self._ended)
+        self.shed_handshake(headers_sent=True)
+        self._take_stream()
 
     def _take_stream(self) -> None:
         """Take the socket from Tornado's HTTP layer once the stream is live, as a WebSocket does.
@@ -123,9 +124,15 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         self.application.log_request(self)  # the access line now, as for a WebSocket's 101
         stream = self.detach()
         self.request.connection = None
-        stream.set_close_callback(self.on_connection_close)
-        if stream.closed():
+        # Nothing renders a template from here: drop the handler's reference cycle through its
+        # UI modules (finish() would have), so an ended stream is freed without the collector.
+        self._break_cycles()
+        if stream.closed() or self.services.closing:
+            # Gone already, or the server began to shut down after this stream passed prepare()
+            # (its shutdown closed the streams registered then; a detached one it cannot see).
             self._closed.set()
+        else:
+            stream.set_close_callback(self.on_connection_close)
 
     def _ended(self, _future) -> None:
         asyncio.ensure_future(self._end())
@@ -138,12 +145,16 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             self._end_body()
 
     def _end_body(self) -> None:
-        """The terminating chunk, then close the connection once it has left (or after ``END_LINGER``)."""
+        """End the body (the terminating chunk of a chunked one), then close the connection once
+        everything written has left (the last events, ``auth_expired``), or after ``END_LINGER``."""
         stream = self._stream
         if stream.closed():
             return
         try:
-            unsent = write_direct(stream, LAST_CHUNK) if self._chunked else None
+            if self._chunked:
+                unsent = write_direct(stream, LAST_CHUNK)
+            else:  # an HTTP/1.0 body ends with the connection: once what is queued has left
+                unsent = (stream.write(b""), 0) if stream.writing() else None
         except StreamClosedError:
             return
         if unsent is None:

@@ -140,6 +140,10 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             await self.start_streams(*resume)
             self.shed_handshake(headers_sent=True)
             self.request.connection = None  # Tornado's HTTP layer let go of the socket at the upgrade
+            if self.services.closing:
+                # The server began to shut down while this socket opened: its shutdown closed the
+                # streams registered then, and Tornado's own drain does not see upgraded sockets.
+                self.shutdown()
         except Exception as raised:
             exc = client_error(raised)
             if exc is None:

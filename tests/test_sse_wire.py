@@ -4,11 +4,15 @@ Acceptance point 5: headers, ``retry:``, ``id:`` + one ``data:`` line per event,
 comments within the configured interval; plus the 401s of point 8 as seen by a real client.
 """
 import asyncio
+import gc
 import json
+import socket
+import weakref
 
 import httpx
 import pytest
 
+from tests.conftest import SERVICE_TOKEN
 from tests.test_streams_helpers import open_chat, send
 
 PING_INTERVAL = 0.2
@@ -189,6 +193,7 @@ async def test_sse_bad_token_is_401_json_not_a_stream(users, http_port, services
             assert "retry:" not in response.text and "data:" not in response.text
 
 
+
 async def read_to_eof(reader, timeout: float = 15.0) -> bytes:
     """Everything the server sends until it closes the connection."""
     received = b""
@@ -199,46 +204,118 @@ async def read_to_eof(reader, timeout: float = 15.0) -> bytes:
         received += chunk
 
 
+async def wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def open_raw_stream(http_port: int, token: str, version: str, rcvbuf: int = 0):
+    """A raw ``GET /sse/notifications``; returns (reader, writer) after the response head."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: a small window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", http_port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET /sse/notifications?access_token={token} {version}\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 200"), head  # Tornado answers 1.0 clients with a 1.1 status line
+    assert (b"Transfer-Encoding: chunked" in head) == (version == "HTTP/1.1")
+    return reader, writer
+
+
+def complete_events(received: bytes) -> list:
+    """The events of an SSE body (chunk framing left in place) that ended with their blank line."""
+    return received.decode("utf-8", "replace").split("\n\n")[:-1]
+
+
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
 async def test_a_stream_the_server_ends_finishes_its_body_then_closes(api, users, http_port, http_server,
                                                                      services, version):
     """A live stream is the handler's own socket (Tornado's HTTP layer let go of it, as for a
-    WebSocket): events, heartbeats and the end of the body are written by the stream itself,
-    a client that goes away is noticed, and the connection closes once the body has ended."""
-    alice, bob = await users("alice", "bob")
+    WebSocket): heartbeats and the end of the body are written by the stream itself, the
+    connection closes once the body has ended, and the ended handler is freed at once (no
+    reference cycle left for the garbage collector)."""
+    (alice,) = await users("alice")
     baseline = http_server.open_connections
-    streams = []
-    for user in (alice, bob):
-        reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-        writer.write(f"GET /sse/notifications?access_token={user['token']} {version}\r\n"
-                     f"Host: 127.0.0.1\r\n\r\n".encode())
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        assert head.startswith(b"HTTP/1.1 200"), head  # Tornado answers 1.0 clients with a 1.1 status line
-        assert (b"Transfer-Encoding: chunked" in head) == (version == "HTTP/1.1")
-        streams.append((reader, writer))
-    # once live, each stream is detached from the HTTP layer
-    await wait_for(lambda: services.registry.count() == 2
+    reader, writer = await open_raw_stream(http_port, alice["token"], version)
+    await wait_for(lambda: services.registry.count() == 1
                    and all(conn.request.connection is None for conn in services.registry.connections))
-    # bob goes away: noticed and unregistered; alice's stream is unaffected
-    streams[1][1].close()
-    await wait_for(lambda: services.registry.count() == 1 and http_server.open_connections == baseline + 1)
+    handler = weakref.ref(next(iter(services.registry.connections)))
     await asyncio.sleep(3 * PING_INTERVAL)  # heartbeats, written by the detached stream
-    # alice logs out: her stream gets auth_expired, the end of the body, then the connection closes
     status, _ = await api.call("POST", "/api/auth/logout", {}, token=alice["token"])
     assert status == 200
-    received = await read_to_eof(streams[0][0])
+    received = await read_to_eof(reader)
     assert b"retry: " in received and b'"type":"unread"' in received.replace(b" ", b"")
     assert b'"auth_expired"' in received and b": ping" in received
     if version == "HTTP/1.1":
         assert b"8\r\n: ping\n\n\r\n" in received  # each heartbeat is one chunk
         assert received.endswith(b"\r\n0\r\n\r\n")  # the terminating chunk, then EOF
     await wait_for(lambda: services.registry.count() == 0 and http_server.open_connections == baseline)
+    writer.close()
+    gc.disable()  # freed by reference counting alone, not by a collection
+    try:
+        await wait_for(lambda: handler() is None, timeout=5)
+    finally:
+        gc.enable()
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"sse_ping_interval": 60}])
+async def test_a_client_that_goes_away_is_noticed_without_a_heartbeat(users, http_port, http_server, services):
+    """No heartbeat is due for a minute: the detached stream's own close callback notices the
+    client leaving, and another stream is unaffected."""
+    alice, bob = await users("alice", "bob")
+    baseline = http_server.open_connections
+    streams = [await open_raw_stream(http_port, user["token"], "HTTP/1.1") for user in (alice, bob)]
+    await wait_for(lambda: services.registry.count() == 2
+                   and all(conn.request.connection is None for conn in services.registry.connections))
+    streams[1][1].close()
+    await wait_for(lambda: services.registry.count() == 1 and http_server.open_connections == baseline + 1)
+    assert services.registry.has_user("notify", alice["id"]) and not services.registry.has_user("notify", bob["id"])
     streams[0][1].close()
+    await wait_for(lambda: services.registry.count() == 0 and http_server.open_connections == baseline)
 
 
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+BLOB = "x" * 30000
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("config_overrides", [{"sse_ping_interval": 60, "max_pending_bytes": 32 * 1024 * 1024}])
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+async def test_the_end_of_a_stream_waits_for_what_is_queued(api, users, http_port, services, version):
+    """A client far behind when its session is logged out still gets every event written to it,
+    then ``auth_expired``, then the end: closing the connection drops nothing queued."""
+    (bob,) = await users("bob")
+    reader, writer = await open_raw_stream(http_port, bob["token"], version, rcvbuf=4096)
+    await wait_for(lambda: services.registry.count() == 1
+                   and all(conn.request.connection is None for conn in services.registry.connections))
+    conn = next(iter(services.registry.connections))
+    published = []
+    while not conn._stream.writing():  # until the kernel's buffers are full and the server queues
+        assert len(published) < 400, "the server never had to queue"
+        status, body = await api.call("POST", "/api/notifications",
+                                      {"user_ids": [bob["id"]], "message": f"big {len(published)}",
+                                       "data": {"blob": BLOB}},
+                                      headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+        assert status == 202
+        published.extend(body["ids"])
+    for _ in range(3):  # a few more behind those
+        status, body = await api.call("POST", "/api/notifications",
+                                      {"user_ids": [bob["id"]], "message": "queued", "data": {"blob": BLOB}},
+                                      headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
+        published.extend(body["ids"])
+    assert conn._stream.writing()
+    status, _ = await api.call("POST", "/api/auth/logout", {}, token=bob["token"])
+    assert status == 200
+    received = await read_to_eof(reader, timeout=30)
+    events = complete_events(received)
+    ids = [int(line[4:]) for event in events for line in event.split("\n") if line.startswith("id: ")]
+    assert ids == published
+    assert '"auth_expired"' in events[-1]
+    if version == "HTTP/1.1":
+        assert received.endswith(b"\r\n0\r\n\r\n")
+    writer.close()
