@@ -54,6 +54,9 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
+PING_CHUNK = http_chunk(PING)  # one object shared by every chunked stream
+
+
 class BaseSSEHandler(Subscriber, BaseHandler):
     """One event stream: headers, ``retry:``, resume, heartbeats, close on disconnect."""
 
@@ -90,7 +93,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         # straight to the stream are framed the same way (each event is one chunk).
         self._chunked = self.request.version == "HTTP/1.1"
         self._stream = self.request.connection.stream
-        self._ping = http_chunk(PING) if self._chunked else PING
+        self._ping = PING_CHUNK if self._chunked else PING
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
