@@ -110,7 +110,8 @@ class SquallServer:
         if sockets is not None:
             self.http_server.add_sockets(sockets)
         else:
-            self.http_server.listen(self.services.config.port, self.services.config.host)
+            config = self.services.config
+            self.http_server.listen(config.port, config.host, backlog=config.listen_backlog)
         tune_gc()
 
     def listen_metrics(self, host: str, port: int, reuse_port: bool = False) -> None:
@@ -165,7 +166,13 @@ def close_connections(services: Services) -> None:
             log.exception("closing a connection on shutdown")
 
 
-def bind_socket(host: str, port: int, reuse_port: bool = False) -> list:
-    """Listening sockets for host:port (SO_REUSEPORT lets several processes share the port)."""
-    return tornado.netutil.bind_sockets(port, host, family=socket.AF_UNSPEC, reuse_port=reuse_port)
+def bind_socket(host: str, port: int, reuse_port: bool = False, backlog: int = 4096) -> list:
+    """Listening sockets for host:port (SO_REUSEPORT lets several processes share the port).
+
+    The accept backlog is larger than Tornado's 128: when every client of a restarted server
+    reconnects at once, a full queue makes the kernel fall back to SYN cookies and reset the
+    connections whose cookie it can no longer check, instead of queueing them.
+    """
+    return tornado.netutil.bind_sockets(port, host, family=socket.AF_UNSPEC, reuse_port=reuse_port,
+                                        backlog=backlog)
 

@@ -85,6 +85,7 @@ class Config:
     body_timeout: float = 30.0  # seconds for a request body to arrive
     idle_timeout: float = 60.0  # seconds a keep-alive connection may wait for its next request
     max_connections: int = 0  # open client connections per process; 0 = derived from RLIMIT_NOFILE
+    listen_backlog: int = 4096  # connections the kernel queues for accept (capped by net.core.somaxconn)
     max_connections_per_user: int = 32  # /ws/* and /sse/* streams per user and process
     max_handshakes_per_second: float = 500.0  # new WebSocket/SSE streams per process
     handshake_burst: int = 100
@@ -189,6 +190,8 @@ _OPTIONS = [
     ("max_connections", "MAX_CONNECTIONS", int,
      "open client connections per process (0: descriptor limit minus 64 and a tenth)"),
     ("max_connections_per_user", "MAX_CONNECTIONS_PER_USER", int, "WebSocket/SSE streams per user and process"),
+    ("listen_backlog", "LISTEN_BACKLOG", int,
+     "connections the kernel queues until accepted (capped by net.core.somaxconn)"),
     ("max_handshakes_per_second", "MAX_HANDSHAKES_PER_SECOND", float, "new WebSocket/SSE streams per second"),
     ("handshake_burst", "HANDSHAKE_BURST", int, "burst of new WebSocket/SSE streams above the rate"),
     ("sse_retry_max_ms", "SSE_RETRY_MAX_MS", int, "upper end of the random SSE retry: (from 2000 ms)"),
@@ -282,7 +285,7 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
     if origins:
         values["allowed_origins"] = tuple(origins)
     config = Config(**values)
-    for name in ("token_ttl", "refresh_ttl", "ticket_ttl", "hash_threads"):
+    for name in ("token_ttl", "refresh_ttl", "ticket_ttl", "hash_threads", "listen_backlog"):
         if getattr(config, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if config.processes < 1:

@@ -78,7 +78,7 @@ def run_worker(config, serve: Callable, reserved: socket.socket) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     try:
-        sockets = bind_socket(config.host, config.port, reuse_port=True)
+        sockets = bind_socket(config.host, config.port, reuse_port=True, backlog=config.listen_backlog)
         from tornado_app.eventloop import run
         run(serve(config, sockets), config.event_loop)
         return 0
