@@ -315,43 +315,36 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
                     log(f"  {note}")
             for srv in peers:
                 srv.stop()
-        if "chat" in scenarios:
-            log("chat on SQLite")
-            sq = bench.start_squall("squall-chat-sqlite", f"sqlite:///{os.path.join(bench.work, 'chat.db')}")
+        def on_sqlite_then_postgres(name: str, label: str, run, n_users=None) -> dict:
+            """``run(server, database)`` on a fresh SQLite Squall, then on PostgreSQL when given."""
+            log(f"{label} on SQLite")
+            sq = bench.start_squall(f"squall-{name}-sqlite", f"sqlite:///{os.path.join(bench.work, name + '.db')}",
+                                    n_users)
             started.append(sq)
-            results["chat"] = {"sqlite": bench.chat(sq, "sqlite")}
+            out = {"sqlite": run(sq, "sqlite")}
             sq.stop()
             if pg_url:
-                log("chat on PostgreSQL")
+                log(f"{label} on PostgreSQL")
                 try:
                     reset_postgres(pg_url)
                 except Exception as exc:  # no PostgreSQL here: report it, keep the other results
-                    results["chat"]["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
-                    log(f"  skipped: {results['chat']['postgres_error']}")
+                    out["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
+                    log(f"  skipped: {out['postgres_error']}")
                 else:
-                    pg = bench.start_squall("squall-chat-postgres", pg_url)
+                    pg = bench.start_squall(f"squall-{name}-postgres", pg_url, n_users)
                     started.append(pg)
-                    results["chat"]["postgres"] = bench.chat(pg, "postgres")
+                    out["postgres"] = run(pg, "postgres")
                     pg.stop()
+            return out
+
+        if "chat" in scenarios:
+            results["chat"] = on_sqlite_then_postgres("chat", "chat", bench.chat)
         if "targeted" in scenarios:
-            log("targeted notifications on SQLite")
-            sq = bench.start_squall("squall-targeted-sqlite", f"sqlite:///{os.path.join(bench.work, 'targeted.db')}",
-                                    sizes.targeted_users)
-            started.append(sq)
-            results["targeted"] = {"sqlite": bench.targeted(sq, "sqlite")}
-            sq.stop()
-            if pg_url:
-                log("targeted notifications on PostgreSQL")
-                try:
-                    reset_postgres(pg_url)
-                except Exception as exc:
-                    results["targeted"]["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
-                    log(f"  skipped: {results['targeted']['postgres_error']}")
-                else:
-                    pg = bench.start_squall("squall-targeted-postgres", pg_url, sizes.targeted_users)
-                    started.append(pg)
-                    results["targeted"]["postgres"] = bench.targeted(pg, "postgres", batches=(100,), steady=False)
-                    pg.stop()
+            results["targeted"] = on_sqlite_then_postgres(
+                "targeted", "targeted notifications",
+                lambda srv, db: (bench.targeted(srv, db) if db == "sqlite"
+                                 else bench.targeted(srv, db, batches=(100,), steady=False)),
+                sizes.targeted_users)
         if "login" in scenarios:
             from .login_flood import run_login_flood
             log("login under a flood")
