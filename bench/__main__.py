@@ -21,7 +21,8 @@ def parse(argv):
     p.add_argument("scenario", choices=("all",) + SCENARIOS + ("report",), nargs="?", default="all",
                    help="what to run; 'report' only rewrites performance.md from bench-results.json")
     p.add_argument("--tiny", action="store_true", help="a configuration that runs in seconds (for tests)")
-    p.add_argument("--runs", type=int, default=None, help="runs per figure, median reported (default 3; tiny 1)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="runs per figure, median reported (default 3 and 5 for fan-out; tiny 1); sets both")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile runs")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/squall_bench",
                    help="PostgreSQL database for the chat bench (dropped and re-created)")
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
     runs = args.runs or (1 if args.tiny else 3)
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     results = run(scenarios, sizes, runs, not args.no_profile, None if args.no_pg else args.pg_url,
-                  log=lambda msg: print(msg, flush=True))
+                  log=lambda msg: print(msg, flush=True), fanout_runs=args.runs)
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "bench-results.json")
     doc = {}

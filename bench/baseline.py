@@ -3,14 +3,20 @@
 ``python -m bench.baseline --port N``. No database, no auth, no replay: subscribers on
 ``/ws/notifications`` (``write_message`` per subscriber) and ``/sse/notifications``
 (``write`` + ``flush`` per subscriber), and ``POST /api/notifications`` with
-``{"broadcast": true, "message", "data"}`` that builds one notification and sends it to all.
+``{"broadcast": true, "message", "data"}`` that builds one notification and sends it to all,
+or ``{"user_ids": [...], "message", "data"}`` that sends one notification to each named user's
+subscribers (the targeted benchmark's ceiling: nothing is stored).
 Each subscriber first gets an ``unread`` frame, as Squall's streams do, so the same load
-generator knows when it is subscribed.
+generator knows when it is subscribed. Tokens are not verified; with ``--by-user`` (the
+targeted benchmark only, so the fan-out and idle figures carry no index) a subscriber's user is
+read from its ``access_token``'s ``sub`` claim, so the baseline gets the same URLs as Squall.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import datetime
 import itertools
 import json
@@ -23,13 +29,40 @@ from tornado.iostream import StreamClosedError
 UNREAD = json.dumps({"type": "unread", "total": 0, "chats": {}})
 
 
-class Subscribers:
-    """The two sets of live subscribers."""
+def user_of(token: str) -> str:
+    """The ``sub`` claim of a JWT, unverified (the baseline does no auth); "" when unreadable."""
+    try:
+        part = token.split(".")[1]
+        return str(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))).get("sub", ""))
+    except (IndexError, ValueError, binascii.Error, AttributeError):
+        return ""
 
-    def __init__(self):
+
+class Subscribers:
+    """The two sets of live subscribers, and each user's subscribers."""
+
+    def __init__(self, by_user: bool = False):
         self.ws = set()
         self.sse = set()
+        self.indexed = by_user
+        self.by_user = {}
         self.ids = itertools.count(1)
+
+    def add(self, handler, kind: set) -> None:
+        """Subscribe ``handler`` to ``kind`` and, when indexing, to its user."""
+        kind.add(handler)
+        if self.indexed:
+            handler.user = user_of(handler.get_argument("access_token", ""))
+            self.by_user.setdefault(handler.user, set()).add(handler)
+
+    def discard(self, handler, kind: set) -> None:
+        """Unsubscribe ``handler``."""
+        kind.discard(handler)
+        mine = self.by_user.get(getattr(handler, "user", None))
+        if mine is not None:
+            mine.discard(handler)
+            if not mine:
+                del self.by_user[handler.user]
 
 
 class WSHandler(tornado.websocket.WebSocketHandler):
@@ -43,14 +76,21 @@ class WSHandler(tornado.websocket.WebSocketHandler):
 
     def open(self):
         """Subscribe and send the first frame."""
-        self.subs.ws.add(self)
+        self.subs.add(self, self.subs.ws)
         self.write_message(UNREAD)
+
+    def deliver(self, text: str, nid: int) -> None:
+        """One notification."""
+        try:
+            self.write_message(text)
+        except tornado.websocket.WebSocketClosedError:
+            pass
 
     def on_message(self, message):
         """Clients send nothing that matters here."""
 
     def on_close(self):
-        self.subs.ws.discard(self)
+        self.subs.discard(self, self.subs.ws)
 
 
 class SSEHandler(tornado.web.RequestHandler):
@@ -64,7 +104,7 @@ class SSEHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.closed = asyncio.Event()
-        self.subs.sse.add(self)
+        self.subs.add(self, self.subs.sse)
         try:
             self.write(f"data: {UNREAD}\n\n")
             await self.flush()
@@ -72,7 +112,7 @@ class SSEHandler(tornado.web.RequestHandler):
         except StreamClosedError:
             pass
         finally:
-            self.subs.sse.discard(self)
+            self.subs.discard(self, self.subs.sse)
 
     def send(self, chunk: str) -> None:
         """Write one event and flush it."""
@@ -82,13 +122,20 @@ class SSEHandler(tornado.web.RequestHandler):
         except StreamClosedError:
             self.closed.set()
 
+    def deliver(self, text: str, nid: int) -> None:
+        """One notification."""
+        self.send(f"id: {nid}\ndata: {text}\n\n")
+
     def on_connection_close(self):
         if hasattr(self, "closed"):
             self.closed.set()
 
 
 class PublishHandler(tornado.web.RequestHandler):
-    """``POST /api/notifications``: broadcast one notification to every subscriber."""
+    """``POST /api/notifications``: one notification to every subscriber, or one to each named user.
+
+    ``user_ids`` needs ``--by-user`` (400 without it).
+    """
 
     def initialize(self, subs: Subscribers):
         self.subs = subs
@@ -96,8 +143,24 @@ class PublishHandler(tornado.web.RequestHandler):
     def post(self):
         """Serialise once, then ``write_message`` / ``write`` + ``flush`` per subscriber."""
         body = json.loads(self.request.body)
-        nid = next(self.subs.ids)
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        if "user_ids" in body:
+            if not self.subs.indexed:
+                self.set_status(400)
+                self.finish({"error": "user_ids needs --by-user"})
+                return
+            ids = []
+            for user in body["user_ids"]:
+                nid = next(self.subs.ids)
+                ids.append(nid)
+                text = json.dumps({"id": nid, "type": body.get("type", "announcement"), "message": body["message"],
+                                   "timestamp": now, "data": body.get("data")}, separators=(",", ":"))
+                for sub in list(self.subs.by_user.get(str(user), ())):
+                    sub.deliver(text, nid)
+            self.set_status(202)
+            self.finish({"ids": ids})
+            return
+        nid = next(self.subs.ids)
         text = json.dumps({"id": nid, "type": body.get("type", "announcement"), "message": body["message"],
                            "timestamp": now, "data": body.get("data")}, separators=(",", ":"))
         for ws in list(self.subs.ws):
@@ -119,9 +182,9 @@ class Health(tornado.web.RequestHandler):
         self.finish({"status": "ok"})
 
 
-async def serve(port: int) -> None:
+async def serve(port: int, by_user: bool = False) -> None:
     """Listen on 127.0.0.1 until SIGTERM/SIGINT."""
-    subs = Subscribers()
+    subs = Subscribers(by_user)
     app = tornado.web.Application([
         (r"/ws/notifications", WSHandler, {"subs": subs}),
         (r"/sse/notifications", SSEHandler, {"subs": subs}),
@@ -138,10 +201,12 @@ async def serve(port: int) -> None:
 
 
 def main() -> None:
-    """Parse ``--port`` and serve."""
+    """Parse ``--port`` and ``--by-user`` and serve."""
     parser = argparse.ArgumentParser(description="bare-Tornado broadcast baseline")
     parser.add_argument("--port", type=int, required=True)
-    asyncio.run(serve(parser.parse_args().port))
+    parser.add_argument("--by-user", action="store_true", help="index subscribers by user (targeted publishes)")
+    args = parser.parse_args()
+    asyncio.run(serve(args.port, args.by_user))
 
 
 if __name__ == "__main__":

@@ -186,6 +186,23 @@ def targets_13(doc: dict, f, i, t, add, rows) -> List[dict]:
     return []
 
 
+def http_ceiling(doc: dict) -> List[str]:
+    """Why 20,000 targeted notifications/s at 1 user per request is out of reach: Tornado's request rate."""
+    sq = _get(doc, "targeted", "sqlite", "batch1", "median") or {}
+    bl = _get(doc, "targeted", "baseline", "batch1", "median") or {}
+    if not (sq.get("requests_per_s") and bl.get("requests_per_s")):
+        return []
+    return [f"At 1 user per request every notification is one HTTP request. Bare Tornado answering the same"
+            f" `POST /api/notifications` requests on the same core, storing nothing, served"
+            f" {fmt(bl['requests_per_s'])} requests/s in this run ({fmt(bl.get('server_cpu_us_per_notification'))}"
+            f" µs of server CPU each); Squall, storing and delivering each notification, served"
+            f" {fmt(sq['requests_per_s'])}/s, {fmt(ratio(sq['requests_per_s'], bl['requests_per_s']))}× that."
+            + (" The target of 20,000 notifications/s is above what Tornado's HTTP layer answers on this core at"
+               " one notification per request, so it can only be reached with batches (10 and 100 per request)."
+               if bl["requests_per_s"] < 20000 else ""),
+            ""]
+
+
 def fmt(v) -> str:
     """A number for a table cell."""
     if v is None:
@@ -280,7 +297,10 @@ def render(doc: dict) -> str:
         "  member sends, the other receives. Burst: each sender keeps a window of sends waiting for",
         "  their acks. Rate: a steady total rate spread over the senders. Every message is stored (group",
         "  commit) before its ack and its delivery.",
-        f"- Each figure is the median of {doc.get('runs', '?')} runs (runs interleaved between the servers).",
+        f"- Each figure is the median of {doc.get('runs', '?')} run{'' if doc.get('runs') == 1 else 's'}"
+        + (f" ({doc['fanout_runs']} for fan-out)" if doc.get("fanout_runs", doc.get("runs")) != doc.get("runs")
+           else "")
+        + " (runs interleaved between the servers).",
         "",
         "## Machine",
         "",
@@ -315,6 +335,7 @@ def render(doc: dict) -> str:
                        int, float)) and r["loadgen"] >= 90 else ""), fmt(r.get("loadgen")), r["goal"],
                      "—" if r["met"] is None else ("**yes**" if r["met"] else "**no**")] for r in rows])
     lines.append("")
+    lines += http_ceiling(doc)
     if "fanout" in doc:
         lines += ["## Notification fan-out", ""]
         body = []
@@ -378,15 +399,32 @@ def render(doc: dict) -> str:
                   " before its request is answered and before delivery. Every stream records the request number"
                   " of each notification it gets: foreign (another user's), missing and twice must all be 0.", ""]
         body = []
-        for db in ("sqlite", "postgres"):
+        for db in ("sqlite", "postgres", "baseline"):
             for case, med in sorted(((c, v.get("median")) for c, v in (_get(doc, "targeted", db) or {}).items()
                                      if isinstance(v, dict)), key=lambda cv: (cv[0] == "rate", cv[0])):
                 if med:
                     label = (f"steady {med.get('rate'):,.0f}/s, {med.get('batch')} per request" if case == "rate"
                              else f"{med.get('batch')} per request")
-                    body.append([db, label] + [fmt(med.get(k)) for k, _ in TARGETED_COLS])
+                    where = "bare Tornado (stores nothing)" if db == "baseline" else db
+                    body.append([where, label] + [fmt(med.get(k)) for k, _ in TARGETED_COLS])
         lines += table(["database", "case"] + [h for _, h in TARGETED_COLS], body)
         lines.append("")
+        rb = []
+        for case, base in sorted((_get(doc, "targeted", "baseline") or {}).items()):
+            sq = _get(doc, "targeted", "sqlite", case, "median") or {}
+            bl = base.get("median") or {}
+            if sq and bl:
+                rb.append([f"{bl.get('batch')} per request",
+                           fmt(ratio(sq.get("requests_per_s"), bl.get("requests_per_s"))),
+                           fmt(sq.get("server_cpu_us_per_notification")),
+                           fmt(bl.get("server_cpu_us_per_notification"))])
+        if rb:
+            lines += ["Squall on SQLite beside bare Tornado answering the same requests (`bench/baseline.py --by-user`:"
+                      " subscribers indexed by user, one `json.dumps` and one write per notification, nothing stored,"
+                      " no auth), interleaved in the same run:", ""]
+            lines += table(["case", "requests/s, Squall ÷ bare Tornado", "server CPU µs/notification, Squall",
+                            "bare Tornado"], rb)
+            lines.append("")
         if _get(doc, "targeted", "postgres_error"):
             lines += [f"PostgreSQL was not measured: {_get(doc, 'targeted', 'postgres_error')}", ""]
     if "chat" in doc:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .nchan import NchanServer, nchan_module, why_absent
 from .nchan import version as nchan_version
@@ -46,12 +46,16 @@ class Sizes:
     targeted_notifications: int = 20000  # per case
     targeted_rate: float = 5000.0  # notifications/s of the steady case
     targeted_rate_batch: int = 10  # users per request in the steady case
+    # Fan-out figures of the same server vary by up to 30% between runs on a shared host; five
+    # interleaved runs give their medians more weight than the three of the other scenarios.
+    fanout_runs: int = 5
 
 
 TINY = Sizes(subscribers=20, events=10, rate=50.0, idle_ws=40, idle_sse=40, idle_max=100, chat_pairs=5,
              chat_per_sender=10, chat_window=2, chat_rate=250.0, chat_rate_per_sender=10, login_flood=20, login_good=3,
              timeout=30.0,
-             targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10)
+             targeted_users=40, targeted_notifications=200, targeted_rate=500.0, targeted_rate_batch=10,
+             fanout_runs=1)
 
 TARGETED_BATCHES = (1, 10, 100)  # users per publish request in the as-fast-as-accepted cases
 
@@ -76,9 +80,10 @@ def median_of(runs: List[dict]) -> dict:
 class Bench:
     """One invocation: a work directory, the pinning, the sizes, and helpers to run the load generator."""
 
-    def __init__(self, sizes: Sizes, runs: int, profile: bool, log=print):
+    def __init__(self, sizes: Sizes, runs: int, profile: bool, log=print, fanout_runs: Optional[int] = None):
         self.sizes = sizes
         self.runs = runs
+        self.fanout_runs = fanout_runs or sizes.fanout_runs
         self.profile = profile
         self.pin = pinning()
         self.work = tempfile.mkdtemp(prefix="squall-bench-")
@@ -154,13 +159,14 @@ class Bench:
         self.log(f"  {name}: {len(server.users)} users registered in {users['seconds']} s")
         return server
 
-    def start_baseline(self, users: List[dict]) -> Server:
+    def start_baseline(self, users: List[dict], by_user: bool = False) -> Server:
         """Start the bare-Tornado baseline; it ignores tokens but gets the same URLs as Squall.
 
         Same tokens, same request sizes: a request's URL is kept for the connection's life,
-        so a shorter one would flatter the baseline's memory per connection.
+        so a shorter one would flatter the baseline's memory per connection. ``by_user``: it
+        indexes its subscribers by user, for targeted publishes.
         """
-        server = baseline(self.work, self.pin).start()
+        server = baseline(self.work, self.pin, by_user).start()
         server.users = users
         return server
 
@@ -177,7 +183,7 @@ class Bench:
         s = self.sizes
         cases = [(t, mode) for t in ("ws", "sse") for mode in ("burst", "rate")]
         raw: Dict[str, Dict[str, List[dict]]] = {srv.name: {f"{t}_{m}": [] for t, m in cases} for srv in servers}
-        for run in range(self.runs):
+        for run in range(self.fanout_runs):
             for transport, mode in cases:
                 for srv in servers:
                     r = self.loadgen({**self.base_spec(srv), "scenario": "fanout", "transport": transport,
@@ -226,26 +232,39 @@ class Bench:
                  f"{r['broadcast_reached']:,}, {r['connect_errors']} errors, RSS {r['rss_after_mb']} MB")
         return r
 
-    def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True) -> dict:
-        """Notifications to single users: as fast as accepted per batch size, and at a steady rate."""
+    def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True,
+                 baseline: Optional[Server] = None) -> Tuple[dict, dict]:
+        """Notifications to single users: as fast as accepted per batch size, and at a steady rate.
+
+        With ``baseline`` (bare Tornado indexing its subscribers by user, storing nothing), its
+        as-fast-as-accepted cases run interleaved with Squall's: the ceiling of Tornado's HTTP
+        layer for the same requests. Returns ``(squall's cases, the baseline's cases)``.
+        """
         s = self.sizes
         cases = {f"batch{b}": {"batch": b, "rate": 0} for b in batches}
         if steady:
             cases["rate"] = {"batch": s.targeted_rate_batch, "rate": s.targeted_rate}
         raw = {case: [] for case in cases}
-        spec = {**self.base_spec(server), "scenario": "targeted", "users": server.users,
-                "notifications": s.targeted_notifications, "timeout": max(s.timeout, 60.0)}
+        base_raw = {case: [] for case in cases if case != "rate"} if baseline is not None else {}
+        spec = {"scenario": "targeted", "users": server.users, "notifications": s.targeted_notifications,
+                "timeout": max(s.timeout, 60.0)}
         for run in range(self.runs):
             for case, extra in cases.items():
-                r = self.loadgen({**spec, **extra})
-                raw[case].append(r)
-                self.log(f"  run {run + 1} {label} targeted {case}: {r['notifications_per_s']:,.0f}/s, p99 "
-                         f"{r['latency_p99_ms']} ms, exactly once {r['exactly_once']} (foreign {r['foreign']}, "
-                         f"missing {r['missing']}, duplicates {r['duplicates']}), {r['connects_per_s']:,.0f} "
-                         f"connects/s, loadgen {r['loadgen_cpu_pct']}% CPU")
+                for srv, into, name in ((server, raw, label), (baseline, base_raw, "bare Tornado")):
+                    if srv is None or case not in into:
+                        continue
+                    r = self.loadgen({**self.base_spec(srv), **spec, **extra})
+                    into[case].append(r)
+                    self.log(f"  run {run + 1} {name} targeted {case}: {r['notifications_per_s']:,.0f}/s, p99 "
+                             f"{r['latency_p99_ms']} ms, exactly once {r['exactly_once']} (foreign {r['foreign']}, "
+                             f"missing {r['missing']}, duplicates {r['duplicates']}), {r['connects_per_s']:,.0f} "
+                             f"connects/s, loadgen {r['loadgen_cpu_pct']}% CPU")
         if self.profile and label == "sqlite":
-            self.loadgen({**spec, "batch": 10, "rate": 0}, profile_pid=server.pid, profile_name="targeted_batch10")
-        return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
+            self.loadgen({**self.base_spec(server), **spec, "batch": 10, "rate": 0}, profile_pid=server.pid,
+                         profile_name="targeted_batch10")
+        medians = lambda by_case: {case: {"median": median_of(runs), "runs": runs}  # noqa: E731
+                                   for case, runs in by_case.items()}
+        return medians(raw), medians(base_raw)
 
     def chat(self, server: Server, label: str) -> dict:
         """Chat on ``server``: as fast as accepted, and at a steady rate; medians of the runs."""
@@ -270,11 +289,13 @@ class Bench:
         return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
 
 
-def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Optional[str], log=print) -> dict:
+def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Optional[str], log=print,
+        fanout_runs: Optional[int] = None) -> dict:
     """Run the chosen scenarios; returns the results document (without the machine section)."""
-    bench = Bench(sizes, runs, profile, log)
+    bench = Bench(sizes, runs, profile, log, fanout_runs)
     started: List[Server] = []
-    results: dict = {"sizes": asdict(sizes), "runs": runs, "pinned": bench.pin["pinned"]}
+    results: dict = {"sizes": asdict(sizes), "runs": runs, "fanout_runs": bench.fanout_runs,
+                     "pinned": bench.pin["pinned"]}
     try:
         if "fanout" in scenarios or "idle" in scenarios:
             streams_db = f"sqlite:///{os.path.join(bench.work, 'streams.db')}"
@@ -340,11 +361,23 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
         if "chat" in scenarios:
             results["chat"] = on_sqlite_then_postgres("chat", "chat", bench.chat)
         if "targeted" in scenarios:
-            results["targeted"] = on_sqlite_then_postgres(
-                "targeted", "targeted notifications",
-                lambda srv, db: (bench.targeted(srv, db) if db == "sqlite"
-                                 else bench.targeted(srv, db, batches=(100,), steady=False)),
-                sizes.targeted_users)
+            ceiling: dict = {}
+
+            def targeted_on(srv: Server, db: str) -> dict:
+                if db != "sqlite":
+                    return bench.targeted(srv, db, batches=(100,), steady=False)[0]
+                base = bench.start_baseline(srv.users, by_user=True)
+                started.append(base)
+                try:
+                    own, ceiling["cases"] = bench.targeted(srv, db, baseline=base)
+                finally:
+                    base.stop()
+                return own
+
+            results["targeted"] = on_sqlite_then_postgres("targeted", "targeted notifications", targeted_on,
+                                                          sizes.targeted_users)
+            if ceiling.get("cases"):
+                results["targeted"]["baseline"] = ceiling["cases"]
         if "login" in scenarios:
             from .login_flood import run_login_flood
             log("login under a flood")

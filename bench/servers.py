@@ -107,10 +107,11 @@ def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: st
     return Server(name, argv, os.path.join(workdir, f"{name}.log"), env)
 
 
-def baseline(workdir: str, pin: dict) -> Server:
-    """The bare-Tornado broadcast baseline (``bench/baseline.py``)."""
-    argv = [*pin["server"], sys.executable, "-m", "bench.baseline", "--port", "{port}"]
-    return Server("baseline", argv, os.path.join(workdir, "baseline.log"))
+def baseline(workdir: str, pin: dict, by_user: bool = False) -> Server:
+    """The bare-Tornado baseline (``bench/baseline.py``); ``by_user`` for targeted publishes."""
+    argv = [*pin["server"], sys.executable, "-m", "bench.baseline", "--port", "{port}"] + (
+        ["--by-user"] if by_user else [])
+    return Server("baseline", argv, os.path.join(workdir, "baseline-by-user.log" if by_user else "baseline.log"))
 
 
 def reset_postgres(url: str) -> None:

@@ -50,7 +50,9 @@ def test_bench_tiny_reports_every_field(tmp_path):
     hold = doc["idle_max"]["squall"]  # the most connections held by one process (100 in tiny)
     assert IDLE_FIELDS <= set(hold) and hold["broadcast_reached"] == hold["concurrent_connections"] == 100, hold
     # Targeted notifications: every case of every database, each user got exactly its own.
-    cases = {"sqlite": {"batch1", "batch10", "batch100", "rate"}, "postgres": {"batch100"}}
+    # "baseline": bare Tornado answering the same requests (nothing stored), interleaved with SQLite's runs.
+    cases = {"sqlite": {"batch1", "batch10", "batch100", "rate"}, "postgres": {"batch100"},
+             "baseline": {"batch1", "batch10", "batch100"}}
     for db, wanted in cases.items():
         assert set(doc["targeted"][db]) == wanted, (db, sorted(doc["targeted"][db]))
         for case in wanted:
@@ -74,6 +76,9 @@ def test_bench_tiny_reports_every_field(tmp_path):
     targets = report.split("## Targets (issues 6 and 13)")[1].split("## Notification fan-out")[0]
     rows = [line.split(" | ") for line in targets.splitlines() if line.startswith("| 6.") or line.startswith("| 13.")]
     assert len(rows) == 27, len(rows)
+    # the targeted section shows bare Tornado's rows and ratios, and the targets the 1-per-request ceiling
+    assert "bare Tornado (stores nothing)" in report and "requests/s, Squall ÷ bare Tornado" in report
+    assert "At 1 user per request every notification is one HTTP request." in targets
     for row in rows:  # every target row has a measured value (column 3) and a verdict (column 6)
         assert row[2] != "—" and row[5].strip(" |") in ("**yes**", "**no**"), row
 
