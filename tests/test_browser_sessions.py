@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
 from tests.browser import (browser, http_json, open_chat, register, signed_in_context,  # noqa: F401
@@ -82,9 +83,11 @@ EVIL_PAGE = """<!doctype html><html><body>
   <input name='{{"username":"evil_{suffix}","password":"password123","pad":"' value='"}}'></form>
 <form id="logout" method="POST" action="{target}/api/auth/logout" enctype="text/plain">
   <input name='{{"pad":"' value='"}}'></form>
-<iframe name="sink"></iframe>
+<iframe name="sink-login"></iframe><iframe name="sink-register"></iframe><iframe name="sink-logout"></iframe>
 <script>
-  for (const f of document.forms) f.target = "sink";
+  // one frame per form: a navigation that starts while another one in the same frame is
+  // still committing can be cancelled by it, and then its request never gets an answer
+  for (const f of document.forms) f.target = "sink-" + f.id;
   window.openStream = () => new Promise((resolve) => {{
     const es = new EventSource("{target}/sse/chat?chat_id={chat_id}", {{ withCredentials: true }});
     es.onopen = () => {{ es.close(); resolve("open"); }};
@@ -135,8 +138,11 @@ def test_a_foreign_site_cannot_touch_the_session(browser, server_factory, databa
         posts = []
         evil.on("response", lambda r: posts.append((r.url, r.status)) if "/api/auth/" in r.url else None)
         for form in ("login", "register", "logout"):
-            with evil.expect_response(lambda r, f=form: r.url.endswith("/api/auth/" + f)) as info:
-                evil.evaluate(f"document.getElementById('{form}').submit()")
+            try:
+                with evil.expect_response(lambda r, f=form: r.url.endswith("/api/auth/" + f)) as info:
+                    evil.evaluate(f"document.getElementById('{form}').submit()")
+            except PlaywrightTimeoutError:
+                raise AssertionError(f"no answer to the {form} form; answers so far: {posts}\n{server.log()}")
             assert info.value.status in (403, 415), (form, info.value.status)
         assert evil.evaluate("window.openStream()") == "error"
         # refused by the server (not only hidden from the page by CORS): its access log says so
