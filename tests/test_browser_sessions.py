@@ -33,47 +33,72 @@ def send_as(server, user, chat_id, content) -> None:
     assert status == 201, data
 
 
-@pytest.mark.parametrize("transport", sorted(TRANSPORTS))
-def test_page_outlives_short_tokens(browser, server_factory, database_url, transport):
-    label, flags = TRANSPORTS[transport]
-    server = server_factory("--database-url", database_url, "--token-ttl", "5", *flags)
-    alice, bob, carol = register(server, "alice"), register(server, "bob"), register(server, "carol")
-    open_chat_id = open_chat(server, alice, bob)
-    other_chat_id = open_chat(server, carol, bob)
-    ctx = signed_in_context(browser, server, bob)
-    stream_urls = []
+class OpenPage:
+    """Bob's Messages page on one transport's server: the open chat with Alice, Carol's elsewhere."""
+
+    def __init__(self, browser, server, label: str):
+        self.server, self.label = server, label
+        self.alice, self.bob, self.carol = (register(server, "alice"), register(server, "bob"),
+                                            register(server, "carol"))
+        self.open_chat_id = open_chat(server, self.alice, self.bob)
+        self.other_chat_id = open_chat(server, self.carol, self.bob)
+        self.ctx = signed_in_context(browser, server, self.bob)
+        self.stream_urls, self.in_chat, self.toasts = [], [], []
+        self.page = self.ctx.new_page()
+        self.page.on("request", lambda r: self.stream_urls.append(r.url) if "/sse/" in r.url else None)
+        self.page.on("websocket", lambda ws: self.stream_urls.append(ws.url))
+        self.page.goto(f"{server.url}/chat/{self.open_chat_id}")
+
+    def send(self, n: int) -> None:
+        """Odd ``n``: a message to the open chat; even: one to the other chat (a notification)."""
+        if n % 2:
+            self.in_chat.append(f"to the open chat {n}")
+            send_as(self.server, self.alice, self.open_chat_id, self.in_chat[-1])
+        else:
+            self.toasts.append(f"from another chat {n}")
+            send_as(self.server, self.carol, self.other_chat_id, self.toasts[-1])
+
+    def check(self) -> None:
+        """Everything arrived, no login page, still live; the stream URLs carry tickets only."""
+        page = self.page
+        expect(page.locator("#messages .bubble")).to_have_text(self.in_chat)
+        # every notification arrived: the latest toasts (at most four are kept) and the other chat's count
+        expect(page.locator(".toast .toast-text")).to_have_text(self.toasts[-4:])
+        expect(page.locator(f".chat-item[data-chat-id='{self.other_chat_id}'] .unread-count")).to_have_text(
+            str(len(self.toasts)))
+        assert page.url == f"{self.server.url}/chat/{self.open_chat_id}"  # never sent to /login
+        wait_live(page, self.label)
+        streams = [u for u in self.stream_urls if "/ws/" in u or "/sse/" in u]
+        assert streams and all("ticket=" in u for u in streams), streams
+        assert not any("access_token" in u or self.bob["token"] in u for u in streams), streams
+        if self.label == "SSE":
+            assert len(streams) >= 4  # every stream ended at its token's expiry and was resumed
+
+
+def test_page_outlives_short_tokens(browser, server_factory, database_url):
+    """Both transports at once, for 30 s: a server of 5 s tokens each (the SSE one refuses
+    WebSockets), on one database, a page each, messages and notifications every 3 s."""
+    pages = []
     try:
-        page = ctx.new_page()
-        page.on("request", lambda r: stream_urls.append(r.url) if "/sse/" in r.url else None)
-        page.on("websocket", lambda ws: stream_urls.append(ws.url))
-        page.goto(f"{server.url}/chat/{open_chat_id}")
-        wait_live(page, label)
-        expect(page.locator("#conversation")).to_have_attribute("data-joined", str(open_chat_id))
-        in_chat, toasts = [], []
+        for transport in sorted(TRANSPORTS):
+            label, flags = TRANSPORTS[transport]
+            server = server_factory("--database-url", database_url, "--token-ttl", "5", *flags)
+            pages.append(OpenPage(browser, server, label))
+        for p in pages:
+            wait_live(p.page, p.label)
+            expect(p.page.locator("#conversation")).to_have_attribute("data-joined", str(p.open_chat_id))
         started = time.monotonic()
         n = 0
         while time.monotonic() - started < 30:
             n += 1
-            if n % 2:
-                in_chat.append(f"to the open chat {n}")
-                send_as(server, alice, open_chat_id, in_chat[-1])
-            else:
-                toasts.append(f"from another chat {n}")
-                send_as(server, carol, other_chat_id, toasts[-1])
+            for p in pages:
+                p.send(n)
             time.sleep(3)
-        expect(page.locator("#messages .bubble")).to_have_text(in_chat)
-        # every notification arrived: the latest toasts (at most four are kept) and the other chat's count
-        expect(page.locator(".toast .toast-text")).to_have_text(toasts[-4:])
-        expect(page.locator(f".chat-item[data-chat-id='{other_chat_id}'] .unread-count")).to_have_text(str(len(toasts)))
-        assert page.url == f"{server.url}/chat/{open_chat_id}"  # never sent to /login
-        wait_live(page, label)
+        for p in pages:
+            p.check()
     finally:
-        ctx.close()
-    streams = [u for u in stream_urls if "/ws/" in u or "/sse/" in u]
-    assert streams and all("ticket=" in u for u in streams), streams
-    assert not any("access_token" in u or bob["token"] in u for u in streams), streams
-    if transport == "sse":
-        assert len(streams) >= 4  # every stream ended at its token's expiry and was resumed
+        for p in pages:
+            p.ctx.close()
 
 
 EVIL_PAGE = """<!doctype html><html><body>
