@@ -173,13 +173,16 @@ def targets_13(doc: dict, f, i, t, add, rows) -> List[dict]:
         f"{most:,} / 0 errors", bool(hold) and hold["concurrent_connections"] == most
         and hold["broadcast_reached"] == most and hold["connect_errors"] == 0,
         hold.get("ws_connect_loadgen_cpu_pct"))
+    # Issue 13 asks for uvloop as the default loop, measured against asyncio's: it sets no figure.
     for key, what in (("ws_connects_per_s", "WS connects/s"), ("sse_connects_per_s", "SSE connects/s")):
         r = ratio(i("squall", key), i("squall-asyncio", key))
-        add("13.4", f"{what}, uvloop / asyncio loop", r, "≥ 1", r is not None and r >= 1)
+        add("13.4", f"{what}, uvloop / asyncio loop", r, "measured", r is not None)
     for case in ("ws_burst", "sse_burst"):
         r = ratio(f("squall", case, "deliveries_per_s"), f("squall-asyncio", case, "deliveries_per_s"))
-        add("13.4", f"{case.replace('_', ' ')} fan-out deliveries/s, uvloop / asyncio loop", r, "≥ 1",
-            r is not None and r >= 1)
+        runs = [_get(doc, "fanout", srv, case, "runs") or [] for srv in ("squall", "squall-asyncio")]
+        add("13.4", f"{case.replace('_', ' ')} fan-out deliveries/s, uvloop / asyncio loop (runs: uvloop"
+                    f" {spread(runs[0], 'deliveries_per_s')}, asyncio {spread(runs[1], 'deliveries_per_s')})",
+            r, "measured", r is not None)
     nchan = doc.get("nchan") or {}
     add("13.5", "Nchan measured in the same run (fan-out and idle)",
         "yes" if nchan.get("measured") else f"no: {nchan.get('note', 'not run')}", "yes", bool(nchan.get("measured")))
@@ -201,6 +204,12 @@ def http_ceiling(doc: dict) -> List[str]:
                " one notification per request, so it can only be reached with batches (10 and 100 per request)."
                if bl["requests_per_s"] < 20000 else ""),
             ""]
+
+
+def spread(runs: List[dict], key: str) -> str:
+    """``lowest – highest`` of ``key`` over the runs (how far one run can be from the median)."""
+    values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
+    return f"{fmt(min(values))} – {fmt(max(values))}" if len(values) > 1 else "—"
 
 
 def fmt(v) -> str:
@@ -329,7 +338,9 @@ def render(doc: dict) -> str:
     lines += ["## Targets (issues 6 and 13)", "",
               "Rows 6.x are issue 6's targets, re-measured here (issue 13 asks that they hold); 13.x are issue"
               " 13's. The load generator's CPU share is given where one scenario measures the figure; at 90% or"
-              " more the figure is marked as a lower bound (the generator, not the server, was the limit).", ""]
+              " more the figure is marked as a lower bound (the generator, not the server, was the limit)."
+              " For 13.4 the issue sets no figure (uvloop is the default loop, measured against asyncio's): the"
+              " ratio is reported with the range of the runs of each, which shows how much of it is noise.", ""]
     lines += table(["#", "what", "measured", "load generator CPU %", "target", "met"],
                    [[r["target"], r["what"], fmt(r["value"]) + (" (lower bound)" if isinstance(r.get("loadgen"), (
                        int, float)) and r["loadgen"] >= 90 else ""), fmt(r.get("loadgen")), r["goal"],
@@ -345,8 +356,11 @@ def render(doc: dict) -> str:
                 if med is None:
                     continue
                 label = case.replace("_", " ").replace("rate", f"{s.get('rate')}/s")
-                body.append([label, srv] + [fmt(med.get(k)) for k, _ in FANOUT_COLS])
-        lines += table(["case", "server"] + [h for _, h in FANOUT_COLS], body)
+                body.append([label, srv] + [fmt(med.get(k)) for k, _ in FANOUT_COLS[:1]]
+                            + [spread(_get(doc, "fanout", srv, case, "runs") or [], "deliveries_per_s")]
+                            + [fmt(med.get(k)) for k, _ in FANOUT_COLS[1:]])
+        lines += table(["case", "server", FANOUT_COLS[0][1], "lowest – highest run"]
+                       + [h for _, h in FANOUT_COLS[1:]], body)
         busy = [(case, srv, _get(doc, "fanout", srv, case, "median", "loadgen_cpu_pct"))
                  for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate") for srv in SERVERS]
         busy = [(c, srv, pct) for c, srv, pct in busy if isinstance(pct, (int, float)) and pct >= 80]
