@@ -32,6 +32,22 @@ from tests import pg  # noqa: E402
 
 SERVICE_TOKEN = "test-service-token"
 
+# Tests that use this machine's PostgreSQL and Redis whatever TEST_DATABASE_URL says: the
+# multi-process ones (``shared_db``) and those marked ``same_in_both_runs`` (the brokers, the
+# bench). The SQLite run runs them; the PostgreSQL run (.ci/run's second) would repeat them.
+SAME_IN_BOTH_RUNS_FIXTURES = {"shared_db"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a PostgreSQL run, skip the tests that would run exactly as they did in the SQLite run."""
+    if not os.environ.get("TEST_DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return
+    skip = pytest.mark.skip(reason="uses this machine's PostgreSQL and Redis whatever TEST_DATABASE_URL says:"
+                                   " it runs in the suite's SQLite run")
+    for item in items:
+        if item.get_closest_marker("same_in_both_runs") or SAME_IN_BOTH_RUNS_FIXTURES & set(item.fixturenames):
+            item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def pg_database_url():

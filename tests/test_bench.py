@@ -5,7 +5,6 @@ Squall on SQLite and on PostgreSQL itself, whatever the suite's database, so the
 PostgreSQL run (``TEST_DATABASE_URL``) skips this module: it would repeat the SQLite run's work.
 """
 import json
-import os
 import subprocess
 import sys
 
@@ -13,9 +12,7 @@ import pytest
 
 from tests.procs import ROOT
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("TEST_DATABASE_URL", "").startswith("postgres"),
-    reason="the bench uses both databases itself; it runs in the suite's SQLite run")
+pytestmark = pytest.mark.same_in_both_runs
 
 FANOUT_FIELDS = {"deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "latency_max_ms",
                  "server_cpu_us_per_delivery", "peak_rss_mb", "loadgen_cpu_pct", "deliveries",

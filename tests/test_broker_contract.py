@@ -10,6 +10,8 @@ from tornado_app.services.broker import create_broker
 from tornado_app.services.broker.base import BrokerUnavailable
 from tests.scaleout_support import Collector, ThrowawayPostgres, redis_base_url, unique_prefix, with_prefix
 
+pytestmark = pytest.mark.same_in_both_runs  # this machine's servers, whatever the run's database
+
 BACKENDS = ["memory", "redis", "postgres"]
 
 

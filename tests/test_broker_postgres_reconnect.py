@@ -11,6 +11,8 @@ import pytest
 from tornado_app.services.broker import create_broker
 from tests.scaleout_support import Collector, ThrowawayPostgres, unique_prefix, with_prefix
 
+pytestmark = pytest.mark.same_in_both_runs  # this machine's servers, whatever the run's database
+
 
 @pytest.fixture
 def broker_db():
