@@ -295,19 +295,26 @@ async def test_the_end_of_a_stream_waits_for_what_is_queued(api, users, http_por
                    and all(conn.request.connection is None for conn in services.registry.connections))
     conn = next(iter(services.registry.connections))
     published = []
-    while not conn._stream.writing():  # until the kernel's buffers are full and the server queues
-        assert len(published) < 400, "the server never had to queue"
+
+    async def publish(message: str) -> None:
         status, body = await api.call("POST", "/api/notifications",
-                                      {"user_ids": [bob["id"]], "message": f"big {len(published)}",
-                                       "data": {"blob": BLOB}},
+                                      {"user_ids": [bob["id"]], "message": message, "data": {"blob": BLOB}},
                                       headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
         assert status == 202
         published.extend(body["ids"])
+
+    async def until_queued() -> None:
+        # until the kernel's buffers (and the client's read buffer) are full and the server queues
+        while not conn._stream.writing():
+            assert len(published) < 400, "the server never had to queue"
+            await publish(f"big {len(published)}")
+
+    await until_queued()
     for _ in range(3):  # a few more behind those
-        status, body = await api.call("POST", "/api/notifications",
-                                      {"user_ids": [bob["id"]], "message": "queued", "data": {"blob": BLOB}},
-                                      headers={"Authorization": f"Bearer {SERVICE_TOKEN}"})
-        published.extend(body["ids"])
+        await publish("queued")
+    # The client's reader may have taken some more meanwhile (its buffer fills in steps): the
+    # logout below must find bytes queued on the server.
+    await until_queued()
     assert conn._stream.writing()
     status, _ = await api.call("POST", "/api/auth/logout", {}, token=bob["token"])
     assert status == 200
