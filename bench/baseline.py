@@ -38,6 +38,12 @@ def user_of(token: str) -> str:
         return ""
 
 
+def notification(nid: int, body: dict, now: str) -> str:
+    """The JSON text of one notification built from a publish request's body."""
+    return json.dumps({"id": nid, "type": body.get("type", "announcement"), "message": body["message"],
+                       "timestamp": now, "data": body.get("data")}, separators=(",", ":"))
+
+
 class Subscribers:
     """The two sets of live subscribers, and each user's subscribers."""
 
@@ -153,16 +159,14 @@ class PublishHandler(tornado.web.RequestHandler):
             for user in body["user_ids"]:
                 nid = next(self.subs.ids)
                 ids.append(nid)
-                text = json.dumps({"id": nid, "type": body.get("type", "announcement"), "message": body["message"],
-                                   "timestamp": now, "data": body.get("data")}, separators=(",", ":"))
+                text = notification(nid, body, now)
                 for sub in list(self.subs.by_user.get(str(user), ())):
                     sub.deliver(text, nid)
             self.set_status(202)
             self.finish({"ids": ids})
             return
         nid = next(self.subs.ids)
-        text = json.dumps({"id": nid, "type": body.get("type", "announcement"), "message": body["message"],
-                           "timestamp": now, "data": body.get("data")}, separators=(",", ":"))
+        text = notification(nid, body, now)
         for ws in list(self.subs.ws):
             try:
                 ws.write_message(text)
