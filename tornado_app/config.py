@@ -103,6 +103,7 @@ class Config:
     push_allow_http: bool = False  # accept http:// push endpoints (local push services, tests)
     push_threads: int = 4  # threads that send pushes
     push_queue: int = 1000  # pushes waiting for a thread; past it they are dropped (counted)
+    push_queue_per_user: int = 100  # of push_queue, one user's pushes; past it theirs are dropped (counted)
     push_ttl: int = 86400  # seconds a push service keeps an undelivered push
     push_retries: int = 3  # retries of a push answered 429/5xx (backoff 1 s, 2 s, 4 s …)
     push_timeout: float = 10.0  # seconds for one push request
@@ -208,6 +209,8 @@ _OPTIONS = [
     ("vapid_subject", "VAPID_SUBJECT", str, "VAPID subject (mailto: or https: URL) push services may contact"),
     ("push_threads", "PUSH_THREADS", int, "threads sending Web Push requests"),
     ("push_queue", "PUSH_QUEUE", int, "pushes waiting for a thread; past it new pushes are dropped"),
+    ("push_queue_per_user", "PUSH_QUEUE_PER_USER", int,
+     "one user's share of --push-queue; past it that user's new pushes are dropped (users served in turn)"),
     ("push_ttl", "PUSH_TTL", int, "seconds a push service keeps an undelivered push (TTL header)"),
     ("push_retries", "PUSH_RETRIES", int, "retries of a push answered 429 or 5xx, with backoff"),
     ("push_timeout", "PUSH_TIMEOUT", float, "seconds for one push request"),
@@ -296,8 +299,10 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--event-loop must be asyncio or uvloop")
     if config.admin_sample_seconds <= 0:
         raise SystemExit("--admin-sample-seconds must be positive")
-    if config.push_threads < 1 or config.push_queue < 1 or config.max_push_subscriptions < 1:
-        raise SystemExit("--push-threads, --push-queue and --max-push-subscriptions must be at least 1")
+    if (config.push_threads < 1 or config.push_queue < 1 or config.push_queue_per_user < 1
+            or config.max_push_subscriptions < 1):
+        raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"
+                         " must be at least 1")
     if args.command == "admin":
         if len(args.args) != 2 or args.args[0] not in ("grant", "revoke"):
             raise SystemExit("usage: python run.py admin grant|revoke USERNAME")

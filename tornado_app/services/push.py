@@ -3,29 +3,39 @@
 Flow: a notification is delivered → ``offer`` (memory only: the user's cached preferences
 say push is on, not Do Not Disturb, and they have subscriptions) → ``_consider`` asks the
 broker whether the user has a notification stream on any process (``Hub.online_users``) →
-each subscription's push is queued → a bounded thread pool encrypts and POSTs it with
-``pywebpush`` (``py-vapid`` signs, ``http-ece`` encrypts), off the event loop.
+each subscription's push is queued in its user's queue → ``push_threads`` threads take pushes
+from the users' queues in turn (round-robin), encrypt them (``pywebpush``/``http-ece``), sign
+them (``py-vapid``) and POST them with urllib3 to the checked address (``push_transport``),
+off the event loop.
 
-A push service answering 404/410 has forgotten the subscription: it is deleted. 429 and
-5xx are retried ``retries`` times with exponential backoff (1 s, 2 s, 4 s, …, or the
-service's ``Retry-After`` up to 60 s); the wait happens on the event loop, not in a thread.
-Past ``queue`` pushes waiting or in flight, new ones are dropped and counted: delivery to
-live connections never waits for a push.
+A push service answering 404/410 has forgotten the subscription: it is deleted. 429, 5xx and
+network errors are retried ``retries`` times with exponential backoff (1 s, 2 s, 4 s, …, or
+the service's ``Retry-After`` up to 60 s); the wait happens on the event loop, not in a
+thread, and the push then joins the back of its user's queue. Any other answer (3xx
+included: redirects are never followed) is a failed push. Past ``queue`` pushes waiting,
+backing off or in flight, or ``queue_per_user`` of one user's, new ones are dropped and
+counted: delivery to live connections never waits for a push, and one user's burst takes
+its turn like everyone else's instead of delaying them.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import dataclasses
 import hashlib
 import logging
+import re
+import time
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Optional
-from urllib.parse import urlparse
+from typing import Deque, Dict, List, Optional
 
+import urllib3
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPusher
 
 from models import PushSubscription, Setting, utcnow
 from ..config import Config
@@ -34,6 +44,7 @@ from .db import DatabaseExecutor
 from .hub import Hub
 from .metrics import Metrics
 from .preferences import PreferenceService
+from .push_transport import PushRefused, PushTarget, parse_endpoint, post, resolve
 
 log = logging.getLogger("squall.push")
 
@@ -42,6 +53,11 @@ MAX_ENDPOINT = 2048
 MAX_PAYLOAD = 3000  # bytes of JSON before encryption (push services take ~4 KB encrypted)
 BODY_CHARS = 200
 RETRY_AFTER_MAX = 60.0
+VAPID_LIFETIME = 12 * 3600  # seconds a VAPID signature is valid (push services take up to 24 h)
+BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+# The HTTP client's loggers name the request path, which is the endpoint's capability: a
+# debug line "POST /fcm/send/<id>" would let a log reader push to that browser.
+CLIENT_LOGGERS = ("urllib3", "requests")
 
 
 def b64url(data: bytes) -> str:
@@ -52,6 +68,41 @@ def b64url(data: bytes) -> str:
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url. Raises ValueError."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def browser_keys(keys) -> tuple:
+    """``(p256dh, auth)`` of a subscription's ``keys``, checked: an uncompressed P-256 point on
+    the curve, and a 16-byte secret, both base64url. Raises ValidationError."""
+    if not isinstance(keys, dict):
+        raise ValidationError("'keys' must be an object with 'p256dh' and 'auth'", "invalid_subscription")
+    p256dh, auth = keys.get("p256dh"), keys.get("auth")
+    for name, value, size in (("p256dh", p256dh, 65), ("auth", auth, 16)):
+        try:
+            raw = b64url_decode(value) if isinstance(value, str) and BASE64URL.fullmatch(value) else b""
+        except (ValueError, binascii.Error):
+            raw = b""
+        valid = len(raw) == size
+        if valid and name == "p256dh":
+            try:  # 0x04 || X || Y, and (X, Y) on the curve: a bad one would fail at every push
+                valid = raw[0] == 4 and bool(ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw))
+            except ValueError:
+                valid = False
+        if not valid:
+            raise ValidationError(f"'keys.{name}' must be the browser's base64url {name} key ({size} bytes"
+                                  + (", an uncompressed P-256 point)" if name == "p256dh" else ")"),
+                                  "invalid_subscription")
+    return p256dh, auth
+
+
+@dataclasses.dataclass
+class QueuedPush:
+    """One push of one subscription, from queued to sent, gone or failed."""
+
+    sub: PushSubscription
+    data: bytes
+    topic: str
+    urgency: str
+    attempt: int = 0
 
 
 def new_private_key() -> str:
@@ -104,9 +155,14 @@ class PushService:
         self.vapid: Optional[Vapid02] = None
         self.public_key = ""
         self._pool = ThreadPoolExecutor(max(1, config.push_threads), thread_name_prefix="squall-push")
-        self._queued = 0  # pushes waiting or in flight
+        self._queued = 0  # pushes waiting, backing off or in flight
+        self._per_user: Dict[int, int] = {}  # user id -> that user's share of _queued
+        self._ready: "OrderedDict[int, Deque[QueuedPush]]" = OrderedDict()  # user id -> pushes, in turn
+        self._sending = 0  # pushes on a thread (at most push_threads: the pool's own queue stays empty)
         self._tasks = set()
         self.backoff_first = 1.0
+        for name in CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
     # Keys -------------------------------------------------------------------------------------
 
@@ -139,33 +195,17 @@ class PushService:
         """``{endpoint, p256dh, auth}`` from ``PushSubscription.toJSON()``. Raises ValidationError."""
         if not isinstance(body, dict):
             raise ValidationError("the body must be a JSON object")
-        endpoint, keys = body.get("endpoint"), body.get("keys")
+        endpoint = body.get("endpoint")
         if not isinstance(endpoint, str) or not 0 < len(endpoint) <= MAX_ENDPOINT:
             raise ValidationError(f"'endpoint' must be a URL of at most {MAX_ENDPOINT} characters",
                                   "invalid_subscription")
-        url = urlparse(endpoint)
-        schemes = ("https", "http") if self.config.push_allow_http else ("https",)
-        if url.scheme not in schemes or not url.hostname:
-            raise ValidationError("'endpoint' must be an https:// URL", "invalid_subscription")
-        # The server POSTs to this URL: only the browsers' push services (no requests to
-        # internal hosts on a user's say-so). --push-allow-http is for local push services.
-        host = url.hostname.lower()
-        hosts = self.config.push_hosts
-        if not self.config.push_allow_http and "*" not in hosts and not any(
-                host == h or host.endswith("." + h) for h in hosts):
-            raise ValidationError("'endpoint' is not on a known push service", "invalid_subscription")
-        if not isinstance(keys, dict):
-            raise ValidationError("'keys' must be an object with 'p256dh' and 'auth'", "invalid_subscription")
-        p256dh, auth = keys.get("p256dh"), keys.get("auth")
-        for name, value, size in (("p256dh", p256dh, 65), ("auth", auth, 16)):
-            try:
-                raw = b64url_decode(value) if isinstance(value, str) and len(value) < 200 else b""
-            except ValueError:
-                raw = b""
-            if len(raw) != size or (name == "p256dh" and raw[0] != 4):
-                raise ValidationError(f"'keys.{name}' must be the browser's base64url {name} key ({size} bytes)",
-                                      "invalid_subscription")
+        self.target(endpoint)
+        p256dh, auth = browser_keys(body.get("keys"))
         return {"endpoint": endpoint, "p256dh": p256dh, "auth": auth}
+
+    def target(self, endpoint: str) -> PushTarget:
+        """The endpoint as the sending client reads it, checked. Raises ValidationError."""
+        return parse_endpoint(endpoint, self.config.push_allow_http, self.config.push_hosts)
 
     async def subscribe(self, user_id: int, body, user_agent: str = "") -> dict:
         """Store (or move to ``user_id``) a subscription; past the limit the oldest is replaced."""
@@ -255,66 +295,106 @@ class PushService:
         topic = push_payload(frame)["tag"].replace("_", "-")[:32]
         urgency = "high" if frame.get("type") == "new_message" else "normal"
         for sub in subs:
-            if self._queued >= self.config.push_queue:
+            if (self._queued >= self.config.push_queue
+                    or self._per_user.get(user_id, 0) >= self.config.push_queue_per_user):
                 self.metrics.pushes["dropped"] += 1
                 continue
             self._queued += 1
-            self.metrics.push_queue = self._queued
-            self._spawn(self._deliver(sub, data, topic, urgency))
+            self._per_user[user_id] = self._per_user.get(user_id, 0) + 1
+            self._enqueue(QueuedPush(sub, data, topic, urgency))
+        self.metrics.push_queue = self._queued
+        self._pump()
 
-    async def _deliver(self, sub: PushSubscription, data: bytes, topic: str, urgency: str) -> None:
+    def _enqueue(self, push: QueuedPush) -> None:
+        self._ready.setdefault(push.sub.user_id, deque()).append(push)
+
+    def _pump(self) -> None:
+        """Start pushes while a thread is free, taking one from each user's queue in turn."""
+        while self._sending < self.config.push_threads and self._ready:
+            user_id, pushes = next(iter(self._ready.items()))
+            push = pushes.popleft()
+            if pushes:
+                self._ready.move_to_end(user_id)
+            else:
+                del self._ready[user_id]
+            self._sending += 1
+            self._spawn(self._attempt(push))
+
+    async def _attempt(self, push: QueuedPush) -> None:
+        """One try of ``push``; then it is done, or waits for its retry."""
+        sub = push.sub
         loop = asyncio.get_running_loop()
         try:
-            for attempt in range(self.config.push_retries + 1):
-                status, retry_after = await loop.run_in_executor(self._pool, self._post, sub, data, topic, urgency)
-                if status is not None and status < 300:
-                    self.metrics.pushes["sent"] += 1
-                    return
-                if status in (404, 410):  # the push service forgot it: so do we
-                    await self.dbx.write(lambda: PushSubscription.delete().where(
-                        PushSubscription.id == sub.id).execute())
-                    count = await self.dbx.read(lambda: PushSubscription.select().where(
-                        PushSubscription.user == sub.user_id).count())
-                    await self._subscriptions_changed(sub.user_id, count)
-                    self.metrics.pushes["gone"] += 1
-                    return
-                if not (status is None or status == 429 or status >= 500) or attempt == self.config.push_retries:
-                    break
+            try:
+                status, retry_after = await loop.run_in_executor(self._pool, self._post, push)
+            finally:
+                self._sending -= 1
+                self._pump()
+            if status is not None and status < 300:
+                self._done(push, "sent")
+            elif status in (404, 410):  # the push service forgot it: so do we
+                await self.dbx.write(lambda: PushSubscription.delete().where(
+                    PushSubscription.id == sub.id).execute())
+                count = await self.dbx.read(lambda: PushSubscription.select().where(
+                    PushSubscription.user == sub.user_id).count())
+                await self._subscriptions_changed(sub.user_id, count)
+                self._done(push, "gone")
+            elif (status is None or status == 429 or status >= 500) and push.attempt < self.config.push_retries:
                 self.metrics.push_retries += 1
-                delay = self.backoff_first * (2 ** attempt)
+                delay = self.backoff_first * (2 ** push.attempt)
                 if retry_after is not None:
                     delay = min(max(delay, retry_after), RETRY_AFTER_MAX)
-                await asyncio.sleep(delay)
-            self.metrics.pushes["failed"] += 1
-            log.warning("a push to %s failed (status %s)", urlparse(sub.endpoint).hostname, status)
+                push.attempt += 1
+                self._spawn(self._retry(push, delay))
+            else:  # 3xx (never followed), other 4xx, or out of retries
+                self._done(push, "failed")
+                log.warning("a push to %s failed (status %s)", self.target(sub.endpoint).host, status)
         except (asyncio.CancelledError, RuntimeError):
             raise
+        except PushRefused as exc:
+            self._done(push, "failed")
+            log.warning("a push was refused: %s", exc)
         except Exception as exc:  # no traceback: it may quote the endpoint (a capability URL)
-            self.metrics.pushes["failed"] += 1
+            self._done(push, "failed")
             log.warning("a push failed: %s", type(exc).__name__)
-        finally:
-            self._queued -= 1
-            self.metrics.push_queue = self._queued
 
-    def _post(self, sub: PushSubscription, data: bytes, topic: str, urgency: str):
-        """One push request (on a pool thread): ``(status or None, Retry-After seconds or None)``."""
-        info = {"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}}
+    async def _retry(self, push: QueuedPush, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._enqueue(push)  # at the back of its user's queue
+        self._pump()
+
+    def _done(self, push: QueuedPush, outcome: str) -> None:
+        self.metrics.pushes[outcome] += 1
+        user_id = push.sub.user_id
+        self._queued -= 1
+        self._per_user[user_id] -= 1
+        if not self._per_user[user_id]:
+            del self._per_user[user_id]
+        self.metrics.push_queue = self._queued
+
+    def _post(self, push: QueuedPush):
+        """One push request (on a pool thread): ``(status or None, Retry-After seconds or None)``.
+
+        Raises PushRefused when the endpoint no longer validates (a row older than the rules)
+        or its host resolves to a non-public address.
+        """
+        sub = push.sub
         try:
-            response = webpush(info, data=data.decode(), vapid_private_key=self.vapid,
-                               vapid_claims={"sub": self.config.vapid_subject},
-                               ttl=self.config.push_ttl, timeout=self.config.push_timeout,
-                               headers={"Topic": topic, "Urgency": urgency})
-            return response.status_code, None
-        except WebPushException as exc:
-            response = exc.response
-            if response is None:
-                return None, None
-            try:
-                retry_after = float(response.headers.get("Retry-After", ""))
-            except ValueError:
-                retry_after = None
-            return response.status_code, retry_after
-        except Exception as exc:  # connection refused, timeout: retried like a 5xx
+            target = self.target(sub.endpoint)
+        except ValidationError as exc:
+            raise PushRefused(exc.message) from None
+        addresses = resolve(target, allow_private=self.config.push_allow_http)
+        pusher = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}})
+        body = pusher.encode(push.data, "aes128gcm")["body"]
+        claims = {"sub": self.config.vapid_subject, "aud": target.origin, "exp": int(time.time()) + VAPID_LIFETIME}
+        headers = {**self.vapid.sign(claims), "TTL": str(self.config.push_ttl), "Content-Encoding": "aes128gcm",
+                   "Topic": push.topic, "Urgency": push.urgency}
+        try:
+            status, retry_after = post(target, addresses, body, headers, self.config.push_timeout)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # refused, timeout, TLS: retried like a 5xx
             log.warning("push request failed: %s", type(exc).__name__)
             return None, None
-
+        try:
+            return status, float(retry_after) if retry_after is not None else None
+        except ValueError:
+            return status, None
