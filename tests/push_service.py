@@ -66,11 +66,17 @@ def verify_vapid(authorization: str, public_key: str, endpoint: str) -> dict:
 
 
 class PushServer:
-    """``await PushServer.start()``; ``received`` holds ``(path, headers, body)``; ``statuses`` is a queue."""
+    """``await PushServer.start()``; ``received`` holds ``(path, headers, body)``; ``statuses`` is a queue.
+
+    ``delay`` (seconds) slows every answer down; a 3xx answer sends ``Location: <location>``.
+    """
 
     def __init__(self):
         self.received = []
+        self.arrivals = []  # loop time of each push, as received
         self.statuses = []  # answered in order, then 201
+        self.delay = 0.0
+        self.location = None
         self._arrived = asyncio.Event()
         self.server = None
         self.port = None
@@ -81,13 +87,18 @@ class PushServer:
         outer = self
 
         class Endpoint(tornado.web.RequestHandler):
-            def post(self, name):
+            async def post(self, name):
                 outer.received.append((self.request.path, dict(self.request.headers), self.request.body))
+                outer.arrivals.append(asyncio.get_running_loop().time())
                 outer._arrived.set()
                 status = outer.statuses.pop(0) if outer.statuses else 201
+                if outer.delay:
+                    await asyncio.sleep(outer.delay)
                 self.set_status(status)
                 if status == 503:
                     self.set_header("Retry-After", "0")
+                if 300 <= status < 400 and outer.location:
+                    self.set_header("Location", outer.location)
 
         app = tornado.web.Application([(r"/push/([a-z0-9]+)", Endpoint)])
         sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")

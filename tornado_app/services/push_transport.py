@@ -123,8 +123,10 @@ def parse_endpoint(endpoint, allow_http: bool, hosts: tuple) -> PushTarget:
 def is_public(address: str) -> bool:
     """Whether an address a name resolved to may receive a push (IPv4 inside IPv6 checked as IPv4)."""
     ip = ipaddress.ip_address(address)
+    if ip.version == 6 and ip.ipv4_mapped:
+        return is_public(str(ip.ipv4_mapped))  # ::ffff:a.b.c.d is a.b.c.d
     if ip.version == 6:
-        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        embedded = ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None and not is_public(str(embedded)):
