@@ -160,6 +160,7 @@ class PushService:
         self._ready: "OrderedDict[int, Deque[QueuedPush]]" = OrderedDict()  # user id -> pushes, in turn
         self._sending = 0  # pushes on a thread (at most push_threads: the pool's own queue stays empty)
         self._tasks = set()
+        self._closed = False
         self.backoff_first = 1.0
         for name in CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL + 1)
@@ -185,6 +186,7 @@ class PushService:
 
     async def close(self) -> None:
         """Cancel waiting retries and stop the threads (requests in flight finish)."""
+        self._closed = True  # a cancelled push must not start the next one
         for task in list(self._tasks):
             task.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -310,7 +312,7 @@ class PushService:
 
     def _pump(self) -> None:
         """Start pushes while a thread is free, taking one from each user's queue in turn."""
-        while self._sending < self.config.push_threads and self._ready:
+        while not self._closed and self._sending < self.config.push_threads and self._ready:
             user_id, pushes = next(iter(self._ready.items()))
             push = pushes.popleft()
             if pushes:
