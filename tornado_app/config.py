@@ -100,7 +100,7 @@ class Config:
     # Notification preferences and Web Push (issue 11)
     vapid_private_key: str = ""  # base64url P-256 key; empty: generated once and kept in the database
     vapid_subject: str = "mailto:squall@example.com"  # the "sub" claim push services may contact
-    push_allow_http: bool = False  # accept http:// push endpoints (local push services, tests)
+    push_allow_http: bool = False  # allow http://, IP literals, any port, internal addresses (local push services)
     push_threads: int = 4  # threads that send pushes
     push_queue: int = 1000  # pushes waiting for a thread; past it they are dropped (counted)
     push_queue_per_user: int = 100  # of push_queue, one user's pushes; past it theirs are dropped (counted)
@@ -261,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="log SQL statements, without their parameters, at debug level [env LOG_SQL]")
     # Notification preferences and Web Push (issue 11)
     parser.add_argument("--push-allow-http", dest="push_allow_http", action="store_true", default=None,
-                        help="accept http:// Web Push endpoints (local push services, tests) [env PUSH_ALLOW_HTTP]")
+                        help="accept http:// Web Push endpoints, IP literals, any port and internal addresses"
+                             " (local push services, tests) [env PUSH_ALLOW_HTTP]")
     return parser
 
 
