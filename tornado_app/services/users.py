@@ -14,9 +14,17 @@ from .auth import AuthService
 from .db import DatabaseExecutor
 from .ratelimit import RateLimiter
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+# Used with fullmatch: "$" alone also matches before a final newline ("alice\n").
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+MAX_DISPLAY_NAME = 64  # the column's length: checked here so that no database sees a longer one
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+# Unicode categories a display name may not hold: controls (newlines, tabs, escapes), format
+# characters (bidirectional overrides that reverse the text around them, invisible marks),
+# surrogates, and the line and paragraph separators. The zero-width (non-)joiners are format
+# characters that emoji sequences and Persian script need, so they stay.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 
 
 def user_dict(user: User) -> dict:
@@ -33,6 +41,29 @@ def _string(body: dict, name: str, required: bool = True) -> Optional[str]:
     if not isinstance(value, str):
         raise ValidationError(f"'{name}' must be a string")
     return value
+
+
+def check_username(username: str) -> str:
+    """``username`` NFKC-normalised, if 3-32 of ``A-Z a-z 0-9 _ . -``. Raises ValidationError ``invalid_username``."""
+    if len(username) <= 256:  # bounded before NFKC, which may grow a string
+        normal = unicodedata.normalize("NFKC", username)
+        if USERNAME_RE.fullmatch(normal):
+            return normal
+    raise ValidationError("'username' must be 3-32 characters of letters, digits, '_', '.' or '-'",
+                          "invalid_username")
+
+
+def check_display_name(display_name: Optional[str], username: str) -> str:
+    """The display name to store (stripped; the username if empty). Raises ValidationError ``invalid_display_name``."""
+    if display_name and any(unicodedata.category(c) in _REFUSED_CATEGORIES and c not in _ALLOWED_FORMAT
+                            for c in display_name):
+        raise ValidationError("'display_name' must not contain control or formatting characters",
+                              "invalid_display_name")
+    display_name = (display_name or "").strip() or username
+    if len(display_name) > MAX_DISPLAY_NAME:
+        raise ValidationError(f"'display_name' must be at most {MAX_DISPLAY_NAME} characters",
+                              "invalid_display_name")
+    return display_name
 
 
 class UserService:
@@ -63,19 +94,16 @@ class UserService:
         """Create a user from ``{username, password, display_name?}``.
 
         The username is stored NFKC-normalised and must be unique case-insensitively.
-        Raises ValidationError, Conflict, RateLimited (per address), ServerBusy (hashing).
+        Raises ValidationError (``invalid_username``, ``invalid_display_name``, ``validation_error``),
+        Conflict, RateLimited (per address), ServerBusy (hashing).
         """
         username = _string(body, "username")
         password = _string(body, "password")
         display_name = _string(body, "display_name", required=False)
-        username = unicodedata.normalize("NFKC", username)
-        if not USERNAME_RE.match(username):
-            raise ValidationError("'username' must be 3-32 characters of letters, digits, '_', '.' or '-'")
+        username = check_username(username)
         if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
             raise ValidationError(f"'password' must be at least {MIN_PASSWORD} characters")
-        display_name = (display_name or "").strip() or username
-        if len(display_name) > 64:
-            raise ValidationError("'display_name' must be at most 64 characters")
+        display_name = check_display_name(display_name, username)
         if not self._registrations.allow(address):
             raise RateLimited("Too many registrations from this address; try again later",
                               retry_after=self._registrations.retry_after(address))
