@@ -12,7 +12,7 @@ from models import User, username_key
 from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from .auth import AuthService
 from .db import DatabaseExecutor
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, address_key
 
 # Used with fullmatch: "$" alone also matches before a final newline ("alice\n").
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
@@ -70,11 +70,13 @@ class UserService:
     """Creates and authenticates users; caches the id → user mapping and each user's token version.
 
     Failed logins are limited per (username, client address) and per address, so that
-    someone elsewhere cannot lock a user out; registrations per address.
+    someone elsewhere cannot lock a user out; every login attempt per address (a success
+    costs a hash too) and registrations per address. Addresses are keyed by ``address_key``.
     """
 
     def __init__(self, dbx: DatabaseExecutor, auth: AuthService, login_failures_per_minute: int = 10,
-                 login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10):
+                 login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10,
+                 logins_per_address_per_minute: int = 60):
         self.dbx = dbx
         self.auth = auth
         self._cache: Dict[int, dict] = {}
@@ -84,6 +86,7 @@ class UserService:
                                              login_failures_per_address_per_minute)
         self._registrations = RateLimiter(registrations_per_address_per_minute / 60.0,
                                           registrations_per_address_per_minute)
+        self._logins = RateLimiter(logins_per_address_per_minute / 60.0, logins_per_address_per_minute)
         # Batched cache misses (see _load): the ids wanted by the next read and its waiters.
         self._wanted: set = set()
         self._waiting: list = []
@@ -104,6 +107,7 @@ class UserService:
         if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
             raise ValidationError(f"'password' must be at least {MIN_PASSWORD} characters")
         display_name = check_display_name(display_name, username)
+        address = address_key(address)
         if not self._registrations.allow(address):
             raise RateLimited("Too many registrations from this address; try again later",
                               retry_after=self._registrations.retry_after(address))
@@ -125,12 +129,17 @@ class UserService:
     async def login(self, body: dict, address: Optional[str] = None) -> dict:
         """Check ``{username, password}`` (username in any case); the same 401 for an unknown user.
 
-        Each attempt takes a token from the (username, address) and the address buckets before
-        the hash is checked (so concurrent attempts count too); a success gives them back.
-        Raises Unauthorized, RateLimited, ServerBusy (hashing pool full).
+        Every attempt takes a token from the address's login bucket, whatever its outcome
+        (each one costs a hash). Each also takes one from the (username, address) and the address
+        failure buckets before the hash is checked (so concurrent attempts count too); a success
+        gives those back. Raises Unauthorized, RateLimited, ServerBusy (hashing pool full).
         """
         username = _string(body, "username")
         password = _string(body, "password")
+        address = address_key(address)
+        if not self._logins.allow(address):
+            raise RateLimited("Too many logins from this address; try again later",
+                              retry_after=self._logins.retry_after(address))
         key = username_key(username)[:64]
         pair = (key, address)
         for limiter, bucket, what in ((self._address_failures, address, "from this address"),
