@@ -51,10 +51,10 @@ class RefreshHandler(TokenResponseMixin, BaseHandler):
 
     @public
     async def post(self):
-        """200 with a new pair; 401 invalid_refresh_token, or refresh_reused (the session is revoked)."""
+        """200 with a new pair; 401 invalid_refresh_token, or refresh_reused (the session is revoked); 429."""
         token = self.json_body().get("refresh_token") or self.get_cookie(REFRESH_COOKIE)
         try:
-            user, tokens = await self.services.sessions.refresh(token)
+            user, tokens = await self.services.sessions.refresh(token, self.request.remote_ip)
         except Unauthorized:
             self.clear_auth_cookies()
             raise

@@ -151,6 +151,10 @@ class ServicesMixin:
     token_warn_at: Optional[int] = None
     token_version: Optional[int] = None
     claims = None
+    # True on the stream and long-poll routes (/ws/*, /sse/*, /poll/*): only they take a
+    # ``?ticket=``. A ticket is a URL credential for what cannot send a header; accepted on
+    # the API, it would be a second access token that rides in URLs.
+    accepts_ticket = False
 
     @property
     def services(self) -> Services:
@@ -223,6 +227,9 @@ class ServicesMixin:
         services = self.services
         ticket = self.get_query_argument("ticket", None)
         if ticket is not None:
+            if not self.accepts_ticket:  # refused before it is spent: it may still open its stream
+                raise Unauthorized("Stream tickets are accepted only on /ws/*, /sse/* and /poll/* routes",
+                                   "invalid_ticket")
             claims, source = services.sessions.use_ticket(ticket), "ticket"
         else:
             token, source = self.find_token()

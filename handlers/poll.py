@@ -44,6 +44,8 @@ def unread_tag(frame: str) -> str:
 class BasePollHandler(Subscriber, BaseHandler):
     """One long-poll: subscribe, resume from the client's id, answer with the first events (or none)."""
 
+    accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
+
     def prepare(self):
         """No body checks (a GET); 503 while shutting down, like the streams."""
         if self.services.closing:

@@ -70,6 +70,8 @@ class DetachedLoopProtocol(tornado.websocket.WebSocketProtocol13):
 class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHandler):
     """A WebSocket of one user: authenticated at the handshake, subscribed to its streams."""
 
+    accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
+
     async def prepare(self):
         """Refuse before the upgrade: 401 JSON for a missing/bad/expired token."""
         try:

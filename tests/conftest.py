@@ -84,6 +84,8 @@ def config(database_url, tmp_path, config_overrides):
                   rate_limit_per_second=10_000, rate_limit_burst=10_000,
                   # every test registers its users from 127.0.0.1, some of them concurrently
                   registrations_per_address_per_minute=100_000, hash_per_address=64, hash_queue=256,
+                  logins_per_address_per_minute=100_000, refreshes_per_address_per_minute=100_000,
+                  refreshes_per_session_per_minute=100_000,
                   max_handshakes_per_second=10_000, handshake_burst=10_000)
     values.update(config_overrides)
     return Config(**values)

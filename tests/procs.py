@@ -93,6 +93,9 @@ def server_env(**extra) -> dict:
     env.setdefault("LOG_LEVEL", "warning")
     env.setdefault("REGISTRATIONS_PER_ADDRESS_PER_MINUTE", "100000")  # tests register from one address
     env.setdefault("HASH_PER_ADDRESS", "64")
+    env.setdefault("LOGINS_PER_ADDRESS_PER_MINUTE", "100000")
+    env.setdefault("REFRESHES_PER_ADDRESS_PER_MINUTE", "100000")
+    env.setdefault("REFRESHES_PER_SESSION_PER_MINUTE", "100000")
     env.update({k: str(v) for k, v in extra.items()})
     return env
 

@@ -78,22 +78,23 @@ async def test_user_search_by_prefix(api, users):
 
 
 @pytest.mark.gen_test(timeout=60)
-@pytest.mark.parametrize("body, field", [
-    ({"password": "password123"}, "username"),
-    ({"username": "ok_name"}, "password"),
-    ({"username": 123, "password": "password123"}, "username"),
-    ({"username": "ok_name", "password": ["password123"]}, "password"),
-    ({"username": "ab", "password": "password123"}, "username"),
-    ({"username": "x" * 33, "password": "password123"}, "username"),
-    ({"username": "bad name!", "password": "password123"}, "username"),
-    ({"username": "ok_name", "password": "short"}, "password"),
-    ({"username": "ok_name", "password": "password123", "display_name": 5}, "display_name"),
-    ({"username": "ok_name", "password": "password123", "display_name": "d" * 65}, "display_name"),
+@pytest.mark.parametrize("body, field, code", [
+    ({"password": "password123"}, "username", "validation_error"),
+    ({"username": "ok_name"}, "password", "validation_error"),
+    ({"username": 123, "password": "password123"}, "username", "validation_error"),
+    ({"username": "ok_name", "password": ["password123"]}, "password", "validation_error"),
+    ({"username": "ab", "password": "password123"}, "username", "invalid_username"),
+    ({"username": "x" * 33, "password": "password123"}, "username", "invalid_username"),
+    ({"username": "bad name!", "password": "password123"}, "username", "invalid_username"),
+    ({"username": "ok_name", "password": "short"}, "password", "validation_error"),
+    ({"username": "ok_name", "password": "password123", "display_name": 5}, "display_name", "validation_error"),
+    ({"username": "ok_name", "password": "password123", "display_name": "d" * 65}, "display_name",
+     "invalid_display_name"),
 ])
-async def test_register_validation(api, body, field):
+async def test_register_validation(api, body, field, code):
     status, err = await api.call("POST", "/api/auth/register", body)
     assert status == 400, err
-    assert err["error"]["code"] == "validation_error"
+    assert err["error"]["code"] == code
     assert field in err["error"]["message"]
     assert set(err) == {"error"} and set(err["error"]) == {"code", "message"}
 

@@ -8,7 +8,9 @@ from tests.procs import ROOT
 SESSION_FIELDS = ["token_ttl", "refresh_ttl", "ticket_ttl", "token_expiring_notice", "jwt_secret",
                   "jwt_secret_previous", "trusted_proxies", "login_failures_per_minute",
                   "login_failures_per_address_per_minute", "registrations_per_address_per_minute",
-                  "hash_threads", "hash_queue", "hash_per_address", "password_hash_profile"]
+                  "hash_threads", "hash_queue", "hash_per_address", "password_hash_profile",
+                  "logins_per_address_per_minute", "refreshes_per_address_per_minute",
+                  "refreshes_per_session_per_minute", "refresh_reuse_window"]
 
 
 def read(*path) -> str:

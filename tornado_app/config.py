@@ -77,6 +77,11 @@ class Config:
     trusted_proxies: tuple = ()  # CIDRs whose X-Forwarded-For / X-Real-IP are believed
     login_failures_per_address_per_minute: int = 30  # failed logins per client address, then 429
     registrations_per_address_per_minute: int = 10  # registrations per client address, then 429
+    # Every address limit counts an IPv6 client by its /64 (services/ratelimit.py address_key).
+    logins_per_address_per_minute: int = 60  # login attempts per client address, any outcome, then 429
+    refreshes_per_address_per_minute: int = 120  # POST /api/auth/refresh per client address, then 429
+    refreshes_per_session_per_minute: int = 30  # refreshes of one session (a client refreshes once a token_ttl)
+    refresh_reuse_window: int = 7 * 24 * 3600  # seconds a spent refresh token is kept (reuse revokes its session)
     hash_threads: int = 2  # password hashing threads
     hash_queue: int = 16  # hashes waiting for a thread; past it 503 server_busy
     hash_per_address: int = 2  # concurrent hashes per client address; past it 503 server_busy
@@ -180,6 +185,14 @@ _OPTIONS = [
      "failed logins per client address per minute"),
     ("registrations_per_address_per_minute", "REGISTRATIONS_PER_ADDRESS_PER_MINUTE", int,
      "registrations per client address per minute"),
+    ("logins_per_address_per_minute", "LOGINS_PER_ADDRESS_PER_MINUTE", int,
+     "login attempts per client address per minute, whatever their outcome (IPv6: per /64)"),
+    ("refreshes_per_address_per_minute", "REFRESHES_PER_ADDRESS_PER_MINUTE", int,
+     "refresh-token rotations per client address per minute (IPv6: per /64)"),
+    ("refreshes_per_session_per_minute", "REFRESHES_PER_SESSION_PER_MINUTE", int,
+     "refresh-token rotations of one session per minute"),
+    ("refresh_reuse_window", "REFRESH_REUSE_WINDOW", int,
+     "seconds a spent refresh token is kept so that presenting it again revokes its session (then pruned)"),
     ("hash_threads", "HASH_THREADS", int, "password hashing threads"),
     ("hash_queue", "HASH_QUEUE", int, "password hashes allowed to wait for a thread (then 503)"),
     ("hash_per_address", "HASH_PER_ADDRESS", int, "concurrent password hashes per client address (then 503)"),

@@ -30,7 +30,7 @@ from .poll_presence import PollPresence
 from .preferences import PreferenceService
 from .push import PushService
 from .registry import ConnectionRegistry
-from .sessions import SessionService
+from .sessions import RefreshLimits, SessionService
 from .users import UserService
 
 log = logging.getLogger("squall.services")
@@ -119,6 +119,10 @@ class Services:
                 await self.notifications.prune()
             except Exception:
                 log.exception("pruning notifications failed")
+            try:
+                await self.sessions.prune()
+            except Exception:
+                log.exception("pruning refresh tokens failed")
             await asyncio.sleep(3600)
 
     async def stop(self) -> None:
@@ -159,8 +163,10 @@ def build_services(config: Config) -> Services:
                        hash_threads=config.hash_threads, hash_queue=config.hash_queue,
                        hash_per_address=config.hash_per_address)
     users = UserService(dbx, auth, config.login_failures_per_minute, config.login_failures_per_address_per_minute,
-                        config.registrations_per_address_per_minute)
-    sessions = SessionService(dbx, auth, users, hub, registry, config.refresh_ttl, config.token_expiring_notice)
+                        config.registrations_per_address_per_minute, config.logins_per_address_per_minute)
+    sessions = SessionService(dbx, auth, users, hub, registry, config.refresh_ttl, config.token_expiring_notice,
+                              RefreshLimits(config.refreshes_per_address_per_minute,
+                                            config.refreshes_per_session_per_minute, config.refresh_reuse_window))
     hub.on_control = sessions.on_control
     notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days,
                                         config.test_notifications_per_minute)

@@ -29,6 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from ..errors import ServerBusy, Unauthorized
+from .ratelimit import address_key
 
 ALGORITHM = "HS256"
 ACCESS = "access"
@@ -86,7 +87,8 @@ class AuthService:
     # Passwords --------------------------------------------------------------------------------
 
     async def _in_pool(self, address: Optional[str], fn, *args):
-        """Run ``fn`` on a hashing thread. Raises ServerBusy when the pool or the address is full."""
+        """Run ``fn`` on a hashing thread. Raises ServerBusy when the pool or the address (``address_key``) is full."""
+        address = address_key(address)
         per_address = self._hashing_by_address.get(address, 0)
         if self._hashing >= self._hash_capacity or (address is not None and per_address >= self._hash_per_address):
             raise ServerBusy("Too many sign-ins are being checked right now; try again in a second",

@@ -1,8 +1,14 @@
-"""Token buckets kept in memory, per key (per user for sends, per username for failed logins)."""
+"""Token buckets kept in memory, per key (per user for sends, per username for failed logins).
+
+Per-address limits key their buckets with ``address_key``: one IPv6 client usually holds a
+whole /64 (it may pick any address in it at will), so counting IPv6 addresses one by one
+would give it 2**64 fresh buckets.
+"""
 from __future__ import annotations
 
+import ipaddress
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 
 class RateLimiter:
@@ -53,3 +59,22 @@ class RateLimiter:
     def reset(self, key) -> None:
         """Forget ``key`` (e.g. after a successful login)."""
         self._buckets.pop(key, None)
+
+
+def address_key(address: Optional[str]) -> Optional[str]:
+    """The key a client address is limited by: IPv4 as is, IPv6 by its /64, IPv4-mapped IPv6 as IPv4.
+
+    Every per-address limit uses it (logins, refreshes, registrations, hashing, …). Anything
+    that is not an IP address (None, a test's placeholder) is returned unchanged.
+    """
+    if not address:
+        return address
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scope id (fe80::1%eth0) names no other host
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))

@@ -12,6 +12,11 @@ of that login. Lifecycle (docs/security.md has the sequence diagram):
     logout-all     -> the user's token version is bumped (in the database, announced over
                       the broker): every older token of the user stops working everywhere
 
+Refreshes are limited per client address (``address_key``) and per session, so that neither
+one address nor one stolen token keeps the writer busy. Once an hour ``prune`` deletes the rows
+no answer needs any more: expired ones, spent ones past ``refresh_reuse_window`` and those of
+sessions revoked longer ago than an access token lives.
+
 Checks on every request stay in memory: the revocation list (``sid -> until``), the used
 tickets (``jti -> until``) and the users' token versions (UserService's cache).
 
@@ -30,15 +35,17 @@ import logging
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import peewee
 
 from models import RefreshToken, Setting, User, utcnow
-from ..errors import Unauthorized
+from ..errors import RateLimited, Unauthorized
 from .auth import AuthService, Claims
 from .db import DatabaseExecutor
 from .hub import Hub
+from .ratelimit import RateLimiter, address_key
 from .registry import ConnectionRegistry
 from .users import UserService
 
@@ -49,6 +56,16 @@ TOKEN_EXPIRED = "token_expired"
 REFRESH_REUSED = "refresh_reused"
 _INSTALLATION_KEY = "installation_id"
 _PRUNE_EVERY = 60.0
+_PRUNE_BATCH = 5000  # refresh rows deleted per write transaction (the writer is shared)
+
+
+@dataclass(frozen=True)
+class RefreshLimits:
+    """Refresh-token limits (see Config): per address and per session a minute, the reuse window in seconds."""
+
+    per_address_per_minute: int = 120
+    per_session_per_minute: int = 30
+    reuse_window: int = 7 * 24 * 3600
 
 
 def _epoch(moment: datetime.datetime) -> float:
@@ -59,7 +76,8 @@ class SessionService:
     """Issues, rotates and revokes sessions; answers "is this token still good?" from memory."""
 
     def __init__(self, dbx: DatabaseExecutor, auth: AuthService, users: UserService, hub: Hub,
-                 registry: ConnectionRegistry, refresh_ttl: int, token_expiring_notice: float):
+                 registry: ConnectionRegistry, refresh_ttl: int, token_expiring_notice: float,
+                 limits: RefreshLimits = RefreshLimits()):
         self.dbx = dbx
         self.auth = auth
         self.users = users
@@ -71,6 +89,10 @@ class SessionService:
         self._revoked: Dict[str, float] = {}  # sid -> epoch until which its tokens are refused
         self._used_tickets: Dict[str, float] = {}  # jti -> epoch after which it expired anyway
         self._pruned_at = 0.0
+        self.limits = limits
+        self._address_refreshes = RateLimiter(limits.per_address_per_minute / 60.0, limits.per_address_per_minute)
+        # touched only on the writer thread (inside ``rotate``), where the session is known
+        self._session_refreshes = RateLimiter(limits.per_session_per_minute / 60.0, limits.per_session_per_minute)
 
     # Start -----------------------------------------------------------------------------------
 
@@ -117,12 +139,17 @@ class SessionService:
             expires_at=expires))
         return self._pair(user["id"], sid, refresh)
 
-    async def refresh(self, refresh_token) -> Tuple[dict, dict]:
-        """Rotate ``refresh_token``: ``(user, token answer)``; the presented token is spent.
+    async def refresh(self, refresh_token, address: Optional[str] = None) -> Tuple[dict, dict]:
+        """Rotate ``refresh_token`` (sent from ``address``): ``(user, token answer)``; the presented token is spent.
 
         Raises Unauthorized: ``invalid_refresh_token`` (unknown, expired, revoked) or
-        ``refresh_reused`` (already spent: the whole family is revoked).
+        ``refresh_reused`` (already spent: the whole family is revoked); RateLimited past the
+        address's or the session's refreshes a minute (the token is not spent then).
         """
+        address = address_key(address)
+        if not self._address_refreshes.allow(address):
+            raise RateLimited("Too many refreshes from this address; try again later",
+                              retry_after=self._address_refreshes.retry_after(address))
         if not isinstance(refresh_token, str) or not refresh_token or len(refresh_token) > 256:
             raise Unauthorized("A refresh token is required", "invalid_refresh_token")
         token_hash = self._hash(refresh_token)
@@ -139,6 +166,8 @@ class SessionService:
             now = utcnow()
             if row.revoked_at is not None or row.expires_at <= now:
                 return "invalid", row.user_id, row.family
+            if not self._session_refreshes.allow(row.family):
+                return "limited", row.user_id, row.family
             spent = (RefreshToken.update(replaced_by=fresh_hash, last_used_at=now)
                      .where((RefreshToken.id == row.id) & RefreshToken.replaced_by.is_null()
                             & RefreshToken.revoked_at.is_null()).execute())
@@ -153,6 +182,9 @@ class SessionService:
             log.warning("a spent refresh token was presented again: revoking its session (user %s)", user)
             await self.revoke_session(sid, REFRESH_REUSED)
             raise Unauthorized("This refresh token was already used; the session is revoked", REFRESH_REUSED)
+        if outcome == "limited":
+            raise RateLimited("Too many refreshes of this session; try again later",
+                              retry_after=self._session_refreshes.retry_after(sid))
         if outcome != "ok":
             raise Unauthorized("The refresh token is invalid or expired", "invalid_refresh_token")
         data = self.users.remember(user)
@@ -165,6 +197,35 @@ class SessionService:
         token_hash = self._hash(refresh_token)
         return await self.dbx.read(lambda: RefreshToken.select(RefreshToken.family).where(
             RefreshToken.token_hash == token_hash).scalar())
+
+    async def prune(self, now: Optional[datetime.datetime] = None) -> int:
+        """Delete the refresh rows no answer needs any more; how many (run hourly with the services).
+
+        Gone: expired rows (the answer is the same 401 for an unknown token); spent rows spent
+        more than ``reuse_window`` ago (presented again they would revoke their session: that is
+        the detection this window keeps); rows revoked longer ago than an access token lives
+        (``start`` reloads only the newer ones). Deleted in batches, each its own transaction.
+        """
+        now = now or utcnow()
+        spent_before = now - datetime.timedelta(seconds=self.limits.reuse_window)
+        revoked_before = now - datetime.timedelta(seconds=self.auth.token_ttl + 60)
+        stale = ((RefreshToken.expires_at <= now)
+                 | (RefreshToken.replaced_by.is_null(False) & (RefreshToken.last_used_at < spent_before))
+                 | (RefreshToken.revoked_at < revoked_before))
+
+        def delete_batch():
+            batch = RefreshToken.select(RefreshToken.id).where(stale).limit(_PRUNE_BATCH)
+            return RefreshToken.delete().where(RefreshToken.id.in_(batch)).execute()
+
+        deleted = 0
+        while True:
+            count = await self.dbx.write(delete_batch)
+            deleted += count
+            if count < _PRUNE_BATCH:
+                break
+        if deleted:
+            log.info("pruned %d spent, expired or revoked refresh tokens", deleted)
+        return deleted
 
     # Revoking ------------------------------------------------------------------------------
 

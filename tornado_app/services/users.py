@@ -12,11 +12,19 @@ from models import User, username_key
 from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from .auth import AuthService
 from .db import DatabaseExecutor
-from .ratelimit import RateLimiter
+from .ratelimit import RateLimiter, address_key
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+# Used with fullmatch: "$" alone also matches before a final newline ("alice\n").
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+MAX_DISPLAY_NAME = 64  # the column's length: checked here so that no database sees a longer one
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+# Unicode categories a display name may not hold: controls (newlines, tabs, escapes), format
+# characters (bidirectional overrides that reverse the text around them, invisible marks),
+# surrogates, and the line and paragraph separators. The zero-width (non-)joiners are format
+# characters that emoji sequences and Persian script need, so they stay.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 
 
 def user_dict(user: User) -> dict:
@@ -35,15 +43,40 @@ def _string(body: dict, name: str, required: bool = True) -> Optional[str]:
     return value
 
 
+def check_username(username: str) -> str:
+    """``username`` NFKC-normalised, if 3-32 of ``A-Z a-z 0-9 _ . -``. Raises ValidationError ``invalid_username``."""
+    if len(username) <= 256:  # bounded before NFKC, which may grow a string
+        normal = unicodedata.normalize("NFKC", username)
+        if USERNAME_RE.fullmatch(normal):
+            return normal
+    raise ValidationError("'username' must be 3-32 characters of letters, digits, '_', '.' or '-'",
+                          "invalid_username")
+
+
+def check_display_name(display_name: Optional[str], username: str) -> str:
+    """The display name to store (stripped; the username if empty). Raises ValidationError ``invalid_display_name``."""
+    if display_name and any(unicodedata.category(c) in _REFUSED_CATEGORIES and c not in _ALLOWED_FORMAT
+                            for c in display_name):
+        raise ValidationError("'display_name' must not contain control or formatting characters",
+                              "invalid_display_name")
+    display_name = (display_name or "").strip() or username
+    if len(display_name) > MAX_DISPLAY_NAME:
+        raise ValidationError(f"'display_name' must be at most {MAX_DISPLAY_NAME} characters",
+                              "invalid_display_name")
+    return display_name
+
+
 class UserService:
     """Creates and authenticates users; caches the id → user mapping and each user's token version.
 
     Failed logins are limited per (username, client address) and per address, so that
-    someone elsewhere cannot lock a user out; registrations per address.
+    someone elsewhere cannot lock a user out; every login attempt per address (a success
+    costs a hash too) and registrations per address. Addresses are keyed by ``address_key``.
     """
 
     def __init__(self, dbx: DatabaseExecutor, auth: AuthService, login_failures_per_minute: int = 10,
-                 login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10):
+                 login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10,
+                 logins_per_address_per_minute: int = 60):
         self.dbx = dbx
         self.auth = auth
         self._cache: Dict[int, dict] = {}
@@ -53,6 +86,7 @@ class UserService:
                                              login_failures_per_address_per_minute)
         self._registrations = RateLimiter(registrations_per_address_per_minute / 60.0,
                                           registrations_per_address_per_minute)
+        self._logins = RateLimiter(logins_per_address_per_minute / 60.0, logins_per_address_per_minute)
         # Batched cache misses (see _load): the ids wanted by the next read and its waiters.
         self._wanted: set = set()
         self._waiting: list = []
@@ -63,19 +97,17 @@ class UserService:
         """Create a user from ``{username, password, display_name?}``.
 
         The username is stored NFKC-normalised and must be unique case-insensitively.
-        Raises ValidationError, Conflict, RateLimited (per address), ServerBusy (hashing).
+        Raises ValidationError (``invalid_username``, ``invalid_display_name``, ``validation_error``),
+        Conflict, RateLimited (per address), ServerBusy (hashing).
         """
         username = _string(body, "username")
         password = _string(body, "password")
         display_name = _string(body, "display_name", required=False)
-        username = unicodedata.normalize("NFKC", username)
-        if not USERNAME_RE.match(username):
-            raise ValidationError("'username' must be 3-32 characters of letters, digits, '_', '.' or '-'")
+        username = check_username(username)
         if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
             raise ValidationError(f"'password' must be at least {MIN_PASSWORD} characters")
-        display_name = (display_name or "").strip() or username
-        if len(display_name) > 64:
-            raise ValidationError("'display_name' must be at most 64 characters")
+        display_name = check_display_name(display_name, username)
+        address = address_key(address)
         if not self._registrations.allow(address):
             raise RateLimited("Too many registrations from this address; try again later",
                               retry_after=self._registrations.retry_after(address))
@@ -97,12 +129,17 @@ class UserService:
     async def login(self, body: dict, address: Optional[str] = None) -> dict:
         """Check ``{username, password}`` (username in any case); the same 401 for an unknown user.
 
-        Each attempt takes a token from the (username, address) and the address buckets before
-        the hash is checked (so concurrent attempts count too); a success gives them back.
-        Raises Unauthorized, RateLimited, ServerBusy (hashing pool full).
+        Every attempt takes a token from the address's login bucket, whatever its outcome
+        (each one costs a hash). Each also takes one from the (username, address) and the address
+        failure buckets before the hash is checked (so concurrent attempts count too); a success
+        gives those back. Raises Unauthorized, RateLimited, ServerBusy (hashing pool full).
         """
         username = _string(body, "username")
         password = _string(body, "password")
+        address = address_key(address)
+        if not self._logins.allow(address):
+            raise RateLimited("Too many logins from this address; try again later",
+                              retry_after=self._logins.retry_after(address))
         key = username_key(username)[:64]
         pair = (key, address)
         for limiter, bucket, what in ((self._address_failures, address, "from this address"),
