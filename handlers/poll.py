@@ -44,6 +44,8 @@ def unread_tag(frame: str) -> str:
 class BasePollHandler(Subscriber, BaseHandler):
     """One long-poll: subscribe, resume from the client's id, answer with the first events (or none)."""
 
+    head_like_get = False  # HEAD cannot wait for events: 405
+
     def prepare(self):
         """No body checks (a GET); 503 while shutting down, like the streams."""
         if self.services.closing:

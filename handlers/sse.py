@@ -60,6 +60,8 @@ PING_CHUNK = http_chunk(PING)  # one object shared by every chunked stream
 class BaseSSEHandler(Subscriber, BaseHandler):
     """One event stream: headers, ``retry:``, resume, heartbeats, close on disconnect."""
 
+    head_like_get = False  # HEAD cannot carry a stream: 405
+
     def prepare(self):
         """No body checks (a GET stream); 503 while shutting down, like the WebSocket upgrade."""
         if self.services.closing:
