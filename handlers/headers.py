@@ -3,8 +3,10 @@
 ``SecurityHeaders`` is a Tornado output transform: it sees the headers of every response
 of the application (API, pages, files, errors, refused stream handshakes) just before
 they are written, so no handler can forget them. The pages set their own
-``Content-Security-Policy`` (handlers/pages.py); JSON answers get one that allows nothing,
-so an API URL opened as a document cannot run or embed anything.
+``Content-Security-Policy`` (handlers/pages.py); JSON answers, and any other HTML (Tornado's
+own error pages), get one that allows nothing, so an API URL opened as a document cannot
+run or embed anything. Scripts, styles and images get none: a policy sent with ``sw.js``
+would bind the service worker.
 """
 from __future__ import annotations
 
@@ -21,14 +23,14 @@ COMMON = (
 
 
 class SecurityHeaders(tornado.web.OutputTransform):
-    """Adds ``COMMON`` to every response, and ``JSON_CSP`` to JSON ones without a policy."""
+    """Adds ``COMMON`` to every response, and ``JSON_CSP`` to JSON and HTML ones without a policy."""
 
     def transform_first_chunk(self, status_code, headers, chunk, finishing):
         """The response's first chunk: its headers are still open."""
         for name, value in COMMON:
             headers[name] = value
         if ("Content-Security-Policy" not in headers
-                and headers.get("Content-Type", "").startswith("application/json")):
+                and headers.get("Content-Type", "").startswith(("application/json", "text/html"))):
             headers["Content-Security-Policy"] = JSON_CSP
         return status_code, headers, chunk
 
