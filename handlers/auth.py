@@ -116,13 +116,13 @@ class MeHandler(BaseHandler):
 
 
 class UsersHandler(BaseHandler):
-    """GET /api/users?q=prefix."""
+    """GET /api/users?q=: the user directory (``--user-search``)."""
 
     @authenticated
     async def get(self):
-        """Users whose username or display name starts with ``q`` (not the caller)."""
+        """Users matching ``q`` by the server's mode (not the caller); 400 query_too_short, 403 off, 429."""
         limit = self.int_argument("limit", 20, 1, 100)
-        users = await self.services.users.search(self.get_query_argument("q", ""), limit, exclude=self.user_id)
+        users = await self.services.directory.search(self.user_id, self.get_query_argument("q", ""), limit)
         self.send_json({"users": users})
 
 

@@ -17,6 +17,8 @@ from tornado_app.services.db import is_unavailable
 from tornado_app.services.events import dumps
 from tornado_app.services.ids import MAX_ID, parse_int
 
+from .headers import HeadLikeGet
+
 log = logging.getLogger("squall.handlers")
 
 TOKEN_COOKIE = "squall_token"  # the access token for the pages (HttpOnly, SameSite=Strict, Path=/)
@@ -251,8 +253,8 @@ class ServicesMixin:
         await self.services.users.check_version(self.user_id, self.token_version)
 
 
-class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
-    """JSON API handler: parses bodies, writes JSON, maps every error to one shape."""
+class BaseHandler(HeadLikeGet, ServicesMixin, tornado.web.RequestHandler):
+    """JSON API handler: parses bodies, writes JSON, maps every error to one shape; HEAD where GET."""
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -264,7 +266,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         limit = self.services.config.max_body_bytes
         if (length and length.isdigit() and int(length) > limit) or len(self.request.body or b"") > limit:
             raise PayloadTooLarge(f"The request body is over {limit} bytes")
-        if self.services.closing and self.request.method != "GET":
+        if self.services.closing and self.request.method not in ("GET", "HEAD"):
             self.set_header("Connection", "close")
         self.check_json_request()
 

@@ -13,6 +13,7 @@ from tornado_app.services.events import dumps
 
 from .assets import IMMUTABLE, AssetCatalog, accepts_gzip
 from .base import ServicesMixin, log_handler_exception, public
+from .headers import HeadLikeGet
 
 PAGES = {
     "/": "index.html",
@@ -28,12 +29,14 @@ ROOT_FILES = {
     "/sw.js": ("sw.js", "application/javascript; charset=utf-8"),
     "/manifest.webmanifest": ("manifest.webmanifest", "application/manifest+json"),
 }
+# connect-src 'self' covers ws:// and wss:// of the page's own host and port (CSP Level 3,
+# checked in Chromium by tests/test_http_headers.py); "ws: wss:" allowed any host.
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self' 'sha256-{importmap}'; "
-       "connect-src 'self' ws: wss:; frame-ancestors 'none'")
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
-class PageHandler(tornado.web.RequestHandler):
-    """Serves one HTML page of ``web/``; the page's script handles login redirects."""
+class PageHandler(HeadLikeGet, tornado.web.RequestHandler):
+    """Serves one HTML page of ``web/`` (HEAD: its headers); the page's script handles login redirects."""
 
     def log_exception(self, typ, value, tb) -> None:
         """No request dump in the log (the URL may carry a token)."""
@@ -78,7 +81,7 @@ class AdminPageHandler(ServicesMixin, PageHandler):
         super().get(*args)
 
 
-class RootFileHandler(tornado.web.RequestHandler):
+class RootFileHandler(HeadLikeGet, tornado.web.RequestHandler):
     """``/sw.js`` and ``/manifest.webmanifest`` from ``web/``: root scope, ``no-cache``, their own type."""
 
     def initialize(self, name: str, content_type: str, assets: AssetCatalog):

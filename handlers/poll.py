@@ -45,6 +45,7 @@ class BasePollHandler(Subscriber, BaseHandler):
     """One long-poll: subscribe, resume from the client's id, answer with the first events (or none)."""
 
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
+    head_like_get = False  # HEAD cannot wait for events: 405
 
     def prepare(self):
         """No body checks (a GET); 503 while shutting down, like the streams."""

@@ -61,6 +61,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
     """One event stream: headers, ``retry:``, resume, heartbeats, close on disconnect."""
 
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
+    head_like_get = False  # HEAD cannot carry a stream: 405
 
     def prepare(self):
         """No body checks (a GET stream); 503 while shutting down, like the WebSocket upgrade."""

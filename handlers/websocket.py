@@ -15,7 +15,7 @@ from tornado.iostream import StreamClosedError
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unauthorized, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
 
-from .base import ServicesMixin, check_text, client_error, count_error, set_retry_after
+from .base import BaseHandler, ServicesMixin, check_text, client_error, count_error, set_retry_after
 from .fastwrite import write_direct
 from .streams import Subscriber
 
@@ -111,6 +111,9 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         return super().get(*args, **kwargs)
 
     get.squall_access = "user"  # checked in prepare, not by the @authenticated wrapper
+
+    # Errors before an upgrade (405 for HEAD or POST …) in the one JSON shape, not Tornado's HTML page.
+    write_error = BaseHandler.write_error
 
     def check_origin(self, origin: str) -> bool:
         """Same-origin browsers, configured extra origins, and non-browser clients (no Origin)."""

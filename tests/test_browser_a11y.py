@@ -58,7 +58,7 @@ def someone_typing(page, site, people):
 
 def new_chat_dialog(page, site, people):
     page.locator("#new-chat").press("Enter")  # on phones the toast covers the button
-    page.fill("#user-search", "a")
+    page.fill("#user-search", "al")  # a prefix of 2 characters at least (--user-search prefix)
     expect(page.locator(".user-result").first).to_be_visible()
     page.click(f".user-result[data-username='{people['alice']['username']}']")
     expect(page.locator("#selected-users .chip")).to_have_text(["Alice Chen"])

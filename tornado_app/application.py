@@ -18,6 +18,8 @@ import tornado.web
 
 from handlers import all_routes
 from handlers.base import NotFoundHandler, log_request
+from handlers.headers import SecurityHeaders
+from handlers.paths import InvalidPathHandler, path_problem
 from .httpserver import SquallHTTPServer, default_max_connections, raise_descriptor_limit
 from .proxies import TrustedProxies
 from .services import Services
@@ -32,11 +34,13 @@ def route_patterns(routes) -> dict:
         pattern, cls = rule[0], rule[1]
         patterns[cls] = "page" if cls in patterns or cls.__name__ == "PageHandler" else pattern
     patterns[NotFoundHandler] = "unmatched"
+    patterns[InvalidPathHandler] = "invalid_path"
     return patterns
 
 
 class SquallApplication(tornado.web.Application):
-    """The Application, which first sets each request's client address (``request.remote_ip``).
+    """The Application, which first sets each request's client address (``request.remote_ip``)
+    and refuses paths no route can serve (see handlers/paths.py).
 
     Done here, before any handler, so logs, limits and handlers all see the same address:
     the socket peer, or the forwarded one when the peer is a trusted proxy.
@@ -50,6 +54,9 @@ class SquallApplication(tornado.web.Application):
         """Resolve the client address, then route as usual."""
         if self.proxies.networks:
             request.remote_ip = self.proxies.client_address(request.remote_ip, request.headers)
+        problem = path_problem(request.path)
+        if problem is not None:  # NUL, a bad escape or invalid UTF-8: no route ever sees it
+            return self.get_handler_delegate(request, InvalidPathHandler, {"problem": problem})
         return super().find_handler(request, **kwargs)
 
 
@@ -59,6 +66,7 @@ def make_app(services: Services) -> tornado.web.Application:
     routes = all_routes(config.web_dir)
     return SquallApplication(
         routes,
+        transforms=[SecurityHeaders],  # Server, nosniff, framing, referrer on every response
         services=services,
         route_patterns=route_patterns(routes),
         default_handler_class=NotFoundHandler,
@@ -117,7 +125,8 @@ class SquallServer:
     def listen_metrics(self, host: str, port: int, reuse_port: bool = False) -> None:
         """Serve ``/metrics`` alone, without a token, on ``host:port`` (a loopback or private interface)."""
         from handlers.metrics import ROUTES as METRICS_ROUTES
-        app = tornado.web.Application(METRICS_ROUTES, services=self.services, metrics_listener=True,
+        app = tornado.web.Application(METRICS_ROUTES, transforms=[SecurityHeaders],
+                                      services=self.services, metrics_listener=True,
                                       default_handler_class=NotFoundHandler, log_function=log_request,
                                       route_patterns=route_patterns(METRICS_ROUTES))
         self.metrics_server = tornado.httpserver.HTTPServer(app)

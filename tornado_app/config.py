@@ -101,6 +101,9 @@ class Config:
     mark_read_interval: float = 0.5  # at most one read-position write per user and chat
     test_notifications_per_minute: int = 30  # POST /api/notifications/test per user
     chats_page_size: int = 100  # default (and at most 500) chats per GET /api/chats page
+    # User directory (issue 20): GET /api/users by "prefix" (2+ characters), "exact" username, or "off" (403)
+    user_search: str = "prefix"
+    user_searches_per_minute: int = 30  # GET /api/users per user (burst as large), then 429
     log_sql: bool = False  # log SQL statements (never their parameters) at debug level
     # Notification preferences and Web Push (issue 11)
     vapid_private_key: str = ""  # base64url P-256 key; empty: generated once and kept in the database
@@ -216,6 +219,9 @@ _OPTIONS = [
     ("test_notifications_per_minute", "TEST_NOTIFICATIONS_PER_MINUTE", int,
      "POST /api/notifications/test per user per minute"),
     ("chats_page_size", "CHATS_PAGE_SIZE", int, "default page size of GET /api/chats (at most 500)"),
+    ("user_search", "USER_SEARCH", str,
+     "GET /api/users: prefix (at least 2 characters), exact (a whole username) or off (403)"),
+    ("user_searches_per_minute", "USER_SEARCHES_PER_MINUTE", int, "GET /api/users per user per minute (then 429)"),
     # Notification preferences and Web Push (issue 11)
     ("vapid_private_key", "VAPID_PRIVATE_KEY", str,
      "Web Push VAPID private key (base64url, raw P-256); generated once and kept in the database if unset"),
@@ -313,6 +319,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--event-loop must be asyncio or uvloop")
     if config.admin_sample_seconds <= 0:
         raise SystemExit("--admin-sample-seconds must be positive")
+    if config.user_search not in ("prefix", "exact", "off") or config.user_searches_per_minute < 1:
+        raise SystemExit("--user-search must be prefix, exact or off, and --user-searches-per-minute at least 1")
     if (config.push_threads < 1 or config.push_queue < 1 or config.push_queue_per_user < 1
             or config.max_push_subscriptions < 1):
         raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"

@@ -21,6 +21,7 @@ from .auth import AuthService
 from .broker import Broker, create_broker
 from .chat import ChatLimits, ChatService
 from .db import DatabaseExecutor
+from .directory import UserDirectory
 from .hub import Hub
 from .metrics import Metrics, MetricsHub
 from .monitor import Monitor
@@ -59,6 +60,7 @@ class Services:
     preferences: Optional[PreferenceService] = None  # issue 11
     push: Optional[PushService] = None
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
+    directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
@@ -194,4 +196,5 @@ def build_services(config: Config) -> Services:
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
                     preferences=preferences, push=push,
-                    open_state=OpenStateBatcher(dbx, broker.distributed))
+                    open_state=OpenStateBatcher(dbx, broker.distributed),
+                    directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute))

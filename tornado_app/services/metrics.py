@@ -11,8 +11,9 @@ other live workers' files (a dead worker's file is ignored and removed by the
 supervisor), so any worker answers for the whole host. Counters of a worker that died
 restart from zero with its replacement, which Prometheus' ``rate()`` reads as a reset.
 
-Label values are bounded: transports, kinds, error codes, route patterns, statuses and
-worker slots. Never a user id, username, chat id or any content.
+Label values are bounded: transports, kinds, error codes, route patterns, HTTP methods
+(a fixed set plus ``other``), statuses and worker slots. Never a user id, username, chat
+id or any content.
 """
 from __future__ import annotations
 
@@ -61,6 +62,9 @@ SPEC = {
     "push_queue": ("gauge", "Web Push requests waiting or in flight", ("process",)),
 }
 PUSH_OUTCOMES = ("sent", "gone", "failed", "dropped")
+# The ``method`` label: the methods the API answers (OPTIONS for browsers' preflights), any
+# other one as "other". A client may send any token as a method; each would be a new series.
+HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 
 
 class Histogram:
@@ -130,8 +134,8 @@ class Metrics:
         self.errors[code] = self.errors.get(code, 0) + 1
 
     def request(self, route: str, method: str, status: int) -> None:
-        """One HTTP request finished."""
-        key = (route, method, str(status))
+        """One HTTP request finished (an invented ``method`` is counted as ``other``)."""
+        key = (route, method if method in HTTP_METHODS else "other", str(status))
         self.http[key] = self.http.get(key, 0) + 1
 
     # Snapshots --------------------------------------------------------------------------------

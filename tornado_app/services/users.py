@@ -1,4 +1,4 @@
-"""Accounts: registration, login, lookup and search."""
+"""Accounts: registration, login and lookup (search: services/directory.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -282,22 +282,6 @@ class UserService:
         if unknown:
             raise NotFound(f"Unknown usernames: {', '.join(unknown[:20])}", "user_not_found")
         return found
-
-    async def search(self, query: str, limit: int = 20, exclude: Optional[int] = None) -> List[dict]:
-        """Users whose username or display name starts with ``query`` (case-insensitive)."""
-        query = (query or "").strip()
-        if len(query) > 64:
-            raise ValidationError("'q' must be at most 64 characters")
-        def find():
-            q = User.select().order_by(User.username).limit(limit)
-            if query:
-                q = q.where(peewee.fn.LOWER(User.username).startswith(query.lower())
-                            | peewee.fn.LOWER(User.display_name).startswith(query.lower()))
-            if exclude is not None:
-                q = q.where(User.id != exclude)
-            return list(q)
-
-        return [self._remember(u) for u in await self.dbx.read(find)]
 
 
 def _read_users(user_ids: List[int]) -> List[User]:

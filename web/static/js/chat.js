@@ -469,6 +469,10 @@ function buildDialog() {
       const q = search.value.trim();
       const mySeq = ++seq;
       if (!q) { results.replaceChildren(); results.hidden = true; status.textContent = ""; return; }
+      if (q.length < 2) {  // the server answers prefixes of 2 characters or more (--user-search)
+        results.replaceChildren(); results.hidden = true; status.textContent = "Type at least 2 characters.";
+        return;
+      }
       try {
         const { users } = await api("GET", `/api/users?q=${encodeURIComponent(q)}&limit=10`);
         if (mySeq !== seq) return;
