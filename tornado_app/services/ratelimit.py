@@ -1,6 +1,7 @@
 """Token buckets kept in memory, per key (per user for sends, per username for failed logins)."""
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Dict, Tuple
 
@@ -53,3 +54,20 @@ class RateLimiter:
     def reset(self, key) -> None:
         """Forget ``key`` (e.g. after a successful login)."""
         self._buckets.pop(key, None)
+
+
+def address_key(ip: str) -> str:
+    """The key a client address is limited by: an IPv4 address as is, an IPv6 one by its /64.
+
+    One IPv6 client usually holds a whole /64 (and can pick any address in it), so counting
+    single IPv6 addresses would let it multiply every per-address limit by 2**64.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip  # not an IP (a Unix socket): limited as given
+    if address.version == 6:
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
