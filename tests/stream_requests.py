@@ -21,7 +21,7 @@ def request_head(port: int, path: str, headers: Optional[dict] = None) -> bytes:
 
 
 async def read_answer(reader: asyncio.StreamReader) -> Tuple[int, dict, Optional[dict]]:
-    """``(status, headers, JSON body or None)``; the body is read for answers that end (not 101/200 streams)."""
+    """``(status, headers, JSON body, text or None)``; the body is read for answers that end (not 101/200 streams)."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     status_line, *rest = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in rest if ":" in ln)}
@@ -29,7 +29,10 @@ async def read_answer(reader: asyncio.StreamReader) -> Tuple[int, dict, Optional
     body = None
     if "content-length" in headers:
         raw = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
-        body = json.loads(raw) if raw else None
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:  # Tornado's own plain-text answers (a malformed upgrade)
+            body = raw.decode("utf-8", "replace")
     return status, headers, body
 
 
