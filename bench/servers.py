@@ -102,7 +102,9 @@ def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: st
             "--registrations-per-address-per-minute", "1000000", "--hash-per-address", "64", "--hash-queue", "1024",
             "--token-ttl", "86400",  # tokens registered at the start must outlast every scenario
             # load generators open thousands of streams at once: no handshake pacing (0 = off)
-            "--max-handshakes-per-second", "0"]
+            "--max-handshakes-per-second", "0",
+            # ... all of them from 127.0.0.1: no per-address connection limit (0 = off)
+            "--max-connections-per-address", "0"]
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT")}
     return Server(name, argv, os.path.join(workdir, f"{name}.log"), env)
 

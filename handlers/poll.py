@@ -48,9 +48,12 @@ class BasePollHandler(Subscriber, BaseHandler):
     head_like_get = False  # HEAD cannot wait for events: 405
 
     def prepare(self):
-        """No body checks (a GET); 503 while shutting down, like the streams."""
+        """No body checks (a GET); 503 while shutting down, like the streams; failed authentications
+        count against the client address, and page elements may not poll with the cookie."""
         if self.services.closing:
             raise Unavailable("The server is shutting down", "shutting_down")
+        self.authenticate_stream()
+        self.check_fetch_dest()
 
     def compute_etag(self):
         """No ETag: a poll's answer is never to be revalidated (or answered 304)."""
@@ -78,6 +81,7 @@ class BasePollHandler(Subscriber, BaseHandler):
         # A waiting poll counts as one of the user's streams (no handshake-rate budget: a busy
         # poller asks once per batch of events, which is not a reconnect storm).
         services.admission.check_user(self.user_id)
+        self._user_reserved = True
         self.init_subscriber(self.user_id)
         self.events = []          # JSON texts, in delivery order
         self._body_bytes = 0
@@ -166,6 +170,10 @@ class BasePollHandler(Subscriber, BaseHandler):
 
     def token_expiring(self, expires_at: int) -> None:
         """Nothing to do: a poll is short, and the next one brings the refreshed credentials."""
+
+    def on_finish(self) -> None:
+        """Answered (or refused) before the poll registered: its per-user slot is free now."""
+        self.release_admission()
 
     def on_connection_close(self) -> None:
         """The client went away: stop waiting, answer nobody."""

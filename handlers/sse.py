@@ -64,9 +64,14 @@ class BaseSSEHandler(Subscriber, BaseHandler):
     head_like_get = False  # HEAD cannot carry a stream: 405
 
     def prepare(self):
-        """No body checks (a GET stream); 503 while shutting down, like the WebSocket upgrade."""
+        """No body checks (a GET stream); 503 while shutting down, like the WebSocket upgrade.
+
+        Authenticates first: only a valid credential takes from the handshake budget.
+        """
         if self.services.closing:
             raise Unavailable("The server is shutting down", "shutting_down")
+        self.authenticate_stream()
+        self.check_fetch_dest()
         self.services.admission.check_rate()
 
     def resume_ids(self):
@@ -77,7 +82,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
     async def open_stream(self, last_message_id, last_notification_id) -> None:
         """Send the headers and ``retry:``, then subscribe and wait until the client goes away."""
         config = self.services.config
-        self.services.admission.check_user(self.user_id)
+        self.admit()
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
@@ -241,6 +246,9 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         """SSE has no way back to the server: the stream ends at expiry and the client resumes."""
 
     def on_finish(self) -> None:
+        # An answer without a live stream (an error, a failed open): its slots are free now.
+        self.release_admission()
+        self.release_address()
         if hasattr(self, "_closed"):
             self._closed.set()
 

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 from tornado import httputil
 
-from tornado_app.errors import ValidationError
+from tornado_app.errors import Forbidden, Unauthorized, ValidationError
 from tornado_app.services.ids import parse_int
 from tornado_app.services.events import CHAT, NOTIFY, Event
 from tornado_app.services.notifications import RESYNC
@@ -48,17 +48,73 @@ def parse_last_event_id(raw: Optional[str]) -> Tuple[Optional[int], Optional[int
 
 
 # Handler attributes only the handshake reads (ours and Tornado's): dropped once a stream is open.
-_HANDSHAKE_ONLY = ("claims", "resume", "open_args", "open_kwargs", "path_args", "path_kwargs")
+_HANDSHAKE_ONLY = ("claims", "resume", "open_args", "open_kwargs", "path_args", "path_kwargs", "_user_reserved")
 
 class Subscriber(abc.ABC):
     """Mixin for connection handlers: identity, buffering during replay, pending-bytes limit."""
 
     streams: tuple = ()
+    # Sec-Fetch-Dest values a cookie-authenticated request may carry: what fetch(), XHR and
+    # EventSource send ("empty"); WebSockets add "websocket". An <img>, <script>, <iframe> or
+    # a navigation must not open a stream or a poll with the victim's cookie (issue 20, item 10).
+    fetch_dests: frozenset = frozenset(("empty",))
+    _user_reserved = False  # check_user reserved a slot not yet taken by a registered stream
+    _address_slot = None  # the forwarded address key this stream counts against (trusted proxies)
     transport: str = ""  # metrics label: ws_chat, ws_notifications, sse_notifications, sse_chat
     # Whether a fresh stream needs the newest notification id as its cursor: only where the
     # cursor reaches the client (``/sse/chat``'s "M-N" ids, long-poll answers). Streams whose
     # events carry their own ids skip that read.
     notify_baseline: bool = True
+
+    def authenticate_stream(self) -> int:
+        """``authenticate()``, counting a failure against the client address. Raises Unauthorized
+        (401), or RateLimited (429 ``too_many_failed_auths``) past the address's limit."""
+        try:
+            return self.authenticate()
+        except Unauthorized:
+            self.services.admission.failed_auth(self.request.remote_ip)
+            raise
+
+    def check_fetch_dest(self) -> None:
+        """Refuse a cookie-authenticated request a page did not make with fetch/XHR/EventSource/WebSocket.
+
+        A same-site ``<img src="/poll/chat?chat_id=…">`` carries the cookie and would mark the
+        victim as reading that chat (silencing their notifications). Browsers say what the
+        request is for in ``Sec-Fetch-Dest``; a request without it (an old browser, curl) passes.
+        Raises Forbidden (403 ``fetch_dest_rejected``).
+        """
+        if self.auth_source != "cookie":
+            return
+        dest = self.request.headers.get("Sec-Fetch-Dest")
+        if dest is not None and dest.strip().lower() not in self.fetch_dests:
+            raise Forbidden("Streams and polls with the login cookie must come from fetch, EventSource or "
+                            "WebSocket, not from a page element", "fetch_dest_rejected")
+
+    def admit(self) -> None:
+        """Hold a slot of the per-user cap until the stream registers, and one of its forwarded
+        address (behind a trusted proxy) until it ends. Raises RateLimited, ServerBusy."""
+        admission = self.services.admission
+        admission.check_user(self.user_id)
+        self._user_reserved = True
+        context = self.request.connection.context
+        peer = getattr(context, "remote_ip", None)
+        proxies = getattr(self.application, "proxies", None)
+        if peer is not None and proxies is not None and proxies.trusts(peer):
+            # The HTTP server does not count a trusted proxy's connections (they are everyone's):
+            # count this stream by the address the proxy forwarded.
+            self._address_slot = admission.take_address(self.request.remote_ip)
+
+    def release_admission(self) -> None:
+        """The reserved per-user slot is taken by a registered stream, or the handshake ended (idempotent)."""
+        if self._user_reserved:
+            self._user_reserved = False
+            self.services.admission.opened(self.user_id)
+
+    def release_address(self) -> None:
+        """This stream no longer counts against its forwarded address (idempotent)."""
+        if self._address_slot is not None:
+            key, self._address_slot = self._address_slot, None
+            self.services.admission.release_address(key)
 
     def init_subscriber(self, user_id: int) -> None:
         """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
@@ -164,7 +220,7 @@ class Subscriber(abc.ABC):
         self._buffer = []
         replays, baselines = [], {}
         services.hub.add(self)
-        services.admission.opened(self.user_id)  # the registry counts it from here
+        self.release_admission()  # the registry counts it from here
         if conn_log.isEnabledFor(logging.INFO):
             conn_log.info("connection opened (%s)", self.transport,
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
@@ -273,4 +329,5 @@ class Subscriber(abc.ABC):
             conn_log.info("connection closed (%s, %.0f ms, code %s)", self.transport, duration_ms, code,
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id,
                                  "duration_ms": duration_ms, "close_code": code})
+        self.release_address()
         await self.services.hub.remove(self)

@@ -71,6 +71,8 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
     """A WebSocket of one user: authenticated at the handshake, subscribed to its streams."""
 
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
+    fetch_dests = frozenset(("empty", "websocket"))
+    _closed_early = False  # the client went away before open(): nothing may register
 
     async def prepare(self):
         """Refuse before the upgrade: 401 JSON for a missing/bad/expired token."""
@@ -79,17 +81,19 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
                 raise Unavailable("WebSockets are disabled on this server; use /sse/*", "websocket_blocked")
             if self.services.closing:
                 raise Unavailable("The server is shutting down", "shutting_down")
-            self.services.admission.check_rate()
             # Tornado would refuse a foreign Origin itself, but with a plain-text body.
             origin = self.request.headers.get("Origin") or self.request.headers.get("Sec-Websocket-Origin")
             if (origin is not None and urlparse(origin).netloc.lower() != self.request.host.lower()
                     and not self.check_origin(origin)):
                 raise Forbidden("WebSockets from this origin are not allowed", "origin_rejected")
-            self.authenticate()
+            # Authenticated before the handshake budget is charged: only valid credentials take from it.
+            self.authenticate_stream()
+            self.check_fetch_dest()
+            self.services.admission.check_rate()
             self.resume = self.resume_position()
             await self.require_known_user()
             self.token_warn_at = self.services.sessions.warn_at(time.time(), self.token_exp)
-            self.services.admission.check_user(self.user_id)
+            self.admit()
         except Exception as raised:
             exc = client_error(raised)
             if exc is None:
@@ -138,6 +142,10 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         If the open fails (the database goes away during the replay), the stream is already
         unregistered (``start_streams``) and the socket closes with 1011 and a reason.
         """
+        if self._closed_early:
+            # The socket closed during the handshake (Tornado still calls open): registering now
+            # would hold one of the user's stream slots with no socket behind it, for good.
+            return
         self.init_subscriber(self.user_id)
         self.set_nodelay(True)
         try:
@@ -172,9 +180,23 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         return self.close_code or getattr(self, "sent_close_code", None) or 1006
 
     def on_close(self):
-        """Unsubscribe; presence held by this connection ends."""
+        """Unsubscribe; presence held by this connection ends. Before open(): free its slots now."""
         if hasattr(self, "conn_id"):
             tornado.ioloop.IOLoop.current().add_callback(self.stop_streams)
+            return
+        # A handshake aborted before its stream opened: Tornado calls on_close once, here, and
+        # still calls open() afterwards; without this the user's slot stayed reserved (10 s) or,
+        # once open() had registered the dead stream, taken for good.
+        self._closed_early = True
+        self.release_admission()
+        self.release_address()
+
+    def on_finish(self):
+        """The handshake's answer is written: a 101 registers its stream next (synchronously, in
+        open()); any other answer (Tornado's 400/403/426 after prepare) frees the slots now."""
+        self.release_admission()
+        if self.get_status() != 101:
+            self.release_address()
 
     def send_event(self, event: Event) -> None:
         """Write the event's frame, built once and shared by every connection."""

@@ -33,6 +33,7 @@ async def open_stream(port: int, cls, path: str, token: str, frames: list):
 
 
 @pytest.mark.gen_test(timeout=240)
+@pytest.mark.parametrize("config_overrides", [{"max_connections_per_address": 0}])  # 2000 from 127.0.0.1
 async def test_2000_concurrent_opens_get_their_unread_state_then_a_notification(api, users, http_port, services):
     people = await users(*[f"u{i}" for i in range(USERS)])
     # Unread counts differ by user: the odd user of each pair has (pair % 4) unread messages.

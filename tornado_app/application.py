@@ -95,6 +95,8 @@ def make_http_server(services: Services, app: tornado.web.Application) -> Squall
     log.info("descriptor limit %d; at most %d client connections", descriptors, max_connections)
     server = SquallHTTPServer(app, xheaders=False,  # forwarded headers: only from --trusted-proxies
                               max_connections=max_connections,
+                              max_connections_per_address=config.max_connections_per_address,
+                              trusted_proxies=config.trusted_proxies,
                               max_body_bytes=config.max_body_bytes, header_timeout=config.header_timeout,
                               idle_timeout=config.idle_timeout, body_timeout=config.body_timeout)
     services.http_server = server

@@ -94,6 +94,11 @@ class Config:
     max_connections_per_user: int = 32  # /ws/* and /sse/* streams per user and process
     max_handshakes_per_second: float = 500.0  # new WebSocket/SSE streams per process
     handshake_burst: int = 100
+    # failed authentications of /ws/*, /sse/* and /poll/* per client address (IPv6: its /64), then 429
+    failed_stream_auths_per_address_per_minute: int = 60
+    # open connections per client address (IPv6: its /64); behind --trusted-proxies, streams per
+    # forwarded address; 0 = no limit
+    max_connections_per_address: int = 256
     sse_retry_max_ms: int = 10000  # SSE "retry:" is random in [sse_retry_ms, sse_retry_max_ms]
     max_group_members: int = 256
     groups_per_hour: int = 30  # group chats one user may create per hour
@@ -211,6 +216,11 @@ _OPTIONS = [
      "connections the kernel queues until accepted (capped by net.core.somaxconn)"),
     ("max_handshakes_per_second", "MAX_HANDSHAKES_PER_SECOND", float, "new WebSocket/SSE streams per second"),
     ("handshake_burst", "HANDSHAKE_BURST", int, "burst of new WebSocket/SSE streams above the rate"),
+    ("failed_stream_auths_per_address_per_minute", "FAILED_STREAM_AUTHS_PER_ADDRESS_PER_MINUTE", int,
+     "failed authentications of stream and long-poll requests per client address per minute (then 429)"),
+    ("max_connections_per_address", "MAX_CONNECTIONS_PER_ADDRESS", int,
+     "open connections per client address, IPv6 by /64 (behind --trusted-proxies: streams per forwarded "
+     "address; 0: no limit)"),
     ("sse_retry_max_ms", "SSE_RETRY_MAX_MS", int, "upper end of the random SSE retry: (from 2000 ms)"),
     ("max_group_members", "MAX_GROUP_MEMBERS", int, "most members of a group chat"),
     ("groups_per_hour", "GROUPS_PER_HOUR", int, "group chats one user may create per hour"),

@@ -9,9 +9,14 @@ subclass adds, per process:
   next request on a kept-alive one (Tornado's ``body_timeout`` bounds bodies);
 - a count of open client connections (every accepted socket, WebSockets and SSE
   streams included, until its stream closes); past ``max_connections`` the connection
-  that has waited longest for request headers (a slow or idle one) is closed, and new
+  that has waited longest for its request headers or body (a slow or idle one) is closed, and new
   requests get ``503 server_busy`` with ``Retry-After`` (``/healthz`` and ``/readyz`` are
   still answered);
+- a count of open connections per client address (IPv6 by /64): past
+  ``max_connections_per_address`` a new connection is answered ``503
+  too_many_connections_per_address`` at once and closed, before its request is read. A
+  trusted proxy's connections are not counted here (they carry everyone's requests); its
+  streams are counted per forwarded address at request time (services/admission.py);
 - ``413 payload_too_large`` in the JSON error shape for a body over ``max_body_bytes``, with
   a ``Content-Length`` or chunked, answered as soon as the limit is passed, then the
   connection closes (the rest of the body is never read);
@@ -36,7 +41,9 @@ import tornado.ioloop
 import tornado.iostream
 from tornado.http1connection import HTTP1ConnectionParameters
 
+from .proxies import TrustedProxies
 from .services.events import dumps
+from .services.ratelimit import address_key
 
 log = logging.getLogger("squall.server")
 
@@ -68,6 +75,29 @@ def default_max_connections(descriptors: int) -> int:
     """Client connections a process may hold with ``descriptors``: 64 and a tenth kept for the
     database, the broker, logs and the health checks."""
     return max(16, descriptors - 64 - descriptors // 10)
+
+
+def refuse_at_accept(connection: socket.socket, response: bytes) -> None:
+    """Send ``response`` on a just-accepted socket and close it, without reading the request.
+
+    What the client already sent is discarded first (closing with unread data makes the kernel
+    send a reset, which can destroy the answer); a client that sends its request later may see
+    the connection reset instead of the answer. Nothing waits: a refused flood costs no timer.
+    """
+    try:
+        connection.setblocking(False)
+        try:
+            for _ in range(4):
+                if not connection.recv(65536):
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass
+        connection.send(response)
+        connection.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        connection.close()
 
 
 def busy_retry_after() -> int:
@@ -147,9 +177,10 @@ class CountedIOStream(tornado.iostream.IOStream):
     less per idle connection.
     """
 
-    def __init__(self, sock, server: "SquallHTTPServer", **kwargs):
+    def __init__(self, sock, server: "SquallHTTPServer", address_key=None, **kwargs):
         super().__init__(sock, **kwargs)
         self.squall_server = server
+        self.address_key = address_key  # the per-address count this connection is in (None: not counted)
         server.open_connections += 1
         self._write_futures = NO_WRITES
         self._write_buffer._buffers = NO_WRITES
@@ -170,6 +201,8 @@ class CountedIOStream(tornado.iostream.IOStream):
     def close(self, exc_info=False) -> None:
         if self.squall_server is not None:
             self.squall_server.open_connections -= 1
+            if self.address_key is not None:
+                self.squall_server.address_closed(self.address_key)
             self.squall_server = None
         super().close(exc_info)
 
@@ -203,6 +236,10 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         elif "Transfer-Encoding" in headers:
             # Count the chunks here: Tornado's own check would answer an empty 400.
             self.request_conn.set_max_body_size(UNLIMITED_BODY)
+        if (length is not None and length.strip() != "0") or "Transfer-Encoding" in headers:
+            # Waiting for the body now: at the cap, a slow upload is shed like slow headers
+            # (oldest first), before any stream or request in progress.
+            server.waiting[self.server_conn] = None
         return self.inner.headers_received(start_line, headers)
 
     def refuse(self, status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None,
@@ -228,6 +265,7 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         return self.inner.data_received(chunk)
 
     def finish(self):
+        self.server.waiting.pop(self.server_conn, None)  # the body is complete
         if not self.refused:
             self.inner.finish()
 
@@ -241,10 +279,14 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
     """HTTPServer with timeouts, a connection cap, a body limit and a patient accept loop."""
 
     def initialize(self, request_callback, *, max_connections: int, max_body_bytes: int,
-                   header_timeout: float, idle_timeout: float, body_timeout: float, **kwargs):
+                   header_timeout: float, idle_timeout: float, body_timeout: float,
+                   max_connections_per_address: int = 0, trusted_proxies=(), **kwargs):
         super().initialize(request_callback, idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
                            max_body_size=max_body_bytes, **kwargs)
         self.max_connections = max_connections
+        self.max_connections_per_address = max_connections_per_address
+        self.proxies = TrustedProxies(trusted_proxies)
+        self.per_address: "dict[str, int]" = {}  # address key -> open connections (trusted proxies not counted)
         self.max_body_bytes = max_body_bytes
         self.open_connections = 0
         # Connections waiting for request headers, oldest first (the ones to shed at the cap).
@@ -324,18 +366,40 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
             io_loop.add_handler(sock.fileno(), self._accept_ready(sock), tornado.ioloop.IOLoop.READ)
 
     def _accepted(self, connection: socket.socket, address) -> None:
+        key = None
+        if self.max_connections_per_address > 0 and isinstance(address, tuple) \
+                and not self.proxies.trusts(address[0]):
+            key = address_key(address[0])
+            count = self.per_address.get(key, 0)
+            if count >= self.max_connections_per_address:
+                refuse_at_accept(connection, error_response(
+                    503, "Service Unavailable", "too_many_connections_per_address",
+                    f"At most {self.max_connections_per_address} connections per client address",
+                    busy_retry_after()))
+                return
+            self.per_address[key] = count + 1
         if self.open_connections >= self.max_connections and self.waiting:
-            # Shed the connection that has waited longest for its request headers (a slow
-            # or idle one): established streams and requests in progress are never shed.
+            # Shed the connection that has waited longest for its request headers or body (a
+            # slow or idle one): established streams and requests in progress are never shed.
             oldest, _ = self.waiting.popitem(last=False)
             oldest.stream.close()
         try:
-            stream = CountedIOStream(connection, self, max_buffer_size=self.max_buffer_size,
+            stream = CountedIOStream(connection, self, address_key=key, max_buffer_size=self.max_buffer_size,
                                      read_chunk_size=self.read_chunk_size)
         except Exception:
+            if key is not None:
+                self.address_closed(key)
             connection.close()
             raise
         self.handle_stream(stream, address)
+
+    def address_closed(self, key: str) -> None:
+        """A connection counted for address ``key`` has closed."""
+        count = self.per_address.get(key, 0) - 1
+        if count > 0:
+            self.per_address[key] = count
+        else:
+            self.per_address.pop(key, None)
 
     # Requests -----------------------------------------------------------------------------
 

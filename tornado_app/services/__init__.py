@@ -177,7 +177,8 @@ def build_services(config: Config) -> Services:
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
                                   config.mark_read_interval))
     admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
-                                config.handshake_burst)
+                                config.handshake_burst, config.failed_stream_auths_per_address_per_minute,
+                                config.max_connections_per_address)
     metrics_hub = MetricsHub(metrics, config.metrics_dir or None)
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
