@@ -180,6 +180,7 @@ class NotificationPollHandler(BasePollHandler):
     @authenticated
     async def get(self):
         """Events after ``?last_event_id=N`` (none: the unread state at once), or wait up to ``?timeout=``."""
+        self.services.reads.check(self.user_id)
         _, last_n = self.resume_ids()
         await self.poll(None, last_n)
 
@@ -193,6 +194,7 @@ class ChatPollHandler(BasePollHandler):
     @authenticated
     async def get(self):
         """Events after ``?last_event_id=M-N``; ``last_event_id`` of the answer is ``"M-N"`` too."""
+        self.services.reads.check(self.user_id)
         active_chat = None
         if self.get_query_argument("chat_id", None):
             active_chat = self.int_argument("chat_id")
