@@ -13,7 +13,8 @@ with an empty list, and at once on shutdown or a broker gap (the client comes ba
 resumes). ``unread_tag`` names the last ``unread`` state the client has: a poll without it
 gets the ``unread`` state at once (as every new stream does); a poll that sends it back gets
 the state only when it has changed since (between two polls the client holds no stream, so
-it could have missed a change).
+it could have missed a change). Polls share the per-user read limit of ``GET /api/unread``
+(``--reads-per-user-per-second``): past it, 429 with ``Retry-After`` before anything is read.
 """
 from __future__ import annotations
 
