@@ -99,6 +99,7 @@ def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: st
             "--host", "127.0.0.1", "--database-url", database_url, "--service-token", SERVICE_TOKEN,
             "--jwt-secret", "bench-jwt-secret-0123456789abcdef0123456789", "--password-hash-profile", "fast",
             "--log-level", "warning", "--rate-limit-per-second", "100000", "--rate-limit-burst", "100000",
+            "--messages-per-user-per-day", "0",  # scenarios store far more than a day's quota per sender
             "--registrations-per-address-per-minute", "1000000", "--hash-per-address", "64", "--hash-queue", "1024",
             "--token-ttl", "86400",  # tokens registered at the start must outlast every scenario
             # load generators open thousands of streams at once: no handshake pacing (0 = off)

@@ -89,7 +89,8 @@ class UnreadHandler(BaseHandler):
 
     @authenticated
     async def get(self):
-        """``{total, chats: {chat_id: count}}``."""
+        """``{total, chats: {chat_id: count}}``; 429 past the per-user read limit."""
+        self.services.reads.check(self.user_id)
         self.send_json(await self.services.chat.unread(self.user_id))
 
 

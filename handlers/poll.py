@@ -13,7 +13,8 @@ with an empty list, and at once on shutdown or a broker gap (the client comes ba
 resumes). ``unread_tag`` names the last ``unread`` state the client has: a poll without it
 gets the ``unread`` state at once (as every new stream does); a poll that sends it back gets
 the state only when it has changed since (between two polls the client holds no stream, so
-it could have missed a change).
+it could have missed a change). Polls share the per-user read limit of ``GET /api/unread``
+(``--reads-per-user-per-second``): past it, 429 with ``Retry-After`` before anything is read.
 """
 from __future__ import annotations
 
@@ -191,6 +192,7 @@ class NotificationPollHandler(BasePollHandler):
     @authenticated
     async def get(self):
         """Events after ``?last_event_id=N`` (none: the unread state at once), or wait up to ``?timeout=``."""
+        self.services.reads.check(self.user_id)
         _, last_n = self.resume_ids()
         await self.poll(None, last_n)
 
@@ -204,6 +206,7 @@ class ChatPollHandler(BasePollHandler):
     @authenticated
     async def get(self):
         """Events after ``?last_event_id=M-N``; ``last_event_id`` of the answer is ``"M-N"`` too."""
+        self.services.reads.check(self.user_id)
         active_chat = None
         if self.get_query_argument("chat_id", None):
             active_chat = self.int_argument("chat_id")

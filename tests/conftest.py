@@ -82,6 +82,7 @@ def config(database_url, tmp_path, config_overrides):
     values = dict(database_url=database_url, jwt_secret="test-jwt-secret-" + "x" * 32,
                   service_token=SERVICE_TOKEN, password_hash_profile="fast",
                   rate_limit_per_second=10_000, rate_limit_burst=10_000,
+                  reads_per_user_per_second=10_000, reads_burst=10_000,
                   # every test registers its users from 127.0.0.1, some of them concurrently
                   registrations_per_address_per_minute=100_000, hash_per_address=64, hash_queue=256,
                   logins_per_address_per_minute=100_000, refreshes_per_address_per_minute=100_000,

@@ -91,6 +91,8 @@ async def test_stream_opened_during_a_commit_gets_the_committed_count(api, users
     await services.users.get(alice["id"])
     await services.preferences.chat_mutes(chat_id)  # mutes and DND are cached too
     await services.preferences.many([bob["id"]])
+    await services.chat.quota.reserve(alice["id"])  # the day's message count is read once per user
+    services.chat.quota.release(alice["id"])
     release = threading.Event()
     blocker = asyncio.ensure_future(services.dbx.write(lambda: release.wait(30)))  # the writer is busy
     await asyncio.sleep(0.05)

@@ -38,6 +38,9 @@ class Config:
     max_pending_bytes: int = 1024 * 1024  # per connection, before a slow consumer is closed
     rate_limit_per_second: float = 30.0  # message sends per user (token bucket)
     rate_limit_burst: int = 60
+    messages_per_user_per_day: int = 20000  # stored messages per user and UTC day, then 429 quota_exceeded (0: off)
+    reads_per_user_per_second: float = 10.0  # long-polls + GET /api/unread per user (token bucket), then 429
+    reads_burst: int = 60
     login_failures_per_minute: int = 10  # per (username, client address), then 429
     # Streams
     sse_ping_interval: float = 15.0  # seconds between ": ping" comments
@@ -158,6 +161,11 @@ _OPTIONS = [
     ("max_pending_bytes", "MAX_PENDING_BYTES", int, "unsent bytes per connection before it is closed"),
     ("rate_limit_per_second", "RATE_LIMIT_PER_SECOND", float, "message sends per user per second"),
     ("rate_limit_burst", "RATE_LIMIT_BURST", int, "burst of message sends per user"),
+    ("messages_per_user_per_day", "MESSAGES_PER_USER_PER_DAY", int,
+     "stored messages per user and UTC day, then 429 quota_exceeded (0: no quota)"),
+    ("reads_per_user_per_second", "READS_PER_USER_PER_SECOND", float,
+     "long-polls and GET /api/unread per user per second, then 429 (0: no limit)"),
+    ("reads_burst", "READS_BURST", int, "burst of long-polls and GET /api/unread per user"),
     ("sse_ping_interval", "SSE_PING_INTERVAL", float, "seconds between SSE heartbeat comments"),
     ("ws_ping_interval", "WS_PING_INTERVAL", float, "seconds between WebSocket pings"),
     ("replay_limit", "REPLAY_LIMIT", int, "most events replayed on resume before asking for a resync"),

@@ -32,6 +32,7 @@ from .preferences import PreferenceService
 from .push import PushService
 from .registry import ConnectionRegistry
 from .sessions import RefreshLimits, SessionService
+from .usage import MessageQuota, ReadLimit
 from .users import UserService
 
 log = logging.getLogger("squall.services")
@@ -57,6 +58,7 @@ class Services:
     monitor: Monitor
     poll_presence: PollPresence
     admission: Optional[StreamAdmission] = None
+    reads: Optional[ReadLimit] = None  # long-polls and GET /api/unread per user (issue 20)
     preferences: Optional[PreferenceService] = None  # issue 11
     push: Optional[PushService] = None
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
@@ -176,6 +178,7 @@ def build_services(config: Config) -> Services:
                        config.rate_limit_per_second, config.rate_limit_burst,
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
                                   config.mark_read_interval))
+    chat.quota = MessageQuota(dbx, config.messages_per_user_per_day)
     admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
                                 config.handshake_burst, config.failed_stream_auths_per_address_per_minute,
                                 config.max_connections_per_address)
@@ -196,6 +199,7 @@ def build_services(config: Config) -> Services:
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
+                    reads=ReadLimit(config.reads_per_user_per_second, config.reads_burst),
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute))

@@ -204,8 +204,9 @@ class MessageWriter:
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
                 # Asked on the loop in the same turn that queues the write: a stream that
-                # subscribes later reads its unread state on the writer thread after this
-                # commit (NotificationService.unread_state), so no badge is left stale.
+                # subscribes later reads its unread state after this commit (on the writer
+                # thread, or a reader after it: NotificationService.unread_state), so no badge
+                # is left stale.
                 listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
                 try:
                     results, unread = await self.dbx.write(self._store, batch, listeners)
@@ -435,6 +436,7 @@ class ChatService:
         self.writer.on_committed = self._publish_committed
         # Set by build_services (issue 11): mutes and Do Not Disturb, and the push offer of each notification.
         self.preferences = None
+        self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
         self.on_notified: Optional[Callable[[int, dict, bool], None]] = None
 
     def start(self) -> None:
@@ -639,7 +641,8 @@ class ChatService:
         ``recipient_id`` (private chat, found or created). Returns once committed; a repeated
         ``client_id`` returns the message stored the first time. ``exclude_conn`` is the
         sending connection, which gets an ack instead of the ``message`` event.
-        Raises ValidationError, NotFound, Forbidden, RateLimited, Unavailable.
+        Raises ValidationError, NotFound, Forbidden, RateLimited (``rate_limited``, or
+        ``quota_exceeded`` past the daily quota), Unavailable.
         """
         content, message_type, client_id = self.validate_message(body)
         chat_id, recipient_id = body.get("chat_id"), body.get("recipient_id")
@@ -648,6 +651,24 @@ class ChatService:
         if not self._limiter.allow(user_id):
             raise RateLimited("You are sending messages too fast; slow down",
                               retry_after=self._limiter.retry_after(user_id))
+        quota = self.quota
+        if quota is None:
+            return (await self._send(user_id, chat_id, recipient_id, content, message_type, client_id,
+                                     exclude_conn)).message
+        await quota.reserve(user_id)  # O(1) but for a user's first send of the day
+        created = False
+        try:
+            result = await self._send(user_id, chat_id, recipient_id, content, message_type, client_id,
+                                      exclude_conn)
+            created = result.created
+        finally:
+            if not created:
+                quota.release(user_id)  # nothing new stored: a failure or a repeated client_id
+        return result.message
+
+    async def _send(self, user_id: int, chat_id, recipient_id, content: str, message_type: str,
+                    client_id: Optional[str], exclude_conn: Optional[str]) -> SendResult:
+        """The validated part of ``send_message``: chat, audience, group commit."""
         if recipient_id is not None:
             chat_id = (await self.open_private_chat(user_id, recipient_id))["id"]
         members = await self.require_member(user_id, chat_id)
@@ -661,8 +682,7 @@ class ChatService:
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
                           content=content, message_type=message_type, client_id=client_id,
                           notify_ids=notify_ids, others=others, exclude=exclude_conn, silent_ids=silent_ids)
-        result = await self.writer.submit(req)
-        return result.message
+        return await self.writer.submit(req)
 
     async def _audience(self, chat_id: int, notify_ids: List[int]) -> Tuple[List[int], frozenset]:
         """``(who gets a new_message notification, which of them silently)``: mutes and DND, from caches."""

@@ -16,7 +16,7 @@ import functools
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import peewee
 
@@ -57,6 +57,9 @@ class DatabaseExecutor:
             readers = 8 if self.pooled else 2
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="squall-db-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="squall-db-read")
+        # The newest job queued on the writer thread: it runs jobs in order, so once it is
+        # done every write queued before it is committed (``read_after_writes``).
+        self._last_write: Optional[asyncio.Future] = None
 
     def _call(self, fn: Callable, args, kwargs) -> Any:
         # Pooled (PostgreSQL) connections go back to the pool after each call; SQLite keeps
@@ -73,9 +76,27 @@ class DatabaseExecutor:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, functools.partial(self._call, fn, args, kwargs))
 
+    async def read_after_writes(self, fn: Callable, *args, **kwargs) -> Any:
+        """Run a read-only ``fn`` on a reader thread once every write queued so far has finished.
+
+        For reads that must see the writes already queued by this process, not only those
+        committed: a stream's first ``unread`` state after the group commits its open may have
+        missed (``NotificationService.unread_state``). The writer thread stays free for writes;
+        a reader's next statement sees what they committed (SQLite WAL, PostgreSQL read
+        committed: a new statement sees every commit that finished before it began).
+        """
+        pending = self._last_write
+        if pending is not None and not pending.done() and pending.get_loop() is asyncio.get_running_loop():
+            await asyncio.wait((pending,))  # its outcome belongs to its own caller
+        return await self.read(fn, *args, **kwargs)
+
+    def _queue_write(self, job: Callable) -> asyncio.Future:
+        future = asyncio.get_running_loop().run_in_executor(self._writer, job)
+        self._last_write = future
+        return future
+
     async def write(self, fn: Callable, *args, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the writer thread, inside one transaction."""
-        loop = asyncio.get_running_loop()
 
         def transactional():
             with self.db.atomic():
@@ -83,12 +104,11 @@ class DatabaseExecutor:
                     self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_ORDER_LOCK,))
                 return fn(*args, **kwargs)
 
-        return await loop.run_in_executor(self._writer, functools.partial(self._call, transactional, (), {}))
+        return await self._queue_write(functools.partial(self._call, transactional, (), {}))
 
     async def write_raw(self, fn: Callable, *args) -> Any:
         """Run ``fn(*args)`` on the writer thread without an enclosing transaction."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(self._call, fn, args, {}))
+        return await self._queue_write(functools.partial(self._call, fn, args, {}))
 
     async def check(self) -> None:
         """Raise unless the database could take a write now (``/readyz``).

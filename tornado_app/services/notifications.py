@@ -146,15 +146,16 @@ class NotificationService:
             await self.hub.publish(NOTIFY, (uid,), data)
 
     async def unread_state(self, user_id: int) -> str:
-        """The current ``unread`` frame of ``user_id``.
+        """The current ``unread`` frame of ``user_id``, read on a reader thread (long-polls, ``GET /api/unread``).
 
-        In a single process it is read on the writer thread, after every group commit
-        queued before the stream subscribed: commits skip the ``unread`` frames of users
-        with no stream (``Hub.listening``), so a stream must not read older state.
+        In a single process it is read after every group commit queued before the stream
+        subscribed (``read_after_writes``): commits skip the ``unread`` frames of users with
+        no stream (``Hub.listening``), so a stream must not read older state. The read
+        itself never takes the writer thread, which only writes.
         """
         if self.hub.broker.distributed:
             return (await self.dbx.read(unread_states, [user_id]))[user_id]
-        return (await self.dbx.write_raw(unread_states, [user_id]))[user_id]
+        return (await self.dbx.read_after_writes(unread_states, [user_id]))[user_id]
 
     # Publish API --------------------------------------------------------------------------
 
