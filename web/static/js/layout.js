@@ -3,7 +3,7 @@
 // Keyboard: the phone drawer takes focus, keeps Tab inside and gives focus back on Escape;
 // Escape otherwise dismisses the newest toast; toasts pause while hovered or focused.
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, hasSession } from "./api.js";
 import { el, icon } from "./dom.js";
 import { loadPreferences, playSound, reaction, registerServiceWorker } from "./notify.js";
 import { goToLogin, notificationClient, transportLabel } from "./realtime.js";
@@ -34,6 +34,7 @@ const STATE_LABELS = {
  */
 export async function startApp(active, options = {}) {
   let me;
+  if (!hasSession()) { goToLogin(); return new Promise(() => {}); }
   try {
     me = await api("GET", "/api/me");
   } catch (err) {
