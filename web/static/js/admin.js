@@ -65,7 +65,8 @@ function render(root, s) {
     tile("Messages/s", fmt(last.messages_per_s), "admin-messages"),
     tile("p50 / p99 send→delivery", `${fmt(last.p50_ms, " ms")} / ${fmt(last.p99_ms, " ms")}`, "admin-latency"),
     tile("Slow-consumer cuts (15 min)", fmt(sum("slow_consumer_cuts")), "admin-slow"),
-    tile("Errors (15 min)", fmt(sum("errors")), "admin-errors"));
+    tile("Errors, 5xx (15 min)", fmt(sum("errors")), "admin-errors"),
+    tile("Client errors, 4xx (15 min)", fmt(sum("client_errors")), "admin-client-errors"));
   const byTransport = el("ul", { class: "admin-transports" },
     ...Object.entries(s.connections).map(([t, n]) => el("li", {},
       el("span", { text: TRANSPORT_LABELS[t] || t }), el("strong", { text: fmt(n) }))));
