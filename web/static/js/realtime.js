@@ -409,10 +409,10 @@ export class NotificationClient {
   }
 
   /** Clear every notification on the server and in every tab. */
-  async clearNotifications() {
-    await api("POST", "/api/notifications/clear", {});
-    this.applyCleared();
-    this.post({ kind: "cleared" });
+  async clearNotifications(type = null) {
+    await api("POST", "/api/notifications/clear", type ? { type } : {});
+    this.applyCleared(type);
+    this.post({ kind: "cleared", type });
   }
 
   /** Load the history, then join the leader election (the leader opens the stream). */
@@ -517,13 +517,14 @@ export class NotificationClient {
       }
       this.status = { ...msg.status, role: "follower", lastEventId: this.lastEventId };
       this.emit("status", this.status);
-    } else if (msg.kind === "cleared") this.applyCleared();
+    } else if (msg.kind === "cleared") this.applyCleared(msg.type || null);
     else if (msg.kind === "unauthorized") goToLogin();
   }
 
-  applyCleared() {
-    this.notifications = [];
-    this.emit("cleared", null);
+  /** Forget the cleared notifications: all of them, or those of ``type``. */
+  applyCleared(type = null) {
+    this.notifications = type ? this.notifications.filter((n) => n.type !== type) : [];
+    this.emit("cleared", type);
   }
 
   handleFrame(data) {
