@@ -384,7 +384,7 @@ export class NotificationClient {
     this.lastEventId = null;            // highest notification id handled (number)
     this.status = { state: "connecting", transport: null, role: "follower", wsBlocked: false,
                     lastEventId: null };
-    this.onNewMessage = null;
+    this.onAlert = null;
     this.channel = null;
     this.reconnector = null;
     this.started = false;
@@ -395,8 +395,11 @@ export class NotificationClient {
 
   // Public API ---------------------------------------------------------------------------
 
-  /** Register the page's callback for new-message notifications (one per page). */
-  setOnNewMessage(fn) { this.onNewMessage = fn; }
+  /**
+   * Register the page's callback for notifications that may toast (one per page): new
+   * messages, announcements and the other published types; not the test page's probes.
+   */
+  setOnAlert(fn) { this.onAlert = fn; }
 
   /** True while any chat has unread messages (the server's ``unread`` state). */
   hasUnreadMessages() { return this.unread.total > 0; }
@@ -537,11 +540,9 @@ export class NotificationClient {
       this.emit("status", this.status);
       if (!this.remember(data)) return;
       this.emit("notification", data);
-      if (data.type === "new_message") {
-        this.emit("new_message", data);
-        if (this.onNewMessage) {
-          try { this.onNewMessage(data); } catch (err) { console.error(err); }
-        }
+      if (data.type === "new_message") this.emit("new_message", data);
+      if (data.type !== "test" && this.onAlert) {
+        try { this.onAlert(data); } catch (err) { console.error(err); }
       }
       return;
     }
