@@ -86,7 +86,9 @@ function render(root, s) {
       .map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, ...rows));
   root.replaceChildren(tiles, el("section", { class: "card" },
-    el("h2", { text: "Connections by transport" }), byTransport), charts, el("section", { class: "card" }, table));
+    el("h2", { text: "Connections by transport" }), byTransport), charts,
+  // On a phone the table scrolls inside its card (a focusable region, so a keyboard can scroll it).
+  el("section", { class: "card" }, el("div", { class: "scroll-x", role: "region", "aria-label": "Processes", tabindex: 0 }, table)));
 }
 
 function announceForm() {
@@ -95,24 +97,33 @@ function announceForm() {
   const chosen = el("input", { type: "radio", name: "announce-to", id: "announce-chosen", value: "chosen" });
   const names = el("input", { type: "text", id: "announce-usernames", placeholder: "alice, bob", autocomplete: "off" });
   const status = el("p", { class: "small", id: "announce-status", role: "status" });
+  // The same error component as every other form (login, composer, settings).
+  const error = el("p", { class: "form-error small", id: "announce-error", role: "alert" });
   const form = el("form", { class: "card admin-announce", id: "announce-form" },
     el("h2", { text: "Publish an announcement" }),
     el("label", { for: "announce-message", text: "Message" }), message,
     el("fieldset", {}, el("legend", { text: "To" }),
       el("label", {}, everyone, " everyone"),
       el("label", {}, chosen, " these users: "), names),
-    el("button", { class: "btn", type: "submit", text: "Publish" }), status);
+    error, el("button", { class: "btn", type: "submit", text: "Publish" }), status);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = { message: message.value };
     if (chosen.checked) body.usernames = names.value.split(",").map((n) => n.trim()).filter(Boolean);
     status.textContent = "Publishing…";
+    error.textContent = "";
+    message.removeAttribute("aria-invalid");
     try {
       const res = await api("POST", "/api/admin/announce", body);
       status.textContent = `Published to ${res.recipients === "everyone" ? "everyone" : `${res.recipients} user(s)`}.`;
       message.value = "";
     } catch (err) {
-      status.textContent = `Not published: ${err.message}`;
+      status.textContent = "";
+      error.textContent = `Not published: ${err.message}`;
+      if (err instanceof ApiError && err.code === "validation_error") {
+        message.setAttribute("aria-invalid", "true");
+        message.setAttribute("aria-describedby", "announce-error");
+      }
     }
   });
   return form;

@@ -3,7 +3,7 @@
 // group chats by username search. /chat/<id> opens a chat; switching chats keeps the page.
 
 import { api, ApiError } from "./api.js";
-import { avatar, el, icon, shortTime, untilTime } from "./dom.js";
+import { avatar, el, icon, linkify, shortTime, untilTime } from "./dom.js";
 import { startApp, trapTab } from "./layout.js";
 import { ChatConnection } from "./realtime.js";
 
@@ -205,7 +205,7 @@ function messageNode(m, prev) {
   const showSender = !mine && chat && chat.kind === "group" && (!prev || prev.sender_id !== m.sender_id);
   return el("div", { class: `msg${mine ? " mine" : ""}`, dataset: { messageId: m.id } },
     showSender ? el("span", { class: "msg-sender", text: m.sender_name }) : null,
-    el("div", { class: "bubble", text: m.content }),
+    el("div", { class: "bubble" }, linkify(m.content)),
     el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
 }
 

@@ -23,6 +23,36 @@ function append(node, children) {
   }
 }
 
+// A candidate link: http(s):// and what follows up to a space; closing punctuation is trimmed.
+const LINK_CANDIDATE = /\bhttps?:\/\/[^\s<>"]+/gi;
+const TRAILING = /[.,;:!?'")\]}]+$/;
+
+/**
+ * ``text`` as nodes: http and https URLs become links (new tab, ``rel="noopener noreferrer
+ * nofollow"``), everything else, other schemes included, stays text. Built with DOM calls
+ * only; each URL is checked by the browser's own parser, the one that will follow it.
+ */
+export function linkify(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of String(text).matchAll(LINK_CANDIDATE)) {
+    const raw = match[0].replace(TRAILING, "");
+    let url = null;
+    try { url = new URL(raw); } catch { url = null; }
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) continue;
+    if (match.index > at) nodes.push(document.createTextNode(text.slice(at, match.index)));
+    const a = document.createElement("a");
+    a.href = url.href;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer nofollow";
+    a.textContent = raw;
+    nodes.push(a);
+    at = match.index + raw.length;
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
+}
+
 /** An inline SVG icon from the sprite-free set below (paths are constants, not user data). */
 export function icon(name, size = 20) {
   const ns = "http://www.w3.org/2000/svg";
