@@ -5,6 +5,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Optional
 
 from tornado_app.config import ensure_jwt_secret, load_config
 from tornado_app.logs import setup_logging
@@ -43,19 +44,28 @@ def migrate_only(config) -> None:
     log.info("schema is at version %d", version)
 
 
-def admin_command(config, action: str, username: str) -> int:
-    """``admin grant|revoke USERNAME``: 0 when done, 2 for an unknown username."""
+def admin_command(config, action: str, username: Optional[str] = None) -> int:
+    """``admin grant|revoke USERNAME`` (0 when done, 2 for an unknown username) or ``admin list``.
+
+    Answers name users as they registered (``admin grant alice`` answers ``Alice``).
+    """
     from models import init_db
     from models.schema import migrate
-    from tornado_app.services.users import set_admin
+    from tornado_app.services.users import list_admins, set_admin
     db = init_db(config.database_url)
     migrate(db)
     with db.connection_context():
-        found = set_admin(username, action == "grant")
-    if not found:
+        if action == "list":
+            admins = list_admins()
+            for name in admins:
+                print(name)
+            print(f"{len(admins)} admin(s)", file=sys.stderr)
+            return 0
+        name = set_admin(username, action == "grant")
+    if name is None:
         print(f"admin {action}: no user named {username!r}", file=sys.stderr)
         return 2
-    print(f"{username} is {'now' if action == 'grant' else 'no longer'} an admin")
+    print(f"{name} is {'now' if action == 'grant' else 'no longer'} an admin")
     return 0
 
 
@@ -76,8 +86,8 @@ def main(argv=None) -> int:
     from models.migrations import UsernameCollision
     command, config = load_config(sys.argv[1:] if argv is None else argv)
     setup_logging(config.log_level, config.log_sql, config.log_format)
-    if isinstance(command, tuple):  # ("admin", action, username)
-        return admin_command(config, command[1], command[2])
+    if isinstance(command, tuple):  # ("admin", action[, username])
+        return admin_command(config, *command[1:])
     if command == "username-collisions":
         return list_username_collisions(config)
     config = ensure_jwt_secret(config)

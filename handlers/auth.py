@@ -3,13 +3,19 @@ from tornado_app.errors import Unauthorized
 
 from .base import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_COOKIE, BaseHandler, authenticated, public
 
+# Not a credential: "1" while the browser holds a refresh cookie, readable by the pages'
+# scripts (not HttpOnly) so that a signed-out page goes to /login without probing /api/me
+# (a 401 per visit). It lives as long as the refresh cookie and is cleared with it.
+SESSION_MARKER_COOKIE = "squall_session"
+
 
 class TokenResponseMixin:
     """Answer with a user and a token pair, and set the browser's two cookies.
 
     ``squall_token`` (access, Path=/, lives as long as the access token) lets the pages'
     same-origin requests authenticate; ``squall_refresh`` (Path=/api/auth) is sent only to
-    the refresh and logout routes. Both are HttpOnly and SameSite=Strict.
+    the refresh and logout routes. Both are HttpOnly and SameSite=Strict. ``squall_session``
+    (Path=/, not HttpOnly, no secret) only tells the pages that a session exists.
     """
 
     def send_tokens(self, user: dict, tokens: dict, status: int) -> None:
@@ -19,11 +25,14 @@ class TokenResponseMixin:
         self.set_cookie(REFRESH_COOKIE, tokens["refresh_token"], httponly=True, samesite="Strict",
                         path=REFRESH_COOKIE_PATH, secure=config.cookie_secure,
                         expires_days=config.refresh_ttl / 86400)
+        self.set_cookie(SESSION_MARKER_COOKIE, "1", samesite="Strict", path="/", secure=config.cookie_secure,
+                        expires_days=config.refresh_ttl / 86400)
         self.send_json({"user": user, **tokens}, status)
 
     def clear_auth_cookies(self) -> None:
         self.clear_cookie(TOKEN_COOKIE, path="/")
         self.clear_cookie(REFRESH_COOKIE, path=REFRESH_COOKIE_PATH)
+        self.clear_cookie(SESSION_MARKER_COOKIE, path="/")
 
 
 class RegisterHandler(TokenResponseMixin, BaseHandler):

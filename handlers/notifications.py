@@ -33,8 +33,9 @@ class ClearHandler(BaseHandler):
 
     @authenticated
     async def post(self):
-        """Clear all notifications, or ``{ids}``."""
-        count = await self.services.notifications.clear(self.user_id, _ids(self.json_body()))
+        """Clear all notifications, or ``{ids}``, or those of one ``{type}`` (the test page clears ``test``)."""
+        body = self.json_body()
+        count = await self.services.notifications.clear(self.user_id, _ids(body), body.get("type"))
         self.send_json({"cleared": count})
 
 

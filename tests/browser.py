@@ -4,7 +4,8 @@ Test modules import the fixtures they use (``from tests.browser import browser, 
 Chromium is the system one (``/usr/bin/chromium``, installed by ``.ci/run`` with apt); the
 flags keep it off the network it cannot reach. Users are created over HTTP and a browser
 context is signed in by setting the same cookies the login page gets (``squall_token``, the access
-token, and ``squall_refresh`` on Path=/api/auth, which the page uses to refresh it).
+token, ``squall_refresh`` on Path=/api/auth, which the page uses to refresh it, and the
+``squall_session`` marker that tells the pages a session exists).
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def signed_in_context(browser: Browser, server, user: dict, viewport=None,
     context.set_default_timeout(TIMEOUT_MS)
     context.add_cookies([{"name": "squall_token", "value": user["token"], "url": server.url},
                          {"name": "squall_refresh", "value": user["refresh"], "domain": "127.0.0.1",
-                          "path": "/api/auth", "httpOnly": True, "sameSite": "Strict"}])
+                          "path": "/api/auth", "httpOnly": True, "sameSite": "Strict"},
+                         {"name": "squall_session", "value": "1", "url": server.url, "sameSite": "Strict"}])
     context.add_init_script(f"localStorage.setItem('squall.toastMs', '{int(toast_ms)}')")
     return context
 

@@ -244,6 +244,10 @@ async def test_login_cookie_works_for_get_and_is_refused_cross_origin(api, http_
     assert "HttpOnly" in access and "SameSite=Strict" in access and "Path=/;" in access + ";"
     assert "HttpOnly" in refresh and "SameSite=Strict" in refresh and "Path=/api/auth" in refresh
     assert "Secure" not in access  # only with --cookie-secure
+    # the pages' "a session exists" marker: no secret, readable by scripts, as long-lived as the refresh
+    marker = next(c for c in cookies if c.startswith("squall_session="))
+    assert marker.split(";", 1)[0] == "squall_session=1" and "HttpOnly" not in marker
+    assert "SameSite=Strict" in marker and "Path=/;" in marker + ";"
     jar = access.split(";", 1)[0]
 
     status, me = await api.call("GET", "/api/me", headers={"Cookie": jar})
@@ -269,6 +273,7 @@ async def test_login_cookie_works_for_get_and_is_refused_cross_origin(api, http_
     cleared = resp.headers.get_list("Set-Cookie")
     assert any(c.startswith('squall_token=""') for c in cleared)
     assert any(c.startswith('squall_refresh=""') and "Path=/api/auth" in c for c in cleared)
+    assert any(c.startswith('squall_session=""') for c in cleared)
     status, _ = await api.call("GET", "/api/me", headers={"Cookie": jar})
     assert status == 401
 

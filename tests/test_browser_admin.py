@@ -68,6 +68,31 @@ def test_admin_sees_live_figures_and_announces_and_others_get_403(browser, serve
         page.click("#announce-form button[type=submit]")
         expect(page.locator("#announce-status")).to_have_text("Published to 1 user(s).")
         expect(home.locator("#recent-notifications")).to_contain_text("Maintenance tonight at 22:00")
+        # ... and toasts there like a message (issue 20, item 16), once the traffic's toasts are gone
+        announced = home.locator(".toast[data-type=announcement]", has_text="Maintenance tonight at 22:00")
+        expect(announced).to_have_count(1)
+        expect(announced.locator(".toast-title")).to_have_text("Announcement")
+        # A broadcast to everyone toasts as well; in Do Not Disturb, or with the type muted, nothing does.
+        page.fill("#announce-message", "Everyone: new release")
+        page.check("#announce-everyone")
+        page.click("#announce-form button[type=submit]")
+        expect(home.locator(".toast", has_text="Everyone: new release")).to_have_count(1)
+        status, _ = http_json(server, "PATCH", "/api/me/preferences", {"muted_types": ["digest"]}, token=other["token"])
+        assert status == 200
+        http_json(server, "POST", "/api/notifications", {"user_ids": [other["id"]], "type": "digest",
+                                                          "message": "muted digest"}, service=True)
+        status, _ = http_json(server, "PATCH", "/api/me/preferences", {"dnd_until": "2999-01-01T00:00:00Z"},
+                              token=other["token"])
+        assert status == 200
+        http_json(server, "POST", "/api/notifications", {"user_ids": [other["id"]], "message": "quiet time"},
+                  service=True)
+        expect(home.locator("#recent-notifications")).to_contain_text("quiet time")
+        status, _ = http_json(server, "PATCH", "/api/me/preferences", {"dnd_until": None}, token=other["token"])
+        http_json(server, "POST", "/api/notifications", {"user_ids": [other["id"]], "message": "after quiet time"},
+                  service=True)
+        expect(home.locator(".toast", has_text="after quiet time")).to_have_count(1)
+        expect(home.locator(".toast", has_text="quiet time")).to_have_count(1)  # the DND one never toasted
+        expect(home.locator(".toast", has_text="muted digest")).to_have_count(0)
 
         # Anyone else gets a 403 page, and the API refuses them.
         forbidden = ctx_other.new_page()

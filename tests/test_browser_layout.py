@@ -176,3 +176,116 @@ def test_phone_width_badge_and_screenshots(browser, server_factory, database_url
     finally:
         phone.close()
         desktop.close()
+
+
+# Elements past the window's right edge, and boxes that scroll sideways without meaning to.
+# An element inside a box that clips or scrolls (overflow-x not visible) is that box's business:
+# the box itself is measured, and it must not scroll sideways unless it is a ``.scroll-x``
+# (a wide table on a phone). Hidden and zero-size elements are skipped.
+_OVERFLOW = r"""() => {
+  const w = window.innerWidth;
+  const bad = [];
+  const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") +
+    (typeof e.className === "string" && e.className ? "." + e.className.trim().split(/\s+/).join(".") : "");
+  if (document.documentElement.scrollWidth > w) bad.push(`page ${document.documentElement.scrollWidth} > ${w}`);
+  for (const e of document.body.querySelectorAll("*")) {
+    const style = getComputedStyle(e);
+    if (style.visibility === "hidden" || style.display === "none") continue;
+    const r = e.getBoundingClientRect();
+    if (!r.width && !r.height) continue;
+    let clipped = false;
+    for (let p = e.parentElement; p && p !== document.body; p = p.parentElement) {
+      if (getComputedStyle(p).overflowX !== "visible") { clipped = true; break; }
+    }
+    if (!clipped && r.right > w + 0.5) bad.push(`${name(e)} right ${Math.round(r.right)} > ${w}`);
+    if (["auto", "scroll"].includes(style.overflowX) && !e.classList.contains("scroll-x")
+        && e.scrollWidth > e.clientWidth + 1) bad.push(`${name(e)} scrolls sideways ${e.scrollWidth} > ${e.clientWidth}`);
+  }
+  return bad;
+}"""
+WIDTHS = (390, 800, 1000, 1280)
+LONG_PREVIEW = "Supercalifragilisticexpialidocious-" * 6 + " and then some more words to make it long"
+LONG_WITH_URL = ("Read https://example.org/a/very/long/path/" + "segment/" * 12 + "?q=" + "x" * 60
+                 + " and javascript:alert(1) stays text")
+
+
+def test_no_page_is_wider_than_the_window(browser, server_factory, database_url):
+    """Issue 20, items 14 and acceptance 5: every page at 390, 800, 1000 and 1280 px fits its window."""
+    from tests.test_observability import run_admin
+    server = server_factory("--database-url", database_url)
+    bob = register(server, "bob", "Bartholomew Montgomery-Fitzwilliam the Third")
+    alice = register(server, "alice", "Alice Chen")
+    assert run_admin(database_url, "grant", bob["username"]).returncode == 0
+    chat_id = open_chat(server, alice, bob)
+    send(server, alice, chat_id, LONG_WITH_URL)
+    other = open_chat(server, register(server, "carol", "Carol Diaz"), bob)
+    send(server, bob, other, LONG_PREVIEW)
+    pages = ["/", f"/chat/{chat_id}", "/chat", "/settings", "/test-notifications", "/admin"]
+    failures = []
+    for width in WIDTHS:
+        viewport = {"width": width, "height": 844 if width < 760 else 800}
+        ctx = signed_in_context(browser, server, bob, viewport=viewport)
+        try:
+            page = ctx.new_page()
+            for path in pages:
+                page.goto(server.url + path)
+                wait_live(page, "WebSocket")
+                if path.startswith("/chat/"):
+                    expect(page.locator("#messages .bubble")).to_have_count(1)
+                elif path == "/chat":
+                    expect(page.locator(".chat-item")).to_have_count(2)
+                elif path == "/admin":
+                    expect(page.locator(".admin-procs tbody tr")).to_have_count(1)
+                elif path == "/settings":
+                    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+                failures += [f"{width} {path}: {b}" for b in page.evaluate(_OVERFLOW)]
+        finally:
+            ctx.close()
+        anon = browser.new_context(viewport=viewport)
+        try:
+            page = anon.new_page()
+            page.goto(server.url + "/login")
+            failures += [f"{width} /login: {b}" for b in page.evaluate(_OVERFLOW)]
+            page.click("#tab-register")
+            failures += [f"{width} /login (register): {b}" for b in page.evaluate(_OVERFLOW)]
+            tabs = page.locator(".tab")
+            heights = [tabs.nth(i).bounding_box()["height"] for i in range(2)]
+            if max(heights) >= 48:  # one line each: "Create account" does not wrap
+                failures.append(f"{width} /login: a tab wraps ({heights})")
+        finally:
+            anon.close()
+    assert not failures, "\n".join(failures)
+
+
+def test_links_in_messages_and_focus_after_new_chat(browser, server_factory, database_url):
+    """Issue 20, item 14: http(s) links are links (new tab, rel noopener noreferrer nofollow), other
+    schemes and markup stay text; after "New chat" the focus is in the composer."""
+    from tests.browser import start_chat_with
+    server = server_factory("--database-url", database_url)
+    bob, alice, carol = register(server, "bob"), register(server, "alice"), register(server, "carol")
+    chat_id = open_chat(server, alice, bob)
+    text = ("see https://example.org/docs?a=1&b=2#top, or http://example.com/x). "
+            "javascript:alert(1) data:text/html,<b>x</b> <a href='javascript:alert(2)'>y</a> ftp://example.net")
+    send(server, alice, chat_id, text)
+    ctx = signed_in_context(browser, server, bob)
+    try:
+        page = ctx.new_page()
+        page.goto(f"{server.url}/chat/{chat_id}")
+        bubble = page.locator("#messages .bubble")
+        expect(bubble).to_have_text(text)  # every character still there, as text
+        links = bubble.locator("a")
+        expect(links).to_have_count(2)
+        assert [links.nth(i).get_attribute("href") for i in range(2)] == [
+            "https://example.org/docs?a=1&b=2#top", "http://example.com/x"]
+        for i in range(2):
+            assert links.nth(i).get_attribute("rel") == "noopener noreferrer nofollow"
+            assert links.nth(i).get_attribute("target") == "_blank"
+        assert links.nth(0).inner_text() == "https://example.org/docs?a=1&b=2#top"  # the comma stays outside
+        assert bubble.locator("b").count() == 0
+        assert page.evaluate("() => [...document.querySelectorAll('#messages a')].every((a) => /^https?:$/.test(a.protocol))")
+
+        page.goto(server.url + "/chat")
+        start_chat_with(page, carol)
+        expect(page.locator("#composer-input")).to_be_focused()
+    finally:
+        ctx.close()

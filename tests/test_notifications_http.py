@@ -3,8 +3,6 @@
 Also acceptance point 8: bad tokens on every stream get 401 JSON before any stream data, and one
 user's stream never carries another user's notification.
 """
-import json
-
 import pytest
 import tornado.httpclient
 import tornado.websocket
@@ -83,6 +81,43 @@ async def test_read_all_and_by_ids_per_user_for_broadcasts(api, users):
     assert (await history(api, bob))[0]["read"] is False
     await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": more["id"]}, token=bob["token"])
     assert (await history(api, bob))[0]["read"] is True
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_clear_by_type_leaves_the_other_notifications(api, users, ws_connect):
+    """The test page's Clear: ``{"type": "test"}`` hides the test events only (issue 20, item 16)."""
+    alice, bob = await users("alice", "bob")
+    chat_id, ids = await make_notifications(api, alice, bob, 2)
+    tests = []
+    for _ in range(2):
+        status, body = await api.call("POST", "/api/notifications/test", token=bob["token"])
+        assert status == 201
+        tests.append(body["notification"]["id"])
+    before = await history(api, bob)
+    assert [n["id"] for n in before] == ids[::-1]  # the history never lists test events
+    status, body = await api.call("POST", "/api/notifications/clear", {"type": "test"}, token=bob["token"])
+    assert status == 200 and body == {"cleared": 2}
+    assert await history(api, bob) == before  # messages and the broadcast stay
+    # a cleared test event is not replayed either; the others are
+    ws = await ws_connect("/ws/notifications", bob["token"], last_event_id=ids[0])
+    replayed = []
+    while len(replayed) < len(ids) - 1:
+        frame = await ws.recv()
+        if "id" in frame:
+            replayed.append(frame["id"])
+    await send(api, alice, chat_id, "after the clear")
+    while True:
+        frame = await ws.recv()
+        if frame.get("type") == "new_message":
+            break
+        assert frame.get("type") != "test", frame
+    assert replayed == ids[1:] and not set(tests) & set(replayed)
+    for bad in ({"type": ""}, {"type": 5}, {"type": "x" * 65}):
+        status, err = await api.call("POST", "/api/notifications/clear", bad, token=bob["token"])
+        assert status == 400 and err["error"]["code"] == "validation_error", bad
+    status, body = await api.call("POST", "/api/notifications/clear", {"type": "x" * 64}, token=bob["token"])
+    assert status == 200 and body == {"cleared": 0}
+    assert len(await history(api, bob)) == len(ids) + 1
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -81,9 +81,36 @@ async def test_admin_grant_and_revoke_command_and_admin_api(any_database, server
 
     done = run_admin(any_database, "grant", "no-such-user")
     assert done.returncode == 2 and "no user named 'no-such-user'" in done.stderr
+    done = run_admin(any_database, "list")
+    assert done.returncode == 0 and done.stdout == "", done
     bad = subprocess.run([sys.executable, "run.py", "admin", "promote", "x", "--database-url", any_database],
                          cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "admin grant|revoke USERNAME" in bad.stderr
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_admin_command_answers_in_the_users_case_and_lists_admins(any_database, server_factory):
+    """``admin grant alice`` for ``Alice`` answers ``Alice``; ``admin list`` names the admins as registered."""
+    server = server_factory("--database-url", any_database)
+    api = ApiClient(server.url)
+    tag = os.urandom(3).hex()
+    names = [f"Alice_{tag}", f"bob_{tag}", f"Carol_{tag}"]
+    for name in names:
+        status, _ = await api.call("POST", "/api/auth/register", {"username": name, "password": "password123"})
+        assert status == 201
+    done = run_admin(any_database, "grant", names[0].lower())
+    assert done.returncode == 0 and done.stdout == f"{names[0]} is now an admin\n", done
+    done = run_admin(any_database, "grant", names[2].upper())
+    assert done.stdout == f"{names[2]} is now an admin\n", done
+    done = run_admin(any_database, "list")
+    assert done.returncode == 0 and done.stdout.splitlines() == [names[0], names[2]], done
+    done = run_admin(any_database, "revoke", names[0].upper())
+    assert done.stdout == f"{names[0]} is no longer an admin\n", done
+    done = run_admin(any_database, "list")
+    assert done.stdout.splitlines() == [names[2]], done
+    bad = subprocess.run([sys.executable, "run.py", "admin", "list", "extra", "--database-url", any_database],
+                         cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "admin list" in bad.stderr
 
 
 @pytest.mark.gen_test(timeout=120)

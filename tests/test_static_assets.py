@@ -140,7 +140,7 @@ def test_a_changed_file_is_picked_up_at_once(browser, site):
         assert old_home in fetched and old_dom in fetched
 
         home, dom = site.web / "static/js/home.js", site.web / "static/js/dom.js"
-        home.write_text(home.read_text().replace("Welcome back, ", "Hello again, "))
+        home.write_text(home.read_text().replace('"Welcome back"', '"Hello again"'))
         dom.write_text(dom.read_text() + '\ndocument.documentElement.dataset.build = "2";\n')
         fetched.clear()
         page.reload()

@@ -274,12 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python run.py",
         description="Squall: real-time chat and notification server.",
         epilog="Commands: 'python run.py migrate' applies schema migrations and exits; "
-               "'python run.py admin grant|revoke USERNAME' gives or takes the admin console. "
+               "'python run.py admin grant|revoke USERNAME' gives or takes the admin console, "
+               "'python run.py admin list' lists the admins. "
                "Flags override environment variables, which override defaults.",
     )
     parser.add_argument("command", nargs="?", default="serve",
                         choices=["serve", "migrate", "admin", "username-collisions"],
-                        help="serve (default), migrate, admin grant|revoke USERNAME, or username-collisions "
+                        help="serve (default), migrate, admin grant|revoke USERNAME, admin list, or username-collisions "
                              "(list usernames that differ only in case or Unicode form, which schema "
                              "version 3 refuses)")
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
@@ -344,8 +345,8 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"
                          " must be at least 1")
     if args.command == "admin":
-        if len(args.args) != 2 or args.args[0] not in ("grant", "revoke"):
-            raise SystemExit("usage: python run.py admin grant|revoke USERNAME")
+        if args.args != ["list"] and (len(args.args) != 2 or args.args[0] not in ("grant", "revoke")):
+            raise SystemExit("usage: python run.py admin grant|revoke USERNAME, or admin list")
         return ("admin", *args.args), config
     if args.args:
         raise SystemExit(f"unexpected arguments: {' '.join(args.args)}")

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
-from .metrics import TRANSPORTS, MetricsHub, quantile
+from .metrics import SPEC, TRANSPORTS, MetricsHub, quantile
 
 log = logging.getLogger("squall.monitor")
 
@@ -86,7 +86,10 @@ class Monitor:
             "messages": sum(counters.get("messages_stored", {}).values()),
             "notifications": sum(counters.get("notifications_stored", {}).values()),
             "slow": sum(counters.get("slow_consumer_disconnects", {}).values()),
-            "errors": sum(counters.get("errors", {}).values()),
+            # The Errors figure is the server's own failures (5xx); refused requests (4xx: a bad
+            # password, an expired token) are shown apart, they are the clients' errors.
+            "errors": _answers(counters, "5"),
+            "client_errors": _answers(counters, "4"),
             "latency": list(hists.get("delivery_seconds", {}).get(("chat",), [[0], 0])[0]),
         })
 
@@ -111,6 +114,7 @@ class Monitor:
                 "p99_ms": None if p99 is None else round(p99 * 1000, 2),
                 "slow_consumer_cuts": max(0, cur["slow"] - prev["slow"]),
                 "errors": max(0, cur["errors"] - prev["errors"]),
+                "client_errors": max(0, cur["client_errors"] - prev["client_errors"]),
             })
         now = time.time()
         processes = []
@@ -130,13 +134,19 @@ class Monitor:
                     "connections": sum(last["connections"].values()),
                     "messages_stored": last["messages"], "notifications_stored": last["notifications"],
                     "events_delivered": last["delivered"], "slow_consumer_cuts": last["slow"],
-                    "errors": last["errors"]},
+                    "errors": last["errors"], "client_errors": last["client_errors"]},
                 "processes": processes, "series": series}
 
     def sample_now_if_stale(self) -> None:
         """Sample at once when the newest sample is older than the interval (a quiet loop, a test)."""
         if not self.history or time.time() - self.history[-1]["t"] >= self.sample_seconds:
             self.sample()
+
+
+def _answers(counters: dict, status_class: str) -> int:
+    """HTTP answers whose status starts with ``status_class`` ("5": 5xx), from ``http_requests``."""
+    at = SPEC["http_requests"][2].index("status")
+    return sum(n for labels, n in counters.get("http_requests", {}).items() if str(labels[at]).startswith(status_class))
 
 
 async def _succeeds(check: Callable[[], Awaitable]) -> int:

@@ -292,9 +292,11 @@ class NotificationService:
             return out
         return await self.dbx.read(load)
 
-    async def _set_state(self, user_id: int, ids: Optional[list], field: str) -> int:
+    async def _set_state(self, user_id: int, ids: Optional[list], field: str, ntype: Optional[str] = None) -> int:
         if ids is not None:
             require_ids(ids, "ids")
+        if ntype is not None and (not isinstance(ntype, str) or not ntype or len(ntype) > 64):
+            raise ValidationError("'type' must be a string of 1-64 characters")
         now = utcnow()
 
         def apply():
@@ -303,11 +305,15 @@ class NotificationService:
                 (Notification.recipient == user_id) & column.is_null())
             if ids is not None:
                 q = q.where(Notification.id.in_(ids))
+            if ntype is not None:
+                q = q.where(Notification.type == ntype)
             changed = q.execute()
             # broadcasts: one state row per user and notification touched
             bq = Notification.select(Notification.id).where(Notification.recipient.is_null())
             if ids is not None:
                 bq = bq.where(Notification.id.in_(ids))
+            if ntype is not None:
+                bq = bq.where(Notification.type == ntype)
             bids = [nid for (nid,) in bq.tuples()]
             if bids:
                 rows = [{"user": user_id, "notification": nid, field: now} for nid in bids]
@@ -319,9 +325,12 @@ class NotificationService:
 
         return await self.dbx.write(apply)
 
-    async def clear(self, user_id: int, ids: Optional[list] = None) -> int:
-        """Clear (hide) all or the given notifications of ``user_id``; returns how many."""
-        return await self._set_state(user_id, ids, "cleared_at")
+    async def clear(self, user_id: int, ids: Optional[list] = None, ntype: Optional[str] = None) -> int:
+        """Clear (hide) all or the given notifications of ``user_id``, of type ``ntype`` only when given.
+
+        Returns how many. Raises ValidationError for bad ``ids`` or ``ntype``.
+        """
+        return await self._set_state(user_id, ids, "cleared_at", ntype)
 
     async def mark_read(self, user_id: int, ids: Optional[list] = None) -> int:
         """Mark all or the given notifications of ``user_id`` read; returns how many."""

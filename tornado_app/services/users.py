@@ -292,6 +292,19 @@ def _read_users(user_ids: List[int]) -> List[User]:
     return rows
 
 
-def set_admin(username: str, admin: bool) -> bool:
-    """Grant or revoke the admin console for ``username`` (call with the database open). False if unknown."""
-    return User.update(is_admin=admin).where(User.username_key == username_key(username)).execute() == 1
+def set_admin(username: str, admin: bool) -> Optional[str]:
+    """Grant or revoke the admin console for ``username`` (any case; call with the database open).
+
+    Returns the username as the user spelled it at registration, None if unknown.
+    """
+    user = User.get_or_none(User.username_key == username_key(username))
+    if user is None:
+        return None
+    User.update(is_admin=admin).where(User.id == user.id).execute()
+    return user.username
+
+
+def list_admins() -> List[str]:
+    """The usernames (as registered) of every admin, sorted by identity (call with the database open)."""
+    return [name for (name,) in User.select(User.username).where(User.is_admin == True)  # noqa: E712
+            .order_by(User.username_key).tuples()]

@@ -65,7 +65,8 @@ function render(root, s) {
     tile("Messages/s", fmt(last.messages_per_s), "admin-messages"),
     tile("p50 / p99 send→delivery", `${fmt(last.p50_ms, " ms")} / ${fmt(last.p99_ms, " ms")}`, "admin-latency"),
     tile("Slow-consumer cuts (15 min)", fmt(sum("slow_consumer_cuts")), "admin-slow"),
-    tile("Errors (15 min)", fmt(sum("errors")), "admin-errors"));
+    tile("Errors, 5xx (15 min)", fmt(sum("errors")), "admin-errors"),
+    tile("Client errors, 4xx (15 min)", fmt(sum("client_errors")), "admin-client-errors"));
   const byTransport = el("ul", { class: "admin-transports" },
     ...Object.entries(s.connections).map(([t, n]) => el("li", {},
       el("span", { text: TRANSPORT_LABELS[t] || t }), el("strong", { text: fmt(n) }))));
@@ -85,7 +86,9 @@ function render(root, s) {
       .map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, ...rows));
   root.replaceChildren(tiles, el("section", { class: "card" },
-    el("h2", { text: "Connections by transport" }), byTransport), charts, el("section", { class: "card" }, table));
+    el("h2", { text: "Connections by transport" }), byTransport), charts,
+  // On a phone the table scrolls inside its card (a focusable region, so a keyboard can scroll it).
+  el("section", { class: "card" }, el("div", { class: "scroll-x", role: "region", "aria-label": "Processes", tabindex: 0 }, table)));
 }
 
 function announceForm() {
@@ -94,24 +97,33 @@ function announceForm() {
   const chosen = el("input", { type: "radio", name: "announce-to", id: "announce-chosen", value: "chosen" });
   const names = el("input", { type: "text", id: "announce-usernames", placeholder: "alice, bob", autocomplete: "off" });
   const status = el("p", { class: "small", id: "announce-status", role: "status" });
+  // The same error component as every other form (login, composer, settings).
+  const error = el("p", { class: "form-error small", id: "announce-error", role: "alert" });
   const form = el("form", { class: "card admin-announce", id: "announce-form" },
     el("h2", { text: "Publish an announcement" }),
     el("label", { for: "announce-message", text: "Message" }), message,
     el("fieldset", {}, el("legend", { text: "To" }),
       el("label", {}, everyone, " everyone"),
       el("label", {}, chosen, " these users: "), names),
-    el("button", { class: "btn", type: "submit", text: "Publish" }), status);
+    error, el("button", { class: "btn", type: "submit", text: "Publish" }), status);
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     const body = { message: message.value };
     if (chosen.checked) body.usernames = names.value.split(",").map((n) => n.trim()).filter(Boolean);
     status.textContent = "Publishing…";
+    error.textContent = "";
+    message.removeAttribute("aria-invalid");
     try {
       const res = await api("POST", "/api/admin/announce", body);
       status.textContent = `Published to ${res.recipients === "everyone" ? "everyone" : `${res.recipients} user(s)`}.`;
       message.value = "";
     } catch (err) {
-      status.textContent = `Not published: ${err.message}`;
+      status.textContent = "";
+      error.textContent = `Not published: ${err.message}`;
+      if (err instanceof ApiError && err.code === "validation_error") {
+        message.setAttribute("aria-invalid", "true");
+        message.setAttribute("aria-describedby", "announce-error");
+      }
     }
   });
   return form;

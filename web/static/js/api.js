@@ -56,6 +56,15 @@ export async function api(method, path, body) {
   }
 }
 
+/**
+ * True while the browser holds a session: the server sets the ``squall_session`` marker
+ * (no secret, not HttpOnly) with the login cookies and clears it with them. Without it a
+ * page goes to /login at once instead of asking /api/me for a 401.
+ */
+export function hasSession() {
+  return document.cookie.split(";").some((part) => part.trim() === "squall_session=1");
+}
+
 let inFlight = null;
 let timer = null;
 

@@ -3,7 +3,7 @@
 // group chats by username search. /chat/<id> opens a chat; switching chats keeps the page.
 
 import { api, ApiError } from "./api.js";
-import { avatar, el, icon, shortTime } from "./dom.js";
+import { avatar, el, icon, linkify, shortTime, untilTime } from "./dom.js";
 import { startApp, trapTab } from "./layout.js";
 import { ChatConnection } from "./realtime.js";
 
@@ -192,7 +192,7 @@ function renderHead() {
   ui.muteBtn.replaceChildren(icon(muted ? "bellOff" : "bell"));
   ui.muteBtn.dataset.muted = String(muted);
   ui.muteBtn.setAttribute("aria-label", muted
-    ? `Muted${chat.muted_until ? ` until ${new Date(chat.muted_until).toLocaleString()}` : ""}: change` : "Mute notifications");
+    ? `Muted${chat.muted_until ? ` until ${untilTime(chat.muted_until)}` : ""}: change` : "Mute notifications");
   const others = chat.members.filter((u) => u.id !== state.me.id);
   ui.headSub.textContent = chat.kind === "group"
     ? `${chat.members.length} members · ${chat.members.map((u) => u.display_name).join(", ")}`
@@ -205,7 +205,7 @@ function messageNode(m, prev) {
   const showSender = !mine && chat && chat.kind === "group" && (!prev || prev.sender_id !== m.sender_id);
   return el("div", { class: `msg${mine ? " mine" : ""}`, dataset: { messageId: m.id } },
     showSender ? el("span", { class: "msg-sender", text: m.sender_name }) : null,
-    el("div", { class: "bubble", text: m.content }),
+    el("div", { class: "bubble" }, linkify(m.content)),
     el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
 }
 

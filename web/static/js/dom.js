@@ -23,6 +23,36 @@ function append(node, children) {
   }
 }
 
+// A candidate link: http(s):// and what follows up to a space; closing punctuation is trimmed.
+const LINK_CANDIDATE = /\bhttps?:\/\/[^\s<>"]+/gi;
+const TRAILING = /[.,;:!?'")\]}]+$/;
+
+/**
+ * ``text`` as nodes: http and https URLs become links (new tab, ``rel="noopener noreferrer
+ * nofollow"``), everything else, other schemes included, stays text. Built with DOM calls
+ * only; each URL is checked by the browser's own parser, the one that will follow it.
+ */
+export function linkify(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of String(text).matchAll(LINK_CANDIDATE)) {
+    const raw = match[0].replace(TRAILING, "");
+    let url = null;
+    try { url = new URL(raw); } catch { url = null; }
+    if (!url || (url.protocol !== "http:" && url.protocol !== "https:") || !url.hostname) continue;
+    if (match.index > at) nodes.push(document.createTextNode(text.slice(at, match.index)));
+    const a = document.createElement("a");
+    a.href = url.href;
+    a.target = "_blank";
+    a.rel = "noopener noreferrer nofollow";
+    a.textContent = raw;
+    nodes.push(a);
+    at = match.index + raw.length;
+  }
+  if (at < text.length) nodes.push(document.createTextNode(text.slice(at)));
+  return nodes;
+}
+
 /** An inline SVG icon from the sprite-free set below (paths are constants, not user data). */
 export function icon(name, size = 20) {
   const ns = "http://www.w3.org/2000/svg";
@@ -57,16 +87,38 @@ const ICONS = {
   users: ["M9 11a4 4 0 1 0 0-8 4 4 0 0 0 0 8z", "M2 21a7 7 0 0 1 14 0", "M17 11a3 3 0 1 0 0-6", "M22 21a6 6 0 0 0-4-5.6"],
 };
 
-/** "14:05" today, "Mon 14:05" this week, else "12 Mar". */
+/**
+ * The user's languages, most preferred first (``navigator.languages``, what the user picked
+ * in the browser's settings). ``[]`` would mean the browser's own UI locale instead, which
+ * may differ: an English browser of a German reader.
+ */
+export function userLocales() {
+  return navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language || "en"];
+}
+
+/** ``d`` formatted with ``options`` in the user's locale (its own 12/24-hour clock). */
+export function formatTime(d, options) {
+  return new Intl.DateTimeFormat(userLocales(), options).format(d);
+}
+
+/** A time to come ("until …"): "Mon 14:05" within a week, else "12 Mar, 14:05". */
+export function untilTime(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  const soon = d - Date.now() < 6 * 86400000;
+  return formatTime(d, soon ? { weekday: "short", hour: "numeric", minute: "2-digit" }
+    : { day: "numeric", month: "short", hour: "numeric", minute: "2-digit" });
+}
+
+/** "14:05" today, "Mon 14:05" this week, else "12 Mar" (in the user's locale). */
 export function shortTime(iso) {
   if (!iso) return "";
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return "";
   const now = new Date();
-  const hm = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  if (d.toDateString() === now.toDateString()) return hm;
-  if (now - d < 6 * 86400000) return `${d.toLocaleDateString([], { weekday: "short" })} ${hm}`;
-  return d.toLocaleDateString([], { day: "numeric", month: "short" });
+  if (d.toDateString() === now.toDateString()) return formatTime(d, { hour: "numeric", minute: "2-digit" });
+  if (now - d < 6 * 86400000) return formatTime(d, { weekday: "short", hour: "numeric", minute: "2-digit" });
+  return formatTime(d, { day: "numeric", month: "short" });
 }
 
 /** Two-letter initials for an avatar. */

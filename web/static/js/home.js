@@ -4,6 +4,17 @@ import { el, icon } from "./dom.js";
 import { startApp } from "./layout.js";
 import { bindNotificationList } from "./notifications-view.js";
 
+const NEW_ACCOUNT_KEY = "squall.newAccount";  // set by login.js when this browser created the account
+
+/** True once, on the first Home of an account this browser just registered. */
+function firstVisit(me) {
+  try {
+    if (localStorage.getItem(NEW_ACCOUNT_KEY) !== String(me.id)) return false;
+    localStorage.removeItem(NEW_ACCOUNT_KEY);
+    return true;
+  } catch { return false; }
+}
+
 async function main() {
   const { me, client } = await startApp("home");
   const unreadValue = el("span", { class: "stat-value", id: "unread-total", text: "0" });
@@ -12,7 +23,7 @@ async function main() {
   const list = el("ul", { class: "notif-list", id: "recent-notifications" });
   document.getElementById("main").append(el("div", { class: "page" },
     el("div", { class: "page-head" },
-      el("div", {}, el("h1", { text: `Welcome back, ${me.display_name}` }),
+      el("div", {}, el("h1", { text: `${firstVisit(me) ? "Welcome" : "Welcome back"}, ${me.display_name}` }),
         el("p", { class: "muted", text: "New messages and notifications arrive here as they happen." })),
       el("a", { class: "btn", href: "/chat" }, icon("chat", 16), "Open messages")),
     el("div", { class: "stat-row" },

@@ -3,7 +3,7 @@
 // Keyboard: the phone drawer takes focus, keeps Tab inside and gives focus back on Escape;
 // Escape otherwise dismisses the newest toast; toasts pause while hovered or focused.
 
-import { api, ApiError } from "./api.js";
+import { api, ApiError, hasSession } from "./api.js";
 import { el, icon } from "./dom.js";
 import { loadPreferences, playSound, reaction, registerServiceWorker } from "./notify.js";
 import { goToLogin, notificationClient, transportLabel } from "./realtime.js";
@@ -34,6 +34,7 @@ const STATE_LABELS = {
  */
 export async function startApp(active, options = {}) {
   let me;
+  if (!hasSession()) { goToLogin(); return new Promise(() => {}); }
   try {
     me = await api("GET", "/api/me");
   } catch (err) {
@@ -43,7 +44,7 @@ export async function startApp(active, options = {}) {
   const client = notificationClient();
   renderShell(active, me, client);
   const preferencesLoaded = loadPreferences(client);
-  client.setOnNewMessage((n) => {
+  client.setOnAlert((n) => {
     // ``suppressToast``: the page shows this chat right now (no toast, no sound for it)
     const inView = Boolean(options.suppressToast && options.suppressToast(n));
     const act = reaction(n, { leader: client.status.role === "leader", inView });
@@ -157,14 +158,17 @@ function renderConnection(status) {
 export function showToast(n) {
   const box = document.getElementById("toasts");
   if (!box) return;
-  const title = n.sender_name || "New message";
+  const isMessage = n.type === "new_message";
+  // An announcement (or another published type) shows its text under a title naming its type.
+  const title = isMessage ? n.sender_name || "New message" : n.type === "announcement" ? "Announcement" : n.type;
   const open = el("button", { class: "toast-open", type: "button" },
-    el("span", { class: "toast-icon" }, icon("chat", 18)),
+    el("span", { class: "toast-icon" }, icon(isMessage ? "chat" : "bell", 18)),
     el("span", { class: "toast-body" },
       el("strong", { class: "toast-title", text: title }),
-      el("span", { class: "toast-text", text: n.content_preview || n.message || "" })));
-  const close = el("button", { class: "toast-close", type: "button", "aria-label": `Dismiss the message from ${title}` }, icon("close", 14));
-  const toast = el("div", { class: "toast", dataset: { chatId: n.chat_id, notificationId: n.id } }, open, close);
+      el("span", { class: "toast-text", text: isMessage ? n.content_preview || "" : n.message || "" })));
+  const close = el("button", { class: "toast-close", type: "button",
+    "aria-label": isMessage ? `Dismiss the message from ${title}` : `Dismiss the ${title.toLowerCase()}` }, icon("close", 14));
+  const toast = el("div", { class: "toast", dataset: { chatId: n.chat_id, notificationId: n.id, type: n.type } }, open, close);
   let timer = null;
   let left = toastMs();
   let since = 0;

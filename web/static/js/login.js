@@ -3,10 +3,20 @@
 import { api, ApiError, noteSession } from "./api.js";
 import { el } from "./dom.js";
 
-/** Only same-site paths are followed after login (no open redirect). */
-function nextPath() {
-  const next = new URLSearchParams(location.search).get("next") || "/";
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+const NEW_ACCOUNT_KEY = "squall.newAccount";  // read (once) by home.js
+
+/**
+ * Where to go after signing in: ``next`` only when it stays on this origin (no open
+ * redirect). The browser's own URL parser decides, the one ``location.assign`` uses: it
+ * reads ``/\evil.example`` as ``//evil.example`` and drops tabs and newlines, so a string
+ * test cannot be trusted.
+ */
+function nextPath(search = location.search) {
+  const next = new URLSearchParams(search).get("next");
+  if (!next) return "/";
+  let url;
+  try { url = new URL(next, location.origin); } catch { return "/"; }
+  return url.origin === location.origin ? url.pathname + url.search + url.hash : "/";
 }
 
 /** The fields an error is about: named in the message ('password' …), or both for a failed login. */
@@ -73,7 +83,14 @@ function render() {
     const body = { username: username.value.trim(), password: password.value };
     if (mode === "register" && displayName.value.trim()) body.display_name = displayName.value.trim();
     try {
-      noteSession(await api("POST", mode === "login" ? "/api/auth/login" : "/api/auth/register", body));
+      const session = await api("POST", mode === "login" ? "/api/auth/login" : "/api/auth/register", body);
+      noteSession(session);
+      // A new account is greeted with "Welcome" (not "Welcome back") on its first Home; signing
+      // in again is coming back.
+      try {
+        if (mode === "register") localStorage.setItem(NEW_ACCOUNT_KEY, String(session.user.id));
+        else localStorage.removeItem(NEW_ACCOUNT_KEY);
+      } catch { /* storage disabled */ }
       location.assign(nextPath());
     } catch (err) {
       error.textContent = err instanceof ApiError ? err.message : "Something went wrong";

@@ -42,11 +42,13 @@ export function inDnd() {
 }
 
 /**
- * What a new-message notification does in this tab: ``{toast, sound}``. Silent ones (Do
- * Not Disturb) and those for the chat in view do neither; the sound is the leader's.
+ * What a notification (a new message, an announcement) does in this tab: ``{toast, sound}``.
+ * Silent ones (Do Not Disturb), muted types and those for the chat in view do neither; the
+ * sound is the leader's.
  */
 export function reaction(n, { leader, inView }) {
-  if (n.silent || inDnd() || inView) return { toast: false, sound: false };
+  // A muted type never reaches a user from the server; a cached preference may be newer.
+  if (n.silent || inDnd() || inView || prefs.muted_types.includes(n.type)) return { toast: false, sound: false };
   return { toast: prefs.toasts, sound: prefs.sound && leader };
 }
 

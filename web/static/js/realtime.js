@@ -384,7 +384,7 @@ export class NotificationClient {
     this.lastEventId = null;            // highest notification id handled (number)
     this.status = { state: "connecting", transport: null, role: "follower", wsBlocked: false,
                     lastEventId: null };
-    this.onNewMessage = null;
+    this.onAlert = null;
     this.channel = null;
     this.reconnector = null;
     this.started = false;
@@ -395,8 +395,11 @@ export class NotificationClient {
 
   // Public API ---------------------------------------------------------------------------
 
-  /** Register the page's callback for new-message notifications (one per page). */
-  setOnNewMessage(fn) { this.onNewMessage = fn; }
+  /**
+   * Register the page's callback for notifications that may toast (one per page): new
+   * messages, announcements and the other published types; not the test page's probes.
+   */
+  setOnAlert(fn) { this.onAlert = fn; }
 
   /** True while any chat has unread messages (the server's ``unread`` state). */
   hasUnreadMessages() { return this.unread.total > 0; }
@@ -409,10 +412,10 @@ export class NotificationClient {
   }
 
   /** Clear every notification on the server and in every tab. */
-  async clearNotifications() {
-    await api("POST", "/api/notifications/clear", {});
-    this.applyCleared();
-    this.post({ kind: "cleared" });
+  async clearNotifications(type = null) {
+    await api("POST", "/api/notifications/clear", type ? { type } : {});
+    this.applyCleared(type);
+    this.post({ kind: "cleared", type });
   }
 
   /** Load the history, then join the leader election (the leader opens the stream). */
@@ -517,13 +520,14 @@ export class NotificationClient {
       }
       this.status = { ...msg.status, role: "follower", lastEventId: this.lastEventId };
       this.emit("status", this.status);
-    } else if (msg.kind === "cleared") this.applyCleared();
+    } else if (msg.kind === "cleared") this.applyCleared(msg.type || null);
     else if (msg.kind === "unauthorized") goToLogin();
   }
 
-  applyCleared() {
-    this.notifications = [];
-    this.emit("cleared", null);
+  /** Forget the cleared notifications: all of them, or those of ``type``. */
+  applyCleared(type = null) {
+    this.notifications = type ? this.notifications.filter((n) => n.type !== type) : [];
+    this.emit("cleared", type);
   }
 
   handleFrame(data) {
@@ -536,11 +540,9 @@ export class NotificationClient {
       this.emit("status", this.status);
       if (!this.remember(data)) return;
       this.emit("notification", data);
-      if (data.type === "new_message") {
-        this.emit("new_message", data);
-        if (this.onNewMessage) {
-          try { this.onNewMessage(data); } catch (err) { console.error(err); }
-        }
+      if (data.type === "new_message") this.emit("new_message", data);
+      if (data.type !== "test" && this.onAlert) {
+        try { this.onAlert(data); } catch (err) { console.error(err); }
       }
       return;
     }

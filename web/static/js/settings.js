@@ -3,7 +3,7 @@
 // server at once and reaches the user's other tabs and devices as a ``preferences`` event.
 
 import { api, ApiError } from "./api.js";
-import { el, icon } from "./dom.js";
+import { el, icon, untilTime } from "./dom.js";
 import { startApp, toastMs } from "./layout.js";
 import { applyPreferences, inDnd, prefs, registerServiceWorker } from "./notify.js";
 
@@ -43,7 +43,7 @@ function render() {
   ui.push.input.checked = prefs.push && pushAllowed() === "granted" && ui.subscribed;
   renderPushHint();
   ui.dndState.textContent = inDnd()
-    ? `On until ${new Date(prefs.dnd_until).toLocaleString([], { weekday: "short", hour: "2-digit", minute: "2-digit" })}`
+    ? `On until ${untilTime(prefs.dnd_until)}`
     : "Off";
   ui.dndState.dataset.on = String(inDnd());
   ui.types.replaceChildren(...prefs.muted_types.map((t) => el("li", { class: "chip" }, el("span", { text: t }),
@@ -110,7 +110,7 @@ async function renderMutedChats() {
   const muted = chats.filter((c) => c.muted);
   ui.chats.replaceChildren(...muted.map((c) => el("li", { class: "setting-row", dataset: { chatId: c.id } },
     el("span", { class: "muted-chat" }, icon("bellOff", 16), el("span", { text: c.title || "Chat" }),
-      el("span", { class: "muted small", text: c.muted_until ? ` until ${new Date(c.muted_until).toLocaleString()}` : " until you unmute" })),
+      el("span", { class: "muted small", text: c.muted_until ? ` until ${untilTime(c.muted_until)}` : " until you unmute" })),
     el("button", { class: "btn btn-secondary", type: "button", "aria-label": `Unmute ${c.title || "chat"}`,
       onclick: async () => { await api("DELETE", `/api/chats/${c.id}/mute`); renderMutedChats(); } }, "Unmute"))));
   ui.chatsEmpty.hidden = muted.length > 0;

@@ -24,7 +24,7 @@ async function main() {
   const diagnosis = el("div", { class: "diagnosis", id: "diagnosis", role: "status", dataset: { verdict: "pending" } },
     icon("pulse"), el("span", { id: "diagnosis-text", text: "Checking the connection…" }));
   const probeBtn = el("button", { class: "btn btn-secondary", type: "button", id: "probe" }, icon("pulse", 16), "Send test event");
-  const clearBtn = el("button", { class: "btn btn-danger", type: "button", id: "clear" }, "Clear");
+  const clearBtn = el("button", { class: "btn btn-danger", type: "button", id: "clear" }, "Clear test events");
   const list = el("ul", { class: "notif-list", id: "test-notifications" });
   document.getElementById("main").append(el("div", { class: "page" },
     el("div", { class: "page-head" },
@@ -108,7 +108,8 @@ async function main() {
     if (n.type === "test") { arrivals.set(n.id, Date.now()); finishProbe(); }
   });
   probeBtn.addEventListener("click", runProbe);
-  clearBtn.addEventListener("click", () => client.clearNotifications().catch(() => {}));
+  // Clears this page's test events only: messages and announcements stay on Home.
+  clearBtn.addEventListener("click", () => client.clearNotifications("test").catch(() => {}));
   let probedOnce = false;
   client.on("status", (s) => {
     render();
