@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
@@ -26,6 +27,7 @@ class Config:
     port: int = 8000
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = "memory"
+    broker_prefix: str = ""  # starts every broker name (empty: "squall", or the URL's ?prefix=)
     jwt_secret: str = ""
     token_ttl: int = 900  # seconds an access token lives (sessions: see docs/security.md)
     service_token: str = ""  # publish API; empty disables it (403)
@@ -134,6 +136,9 @@ _OPTIONS = [
     ("port", "PORT", int, "TCP port"),
     ("database_url", "DATABASE_URL", str, "sqlite:///path.db or postgresql://user@host/db"),
     ("broker_url", "BROKER_URL", str, "memory, redis://host:6379/0 or postgresql://…"),
+    ("broker_prefix", "BROKER_PREFIX", str,
+     "first part of every Redis key/channel or PostgreSQL broker table/channel (default squall); "
+     "the installation id follows it"),
     ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated and kept beside the database if unset"),
     ("token_ttl", "TOKEN_TTL", int, "access token lifetime in seconds"),
     ("service_token", "SERVICE_TOKEN", str, "bearer token for the publish API (unset: API answers 403)"),
@@ -290,6 +295,9 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
+    # The rule of services/broker/base.py check_prefix (part of PostgreSQL identifiers)
+    if config.broker_prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", config.broker_prefix):
+        raise SystemExit("--broker-prefix must be 1-32 letters, digits and underscores, starting with a letter")
     if config.log_format not in ("text", "json"):
         raise SystemExit("--log-format must be text or json")
     if config.event_loop not in ("asyncio", "uvloop"):

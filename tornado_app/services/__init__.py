@@ -70,6 +70,9 @@ class Services:
         """Create or migrate the schema, connect the broker, start the writer, retention and heartbeats."""
         await self.dbx.write_raw(migrate, self.db)
         await self.sessions.start()
+        # Every broker name carries the installation id (one per database): deployments that
+        # share a Redis or a broker database never receive each other's events (issue 20).
+        self.broker.scope(self.sessions.installation_id)
         await self.push.start()
         await self.hub.start()
         self.chat.start()
@@ -152,7 +155,7 @@ def build_services(config: Config) -> Services:
     metrics = Metrics(process=str(config.worker))
     registry = ConnectionRegistry(metrics)
     broker = create_broker(config.broker_url, origin, presence_ttl=config.presence_ttl,
-                           database_url=config.database_url)
+                           database_url=config.database_url, prefix=config.broker_prefix)
     hub = Hub(registry, broker)
     auth = AuthService(config.jwt_secret, config.token_ttl, config.service_token, config.password_hash_profile,
                        previous_secret=config.jwt_secret_previous, ticket_ttl=config.ticket_ttl,
