@@ -10,7 +10,6 @@ import dataclasses
 import logging
 import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
@@ -139,7 +138,7 @@ _OPTIONS = [
     ("broker_prefix", "BROKER_PREFIX", str,
      "first part of every Redis key/channel or PostgreSQL broker table/channel (default squall); "
      "the installation id follows it"),
-    ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated and kept beside the database if unset"),
+    ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated once and kept in the database if unset"),
     ("token_ttl", "TOKEN_TTL", int, "access token lifetime in seconds"),
     ("service_token", "SERVICE_TOKEN", str, "bearer token for the publish API (unset: API answers 403)"),
     ("log_level", "LOG_LEVEL", str, "debug, info, warning or error"),
@@ -315,27 +314,3 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
     if not 0 <= config.poll_timeout <= config.poll_max_timeout or config.poll_presence_grace <= 0:
         raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
     return args.command, config
-
-
-def ensure_jwt_secret(config: Config) -> Config:
-    """Return a Config with a JWT secret: the given one, or one kept in a file beside the database.
-
-    Without a configured secret, tokens would stop working at every restart; a generated
-    secret is stored (mode 0600) next to the SQLite file, or in the working directory.
-    """
-    if config.jwt_secret:
-        return config
-    db_path = config.sqlite_path
-    folder = os.path.dirname(os.path.abspath(db_path)) if db_path and db_path != ":memory:" else os.getcwd()
-    path = os.path.join(folder, ".squall_jwt_secret")
-    if os.path.exists(path):
-        with open(path) as f:
-            secret = f.read().strip()
-    else:
-        secret = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret)
-    log.warning("JWT_SECRET is not set: using the generated secret kept in %s "
-                "(set JWT_SECRET in production, the same on every process)", path)
-    return config.replace(jwt_secret=secret)
