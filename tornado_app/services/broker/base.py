@@ -2,7 +2,8 @@
 
 An envelope is a dict (JSON-safe):
     {"o": origin process id, "k": "chat" | "notify" | "ctl", "u": [user ids] or None (everyone),
-     "x": connection id to skip or None, "i": event id or None, "d": event JSON text}
+     "x": connection id to skip or None, "i": event id or None, "d": event JSON text,
+     "n": [user ids everyone leaves out] (optional: a broadcast's muted and DND users)}
 
 Kind "ctl" is a control message for the services (session revocation, used stream tickets,
 see services/sessions.py), never delivered to a connection.
