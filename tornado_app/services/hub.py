@@ -88,7 +88,8 @@ class Hub:
                     self.on_control(json.loads(envelope["d"]))
                 return
             event = Event(envelope["k"], envelope["d"], envelope.get("i"))
-            if self.registry.deliver(event, envelope.get("u"), envelope.get("x"), envelope.get("n")) and "t" in envelope:
+            delivered = self.registry.deliver(event, envelope.get("u"), envelope.get("x"), envelope.get("n"))
+            if delivered and "t" in envelope:
                 metrics.delivery[event.kind].observe(time.time() - envelope["t"])
         except Exception:
             log.exception("delivering an envelope failed")
