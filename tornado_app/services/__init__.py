@@ -173,7 +173,8 @@ def build_services(config: Config) -> Services:
                            database_url=config.database_url, prefix=config.broker_prefix)
     hub = Hub(registry, broker)
     # Without --jwt-secret, start() replaces this unguessable stand-in with the database's secret.
-    auth = AuthService(config.jwt_secret or secrets.token_urlsafe(48), config.token_ttl, config.service_token, config.password_hash_profile,
+    auth = AuthService(config.jwt_secret or secrets.token_urlsafe(48), config.token_ttl, config.service_token,
+                       config.password_hash_profile,
                        previous_secret=config.jwt_secret_previous, ticket_ttl=config.ticket_ttl,
                        hash_threads=config.hash_threads, hash_queue=config.hash_queue,
                        hash_per_address=config.hash_per_address)
