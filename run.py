@@ -7,8 +7,9 @@ import signal
 import sys
 from typing import Optional
 
-from tornado_app.config import ensure_jwt_secret, load_config
+from tornado_app.config import load_config
 from tornado_app.logs import setup_logging
+from tornado_app.startup import StartupError, check_databases, sqlite_processes_warning
 
 log = logging.getLogger("squall")
 
@@ -86,16 +87,23 @@ def main(argv=None) -> int:
     from models.migrations import UsernameCollision
     command, config = load_config(sys.argv[1:] if argv is None else argv)
     setup_logging(config.log_level, config.log_sql, config.log_format)
+    try:
+        check_databases(config)
+    except StartupError as exc:
+        log.error("%s", exc)
+        return exc.code
     if isinstance(command, tuple):  # ("admin", action[, username])
         return admin_command(config, *command[1:])
     if command == "username-collisions":
         return list_username_collisions(config)
-    config = ensure_jwt_secret(config)
     try:
         if command == "migrate":
             migrate_only(config)
             return 0
         if config.processes > 1:
+            warning = sqlite_processes_warning(config)
+            if warning:
+                log.warning("%s", warning)
             from tornado_app.workers import run_workers
             return run_workers(config, serve)
         from tornado_app.eventloop import run

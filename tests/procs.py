@@ -23,8 +23,9 @@ def free_port() -> int:
 class ServerProcess:
     """One ``python run.py`` child; ``url``, ``port``, ``stop()``, ``kill()``, ``log()``."""
 
-    def __init__(self, args: list, env: dict, port: int, log_path: str, nofile: Optional[int] = None):
-        self.args, self.env, self.port, self.log_path = args, env, port, log_path
+    def __init__(self, args: list, env: dict, port: int, log_path: str, nofile: Optional[int] = None,
+                 cwd: str = ROOT):
+        self.args, self.env, self.port, self.log_path, self.cwd = args, env, port, log_path, cwd
         self.nofile = nofile  # descriptor limit (soft and hard) of the child, when given
         self.url = f"http://127.0.0.1:{port}"
         self.ws_url = f"ws://127.0.0.1:{port}"
@@ -34,7 +35,7 @@ class ServerProcess:
         """Start and wait until ``/healthz`` answers 200."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *self.args],
-                                     cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=self._limit_descriptors)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -101,11 +102,12 @@ def server_env(**extra) -> dict:
 
 
 def start_server(tmp_path, *args: str, port: Optional[int] = None, nofile: Optional[int] = None,
-                 **env) -> ServerProcess:
+                 cwd: str = ROOT, **env) -> ServerProcess:
     """Start ``run.py --port <free> *args`` with ``env`` added; logs go to ``tmp_path``.
 
-    ``nofile`` sets the child's descriptor limit (soft and hard: the server cannot raise it).
+    ``nofile`` sets the child's descriptor limit (soft and hard: the server cannot raise it);
+    ``cwd`` is the folder it starts in (the project's by default).
     """
     port = port or free_port()
     log_path = os.path.join(str(tmp_path), f"server-{port}.log")
-    return ServerProcess(["--port", str(port), *args], server_env(**env), port, log_path, nofile).start()
+    return ServerProcess(["--port", str(port), *args], server_env(**env), port, log_path, nofile, cwd).start()

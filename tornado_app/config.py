@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import logging
 import os
-import secrets
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
@@ -26,6 +26,7 @@ class Config:
     port: int = 8000
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = "memory"
+    broker_prefix: str = ""  # starts every broker name (empty: "squall", or the URL's ?prefix=)
     jwt_secret: str = ""
     token_ttl: int = 900  # seconds an access token lives (sessions: see docs/security.md)
     service_token: str = ""  # publish API; empty disables it (403)
@@ -151,7 +152,10 @@ _OPTIONS = [
     ("port", "PORT", int, "TCP port"),
     ("database_url", "DATABASE_URL", str, "sqlite:///path.db or postgresql://user@host/db"),
     ("broker_url", "BROKER_URL", str, "memory, redis://host:6379/0 or postgresql://…"),
-    ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated and kept beside the database if unset"),
+    ("broker_prefix", "BROKER_PREFIX", str,
+     "first part of every Redis key/channel or PostgreSQL broker table/channel (default squall); "
+     "the installation id follows it"),
+    ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated once and kept in the database if unset"),
     ("token_ttl", "TOKEN_TTL", int, "access token lifetime in seconds"),
     ("service_token", "SERVICE_TOKEN", str, "bearer token for the publish API (unset: API answers 403)"),
     ("log_level", "LOG_LEVEL", str, "debug, info, warning or error"),
@@ -332,6 +336,9 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
+    # The rule of services/broker/base.py check_prefix (part of PostgreSQL identifiers)
+    if config.broker_prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", config.broker_prefix):
+        raise SystemExit("--broker-prefix must be 1-32 letters, digits and underscores, starting with a letter")
     if config.log_format not in ("text", "json"):
         raise SystemExit("--log-format must be text or json")
     if config.event_loop not in ("asyncio", "uvloop"):
@@ -353,27 +360,3 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
     if not 0 <= config.poll_timeout <= config.poll_max_timeout or config.poll_presence_grace <= 0:
         raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
     return args.command, config
-
-
-def ensure_jwt_secret(config: Config) -> Config:
-    """Return a Config with a JWT secret: the given one, or one kept in a file beside the database.
-
-    Without a configured secret, tokens would stop working at every restart; a generated
-    secret is stored (mode 0600) next to the SQLite file, or in the working directory.
-    """
-    if config.jwt_secret:
-        return config
-    db_path = config.sqlite_path
-    folder = os.path.dirname(os.path.abspath(db_path)) if db_path and db_path != ":memory:" else os.getcwd()
-    path = os.path.join(folder, ".squall_jwt_secret")
-    if os.path.exists(path):
-        with open(path) as f:
-            secret = f.read().strip()
-    else:
-        secret = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret)
-    log.warning("JWT_SECRET is not set: using the generated secret kept in %s "
-                "(set JWT_SECRET in production, the same on every process)", path)
-    return config.replace(jwt_secret=secret)

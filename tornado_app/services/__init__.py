@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -23,6 +24,7 @@ from .chat import ChatLimits, ChatService
 from .db import DatabaseExecutor
 from .directory import UserDirectory
 from .hub import Hub
+from .jwt_secret import legacy_secret_path, stored_secret
 from .metrics import Metrics, MetricsHub
 from .monitor import Monitor
 from .notifications import NotificationService
@@ -73,7 +75,12 @@ class Services:
     async def start(self) -> None:
         """Create or migrate the schema, connect the broker, start the writer, retention and heartbeats."""
         await self.dbx.write_raw(migrate, self.db)
+        if not self.config.jwt_secret:
+            await self._use_stored_jwt_secret()
         await self.sessions.start()
+        # Every broker name carries the installation id (one per database): deployments that
+        # share a Redis or a broker database never receive each other's events (issue 20).
+        self.broker.scope(self.sessions.installation_id)
         await self.push.start()
         await self.hub.start()
         self.chat.start()
@@ -92,6 +99,17 @@ class Services:
             self._pinger = tornado.ioloop.PeriodicCallback(self._ping_websockets,
                                                            self.config.ws_ping_interval * 1000)
             self._pinger.start()
+
+    async def _use_stored_jwt_secret(self) -> None:
+        """No --jwt-secret: sign with the database's generated secret (shared by every process and host)."""
+        legacy = legacy_secret_path(self.config.sqlite_path)
+        secret, imported = await self.dbx.write(stored_secret, legacy)
+        self.auth.use_secret(secret)
+        if imported:
+            log.warning("moved the generated JWT secret from %s into the database (setting %r); "
+                        "the file is no longer read", legacy, "jwt_secret")
+        else:
+            log.info("JWT_SECRET is not set: tokens are signed with the generated secret kept in the database")
 
     def _ping_websockets(self) -> None:
         """Ping every WebSocket; those without a pong ``ws_ping_timeout`` later are closed."""
@@ -160,9 +178,11 @@ def build_services(config: Config) -> Services:
     metrics = Metrics(process=str(config.worker))
     registry = ConnectionRegistry(metrics)
     broker = create_broker(config.broker_url, origin, presence_ttl=config.presence_ttl,
-                           database_url=config.database_url)
+                           database_url=config.database_url, prefix=config.broker_prefix)
     hub = Hub(registry, broker)
-    auth = AuthService(config.jwt_secret, config.token_ttl, config.service_token, config.password_hash_profile,
+    # Without --jwt-secret, start() replaces this unguessable stand-in with the database's secret.
+    auth = AuthService(config.jwt_secret or secrets.token_urlsafe(48), config.token_ttl, config.service_token,
+                       config.password_hash_profile,
                        previous_secret=config.jwt_secret_previous, ticket_ttl=config.ticket_ttl,
                        hash_threads=config.hash_threads, hash_queue=config.hash_queue,
                        hash_per_address=config.hash_per_address)

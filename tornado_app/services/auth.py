@@ -58,10 +58,7 @@ class AuthService:
     def __init__(self, secret: str, token_ttl: int, service_token: str = "", profile: str = "standard",
                  previous_secret: str = "", ticket_ttl: int = 30, hash_threads: int = 2,
                  hash_queue: int = 16, hash_per_address: int = 2):
-        if not secret:
-            raise ValueError("a JWT secret is required")
-        self.secret = secret
-        self._key = secret.encode("utf-8")
+        self.use_secret(secret)
         self.previous_secret = previous_secret
         self.token_ttl = token_ttl
         self.ticket_ttl = ticket_ttl
@@ -83,6 +80,13 @@ class AuthService:
         self._hashing = 0
         self._hashing_by_address: Dict[str, int] = {}
         self._dummy_hash = self._hasher.hash("squall-dummy-password")
+
+    def use_secret(self, secret: str) -> None:
+        """Sign and check tokens with ``secret`` from now on (the database's, once services start)."""
+        if not secret:
+            raise ValueError("a JWT secret is required")
+        self.secret = secret
+        self._key = secret.encode("utf-8")
 
     # Passwords --------------------------------------------------------------------------------
 

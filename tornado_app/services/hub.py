@@ -57,16 +57,19 @@ class Hub:
 
     async def publish(self, kind: str, user_ids: Optional[Iterable[int]], data: str,
                       event_id: Optional[int] = None, exclude: Optional[str] = None,
-                      since: Optional[float] = None) -> None:
+                      since: Optional[float] = None, skip_users: Optional[Iterable[int]] = None) -> None:
         """Send the JSON text ``data`` to the ``kind`` streams of ``user_ids`` (None: every user).
 
         ``exclude`` is a connection id that must not get it (the sender's own socket, which
         gets an ack instead). The text is serialised by the caller once for all recipients.
         ``since`` is when the event began (a chat send's arrival; default now): every
-        receiving process measures its delivery latency from it.
+        receiving process measures its delivery latency from it. ``skip_users`` (with
+        ``user_ids`` None) are users the event must not reach (a broadcast's muted and DND users).
         """
         envelope = {"o": self.origin, "k": kind, "u": None if user_ids is None else list(user_ids),
                     "x": exclude, "i": event_id, "d": data, "t": since or time.time()}
+        if skip_users:
+            envelope["n"] = list(skip_users)
         self.metrics.broker_out += 1
         await self.broker.publish(envelope)
 
@@ -85,7 +88,8 @@ class Hub:
                     self.on_control(json.loads(envelope["d"]))
                 return
             event = Event(envelope["k"], envelope["d"], envelope.get("i"))
-            if self.registry.deliver(event, envelope.get("u"), envelope.get("x")) and "t" in envelope:
+            delivered = self.registry.deliver(event, envelope.get("u"), envelope.get("x"), envelope.get("n"))
+            if delivered and "t" in envelope:
                 metrics.delivery[event.kind].observe(time.time() - envelope["t"])
         except Exception:
             log.exception("delivering an envelope failed")

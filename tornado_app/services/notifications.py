@@ -140,6 +140,13 @@ class NotificationService:
             await self.hub.publish(NOTIFY, None if recipient is None else (recipient,),
                                    frame(nid, payload), event_id=nid)
 
+    async def deliver_broadcast(self, nid: int, payload: str, muted: List[int], quiet: List[int]) -> None:
+        """Publish a stored broadcast to everyone but ``muted``; ``quiet`` (DND) users get it silent."""
+        self.hub.metrics.notifications_stored += 1
+        await self.hub.publish(NOTIFY, None, frame(nid, payload), event_id=nid, skip_users=muted + quiet)
+        if quiet:
+            await self.hub.publish(NOTIFY, quiet, frame(nid, silent(payload)), event_id=nid)
+
     async def deliver_unread(self, states: Dict[int, str]) -> None:
         """Publish each user's ``unread`` frame to all of that user's notification streams."""
         for uid, data in states.items():
@@ -169,8 +176,9 @@ class NotificationService:
         ``{"user_ids": [...]} | {"broadcast": true}``, ``type`` (default announcement),
         ``message``, an optional ``data`` object and ``push`` (true: Web Push to recipients
         with no open stream). A broadcast is one row for everyone. Users who muted the type
-        are skipped (nothing stored); users in Do Not Disturb get it with ``"silent": true``.
-        Raises ValidationError, NotFound (unknown user ids).
+        are skipped (nothing stored; of a broadcast, stored as read and cleared for them);
+        users in Do Not Disturb get it with ``"silent": true``. Raises ValidationError,
+        NotFound (unknown user ids).
         """
         broadcast = body.get("broadcast", False)
         user_ids = body.get("user_ids")
@@ -205,17 +213,25 @@ class NotificationService:
             raise ValidationError("the notification is too large (32 KiB at most)")
 
         skipped, quiet = [], set()
-        if not broadcast and self.preferences is not None:
-            prefs = await self.preferences.many(user_ids)
-            skipped = [u for u in user_ids if ntype in prefs[u].muted_types]
-            quiet = {u for u in user_ids if prefs[u].dnd()}
+        if self.preferences is not None:
+            if broadcast:
+                skipped, quiet_ids = await self.preferences.broadcast_exceptions(ntype)
+                quiet = set(quiet_ids)
+            else:
+                prefs = await self.preferences.many(user_ids)
+                skipped = [u for u in user_ids if ntype in prefs[u].muted_types]
+                quiet = {u for u in user_ids if prefs[u].dnd()}
         recipients = [None] if broadcast else [u for u in user_ids if u not in skipped]
         payloads = [silent(payload) if r in quiet else payload for r in recipients]
         # Stored with the other publishes of the moment in one transaction (PublishWriter);
         # raises NotFound for unknown user ids (this request alone, muted ones included).
         ids = await self.publisher.store(None if broadcast else user_ids, ntype, payloads, now,
-                                         recipients=None if broadcast else recipients)
-        await self.deliver_stored(list(zip(ids, recipients, payloads)))
+                                         recipients=None if broadcast else recipients,
+                                         hidden=skipped if broadcast else None)
+        if broadcast and (skipped or quiet):
+            await self.deliver_broadcast(ids[0], payload, skipped, sorted(quiet))
+        else:
+            await self.deliver_stored(list(zip(ids, recipients, payloads)))
         if push and not broadcast and self.on_notified is not None:
             for nid, r in zip(ids, recipients):
                 self.on_notified(r, {"id": nid, **payload_obj}, r in quiet)
@@ -246,9 +262,12 @@ class NotificationService:
         """Frames of ``user_id``'s notifications with id > ``after_id``, in order.
 
         Returns None when the server can no longer replay that far back (pruned, or more
-        than ``replay_limit`` missed): the stream then sends ``resync``.
+        than ``replay_limit`` missed): the stream then sends ``resync``. Broadcasts the user
+        cleared (or muted: see publish_to) are left out, and are silent while the user is
+        in Do Not Disturb, as a targeted notification stored during it is.
         """
         limit = self.replay_limit
+        quiet = self.preferences is not None and (await self.preferences.get(user_id)).dnd()
 
         def load():
             pruned = Setting.get_or_none(Setting.key == PRUNED_KEY)
@@ -259,8 +278,14 @@ class NotificationService:
                                    & Notification.cleared_at.is_null())
                             .order_by(Notification.id).limit(limit + 1).tuples())
             broadcasts = list(Notification.select(Notification.id, Notification.payload)
-                              .where(Notification.recipient.is_null() & (Notification.id > after_id))
+                              .join(NotificationState, peewee.JOIN.LEFT_OUTER,
+                                    on=((NotificationState.notification == Notification.id)
+                                        & (NotificationState.user == user_id)))
+                              .where(Notification.recipient.is_null() & (Notification.id > after_id)
+                                     & NotificationState.cleared_at.is_null())
                               .order_by(Notification.id).limit(limit + 1).tuples())
+            if quiet:
+                broadcasts = [(nid, silent(payload)) for nid, payload in broadcasts]
             rows = sorted(personal + broadcasts)
             if len(rows) > limit:
                 return None

@@ -14,7 +14,7 @@ import datetime
 import logging
 from typing import List, Optional, Tuple
 
-from models import Notification, User, is_postgres
+from models import Notification, NotificationState, User, is_postgres
 from ..errors import NotFound
 
 log = logging.getLogger("squall.publisher")
@@ -27,12 +27,13 @@ IDS_PER_STATEMENT = 1000  # user ids per existence check
 class PublishRequest:
     """One publish request waiting for its commit."""
 
-    __slots__ = ("user_ids", "ntype", "payloads", "created_at", "recipients", "future")
+    __slots__ = ("user_ids", "ntype", "payloads", "created_at", "recipients", "future", "hidden")
 
     def __init__(self, user_ids: Optional[List[int]], ntype: str, payloads, created_at: datetime.datetime,
-                 recipients: Optional[List[int]], future: "asyncio.Future"):
+                 recipients: Optional[List[int]], future: "asyncio.Future", hidden: Optional[List[int]] = None):
         self.user_ids, self.ntype, self.payloads, self.created_at, self.recipients, self.future = (
             user_ids, ntype, payloads, created_at, recipients, future)
+        self.hidden = hidden  # a broadcast's users who muted its type: stored as read and cleared for them
 
 
 def _placeholder() -> str:
@@ -78,23 +79,38 @@ def insert_rows(rows: List[tuple]) -> List[int]:
     return ids
 
 
-def store_batch(batch: List[Tuple[Optional[List[int]], str, object, datetime.datetime, Optional[List[int]]]]) -> list:
+def hide_broadcasts(hidden: List[Tuple[int, int, datetime.datetime]]) -> None:
+    """``(notification id, user id, when)``: that broadcast is read and cleared for that user. Inside a transaction."""
+    for at in range(0, len(hidden), ROWS_PER_STATEMENT // 4):
+        (NotificationState.insert_many(
+            [{"notification": nid, "user": uid, "read_at": when, "cleared_at": when}
+             for nid, uid, when in hidden[at:at + ROWS_PER_STATEMENT // 4]])
+         .on_conflict_ignore().execute())
+
+
+def store_batch(batch: List[tuple]) -> list:
     """Store a batch of publishes (writer thread, inside one transaction).
 
     Each publish is ``(user_ids or None for a broadcast, type, payload or one payload per
-    recipient, created_at, recipients)``: every one of ``user_ids`` must exist, and a row is
-    stored for each of ``recipients`` (default: all of ``user_ids``; fewer when some users
-    muted the type). Returns, per publish, its notification ids or the NotFound that refuses it.
+    recipient, created_at, recipients[, hidden])``: every one of ``user_ids`` must exist, and
+    a row is stored for each of ``recipients`` (default: all of ``user_ids``; fewer when some
+    users muted the type). A broadcast's ``hidden`` users (who muted its type) get it as read
+    and cleared, so it is neither listed nor replayed to them. Returns, per publish, its
+    notification ids or the NotFound that refuses it.
     """
+    batch = [tuple(item) + (None,) * (6 - len(item)) for item in batch]
     to_db = Notification.created_at.db_value
-    wanted = sorted({u for user_ids, _, _, _, _ in batch if user_ids for u in user_ids})
+    wanted = sorted({u for user_ids, _, _, _, _, hidden in batch for u in (user_ids or hidden or ())})
     found = existing_users(wanted)
     rows: List[tuple] = []
     spans: list = []
-    for user_ids, ntype, payloads, created_at, recipients in batch:
+    hides: list = []  # (index of the row, user id, when)
+    for user_ids, ntype, payloads, created_at, recipients, hidden in batch:
         created = to_db(created_at)
         if user_ids is None:
             recipients = [None]
+            # a user deleted since the preferences were read has nothing left to hide
+            hides.extend((len(rows), u, created_at) for u in hidden or () if u in found)
         else:
             unknown = [u for u in user_ids if u not in found]
             if unknown:
@@ -106,6 +122,8 @@ def store_batch(batch: List[Tuple[Optional[List[int]], str, object, datetime.dat
         spans.append((len(rows), len(rows) + len(recipients)))
         rows.extend((u, ntype, p, created) for u, p in zip(recipients, payloads))
     ids = insert_rows(rows) if rows else []
+    if hides:
+        hide_broadcasts([(ids[row], uid, when) for row, uid, when in hides])
     return [span if isinstance(span, Exception) else ids[span[0]:span[1]] for span in spans]
 
 
@@ -119,14 +137,15 @@ class PublishWriter:
         self.transactions = 0  # commits so far (tests check that concurrent publishes share them)
 
     async def store(self, user_ids: Optional[List[int]], ntype: str, payloads, created_at: datetime.datetime,
-                    recipients: Optional[List[int]] = None) -> List[int]:
+                    recipients: Optional[List[int]] = None, hidden: Optional[List[int]] = None) -> List[int]:
         """Queue one publish; the ids of ``recipients`` (default ``user_ids``) once committed.
 
-        ``payloads`` is one JSON text for all, or one per recipient. Raises NotFound (any of
-        ``user_ids`` unknown) or the database's error.
+        ``payloads`` is one JSON text for all, or one per recipient; ``hidden`` are the users
+        a broadcast is stored as read and cleared for. Raises NotFound (any of ``user_ids``
+        unknown) or the database's error.
         """
         loop = asyncio.get_running_loop()
-        request = PublishRequest(user_ids, ntype, payloads, created_at, recipients, loop.create_future())
+        request = PublishRequest(user_ids, ntype, payloads, created_at, recipients, loop.create_future(), hidden)
         self._queue.append(request)
         if not self._running:
             self._running = True
@@ -139,7 +158,8 @@ class PublishWriter:
                 batch, self._queue = self._queue[:MAX_REQUESTS], self._queue[MAX_REQUESTS:]
                 try:
                     results = await self.dbx.write(
-                        store_batch, [(r.user_ids, r.ntype, r.payloads, r.created_at, r.recipients) for r in batch])
+                        store_batch, [(r.user_ids, r.ntype, r.payloads, r.created_at, r.recipients, r.hidden)
+                                      for r in batch])
                 except Exception as exc:
                     log.warning("storing %d publish requests failed (%s)", len(batch), type(exc).__name__)
                     for r in batch:

@@ -219,10 +219,17 @@ class ConnectionRegistry:
         """Every connection carrying ``kind``."""
         return self._everyone[kind]
 
-    def deliver(self, event: Event, user_ids: Optional[Iterable[int]], exclude: Optional[str] = None) -> int:
-        """Hand ``event`` to the matching connections; ``user_ids`` None means everyone. Returns the count."""
+    def deliver(self, event: Event, user_ids: Optional[Iterable[int]], exclude: Optional[str] = None,
+                skip_users: Optional[Iterable[int]] = None) -> int:
+        """Hand ``event`` to the matching connections; ``user_ids`` None means everyone. Returns the count.
+
+        ``skip_users`` (only with everyone) leaves those users out: a broadcast's muted and DND users.
+        """
         if user_ids is None:
             targets = list(self._everyone[event.kind])
+            if skip_users:
+                skip = set(skip_users)
+                targets = [conn for conn in targets if conn.user_id not in skip]
         else:
             by_user = self._by_user[event.kind]
             targets = []

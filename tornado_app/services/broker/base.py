@@ -2,7 +2,8 @@
 
 An envelope is a dict (JSON-safe):
     {"o": origin process id, "k": "chat" | "notify" | "ctl", "u": [user ids] or None (everyone),
-     "x": connection id to skip or None, "i": event id or None, "d": event JSON text}
+     "x": connection id to skip or None, "i": event id or None, "d": event JSON text,
+     "n": [user ids everyone leaves out] (optional: a broadcast's muted and DND users)}
 
 Kind "ctl" is a control message for the services (session revocation, used stream tickets,
 see services/sessions.py), never delivered to a connection.
@@ -10,15 +11,42 @@ see services/sessions.py), never delivered to a connection.
 Every process subscribes to every envelope and delivers to its own connections.
 Presence ("user U is active in chat C somewhere") is shared through the broker too,
 with claims that expire when the process that made them stops refreshing them.
+
+Names: every channel, key and table a broker uses starts with ``<prefix>`` (``squall``,
+``--broker-prefix`` or the URL's ``?prefix=``) and, once ``scope()`` is called at start-up,
+the deployment's installation id, so deployments sharing one Redis or one PostgreSQL
+broker database never see each other's envelopes or presence.
 """
 from __future__ import annotations
 
 import abc
+import re
 from typing import Callable, Iterable, List, Set, Tuple
 
 Receiver = Callable[[dict], None]
 PresenceSource = Callable[[], List[Tuple[int, int]]]
 GapHandler = Callable[[], None]
+
+DEFAULT_PREFIX = "squall"
+# --broker-prefix: also part of PostgreSQL identifiers (at most 63 bytes with the scope)
+PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+SCOPE_CHARS = 16  # characters of the installation id in every name (64 random bits)
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` when it is 1-32 letters, digits and underscores starting with a letter. Raises ValueError."""
+    if not isinstance(prefix, str) or not PREFIX_RE.fullmatch(prefix):
+        raise ValueError(f"broker prefix {str(prefix)[:40]!r} must be 1-32 letters, digits and underscores, "
+                         "starting with a letter")
+    return prefix
+
+
+def scope_of(installation_id: str) -> str:
+    """The part of an installation id that goes into broker names (lowercase hex)."""
+    scope = "".join(c for c in str(installation_id).lower() if c in "0123456789abcdef")[:SCOPE_CHARS]
+    if not scope:
+        raise ValueError("an installation id must contain hex digits")
+    return scope
 
 
 class Broker(abc.ABC):
@@ -45,6 +73,14 @@ class Broker(abc.ABC):
             self._presence_source = presence_source
         self._on_gap = on_gap
 
+    def scope(self, installation_id: str) -> None:
+        """Put this deployment's installation id into every name (call before ``start``).
+
+        Processes of one deployment share a database and so the id; another deployment on
+        the same Redis or broker database has another one. Without a call (the broker
+        contract tests) the names carry the prefix only.
+        """
+
     async def stop(self) -> None:
         """Disconnect; no envelope is received after this returns."""
 
@@ -68,7 +104,18 @@ class BrokerUnavailable(RuntimeError):
 
 
 def create_broker(url: str, origin: str, **options) -> Broker:
-    """The broker for ``url`` (memory, redis://, postgresql://); drivers import lazily."""
+    """The broker for ``url`` (memory, redis://, postgresql://); drivers import lazily.
+
+    ``prefix=`` (``--broker-prefix``) starts every name; a URL's ``?prefix=`` does the same,
+    and giving both is refused (ValueError): one of them would be silently ignored.
+    """
+    prefix = options.pop("prefix", "") or ""
+    if prefix:
+        check_prefix(prefix)
+        from urllib.parse import parse_qsl, urlparse
+        if any(key == "prefix" for key, _ in parse_qsl(urlparse(url).query)):
+            raise ValueError("give the broker prefix once: --broker-prefix or the URL's ?prefix=, not both")
+        options["prefix"] = prefix
     if url in ("memory", "memory://", ""):
         from .memory import MemoryBroker
         return MemoryBroker(origin)

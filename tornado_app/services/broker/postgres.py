@@ -13,10 +13,15 @@ Connections:
 
 Notify payloads: ``"j" + JSON envelope`` or ``"r" + payload row id``.
 
-Tables (``<prefix>`` is ``squall`` unless the URL has ``?prefix=…``):
-    <prefix>_payload(id bigserial, data text, created_at timestamptz)
-    <prefix>_presence(chat_id, user_id, origin, expires_at timestamptz)  UNLOGGED: a crash loses
-        only claims that would have expired anyway.
+Names (``<prefix>`` is ``squall`` unless ``--broker-prefix`` or the URL's ``?prefix=…`` names
+another; ``<scope>`` is the first 16 characters of the installation id, see base.py). NOTIFY
+reaches only listeners of the same database, so deployments with their own databases are
+apart anyway; the scope keeps apart those that share one broker database.
+    channel <prefix>_<scope>_events
+    <prefix>_<scope>_payload(id bigserial, data text, created_at timestamptz)
+    <prefix>_<scope>_presence(chat_id, user_id, origin, expires_at timestamptz)  UNLOGGED: a crash
+        loses only claims that would have expired anyway.
+Without a scope (a broker made outside a server, as the contract tests do) ``<prefix>_`` alone.
 """
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from tornado.ioloop import IOLoop
 
-from .base import Broker, BrokerUnavailable
+from .base import DEFAULT_PREFIX, Broker, BrokerUnavailable, scope_of
 
 log = logging.getLogger("squall.broker.postgres")
 
@@ -42,7 +47,7 @@ BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
-def split_prefix(url: str, default: str = "squall"):
+def split_prefix(url: str, default: str = DEFAULT_PREFIX):
     """``(url without ?prefix=, prefix)``; the prefix must be a plain identifier."""
     parsed = urlparse(url)
     prefix = default
@@ -64,13 +69,11 @@ class PostgresBroker(Broker):
 
     distributed = True
 
-    def __init__(self, origin: str, url: str, presence_ttl: float = 15.0, **options):
+    def __init__(self, origin: str, url: str, presence_ttl: float = 15.0, prefix: str = "", **options):
         super().__init__(origin)
-        self.url, self.prefix = split_prefix(url)
-        self.channel = f"{self.prefix}_events"
+        self.url, self.prefix = split_prefix(url, prefix or DEFAULT_PREFIX)
         self.presence_ttl = float(presence_ttl)
-        self._payload_table = sql.Identifier(f"{self.prefix}_payload")
-        self._presence_table = sql.Identifier(f"{self.prefix}_presence")
+        self._name(self.prefix)
         self._executor = None
         self._work = None  # used only on the executor thread
         self._listen = None
@@ -81,6 +84,16 @@ class PostgresBroker(Broker):
         self._stopping = False
         self._listening = False
         self._gap_pending = False  # something was missed; clients resume once we listen again
+
+    def _name(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.channel = f"{namespace}_events"
+        self._payload_table = sql.Identifier(f"{namespace}_payload")
+        self._presence_table = sql.Identifier(f"{namespace}_presence")
+
+    def scope(self, installation_id: str) -> None:
+        """Names become ``<prefix>_<scope>_…`` (call before ``start``)."""
+        self._name(f"{self.prefix}_{scope_of(installation_id)}")
 
     # Work connection (executor thread only) ------------------------------------------------
 

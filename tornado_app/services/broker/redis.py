@@ -6,10 +6,12 @@ SUBSCRIBE per connected user and buy nothing. Redis pub/sub is fire-and-forget, 
 matters is that messages and notifications are stored *before* they are published; a
 process that lost its subscription tells its clients to resume (``on_gap``).
 
-Keys (``<prefix>`` is ``squall`` unless the URL has ``?prefix=…``, which lets several
-deployments or test runs share one Redis):
-    <prefix>:events              the pub/sub channel; messages are JSON envelopes
-    <prefix>:presence:<chat_id>  sorted set; member "<user_id>|<origin>", score = expiry (epoch s)
+Keys (``<prefix>`` is ``squall`` unless ``--broker-prefix`` or the URL's ``?prefix=…`` names
+another; ``<scope>`` is the first 16 characters of the installation id, see base.py, so
+deployments sharing one Redis never meet):
+    <prefix>:<scope>:events              the pub/sub channel; messages are JSON envelopes
+    <prefix>:<scope>:presence:<chat_id>  sorted set; member "<user_id>|<origin>", score = expiry (epoch s)
+Without a scope (a broker made outside a server, as the contract tests do) ``<prefix>:`` alone.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .base import Broker, BrokerUnavailable
+from .base import DEFAULT_PREFIX, Broker, BrokerUnavailable, scope_of
 
 log = logging.getLogger("squall.broker.redis")
 
@@ -32,7 +34,7 @@ BACKOFF_MAX = 60.0
 COMMAND_TIMEOUT = 5.0  # seconds; a hung Redis must not hold up senders indefinitely
 
 
-def split_prefix(url: str, default: str = "squall"):
+def split_prefix(url: str, default: str = DEFAULT_PREFIX):
     """``(url without ?prefix=, prefix)``: the key prefix is ours, not a redis-py option."""
     parsed = urlparse(url)
     params = parse_qsl(parsed.query, keep_blank_values=True)
@@ -51,10 +53,11 @@ class RedisBroker(Broker):
 
     distributed = True
 
-    def __init__(self, origin: str, url: str, presence_ttl: float = 15.0, **options):
+    def __init__(self, origin: str, url: str, presence_ttl: float = 15.0, prefix: str = "", **options):
         super().__init__(origin)
-        self.url, self.prefix = split_prefix(url)
-        self.channel = f"{self.prefix}:events"
+        self.url, self.prefix = split_prefix(url, prefix or DEFAULT_PREFIX)
+        self.namespace = self.prefix  # every key and the channel start with it
+        self.channel = f"{self.namespace}:events"
         self.presence_ttl = float(presence_ttl)
         self._client = None
         self._listener = None
@@ -64,8 +67,13 @@ class RedisBroker(Broker):
         self._lost = False  # True from a lost subscription until the next one is established
         self._publish_failed = False  # a publish failed; local clients must resume once Redis answers
 
+    def scope(self, installation_id: str) -> None:
+        """Names become ``<prefix>:<scope>:…`` (call before ``start``)."""
+        self.namespace = f"{self.prefix}:{scope_of(installation_id)}"
+        self.channel = f"{self.namespace}:events"
+
     def _presence_key(self, chat_id: int) -> str:
-        return f"{self.prefix}:presence:{int(chat_id)}"
+        return f"{self.namespace}:presence:{int(chat_id)}"
 
     def _member(self, user_id: int) -> str:
         return f"{int(user_id)}|{self.origin}"
