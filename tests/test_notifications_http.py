@@ -3,6 +3,8 @@
 Also acceptance point 8: bad tokens on every stream get 401 JSON before any stream data, and one
 user's stream never carries another user's notification.
 """
+import json
+
 import pytest
 import tornado.httpclient
 import tornado.websocket
