@@ -18,6 +18,8 @@ class Chat(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     last_message_id = peewee.BigIntegerField(null=True)
     last_activity_at = peewee.DateTimeField(default=utcnow, index=True)
+    # The idempotency key of a chat created through the service API (same key, same chat).
+    external_key = peewee.CharField(max_length=255, null=True, unique=True)
 
 
 class ChatMember(BaseModel):

@@ -15,6 +15,10 @@ Versions:
     4  user.is_admin (the admin console; nobody is an admin until granted).
     5  notification preferences and push: chat_member.muted_until, tables user_preference
        and push_subscription.
+    6  users from the product's identity: user.external_id (unique, the ``sub`` of an external
+       token), user.kind (builtin | external | system | deleted), user.avatar_url,
+       user.disabled, user.revoked_at (tokens issued at or before it are refused);
+       chat.external_key (unique, the idempotency key of a chat created by the service API).
 """
 from __future__ import annotations
 
@@ -169,10 +173,37 @@ def to_v5(db: peewee.Database) -> None:
     db.create_tables([UserPreferenceV5, PushSubscriptionV5], safe=True)
 
 
+def to_v6(db: peewee.Database) -> None:
+    """Version 5 → 6: external identities on ``user``, an idempotency key on ``chat``.
+
+    Plain ALTER TABLE (see ``to_v4``); unique indexes allow any number of NULLs on both databases.
+    """
+    pg = isinstance(db, peewee.PostgresqlDatabase)
+    false = "false" if pg else "0"
+    user_columns = {c.name for c in db.get_columns("user")}
+    added = [
+        ("external_id", 'VARCHAR(255) NULL'),
+        ("kind", "VARCHAR(16) NOT NULL DEFAULT 'builtin'"),
+        ("avatar_url", "VARCHAR(2048) NULL"),
+        ("disabled", f"BOOLEAN NOT NULL DEFAULT {false}"),
+        ("revoked_at", "BIGINT NULL"),
+    ]
+    for name, kind in added:
+        if name not in user_columns:
+            db.execute_sql(f'ALTER TABLE "user" ADD COLUMN "{name}" {kind}')
+    if "user_external_id" not in _index_names(db, "user"):
+        db.execute_sql('CREATE UNIQUE INDEX "user_external_id" ON "user" ("external_id")')
+    if "external_key" not in {c.name for c in db.get_columns("chat")}:
+        db.execute_sql('ALTER TABLE "chat" ADD COLUMN "external_key" VARCHAR(255) NULL')
+    if "chat_external_key" not in _index_names(db, "chat"):
+        db.execute_sql('CREATE UNIQUE INDEX "chat_external_key" ON "chat" ("external_key")')
+
+
 # version -> function migrating from version - 1; append, never edit a released one
 MIGRATIONS = {
     2: to_v2,
     3: to_v3,
     4: to_v4,
     5: to_v5,
+    6: to_v6,
 }

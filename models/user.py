@@ -17,6 +17,12 @@ def new_token_version() -> int:
     return secrets.randbelow(2 ** 31 - 1) + 1
 
 
+BUILTIN = "builtin"      # registered with a password on this server
+EXTERNAL = "external"    # provisioned from the product's token (``sub`` = external_id); no password
+SYSTEM = "system"        # the sender of system messages posted by the service API
+DELETED = "deleted"      # erased by the service API; the row stays so that messages keep a sender
+
+
 class User(BaseModel):
     """An account: unique username (case-insensitively, after NFKC), shown by its display name."""
 
@@ -28,6 +34,13 @@ class User(BaseModel):
     is_admin = peewee.BooleanField(default=False)  # python run.py admin grant|revoke USERNAME
     # Carried by every token; "log out everywhere" bumps it, so older tokens stop working.
     token_version = peewee.IntegerField(default=new_token_version)
+    # The product's id for this user (the ``sub`` of its tokens); NULL for builtin users.
+    external_id = peewee.CharField(max_length=255, null=True, unique=True)
+    kind = peewee.CharField(max_length=16, default=BUILTIN)
+    avatar_url = peewee.CharField(max_length=2048, null=True)
+    disabled = peewee.BooleanField(default=False)
+    # Unix seconds: tokens issued at or before it are refused (service API "revoke").
+    revoked_at = peewee.BigIntegerField(null=True)
 
     def save(self, *args, **kwargs):
         """Derive ``username_key`` from ``username`` when it is not given."""

@@ -190,15 +190,22 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database)
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     version, columns, indexes = read_back(old_database)
-    assert version == 5 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 6 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE is_admin').fetchone()[0] == 0
         assert db.execute_sql('SELECT COUNT(*) FROM "chat_member" WHERE muted_until IS NOT NULL').fetchone()[0] == 0
         assert {"user_preference", "push_subscription"} <= set(db.get_tables())
+        # version 6: every existing user is a builtin one, enabled, never revoked, no external id
+        users = db.execute_sql('SELECT COUNT(*) FROM "user"').fetchone()[0]
+        assert users > 0
+        assert db.execute_sql('SELECT kind, COUNT(*) FROM "user" GROUP BY kind').fetchall() == [("builtin", users)]
+        assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE disabled OR external_id IS NOT NULL'
+                              ' OR revoked_at IS NOT NULL').fetchone()[0] == 0
+        assert db.execute_sql('SELECT COUNT(*) FROM "chat" WHERE external_key IS NOT NULL').fetchone()[0] == 0
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})
