@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import unicodedata
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 import peewee
 
 from models import User, username_key
+from models.user import BUILTIN, EXTERNAL
 from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from .auth import AuthService
 from .db import DatabaseExecutor
@@ -25,6 +28,54 @@ MAX_PASSWORD = 1024
 # characters that emoji sequences and Persian script need, so they stay.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
+
+
+MAX_EXTERNAL_ID = 255   # the column's length; the ``sub`` claim and the service API's ids
+MAX_AVATAR_URL = 2048   # the column's length
+EXTERNAL_PREFIX = "~"   # usernames of external users: "~" + 24 hex digits, never a valid builtin name
+
+
+def check_external_id(value) -> str:
+    """``value`` if it is a product's user id: a string of 1-255 characters, no control characters.
+
+    Raises ValidationError ``invalid_external_id``.
+    """
+    if (isinstance(value, str) and 1 <= len(value) <= MAX_EXTERNAL_ID
+            and not any(unicodedata.category(c) in _REFUSED_CATEGORIES and c not in _ALLOWED_FORMAT
+                        for c in value)):
+        return value
+    raise ValidationError(f"An external id must be a string of 1 to {MAX_EXTERNAL_ID} characters "
+                          "without control characters", "invalid_external_id")
+
+
+def check_avatar_url(value) -> Optional[str]:
+    """``value`` if it is an absolute ``https://`` (or ``http://``) URL of at most 2048 characters; None stays None.
+
+    Parsed with ``urlsplit``, as the browsers that load it will: no credentials, no spaces or
+    control characters, a host. Raises ValidationError ``invalid_avatar_url``.
+    """
+    if value is None:
+        return None
+    bad = ValidationError(f"An avatar URL must be an absolute http(s) URL of at most {MAX_AVATAR_URL} characters",
+                          "invalid_avatar_url")
+    if not isinstance(value, str) or not value or len(value) > MAX_AVATAR_URL:
+        raise bad
+    if any(c.isspace() or unicodedata.category(c) in _REFUSED_CATEGORIES for c in value):
+        raise bad
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in ("https", "http") or not host or "@" in parts.netloc:
+        raise bad
+    return value
+
+
+def external_display_name(display_name: Optional[str], external_id: str) -> str:
+    """The display name of an external user: the one given (checked), else the id cut to 64 characters."""
+    return check_display_name(display_name, external_id[:MAX_DISPLAY_NAME])
 
 
 def user_dict(user: User) -> dict:
@@ -157,11 +208,64 @@ class UserService:
             self._address_failures.refund(address)  # not checked: not a failure
             self._login_failures.refund(pair)
             raise
-        if not ok or user is None:
+        if not ok or user is None or user.kind != BUILTIN:  # external users have no password here
             raise Unauthorized("Wrong username or password", "invalid_credentials")
         self._login_failures.reset(pair)
         self._address_failures.refund(address)
         return self._remember(user)
+
+    async def upsert_external(self, external_id: str, display_name: Optional[str] = None,
+                              avatar_url: Optional[str] = None, disabled: Optional[bool] = None,
+                              clear_avatar: bool = False) -> Tuple[dict, bool]:
+        """Create or update the external user ``external_id``; ``(user, changed)``.
+
+        Shared by just-in-time provisioning (a valid external token) and the service API.
+        None leaves a field as it is (``clear_avatar`` removes the avatar); a new user gets the
+        display name given, else the external id cut to 64 characters. ``changed`` is True when
+        the user was created or a field changed (callers tell the other processes). Two
+        concurrent first requests create one user (the unique external id decides). A deleted
+        user is not revived. Raises ValidationError (``invalid_external_id``,
+        ``invalid_display_name``, ``invalid_avatar_url``), NotFound ``user_deleted``.
+        """
+        external_id = check_external_id(external_id)
+        if display_name is not None:
+            display_name = external_display_name(display_name, external_id)
+        avatar_url = check_avatar_url(avatar_url)
+
+        def upsert() -> Tuple[User, bool]:
+            for _ in range(2):
+                user = User.get_or_none(User.external_id == external_id)
+                if user is None:
+                    name = EXTERNAL_PREFIX + secrets.token_hex(12)
+                    try:
+                        with User._meta.database.atomic():
+                            return User.create(
+                                username=name, username_key=username_key(name), password_hash="",
+                                display_name=display_name or external_display_name(None, external_id),
+                                external_id=external_id, kind=EXTERNAL, avatar_url=avatar_url,
+                                disabled=bool(disabled)), True
+                    except peewee.IntegrityError:
+                        continue  # created by a concurrent request (or another process): read it
+                if user.kind != EXTERNAL:
+                    raise NotFound("This user has been deleted", "user_deleted")
+                fields = {}
+                if display_name is not None and display_name != user.display_name:
+                    fields["display_name"] = display_name
+                if clear_avatar and user.avatar_url is not None:
+                    fields["avatar_url"] = None
+                elif avatar_url is not None and avatar_url != user.avatar_url:
+                    fields["avatar_url"] = avatar_url
+                if disabled is not None and bool(disabled) != user.disabled:
+                    fields["disabled"] = bool(disabled)
+                if fields:
+                    User.update(**fields).where(User.id == user.id).execute()
+                    for name, value in fields.items():
+                        setattr(user, name, value)
+                return user, bool(fields)
+            raise RuntimeError("external user neither found nor created")  # a unique index misbehaving
+
+        user, changed = await self.dbx.write(upsert)
+        return self._remember(user), changed
 
     def remember(self, user: User) -> dict:
         """Cache ``user`` (just read or written) with its token version; its public shape."""
