@@ -91,3 +91,20 @@ async def test_builtin_login_refuses_an_external_user(services, api):
         status, err = await api.call("POST", "/api/auth/login", {"username": user["username"], "password": password})
         assert status in (400, 401), err
         assert err["error"]["code"] in ("invalid_credentials", "validation_error")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_directory_never_lists_system_or_deleted_users(services, api):
+    status, me = await api.call("POST", "/api/auth/register", {"username": "dir" + uuid.uuid4().hex[:8],
+                                                               "password": "password123"})
+    assert status == 201, me
+    token = me["access_token"]
+    tag = uuid.uuid4().hex[:10]
+    kept, _ = await services.users.upsert_external(ext(), display_name=f"Zz{tag} kept")
+    gone, _ = await services.users.upsert_external(ext(), display_name=f"Zz{tag} gone")
+    system, _ = await services.users.upsert_external(ext(), display_name=f"Zz{tag} system")
+    await services.dbx.write(lambda: User.update(kind="deleted").where(User.id == gone["id"]).execute())
+    await services.dbx.write(lambda: User.update(kind="system").where(User.id == system["id"]).execute())
+    status, found = await api.call("GET", f"/api/users?q=Zz{tag}", token=token)
+    assert status == 200, found
+    assert [u["id"] for u in found["users"]] == [kept["id"]]

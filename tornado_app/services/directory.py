@@ -14,6 +14,7 @@ from typing import List, Optional
 import peewee
 
 from models import User, username_key
+from models.user import BUILTIN, EXTERNAL
 from ..errors import Forbidden, RateLimited, ValidationError
 from .db import DatabaseExecutor
 from .ratelimit import RateLimiter
@@ -59,16 +60,22 @@ class UserDirectory:
         return [self.users.remember(row) for row in rows]
 
 
+# People to chat with: never the system sender of the service API, never an erased account.
+FINDABLE = (BUILTIN, EXTERNAL)
+
+
 def _find_prefix(query: str, limit: int, exclude: int) -> List[User]:
     """Users whose username or display name starts with ``query`` (any case). Database thread."""
     lowered = query.lower()
     return list(User.select()
                 .where((peewee.fn.LOWER(User.username).startswith(lowered)
-                        | peewee.fn.LOWER(User.display_name).startswith(lowered)) & (User.id != exclude))
+                        | peewee.fn.LOWER(User.display_name).startswith(lowered)) & (User.id != exclude)
+                       & User.kind.in_(FINDABLE))
                 .order_by(User.username).limit(limit))
 
 
 def _find_exact(query: str, limit: int, exclude: int) -> List[User]:
     """The user whose username is ``query``, matched as logins are (case and width folded). Database thread."""
-    return list(User.select().where((User.username_key == username_key(query)) & (User.id != exclude))
+    return list(User.select().where((User.username_key == username_key(query)) & (User.id != exclude)
+                                    & User.kind.in_(FINDABLE))
                 .limit(limit))
