@@ -105,6 +105,7 @@ class Config:
     max_connections_per_address: int = 256
     sse_retry_max_ms: int = 10000  # SSE "retry:" is random in [sse_retry_ms, sse_retry_max_ms]
     max_group_members: int = 256
+    max_publish_external_ids: int = 1000  # external ids per POST /api/notifications (issue 22)
     groups_per_hour: int = 30  # group chats one user may create per hour
     typing_interval: float = 2.0  # at most one typing frame fanned out per user and chat
     mark_read_interval: float = 0.5  # at most one read-position write per user and chat
@@ -235,6 +236,8 @@ _OPTIONS = [
      "address; 0: no limit)"),
     ("sse_retry_max_ms", "SSE_RETRY_MAX_MS", int, "upper end of the random SSE retry: (from 2000 ms)"),
     ("max_group_members", "MAX_GROUP_MEMBERS", int, "most members of a group chat"),
+    ("max_publish_external_ids", "MAX_PUBLISH_EXTERNAL_IDS", int,
+     "most external_ids in one POST /api/notifications (400 too_many_external_ids past it)"),
     ("groups_per_hour", "GROUPS_PER_HOUR", int, "group chats one user may create per hour"),
     ("typing_interval", "TYPING_INTERVAL", float, "seconds between typing frames fanned out per user and chat"),
     ("mark_read_interval", "MARK_READ_INTERVAL", float, "seconds between read-position writes per user and chat"),

@@ -33,6 +33,7 @@ from .poll_presence import PollPresence
 from .preferences import PreferenceService
 from .push import PushService
 from .registry import ConnectionRegistry
+from .service_api import ServiceApi
 from .sessions import RefreshLimits, SessionService
 from .usage import MessageQuota, ReadLimit
 from .users import UserService
@@ -65,6 +66,7 @@ class Services:
     push: Optional[PushService] = None
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
+    service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
@@ -215,11 +217,15 @@ def build_services(config: Config) -> Services:
     def on_control(message: dict) -> None:
         sessions.on_control(message)
         preferences.on_control(message)
+        chat.on_control(message)  # members of a chat changed (issue 22)
     hub.on_control = on_control
+    hub.chat_gate = chat.admitted
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
                     reads=ReadLimit(config.reads_per_user_per_second, config.reads_burst),
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
-                    directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute))
+                    directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
+                    service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
+                                           config.max_publish_external_ids))
