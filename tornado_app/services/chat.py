@@ -691,7 +691,8 @@ class ChatService:
 
         epoch = self._members_epoch
         chats, members, last = await self.dbx.read(load)
-        all_users = {u for ms in members.values() for u in ms}
+        # the last messages' senders too: the system user and deleted users are nobody's members
+        all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
         out = []
         for c in chats:
