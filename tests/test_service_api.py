@@ -16,6 +16,7 @@ import pytest
 from models import ChatMember, Notification, RefreshToken, User, UserPreference
 from tests.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
+from tornado_app.services.events import CHAT, dumps
 from tornado_app.services.users import username_key
 
 
@@ -324,8 +325,14 @@ async def test_members_add_and_remove(api, services, ws_connect):
     status, _ = await svc(api, "POST", f"/api/service/chats/{chat['id']}/messages", {"content": "after"})
     assert status == 201
     assert (await ann_ws.recv_type("message"))["message"]["content"] == "after"
-    err = await cid_ws.request({"type": "send_message", "chat_id": chat["id"], "content": "x"}, "error", "message")
-    assert err["type"] == "error" and err["code"] == "not_a_member"  # its next frame: no message came first
+    # an event computed from the older member list (a send under way on another process) is gated too
+    await services.hub.publish(CHAT, [ids[ann], cid_id], dumps({"type": "typing", "chat_id": chat["id"],
+                                                                "user_id": ids[ann], "user_name": "Ann"}),
+                               chat_id=chat["id"])
+    assert (await ann_ws.recv_type("typing"))["chat_id"] == chat["id"]
+    await cid_ws.send({"type": "send_message", "chat_id": chat["id"], "content": "x"})
+    err = await cid_ws.recv()  # its next frame: neither "after" nor the typing came first
+    assert err["type"] == "error" and err["code"] == "not_a_member"
     assert not services.registry.is_active(cid_id, chat["id"])
 
 
