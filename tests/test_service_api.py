@@ -485,6 +485,8 @@ async def test_publish_to_external_ids(api, services, ws_connect, users):
                        ({"external_ids": ["x" * 256], "message": "x"}, "invalid_external_id"),
                        ({"external_ids": [ann], "broadcast": True, "message": "x"}, "validation_error"),
                        ({"external_ids": [ann], "user_ids": "x", "message": "x"}, "validation_error"),
+                       ({"external_ids": [ann], "user_ids": [{"a": 1}], "message": "x"}, "validation_error"),
+                       ({"external_ids": [ann], "user_ids": [True], "message": "x"}, "validation_error"),
                        ({"external_ids": [ann]}, "validation_error")):
         status, out = await svc(api, "POST", "/api/notifications", body)
         assert status == 400 and out["error"]["code"] == code, (body, out)

@@ -34,6 +34,7 @@ from .chat import ChatService
 from .db import DatabaseExecutor
 from .events import iso
 from .hub import Hub
+from .ids import require_ids
 from .notifications import NotificationService
 from .preferences import PreferenceService
 from .sessions import LOGGED_OUT, SessionService
@@ -319,8 +320,8 @@ class ServiceApi:
         external_ids = check_external_ids(body["external_ids"], self.max_publish_external_ids)
         ids = await self.ids_of(external_ids)
         user_ids = body.get("user_ids")
-        if user_ids is not None and not isinstance(user_ids, list):
-            raise ValidationError("'user_ids' must be a list of user ids")
+        if user_ids is not None:
+            require_ids(user_ids, "user_ids")
         body = {k: v for k, v in body.items() if k != "external_ids"}
         body["user_ids"] = list(dict.fromkeys(list(user_ids or []) + [ids[e] for e in external_ids]))
         answer = await self.notifications.publish_to(body)
