@@ -534,3 +534,19 @@ async def test_user_token_or_no_token_is_refused(api, users, services, method, p
         assert status == 403 and out["error"]["code"] == "invalid_service_token", (token, out)
     # and nothing happened
     assert await services.dbx.read(lambda: User.select().where(User.external_id.is_null(False)).count()) == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_removal_gate_forgets_after_its_memory_and_after_a_broker_gap(services):
+    from tornado_app.services.chat import LEFT_MEMORY
+    chat = services.chat
+    chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
+    assert chat.admitted(7, [5, 6]) == [6] and chat.admitted(8, [5, 6]) == [5, 6]
+    chat.on_control({"t": "members", "c": 7, "a": [5], "r": []})  # added back
+    assert chat.admitted(7, [5, 6]) == [5, 6]
+    chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
+    chat._left[(7, 5)] -= LEFT_MEMORY  # as if removed LEFT_MEMORY seconds ago
+    assert chat.admitted(7, [5, 6]) == [5, 6]
+    chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
+    services.hub._gap()  # the broker reconnected: control messages may have been lost
+    assert chat.admitted(7, [5, 6]) == [5, 6]

@@ -220,6 +220,7 @@ def build_services(config: Config) -> Services:
         chat.on_control(message)  # members of a chat changed (issue 22)
     hub.on_control = on_control
     hub.chat_gate = chat.admitted
+    hub.on_gap = chat.forget_members
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,

@@ -588,7 +588,18 @@ class ChatService:
         left = self._left
         if not left:
             return user_ids
-        return [uid for uid in user_ids if (chat_id, uid) not in left]
+        now = time.monotonic()
+        return [uid for uid in user_ids if now - left.get((chat_id, uid), -LEFT_MEMORY) >= LEFT_MEMORY]
+
+    def forget_members(self) -> None:
+        """Drop every cached member list (after a broker gap: a ``members`` message may have been lost).
+
+        The removals remembered for ``admitted`` go too: they matter only while a send computed
+        from an older list may still be published, and the gap ended every stream anyway.
+        """
+        self._members.clear()
+        self._members_epoch += 1
+        self._left.clear()
 
     # Chats --------------------------------------------------------------------------------
 

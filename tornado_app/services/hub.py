@@ -49,6 +49,8 @@ class Hub:
         # (ChatService.admitted), so that an event published on another process with an older
         # member list never reaches them (issue 22: removal takes effect at once everywhere).
         self.chat_gate: Optional[Callable[[int, list], list]] = None
+        # Called after a broker gap (control messages may have been lost): ChatService.forget_members
+        self.on_gap: Optional[Callable[[], None]] = None
         self._online: dict = {}  # user_id -> OnlineClaim, while the user has a notification stream here
 
     async def start(self) -> None:
@@ -112,6 +114,11 @@ class Hub:
         Messages and notifications are stored before they are published, so a client that
         reconnects with its last event id gets exactly what it missed.
         """
+        if self.on_gap is not None:
+            try:
+                self.on_gap()
+            except Exception:
+                log.exception("forgetting cached state after a broker gap")
         conns = list(self.registry.connections)
         self.metrics.broker_reconnects += 1
         log.warning("broker reconnected; asking %d connection(s) to resume", len(conns))
