@@ -216,6 +216,7 @@ def build_services(config: Config) -> Services:
         sessions.on_control(message)
         preferences.on_control(message)
     hub.on_control = on_control
+    users.hub, users.apply_control = hub, on_control
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
