@@ -221,6 +221,7 @@ def build_services(config: Config) -> Services:
     hub.on_control = on_control
     hub.chat_gate = chat.admitted
     hub.on_gap = chat.forget_members
+    users.hub, users.apply_control = hub, on_control
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,

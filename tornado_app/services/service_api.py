@@ -38,7 +38,7 @@ from .ids import require_ids
 from .notifications import NotificationService
 from .preferences import PreferenceService
 from .sessions import LOGGED_OUT, SessionService
-from .users import UserService, check_external_id
+from .users import ACCOUNT_DELETED, UserService, check_external_id
 
 log = logging.getLogger("squall.service_api")
 
@@ -46,8 +46,6 @@ SYSTEM_USERNAME = "~system"  # no builtin name holds "~"; external users are "~"
 SYSTEM_NAME = "System"       # the display name of system messages' sender
 MAX_CHAT_KEY = 255           # the column's length
 MAX_TITLE = 128
-ACCOUNT_DISABLED = "account_disabled"  # the reason streams close with when a user is disabled
-ACCOUNT_DELETED = "account_deleted"    # ... or deleted
 
 
 def _has_controls(text: str) -> bool:
@@ -146,13 +144,12 @@ class ServiceApi:
             raise ValidationError("'disabled' must be true or false", "invalid_disabled")
         clear_avatar = "avatar_url" in body and body["avatar_url"] is None
         existed = await self.dbx.read(_ids_of, [external_id])
-        before = (await self.dbx.read(User.get_by_id, existed[0][1])).disabled if existed else False
         user, changed = await self.users.upsert_external(external_id, display_name, body.get("avatar_url"),
                                                          disabled, clear_avatar=clear_avatar)
         if changed:
+            # every process reads the user again: partners see the new profile; the streams of a
+            # user now disabled close (account_disabled), and their tokens are refused until enabled
             await self.users.announce_changed(user["id"])
-            if disabled and not before:
-                await self.sessions.revoke_user(user["id"], reason=ACCOUNT_DISABLED)
         row = await self.dbx.read(User.get_by_id, user["id"])
         return service_user(row), not existed
 
