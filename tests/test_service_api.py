@@ -131,8 +131,8 @@ async def test_disabling_a_user_ends_their_streams_and_refuses_them(api, service
     assert status == 200 and body["user"]["disabled"] is True
     assert (await closed(ws))[0] == 4001
     assert (await sse.next_type("auth_expired"))["reason"] == "account_disabled"
-    status, _ = await api.call("GET", "/api/chats", token=await session_of(services, user["id"]))
-    assert status == 401
+    status, out = await api.call("GET", "/api/chats", token=token)
+    assert status == 401 and out["error"]["code"] == "account_disabled"
     # enabled again: a new session works
     status, body = await svc(api, "PUT", f"/api/service/users/{path_of(eid)}", {"disabled": False})
     assert status == 200 and body["user"]["disabled"] is False
@@ -169,8 +169,8 @@ async def test_delete_erases_the_account_and_the_id_becomes_a_new_user(api, serv
     event = await b_ws.recv_type("chat_members")
     assert event["chat_id"] == chat["id"] and event["removed"] == [a["id"]]
     # the old token is refused; the row stays, erased
-    status, _ = await api.call("GET", "/api/chats", token=a_token)
-    assert status == 401
+    status, out = await api.call("GET", "/api/chats", token=a_token)
+    assert status == 401 and out["error"]["code"] == "account_deleted"
     row = await services.dbx.read(User.get_by_id, a["id"])
     assert (row.kind, row.display_name, row.external_id, row.avatar_url) == ("deleted", "Deleted user", None, None)
     counts = await services.dbx.read(lambda: [model.select().where(field == a["id"]).count() for model, field in (

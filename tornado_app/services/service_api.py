@@ -38,7 +38,7 @@ from .ids import require_ids
 from .notifications import NotificationService
 from .preferences import PreferenceService
 from .sessions import LOGGED_OUT, SessionService
-from .users import ACCOUNT_DELETED, UserService, check_external_id
+from .users import UserService, check_external_id
 
 log = logging.getLogger("squall.service_api")
 
@@ -165,8 +165,9 @@ class ServiceApi:
         """
         user_id = await self.user_id_of(external_id)
         chats = await self.dbx.write(erase, user_id)
+        # every process reads the user again, now of kind "deleted": their streams close
+        # (account_deleted) and their tokens are refused with that code
         await self.users.announce_changed(user_id)
-        await self.sessions.revoke_user(user_id, reason=ACCOUNT_DELETED)
         if self.preferences is not None:
             self.preferences.forget(user_id)
             await self.hub.control({"t": "prefs", "u": user_id})
