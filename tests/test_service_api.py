@@ -550,3 +550,13 @@ async def test_removal_gate_forgets_after_its_memory_and_after_a_broker_gap(serv
     chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
     services.hub._gap()  # the broker reconnected: control messages may have been lost
     assert chat.admitted(7, [5, 6]) == [5, 6]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_bodies_are_bounded(api, config):
+    chat = await group(api, ext("k"), [ext("ann")])
+    for method, path in (("PUT", f"/api/service/users/{ext('big')}"), ("POST", "/api/service/chats"),
+                         ("POST", f"/api/service/chats/{chat['id']}/messages")):
+        status, out = await api.call(method, path, raw=b'{"x":"' + b"a" * config.max_body_bytes + b'"}',
+                                     token=SERVICE_TOKEN)
+        assert status == 413 and out["error"]["code"] == "payload_too_large", (path, out)
