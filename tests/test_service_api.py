@@ -560,3 +560,46 @@ async def test_bodies_are_bounded(api, config):
         status, out = await api.call(method, path, raw=b'{"x":"' + b"a" * config.max_body_bytes + b'"}',
                                      token=SERVICE_TOKEN)
         assert status == 413 and out["error"]["code"] == "payload_too_large", (path, out)
+
+
+PRODUCT = {"auth_mode": "both", "external_jwt_secret": "product-secret-" + "p" * 32,
+           "external_jwt_issuer": "https://product.example", "external_jwt_audience": "squall"}
+
+
+def product_token(sub: str, iat: int) -> str:
+    """A token minted by the product's backend (HS256), as docs/integration.md shows."""
+    import jwt
+    return jwt.encode({"sub": sub, "iss": PRODUCT["external_jwt_issuer"], "aud": PRODUCT["external_jwt_audience"],
+                       "iat": iat, "exp": iat + 600, "name": "Pat"}, PRODUCT["external_jwt_secret"], algorithm="HS256")
+
+
+@pytest.mark.parametrize("config_overrides", [PRODUCT])
+@pytest.mark.gen_test(timeout=60)
+async def test_the_products_tokens_revoked_disabled_and_deleted(api, ws_connect):
+    eid = ext("pat")
+    old = product_token(eid, int(time.time()) - 5)
+    status, _ = await api.call("GET", "/api/chats", token=old)  # provisioned just in time
+    assert status == 200
+    ws = await ws_connect("/ws/chat", old)
+    await ws.request({"type": "ping"}, "pong")
+    status, out = await svc(api, "POST", f"/api/service/users/{path_of(eid)}/revoke", {})
+    assert status == 200
+    assert await closed(ws) == (4001, "logged_out")
+    status, out = await api.call("GET", "/api/chats", token=old)
+    assert status == 401 and out["error"]["code"] == "token_revoked"
+    fresh = product_token(eid, int(time.time()) + 1)  # issued after the revocation (to the second)
+    status, _ = await api.call("GET", "/api/chats", token=fresh)
+    assert status == 200
+    ws = await ws_connect("/ws/chat", fresh)
+    await ws.request({"type": "ping"}, "pong")
+    status, out = await svc(api, "PUT", f"/api/service/users/{path_of(eid)}", {"disabled": True})
+    assert status == 200
+    assert await closed(ws) == (4001, "account_disabled")
+    status, out = await api.call("GET", "/api/chats", token=fresh)
+    assert status == 401 and out["error"]["code"] == "account_disabled"
+    status, out = await svc(api, "PUT", f"/api/service/users/{path_of(eid)}", {"disabled": False})
+    ws = await ws_connect("/ws/chat", fresh)
+    await ws.request({"type": "ping"}, "pong")
+    status, out = await svc(api, "DELETE", f"/api/service/users/{path_of(eid)}")
+    assert status == 200
+    assert await closed(ws) == (4001, "account_deleted")
