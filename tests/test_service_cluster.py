@@ -3,52 +3,36 @@
 Removing a group member stops that member's streams on both processes receiving the chat at
 once, and both processes' membership checks refuse the member; revoking a user closes every
 stream of the user on both processes (4001 ``logged_out`` on WebSockets, ``auth_expired`` on SSE).
-The users are the product's (external ids); their streams use Squall access tokens minted here
-with the servers' secret, as a session of theirs would carry.
+The users are the product's: its backend's tokens (``--auth-mode both``) open their streams.
 """
 from __future__ import annotations
 
-import secrets
 import time
 import uuid
 from urllib.parse import quote
 
-import peewee
+import jwt
 import pytest
 
 from tests.clients import ApiClient, SSEClient, WSClient
-from tests.procs import server_env
 from tests.scaleout_support import SERVICE_TOKEN, start_cluster
-from tornado_app.services.auth import AuthService
 
 
 @pytest.fixture
 def cluster(shared_db, server_factory):
     """Two servers, one PostgreSQL database, the Redis broker."""
-    return start_cluster("redis", shared_db, server_factory, count=2)
+    return start_cluster("redis", shared_db, server_factory, count=2, **PRODUCT)
 
 
-class Tokens:
-    """Access tokens of the cluster's users, signed as the servers sign them."""
+PRODUCT = {"AUTH_MODE": "both", "EXTERNAL_JWT_SECRET": "product-secret-" + "p" * 32,
+           "EXTERNAL_JWT_ISSUER": "https://product.example", "EXTERNAL_JWT_AUDIENCE": "squall"}
 
-    def __init__(self, database_url: str):
-        self.db = peewee.PostgresqlDatabase(None)
-        url = database_url.split("://", 1)[1]
-        auth, _, rest = url.partition("@")
-        host_port, _, name = rest.partition("/")
-        host, _, port = host_port.partition(":")
-        self.db.init(name, user=auth.split(":")[0], host=host, port=int(port or 5432))
-        installation = self.db.execute_sql("SELECT value FROM setting WHERE key = 'installation_id'").fetchone()[0]
-        self.auth = AuthService(server_env()["JWT_SECRET"], 900, "")
-        self.auth.issuer = f"squall:{installation}"
 
-    def of(self, user_id: int) -> str:
-        version = self.db.execute_sql('SELECT token_version FROM "user" WHERE id = %s', (user_id,)).fetchone()[0]
-        return self.auth.issue_access(user_id, secrets.token_hex(16), version)[0]
-
-    def close(self) -> None:
-        self.db.close()
-        self.auth.close()
+def product_token(sub: str, iat: int = None) -> str:
+    """A token of the product's backend for its user ``sub`` (HS256)."""
+    iat = int(time.time()) - 5 if iat is None else iat
+    return jwt.encode({"sub": sub, "iss": PRODUCT["EXTERNAL_JWT_ISSUER"], "aud": PRODUCT["EXTERNAL_JWT_AUDIENCE"],
+                       "iat": iat, "exp": iat + 600}, PRODUCT["EXTERNAL_JWT_SECRET"], algorithm="HS256")
 
 
 async def svc(api, method, path, body=None):
@@ -70,7 +54,7 @@ def ext(name: str) -> str:
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_removed_member_stops_receiving_at_once_on_both_processes(cluster, shared_db):
+async def test_removed_member_stops_receiving_at_once_on_both_processes(cluster):
     p1, p2 = cluster
     api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
     ann, bob, cid = ext("ann"), ext("bob"), ext("cid")
@@ -78,75 +62,68 @@ async def test_removed_member_stops_receiving_at_once_on_both_processes(cluster,
                                                            "members": [ann, bob, cid]}))["chat"]
     ids = {m["external_id"]: m["id"] for m in chat["members"]}
     other = (await svc(api1, "POST", "/api/service/chats", {"kind": "private", "members": [cid, ann]}))["chat"]
-    tokens = Tokens(shared_db.url)
-    try:
-        ann_ws = await WSClient.connect(p2.ws_url, "/ws/chat", tokens.of(ids[ann]))
-        bob_ws = await WSClient.connect(p1.ws_url, "/ws/chat", tokens.of(ids[bob]))
-        cid_token = tokens.of(ids[cid])
-        cid_ws1 = await WSClient.connect(p1.ws_url, "/ws/chat", cid_token)
-        cid_ws2 = await WSClient.connect(p2.ws_url, "/ws/chat", cid_token)
-        cid_sse2 = await SSEClient.connect("127.0.0.1", p2.port, "/sse/chat", cid_token)
-        assert cid_sse2.status == 200
-        await cid_sse2.next_type("unread")
-        for ws in (bob_ws, cid_ws1, cid_ws2):  # joined: both processes cache the chat's members
-            await ws.request({"type": "join_chat", "chat_id": chat["id"]}, "joined")
-        before = await ann_ws.request({"type": "send_message", "chat_id": chat["id"], "content": "before",
-                                       "client_id": "b"}, "message_ack")
-        for next_of in (bob_ws.recv_type, cid_ws1.recv_type, cid_ws2.recv_type, cid_sse2.next_type):
-            assert (await next_of("message"))["message"]["id"] == before["message"]["id"]
+    ann_ws = await WSClient.connect(p2.ws_url, "/ws/chat", product_token(ann))
+    bob_ws = await WSClient.connect(p1.ws_url, "/ws/chat", product_token(bob))
+    cid_token = product_token(cid)
+    cid_ws1 = await WSClient.connect(p1.ws_url, "/ws/chat", cid_token)
+    cid_ws2 = await WSClient.connect(p2.ws_url, "/ws/chat", cid_token)
+    cid_sse2 = await SSEClient.connect("127.0.0.1", p2.port, "/sse/chat", cid_token)
+    assert cid_sse2.status == 200
+    await cid_sse2.next_type("unread")
+    for ws in (bob_ws, cid_ws1, cid_ws2):  # joined: both processes cache the chat's members
+        await ws.request({"type": "join_chat", "chat_id": chat["id"]}, "joined")
+    before = await ann_ws.request({"type": "send_message", "chat_id": chat["id"], "content": "before",
+                                   "client_id": "b"}, "message_ack")
+    for next_of in (bob_ws.recv_type, cid_ws1.recv_type, cid_ws2.recv_type, cid_sse2.next_type):
+        assert (await next_of("message"))["message"]["id"] == before["message"]["id"]
 
-        await svc(api1, "DELETE", f"/api/service/chats/{chat['id']}/members/{quote(cid, safe='')}")
-        # at once: sent on the other process right after the answer, it reaches Bob but not Cid
-        after = await ann_ws.request({"type": "send_message", "chat_id": chat["id"], "content": "after",
-                                      "client_id": "a"}, "message_ack", "error")
-        assert after["type"] == "message_ack"
-        assert (await bob_ws.recv_type("message"))["message"]["content"] == "after"
-        sentinel = (await svc(api2, "POST", f"/api/service/chats/{other['id']}/messages",
-                              {"content": "sentinel", "client_id": "s"}))["message"]
-        for next_of in (cid_ws1.recv_type, cid_ws2.recv_type, cid_sse2.next_type):
-            assert (await next_of("chat_members"))["removed"] == [ids[cid]]
-            assert (await next_of("message"))["message"]["id"] == sentinel["id"]  # not "after"
-        # both processes' membership checks refuse Cid now
-        for ws in (cid_ws1, cid_ws2):
-            err = await ws.request({"type": "send_message", "chat_id": chat["id"], "content": "x"}, "error")
-            assert err["code"] == "not_a_member"
-        for api in (api1, api2):
-            status, out = await api.call("GET", f"/api/chats/{chat['id']}/messages", token=cid_token)
-            assert status == 403 and out["error"]["code"] == "not_a_member"
-        for ws in (ann_ws, bob_ws, cid_ws1, cid_ws2):
-            ws.close()
-        cid_sse2.close()
-    finally:
-        tokens.close()
+    await svc(api1, "DELETE", f"/api/service/chats/{chat['id']}/members/{quote(cid, safe='')}")
+    # at once: sent on the other process right after the answer, it reaches Bob but not Cid
+    after = await ann_ws.request({"type": "send_message", "chat_id": chat["id"], "content": "after",
+                                  "client_id": "a"}, "message_ack", "error")
+    assert after["type"] == "message_ack"
+    assert (await bob_ws.recv_type("message"))["message"]["content"] == "after"
+    sentinel = (await svc(api2, "POST", f"/api/service/chats/{other['id']}/messages",
+                          {"content": "sentinel", "client_id": "s"}))["message"]
+    for next_of in (cid_ws1.recv_type, cid_ws2.recv_type, cid_sse2.next_type):
+        assert (await next_of("chat_members"))["removed"] == [ids[cid]]
+        assert (await next_of("message"))["message"]["id"] == sentinel["id"]  # not "after"
+    # both processes' membership checks refuse Cid now
+    for ws in (cid_ws1, cid_ws2):
+        err = await ws.request({"type": "send_message", "chat_id": chat["id"], "content": "x"}, "error")
+        assert err["code"] == "not_a_member"
+    for api in (api1, api2):
+        status, out = await api.call("GET", f"/api/chats/{chat['id']}/messages", token=cid_token)
+        assert status == 403 and out["error"]["code"] == "not_a_member"
+    for ws in (ann_ws, bob_ws, cid_ws1, cid_ws2):
+        ws.close()
+    cid_sse2.close()
 
 
 @pytest.mark.gen_test(timeout=90)
-async def test_revoke_closes_the_users_streams_on_both_processes(cluster, shared_db):
+async def test_revoke_closes_the_users_streams_on_both_processes(cluster):
     p1, p2 = cluster
     api1 = ApiClient(p1.url)
     dee = ext("dee")
-    user = (await svc(api1, "PUT", f"/api/service/users/{quote(dee, safe='')}", {"display_name": "Dee"}))["user"]
-    tokens = Tokens(shared_db.url)
-    try:
-        token = tokens.of(user["id"])
-        ws1 = await WSClient.connect(p1.ws_url, "/ws/chat", token)
-        ws2 = await WSClient.connect(p2.ws_url, "/ws/notifications", token)
-        sse1 = await SSEClient.connect("127.0.0.1", p1.port, "/sse/notifications", token)
-        sse2 = await SSEClient.connect("127.0.0.1", p2.port, "/sse/chat", token)
-        await ws1.request({"type": "ping"}, "pong")
-        await ws2.recv_type("unread")
-        for sse in (sse1, sse2):
-            assert sse.status == 200
-            await sse.next_type("unread")
-        out = await svc(api1, "POST", f"/api/service/users/{quote(dee, safe='')}/revoke", {})
-        assert out["revoked"] is True
-        assert await closed(ws1) == (4001, "logged_out")
-        assert await closed(ws2) == (4001, "logged_out")
-        for sse in (sse1, sse2):
-            assert (await sse.next_type("auth_expired"))["reason"] == "logged_out"
-            sse.close()
-        for p in cluster:
-            status, out = await ApiClient(p.url).call("GET", "/api/chats", token=token)
-            assert status == 401
-    finally:
-        tokens.close()
+    await svc(api1, "PUT", f"/api/service/users/{quote(dee, safe='')}", {"display_name": "Dee"})
+    token = product_token(dee)
+    ws1 = await WSClient.connect(p1.ws_url, "/ws/chat", token)
+    ws2 = await WSClient.connect(p2.ws_url, "/ws/notifications", token)
+    sse1 = await SSEClient.connect("127.0.0.1", p1.port, "/sse/notifications", token)
+    sse2 = await SSEClient.connect("127.0.0.1", p2.port, "/sse/chat", token)
+    await ws1.request({"type": "ping"}, "pong")
+    await ws2.recv_type("unread")
+    for sse in (sse1, sse2):
+        assert sse.status == 200
+        await sse.next_type("unread")
+    out = await svc(api1, "POST", f"/api/service/users/{quote(dee, safe='')}/revoke", {})
+    assert out["revoked"] is True
+    assert await closed(ws1) == (4001, "logged_out")
+    assert await closed(ws2) == (4001, "logged_out")
+    for sse in (sse1, sse2):
+        assert (await sse.next_type("auth_expired"))["reason"] == "logged_out"
+        sse.close()
+    # tokens issued before now are refused by both processes
+    for p in cluster:
+        status, out = await ApiClient(p.url).call("GET", "/api/chats", token=token)
+        assert status == 401 and out["error"]["code"] == "token_revoked"
