@@ -11,11 +11,13 @@ import time
 import uuid
 from urllib.parse import quote
 
+import jwt
 import pytest
 
 from models import ChatMember, Notification, RefreshToken, User, UserPreference
 from tests.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
+from tornado_app.services.chat import LEFT_MEMORY
 from tornado_app.services.events import CHAT, dumps
 from tornado_app.services.users import username_key
 
@@ -538,7 +540,6 @@ async def test_user_token_or_no_token_is_refused(api, users, services, method, p
 
 @pytest.mark.gen_test(timeout=30)
 async def test_removal_gate_forgets_after_its_memory_and_after_a_broker_gap(services):
-    from tornado_app.services.chat import LEFT_MEMORY
     chat = services.chat
     chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
     assert chat.admitted(7, [5, 6]) == [6] and chat.admitted(8, [5, 6]) == [5, 6]
@@ -567,8 +568,7 @@ PRODUCT = {"auth_mode": "both", "external_jwt_secret": "product-secret-" + "p" *
 
 
 def product_token(sub: str, iat: int) -> str:
-    """A token minted by the product's backend (HS256), as docs/integration.md shows."""
-    import jwt
+    """A token minted by the product's backend (HS256)."""
     return jwt.encode({"sub": sub, "iss": PRODUCT["external_jwt_issuer"], "aud": PRODUCT["external_jwt_audience"],
                        "iat": iat, "exp": iat + 600, "name": "Pat"}, PRODUCT["external_jwt_secret"], algorithm="HS256")
 

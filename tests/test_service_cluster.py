@@ -18,14 +18,14 @@ from tests.clients import ApiClient, SSEClient, WSClient
 from tests.scaleout_support import SERVICE_TOKEN, start_cluster
 
 
+PRODUCT = {"AUTH_MODE": "both", "EXTERNAL_JWT_SECRET": "product-secret-" + "p" * 32,
+           "EXTERNAL_JWT_ISSUER": "https://product.example", "EXTERNAL_JWT_AUDIENCE": "squall"}
+
+
 @pytest.fixture
 def cluster(shared_db, server_factory):
     """Two servers, one PostgreSQL database, the Redis broker."""
     return start_cluster("redis", shared_db, server_factory, count=2, **PRODUCT)
-
-
-PRODUCT = {"AUTH_MODE": "both", "EXTERNAL_JWT_SECRET": "product-secret-" + "p" * 32,
-           "EXTERNAL_JWT_ISSUER": "https://product.example", "EXTERNAL_JWT_AUDIENCE": "squall"}
 
 
 def product_token(sub: str, iat: int = None) -> str:
