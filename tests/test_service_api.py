@@ -381,6 +381,10 @@ async def test_user_chats_with_unread_counts(api, services):
     by_id = {c["id"]: c for c in out["chats"]}
     assert by_id[chat["id"]]["unread_count"] == 3 and by_id[chat["id"]]["key"] == chat["key"]
     assert {m["external_id"] for m in by_id[chat["id"]]["members"]} == {ann, bob}
+    # the user API's shapes are untouched by the service's additions
+    bob_token = await session_of(services, next(m["id"] for m in chat["members"] if m["external_id"] == bob))
+    status, mine = await api.call("GET", "/api/chats", token=bob_token)
+    assert status == 200 and all("external_id" not in m and "key" not in c for c in mine["chats"] for m in c["members"])
     assert len(by_id) == 2
     status, out = await svc(api, "GET", f"/api/service/users/{path_of(ann)}/chats")
     assert out["unread_total"] == 0

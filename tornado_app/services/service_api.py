@@ -180,7 +180,7 @@ class ServiceApi:
         """Refuse every token of ``external_id`` issued until now; close their streams everywhere (``logged_out``)."""
         user_id = await self.user_id_of(external_id)
         await self.sessions.revoke_user(user_id, reason=LOGGED_OUT, revoke_tokens=True)
-        return {"revoked": True, "id": user_id, "revoked_at": int(time.time())}
+        return {"revoked": True, "id": user_id, "revoked_at": self.users.revoked_at(user_id) or int(time.time())}
 
     async def user_chats(self, external_id, limit: int, before: Optional[int]) -> dict:
         """A page of the user's chats with unread counts, most recent activity first; ``next_before`` continues."""
@@ -194,11 +194,10 @@ class ServiceApi:
         """``chats`` (as ``GET /api/chats`` lists them) with each chat's ``key`` and members' external ids."""
         user_ids = {m["id"] for c in chats for m in c["members"]}
         keys, externals = await self.dbx.read(_keys_and_externals, [c["id"] for c in chats], list(user_ids))
-        for c in chats:
-            c["key"] = keys.get(c["id"])
-            for m in c["members"]:
-                m["external_id"] = externals.get(m["id"])
-        return chats
+        # copies: the member dicts are the user cache's own, shared with every other answer
+        return [{**c, "key": keys.get(c["id"]),
+                 "members": [{**m, "external_id": externals.get(m["id"])} for m in c["members"]]}
+                for c in chats]
 
     # Chats ------------------------------------------------------------------------------------
 
