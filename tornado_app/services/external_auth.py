@@ -186,16 +186,22 @@ class ExternalAuth:
 
     def owns(self, token: str) -> bool:
         """True when ``token`` is to be verified here: every bearer token in ``external`` mode; in
-        ``both`` mode one whose (unverified) ``iss`` is the product's (Squall's tokens carry ``squall:…``)."""
-        if self.mode == "external":
+        ``both`` mode every token that is not one of Squall's (whose ``iss`` is ``squall:…``).
+
+        In ``both`` mode the unverified payload is read to tell the two apart; a token too
+        long or whose payload is not JSON goes to Squall's check (the same 401 ``invalid_token``)
+        unless it is over the external size limit (``token_too_large``).
+        """
+        if self.mode == "external" or len(token) > self.max_token_bytes:
             return True
-        if len(token) > self.max_token_bytes:
-            return True  # refused here as token_too_large
         try:
             body = _b64json(token.split(".")[1])
         except (IndexError, ValueError, UnicodeError, binascii.Error, RecursionError):
             return False
-        return isinstance(body, dict) and body.get("iss") == self.issuer
+        if not isinstance(body, dict):
+            return False
+        iss = body.get("iss")
+        return not (isinstance(iss, str) and iss.startswith("squall:"))
 
     # Verification -----------------------------------------------------------------------------
 
