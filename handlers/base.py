@@ -224,7 +224,7 @@ class ServicesMixin:
         ticket, and the revocation list (all in memory). Raises Unauthorized, Forbidden
         (cookie use from another site).
         """
-        if self.user_id is not None:
+        if self.user_id is not None or self._external_token is not None:
             return self.user_id
         services = self.services
         ticket = self.get_query_argument("ticket", None)
@@ -235,21 +235,55 @@ class ServicesMixin:
             claims, source = services.sessions.use_ticket(ticket), "ticket"
         else:
             token, source = self.find_token()
-            claims = services.sessions.check(services.auth.verify_access(token))
+            external = services.external
+            if external is not None and token and external.owns(token):
+                # The product's token (--auth-mode external|both): verified here when its key and
+                # user are in memory; else require_known_user finishes (JWKS fetch, provisioning).
+                claims = external.claims_now(token)
+                if claims is None:
+                    self._external_token, self.auth_source = token, source
+                    self._check_cookie_use(source)
+                    return None
+                claims = services.sessions.check(claims)
+            else:
+                claims = services.sessions.check(services.auth.verify_access(token))
+        self._check_cookie_use(source)
+        self._set_claims(claims, source)
+        return claims.user_id
+
+    def _check_cookie_use(self, source: Optional[str]) -> None:
+        """A cookie rides along on cross-site requests: refuse them, streams included. Raises Forbidden."""
         if source == "cookie":
             # A cookie rides along on cross-site requests: refuse them, streams included.
             if self.foreign_origin():
                 raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
             if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.request.headers.get("Origin"):
                 raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+
+    def _set_claims(self, claims, source: Optional[str]) -> None:
         self.claims = claims
         self.user_id, self.auth_source = claims.user_id, source
         self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
-        return claims.user_id
+
+    _external_token: Optional[str] = None  # an external token authenticate() left to require_known_user
 
     async def require_known_user(self) -> None:
         """Refuse a well-signed token whose account is gone (``unknown_user``) or re-created / logged
-        out everywhere (``invalid_token``: its token version is not the user's)."""
+        out everywhere (``invalid_token``: its token version is not the user's), or whose user is
+        disabled or deleted (``account_disabled`` / ``account_deleted``).
+
+        An external token not settled by ``authenticate()`` is verified here (fetching the JWKS
+        when its ``kid`` is new) and its user provisioned or updated.
+        """
+        if self._external_token is not None:
+            token, self._external_token = self._external_token, None
+            try:
+                claims = self.services.sessions.check(await self.services.external.claims(token))
+            except Unauthorized:
+                if self.accepts_ticket:  # a stream route: failures count against the address
+                    self.services.admission.failed_auth(self.request.remote_ip)
+                raise
+            self._set_claims(claims, self.auth_source)
         await self.services.users.check_version(self.user_id, self.token_version)
 
 

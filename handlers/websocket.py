@@ -27,6 +27,12 @@ AUTH_ENDED_CODE = 4001  # application code: logged_out or token_expired (reason)
 OPEN_FAILED_CODE = 1011  # the server could not start the stream (e.g. database unavailable); reason = code
 
 
+def _consume(future: "asyncio.Future") -> None:
+    """Done callback of a background refresh: log what no frame answered."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("an external token refresh failed: %s", type(future.exception()).__name__)
+
+
 def ws_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented text frame: what a server sends, identical for every client."""
     n = len(payload)
@@ -244,7 +250,31 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         if not isinstance(token, str) or not token:
             raise ValidationError("'access_token' is required", "validation_error")
         services = self.services
-        claims = services.sessions.check(services.auth.verify_access(token))
+        external = services.external
+        if external is not None and external.owns(token):
+            # The product's token: same ``sub`` (= same user) required. Settled in memory when
+            # possible, else after a JWKS fetch or a profile update.
+            claims = external.claims_now(token)
+            if claims is None:
+                future = asyncio.ensure_future(self._refresh_external(token, frame))
+                future.add_done_callback(_consume)
+                return
+            claims = services.sessions.check(claims)
+        else:
+            claims = services.sessions.check(services.auth.verify_access(token))
+        self._extend(claims)
+
+    async def _refresh_external(self, token: str, frame: dict) -> None:
+        try:
+            self._extend(self.services.sessions.check(await self.services.external.claims(token)))
+        except SquallError as exc:
+            self.send_error_frame(exc, self.frame_client_id(frame))
+
+    def _extend(self, claims) -> None:
+        """Extend this connection with a verified token's ``claims`` (of this user). Raises SquallError."""
+        services = self.services
+        if self.ws_connection is None:
+            return
         if claims.user_id != self.user_id:
             raise Forbidden("The token belongs to another user", "wrong_user")
         if services.users.token_version(claims.user_id) != claims.version:

@@ -105,6 +105,7 @@ class Config:
     max_connections_per_address: int = 256
     sse_retry_max_ms: int = 10000  # SSE "retry:" is random in [sse_retry_ms, sse_retry_max_ms]
     max_group_members: int = 256
+    max_publish_external_ids: int = 1000  # external ids per POST /api/notifications (issue 22)
     groups_per_hour: int = 30  # group chats one user may create per hour
     typing_interval: float = 2.0  # at most one typing frame fanned out per user and chat
     mark_read_interval: float = 0.5  # at most one read-position write per user and chat
@@ -131,6 +132,18 @@ class Config:
                          "push.apple.com", "notify.windows.com")
     # Performance (issue 13)
     event_loop: str = "uvloop"  # asyncio or uvloop (uvloop falls back to asyncio when not installed)
+    # Identity owned by the host product (issue 22; docs/integration.md)
+    auth_mode: str = "builtin"  # builtin | external | both
+    external_jwt_secret: str = ""  # HMAC secret of the product's tokens (HS256/384/512)
+    external_jwks_url: str = ""  # https:// JWKS of the product's public keys (http:// on loopback only)
+    external_jwt_public_key: str = ""  # PEM file of the product's public key (RSA, EC P-256, Ed25519)
+    external_jwt_issuer: str = ""  # required "iss" of external tokens
+    external_jwt_audience: str = ""  # required "aud" of external tokens
+    external_jwt_algorithms: tuple = ()  # allowlist; empty: derived from the key source (never "none")
+    external_jwt_leeway: float = 30.0  # seconds of clock skew allowed on exp/nbf/iat (0 to 300)
+    external_jwks_min_refetch: float = 60.0  # at most one JWKS fetch per this many seconds (5 to 86400)
+    external_jwks_timeout: float = 5.0  # seconds one JWKS fetch may take (0.5 to 30)
+    external_max_token_bytes: int = 8192  # longer external tokens are refused unread (1024 to 65536)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -235,6 +248,8 @@ _OPTIONS = [
      "address; 0: no limit)"),
     ("sse_retry_max_ms", "SSE_RETRY_MAX_MS", int, "upper end of the random SSE retry: (from 2000 ms)"),
     ("max_group_members", "MAX_GROUP_MEMBERS", int, "most members of a group chat"),
+    ("max_publish_external_ids", "MAX_PUBLISH_EXTERNAL_IDS", int,
+     "most external_ids in one POST /api/notifications (400 too_many_external_ids past it)"),
     ("groups_per_hour", "GROUPS_PER_HOUR", int, "group chats one user may create per hour"),
     ("typing_interval", "TYPING_INTERVAL", float, "seconds between typing frames fanned out per user and chat"),
     ("mark_read_interval", "MARK_READ_INTERVAL", float, "seconds between read-position writes per user and chat"),
@@ -262,6 +277,26 @@ _OPTIONS = [
      "comma-separated hosts (with subdomains) push endpoints may use; * for any"),
     # Performance (issue 13)
     ("event_loop", "EVENT_LOOP", str, "event loop: uvloop (faster; asyncio when uvloop is not installed) or asyncio"),
+    # Identity owned by the host product (issue 22)
+    ("auth_mode", "AUTH_MODE", str, "builtin (Squall accounts), external (the product's tokens) or both"),
+    ("external_jwt_secret", "EXTERNAL_JWT_SECRET", str,
+     "HMAC secret (32+ characters) of the product's tokens; one key source of three"),
+    ("external_jwks_url", "EXTERNAL_JWKS_URL", str,
+     "https:// URL of the product's JWKS (http:// only on a loopback host); one key source of three"),
+    ("external_jwt_public_key", "EXTERNAL_JWT_PUBLIC_KEY", str,
+     "PEM file of the product's public key (RSA, EC P-256 or Ed25519); one key source of three"),
+    ("external_jwt_issuer", "EXTERNAL_JWT_ISSUER", str, "the 'iss' external tokens must carry (required)"),
+    ("external_jwt_audience", "EXTERNAL_JWT_AUDIENCE", str, "the 'aud' external tokens must carry (required)"),
+    ("external_jwt_algorithms", "EXTERNAL_JWT_ALGORITHMS",
+     lambda v: tuple(a.strip() for a in v.split(",") if a.strip()),
+     "comma-separated algorithm allowlist (HS* with the secret; RS*, PS*, ES*, EdDSA with keys); "
+     "empty: derived from the key source"),
+    ("external_jwt_leeway", "EXTERNAL_JWT_LEEWAY", float, "seconds of clock skew allowed on exp, nbf, iat (0-300)"),
+    ("external_jwks_min_refetch", "EXTERNAL_JWKS_MIN_REFETCH", float,
+     "at most one JWKS fetch per this many seconds, however many unknown kids arrive (5-86400)"),
+    ("external_jwks_timeout", "EXTERNAL_JWKS_TIMEOUT", float, "seconds one JWKS fetch may take (0.5-30)"),
+    ("external_max_token_bytes", "EXTERNAL_MAX_TOKEN_BYTES", int,
+     "longest external token accepted, in bytes; longer ones get 401 token_too_large (1024-65536)"),
 ]
 
 
@@ -359,4 +394,11 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit(f"unexpected arguments: {' '.join(args.args)}")
     if not 0 <= config.poll_timeout <= config.poll_max_timeout or config.poll_presence_grace <= 0:
         raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
+    if config.auth_mode != "builtin" or config.external_jwt_secret or config.external_jwks_url \
+            or config.external_jwt_public_key:
+        from .services.external_auth import ExternalAuth  # reads and checks the key file too
+        try:
+            ExternalAuth.from_config(config)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     return args.command, config
