@@ -439,3 +439,32 @@ async def test_publish_reaches_an_external_user(api, ws_url):
             break
     assert frame["id"] == out["ids"][0], frame
     ws.close()
+
+
+# Two processes: a profile change reaches the other process's cache ------------------------------
+
+@pytest.mark.gen_test(timeout=120)
+async def test_profile_update_on_one_process_is_seen_through_another(shared_db, server_factory):
+    from tests.clients import ApiClient
+    from tests.scaleout_support import open_private_chat, register, start_cluster
+    env = dict(AUTH_MODE="both", EXTERNAL_JWT_SECRET=SECRET, EXTERNAL_JWT_ISSUER=ISSUER,
+               EXTERNAL_JWT_AUDIENCE=AUDIENCE)
+    p1, p2 = start_cluster("redis", shared_db, server_factory, count=2, **env)
+    api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
+    status, xavier = await me(api1, mint("x-cluster", name="Xavier"))
+    assert status == 200
+    bob = await register(api2, "bob")
+    chat_id = await open_private_chat(api2, bob, {**xavier, "token": None})
+
+    async def title_on_p2():
+        status, listing = await api2.call("GET", "/api/chats", token=bob["token"])
+        return next(c for c in listing["chats"] if c["id"] == chat_id)["title"]
+    assert await title_on_p2() == "Xavier"  # now cached on p2
+    status, renamed = await me(api1, mint("x-cluster", name="Xavier Two"))
+    assert status == 200 and renamed["display_name"] == "Xavier Two"
+    deadline = time.monotonic() + 2
+    while await title_on_p2() != "Xavier Two":
+        assert time.monotonic() < deadline, "p2 still shows the old name"
+        await asyncio.sleep(0.05)
+    # the same sub on the other process is the same user
+    assert (await me(api2, mint("x-cluster")))[1]["id"] == xavier["id"]
