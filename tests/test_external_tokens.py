@@ -366,7 +366,34 @@ async def test_ticket_and_refresh_frame_of_an_external_token(api, ws_url, http_p
     got = await ws.request({"type": "refresh", "access_token": mint("tick", iss="https://evil.example")},
                            "refreshed", "error")
     assert (got["type"], got["code"]) == ("error", "invalid_issuer")
+    # a new name in the refresh token: settled after the profile update (off the frame's path)
+    renamed = mint("tick", ttl=900, name="Tick Tock")
+    got = await ws.request({"type": "refresh", "access_token": renamed}, "refreshed", "error")
+    assert got["type"] == "refreshed" and got["expires_at"] == jwt.decode(renamed, options={"verify_signature": False})["exp"]
+    assert (await me(api, mint("tick")))[1]["display_name"] == "Tick Tock"
+    # a token of a never-seen sub, settled the same way, is still another user's
+    got = await ws.request({"type": "refresh", "access_token": mint("never-seen")}, "refreshed", "error")
+    assert (got["type"], got["code"]) == ("error", "wrong_user")
     ws.close()
+
+
+@pytest.mark.parametrize("ext", [{"max_connections_per_user": 2}])
+@pytest.mark.gen_test(timeout=30)
+async def test_per_user_stream_limit_counts_external_users(api, ws_url, http_port):
+    first, second = mint("limited", jti="a"), mint("limited", jti="b")  # two tokens, one user
+    a = await WSClient.connect(ws_url, "/ws/notifications", first)
+    b = await WSClient.connect(ws_url, "/ws/chat", second)
+    await a.request({"type": "ping"}, "pong")
+    await b.request({"type": "ping"}, "pong")
+    sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/notifications", first)
+    body = await sse.body_text()
+    sse.close()
+    assert sse.status == 429 and json.loads(body)["error"]["code"] == "too_many_connections"
+    # another external user is not affected
+    other = await WSClient.connect(ws_url, "/ws/notifications", mint("unlimited"))
+    await other.request({"type": "ping"}, "pong")
+    for ws in (a, b, other):
+        ws.close()
 
 
 @pytest.mark.parametrize("ext", [{"external_jwt_leeway": 0.0, "token_expiring_notice": 1.0}])
