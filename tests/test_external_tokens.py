@@ -270,6 +270,8 @@ async def test_each_bad_token_gets_its_code_on_every_route(api, http_port):
         (mint("b", nbf=now + 120, **rs), "token_not_yet_valid"),
         (mint(None, **rs), "invalid_subject"),
         (mint("s" * 256, **rs), "invalid_subject"),
+        (mint(12345, **rs), "invalid_subject"),
+        (mint("", **rs), "invalid_subject"),
         (mint("b", pad="p" * 9000, **rs), "token_too_large"),
         (mint("b", exp=None, **rs), "missing_claim"),
         ("not-a-jwt", "invalid_token"),

@@ -258,6 +258,9 @@ class ExternalAuth:
             raise Unauthorized("The access token's issuer is not accepted", "invalid_issuer") from None
         except jwt.InvalidAudienceError:
             raise Unauthorized("The access token's audience is not accepted", "invalid_audience") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise Unauthorized("The access token's 'sub' must be a string of 1 to 255 characters",
+                               "invalid_subject") from None
         except jwt.InvalidAlgorithmError:
             raise Unauthorized("The access token's algorithm is not accepted", "invalid_algorithm") from None
         except (jwt.InvalidTokenError, jwt.PyJWKError, ValueError, TypeError):
