@@ -241,29 +241,26 @@ class ServicesMixin:
                 # user are in memory; else require_known_user finishes (JWKS fetch, provisioning).
                 claims = external.claims_now(token)
                 if claims is None:
+                    if source == "cookie":
+                        self._check_cookie_use()
                     self._external_token, self.auth_source = token, source
-                    self._check_cookie_use(source)
                     return None
                 claims = services.sessions.check(claims)
             else:
                 claims = services.sessions.check(services.auth.verify_access(token))
-        self._check_cookie_use(source)
-        self._set_claims(claims, source)
-        return claims.user_id
-
-    def _check_cookie_use(self, source: Optional[str]) -> None:
-        """A cookie rides along on cross-site requests: refuse them, streams included. Raises Forbidden."""
         if source == "cookie":
-            # A cookie rides along on cross-site requests: refuse them, streams included.
-            if self.foreign_origin():
-                raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
-            if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.request.headers.get("Origin"):
-                raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
-
-    def _set_claims(self, claims, source: Optional[str]) -> None:
+            self._check_cookie_use()
         self.claims = claims
         self.user_id, self.auth_source = claims.user_id, source
         self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
+        return claims.user_id
+
+    def _check_cookie_use(self) -> None:
+        """A cookie rides along on cross-site requests: refuse them, streams included. Raises Forbidden."""
+        if self.foreign_origin():
+            raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.request.headers.get("Origin"):
+            raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
 
     _external_token: Optional[str] = None  # an external token authenticate() left to require_known_user
 
@@ -283,7 +280,9 @@ class ServicesMixin:
                 if self.accepts_ticket:  # a stream route: failures count against the address
                     self.services.admission.failed_auth(self.request.remote_ip)
                 raise
-            self._set_claims(claims, self.auth_source)
+            self.claims = claims
+            self.user_id = claims.user_id
+            self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
         await self.services.users.check_version(self.user_id, self.token_version)
 
 

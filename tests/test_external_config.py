@@ -2,6 +2,7 @@
 and just past its bound."""
 from __future__ import annotations
 
+import os
 import time
 
 import jwt
@@ -146,3 +147,30 @@ def test_leeway_at_and_past():
     assert info.value.code == "token_expired"
     with pytest.raises(Unauthorized):
         _verifier(external_jwt_leeway=0.0).verify_now(token(now - 2))
+
+
+def test_every_external_option_is_documented():
+    """Each option has its README row (flag, variable, default), an operations.md row, and the
+    codes are in docs/integration.md and docs/protocol.md."""
+    from tornado_app.config import _OPTIONS
+    from tests.procs import ROOT
+    docs = {name: open(os.path.join(ROOT, name), encoding="utf-8").read() for name in ("README.md", "docs/operations.md", "docs/integration.md", "docs/protocol.md",
+                         "docs/security.md")}
+    defaults = Config()
+    names = [(name, env) for name, env, _, _ in _OPTIONS if name == "auth_mode" or name.startswith("external_")]
+    assert len(names) == 11
+    for name, env in names:
+        flag = "--" + name.replace("_", "-")
+        for doc in ("README.md", "docs/operations.md"):
+            row = next((line for line in docs[doc].splitlines() if line.startswith(f"| `{flag}`")), None)
+            assert row is not None and f"`{env}`" in row, (doc, flag)
+            default = getattr(defaults, name)
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                assert f"`{default:g}`" in row, (doc, flag, row)
+    for section in ("## Auth modes", "## Token claims", "## Keys and rotation", "## Errors"):
+        assert section in docs["docs/integration.md"]
+    for code in ("token_too_large", "invalid_algorithm", "unknown_key", "missing_claim", "token_expired",
+                 "token_not_yet_valid", "invalid_issuer", "invalid_audience", "invalid_subject", "token_revoked",
+                 "account_disabled", "account_deleted", "builtin_auth_disabled"):
+        assert f"`{code}`" in docs["docs/integration.md"] and f"`{code}`" in docs["docs/protocol.md"], code
+    assert "Algorithm confusion" in docs["docs/security.md"] and "SSRF" in docs["docs/security.md"]

@@ -26,6 +26,7 @@ from models import User
 from models.user import DELETED
 from tests.clients import SSEClient, WSClient
 from tests.conftest import SERVICE_TOKEN
+from tornado_app.errors import Unauthorized
 
 ISSUER = "https://product.example"
 AUDIENCE = "squall"
@@ -197,8 +198,7 @@ async def test_rs256_public_key_token_works(api, ws_url, http_port):
 
 
 @pytest.mark.parametrize("curve", ["ES256", "EdDSA"])
-@pytest.mark.gen_test(timeout=30)
-async def test_ec_and_ed25519_key_files(api, curve, tmp_path, ext):
+def test_ec_and_ed25519_key_files(curve, tmp_path):
     """The algorithm allowlist follows the key type of the PEM file (ES256 for P-256, EdDSA for Ed25519)."""
     from tornado_app.config import Config
     from tornado_app.services.external_auth import ExternalAuth
@@ -209,7 +209,7 @@ async def test_ec_and_ed25519_key_files(api, curve, tmp_path, ext):
                                                external_jwt_issuer=ISSUER, external_jwt_audience=AUDIENCE))
     assert verifier.algorithms == [curve]
     assert verifier.verify_now(mint("k", key=key, alg=curve))["sub"] == "k"
-    with pytest.raises(Exception) as info:
+    with pytest.raises(Unauthorized) as info:
         verifier.verify_now(mint("k", key=RSA_KEY, alg="RS256"))
     assert info.value.code == "invalid_algorithm"
 
@@ -270,6 +270,8 @@ async def test_each_bad_token_gets_its_code_on_every_route(api, http_port):
         (mint("b", nbf=now + 120, **rs), "token_not_yet_valid"),
         (mint(None, **rs), "invalid_subject"),
         (mint("s" * 256, **rs), "invalid_subject"),
+        (mint(12345, **rs), "invalid_subject"),
+        (mint("", **rs), "invalid_subject"),
         (mint("b", pad="p" * 9000, **rs), "token_too_large"),
         (mint("b", exp=None, **rs), "missing_claim"),
         ("not-a-jwt", "invalid_token"),
@@ -366,7 +368,34 @@ async def test_ticket_and_refresh_frame_of_an_external_token(api, ws_url, http_p
     got = await ws.request({"type": "refresh", "access_token": mint("tick", iss="https://evil.example")},
                            "refreshed", "error")
     assert (got["type"], got["code"]) == ("error", "invalid_issuer")
+    # a new name in the refresh token: settled after the profile update (off the frame's path)
+    renamed = mint("tick", ttl=900, name="Tick Tock")
+    got = await ws.request({"type": "refresh", "access_token": renamed}, "refreshed", "error")
+    assert got["type"] == "refreshed" and got["expires_at"] == jwt.decode(renamed, options={"verify_signature": False})["exp"]
+    assert (await me(api, mint("tick")))[1]["display_name"] == "Tick Tock"
+    # a token of a never-seen sub, settled the same way, is still another user's
+    got = await ws.request({"type": "refresh", "access_token": mint("never-seen")}, "refreshed", "error")
+    assert (got["type"], got["code"]) == ("error", "wrong_user")
     ws.close()
+
+
+@pytest.mark.parametrize("ext", [{"max_connections_per_user": 2}])
+@pytest.mark.gen_test(timeout=30)
+async def test_per_user_stream_limit_counts_external_users(api, ws_url, http_port):
+    first, second = mint("limited", jti="a"), mint("limited", jti="b")  # two tokens, one user
+    a = await WSClient.connect(ws_url, "/ws/notifications", first)
+    b = await WSClient.connect(ws_url, "/ws/chat", second)
+    await a.request({"type": "ping"}, "pong")
+    await b.request({"type": "ping"}, "pong")
+    sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/notifications", first)
+    body = await sse.body_text()
+    sse.close()
+    assert sse.status == 429 and json.loads(body)["error"]["code"] == "too_many_connections"
+    # another external user is not affected
+    other = await WSClient.connect(ws_url, "/ws/notifications", mint("unlimited"))
+    await other.request({"type": "ping"}, "pong")
+    for ws in (a, b, other):
+        ws.close()
 
 
 @pytest.mark.parametrize("ext", [{"external_jwt_leeway": 0.0, "token_expiring_notice": 1.0}])
@@ -439,3 +468,32 @@ async def test_publish_reaches_an_external_user(api, ws_url):
             break
     assert frame["id"] == out["ids"][0], frame
     ws.close()
+
+
+# Two processes: a profile change reaches the other process's cache ------------------------------
+
+@pytest.mark.gen_test(timeout=120)
+async def test_profile_update_on_one_process_is_seen_through_another(shared_db, server_factory):
+    from tests.clients import ApiClient
+    from tests.scaleout_support import open_private_chat, register, start_cluster
+    env = dict(AUTH_MODE="both", EXTERNAL_JWT_SECRET=SECRET, EXTERNAL_JWT_ISSUER=ISSUER,
+               EXTERNAL_JWT_AUDIENCE=AUDIENCE)
+    p1, p2 = start_cluster("redis", shared_db, server_factory, count=2, **env)
+    api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
+    status, xavier = await me(api1, mint("x-cluster", name="Xavier"))
+    assert status == 200
+    bob = await register(api2, "bob")
+    chat_id = await open_private_chat(api2, bob, {**xavier, "token": None})
+
+    async def title_on_p2():
+        status, listing = await api2.call("GET", "/api/chats", token=bob["token"])
+        return next(c for c in listing["chats"] if c["id"] == chat_id)["title"]
+    assert await title_on_p2() == "Xavier"  # now cached on p2
+    status, renamed = await me(api1, mint("x-cluster", name="Xavier Two"))
+    assert status == 200 and renamed["display_name"] == "Xavier Two"
+    deadline = time.monotonic() + 2
+    while await title_on_p2() != "Xavier Two":
+        assert time.monotonic() < deadline, "p2 still shows the old name"
+        await asyncio.sleep(0.05)
+    # the same sub on the other process is the same user
+    assert (await me(api2, mint("x-cluster")))[1]["id"] == xavier["id"]

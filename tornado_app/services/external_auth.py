@@ -42,7 +42,7 @@ from jwt import PyJWKClient, PyJWKSet
 
 from ..errors import Unauthorized, ValidationError
 from .auth import Claims
-from .users import check_avatar_url, check_external_id, external_display_name
+from .users import ACCOUNT_DELETED, check_avatar_url, check_external_id, external_display_name
 
 log = logging.getLogger("squall.external_auth")
 
@@ -258,6 +258,9 @@ class ExternalAuth:
             raise Unauthorized("The access token's issuer is not accepted", "invalid_issuer") from None
         except jwt.InvalidAudienceError:
             raise Unauthorized("The access token's audience is not accepted", "invalid_audience") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise Unauthorized("The access token's 'sub' must be a string of 1 to 255 characters",
+                               "invalid_subject") from None
         except jwt.InvalidAlgorithmError:
             raise Unauthorized("The access token's algorithm is not accepted", "invalid_algorithm") from None
         except (jwt.InvalidTokenError, jwt.PyJWKError, ValueError, TypeError):
@@ -345,9 +348,9 @@ class ExternalAuth:
         user_id = self._subs.get(claims["sub"])
         if user_id is None:
             return None
-        cached = self.users._cache.get(user_id)
-        if cached is None:
-            return None
+        cached = self.users.cached(user_id)
+        if cached is None or self.users.refusal(user_id) == ACCOUNT_DELETED:
+            return None  # unknown here, or deleted: upsert_external decides (a new user, or account_deleted)
         name, picture = self.profile(claims)
         if (name is not None and name != cached["display_name"]) or \
                 (picture is not None and picture != cached.get("avatar_url")):

@@ -305,6 +305,10 @@ class UserService:
             self._revoked_at[user.id] = max(int(user.revoked_at), self._revoked_at.get(user.id, 0))
         return data
 
+    def cached(self, user_id: int) -> Optional[dict]:
+        """The cached public shape of ``user_id``, or None (memory only)."""
+        return self._cache.get(user_id)
+
     def refusal(self, user_id: int) -> Optional[str]:
         """``account_disabled`` / ``account_deleted`` for a cached user refused, else None (memory only)."""
         return self._refused.get(user_id) if self._refused else None
