@@ -570,9 +570,13 @@ HOW_TO_COMPARE = [
     "noise is the larger of the two sides' spreads. A difference is *within noise* when",
     "`|after ÷ before − 1| ≤ noise`: the medians are closer than runs of the same code are to one",
     "another. Outside it the verdict is *better* or *worse* (by the figure's direction: more per second",
-    "is better, fewer KB, µs or ms is better). One run per side gives no verdict; five make it",
-    "meaningful. The results go under `\"compare\"` in bench-results.json (every run kept) and survive",
-    "later `python -m bench` runs until the next comparison.",
+    "is better, fewer KB, µs or ms is better). One run per side gives no verdict. Why the whole range:",
+    "a median moves much less than one run, so for two builds of the same code a difference of medians",
+    "beyond the range of five runs is rare (under 1% per figure if runs scatter normally), while a real",
+    "change larger than that range shows. A change smaller than the noise cannot be told from it by",
+    "this machine: run more (`--runs 9`) on a quiet machine to narrow it. The results go under",
+    "`\"compare\"` in bench-results.json (every run kept) and survive later `python -m bench` runs until",
+    "the next comparison.",
     "",
 ]
 
@@ -598,9 +602,9 @@ def before_and_after(c: dict) -> List[str]:
         b, a = f["before"], f["after"]
         rows.append([f["label"], fmt(b["median"]), f"{fmt(b['min'])} – {fmt(b['max'])}", fmt(a["median"]),
                      f"{fmt(a['min'])} – {fmt(a['max'])}", fmt(f["ratio"]),
-                     "—" if f["noise"] is None else f"± {100 * f['noise']:.1f}%", f"**{f['verdict']}**"])
+                     "—" if f["noise"] is None else f"{100 * f['noise']:.1f}%", f"**{f['verdict']}**"])
     lines += table(["figure", "before (median)", "before (runs)", "after (median)", "after (runs)",
-                    "after ÷ before", "noise", "verdict"], rows)
+                    "after ÷ before", "noise (spread of the runs)", "verdict"], rows)
     lines.append("")
     checks = c.get("checks", {})
     failed = [f"{side} {scenario}" for side, by in checks.items() for scenario, ok in by.items() if not ok]
