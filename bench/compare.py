@@ -29,9 +29,11 @@ COMPARE_SCENARIOS = ("fanout", "idle", "chat", "targeted")
 SIDES = ("before", "after")
 
 # Default sizes of a comparison: the full configuration's fan-out and chat, fewer idle
-# connections and targeted users, five runs each side; about 10 minutes on a 2-core machine.
-COMPARE_SIZES = Sizes(idle_ws=2000, idle_sse=2000, chat_pairs=250, chat_per_sender=20, chat_rate_per_sender=10,
-                      targeted_users=2000, targeted_notifications=10000)
+# connections (2,000 + 2,000, each a different user) and targeted users, five runs per side.
+# Estimated from the full bench's timings on this 2-core machine (docs/performance.md): per run
+# and side about 21 s of fan-out, 11 s idle, 12 s chat, 4 s targeted, so 5 × 2 × 48 s plus
+# about 50 s of start-up and registration, 8 to 9 minutes when the machine is otherwise quiet.
+COMPARE_SIZES = Sizes(idle_ws=2000, idle_sse=2000, targeted_users=2000, targeted_notifications=10000)
 COMPARE_RUNS = 5
 TARGETED_BATCH = 10  # users per publish request in the comparison's one targeted case
 

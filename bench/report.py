@@ -465,6 +465,10 @@ def render(doc: dict) -> str:
         lines.append("")
     if doc.get("compare"):
         lines += before_and_after(doc["compare"])
+    else:
+        lines += ["## Before and after (`python -m bench compare`)", "",
+                  "No comparison stored yet: `python -m bench compare --ref COMMIT` measures a commit and this",
+                  "tree run by run and writes this section (see \"How to compare two commits\").", ""]
     lines += [
         "## What the hot paths do",
         "",
@@ -561,8 +565,10 @@ HOW_TO_COMPARE = [
     "Default sizes (`--size NAME=VALUE` changes any field of `Sizes` in `bench/runner.py`, repeatable):",
     "1,000 fan-out subscribers × 200 events (steady case 50/s), 2,000 idle WebSockets and 2,000 idle SSE",
     "streams (each a different user), chat 500 pairs × 20 messages (window 4; steady 2,500/s,",
-    "20 per sender), targeted 2,000 users and 10,000 notifications; 5 runs per side. That is about",
-    "10 minutes on this 2-core machine (see \"Before and after\" for the figures of the last comparison).",
+    "20 per sender), targeted 2,000 users and 10,000 notifications; 5 runs per side. That is 8 to 9",
+    "minutes on this 2-core machine when it is otherwise quiet (per run and side about 21 s of fan-out,",
+    "11 s idle, 12 s chat, 4 s targeted, estimated from the timings above, plus start-up and",
+    "registering the users); `--tiny` takes about 35 s, `--runs 3` about 6 minutes.",
     "The ref must accept the options `bench/servers.py` passes to `run.py` (any commit since",
     "`--max-connections-per-address` exists).",
     "",
