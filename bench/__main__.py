@@ -111,6 +111,10 @@ def run_compare(args) -> int:
     except comparison.CompareError as exc:
         print(f"python -m bench compare: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as exc:  # a server that would not start (an old ref refusing an option) or a failed run
+        print(f"python -m bench compare: failed: {exc}\n(the server of --ref must accept the options "
+              "bench/servers.py passes to run.py)", file=sys.stderr, flush=True)
+        return 1
     result["machine"] = machine()
     result["notes"] = args.notes
     os.makedirs(args.out_dir, exist_ok=True)

@@ -181,6 +181,18 @@ def test_bench_compare_unknown_ref_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "--ref and --size belong to 'compare'" in proc.stderr, proc.stderr
 
 
+def test_bench_compare_ref_that_cannot_serve(tmp_path):
+    """A ref whose ``run.py`` refuses the bench's options fails with its server's own words, checkout removed."""
+    first = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()[-1]  # the first commit knows none of them
+    proc = _bench(["compare", "--ref", first, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "python -m bench compare: failed: before exited with 2" in proc.stderr
+    assert "usage: python run.py" in proc.stderr and "must accept the options" in proc.stderr
+    assert "squall-compare-" not in _worktrees()
+    assert not (tmp_path / "bench-results.json").exists()
+
+
 @pytest.mark.parametrize("size, said", [
     ("idle_ws", "expected name=value"),
     ("idle_wss=10", "unknown size 'idle_wss'"),
