@@ -1,4 +1,6 @@
-"""``python -m bench {all,fanout,idle,chat,targeted,login,compare,report}``: run the benchmarks, regenerate docs/performance.md.
+"""``python -m bench {all,fanout,idle,chat,targeted,login,compare,report}``: run the benchmarks.
+
+The results go into docs/bench-results.json, and docs/performance.md is rendered from it.
 
 ``python -m bench compare --ref COMMIT``: the same scenarios on COMMIT (checked out in a
 temporary git worktree) and on this tree, runs interleaved; see bench/compare.py.

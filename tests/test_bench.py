@@ -5,6 +5,7 @@ Squall on SQLite and on PostgreSQL itself, whatever the suite's database, so the
 PostgreSQL run (``TEST_DATABASE_URL``) skips this module: it would repeat the SQLite run's work.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -181,14 +182,23 @@ def test_bench_compare_unknown_ref_is_a_clear_error(tmp_path):
     assert proc.returncode == 2 and "--ref and --size belong to 'compare'" in proc.stderr, proc.stderr
 
 
+def _git(*args, stdin=None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench test", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+           "GIT_COMMITTER_NAME": "bench test", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+    return subprocess.run(["git", *args], cwd=ROOT, input=stdin, capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+
+
 def test_bench_compare_ref_that_cannot_serve(tmp_path):
     """A ref whose ``run.py`` refuses the bench's options fails with its server's own words, checkout removed."""
-    first = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()[-1]  # the first commit knows none of them
-    proc = _bench(["compare", "--ref", first, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
+    # A commit of its own (an unreferenced object, whatever the clone's depth): run.py refuses every option.
+    blob = _git("hash-object", "-w", "--stdin", stdin='import sys\nsys.exit("run.py: error: unrecognized arguments")\n')
+    tree = _git("mktree", stdin=f"100644 blob {blob}\trun.py\n")
+    commit = _git("commit-tree", tree, "-m", "a run.py that serves nothing")
+    proc = _bench(["compare", "--ref", commit, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "python -m bench compare: failed: before exited with 2" in proc.stderr
-    assert "usage: python run.py" in proc.stderr and "must accept the options" in proc.stderr
+    assert "python -m bench compare: failed: before exited with 1" in proc.stderr
+    assert "run.py: error: unrecognized arguments" in proc.stderr and "must accept the options" in proc.stderr
     assert "squall-compare-" not in _worktrees()
     assert not (tmp_path / "bench-results.json").exists()
 
