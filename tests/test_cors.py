@@ -127,6 +127,15 @@ async def test_preflights_need_no_credential_and_spend_no_budget(http_server, ht
     assert sse.status == 200
     assert sse.headers["access-control-allow-origin"] == APP and sse.headers["vary"] == "Origin"
     sse.close()
+    # a long-poll's answer too (with a ticket, as a page sends it)
+    ticket = await raw_request(http_port, "POST", "/api/stream-ticket",
+                               [f"Authorization: Bearer {alice['token']}", "Content-Type: application/json",
+                                f"Origin: {APP}"])
+    assert ticket[0] == 200 and ticket[1]["access-control-allow-origin"] == APP
+    status, headers, body = await raw_request(
+        http_port, "GET", f"/poll/notifications?timeout=0&ticket={json.loads(ticket[2])['ticket']}", [f"Origin: {APP}"])
+    assert status == 200 and headers["access-control-allow-origin"] == APP
+    assert headers["access-control-expose-headers"] == EXPOSE and headers["vary"] == "Origin"
 
 
 @pytest.mark.gen_test(timeout=30)
