@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import tornado.web
 
+from tornado_app.cors import CorsPolicy, handler_methods
 from tornado_app.errors import (BadJSON, DatabaseUnavailable, Forbidden, NotFound, PayloadTooLarge, SquallError,
                                 Unauthorized, UnsupportedMediaType, ValidationError)
 from tornado_app.services import Services
@@ -163,6 +164,15 @@ class ServicesMixin:
         """The process's services container."""
         return self.application.settings["services"]
 
+    @property
+    def cors(self) -> CorsPolicy:
+        """The allowed origins (tornado_app/cors.py), built once by ``make_app``."""
+        policy = self.application.settings.get("cors")
+        if policy is None:  # an application make_app did not build
+            config = self.services.config
+            policy = CorsPolicy(config.allowed_origins, config.cors_max_age)
+        return policy
+
     def log_exception(self, typ, value, tb) -> None:
         """Log a failure without Tornado's request dump (see ``log_handler_exception``)."""
         log_handler_exception(self, typ, value, tb)
@@ -197,7 +207,7 @@ class ServicesMixin:
         """
         origin = self.request.headers.get("Origin")
         if origin is not None:
-            if origin in self.services.config.allowed_origins:
+            if self.cors.allowed(origin):
                 return False
             return urlparse(origin).netloc.lower() != self.request.host.lower()
         return self.request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site"
@@ -286,7 +296,37 @@ class ServicesMixin:
         await self.services.users.check_version(self.user_id, self.token_version)
 
 
-class BaseHandler(HeadLikeGet, ServicesMixin, tornado.web.RequestHandler):
+class CorsPreflight:
+    """A mixin: ``OPTIONS`` answers a CORS preflight on ``/api/*``, ``/sse/*`` and ``/poll/*``.
+
+    Public on purpose: a browser sends a preflight without credentials, and it changes
+    nothing. It is not rate-limited (it costs no database, no hash, no stream slot) and is
+    counted in the request metrics like any request. The CORS headers come from the policy
+    (tornado_app/cors.py): only for a listed origin asking for a method this route
+    implements. Elsewhere ``OPTIONS`` stays 405. Stream handlers, which authenticate in
+    ``prepare``, skip that for a preflight (``is_preflight``).
+    """
+
+    def is_preflight(self) -> bool:
+        """True for an ``OPTIONS`` request on a CORS route (its ``prepare`` must not ask for a credential)."""
+        return self.request.method == "OPTIONS" and self.cors.applies(self.request.path)
+
+    @public
+    def options(self, *args, **kwargs):
+        """204 with ``Allow`` and, for a listed origin, the preflight's CORS headers; 405 off the CORS routes."""
+        if not self.cors.applies(self.request.path):
+            raise tornado.web.HTTPError(405)
+        methods = handler_methods(type(self))
+        headers = self.request.headers
+        for name, value in self.cors.preflight_headers(self.request.path, headers.get("Origin"),
+                                                       headers.get("Access-Control-Request-Method"), methods):
+            self.set_header(name, value)
+        self.set_header("Allow", ", ".join(methods + ("OPTIONS",)))
+        self.set_status(204)
+        self.finish()
+
+
+class BaseHandler(CorsPreflight, HeadLikeGet, ServicesMixin, tornado.web.RequestHandler):
     """JSON API handler: parses bodies, writes JSON, maps every error to one shape; HEAD where GET."""
 
     def set_default_headers(self) -> None:

@@ -127,7 +127,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
     def check_origin(self, origin: str) -> bool:
         """Same-origin browsers, configured extra origins, and non-browser clients (no Origin)."""
-        if origin in self.services.config.allowed_origins:
+        if self.cors.allowed(origin):  # the --allowed-origin list, as CORS matches it
             return True
         return super().check_origin(origin)
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from .cors import MAX_AGE_LIMIT, parse_origins
+
 log = logging.getLogger("squall.config")
 
 DEFAULT_DATABASE_URL = "sqlite:///squall.db"
@@ -55,7 +57,8 @@ class Config:
     password_hash_profile: str = "standard"
     # Front end / browser
     cookie_secure: bool = False
-    allowed_origins: tuple = ()
+    allowed_origins: tuple = ()  # normalised scheme://host[:port] (tornado_app/cors.py parse_origin)
+    cors_max_age: int = 600  # seconds a browser may cache a preflight answer (0 to 86400)
     web_dir: str = field(default_factory=lambda: os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web"))
     # Test hook: refuse WebSocket upgrades (simulates a proxy that blocks them)
@@ -231,6 +234,8 @@ _OPTIONS = [
     ("hash_per_address", "HASH_PER_ADDRESS", int, "concurrent password hashes per client address (then 503)"),
     # Hostile network (issue 9)
     ("max_body_bytes", "MAX_BODY_BYTES", int, "largest request body; larger ones get 413 at any size"),
+    ("cors_max_age", "CORS_MAX_AGE", int,
+     "seconds a browser may cache the answer to a CORS preflight (Access-Control-Max-Age; 0 to 86400)"),
     ("header_timeout", "HEADER_TIMEOUT", float, "seconds for a new connection to send complete request headers"),
     ("body_timeout", "BODY_TIMEOUT", float, "seconds for a request body to arrive"),
     ("idle_timeout", "IDLE_TIMEOUT", float, "seconds an idle keep-alive connection is kept"),
@@ -333,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="answer 503 to every /ws/* upgrade, as a proxy that blocks WebSockets would "
                              "(testing the SSE fallback) [env BLOCK_WEBSOCKETS]")
     parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=None,
-                        help="extra Origin allowed for WebSockets (repeatable) [env ALLOWED_ORIGINS, comma-separated]")
+                        help="an origin (scheme://host[:port]) whose pages may use the API, streams and long-polls "
+                             "from the browser (CORS, with a bearer token or a stream ticket) and open WebSockets; "
+                             "its JSON writes are not refused as cross-site (repeatable) "
+                             "[env ALLOWED_ORIGINS, comma-separated]")
     parser.add_argument("--log-sql", dest="log_sql", action="store_true", default=None,
                         help="log SQL statements, without their parameters, at debug level [env LOG_SQL]")
     # Notification preferences and Web Push (issue 11)
@@ -362,13 +370,18 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         values["log_sql"] = True
     if args.push_allow_http or environ.get("PUSH_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
         values["push_allow_http"] = True
-    origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o]
+    origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
     if origins:
-        values["allowed_origins"] = tuple(origins)
+        try:
+            values["allowed_origins"] = parse_origins(origins)
+        except ValueError as exc:
+            raise SystemExit(f"--allowed-origin {exc}") from None
     config = Config(**values)
     for name in ("token_ttl", "refresh_ttl", "ticket_ttl", "hash_threads", "listen_backlog"):
         if getattr(config, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= config.cors_max_age <= MAX_AGE_LIMIT:
+        raise SystemExit(f"--cors-max-age must be from 0 to {MAX_AGE_LIMIT} seconds")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
     # The rule of services/broker/base.py check_prefix (part of PostgreSQL identifiers)
