@@ -30,7 +30,7 @@ from tests.test_docs_examples import ROOT, fenced_blocks
 
 DOC = "docs/integration.md"
 METRICS = "five-minutes-metrics"
-OPEN_SSE = re.compile(r'^squall_connections\{[^}]*transport="sse"[^}]*\} ([0-9.]+)$', re.M)
+OPEN_SSE = re.compile(r'^squall_connections\{[^}]*transport="sse_notifications"[^}]*\} ([0-9.]+)$', re.M)
 TITLE = "## Five minutes"
 
 
@@ -66,8 +66,12 @@ class PageApp:
                 self.set_header("Content-Type", "text/plain")
                 self.finish(mint(user["id"], user["name"]))
 
+        class NoIcon(tornado.web.RequestHandler):
+            def get(self):
+                self.set_status(204)
+
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=([(r"/", Page), (r"/squall-token", Token)],),
+        self._thread = threading.Thread(target=self._run, args=([(r"/", Page), (r"/squall-token", Token), (r"/favicon.ico", NoIcon)],),
                                         daemon=True)
         self._thread.start()
         assert self._ready.wait(10)
@@ -120,8 +124,12 @@ def test_the_five_minute_path_runs_as_written(server_factory, browser, tmp_path)
         page = context.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.goto(app.origin + "/")
-        wait_for_sse_stream(server)
+        try:
+            wait_for_sse_stream(server)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\npage errors: {errors}") from None
         out: dict = {"__name__": "__doc__"}
         publish = publish_block.text.replace("http://localhost:8000", squall)
         printed = io.StringIO()
