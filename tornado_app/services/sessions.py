@@ -27,7 +27,6 @@ Control messages (``Hub.control``), JSON objects:
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import hmac
@@ -42,6 +41,7 @@ import peewee
 
 from models import RefreshToken, Setting, User, utcnow
 from ..errors import RateLimited, Unauthorized
+from ..tasks import spawn
 from .auth import AuthService, Claims
 from .db import DatabaseExecutor
 from .hub import Hub
@@ -299,8 +299,7 @@ class SessionService:
         # Other processes learn of the use over the broker (a ticket is single use everywhere,
         # but the same ticket presented to two processes within the broker's latency is the
         # window this leaves; see docs/security.md).
-        future = asyncio.ensure_future(self.hub.control({"t": "ticket", "j": claims.jti, "e": until}))
-        future.add_done_callback(_log_failure)
+        spawn(self.hub.control({"t": "ticket", "j": claims.jti, "e": until}), name="sessions.ticket_used")
         return self.check(claims)
 
     # Live connections: one sweep per second for all of them ----------------------------------
@@ -325,7 +324,3 @@ class SessionService:
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
             self._used_tickets = {k: v for k, v in self._used_tickets.items() if v > now}
 
-
-def _log_failure(future: "asyncio.Future") -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("could not announce a used ticket to the other processes: %s", future.exception())
