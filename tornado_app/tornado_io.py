@@ -42,42 +42,42 @@ def _has(owner, name: str) -> Callable[[], bool]:
     return lambda: hasattr(owner, name)
 
 
-def _uses(function, name: str) -> Callable[[], bool]:
-    """True while ``function``'s code reads, writes or calls ``name`` (an instance attribute
+def _uses(owner, method: str, name: str) -> Callable[[], bool]:
+    """True while ``owner.method``'s code reads, writes or calls ``name`` (an instance attribute
     cannot be found with ``hasattr`` on the class: where Tornado sets or calls it can)."""
     def check() -> bool:
-        code = getattr(function, "__code__", None)
+        code = getattr(getattr(owner, method, None), "__code__", None)
         return code is not None and name in code.co_names
     return check
 
 
 _IOS = tornado.iostream.BaseIOStream
-_BUF = getattr(tornado.iostream, "_StreamBuffer", None)
+_BUF = getattr(tornado.iostream, "_StreamBuffer", None)  # None: refused by check_tornado
 _WS = tornado.websocket.WebSocketProtocol13
 _RH = tornado.web.RequestHandler
 
 # private name -> [(what is relied on, check)]: every private name this module uses, and how.
 REQUIRED: Dict[str, list] = {
-    "_write_buffer": [("BaseIOStream.__init__ sets _write_buffer", _uses(_IOS.__init__, "_write_buffer")),
-                      ("BaseIOStream.writing reads _write_buffer", _uses(_IOS.writing, "_write_buffer"))],
-    "_write_futures": [("BaseIOStream.__init__ sets _write_futures", _uses(_IOS.__init__, "_write_futures")),
-                       ("BaseIOStream.write queues on _write_futures", _uses(_IOS.write, "_write_futures"))],
-    "_StreamBuffer": [("tornado.iostream._StreamBuffer exists", lambda: _BUF is not None)],
-    "_buffers": [("_StreamBuffer.__init__ sets _buffers", _uses(getattr(_BUF, "__init__", None), "_buffers")),
-                 ("_StreamBuffer.append queues on _buffers", _uses(getattr(_BUF, "append", None), "_buffers"))],
+    "_write_buffer": [("BaseIOStream.__init__ sets _write_buffer", _uses(_IOS, "__init__", "_write_buffer")),
+                      ("BaseIOStream.writing reads _write_buffer", _uses(_IOS, "writing", "_write_buffer"))],
+    "_write_futures": [("BaseIOStream.__init__ sets _write_futures", _uses(_IOS, "__init__", "_write_futures")),
+                       ("BaseIOStream.write queues on _write_futures", _uses(_IOS, "write", "_write_futures"))],
+    "_StreamBuffer": [("tornado.iostream._StreamBuffer exists", _has(tornado.iostream, "_StreamBuffer"))],
+    "_buffers": [("_StreamBuffer.__init__ sets _buffers", _uses(_BUF, "__init__", "_buffers")),
+                 ("_StreamBuffer.append queues on _buffers", _uses(_BUF, "append", "_buffers"))],
     "_handle_write": [("BaseIOStream._handle_write exists", _has(_IOS, "_handle_write")),
-                      ("BaseIOStream.write calls _handle_write", _uses(_IOS.write, "_handle_write")),
+                      ("BaseIOStream.write calls _handle_write", _uses(_IOS, "write", "_handle_write")),
                       ("BaseIOStream._handle_events calls _handle_write",
-                       _uses(getattr(_IOS, "_handle_events", None), "_handle_write"))],
+                       _uses(_IOS, "_handle_events", "_handle_write"))],
     "_receive_frame_loop": [("WebSocketProtocol13._receive_frame_loop exists", _has(_WS, "_receive_frame_loop")),
                             ("WebSocketProtocol13._accept_connection awaits _receive_frame_loop",
-                             _uses(getattr(_WS, "_accept_connection", None), "_receive_frame_loop"))],
+                             _uses(_WS, "_accept_connection", "_receive_frame_loop"))],
     "_abort": [("WebSocketProtocol._abort exists", _has(_WS, "_abort"))],
     "_break_cycles": [("RequestHandler._break_cycles exists", _has(_RH, "_break_cycles")),
-                      ("RequestHandler._break_cycles drops ui", _uses(getattr(_RH, "_break_cycles", None), "ui"))],
-    "_headers": [("RequestHandler.clear sets _headers", _uses(_RH.clear, "_headers")),
-                 ("RequestHandler.set_header writes _headers", _uses(_RH.set_header, "_headers"))],
-    "_reason": [("RequestHandler.set_status sets _reason", _uses(_RH.set_status, "_reason"))],
+                      ("RequestHandler._break_cycles drops ui", _uses(_RH, "_break_cycles", "ui"))],
+    "_headers": [("RequestHandler.clear sets _headers", _uses(_RH, "clear", "_headers")),
+                 ("RequestHandler.set_header writes _headers", _uses(_RH, "set_header", "_headers"))],
+    "_reason": [("RequestHandler.set_status sets _reason", _uses(_RH, "set_status", "_reason"))],
 }
 PRIVATE_NAMES = frozenset(REQUIRED)
 
