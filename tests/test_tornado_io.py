@@ -22,6 +22,7 @@ import pytest
 import tornado
 import tornado.iostream
 import tornado.web
+import tornado.websocket
 
 from tornado_app import tornado_io
 from tornado_app.tasks import running_tasks
