@@ -1,4 +1,10 @@
-"""``python -m bench {all,fanout,idle,chat,targeted,login}``: run the benchmarks and regenerate docs/performance.md."""
+"""``python -m bench {all,fanout,idle,chat,targeted,login,compare,report}``: run the benchmarks.
+
+The results go into docs/bench-results.json, and docs/performance.md is rendered from it.
+
+``python -m bench compare --ref COMMIT``: the same scenarios on COMMIT (checked out in a
+temporary git worktree) and on this tree, runs interleaved; see bench/compare.py.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +14,7 @@ import os
 import sys
 
 from .loadgen import raise_fd_limit
+from . import compare as comparison
 from .report import machine, render
 from .runner import TINY, Sizes, run
 from .servers import ROOT
@@ -18,11 +25,18 @@ SCENARIOS = ("fanout", "idle", "chat", "targeted", "login")
 def parse(argv):
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("scenario", choices=("all",) + SCENARIOS + ("report",), nargs="?", default="all",
-                   help="what to run; 'report' only rewrites performance.md from bench-results.json")
+    p.add_argument("scenario", choices=("all",) + SCENARIOS + ("compare", "report"), nargs="?", default="all",
+                   help="what to run; 'report' only rewrites performance.md from bench-results.json; 'compare' "
+                        "measures --ref against this tree")
+    p.add_argument("--ref", default=None, help="compare: the commit to measure before this tree (a sha, tag, branch)")
+    p.add_argument("--size", action="append", default=[], metavar="NAME=VALUE",
+                   help="compare: override one size of the comparison (repeatable), e.g. --size idle_ws=2000")
+    p.add_argument("--scenarios", default=",".join(comparison.COMPARE_SCENARIOS),
+                   help="compare: which scenarios, comma-separated (default all of fanout,idle,chat,targeted)")
     p.add_argument("--tiny", action="store_true", help="a configuration that runs in seconds (for tests)")
     p.add_argument("--runs", type=int, default=None,
-                   help="runs per figure, median reported (default 3 and 5 for fan-out; tiny 1); sets both")
+                   help="runs per figure, median reported (default 3 and 5 for fan-out; tiny 1; compare 5 per"
+                        " side, tiny 2); sets both")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile runs")
     p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/squall_bench",
                    help="PostgreSQL database for the chat bench (dropped and re-created)")
@@ -30,7 +44,24 @@ def parse(argv):
     p.add_argument("--out-dir", default=os.path.join(ROOT, "docs"),
                    help="where performance.md and bench-results.json go")
     p.add_argument("--notes", default="", help="a sentence printed in the report (e.g. the machine was busy)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.runs is not None and args.runs < 1:
+        p.error("--runs must be 1 or more")
+    if args.scenario == "compare":
+        if not args.ref:
+            p.error("compare needs --ref COMMIT (the commit to measure before this tree)")
+        try:
+            args.sizes = comparison.parse_sizes(TINY if args.tiny else comparison.COMPARE_SIZES, args.size)
+        except ValueError as exc:
+            p.error(str(exc))
+        args.scenario_list = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+        unknown = [x for x in args.scenario_list if x not in comparison.COMPARE_SCENARIOS]
+        if unknown or not args.scenario_list:
+            p.error(f"--scenarios: unknown {', '.join(unknown) or '(none given)'} "
+                    f"(choose from {', '.join(comparison.COMPARE_SCENARIOS)})")
+    elif args.ref or args.size:
+        p.error("--ref and --size belong to 'compare'")
+    return args
 
 
 def main(argv=None) -> int:
@@ -39,6 +70,8 @@ def main(argv=None) -> int:
     if args.scenario == "report":
         return rewrite_report(args.out_dir)
     raise_fd_limit()
+    if args.scenario == "compare":
+        return run_compare(args)
     sizes = TINY if args.tiny else Sizes()
     runs = args.runs or (1 if args.tiny else 3)
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
@@ -47,11 +80,13 @@ def main(argv=None) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "bench-results.json")
     doc = {}
-    if args.scenario != "all" and os.path.exists(json_path):
+    if os.path.exists(json_path):
         with open(json_path) as f:
             doc = json.load(f)
-        if doc.get("sizes") != results["sizes"]:
-            doc = {}  # results of another configuration do not belong in the same table
+        if args.scenario == "all" or doc.get("sizes") != results["sizes"]:
+            # results of another configuration do not belong in the same table; a comparison
+            # of two commits is a measurement of its own and stays
+            doc = {k: v for k, v in doc.items() if k == "compare"}
     profiles = {**doc.get("profiles", {}), **results.pop("profiles", {})}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     measured_at = {k: v for k, v in doc.get("measured_at", {}).items() if k not in scenarios}
@@ -67,6 +102,38 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
         f.write(render(doc))
     print(f"wrote {json_path} and performance.md", flush=True)
+    return 0
+
+
+def run_compare(args) -> int:
+    """``compare``: measure --ref and this tree, store the result under "compare", re-render the report."""
+    try:
+        result = comparison.compare(args.ref, args.sizes, args.runs or (2 if args.tiny else comparison.COMPARE_RUNS),
+                                    args.scenario_list, log=lambda msg: print(msg, flush=True))
+    except comparison.CompareError as exc:
+        print(f"python -m bench compare: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except RuntimeError as exc:  # a server that would not start (an old ref refusing an option) or a failed run
+        print(f"python -m bench compare: failed: {exc}\n(the server of --ref must accept the options "
+              "bench/servers.py passes to run.py)", file=sys.stderr, flush=True)
+        return 1
+    result["machine"] = machine()
+    result["notes"] = args.notes
+    os.makedirs(args.out_dir, exist_ok=True)
+    json_path = os.path.join(args.out_dir, "bench-results.json")
+    doc = {}
+    if os.path.exists(json_path):
+        with open(json_path) as f:
+            doc = json.load(f)
+    doc["compare"] = result
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
+        f.write(render(doc))
+    for row in result["figures"]:
+        print(f"  {row['label']}: before {row['before']['median']}, after {row['after']['median']}, "
+              f"ratio {row['ratio']}, {row['verdict']}", flush=True)
+    print(f"wrote the comparison into {json_path} and performance.md", flush=True)
     return 0
 
 

@@ -463,6 +463,12 @@ def render(doc: dict) -> str:
                          f"{fmt(lg.get('good_login_flood_max_ms'))} ms", fmt(lg.get("good_login_statuses")),
                          fmt(lg.get("flood_statuses"))]])
         lines.append("")
+    if doc.get("compare"):
+        lines += before_and_after(doc["compare"])
+    else:
+        lines += ["## Before and after (`python -m bench compare`)", "",
+                  "No comparison stored yet: `python -m bench compare --ref COMMIT` measures a commit and this",
+                  "tree run by run and writes this section (see \"How to compare two commits\").", ""]
     lines += [
         "## What the hot paths do",
         "",
@@ -533,4 +539,87 @@ def render(doc: dict) -> str:
         "(the bench drops and re-creates that database), `--no-pg`, `--out-dir DIR`. See `python -m bench --help`.",
         "",
     ]
+    lines += HOW_TO_COMPARE
     return "\n".join(lines)
+
+
+HOW_TO_COMPARE = [
+    "## How to compare two commits",
+    "",
+    "```sh",
+    "python -m bench compare --ref main                 # main before, this tree (with its uncommitted changes) after",
+    "python -m bench compare --ref 6de5f48 --runs 5 --size idle_ws=2000 --size idle_sse=2000 --notes 'quiet machine'",
+    "python -m bench compare --ref HEAD --tiny          # seconds: what tests/test_bench.py runs",
+    "python -m bench report                             # re-render this file (the comparison too) from the JSON",
+    "```",
+    "",
+    "`--ref` (any commit: sha, branch, tag) is checked out into a temporary `git worktree`, removed",
+    "afterwards, and served by its own `run.py` with the same interpreter, options and load generator as",
+    "this tree. Both Squalls run on core 0, one at a time, each on a fresh SQLite database of its own;",
+    "the scenarios are those of `python -m bench` (the same code in `bench/runner.py`): fan-out",
+    "(WS and SSE, burst and steady), idle memory per connection and connects/s (WS and SSE, a fresh",
+    "process per run), chat on SQLite (burst and steady) and targeted notifications (10 users per",
+    "request). Runs alternate, before, after, before, after …, so a busy moment of the machine weighs on",
+    "both. `--scenarios fanout,idle,chat,targeted` picks some of them.",
+    "",
+    "Default sizes (`--size NAME=VALUE` changes any field of `Sizes` in `bench/runner.py`, repeatable):",
+    "1,000 fan-out subscribers × 200 events (steady case 50/s), 2,000 idle WebSockets and 2,000 idle SSE",
+    "streams (each a different user), chat 500 pairs × 20 messages (window 4; steady 2,500/s,",
+    "20 per sender), targeted 2,000 users and 10,000 notifications; 5 runs per side. That is 8 to 9",
+    "minutes on this 2-core machine when it is otherwise quiet (per run and side about 21 s of fan-out,",
+    "11 s idle, 12 s chat, 4 s targeted, estimated from the timings above, plus start-up and",
+    "registering the users); `--tiny` takes about 35 s, `--runs 3` about 6 minutes.",
+    "The ref must accept the options `bench/servers.py` passes to `run.py` (any commit since",
+    "`--max-connections-per-address` exists).",
+    "",
+    "**Noise.** For each figure, the spread of one side's runs is `(highest − lowest) ÷ median`; the",
+    "noise is the larger of the two sides' spreads. A difference is *within noise* when",
+    "`|after ÷ before − 1| ≤ noise`: the medians are closer than runs of the same code are to one",
+    "another. Outside it the verdict is *better* or *worse* (by the figure's direction: more per second",
+    "is better, fewer KB, µs or ms is better). One run per side gives no verdict. Why the whole range:",
+    "a median moves much less than one run, so for two builds of the same code a difference of medians",
+    "beyond the range of five runs is rare (under 1% per figure if runs scatter normally), while a real",
+    "change larger than that range shows. A change smaller than the noise cannot be told from it by",
+    "this machine: run more (`--runs 9`) on a quiet machine to narrow it. The results go under",
+    "`\"compare\"` in bench-results.json (every run kept) and survive later `python -m bench` runs until",
+    "the next comparison.",
+    "",
+]
+
+
+def before_and_after(c: dict) -> List[str]:
+    """The "Before and after" section: both commits' medians and spreads, the ratio and the verdict."""
+    m = c.get("machine", {})
+    dirty = " with uncommitted changes" if c.get("head_dirty") else ""
+    lines = ["## Before and after (`python -m bench compare`)", "",
+             f"Before: `{c.get('ref')}` ({str(c.get('ref_commit', ''))[:12]}); after: this tree "
+             f"({str(c.get('head', ''))[:12]}{dirty}). Measured {c.get('date')} on {m.get('cpu') or '?'}, "
+             f"{m.get('cores')} cores, load average at the end {m.get('loadavg_at_end')}; {c.get('runs')} runs per"
+             " side, interleaved (before, after, before, after …); scenarios "
+             f"{', '.join(c.get('scenarios', []))}. Noise and verdicts: see \"How to compare two commits\".", ""]
+    if c.get("notes"):
+        lines += ["Notes on this comparison: " + c["notes"], ""]
+    sizes = c.get("sizes", {})
+    shown = ("subscribers", "events", "rate", "idle_ws", "idle_sse", "chat_pairs", "chat_per_sender", "chat_rate",
+             "targeted_users", "targeted_notifications")
+    lines += ["Sizes: " + ", ".join(f"{k} {fmt(sizes[k])}" for k in shown if k in sizes) + ".", ""]
+    rows = []
+    for f in c.get("figures", []):
+        b, a = f["before"], f["after"]
+        rows.append([f["label"], fmt(b["median"]), f"{fmt(b['min'])} – {fmt(b['max'])}", fmt(a["median"]),
+                     f"{fmt(a['min'])} – {fmt(a['max'])}", fmt(f["ratio"]),
+                     "—" if f["noise"] is None else f"{100 * f['noise']:.1f}%", f"**{f['verdict']}**"])
+    lines += table(["figure", "before (median)", "before (runs)", "after (median)", "after (runs)",
+                    "after ÷ before", "noise (spread of the runs)", "verdict"], rows)
+    lines.append("")
+    checks = c.get("checks", {})
+    failed = [f"{side} {scenario}" for side, by in checks.items() for scenario, ok in by.items() if not ok]
+    lines += [("Every run of both sides delivered everything without errors." if not failed else
+               "**Incomplete runs** (something not delivered or an error): " + ", ".join(failed) + "."), ""]
+    verdicts = [f["verdict"] for f in c.get("figures", [])]
+    if verdicts:
+        within = sum(v == "within noise" for v in verdicts)
+        lines += [f"{within} of {len(verdicts)} figures within noise"
+                  + "".join(f", {sum(v == w for v in verdicts)} {w}" for w in ("better", "worse")
+                            if any(v == w for v in verdicts)) + ".", ""]
+    return lines

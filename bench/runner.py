@@ -148,9 +148,12 @@ class Bench:
     # Servers ------------------------------------------------------------------------------
 
     def start_squall(self, name: str, database_url: str, n_users: Optional[int] = None,
-                     event_loop: str = "uvloop") -> Server:
-        """Start a Squall server and register the users every scenario needs (or ``n_users``)."""
-        server = squall(name, database_url, self.work, self.pin, event_loop).start()
+                     event_loop: str = "uvloop", root: str = ROOT) -> Server:
+        """Start a Squall server and register the users every scenario needs (or ``n_users``).
+
+        ``root``: the source tree to serve (``python -m bench compare`` points it at the other commit).
+        """
+        server = squall(name, database_url, self.work, self.pin, event_loop, root).start()
         s = self.sizes
         n = n_users or max(s.subscribers, 2 * s.chat_pairs)
         users = self.loadgen({"scenario": "users", "port": server.port, "n": n,
@@ -203,23 +206,25 @@ class Bench:
                 for name, by_case in raw.items()}
 
     def idle(self, servers: List[Server]) -> dict:
-        """Idle WebSockets and SSE streams held at once; each run on a fresh server process."""
+        """Idle WebSockets and SSE streams held at once; each run on a fresh server process.
+
+        Runs are interleaved across the servers (run 1 of each, then run 2 of each ...), so a
+        busy moment of the machine weighs on every server alike.
+        """
         s = self.sizes
-        out = {}
-        for srv in servers:
-            runs = []
-            for run in range(self.runs):
+        raw: Dict[str, List[dict]] = {srv.name: [] for srv in servers}
+        for run in range(self.runs):
+            for srv in servers:
                 srv.restart()  # a fresh process, so the memory growth is the connections' own
                 r = self.loadgen({**self.base_spec(srv), "scenario": "idle", "ws": s.idle_ws, "sse": s.idle_sse,
                                   "connect_concurrency": 100, "spread_sources": True},
                                  profile_pid=srv.pid if (self.profile and run == 0 and srv is servers[0]) else None,
                                  profile_name="idle_connect")
-                runs.append(r)
+                raw[srv.name].append(r)
                 self.log(f"  run {run + 1} {srv.name} idle: WS {r['ws_kb_per_connection']} KB/conn, "
                          f"SSE {r['sse_kb_per_connection']} KB/conn, {r['concurrent_connections']} held, "
                          f"{r['broadcast_reached']} reached, {r['connect_errors']} errors")
-            out[srv.name] = {"median": median_of(runs), "runs": runs}
-        return out
+        return {name: {"median": median_of(runs), "runs": runs} for name, runs in raw.items()}
 
     def hold_max(self, server: Server) -> dict:
         """``idle_max`` streams (half WS, half SSE) held by one fresh process; one broadcast must reach all."""
@@ -233,12 +238,13 @@ class Bench:
         return r
 
     def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True,
-                 baseline: Optional[Server] = None) -> Tuple[dict, dict]:
+                 baseline: Optional[Server] = None, baseline_name: str = "bare Tornado") -> Tuple[dict, dict]:
         """Notifications to single users: as fast as accepted per batch size, and at a steady rate.
 
         With ``baseline`` (bare Tornado indexing its subscribers by user, storing nothing), its
         as-fast-as-accepted cases run interleaved with Squall's: the ceiling of Tornado's HTTP
-        layer for the same requests. Returns ``(squall's cases, the baseline's cases)``.
+        layer for the same requests (``python -m bench compare`` passes the other commit's Squall,
+        named ``baseline_name``). Returns ``(squall's cases, the baseline's cases)``.
         """
         s = self.sizes
         cases = {f"batch{b}": {"batch": b, "rate": 0} for b in batches}
@@ -250,10 +256,11 @@ class Bench:
                 "timeout": max(s.timeout, 60.0)}
         for run in range(self.runs):
             for case, extra in cases.items():
-                for srv, into, name in ((server, raw, label), (baseline, base_raw, "bare Tornado")):
+                for srv, into, name in ((server, raw, label), (baseline, base_raw, baseline_name)):
                     if srv is None or case not in into:
                         continue
-                    r = self.loadgen({**self.base_spec(srv), **spec, **extra})
+                    # each server's own users: a Squall peer has its own database
+                    r = self.loadgen({**self.base_spec(srv), **spec, "users": srv.users, **extra})
                     into[case].append(r)
                     self.log(f"  run {run + 1} {name} targeted {case}: {r['notifications_per_s']:,.0f}/s, p99 "
                              f"{r['latency_p99_ms']} ms, exactly once {r['exactly_once']} (foreign {r['foreign']}, "
@@ -268,25 +275,32 @@ class Bench:
 
     def chat(self, server: Server, label: str) -> dict:
         """Chat on ``server``: as fast as accepted, and at a steady rate; medians of the runs."""
+        return self.chat_interleaved([(server, label)])[label]
+
+    def chat_interleaved(self, servers: List[Tuple[Server, str]]) -> Dict[str, dict]:
+        """Chat on each ``(server, label)``, runs interleaved across them; ``{label: cases}``."""
         s = self.sizes
-        users = server.users[:2 * s.chat_pairs]
         cases = {"burst": {"messages_per_sender": s.chat_per_sender, "window": s.chat_window, "rate": 0},
                  "rate": {"messages_per_sender": s.chat_rate_per_sender, "window": 1, "rate": s.chat_rate}}
-        raw = {case: [] for case in cases}
+        raw = {label: {case: [] for case in cases} for _, label in servers}
         for run in range(self.runs):
             for case, extra in cases.items():
-                r = self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid,
-                                  "users": users, "pairs": s.chat_pairs, "timeout": s.timeout,
-                                  "tag": f"{label}{case}{run}x", **extra})
-                raw[case].append(r)
-                self.log(f"  run {run + 1} {label} chat {case}: {r['messages_per_s']:,.0f} msg/s, ack p99 "
-                         f"{r['ack_p99_ms']} ms, delivery p99 {r['delivery_p99_ms']} ms, errors {r['errors']}")
-        if self.profile and label == "sqlite":
-            self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid, "users": users,
-                          "pairs": s.chat_pairs, "timeout": s.timeout, "tag": "profilex",
-                          **{**cases["burst"], "messages_per_sender": 3 * s.chat_per_sender}},
-                         profile_pid=server.pid, profile_name="chat_sqlite_burst")
-        return {case: {"median": median_of(runs), "runs": runs} for case, runs in raw.items()}
+                for server, label in servers:
+                    r = self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid,
+                                      "users": server.users[:2 * s.chat_pairs], "pairs": s.chat_pairs,
+                                      "timeout": s.timeout, "tag": f"{label}{case}{run}x", **extra})
+                    raw[label][case].append(r)
+                    self.log(f"  run {run + 1} {label} chat {case}: {r['messages_per_s']:,.0f} msg/s, ack p99 "
+                             f"{r['ack_p99_ms']} ms, delivery p99 {r['delivery_p99_ms']} ms, errors {r['errors']}")
+        for server, label in servers:
+            if self.profile and label == "sqlite":
+                self.loadgen({"scenario": "chat", "port": server.port, "server_pid": server.pid,
+                              "users": server.users[:2 * s.chat_pairs], "pairs": s.chat_pairs,
+                              "timeout": s.timeout, "tag": "profilex",
+                              **{**cases["burst"], "messages_per_sender": 3 * s.chat_per_sender}},
+                             profile_pid=server.pid, profile_name="chat_sqlite_burst")
+        return {label: {case: {"median": median_of(runs), "runs": runs} for case, runs in by_case.items()}
+                for label, by_case in raw.items()}
 
 
 def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Optional[str], log=print,

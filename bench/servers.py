@@ -32,8 +32,9 @@ def pinning() -> dict:
 class Server:
     """One server child process (Squall or the baseline) on a free port of 127.0.0.1."""
 
-    def __init__(self, name: str, argv: List[str], log_path: str, env: Optional[dict] = None):
+    def __init__(self, name: str, argv: List[str], log_path: str, env: Optional[dict] = None, cwd: str = ROOT):
         self.name = name
+        self.cwd = cwd
         self.port = free_port()
         self.argv = [a.replace("{port}", str(self.port)) for a in argv]
         self.log_path = log_path
@@ -48,7 +49,7 @@ class Server:
     def start(self, timeout: float = 60.0) -> "Server":
         """Start and wait until ``/healthz`` answers."""
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,9 +93,14 @@ class Server:
             return ""
 
 
-def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: str = "uvloop") -> Server:
-    """Squall, one process, memory broker, fast password hashing, rate limits out of the way."""
-    argv = [*pin["server"], sys.executable, os.path.join(ROOT, "run.py"), "--port", "{port}",
+def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: str = "uvloop",
+           root: str = ROOT) -> Server:
+    """Squall, one process, memory broker, fast password hashing, rate limits out of the way.
+
+    ``root``: the source tree whose ``run.py`` serves (another commit's checkout for
+    ``python -m bench compare``); the same interpreter and options either way.
+    """
+    argv = [*pin["server"], sys.executable, os.path.join(root, "run.py"), "--port", "{port}",
             "--event-loop", event_loop,
             "--host", "127.0.0.1", "--database-url", database_url, "--service-token", SERVICE_TOKEN,
             "--jwt-secret", "bench-jwt-secret-0123456789abcdef0123456789", "--password-hash-profile", "fast",
@@ -106,8 +112,9 @@ def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: st
             "--max-handshakes-per-second", "0",
             # ... all of them from 127.0.0.1: no per-address connection limit (0 = off)
             "--max-connections-per-address", "0"]
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT")}
-    return Server(name, argv, os.path.join(workdir, f"{name}.log"), env)
+    # PYTHONPATH dropped: the tree at ``root`` imports its own modules, never this one's.
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT", "PYTHONPATH")}
+    return Server(name, argv, os.path.join(workdir, f"{name}.log"), env, cwd=root)
 
 
 def baseline(workdir: str, pin: dict, by_user: bool = False) -> Server:

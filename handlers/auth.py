@@ -1,5 +1,5 @@
 """Accounts and sessions over HTTP: register, login, refresh, logout, logout-all, stream tickets, me."""
-from tornado_app.errors import Unauthorized
+from tornado_app.errors import Forbidden, Unauthorized
 
 from .base import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_COOKIE, BaseHandler, authenticated, public
 
@@ -35,12 +35,21 @@ class TokenResponseMixin:
         self.clear_cookie(SESSION_MARKER_COOKIE, path="/")
 
 
+def require_builtin_auth(handler) -> None:
+    """``--auth-mode external``: Squall's own accounts are off. Raises Forbidden ``builtin_auth_disabled``."""
+    if handler.services.config.auth_mode == "external":
+        raise Forbidden("Sign in through the product: this server accepts only its tokens "
+                        "(--auth-mode external)", "builtin_auth_disabled")
+
+
 class RegisterHandler(TokenResponseMixin, BaseHandler):
     """POST /api/auth/register."""
 
     @public
     async def post(self):
-        """Create an account; 201 with tokens. 400 validation, 409 username_taken, 429 per address."""
+        """Create an account; 201 with tokens. 400 validation, 409 username_taken, 429 per address;
+        403 builtin_auth_disabled in external mode."""
+        require_builtin_auth(self)
         user = await self.services.users.register(self.json_body(), self.request.remote_ip)
         self.send_tokens(user, await self.services.sessions.create(user), 201)
 
@@ -50,7 +59,9 @@ class LoginHandler(TokenResponseMixin, BaseHandler):
 
     @public
     async def post(self):
-        """200 with tokens; 401 invalid_credentials; 429 rate_limited; 503 server_busy (hashing full)."""
+        """200 with tokens; 401 invalid_credentials; 429 rate_limited; 503 server_busy (hashing full);
+        403 builtin_auth_disabled in external mode."""
+        require_builtin_auth(self)
         user = await self.services.users.login(self.json_body(), self.request.remote_ip)
         self.send_tokens(user, await self.services.sessions.create(user), 200)
 
@@ -60,7 +71,9 @@ class RefreshHandler(TokenResponseMixin, BaseHandler):
 
     @public
     async def post(self):
-        """200 with a new pair; 401 invalid_refresh_token, or refresh_reused (the session is revoked); 429."""
+        """200 with a new pair; 401 invalid_refresh_token, or refresh_reused (the session is revoked); 429;
+        403 builtin_auth_disabled in external mode."""
+        require_builtin_auth(self)
         token = self.json_body().get("refresh_token") or self.get_cookie(REFRESH_COOKIE)
         try:
             user, tokens = await self.services.sessions.refresh(token, self.request.remote_ip)

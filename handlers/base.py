@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 
 import tornado.web
 
+from tornado_app.cors import CorsPolicy, handler_methods
 from tornado_app.errors import (BadJSON, DatabaseUnavailable, Forbidden, NotFound, PayloadTooLarge, SquallError,
                                 Unauthorized, UnsupportedMediaType, ValidationError)
 from tornado_app.services import Services
@@ -164,6 +165,15 @@ class ServicesMixin:
         """The process's services container."""
         return self.application.settings["services"]
 
+    @property
+    def cors(self) -> CorsPolicy:
+        """The allowed origins (tornado_app/cors.py), built once by ``make_app``."""
+        policy = self.application.settings.get("cors")
+        if policy is None:  # an application make_app did not build
+            config = self.services.config
+            policy = CorsPolicy(config.allowed_origins, config.cors_max_age)
+        return policy
+
     def log_exception(self, typ, value, tb) -> None:
         """Log a failure without Tornado's request dump (see ``log_handler_exception``)."""
         log_handler_exception(self, typ, value, tb)
@@ -198,7 +208,7 @@ class ServicesMixin:
         """
         origin = self.request.headers.get("Origin")
         if origin is not None:
-            if origin in self.services.config.allowed_origins:
+            if self.cors.allowed(origin):
                 return False
             return urlparse(origin).netloc.lower() != self.request.host.lower()
         return self.request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site"
@@ -225,7 +235,7 @@ class ServicesMixin:
         ticket, and the revocation list (all in memory). Raises Unauthorized, Forbidden
         (cookie use from another site).
         """
-        if self.user_id is not None:
+        if self.user_id is not None or self._external_token is not None:
             return self.user_id
         services = self.services
         ticket = self.get_query_argument("ticket", None)
@@ -236,25 +246,88 @@ class ServicesMixin:
             claims, source = services.sessions.use_ticket(ticket), "ticket"
         else:
             token, source = self.find_token()
-            claims = services.sessions.check(services.auth.verify_access(token))
+            external = services.external
+            if external is not None and token and external.owns(token):
+                # The product's token (--auth-mode external|both): verified here when its key and
+                # user are in memory; else require_known_user finishes (JWKS fetch, provisioning).
+                claims = external.claims_now(token)
+                if claims is None:
+                    if source == "cookie":
+                        self._check_cookie_use()
+                    self._external_token, self.auth_source = token, source
+                    return None
+                claims = services.sessions.check(claims)
+            else:
+                claims = services.sessions.check(services.auth.verify_access(token))
         if source == "cookie":
-            # A cookie rides along on cross-site requests: refuse them, streams included.
-            if self.foreign_origin():
-                raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
-            if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.request.headers.get("Origin"):
-                raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+            self._check_cookie_use()
         self.claims = claims
         self.user_id, self.auth_source = claims.user_id, source
         self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
         return claims.user_id
 
+    def _check_cookie_use(self) -> None:
+        """A cookie rides along on cross-site requests: refuse them, streams included. Raises Forbidden."""
+        if self.foreign_origin():
+            raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+        if self.request.method not in ("GET", "HEAD", "OPTIONS") and not self.request.headers.get("Origin"):
+            raise Forbidden("Cookie-authenticated requests must come from this site", "csrf_rejected")
+
+    _external_token: Optional[str] = None  # an external token authenticate() left to require_known_user
+
     async def require_known_user(self) -> None:
         """Refuse a well-signed token whose account is gone (``unknown_user``) or re-created / logged
-        out everywhere (``invalid_token``: its token version is not the user's)."""
+        out everywhere (``invalid_token``: its token version is not the user's), or whose user is
+        disabled or deleted (``account_disabled`` / ``account_deleted``).
+
+        An external token not settled by ``authenticate()`` is verified here (fetching the JWKS
+        when its ``kid`` is new) and its user provisioned or updated.
+        """
+        if self._external_token is not None:
+            token, self._external_token = self._external_token, None
+            try:
+                claims = self.services.sessions.check(await self.services.external.claims(token))
+            except Unauthorized:
+                if self.accepts_ticket:  # a stream route: failures count against the address
+                    self.services.admission.failed_auth(self.request.remote_ip)
+                raise
+            self.claims = claims
+            self.user_id = claims.user_id
+            self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
         await self.services.users.check_version(self.user_id, self.token_version)
 
 
-class BaseHandler(HeadLikeGet, ServicesMixin, tornado.web.RequestHandler):
+class CorsPreflight:
+    """A mixin: ``OPTIONS`` answers a CORS preflight on ``/api/*``, ``/sse/*`` and ``/poll/*``.
+
+    Public on purpose: a browser sends a preflight without credentials, and it changes
+    nothing. It is not rate-limited (it costs no database, no hash, no stream slot) and is
+    counted in the request metrics like any request. The CORS headers come from the policy
+    (tornado_app/cors.py): only for a listed origin asking for a method this route
+    implements. Elsewhere ``OPTIONS`` stays 405. Stream handlers, which authenticate in
+    ``prepare``, skip that for a preflight (``is_preflight``).
+    """
+
+    def is_preflight(self) -> bool:
+        """True for an ``OPTIONS`` request on a CORS route (its ``prepare`` must not ask for a credential)."""
+        return self.request.method == "OPTIONS" and self.cors.applies(self.request.path)
+
+    @public
+    def options(self, *args, **kwargs):
+        """204 with ``Allow`` and, for a listed origin, the preflight's CORS headers; 405 off the CORS routes."""
+        if not self.cors.applies(self.request.path):
+            raise tornado.web.HTTPError(405)
+        methods = handler_methods(type(self))
+        headers = self.request.headers
+        for name, value in self.cors.preflight_headers(self.request.path, headers.get("Origin"),
+                                                       headers.get("Access-Control-Request-Method"), methods):
+            self.set_header(name, value)
+        self.set_header("Allow", ", ".join(methods + ("OPTIONS",)))
+        self.set_status(204)
+        self.finish()
+
+
+class BaseHandler(CorsPreflight, HeadLikeGet, ServicesMixin, tornado.web.RequestHandler):
     """JSON API handler: parses bodies, writes JSON, maps every error to one shape; HEAD where GET."""
 
     def set_default_headers(self) -> None:

@@ -24,8 +24,8 @@ class NotificationsHandler(BaseHandler):
 
     @service_only
     async def post(self):
-        """Publish ``{user_ids | broadcast, type?, message, data?, push?}``; 202 with the ids and skipped users."""
-        self.send_json(await self.services.notifications.publish_to(self.json_body()), 202)
+        """Publish ``{user_ids? external_ids? | broadcast, type?, message, data?, push?}``; 202 with the ids and skipped users."""
+        self.send_json(await self.services.service_api.publish(self.json_body()), 202)
 
 
 class ClearHandler(BaseHandler):

@@ -51,6 +51,8 @@ class BasePollHandler(Subscriber, BaseHandler):
     def prepare(self):
         """No body checks (a GET); 503 while shutting down, like the streams; failed authentications
         count against the client address, and page elements may not poll with the cookie."""
+        if self.is_preflight():  # CORS: answered by ``options``, without a credential (handlers/base.py)
+            return
         if self.services.closing:
             raise Unavailable("The server is shutting down", "shutting_down")
         self.authenticate_stream()

@@ -70,6 +70,8 @@ class BaseSSEHandler(Subscriber, BaseHandler):
 
         Authenticates first: only a valid credential takes from the handshake budget.
         """
+        if self.is_preflight():  # CORS: answered by ``options``, without a credential (handlers/base.py)
+            return
         if self.services.closing:
             raise Unavailable("The server is shutting down", "shutting_down")
         self.authenticate_stream()

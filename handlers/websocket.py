@@ -94,7 +94,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
     def check_origin(self, origin: str) -> bool:
         """Same-origin browsers, configured extra origins, and non-browser clients (no Origin)."""
-        if origin in self.services.config.allowed_origins:
+        if self.cors.allowed(origin):  # the --allowed-origin list, as CORS matches it
             return True
         return super().check_origin(origin)
 
@@ -214,7 +214,30 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         if not isinstance(token, str) or not token:
             raise ValidationError("'access_token' is required", "validation_error")
         services = self.services
-        claims = services.sessions.check(services.auth.verify_access(token))
+        external = services.external
+        if external is not None and external.owns(token):
+            # The product's token: same ``sub`` (= same user) required. Settled in memory when
+            # possible, else after a JWKS fetch or a profile update.
+            claims = external.claims_now(token)
+            if claims is None:
+                spawn(self._refresh_external(token, frame), name="ws.refresh_external")
+                return
+            claims = services.sessions.check(claims)
+        else:
+            claims = services.sessions.check(services.auth.verify_access(token))
+        self._extend(claims)
+
+    async def _refresh_external(self, token: str, frame: dict) -> None:
+        try:
+            self._extend(self.services.sessions.check(await self.services.external.claims(token)))
+        except SquallError as exc:
+            self.send_error_frame(exc, self.frame_client_id(frame))
+
+    def _extend(self, claims) -> None:
+        """Extend this connection with a verified token's ``claims`` (of this user). Raises SquallError."""
+        services = self.services
+        if self.ws_connection is None:
+            return
         if claims.user_id != self.user_id:
             raise Forbidden("The token belongs to another user", "wrong_user")
         if services.users.token_version(claims.user_id) != claims.version:

@@ -21,6 +21,7 @@ BUILTIN = "builtin"      # registered with a password on this server
 EXTERNAL = "external"    # provisioned from the product's token (``sub`` = external_id); no password
 SYSTEM = "system"        # the sender of system messages posted by the service API
 DELETED = "deleted"      # erased by the service API; the row stays so that messages keep a sender
+DELETED_NAME = "Deleted user"  # the display name of a deleted user (their messages' sender_name)
 
 
 class User(BaseModel):

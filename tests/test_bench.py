@@ -5,6 +5,7 @@ Squall on SQLite and on PostgreSQL itself, whatever the suite's database, so the
 PostgreSQL run (``TEST_DATABASE_URL``) skips this module: it would repeat the SQLite run's work.
 """
 import json
+import os
 import subprocess
 import sys
 
@@ -99,3 +100,150 @@ def test_bench_login_flood_tiny(tmp_path):
     assert login["good_login_ok"] and set(login["good_login_statuses"]) == {"200"}, login
     assert set(login["flood_statuses"]) <= {"401", "429", "503"}, login
     assert "## Login under a flood" in (tmp_path / "performance.md").read_text()
+
+
+# python -m bench compare (issue 21, acceptance 5) ----------------------------------------------
+
+def _bench(args, tmp_path, timeout=240):
+    return subprocess.run([sys.executable, "-m", "bench", *args, "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _worktrees() -> str:
+    return subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_bench_compare_tiny_against_head(tmp_path):
+    """``compare --ref HEAD --tiny``: both trees measured, interleaved, figures and verdicts stored and rendered."""
+    from bench.compare import FIGURES, SIDES
+    # results of an earlier ``python -m bench`` run in the same place stay beside the comparison
+    (tmp_path / "bench-results.json").write_text(json.dumps({"notes": "an earlier run, kept"}))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    proc = _bench(["compare", "--ref", "HEAD", "--tiny", "--size", "events=8", "--notes", "tiny, in the test"],
+                  tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "squall-compare-" not in _worktrees()  # the temporary checkout is gone
+    doc = json.loads((tmp_path / "bench-results.json").read_text())
+    assert doc["notes"] == "an earlier run, kept"
+    c = doc["compare"]
+    assert c["ref"] == "HEAD" and c["ref_commit"] == head and c["head"] == head and c["runs"] == 2
+    assert c["scenarios"] == ["fanout", "idle", "chat", "targeted"] and c["notes"] == "tiny, in the test"
+    assert c["sizes"]["events"] == 8 and c["sizes"]["idle_ws"] == 40  # --size over the tiny sizes
+    assert c["machine"]["cores"] >= 1 and c["date"].endswith("UTC")
+    # every scenario ran on both sides, two runs each, everything delivered
+    assert c["checks"] == {side: {"fanout": True, "idle": True, "chat": True, "targeted": True} for side in SIDES}
+    for side in SIDES:
+        assert len(c["results"]["idle"][side]["runs"]) == 2
+        assert c["results"]["idle"][side]["median"]["concurrent_connections"] == 80
+        assert len(c["results"]["fanout"][side]["ws_burst"]["runs"]) == 2
+        assert c["results"]["fanout"][side]["ws_burst"]["median"]["deliveries"] == 20 * 8
+        assert set(c["results"]["chat"][side]) == {"burst", "rate"}
+        assert c["results"]["targeted"][side]["batch10"]["median"]["exactly_once"]
+    assert [f["label"] for f in c["figures"]] == [f[3] for f in FIGURES]
+    for f in c["figures"]:
+        for side in SIDES:
+            st = f[side]
+            assert st["n"] == 2 and len(st["values"]) == 2 and st["min"] <= st["median"] <= st["max"], f
+        assert f["ratio"] == round(f["after"]["median"] / f["before"]["median"], 3), f
+        assert f["noise"] == round(max(f["before"]["spread"], f["after"]["spread"]), 4), f
+        assert f["verdict"] == ("within noise" if abs(f["ratio"] - 1) <= f["noise"] else
+                                "better" if (f["ratio"] > 1) == f["higher_is_better"] else "worse"), f
+    report = (tmp_path / "performance.md").read_text()
+    section = report.split("## Before and after (`python -m bench compare`)")[1].split("\n## ")[0]
+    assert f"Before: `HEAD` ({head[:12]}); after: this tree ({head[:12]}" in section
+    assert "Notes on this comparison: tiny, in the test" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "figure" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [f[3] for f in FIGURES]
+    assert all(r.endswith(f"**{f['verdict']}** |") for r, f in zip(rows, c["figures"]))
+    assert "Every run of both sides delivered everything without errors." in section
+    assert "Notes on this run: an earlier run, kept" in report  # the report's other parts are still there
+    assert "## How to compare two commits" in report and "## Reproduce" in report
+    # ``python -m bench report`` renders the comparison again from the JSON alone
+    (tmp_path / "performance.md").unlink()
+    proc = _bench(["report"], tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert section in (tmp_path / "performance.md").read_text()
+
+
+def test_bench_compare_unknown_ref_is_a_clear_error(tmp_path):
+    """An unknown commit stops the comparison before anything runs, with its name in the message."""
+    before = _worktrees()
+    for ref, said in (("no-such-commit-i21", "unknown ref 'no-such-commit-i21'"), ("-x", "not a commit: '-x'"),
+                      ("0" * 40, f"unknown ref '{'0' * 40}'")):
+        proc = _bench(["compare", f"--ref={ref}", "--tiny"], tmp_path, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr, (ref, proc.stderr)
+    assert not (tmp_path / "bench-results.json").exists()
+    assert _worktrees() == before
+    proc = _bench(["compare", "--tiny"], tmp_path, timeout=60)
+    assert proc.returncode == 2 and "compare needs --ref" in proc.stderr, proc.stderr
+    proc = _bench(["fanout", "--ref", "HEAD"], tmp_path, timeout=60)
+    assert proc.returncode == 2 and "--ref and --size belong to 'compare'" in proc.stderr, proc.stderr
+
+
+def _git(*args, stdin=None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench test", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+           "GIT_COMMITTER_NAME": "bench test", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+    return subprocess.run(["git", *args], cwd=ROOT, input=stdin, capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+
+
+def test_bench_compare_ref_that_cannot_serve(tmp_path):
+    """A ref whose ``run.py`` refuses the bench's options fails with its server's own words, checkout removed."""
+    # A commit of its own (an unreferenced object, whatever the clone's depth): run.py refuses every option.
+    blob = _git("hash-object", "-w", "--stdin", stdin='import sys\nsys.exit("run.py: error: unrecognized arguments")\n')
+    tree = _git("mktree", stdin=f"100644 blob {blob}\trun.py\n")
+    commit = _git("commit-tree", tree, "-m", "a run.py that serves nothing")
+    proc = _bench(["compare", "--ref", commit, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "python -m bench compare: failed: before exited with 1" in proc.stderr
+    assert "run.py: error: unrecognized arguments" in proc.stderr and "must accept the options" in proc.stderr
+    assert "squall-compare-" not in _worktrees()
+    assert not (tmp_path / "bench-results.json").exists()
+
+
+@pytest.mark.parametrize("size, said", [
+    ("idle_ws", "expected name=value"),
+    ("idle_wss=10", "unknown size 'idle_wss'"),
+    ("idle_ws=ten", "idle_ws takes a whole number"),
+    ("idle_ws=2.5", "idle_ws takes a whole number"),
+    ("idle_ws=0", "idle_ws must be above 0"),
+    ("rate=-1", "rate must be above 0"),
+    ("rate=nan", "rate must be above 0"),
+])
+def test_bench_compare_bad_size(tmp_path, size, said):
+    """``--size`` names a field of ``Sizes`` and a value above 0 of its type; anything else is refused."""
+    proc = _bench(["compare", "--ref", "HEAD", "--size", size], tmp_path, timeout=60)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+    assert not (tmp_path / "bench-results.json").exists()
+
+
+def test_bench_compare_sizes_and_scenarios():
+    """The smallest accepted sizes (1, 0.001) pass; --scenarios picks known names only."""
+    from bench.__main__ import parse
+    from bench.compare import COMPARE_SIZES
+    args = parse(["compare", "--ref", "HEAD", "--size", "idle_ws=1", "--size", "rate=0.001",
+                  "--scenarios", "idle,chat"])
+    assert args.sizes.idle_ws == 1 and args.sizes.rate == 0.001 and args.scenario_list == ["idle", "chat"]
+    assert args.sizes.idle_sse == COMPARE_SIZES.idle_sse == 2000  # the documented default
+    with pytest.raises(SystemExit):
+        parse(["compare", "--ref", "HEAD", "--scenarios", "idle,login"])
+    with pytest.raises(SystemExit):
+        parse(["compare", "--ref", "HEAD", "--runs", "0"])
+
+
+def test_bench_compare_verdict_at_and_past_the_noise():
+    """Within noise up to the larger spread of the two sides, better or worse just past it, by direction."""
+    from bench.compare import stats, verdict
+    before = stats([90.0, 100.0, 110.0])  # spread 20 / 100 = 0.2
+    assert before["spread"] == 0.2 and before["median"] == 100.0
+    assert verdict(before, stats([120.0, 120.0, 120.0]), True) == (1.2, 0.2, "within noise")
+    assert verdict(before, stats([120.1, 120.1, 120.1]), True) == (1.201, 0.2, "better")
+    assert verdict(before, stats([120.1, 120.1, 120.1]), False) == (1.201, 0.2, "worse")
+    assert verdict(before, stats([79.9, 79.9, 79.9]), True) == (0.799, 0.2, "worse")
+    assert verdict(before, stats([79.9, 79.9, 79.9]), False) == (0.799, 0.2, "better")
+    wide = stats([50.0, 130.0, 180.0])  # the after side's spread counts too: 130 / 130 = 1.0
+    assert verdict(before, wide, True) == (1.3, 1.0, "within noise")
+    assert verdict(stats([100.0]), stats([200.0]), True) == (2.0, None, "no verdict (one run)")
+    assert verdict(stats([0.0, 0.0]), stats([1.0, 1.0]), True) == (None, None, "no verdict (before is 0)")

@@ -160,16 +160,32 @@ async def fresh_session(server, fuzzer) -> None:
     fuzzer["token"] = login["access_token"]
 
 
+async def reopen(server, fuzzer, sockets, path):
+    """A socket the server closed (a frame over the size limit, or logged out): connect again."""
+    ws = sockets[path]
+    if ws.conn.close_code == 4001:
+        await fresh_session(server, fuzzer)
+    ws = sockets[path] = await WSClient.connect(server.ws_url, path, fuzzer["token"])
+    return ws
+
+
 async def ws_case(server, fuzzer, sockets, path, payload):
     ws = sockets[path]
-    if ws.conn.protocol is None:  # closed (a frame over the size limit, or logged out): reconnect
-        if ws.conn.close_code == 4001:
-            await fresh_session(server, fuzzer)
-        ws = sockets[path] = await WSClient.connect(server.ws_url, path, fuzzer["token"])
-    if isinstance(payload, bytes):
-        await ws.conn.write_message(payload, binary=True)
-    else:
-        await ws.send(payload)
+    if ws.conn.protocol is None:
+        ws = await reopen(server, fuzzer, sockets, path)
+    for attempt in range(2):
+        try:
+            if isinstance(payload, bytes):
+                await ws.conn.write_message(payload, binary=True)
+            else:
+                await ws.send(payload)
+            break
+        except tornado.websocket.WebSocketClosedError:
+            # the HTTP case just before logged this session out, and the close is still on its
+            # way to this client: wait for it, then start again on a new socket
+            while await ws.recv() is not None:
+                pass
+            ws = await reopen(server, fuzzer, sockets, path)
     await ws.send({"type": "ping"})  # every frame is answered in order: wait for the pong
     while True:
         frame = await ws.recv()

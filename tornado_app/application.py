@@ -20,6 +20,7 @@ from handlers import all_routes
 from handlers.base import NotFoundHandler, log_request
 from handlers.headers import SecurityHeaders
 from handlers.paths import InvalidPathHandler, path_problem
+from .cors import CorsPolicy
 from .httpserver import SquallHTTPServer, default_max_connections, raise_descriptor_limit
 from .proxies import TrustedProxies
 from .services import Services
@@ -64,10 +65,13 @@ def make_app(services: Services) -> tornado.web.Application:
     """The Application for ``services`` (stored in settings under ``services``)."""
     config = services.config
     routes = all_routes(config.web_dir)
+    cors = CorsPolicy(config.allowed_origins, config.cors_max_age)
     return SquallApplication(
         routes,
-        transforms=[SecurityHeaders],  # Server, nosniff, framing, referrer on every response
+        # Server, nosniff, framing, referrer on every response; CORS on /api, /sse, /poll
+        transforms=[SecurityHeaders, cors.transform],
         services=services,
+        cors=cors,
         route_patterns=route_patterns(routes),
         default_handler_class=NotFoundHandler,
         log_function=log_request,
@@ -96,7 +100,7 @@ def make_http_server(services: Services, app: tornado.web.Application) -> Squall
     server = SquallHTTPServer(app, xheaders=False,  # forwarded headers: only from --trusted-proxies
                               max_connections=max_connections,
                               max_connections_per_address=config.max_connections_per_address,
-                              trusted_proxies=config.trusted_proxies,
+                              trusted_proxies=config.trusted_proxies, cors=app.settings.get("cors"),
                               max_body_bytes=config.max_body_bytes, header_timeout=config.header_timeout,
                               idle_timeout=config.idle_timeout, body_timeout=config.body_timeout)
     services.http_server = server

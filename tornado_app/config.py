@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
+from .cors import MAX_AGE_LIMIT, parse_origins
+
 log = logging.getLogger("squall.config")
 
 DEFAULT_DATABASE_URL = "sqlite:///squall.db"
@@ -55,7 +57,8 @@ class Config:
     password_hash_profile: str = "standard"
     # Front end / browser
     cookie_secure: bool = False
-    allowed_origins: tuple = ()
+    allowed_origins: tuple = ()  # normalised scheme://host[:port] (tornado_app/cors.py parse_origin)
+    cors_max_age: int = 600  # seconds a browser may cache a preflight answer (0 to 86400)
     web_dir: str = field(default_factory=lambda: os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web"))
     # Test hook: refuse WebSocket upgrades (simulates a proxy that blocks them)
@@ -105,6 +108,7 @@ class Config:
     max_connections_per_address: int = 256
     sse_retry_max_ms: int = 10000  # SSE "retry:" is random in [sse_retry_ms, sse_retry_max_ms]
     max_group_members: int = 256
+    max_publish_external_ids: int = 1000  # external ids per POST /api/notifications (issue 22)
     groups_per_hour: int = 30  # group chats one user may create per hour
     typing_interval: float = 2.0  # at most one typing frame fanned out per user and chat
     mark_read_interval: float = 0.5  # at most one read-position write per user and chat
@@ -131,6 +135,18 @@ class Config:
                          "push.apple.com", "notify.windows.com")
     # Performance (issue 13)
     event_loop: str = "uvloop"  # asyncio or uvloop (uvloop falls back to asyncio when not installed)
+    # Identity owned by the host product (issue 22; docs/integration.md)
+    auth_mode: str = "builtin"  # builtin | external | both
+    external_jwt_secret: str = ""  # HMAC secret of the product's tokens (HS256/384/512)
+    external_jwks_url: str = ""  # https:// JWKS of the product's public keys (http:// on loopback only)
+    external_jwt_public_key: str = ""  # PEM file of the product's public key (RSA, EC P-256, Ed25519)
+    external_jwt_issuer: str = ""  # required "iss" of external tokens
+    external_jwt_audience: str = ""  # required "aud" of external tokens
+    external_jwt_algorithms: tuple = ()  # allowlist; empty: derived from the key source (never "none")
+    external_jwt_leeway: float = 30.0  # seconds of clock skew allowed on exp/nbf/iat (0 to 300)
+    external_jwks_min_refetch: float = 60.0  # at most one JWKS fetch per this many seconds (5 to 86400)
+    external_jwks_timeout: float = 5.0  # seconds one JWKS fetch may take (0.5 to 30)
+    external_max_token_bytes: int = 8192  # longer external tokens are refused unread (1024 to 65536)
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -218,6 +234,8 @@ _OPTIONS = [
     ("hash_per_address", "HASH_PER_ADDRESS", int, "concurrent password hashes per client address (then 503)"),
     # Hostile network (issue 9)
     ("max_body_bytes", "MAX_BODY_BYTES", int, "largest request body; larger ones get 413 at any size"),
+    ("cors_max_age", "CORS_MAX_AGE", int,
+     "seconds a browser may cache the answer to a CORS preflight (Access-Control-Max-Age; 0 to 86400)"),
     ("header_timeout", "HEADER_TIMEOUT", float, "seconds for a new connection to send complete request headers"),
     ("body_timeout", "BODY_TIMEOUT", float, "seconds for a request body to arrive"),
     ("idle_timeout", "IDLE_TIMEOUT", float, "seconds an idle keep-alive connection is kept"),
@@ -235,6 +253,8 @@ _OPTIONS = [
      "address; 0: no limit)"),
     ("sse_retry_max_ms", "SSE_RETRY_MAX_MS", int, "upper end of the random SSE retry: (from 2000 ms)"),
     ("max_group_members", "MAX_GROUP_MEMBERS", int, "most members of a group chat"),
+    ("max_publish_external_ids", "MAX_PUBLISH_EXTERNAL_IDS", int,
+     "most external_ids in one POST /api/notifications (400 too_many_external_ids past it)"),
     ("groups_per_hour", "GROUPS_PER_HOUR", int, "group chats one user may create per hour"),
     ("typing_interval", "TYPING_INTERVAL", float, "seconds between typing frames fanned out per user and chat"),
     ("mark_read_interval", "MARK_READ_INTERVAL", float, "seconds between read-position writes per user and chat"),
@@ -262,6 +282,26 @@ _OPTIONS = [
      "comma-separated hosts (with subdomains) push endpoints may use; * for any"),
     # Performance (issue 13)
     ("event_loop", "EVENT_LOOP", str, "event loop: uvloop (faster; asyncio when uvloop is not installed) or asyncio"),
+    # Identity owned by the host product (issue 22)
+    ("auth_mode", "AUTH_MODE", str, "builtin (Squall accounts), external (the product's tokens) or both"),
+    ("external_jwt_secret", "EXTERNAL_JWT_SECRET", str,
+     "HMAC secret (32+ characters) of the product's tokens; one key source of three"),
+    ("external_jwks_url", "EXTERNAL_JWKS_URL", str,
+     "https:// URL of the product's JWKS (http:// only on a loopback host); one key source of three"),
+    ("external_jwt_public_key", "EXTERNAL_JWT_PUBLIC_KEY", str,
+     "PEM file of the product's public key (RSA, EC P-256 or Ed25519); one key source of three"),
+    ("external_jwt_issuer", "EXTERNAL_JWT_ISSUER", str, "the 'iss' external tokens must carry (required)"),
+    ("external_jwt_audience", "EXTERNAL_JWT_AUDIENCE", str, "the 'aud' external tokens must carry (required)"),
+    ("external_jwt_algorithms", "EXTERNAL_JWT_ALGORITHMS",
+     lambda v: tuple(a.strip() for a in v.split(",") if a.strip()),
+     "comma-separated algorithm allowlist (HS* with the secret; RS*, PS*, ES*, EdDSA with keys); "
+     "empty: derived from the key source"),
+    ("external_jwt_leeway", "EXTERNAL_JWT_LEEWAY", float, "seconds of clock skew allowed on exp, nbf, iat (0-300)"),
+    ("external_jwks_min_refetch", "EXTERNAL_JWKS_MIN_REFETCH", float,
+     "at most one JWKS fetch per this many seconds, however many unknown kids arrive (5-86400)"),
+    ("external_jwks_timeout", "EXTERNAL_JWKS_TIMEOUT", float, "seconds one JWKS fetch may take (0.5-30)"),
+    ("external_max_token_bytes", "EXTERNAL_MAX_TOKEN_BYTES", int,
+     "longest external token accepted, in bytes; longer ones get 401 token_too_large (1024-65536)"),
 ]
 
 
@@ -298,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="answer 503 to every /ws/* upgrade, as a proxy that blocks WebSockets would "
                              "(testing the SSE fallback) [env BLOCK_WEBSOCKETS]")
     parser.add_argument("--allowed-origin", dest="allowed_origins", action="append", default=None,
-                        help="extra Origin allowed for WebSockets (repeatable) [env ALLOWED_ORIGINS, comma-separated]")
+                        help="an origin (scheme://host[:port]) whose pages may use the API, streams and long-polls "
+                             "from the browser (CORS, with a bearer token or a stream ticket) and open WebSockets; "
+                             "its JSON writes are not refused as cross-site (repeatable) "
+                             "[env ALLOWED_ORIGINS, comma-separated]")
     parser.add_argument("--log-sql", dest="log_sql", action="store_true", default=None,
                         help="log SQL statements, without their parameters, at debug level [env LOG_SQL]")
     # Notification preferences and Web Push (issue 11)
@@ -327,13 +370,18 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         values["log_sql"] = True
     if args.push_allow_http or environ.get("PUSH_ALLOW_HTTP", "").lower() in ("1", "true", "yes"):
         values["push_allow_http"] = True
-    origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o]
+    origins = args.allowed_origins or [o for o in environ.get("ALLOWED_ORIGINS", "").split(",") if o.strip()]
     if origins:
-        values["allowed_origins"] = tuple(origins)
+        try:
+            values["allowed_origins"] = parse_origins(origins)
+        except ValueError as exc:
+            raise SystemExit(f"--allowed-origin {exc}") from None
     config = Config(**values)
     for name in ("token_ttl", "refresh_ttl", "ticket_ttl", "hash_threads", "listen_backlog"):
         if getattr(config, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= config.cors_max_age <= MAX_AGE_LIMIT:
+        raise SystemExit(f"--cors-max-age must be from 0 to {MAX_AGE_LIMIT} seconds")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
     # The rule of services/broker/base.py check_prefix (part of PostgreSQL identifiers)
@@ -359,4 +407,11 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit(f"unexpected arguments: {' '.join(args.args)}")
     if not 0 <= config.poll_timeout <= config.poll_max_timeout or config.poll_presence_grace <= 0:
         raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
+    if config.auth_mode != "builtin" or config.external_jwt_secret or config.external_jwks_url \
+            or config.external_jwt_public_key:
+        from .services.external_auth import ExternalAuth  # reads and checks the key file too
+        try:
+            ExternalAuth.from_config(config)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     return args.command, config

@@ -106,11 +106,14 @@ def busy_retry_after() -> int:
     return random.randint(1, 5)
 
 
-def error_response(status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None) -> bytes:
-    """A complete ``HTTP/1.1`` answer ``{"error": {...}}`` that closes the connection."""
+def error_response(status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None,
+                   headers=()) -> bytes:
+    """A complete ``HTTP/1.1`` answer ``{"error": {...}}`` that closes the connection; ``headers``
+    are extra ``(name, value)`` pairs (the CORS headers of the request's route and origin)."""
     error = {"code": code, "message": message}
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
             "Cache-Control: no-store", "Connection: close"]
+    head.extend(f"{name}: {value}" for name, value in headers)
     if retry_after is not None:
         error["retry_after"] = retry_after
         head.append(f"Retry-After: {retry_after}")
@@ -174,11 +177,14 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         self.server, self.server_conn, self.request_conn, self.inner = server, server_conn, request_conn, inner
         self.refused = False
         self.received = 0
+        self.cors_headers = ()  # what a page on an allowed origin needs to read our own refusals
 
     def headers_received(self, start_line, headers):
         server = self.server
         server.waiting.pop(self.server_conn, None)
         path = start_line.path.split("?", 1)[0]
+        if server.cors is not None and start_line.method != "OPTIONS":
+            self.cors_headers = server.cors.response_headers(path, headers.get("Origin"))
         if server.open_connections > server.max_connections and path not in HEALTH_PATHS:
             has_body = headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in headers
             return self.refuse(503, "Service Unavailable", "server_busy",
@@ -211,8 +217,8 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         """
         self.refused = True
         self.request_conn.set_max_body_size(UNLIMITED_BODY)  # no second answer from Tornado
-        return answer_and_close(self.request_conn.stream, error_response(status, reason, code, message, retry_after),
-                                linger)
+        response = error_response(status, reason, code, message, retry_after, self.cors_headers)
+        return answer_and_close(self.request_conn.stream, response, linger)
 
     def data_received(self, chunk):
         if self.refused:
@@ -240,11 +246,12 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
 
     def initialize(self, request_callback, *, max_connections: int, max_body_bytes: int,
                    header_timeout: float, idle_timeout: float, body_timeout: float,
-                   max_connections_per_address: int = 0, trusted_proxies=(), **kwargs):
+                   max_connections_per_address: int = 0, trusted_proxies=(), cors=None, **kwargs):
         super().initialize(request_callback, idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
                            max_body_size=max_body_bytes, **kwargs)
         self.max_connections = max_connections
         self.max_connections_per_address = max_connections_per_address
+        self.cors = cors  # tornado_app/cors.py CorsPolicy, or None
         self.proxies = TrustedProxies(trusted_proxies)
         self.per_address: "dict[str, int]" = {}  # address key -> open connections (trusted proxies not counted)
         self.max_body_bytes = max_body_bytes

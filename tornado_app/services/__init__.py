@@ -24,6 +24,7 @@ from .broker import Broker, create_broker
 from .chat import ChatLimits, ChatService
 from .db import DatabaseExecutor
 from .directory import UserDirectory
+from .external_auth import ExternalAuth
 from .hub import Hub
 from .jwt_secret import legacy_secret_path, stored_secret
 from .metrics import Metrics, MetricsHub
@@ -34,6 +35,7 @@ from .poll_presence import PollPresence
 from .preferences import PreferenceService
 from .push import PushService
 from .registry import ConnectionRegistry
+from .service_api import ServiceApi
 from .sessions import RefreshLimits, SessionService
 from .usage import MessageQuota, ReadLimit
 from .users import UserService
@@ -66,6 +68,8 @@ class Services:
     push: Optional[PushService] = None
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
+    service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
+    external: Optional[ExternalAuth] = None  # the product's tokens (--auth-mode external|both; issue 22)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
@@ -79,6 +83,8 @@ class Services:
         if not self.config.jwt_secret:
             await self._use_stored_jwt_secret()
         await self.sessions.start()
+        if self.external is not None:
+            await self.external.start()
         # Every broker name carries the installation id (one per database): deployments that
         # share a Redis or a broker database never receive each other's events (issue 20).
         self.broker.scope(self.sessions.installation_id)
@@ -169,6 +175,8 @@ class Services:
         await self.push.close()
         self.dbx.close()
         self.auth.close()
+        if self.external is not None:
+            self.external.close()
 
 
 def build_services(config: Config) -> Services:
@@ -216,11 +224,21 @@ def build_services(config: Config) -> Services:
     def on_control(message: dict) -> None:
         sessions.on_control(message)
         preferences.on_control(message)
+        chat.on_control(message)  # members of a chat changed (issue 22)
     hub.on_control = on_control
+    hub.chat_gate = chat.admitted
+    hub.on_gap = chat.forget_members
+    users.hub, users.apply_control = hub, on_control
+    external = ExternalAuth.from_config(config)  # None in builtin mode; ValueError for a bad setup
+    if external is not None:
+        external.users = users
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
                     reads=ReadLimit(config.reads_per_user_per_second, config.reads_burst),
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
-                    directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute))
+                    directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
+                    service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
+                                           config.max_publish_external_ids),
+                    external=external)

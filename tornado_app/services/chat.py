@@ -1,6 +1,7 @@
 """Chats and messages: the one service that ``/ws/chat``, ``/sse/chat`` + HTTP, and tests call.
 
-Sending: validate → membership (cached; members never change after creation) → presence
+Sending: validate → membership (cached; a change of members, by the service API, drops the
+cached list on every process: ``members_changed``) → presence
 of the other members (hub, all processes) → group commit (``MessageWriter``: message,
 counters and notifications for inactive members in one transaction) → ack → publish the
 message to members' chat streams, notifications and unread state to notification streams.
@@ -18,7 +19,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 import peewee
 
 from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
-from ..errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
+from models.user import DELETED_NAME
+from ..errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ..tasks import Batcher, spawn
 from .db import DatabaseExecutor, is_unavailable
 from .events import CHAT, NOTIFY, dumps, iso
@@ -35,6 +37,9 @@ log = logging.getLogger("squall.chat")
 
 MESSAGE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_BATCH = 512
+# Seconds a process keeps refusing a removed member the events of a chat (``ChatService.admitted``):
+# far longer than any send computed with the older member list can take to be published.
+LEFT_MEMORY = 600.0
 
 
 def message_dict(m: Message, sender_name: str) -> dict:
@@ -418,6 +423,10 @@ class ChatService:
         self.notifications = notifications
         self.max_message_length = max_message_length
         self._members: Dict[int, Tuple[int, ...]] = {}
+        # Bumped whenever cached member lists are dropped: a load that started before must not store its
+        # (possibly older) answer.
+        self._members_epoch = 0
+        self._left: Dict[Tuple[int, int], float] = {}  # (chat, user removed from it) -> monotonic time of removal
         self._kinds: Dict[int, str] = {}
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
@@ -449,12 +458,14 @@ class ChatService:
             return tuple(uid for (uid,) in ChatMember.select(ChatMember.user)
                          .where(ChatMember.chat == chat_id).order_by(ChatMember.user).tuples())
 
+        epoch = self._members_epoch
         members = await self.dbx.read(load)
         if members is None:
             raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
         if len(self._members) > 100_000:
             self._members.clear()
-        self._members[chat_id] = members
+        if epoch == self._members_epoch:
+            self._members[chat_id] = members
         return members
 
     async def require_member(self, user_id: int, chat_id) -> Tuple[int, ...]:
@@ -464,6 +475,119 @@ class ChatService:
         if user_id not in members:
             raise Forbidden(f"You are not a member of chat {chat_id}", "not_a_member")
         return members
+
+    # Membership changes (the service API, issue 22) ------------------------------------------
+
+    async def change_members(self, chat_id: int, add: Iterable[int] = (),
+                             remove: Iterable[int] = ()) -> Tuple[List[int], List[int]]:
+        """Add ``add`` to and remove ``remove`` from group ``chat_id``: ``(added, removed)``, those that changed.
+
+        Members already in (or already out) are left as they are, so a repeated call changes
+        nothing. A new member has read everything before joining (unread 0; the history stays
+        readable). Then ``members_changed`` tells every process and the members' streams.
+        Raises NotFound ``chat_not_found``, Conflict ``not_a_group``, ValidationError
+        ``too_many_members`` (past ``max_group_members``).
+        """
+        add, remove = set(add), set(remove)
+        limit = self.limits.max_group_members
+
+        def apply():
+            chat = Chat.get_or_none(Chat.id == chat_id)
+            if chat is None:
+                raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
+            if chat.kind != GROUP:
+                raise Conflict(f"Chat {chat_id} is a private chat: its members never change", "not_a_group")
+            current = {uid for (uid,) in ChatMember.select(ChatMember.user).where(ChatMember.chat == chat_id).tuples()}
+            added, removed = sorted(add - current), sorted(remove & current)
+            if len(current) + len(added) - len(removed) > limit:
+                raise ValidationError(f"A group chat has at most {limit} members", "too_many_members")
+            if removed:
+                ChatMember.delete().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)).execute()
+            if added:
+                read_to = chat.last_message_id or 0
+                ChatMember.insert_many([{"chat": chat_id, "user": uid, "last_read_message_id": read_to}
+                                        for uid in added]).on_conflict_ignore().execute()
+            return added, removed
+
+        added, removed = await self.dbx.write(apply)
+        if added or removed:
+            await self.members_changed(chat_id, added, removed)
+        return added, removed
+
+    async def members_changed(self, chat_id: int, added: List[int], removed: List[int]) -> None:
+        """After a committed change of ``chat_id``'s members: every process, then every stream, hears of it.
+
+        Every process drops its cached member list, stops delivering the chat's events to the
+        removed members (``admitted``) and ends their presence in it (a control message; this
+        process applies it at once). Then the members, old and new, get a ``chat_members``
+        event on their chat streams (sent after the control message, so the removed members
+        get it before the gate closes for them), and the removed ones a fresh ``unread``.
+        """
+        message = {"t": "members", "c": chat_id, "a": list(added), "r": list(removed)}
+        self.on_control(message)
+        await self.hub.control(message)
+        try:
+            members = await self.members(chat_id)
+        except NotFound:
+            members = ()
+        people = await self.users.get_many(set(added))
+        event = dumps({"type": "chat_members", "chat_id": chat_id,
+                       "added": [people[uid] for uid in added if uid in people], "removed": list(removed)})
+        audience = sorted(set(members) | set(removed))
+        if audience:
+            await self.hub.publish(CHAT, audience, event)
+        if removed:
+            await self.notifications.deliver_unread(await self.dbx.read(unread_states, list(removed)))
+
+    def on_control(self, message: dict) -> None:
+        """Apply a ``members`` control message (from any process; other kinds are ignored)."""
+        if message.get("t") != "members":
+            return
+        chat_id = int(message["c"])
+        self._members.pop(chat_id, None)
+        self._members_epoch += 1
+        for uid in message.get("a") or ():
+            self._left.pop((chat_id, int(uid)), None)
+        removed = [int(uid) for uid in message.get("r") or ()]
+        if not removed:
+            return
+        now = time.monotonic()
+        if len(self._left) > 10_000:
+            self._left = {k: t for k, t in self._left.items() if now - t < LEFT_MEMORY}
+        registry = self.hub.registry
+        for uid in removed:
+            self._left[(chat_id, uid)] = now
+            for conn in list(registry.user_connections(uid)):
+                if chat_id in conn.joined_chats:
+                    spawn(self._leave(conn, chat_id), name="chat.leave_removed")
+
+    async def _leave(self, conn, chat_id: int) -> None:
+        try:
+            await self.hub.leave(conn, chat_id)
+        except Exception:  # the claim expires by itself if the broker is down
+            log.warning("could not end the presence of user %s in chat %s", conn.user_id, chat_id)
+
+    def admitted(self, chat_id: int, user_ids: list) -> list:
+        """``user_ids`` without the members lately removed from ``chat_id`` (Hub.chat_gate; memory only).
+
+        An event computed from an older member list (a send under way on another process
+        when the member was removed) thus never reaches a removed member's streams.
+        """
+        left = self._left
+        if not left:
+            return user_ids
+        now = time.monotonic()
+        return [uid for uid in user_ids if now - left.get((chat_id, uid), -LEFT_MEMORY) >= LEFT_MEMORY]
+
+    def forget_members(self) -> None:
+        """Drop every cached member list (after a broker gap: a ``members`` message may have been lost).
+
+        The removals remembered for ``admitted`` go too: they matter only while a send computed
+        from an older list may still be published, and the gap ended every stream anyway.
+        """
+        self._members.clear()
+        self._members_epoch += 1
+        self._left.clear()
 
     # Chats --------------------------------------------------------------------------------
 
@@ -564,17 +688,21 @@ class ChatService:
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
             return chats, members, last
 
+        epoch = self._members_epoch
         chats, members, last = await self.dbx.read(load)
-        all_users = {u for ms in members.values() for u in ms}
+        # the last messages' senders too: the system user and deleted users are nobody's members
+        all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
         out = []
         for c in chats:
             member_list = [people[u] for u in members[c.id] if u in people]
-            self._members.setdefault(c.id, tuple(sorted(members[c.id])))
+            if epoch == self._members_epoch:
+                self._members.setdefault(c.id, tuple(sorted(members[c.id])))
             title = c.title
             if c.kind == PRIVATE:
                 others = [p for p in member_list if p["id"] != user_id]
-                title = others[0]["display_name"] if others else c.title
+                # no other member: the partner's account was deleted (service API)
+                title = others[0]["display_name"] if others else (c.title or DELETED_NAME)
             lm = last.get(c.last_message_id)
             out.append({
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
@@ -660,6 +788,26 @@ class ChatService:
         if recipient_id is not None:
             chat_id = (await self.open_private_chat(user_id, recipient_id))["id"]
         members = await self.require_member(user_id, chat_id)
+        return await self._submit(user_id, chat_id, members, content, message_type, client_id, exclude_conn)
+
+    async def post(self, sender_id: int, chat_id: int, body: dict, member_only: bool = True) -> SendResult:
+        """Store and deliver a message of the service API (issue 22): as a member, or as the system.
+
+        ``body`` has ``content``, ``message_type?``, ``client_id?`` (checked as for any send).
+        ``member_only`` False lets a sender who is not a member post (the system user). No rate
+        limit or daily quota: the product's backend is trusted, unlike its users' clients. A
+        repeated ``client_id`` of the same sender returns the first message (``created`` False).
+        Raises ValidationError, NotFound ``chat_not_found``, Forbidden ``not_a_member``, Unavailable.
+        """
+        content, message_type, client_id = self.validate_message(body)
+        members = await self.members(chat_id)
+        if member_only and sender_id not in members:
+            raise Forbidden(f"The sender is not a member of chat {chat_id}", "not_a_member")
+        return await self._submit(sender_id, chat_id, members, content, message_type, client_id, None)
+
+    async def _submit(self, user_id: int, chat_id: int, members, content: str, message_type: str,
+                      client_id: Optional[str], exclude_conn: Optional[str]) -> SendResult:
+        """Audience (presence, mutes, DND) of a checked send, then the group commit."""
         sender = await self.users.get(user_id)
         others = [m for m in members if m != user_id]
         active = await self.hub.active_users(chat_id, others) if others else set()
@@ -695,7 +843,7 @@ class ChatService:
             data = dumps({"type": "message", "message": res.message})
             members = (req.sender_id, *req.others)
             await self.hub.publish(CHAT, members, data, event_id=res.message["id"],
-                                   exclude=req.exclude, since=req.accepted_at)
+                                   exclude=req.exclude, since=req.accepted_at, chat_id=req.chat_id)
             if res.notifications:
                 await self.notifications.deliver_stored(res.notifications)
                 if self.on_notified is not None:
@@ -803,7 +951,8 @@ class ChatService:
         others = [m for m in members if m != user_id]
         if others:
             await self.hub.publish(CHAT, others, dumps({"type": "read", "chat_id": chat_id,
-                                                        "user_id": user_id, "message_id": position}))
+                                                        "user_id": user_id, "message_id": position}),
+                                   chat_id=chat_id)
         await self.notifications.deliver_unread(unread)
         return {"chat_id": chat_id, "message_id": position}
 
@@ -824,7 +973,8 @@ class ChatService:
         others = [m for m in members if m != user_id]
         if others:
             await self.hub.publish(CHAT, others, dumps({"type": "typing", "chat_id": chat_id,
-                                                        "user_id": user_id, "user_name": user["display_name"]}))
+                                                        "user_id": user_id, "user_name": user["display_name"]}),
+                                   chat_id=chat_id)
 
     async def unread(self, user_id: int) -> dict:
         """``{total, chats: {chat_id: count}, muted?: {chat_id: count}}`` for ``user_id`` (total without muted)."""

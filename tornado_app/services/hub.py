@@ -45,6 +45,12 @@ class Hub:
         self.metrics: Metrics = registry.metrics
         # Receives control messages (session revocation, used tickets): SessionService.on_control
         self.on_control: Optional[Callable[[dict], None]] = None
+        # ``(chat_id, user_ids) -> user_ids``: drops members removed from a chat from its events
+        # (ChatService.admitted), so that an event published on another process with an older
+        # member list never reaches them (issue 22: removal takes effect at once everywhere).
+        self.chat_gate: Optional[Callable[[int, list], list]] = None
+        # Called after a broker gap (control messages may have been lost): ChatService.forget_members
+        self.on_gap: Optional[Callable[[], None]] = None
         self._online: dict = {}  # user_id -> OnlineClaim, while the user has a notification stream here
 
     async def start(self) -> None:
@@ -57,7 +63,8 @@ class Hub:
 
     async def publish(self, kind: str, user_ids: Optional[Iterable[int]], data: str,
                       event_id: Optional[int] = None, exclude: Optional[str] = None,
-                      since: Optional[float] = None, skip_users: Optional[Iterable[int]] = None) -> None:
+                      since: Optional[float] = None, skip_users: Optional[Iterable[int]] = None,
+                      chat_id: Optional[int] = None) -> None:
         """Send the JSON text ``data`` to the ``kind`` streams of ``user_ids`` (None: every user).
 
         ``exclude`` is a connection id that must not get it (the sender's own socket, which
@@ -65,11 +72,15 @@ class Hub:
         ``since`` is when the event began (a chat send's arrival; default now): every
         receiving process measures its delivery latency from it. ``skip_users`` (with
         ``user_ids`` None) are users the event must not reach (a broadcast's muted and DND users).
+        ``chat_id`` marks an event of that chat: every receiving process leaves out the users
+        it knows were removed from the chat (``chat_gate``).
         """
         envelope = {"o": self.origin, "k": kind, "u": None if user_ids is None else list(user_ids),
                     "x": exclude, "i": event_id, "d": data, "t": since or time.time()}
         if skip_users:
             envelope["n"] = list(skip_users)
+        if chat_id is not None:
+            envelope["c"] = chat_id
         self.metrics.broker_out += 1
         await self.broker.publish(envelope)
 
@@ -88,7 +99,10 @@ class Hub:
                     self.on_control(json.loads(envelope["d"]))
                 return
             event = Event(envelope["k"], envelope["d"], envelope.get("i"))
-            delivered = self.registry.deliver(event, envelope.get("u"), envelope.get("x"), envelope.get("n"))
+            user_ids = envelope.get("u")
+            if user_ids and "c" in envelope and self.chat_gate is not None:
+                user_ids = self.chat_gate(envelope["c"], user_ids)
+            delivered = self.registry.deliver(event, user_ids, envelope.get("x"), envelope.get("n"))
             if delivered and "t" in envelope:
                 metrics.delivery[event.kind].observe(time.time() - envelope["t"])
         except Exception:
@@ -100,6 +114,11 @@ class Hub:
         Messages and notifications are stored before they are published, so a client that
         reconnects with its last event id gets exactly what it missed.
         """
+        if self.on_gap is not None:
+            try:
+                self.on_gap()
+            except Exception:
+                log.exception("forgetting cached state after a broker gap")
         conns = list(self.registry.connections)
         self.metrics.broker_reconnects += 1
         log.warning("broker reconnected; asking %d connection(s) to resume", len(conns))

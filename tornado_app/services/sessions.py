@@ -22,7 +22,10 @@ tickets (``jti -> until``) and the users' token versions (UserService's cache).
 
 Control messages (``Hub.control``), JSON objects:
     {"t": "revoke", "s": [sid, ...], "e": until (epoch s), "r": reason}
-    {"t": "version", "u": user id, "v": new token version, "r": reason}
+    {"t": "version", "u": user id, "v": new token version, "r": reason[, "ra": revoked_at]}
+                      (``ra``: unix seconds; external tokens issued at or before it are refused)
+    {"t": "user", "u": user id}   (UserService.announce_changed: forget the cached user; the
+                      streams of a user now disabled or deleted close)
     {"t": "ticket", "j": jti, "e": until}
 """
 from __future__ import annotations
@@ -40,14 +43,14 @@ from typing import Dict, Optional, Tuple
 import peewee
 
 from models import RefreshToken, Setting, User, utcnow
-from ..errors import RateLimited, Unauthorized
+from ..errors import NotFound, RateLimited, Unauthorized
 from ..tasks import spawn
 from .auth import AuthService, Claims
 from .db import DatabaseExecutor
 from .hub import Hub
 from .ratelimit import RateLimiter, address_key
 from .registry import ConnectionRegistry
-from .users import UserService
+from .users import ACCOUNT_DELETED, UserService
 
 log = logging.getLogger("squall.sessions")
 
@@ -239,13 +242,26 @@ class SessionService:
         self.on_control(message)  # at once here; the broker brings it to the other processes
         await self.hub.control(message)
 
-    async def revoke_user(self, user_id: int) -> None:
-        """"Log out everywhere": bump the token version, revoke every refresh family of the user."""
+    async def revoke_user(self, user_id: int, reason: str = LOGGED_OUT, revoke_tokens: bool = False) -> None:
+        """"Log out everywhere": bump the token version, revoke every refresh family of the user.
+
+        Every stream of the user closes on every process (4001 ``reason``, SSE ``auth_expired``).
+        With ``revoke_tokens`` (the service API's revoke) the user's ``revoked_at`` becomes now
+        (unix seconds) as well: every external token of the user with an ``iat`` at or before
+        it (or without ``iat``) is refused with 401 ``token_revoked``, on every process.
+        """
         now = utcnow()
+        revoked_at = None
+        if revoke_tokens:
+            revoked_at = int(time.time())
+            await self.dbx.write(lambda: User.update(revoked_at=revoked_at).where(User.id == user_id).execute())
+            self.users.set_revoked_at(user_id, revoked_at)
         version = await self.users.bump_token_version(user_id)
         await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
             (RefreshToken.user == user_id) & RefreshToken.revoked_at.is_null()).execute())
-        message = {"t": "version", "u": user_id, "v": version, "r": LOGGED_OUT}
+        message = {"t": "version", "u": user_id, "v": version, "r": reason}
+        if revoked_at is not None:
+            message["ra"] = revoked_at
         self.on_control(message)
         await self.hub.control(message)
 
@@ -260,12 +276,31 @@ class SessionService:
                     self._end(conn, message.get("r") or LOGGED_OUT)
         elif kind == "version":
             user_id, version = int(message["u"]), int(message["v"])
+            if message.get("ra") is not None:
+                self.users.set_revoked_at(user_id, int(message["ra"]))
             self.users.set_token_version(user_id, version)
             for conn in list(self.registry.user_connections(user_id)):
                 if conn.token_version is not None and conn.token_version < version:
                     self._end(conn, message.get("r") or LOGGED_OUT)
         elif kind == "ticket":
             self._used_tickets[message["j"]] = float(message["e"])
+        elif kind == "user":
+            user_id = int(message["u"])
+            self.users.forget(user_id)
+            if self.registry.user_connections(user_id):
+                spawn(self._end_refused(user_id), name="sessions.end_refused")
+
+    async def _end_refused(self, user_id: int) -> None:
+        """After a change of ``user_id``: end its streams here if it is now disabled or deleted."""
+        try:
+            await self.users.get(user_id)
+        except NotFound:
+            reason = ACCOUNT_DELETED
+        else:
+            reason = self.users.refusal(user_id)
+        if reason is not None:
+            for conn in list(self.registry.user_connections(user_id)):
+                self._end(conn, reason)
 
     @staticmethod
     def _end(conn, reason: str) -> None:
@@ -323,4 +358,3 @@ class SessionService:
             self._pruned_at = now
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
             self._used_tickets = {k: v for k, v in self._used_tickets.items() if v > now}
-

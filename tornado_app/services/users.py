@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import peewee
 
 from models import User, username_key
-from models.user import BUILTIN, EXTERNAL
+from models.user import BUILTIN, DELETED, EXTERNAL
 from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from ..tasks import Batcher
 from .auth import AuthService
@@ -79,8 +79,20 @@ def external_display_name(display_name: Optional[str], external_id: str) -> str:
 
 
 def user_dict(user: User) -> dict:
-    """The public shape of a user: ``{id, username, display_name}``."""
-    return {"id": user.id, "username": user.username, "display_name": user.display_name}
+    """The public shape of a user: ``{id, username, display_name}``, and ``avatar_url`` when the user has one.
+
+    Only external users have avatars (the ``picture`` claim, the service API): builtin users
+    keep the shape they always had.
+    """
+    data = {"id": user.id, "username": user.username, "display_name": user.display_name}
+    if user.avatar_url:
+        data["avatar_url"] = user.avatar_url
+    return data
+
+
+ACCOUNT_DISABLED = "account_disabled"
+ACCOUNT_DELETED = "account_deleted"
+_REFUSALS = {ACCOUNT_DISABLED: "This account is disabled", ACCOUNT_DELETED: "This account has been deleted"}
 
 
 def _string(body: dict, name: str, required: bool = True) -> Optional[str]:
@@ -132,6 +144,14 @@ class UserService:
         self.auth = auth
         self._cache: Dict[int, dict] = {}
         self._versions: Dict[int, int] = {}  # user id -> token version (every token carries it)
+        # Only the cached users that are refused (disabled or deleted): user id -> 401 code; and
+        # those with a token revocation time (unix seconds). Empty for builtin deployments, so the
+        # check on every request is one falsy test.
+        self._refused: Dict[int, str] = {}
+        self._revoked_at: Dict[int, int] = {}
+        # Set by build_services: the hub (control messages) and the process's control handler.
+        self.hub = None
+        self.apply_control = None
         self._login_failures = RateLimiter(login_failures_per_minute / 60.0, login_failures_per_minute)
         self._address_failures = RateLimiter(login_failures_per_address_per_minute / 60.0,
                                              login_failures_per_address_per_minute)
@@ -273,7 +293,46 @@ class UserService:
         data = user_dict(user)
         self._cache[user.id] = data
         self._versions[user.id] = user.token_version
+        if user.kind == DELETED:
+            self._refused[user.id] = ACCOUNT_DELETED
+        elif user.disabled:
+            self._refused[user.id] = ACCOUNT_DISABLED
+        elif self._refused:
+            self._refused.pop(user.id, None)
+        if user.revoked_at is not None:
+            self._revoked_at[user.id] = max(int(user.revoked_at), self._revoked_at.get(user.id, 0))
         return data
+
+    def cached(self, user_id: int) -> Optional[dict]:
+        """The cached public shape of ``user_id``, or None (memory only)."""
+        return self._cache.get(user_id)
+
+    def refusal(self, user_id: int) -> Optional[str]:
+        """``account_disabled`` / ``account_deleted`` for a cached user refused, else None (memory only)."""
+        return self._refused.get(user_id) if self._refused else None
+
+    def revoked_at(self, user_id: int) -> Optional[int]:
+        """The cached token revocation time of ``user_id`` (unix seconds), or None."""
+        return self._revoked_at.get(user_id) if self._revoked_at else None
+
+    def set_revoked_at(self, user_id: int, revoked_at: int) -> None:
+        """Tokens of ``user_id`` issued at or before ``revoked_at`` are refused from now on (this process)."""
+        self._revoked_at[user_id] = max(int(revoked_at), self._revoked_at.get(user_id, 0))
+
+    async def announce_changed(self, user_id: int) -> None:
+        """Tell every process (this one first) to forget its cached copy of ``user_id``.
+
+        Profile, disabled, deleted and revocation time are read again on next use; the live
+        streams of a user now disabled or deleted are closed (4001 ``account_disabled`` /
+        ``account_deleted``, SSE ``auth_expired``). Control message ``{"t": "user", "u": id}``.
+        """
+        message = {"t": "user", "u": int(user_id)}
+        if self.apply_control is not None:
+            self.apply_control(message)
+        else:
+            self.forget(user_id)
+        if self.hub is not None:
+            await self.hub.control(message)
 
     async def check_version(self, user_id: int, version: int) -> None:
         """Refuse a token whose user is gone (``unknown_user``) or whose version is not the user's.
@@ -289,6 +348,10 @@ class UserService:
             current = self._versions.get(user_id)
         if current != version:
             raise Unauthorized("The access token is invalid", "invalid_token")
+        if self._refused:
+            refused = self._refused.get(user_id)
+            if refused is not None:
+                raise Unauthorized(_REFUSALS[refused], refused)
 
     def token_version(self, user_id: int) -> Optional[int]:
         """The cached token version of ``user_id`` (None when not cached)."""
@@ -312,6 +375,8 @@ class UserService:
         """Drop ``user_id`` from the cache (it is read again on next use)."""
         self._cache.pop(user_id, None)
         self._versions.pop(user_id, None)
+        self._refused.pop(user_id, None)
+        self._revoked_at.pop(user_id, None)
 
     async def get(self, user_id: int) -> dict:
         """The user ``user_id``. Raises NotFound."""
