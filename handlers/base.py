@@ -17,6 +17,7 @@ from tornado_app.services import Services
 from tornado_app.services.db import is_unavailable
 from tornado_app.services.events import dumps
 from tornado_app.services.ids import MAX_ID, parse_int
+from tornado_app.tornado_io import status_reason
 
 from .headers import HeadLikeGet
 
@@ -383,13 +384,13 @@ class BaseHandler(CorsPreflight, HeadLikeGet, ServicesMixin, tornado.web.Request
             body = exc.to_dict()
         elif isinstance(exc, tornado.web.HTTPError):
             code = _STATUS_CODES.get(exc.status_code, "http_error")
-            body = {"code": code, "message": exc.log_message or self._reason}
+            body = {"code": code, "message": exc.log_message or status_reason(self)}
             if exc.status_code == 405:
                 body["message"] = f"{self.request.method} is not allowed here"
         elif status_code >= 500:
             body = {"code": "internal_error", "message": "Something went wrong on the server"}
         else:
-            body = {"code": _STATUS_CODES.get(status_code, "http_error"), "message": self._reason}
+            body = {"code": _STATUS_CODES.get(status_code, "http_error"), "message": status_reason(self)}
         if self.get_status() == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="squall"')
         count_error(self, body["code"])

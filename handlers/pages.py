@@ -10,6 +10,7 @@ import tornado.web
 
 from tornado_app.errors import SquallError
 from tornado_app.services.events import dumps
+from tornado_app.tornado_io import status_reason
 
 from .assets import IMMUTABLE, AssetCatalog, accepts_gzip
 from .base import ServicesMixin, log_handler_exception, public
@@ -163,7 +164,7 @@ class StaticHandler(tornado.web.StaticFileHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(dumps({"error": {"code": code, "message": f"No file at {self.request.path}"
-                                     if status_code == 404 else self._reason}}))
+                                     if status_code == 404 else status_reason(self)}}))
 
 
 def routes(web_dir: str):

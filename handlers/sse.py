@@ -15,6 +15,8 @@ from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable
 from tornado_app.services.events import CHAT, NOTIFY, Event, dumps, sse_encode
+from tornado_app.tasks import spawn
+from tornado_app.tornado_io import break_handler_cycles
 
 from .base import BaseHandler, authenticated, client_error
 from .fastwrite import write_direct
@@ -139,7 +141,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         self.request.connection = None
         # Nothing renders a template from here: drop the handler's reference cycle through its
         # UI modules (finish() would have), so an ended stream is freed without the collector.
-        self._break_cycles()
+        break_handler_cycles(self)
         if stream.closed() or self.services.closing:
             # Gone already, or the server began to shut down after this stream passed prepare()
             # (its shutdown closed the streams registered then; a detached one it cannot see).
@@ -148,7 +150,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             stream.set_close_callback(self.on_connection_close)
 
     def _ended(self, _future) -> None:
-        asyncio.ensure_future(self._end())
+        spawn(self._end(), name="sse.end")
 
     async def _end(self) -> None:
         """The stream ended (client gone, shutdown, slow consumer, logout): unsubscribe, then end the body."""

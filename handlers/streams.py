@@ -19,12 +19,12 @@ from tornado_app.errors import Forbidden, Unauthorized, ValidationError
 from tornado_app.services.ids import parse_int
 from tornado_app.services.events import CHAT, NOTIFY, Event
 from tornado_app.services.notifications import RESYNC
+from tornado_app.tornado_io import drop_response_headers
 
 log = logging.getLogger("squall.streams")
 conn_log = logging.getLogger("squall.connections")
 
 _conn_ids = itertools.count(1)
-_SENT_HEADERS_EMPTY = httputil.HTTPHeaders  # what replaces response headers already written
 _NO_HEADERS = httputil.HTTPHeaders()  # what a live stream's request holds instead of its headers (never written)
 
 
@@ -296,7 +296,7 @@ class Subscriber(abc.ABC):
             request.uri, request.query = request.path, ""
             request.query_arguments, request.arguments = {}, {}
         if headers_sent:
-            self._headers = _SENT_HEADERS_EMPTY()
+            drop_response_headers(self)
         # The handler's attributes outnumber what a CPython instance dict holds with shared
         # keys (30): its dict doubled to 1.6 KB. Without what only the handshake read, it is
         # rebuilt at its size: 0.8 KB.

@@ -1,7 +1,6 @@
 """WebSocket transport: authentication before the upgrade, frames built once per event."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import struct
@@ -14,6 +13,8 @@ from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unauthorized, Unavailable, ValidationError
 from tornado_app.services.events import Event, dumps
+from tornado_app.tasks import spawn
+from tornado_app.tornado_io import detached_protocol
 
 from .base import BaseHandler, ServicesMixin, check_text, client_error, count_error, set_retry_after
 from .fastwrite import write_direct
@@ -27,12 +28,6 @@ AUTH_ENDED_CODE = 4001  # application code: logged_out or token_expired (reason)
 OPEN_FAILED_CODE = 1011  # the server could not start the stream (e.g. database unavailable); reason = code
 
 
-def _consume(future: "asyncio.Future") -> None:
-    """Done callback of a background refresh: log what no frame answered."""
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("an external token refresh failed: %s", type(future.exception()).__name__)
-
-
 def ws_frame(payload: bytes) -> bytes:
     """An unmasked, unfragmented text frame: what a server sends, identical for every client."""
     n = len(payload)
@@ -43,34 +38,6 @@ def ws_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x81, 127, n)
     return header + payload
-
-
-class DetachedLoopProtocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's WebSocket protocol, with its frame-reading loop in a task of its own.
-
-    Tornado awaits that loop at the bottom of the upgrade request (``RequestHandler._execute``
-    -> ``get`` -> ``accept_connection`` -> ``_accept_connection``), which keeps those coroutine
-    frames, their task and its callbacks alive for the life of every WebSocket: about 1.5 KB
-    per idle connection. Here the upgrade request ends once the connection is open; only the
-    loop stays, and what ended it is handled as ``accept_connection`` would have.
-    """
-
-    async def _receive_frame_loop(self) -> None:
-        loop = asyncio.ensure_future(super()._receive_frame_loop())
-        loop.add_done_callback(self._loop_ended)
-
-    def _loop_ended(self, loop: "asyncio.Future") -> None:
-        if loop.cancelled():  # shutdown
-            self._abort()
-            return
-        exc = loop.exception()
-        if exc is None:
-            return
-        if isinstance(exc, ValueError):  # as accept_connection: a malformed frame
-            log.debug("malformed WebSocket frame received", exc_info=exc)
-        else:
-            self.handler.log_exception(type(exc), exc, exc.__traceback__)
-        self._abort()
 
 
 class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHandler):
@@ -133,10 +100,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
     def get_websocket_protocol(self):
         """Tornado's protocol for this version, reading frames in a task of its own."""
-        protocol = super().get_websocket_protocol()
-        if type(protocol) is tornado.websocket.WebSocketProtocol13:
-            protocol = DetachedLoopProtocol(self, False, protocol.params)
-        return protocol
+        return detached_protocol(super().get_websocket_protocol())
 
     def get_compression_options(self):
         """No per-message compression: frames stay identical, so they are built once."""
@@ -188,7 +152,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
     def on_close(self):
         """Unsubscribe; presence held by this connection ends. Before open(): free its slots now."""
         if hasattr(self, "conn_id"):
-            tornado.ioloop.IOLoop.current().add_callback(self.stop_streams)
+            spawn(self.stop_streams(), name="ws.stop_streams")
             return
         # A handshake aborted before its stream opened: Tornado calls on_close once, here, and
         # still calls open() afterwards; without this the user's slot stayed reserved (10 s) or,
@@ -256,8 +220,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             # possible, else after a JWKS fetch or a profile update.
             claims = external.claims_now(token)
             if claims is None:
-                future = asyncio.ensure_future(self._refresh_external(token, frame))
-                future.add_done_callback(_consume)
+                spawn(self._refresh_external(token, frame), name="ws.refresh_external")
                 return
             claims = services.sessions.check(claims)
         else:

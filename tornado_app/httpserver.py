@@ -32,7 +32,7 @@ import random
 import resource
 import socket
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from typing import Optional
 
 import tornado.httpserver
@@ -44,6 +44,7 @@ from tornado.http1connection import HTTP1ConnectionParameters
 from .proxies import TrustedProxies
 from .services.events import dumps
 from .services.ratelimit import address_key
+from .tornado_io import LeanIOStream
 
 log = logging.getLogger("squall.server")
 
@@ -147,37 +148,11 @@ async def answer_and_close(stream: tornado.iostream.IOStream, response: bytes, l
         stream.close()
 
 
-class _NoWrites:
-    """Stands in for an ``IOStream``'s two write queues while nothing is queued on it.
-
-    Each queue is a ``deque`` of 760 bytes; an idle stream (most of them) has nothing queued,
-    and the fan-out path (handlers/fastwrite.py) sends on the socket without queueing at all.
-    Read-only: reads see an empty queue, and ``append`` fails loudly (there is none).
-    """
-
-    __slots__ = ()
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __len__(self) -> int:
-        return 0
-
-    def __iter__(self):
-        return iter(())
-
-    def clear(self) -> None:
-        """Nothing to clear (``IOStream.close`` clears its queues)."""
-
-
-NO_WRITES = _NoWrites()
-
-
-class CountedIOStream(tornado.iostream.IOStream):
+class CountedIOStream(LeanIOStream):
     """An accepted client socket, counted by its server until it closes (however it closes).
 
-    Its write queues exist only while something is queued (``NO_WRITES`` otherwise): 1.5 KB
-    less per idle connection.
+    Its write queues exist only while something is queued (``LeanIOStream``): 1.5 KB less
+    per idle connection.
     """
 
     def __init__(self, sock, server: "SquallHTTPServer", address_key=None, **kwargs):
@@ -185,21 +160,6 @@ class CountedIOStream(tornado.iostream.IOStream):
         self.squall_server = server
         self.address_key = address_key  # the per-address count this connection is in (None: not counted)
         server.open_connections += 1
-        self._write_futures = NO_WRITES
-        self._write_buffer._buffers = NO_WRITES
-
-    def write(self, data):
-        if self._write_futures is NO_WRITES and self._write_buffer is not None:
-            self._write_futures = deque()
-            self._write_buffer._buffers = deque()
-        return super().write(data)
-
-    def _handle_write(self) -> None:
-        super()._handle_write()
-        buffer = self._write_buffer
-        if buffer is not None and not buffer and not self._write_futures:
-            self._write_futures = NO_WRITES  # all sent: back to no queues
-            buffer._buffers = NO_WRITES
 
     def close(self, exc_info=False) -> None:
         if self.squall_server is not None:

@@ -17,6 +17,7 @@ import tornado.ioloop
 from models import init_db
 from models.schema import migrate
 from ..config import Config
+from ..tasks import spawn
 from .admission import StreamAdmission
 from .auth import AuthService
 from .broker import Broker, create_broker
@@ -90,7 +91,7 @@ class Services:
         await self.push.start()
         await self.hub.start()
         self.chat.start()
-        self._prune_task = asyncio.ensure_future(self._prune_forever())
+        self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
         self._heartbeat = tornado.ioloop.PeriodicCallback(self._beat, self.config.sse_ping_interval * 1000)

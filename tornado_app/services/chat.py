@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import peewee
@@ -21,6 +21,7 @@ import peewee
 from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
 from models.user import DELETED_NAME
 from ..errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
+from ..tasks import Batcher, spawn
 from .db import DatabaseExecutor, is_unavailable
 from .events import CHAT, NOTIFY, dumps, iso
 from .hub import Hub
@@ -82,7 +83,6 @@ class SendRequest:
     notify_ids: List[int]
     others: List[int]
     exclude: Optional[str] = None  # the sending connection: it gets an ack instead
-    future: asyncio.Future = field(default=None, repr=False)
     accepted_at: float = 0.0  # time.time() when queued: send -> commit and send -> delivery latency
     silent_ids: frozenset = frozenset()  # of notify_ids: in Do Not Disturb, their notification is silent
 
@@ -182,63 +182,53 @@ class MessageWriter:
         self.metrics = metrics or Metrics()
         # Which users may have a notification stream (None: maybe anyone, in other processes).
         self.listening = listening or (lambda user_ids: None)
-        self._queue: List[SendRequest] = []
-        self._wakeup = asyncio.Event()
-        self._task: Optional[asyncio.Task] = None
+        self._batcher: Batcher[SendRequest, SendResult] = Batcher(self._commit, name="chat.writer",
+                                                                  max_batch=MAX_BATCH, after=self._committed)
         self._closing = False
         self.on_committed = None  # async callback(results, unread) set by ChatService
+        # The unread frames of the batch just committed, for on_committed (None: the batch failed).
+        self._unread: Optional[Dict[int, str]] = None
 
     def start(self) -> None:
-        """Start the writer task."""
-        self._task = asyncio.ensure_future(self._run())
+        """Ready to take sends (each batch's flush runs in a task of its own)."""
+        self._closing = False
 
     async def submit(self, req: SendRequest) -> SendResult:
         """Queue ``req`` and wait until it is committed. Raises Unavailable while shutting down."""
         if self._closing:
             raise Unavailable("The server is shutting down; send again after reconnecting", "shutting_down")
-        req.future = asyncio.get_running_loop().create_future()
         req.accepted_at = time.time()
-        self._queue.append(req)
-        self._wakeup.set()
-        return await req.future
+        return await self._batcher.submit(req)
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                # Asked on the loop in the same turn that queues the write: a stream that
-                # subscribes later reads its unread state after this commit (on the writer
-                # thread, or a reader after it: NotificationService.unread_state), so no badge
-                # is left stale.
-                listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
-                try:
-                    results, unread = await self.dbx.write(self._store, batch, listeners)
-                except Exception:
-                    log.exception("storing a batch of %d messages failed", len(batch))
-                    for req in batch:
-                        if not req.future.done():
-                            req.future.set_exception(Unavailable("The message could not be stored", "store_failed"))
-                    continue
-                metrics, now = self.metrics, time.time()
-                for req, res in zip(batch, results):
-                    if isinstance(res, Exception):
-                        if not req.future.done():
-                            req.future.set_exception(res)
-                        continue
-                    if res.created:
-                        metrics.messages_stored += 1
-                        metrics.send_commit.observe(now - req.accepted_at)
-                    if not req.future.done():
-                        req.future.set_result(res)
-                if self.on_committed is not None:
-                    try:
-                        await self.on_committed(batch, results, unread)
-                    except Exception:
-                        log.exception("publishing committed messages failed")
-            if self._closing and not self._queue:
-                return
+    async def _commit(self, batch: List[SendRequest]) -> list:
+        """Store ``batch`` in one transaction: per send its SendResult or the exception it fails with."""
+        # Asked on the loop in the same turn that queues the write: a stream that
+        # subscribes later reads its unread state after this commit (on the writer
+        # thread, or a reader after it: NotificationService.unread_state), so no badge
+        # is left stale.
+        listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
+        try:
+            results, self._unread = await self.dbx.write(self._store, batch, listeners)
+        except Exception:
+            log.exception("storing a batch of %d messages failed", len(batch))
+            self._unread = None
+            return [Unavailable("The message could not be stored", "store_failed") for _ in batch]
+        metrics, now = self.metrics, time.time()
+        for req, res in zip(batch, results):
+            if not isinstance(res, Exception) and res.created:
+                metrics.messages_stored += 1
+                metrics.send_commit.observe(now - req.accepted_at)
+        return results
+
+    async def _committed(self, batch: List[SendRequest], results: list) -> None:
+        """Publish a committed batch (its senders have their acks first)."""
+        unread, self._unread = self._unread, None
+        if self.on_committed is None or unread is None:
+            return
+        try:
+            await self.on_committed(batch, results, unread)
+        except Exception:
+            log.exception("publishing committed messages failed")
 
     @staticmethod
     def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None):
@@ -414,9 +404,7 @@ class MessageWriter:
     async def close(self) -> None:
         """Finish every queued send (each is stored and acknowledged), then stop."""
         self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        await self._batcher.drain()
 
 
 class ChatService:
@@ -571,7 +559,7 @@ class ChatService:
             self._left[(chat_id, uid)] = now
             for conn in list(registry.user_connections(uid)):
                 if chat_id in conn.joined_chats:
-                    asyncio.ensure_future(self._leave(conn, chat_id))
+                    spawn(self._leave(conn, chat_id), name="chat.leave_removed")
 
     async def _leave(self, conn, chat_id: int) -> None:
         try:
@@ -923,7 +911,7 @@ class ChatService:
         if slot.future is None:
             slot.future = loop.create_future()
             loop.call_at(slot.last_write + self.limits.mark_read_interval,
-                         lambda: asyncio.ensure_future(self._flush_read(key, members)))
+                         lambda: spawn(self._flush_read(key, members), name="chat.mark_read"))
         if not wait:
             return None
         return await asyncio.shield(slot.future)

@@ -41,6 +41,7 @@ import jwt
 from jwt import PyJWKClient, PyJWKSet
 
 from ..errors import Unauthorized, ValidationError
+from ..tasks import spawn
 from .auth import Claims
 from .users import ACCOUNT_DELETED, check_avatar_url, check_external_id, external_display_name
 
@@ -289,7 +290,7 @@ class ExternalAuth:
         if self._fetched_at is not None and now - self._fetched_at < self.min_refetch:
             return
         self._fetched_at = now
-        self._fetch = asyncio.ensure_future(self._fetch_keys())
+        self._fetch = spawn(self._fetch_keys(), name="external_auth.fetch_keys")
         try:
             await asyncio.shield(self._fetch)
         finally:

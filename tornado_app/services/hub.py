@@ -5,12 +5,12 @@ Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each proce
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
 from typing import Callable, Iterable, Optional, Set
 
+from ..tasks import spawn
 from .broker import Broker
 from .events import NOTIFY, Event
 from .metrics import Metrics
@@ -148,7 +148,7 @@ class Hub:
                 claim = self._online[conn.user_id] = OnlineClaim(conn.user_id)
             claim.streams += 1
             if claim.streams == 1 and self.registry.join(claim, ONLINE) and self.broker.distributed:
-                asyncio.ensure_future(self._claim(conn.user_id, True))
+                spawn(self._claim(conn.user_id, True), name="hub.online_claim")
         self.registry.add(conn)
 
     async def _claim(self, user_id: int, online: bool) -> None:

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
+from ..tasks import spawn
 from .metrics import SPEC, TRANSPORTS, MetricsHub, quantile
 
 log = logging.getLogger("squall.monitor")
@@ -37,7 +38,7 @@ class Monitor:
         """Start the background loop (and take the first sample now)."""
         self.sample()
         self.hub.write_own()
-        self._task = asyncio.ensure_future(self._run())
+        self._task = spawn(self._run(), name="monitor.sample")
 
     def stop(self) -> None:
         """Stop the loop."""

@@ -12,13 +12,13 @@ see ``NotificationService.unread_state``); with a broker it runs on a reader thr
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Dict, List, Optional, Tuple
 
 import peewee
 
 from models import Notification
+from ..tasks import Batcher
 from .db import DatabaseExecutor
 from .notifications import unread_states
 
@@ -71,42 +71,21 @@ class OpenStateBatcher:
     def __init__(self, dbx: DatabaseExecutor, distributed: bool):
         self.dbx = dbx
         self.distributed = distributed
-        self._waiting: List[Tuple[int, bool, asyncio.Future]] = []
-        self._running = False
+        self._batcher: Batcher[Tuple[int, bool], Tuple[str, Optional[int]]] = Batcher(
+            self._read, name="open_state.read")
         self.batches = 0  # statements run (tests check that concurrent opens share them)
         self.opens = 0
 
     async def state(self, user_id: int, baseline: bool) -> Tuple[str, Optional[int]]:
         """``(unread frame, newest notification id or None when not asked)`` of ``user_id``."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((user_id, baseline, future))
-        if not self._running:
-            self._running = True
-            # Not awaited here: the opens of this loop turn join the batch before it starts.
-            asyncio.get_running_loop().call_soon(self._start)
-        return await future
+        return await self._batcher.submit((user_id, baseline))
 
-    def _start(self) -> None:
-        asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                unread_for = list({uid for uid, _, _ in batch})
-                latest_for = list({uid for uid, wanted, _ in batch if wanted})
-                try:
-                    run = self.dbx.read if self.distributed else self.dbx.write_raw
-                    unread, latest = await run(open_states, unread_for, latest_for)
-                except Exception as exc:
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self.batches += 1
-                self.opens += len(batch)
-                for uid, wanted, future in batch:
-                    if not future.done():
-                        future.set_result((unread[uid], latest[uid] if wanted else None))
-        finally:
-            self._running = False
+    async def _read(self, batch: List[Tuple[int, bool]]) -> List[Tuple[str, Optional[int]]]:
+        """One read for the opens of ``batch``. Raises the database's error (every open of the batch fails)."""
+        unread_for = list({uid for uid, _ in batch})
+        latest_for = list({uid for uid, wanted in batch if wanted})
+        run = self.dbx.read if self.distributed else self.dbx.write_raw
+        unread, latest = await run(open_states, unread_for, latest_for)
+        self.batches += 1
+        self.opens += len(batch)
+        return [(unread[uid], latest[uid] if wanted else None) for uid, wanted in batch]

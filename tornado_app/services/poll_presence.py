@@ -11,13 +11,13 @@ Shape: ``_leases[(user_id, chat_id)] -> PresenceLease``.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Dict, Tuple
 
 import tornado.ioloop
 
+from ..tasks import spawn
 from .hub import Hub
 
 log = logging.getLogger("squall.poll_presence")
@@ -79,7 +79,7 @@ class PollPresence:
     def _sweep_soon(self) -> None:
         expired = self.expired()
         if expired:
-            asyncio.ensure_future(self._end(expired))
+            spawn(self._end(expired), name="poll_presence.end")
 
     def expired(self) -> list:
         """Remove and return the leases whose grace period is over."""

@@ -9,31 +9,19 @@ notification is committed before its request is answered and before it is delive
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from typing import List, Optional, Tuple
 
 from models import Notification, NotificationState, User, is_postgres
 from ..errors import NotFound
+from ..tasks import Batcher
 
 log = logging.getLogger("squall.publisher")
 
 MAX_REQUESTS = 1000  # publish requests per transaction
 ROWS_PER_STATEMENT = 1000  # notification rows per INSERT (4 parameters each: below every limit)
 IDS_PER_STATEMENT = 1000  # user ids per existence check
-
-
-class PublishRequest:
-    """One publish request waiting for its commit."""
-
-    __slots__ = ("user_ids", "ntype", "payloads", "created_at", "recipients", "future", "hidden")
-
-    def __init__(self, user_ids: Optional[List[int]], ntype: str, payloads, created_at: datetime.datetime,
-                 recipients: Optional[List[int]], future: "asyncio.Future", hidden: Optional[List[int]] = None):
-        self.user_ids, self.ntype, self.payloads, self.created_at, self.recipients, self.future = (
-            user_ids, ntype, payloads, created_at, recipients, future)
-        self.hidden = hidden  # a broadcast's users who muted its type: stored as read and cleared for them
 
 
 def _placeholder() -> str:
@@ -132,8 +120,9 @@ class PublishWriter:
 
     def __init__(self, dbx):
         self.dbx = dbx
-        self._queue: List[PublishRequest] = []
-        self._running = False
+        # Each item: (user_ids, type, payloads, created_at, recipients, hidden), as store_batch takes it.
+        self._batcher: Batcher[tuple, List[int]] = Batcher(self._write, name="publisher.store",
+                                                           max_batch=MAX_REQUESTS)
         self.transactions = 0  # commits so far (tests check that concurrent publishes share them)
 
     async def store(self, user_ids: Optional[List[int]], ntype: str, payloads, created_at: datetime.datetime,
@@ -144,35 +133,14 @@ class PublishWriter:
         a broadcast is stored as read and cleared for. Raises NotFound (any of ``user_ids``
         unknown) or the database's error.
         """
-        loop = asyncio.get_running_loop()
-        request = PublishRequest(user_ids, ntype, payloads, created_at, recipients, loop.create_future(), hidden)
-        self._queue.append(request)
-        if not self._running:
-            self._running = True
-            loop.call_soon(lambda: asyncio.ensure_future(self._run()))
-        return await request.future
+        return await self._batcher.submit((user_ids, ntype, payloads, created_at, recipients, hidden))
 
-    async def _run(self) -> None:
+    async def _write(self, batch: List[tuple]) -> list:
+        """One transaction for ``batch``: per request its ids, or NotFound. Raises the database's error."""
         try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_REQUESTS], self._queue[MAX_REQUESTS:]
-                try:
-                    results = await self.dbx.write(
-                        store_batch, [(r.user_ids, r.ntype, r.payloads, r.created_at, r.recipients, r.hidden)
-                                      for r in batch])
-                except Exception as exc:
-                    log.warning("storing %d publish requests failed (%s)", len(batch), type(exc).__name__)
-                    for r in batch:
-                        if not r.future.done():
-                            r.future.set_exception(exc)
-                    continue
-                self.transactions += 1
-                for r, result in zip(batch, results):
-                    if r.future.done():
-                        continue
-                    if isinstance(result, Exception):
-                        r.future.set_exception(result)
-                    else:
-                        r.future.set_result(result)
-        finally:
-            self._running = False
+            results = await self.dbx.write(store_batch, batch)
+        except Exception as exc:
+            log.warning("storing %d publish requests failed (%s)", len(batch), type(exc).__name__)
+            raise
+        self.transactions += 1
+        return results

@@ -40,6 +40,7 @@ from pywebpush import WebPusher
 from models import PushSubscription, Setting, utcnow
 from ..config import Config
 from ..errors import NotFound, ValidationError
+from ..tasks import spawn
 from .db import DatabaseExecutor
 from .hub import Hub
 from .metrics import Metrics
@@ -276,7 +277,7 @@ class PushService:
         self._spawn(self._consider(user_id, frame))
 
     def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
+        task = spawn(coro, name="push.consider")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -30,7 +30,6 @@ Control messages (``Hub.control``), JSON objects:
 """
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import hmac
@@ -45,6 +44,7 @@ import peewee
 
 from models import RefreshToken, Setting, User, utcnow
 from ..errors import NotFound, RateLimited, Unauthorized
+from ..tasks import spawn
 from .auth import AuthService, Claims
 from .db import DatabaseExecutor
 from .hub import Hub
@@ -288,8 +288,7 @@ class SessionService:
             user_id = int(message["u"])
             self.users.forget(user_id)
             if self.registry.user_connections(user_id):
-                future = asyncio.ensure_future(self._end_refused(user_id))
-                future.add_done_callback(_log_failure)
+                spawn(self._end_refused(user_id), name="sessions.end_refused")
 
     async def _end_refused(self, user_id: int) -> None:
         """After a change of ``user_id``: end its streams here if it is now disabled or deleted."""
@@ -335,8 +334,7 @@ class SessionService:
         # Other processes learn of the use over the broker (a ticket is single use everywhere,
         # but the same ticket presented to two processes within the broker's latency is the
         # window this leaves; see docs/security.md).
-        future = asyncio.ensure_future(self.hub.control({"t": "ticket", "j": claims.jti, "e": until}))
-        future.add_done_callback(_log_failure)
+        spawn(self.hub.control({"t": "ticket", "j": claims.jti, "e": until}), name="sessions.ticket_used")
         return self.check(claims)
 
     # Live connections: one sweep per second for all of them ----------------------------------
@@ -360,8 +358,3 @@ class SessionService:
             self._pruned_at = now
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
             self._used_tickets = {k: v for k, v in self._used_tickets.items() if v > now}
-
-
-def _log_failure(future: "asyncio.Future") -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.warning("a control message could not be sent or applied: %s", future.exception())

@@ -27,6 +27,7 @@ from typing import Callable, Dict
 
 from models import Message
 from ..errors import RateLimited
+from ..tasks import spawn
 from .db import DatabaseExecutor
 from .ratelimit import RateLimiter
 
@@ -85,7 +86,7 @@ class MessageQuota:
         if user_id not in self._counts:
             task = self._seeding.get(user_id)
             if task is None:
-                task = self._seeding[user_id] = asyncio.ensure_future(self._seed(user_id, day))
+                task = self._seeding[user_id] = spawn(self._seed(user_id, day), name="usage.seed")
             await asyncio.shield(task)
             if self._day != day or user_id not in self._counts:
                 return await self.reserve(user_id)  # the day turned (or counts were dropped) meanwhile

@@ -1,7 +1,6 @@
 """Accounts: registration, login and lookup (search: services/directory.py)."""
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import unicodedata
@@ -13,6 +12,7 @@ import peewee
 from models import User, username_key
 from models.user import BUILTIN, DELETED, EXTERNAL
 from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
+from ..tasks import Batcher
 from .auth import AuthService
 from .db import DatabaseExecutor
 from .ratelimit import RateLimiter, address_key
@@ -158,10 +158,8 @@ class UserService:
         self._registrations = RateLimiter(registrations_per_address_per_minute / 60.0,
                                           registrations_per_address_per_minute)
         self._logins = RateLimiter(logins_per_address_per_minute / 60.0, logins_per_address_per_minute)
-        # Batched cache misses (see _load): the ids wanted by the next read and its waiters.
-        self._wanted: set = set()
-        self._waiting: list = []
-        self._loading = False
+        # Batched cache misses (see _load): the lookups of the moment share one read.
+        self._loads: Batcher[List[int], None] = Batcher(self._read, name="users.load")
         self.loads = 0  # reads of uncached users so far (tests check that lookups share them)
 
     async def register(self, body: dict, address: Optional[str] = None) -> dict:
@@ -404,35 +402,15 @@ class UserService:
         token version: the lookups that arrive while a read runs are served by the next
         one, a single query for all of them (like the chat's group commit).
         """
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._wanted.update(user_ids)
-        self._waiting.append(future)
-        if not self._loading:
-            self._loading = True
-            loop.call_soon(lambda: asyncio.ensure_future(self._load_waiting()))
-        await future
+        await self._loads.submit(user_ids)
 
-    async def _load_waiting(self) -> None:
-        try:
-            while self._waiting:
-                wanted, waiting = list(self._wanted), self._waiting
-                self._wanted, self._waiting = set(), []
-                try:
-                    rows = await self.dbx.read(_read_users, wanted)
-                except Exception as exc:
-                    for future in waiting:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                self.loads += 1
-                for row in rows:
-                    self._remember(row)
-                for future in waiting:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            self._loading = False
+    async def _read(self, batch: List[List[int]]) -> list:
+        """One query for every id of ``batch`` into the cache. Raises the database's error."""
+        rows = await self.dbx.read(_read_users, list({uid for ids in batch for uid in ids}))
+        self.loads += 1
+        for row in rows:
+            self._remember(row)
+        return [None] * len(batch)
 
     async def is_admin(self, user_id: int) -> bool:
         """True when ``user_id`` is an admin (read from the database: grants apply at once)."""

@@ -37,6 +37,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from tornado.ioloop import IOLoop
 
+from ...tasks import spawn
 from .base import DEFAULT_PREFIX, Broker, BrokerUnavailable, scope_of
 
 log = logging.getLogger("squall.broker.postgres")
@@ -149,8 +150,8 @@ class PostgresBroker(Broker):
                 if attempt == 2:
                     raise
         await self._loop.run_in_executor(self._executor, self._connect_listener)
-        self._tasks = [asyncio.ensure_future(self._deliver_forever()),
-                       asyncio.ensure_future(self._maintain_forever())]
+        self._tasks = [spawn(self._deliver_forever(), name="broker.postgres.deliver"),
+                       spawn(self._maintain_forever(), name="broker.postgres.maintain")]
 
     def _connect_listener(self) -> None:
         """Open the LISTEN connection (blocking: runs on the executor thread)."""
@@ -224,7 +225,7 @@ class PostgresBroker(Broker):
             log.warning("PostgreSQL broker: listen connection lost (%s)", str(exc).strip())
             self._drop_listener()
             self._gap_pending = True
-            self._tasks.append(asyncio.ensure_future(self._relisten()))
+            self._tasks.append(spawn(self._relisten(), name="broker.postgres.relisten"))
             return
         while conn.notifies:
             note = conn.notifies.pop(0)

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ...tasks import spawn
 from .base import DEFAULT_PREFIX, Broker, BrokerUnavailable, scope_of
 
 log = logging.getLogger("squall.broker.redis")
@@ -86,8 +87,8 @@ class RedisBroker(Broker):
         # connection must be noticed by the socket itself.
         self._client = aioredis.from_url(self.url, socket_connect_timeout=5, socket_timeout=None,
                                          socket_keepalive=True, health_check_interval=30)
-        self._listener = asyncio.ensure_future(self._listen_forever())
-        self._refresher = asyncio.ensure_future(self._refresh_forever())
+        self._listener = spawn(self._listen_forever(), name="broker.redis.listen")
+        self._refresher = spawn(self._refresh_forever(), name="broker.redis.refresh")
         try:
             await asyncio.wait_for(self._subscribed.wait(), 10)
         except asyncio.TimeoutError:
