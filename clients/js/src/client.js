@@ -102,6 +102,7 @@ export class Squall {
 
   /** HTTP to the server with this client's credentials (refreshing once on 401). */
   request(method, path, body) {
+    if (this.isUnauthorized()) return Promise.reject(new UnauthorizedError("unauthorized"));
     return this.http.request(method, path, body).catch((err) => {
       if (err instanceof UnauthorizedError) this.onUnauthorized(err);
       throw err;
@@ -128,7 +129,7 @@ export class Squall {
       this.channel.onmessage = (e) => (this.ready ? this.onChannel(e.data) : early.push(e.data));
     }
     await this.loadHistory();
-    if (this.stopped) return;
+    if (this.stopped || this.isUnauthorized()) return;
     if (this.options.loadPreferences) {
       this.request("GET", "/api/me/preferences").then((prefs) => {
         if (prefs && typeof prefs === "object") this.update({ preferences: prefs });
@@ -197,7 +198,7 @@ export class Squall {
   }
 
   onUnauthorized(err) {
-    if (this.state.status.state === "unauthorized") return;
+    if (this.isUnauthorized()) return;
     if (this.reconnector) this.reconnector.stop();
     this.reconnector = null;
     this.setStatus({ state: "unauthorized", transport: null });
@@ -225,8 +226,10 @@ export class Squall {
     return true;
   }
 
+  isUnauthorized() { return this.state.status.state === "unauthorized"; }
+
   becomeLeader() {
-    if (this.stopped) return;
+    if (this.stopped || this.isUnauthorized()) return;
     this.setStatus({ role: "leader" });
     const resume = (path) => {
       const q = this.cursor.query();
