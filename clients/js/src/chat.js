@@ -41,7 +41,8 @@ export class ChatConnection {
     this.chatId = chatId;
     if (this.squall.tokens.generation === 0) await this.squall.tokens.refresh("start");
     try { this.selfId = (await this.squall.request("GET", "/api/me")).id; } catch { /* matched by acks only */ }
-    const lastId = () => this.cursor.streamLastEventId();
+    // The chat streams also carry notifications: resume those from the notification client's cursor.
+    const lastId = () => this.cursor.streamLastEventId(this.squall.cursor.lastEventId);
     const chatQuery = (base, position) => {
       const q = new URLSearchParams();
       if (this.chatId) q.set("chat_id", String(this.chatId));
@@ -55,8 +56,9 @@ export class ChatConnection {
       poll: (position) => (position !== null ? chatQuery("/poll/chat", position) : chatQuery("/poll/chat")),
     }, {
       status: (s) => {
-        this.status = { ...this.status, ...s };
+        if (s.transport) this.transport = s.transport;
         if (s.state && s.state !== "open") { this.transport = null; this.setJoined(null); }
+        this.status = { ...this.status, ...s, transport: this.transport };
         this.emit("status", this.status);
       },
       open: (transport) => {

@@ -60,6 +60,8 @@ export class Squall {
     this.stopped = false;
     this.ready = false;
     this.releaseLock = null;
+    /** Resolves once the first history load ended (loaded, failed or unauthorized). */
+    this.historyLoaded = new Promise((resolve) => { this.resolveHistory = resolve; });
   }
 
   /** The stream's context for openStream/Reconnector. */
@@ -118,6 +120,7 @@ export class Squall {
       await this.tokens.refresh("start");
     } catch (err) {
       this.onUnauthorized(err);
+      this.resolveHistory();
       return;
     }
     // Listen before loading the history so that no frame falls between the two.
@@ -129,6 +132,7 @@ export class Squall {
       this.channel.onmessage = (e) => (this.ready ? this.onChannel(e.data) : early.push(e.data));
     }
     await this.loadHistory();
+    this.resolveHistory();
     if (this.stopped || this.isUnauthorized()) return;
     if (this.options.loadPreferences) {
       this.request("GET", "/api/me/preferences").then((prefs) => {

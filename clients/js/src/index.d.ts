@@ -219,6 +219,10 @@ export declare class Squall {
   constructor(options: SquallOptions);
   readonly tokens: TokenSource;
   readonly http: Http;
+  /** The notification cursor (the last notification id handled). */
+  readonly cursor: NotificationCursor;
+  /** Resolves once the first history load ended (loaded, failed or unauthorized). */
+  readonly historyLoaded: Promise<void>;
   on<K extends keyof SquallEvents>(type: K, fn: (detail: SquallEvents[K]) => void): () => void;
   subscribe(fn: (state: SquallState) => void): () => void;
   getState(): SquallState;
@@ -303,7 +307,7 @@ export declare class ChatCursor {
   acceptMessage(id: number | string): boolean;
   advance(eventId: string): void;
   wsLastEventId(): number | null;
-  streamLastEventId(): string | null;
+  streamLastEventId(notificationId?: number | null): string | null;
 }
 
 export declare class UnauthorizedError extends Error {

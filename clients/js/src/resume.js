@@ -67,9 +67,12 @@ export class ChatCursor {
   /** The WebSocket's resume id (the last message id), or null. */
   wsLastEventId() { return this.messageId; }
 
-  /** The SSE/poll resume id ``M-N``, or null when no message is known yet. */
-  streamLastEventId() {
+  /**
+   * The SSE/poll resume id ``M-N``, or null when no message is known yet. ``notificationId``:
+   * a notification position known elsewhere (the notification stream's), the higher wins.
+   */
+  streamLastEventId(notificationId = null) {
     if (this.messageId === null) return null;
-    return `${this.messageId}-${this.notificationId || 0}`;
+    return `${this.messageId}-${Math.max(this.notificationId || 0, Number(notificationId) || 0)}`;
   }
 }

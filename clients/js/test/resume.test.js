@@ -33,6 +33,7 @@ test("the chat cursor keeps M-N for SSE and polls, M for the WebSocket", () => {
   assert.equal(c.streamLastEventId(), "6-2");
   c.advance("4-3");                          // an older message part does not go back
   assert.equal(c.streamLastEventId(), "6-3");
+  assert.equal(c.streamLastEventId(9), "6-9");   // the notification stream knows a later one
 });
 
 test("the client drops frames it already handled (leader's frame forwarded, replay after resume)", () => {
