@@ -114,7 +114,7 @@ export class ChatConnection {
     if (data.type === "unread" && (this.transport === "sse" || this.transport === "poll")) this.setJoined(this.chatId);
     else if (data.type === "joined" && data.chat_id === this.chatId) this.setJoined(data.chat_id);
     this.emit("frame", data);
-    if (["message", "typing", "read", "joined", "left", "error"].includes(data.type)) this.emit(data.type, data);
+    if (["message", "typing", "read", "left", "error"].includes(data.type)) this.emit(data.type, data);  // "joined": presence, see setJoined
   }
 
   /** A page of history, oldest to newest (``beforeId``: page back). */
