@@ -119,25 +119,10 @@ export function openStream(paths, handlers, ctx) {
     if (paths.poll && ctx.heldBack.get()) { tryPoll(); return; }
     const abort = new AbortController();
     current = { close: () => abort.abort() };
-    let resp;
-    try {
-      resp = await http.fetch(http.url(paths.sse()), { cache: "no-store", credentials: http.credentials, signal: abort.signal,
-                                                      headers: { Accept: "text/event-stream", ...http.authHeaders() } });
-    } catch {
-      if (!closed && !abort.signal.aborted) finish(false, {});
-      return;
-    }
-    if (closed) { abort.abort(); return; }
-    if (!resp.ok) {
-      const info = { status: resp.status, retryAfterMs: retryAfterMs(resp.headers.get("Retry-After")) };
-      try { await resp.body?.cancel(); } catch { /* gone */ }
-      finish(false, info);
-      return;
-    }
     let heard = false;
     let heldBackSwitch = false;
-    const dog = watchdog(options.stallMs, () => { abort.abort(); finish(heard, { stalled: true }); });
-    // The server's first event comes at once; without it in time, a proxy holds the stream back.
+    // The server's first event comes at once; without it in time (not even the headers, or
+    // headers and no body), a proxy holds the stream back: long-poll instead.
     const heldBack = paths.poll ? setTimeout(() => {
       if (heard || closed) return;
       heldBackSwitch = true;
@@ -145,13 +130,31 @@ export function openStream(paths, handlers, ctx) {
       ctx.heldBack.set();
       tryPoll();
     }, options.sseFirstEventMs) : null;
+    let resp;
+    try {
+      resp = await http.fetch(http.url(paths.sse()), { cache: "no-store", credentials: http.credentials, signal: abort.signal,
+                                                      headers: { Accept: "text/event-stream", ...http.authHeaders() } });
+    } catch {
+      clearTimeout(heldBack);
+      if (!closed && !heldBackSwitch) finish(false, {});
+      return;
+    }
+    if (closed || heldBackSwitch) { abort.abort(); return; }
+    if (!resp.ok) {
+      clearTimeout(heldBack);
+      const info = { status: resp.status, retryAfterMs: retryAfterMs(resp.headers.get("Retry-After")) };
+      try { await resp.body?.cancel(); } catch { /* gone */ }
+      finish(false, info);
+      return;
+    }
+    const dog = watchdog(options.stallMs, () => { abort.abort(); finish(heard, { stalled: true }); });
     let ended = {};
     try {
       await readEventStream(resp, {
         signal: abort.signal,
         onActivity: () => dog.touch(),
         onEvent: (event) => {
-          if (closed) return;
+          if (closed || heldBackSwitch) return;
           if (!heard) {
             heard = true;
             clearTimeout(heldBack);

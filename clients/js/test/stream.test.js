@@ -154,3 +154,23 @@ test("a 401 after a fresh token stops the stream: unauthorized, no loop", async 
   assert.equal(calls, 2, "start, then one refresh after the first 401");
   assert.equal(srv.requests.length, 2);
 });
+
+test("an SSE request whose headers never come falls to long-polling too", async () => {
+  const srv = await serve((req, res) => {
+    if (req.url.startsWith("/sse/")) return;   // a proxy that holds back the whole answer
+    json(res, 200, { events: [{ type: "unread", total: 0, chats: {} }], last_event_id: "3", unread_tag: "a" });
+  });
+  const tokens = new TokenSource(() => "tok");
+  await tokens.refresh("start");
+  let opened;
+  const open = new Promise((r) => { opened = r; });
+  const r = new Reconnector({ ws: null, sse: () => "/sse/notifications", poll: () => "/poll/notifications" },
+    { status: (s) => s.state === "open" && opened(s), frame: () => {} }, context(srv.url, tokens, { sseFirstEventMs: 300 }));
+  const started = Date.now();
+  r.start();
+  const s = await open;
+  r.stop();
+  await srv.close();
+  assert.equal(s.transport, "poll");
+  assert.ok(Date.now() - started >= 300);
+});
