@@ -57,6 +57,8 @@ export class Squall {
     this.channel = null;
     this.reconnector = null;
     this.started = false;
+    this.startPromise = null;
+    this.runId = 0;
     this.stopped = false;
     this.ready = false;
     this.releaseLock = null;
@@ -111,11 +113,25 @@ export class Squall {
     });
   }
 
-  /** Get a token, load the history and preferences, then join the leader election. */
-  async start() {
-    if (this.started) return;
+  /**
+   * Get a token, load the history and preferences, then join the leader election. Calling
+   * it again while started returns the same promise; after ``stop()`` it starts afresh
+   * (React StrictMode's mount, unmount, mount opens one stream, not two).
+   */
+  start() {
+    if (this.startPromise && !this.stopped) return this.startPromise;
+    this.stopped = false;
     this.started = true;
-    this.setStatus({ state: "connecting" });
+    const run = ++this.runId;
+    this.startPromise = this.run(run);
+    return this.startPromise;
+  }
+
+  /** True while ``run`` is the current start (not stopped, not restarted since). */
+  current(run) { return run === this.runId && !this.stopped; }
+
+  async run(run) {
+    this.setStatus({ state: "connecting", transport: null });
     try {
       await this.tokens.refresh("start");
     } catch (err) {
@@ -123,17 +139,23 @@ export class Squall {
       this.resolveHistory();
       return;
     }
+    if (!this.current(run)) return;
     // Listen before loading the history so that no frame falls between the two.
     const early = [];
+    this.ready = false;
     const BC = this.options.BroadcastChannel !== undefined ? this.options.BroadcastChannel : globalThis.BroadcastChannel;
     const locks = this.options.locks !== undefined ? this.options.locks : globalThis.navigator?.locks;
     if (this.options.shareAcrossTabs && BC && locks) {
-      this.channel = new BC(this.channelName);
-      this.channel.onmessage = (e) => (this.ready ? this.onChannel(e.data) : early.push(e.data));
+      const channel = new BC(this.channelName);
+      this.channel = channel;
+      channel.onmessage = (e) => {
+        if (this.channel !== channel) return;
+        if (this.ready) this.onChannel(e.data); else early.push(e.data);
+      };
     }
     await this.loadHistory();
     this.resolveHistory();
-    if (this.stopped || this.isUnauthorized()) return;
+    if (!this.current(run) || this.isUnauthorized()) return;
     if (this.options.loadPreferences) {
       this.request("GET", "/api/me/preferences").then((prefs) => {
         if (prefs && typeof prefs === "object") this.update({ preferences: prefs });
@@ -143,8 +165,9 @@ export class Squall {
     for (const msg of early) this.onChannel(msg);
     if (this.channel) {
       locks.request(this.lockName, () => new Promise((release) => {
+        // Granted to a start that was stopped (or restarted) meanwhile: pass it on at once.
+        if (!this.current(run)) { release(); return; }
         this.releaseLock = release;
-        if (this.stopped) { release(); return; }
         this.becomeLeader();
       })).catch(() => {});
       this.post({ kind: "hello" });
@@ -160,7 +183,7 @@ export class Squall {
     this.reconnector = null;
     if (this.releaseLock) { this.releaseLock(); this.releaseLock = null; }
     if (this.channel) { this.channel.close(); this.channel = null; }
-    if (this.state.status.state !== "unauthorized") this.setStatus({ state: "stopped", transport: null });
+    if (this.state.status.state !== "unauthorized") this.setStatus({ state: "stopped", transport: null, role: "follower" });
   }
 
   /** Reconnect now if waiting for a retry (e.g. the platform came back online). */

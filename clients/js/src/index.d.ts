@@ -227,6 +227,7 @@ export declare class Squall {
   subscribe(fn: (state: SquallState) => void): () => void;
   getState(): SquallState;
   hasUnreadMessages(): boolean;
+  /** Idempotent while started; after stop() it starts afresh (StrictMode-safe: one stream). */
   start(): Promise<void>;
   stop(): void;
   retryNow(): void;

@@ -218,3 +218,26 @@ test("tokens that live 5 seconds: getToken mints new ones and nothing is lost", 
     await short.stop();
   }
 });
+
+test("start, stop, start (StrictMode's double effect) holds one stream, not two", async () => {
+  const user = await register(server.url, "strict_mode");
+  const squall = createSquall({ url: server.url, getToken: user.getToken, WebSocket: null });
+  const stats = async () => (await (await fetch(`${server.url}/api/stats`, { headers: { Authorization: `Bearer ${SERVICE_TOKEN}` } })).json());
+  try {
+    const first = squall.start();
+    squall.stop();
+    const second = squall.start();
+    assert.notEqual(first, second);
+    assert.equal(squall.start(), second, "a start while started is the same start");
+    await second;
+    await opened(squall);
+    await new Promise((r) => setTimeout(r, 1500));
+    const s = await stats();
+    assert.equal(s.notification_streams_by_user[String(user.id)], 1, JSON.stringify(s));
+    const got = next(squall, "notification");
+    await publish(server.url, user.id, "once");
+    assert.equal((await got).message, "once");
+  } finally {
+    squall.stop();
+  }
+});
