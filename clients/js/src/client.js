@@ -225,7 +225,8 @@ export class Squall {
   }
 
   onUnauthorized(err) {
-    if (this.isUnauthorized()) return;
+    if (this.isUnauthorized() && this.reportedUnauthorized === this.runId) return;
+    this.reportedUnauthorized = this.runId;
     if (this.reconnector) this.reconnector.stop();
     this.reconnector = null;
     this.setStatus({ state: "unauthorized", transport: null });

@@ -130,10 +130,22 @@ export function openStream(paths, handlers, ctx) {
       ctx.heldBack.set();
       tryPoll();
     }, options.sseFirstEventMs) : null;
+    // A single-use ticket in the URL, as for the WebSocket: the stream request carries no
+    // token (and no cookie needs to authenticate it).
+    let url;
+    try {
+      url = withQuery(paths.sse(), { ticket: await http.ticket() });
+    } catch (err) {
+      clearTimeout(heldBack);
+      if (closed || heldBackSwitch) return;
+      finish(false, err && err.status ? { status: err.status, retryAfterMs: err.retryAfterMs || 0 } : {});
+      return;
+    }
+    if (closed || heldBackSwitch) return;
     let resp;
     try {
-      resp = await http.fetch(http.url(paths.sse()), { cache: "no-store", credentials: http.credentials, signal: abort.signal,
-                                                      headers: { Accept: "text/event-stream", ...http.authHeaders() } });
+      resp = await http.fetch(http.url(url), { cache: "no-store", credentials: http.credentials, signal: abort.signal,
+                                              headers: { Accept: "text/event-stream" } });
     } catch {
       clearTimeout(heldBack);
       if (!closed && !heldBackSwitch) finish(false, {});
@@ -298,8 +310,9 @@ export class Reconnector {
   unauthorized(err) {
     if (this.stopped) return;
     this.stop();
-    this.handlers.status({ state: "unauthorized", transport: null });
+    // The owner first (it reports ``unauthorized`` once), then the status.
     if (this.handlers.unauthorized) this.handlers.unauthorized(err);
+    this.handlers.status({ state: "unauthorized", transport: null });
   }
 
   async lost(wasOpen, info = {}) {

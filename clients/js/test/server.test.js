@@ -241,3 +241,25 @@ test("start, stop, start (StrictMode's double effect) holds one stream, not two"
     squall.stop();
   }
 });
+
+test("logged out everywhere while connected: the refused refresh reports unauthorized once and stops", async () => {
+  for (const WebSocket of [globalThis.WebSocket ?? null, null]) {
+    const user = await register(server.url, `logout_${WebSocket ? "ws" : "sse"}`);
+    const squall = createSquall({ url: server.url, getToken: user.getToken, WebSocket });
+    let reports = 0;
+    squall.on("unauthorized", () => { reports += 1; });
+    try {
+      await squall.start();
+      await opened(squall);
+      const unauthorized = next(squall, "unauthorized");
+      await post(server.url, "/api/auth/logout-all", {}, user.token);
+      await unauthorized;
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(reports, 1);
+      assert.equal(squall.getState().status.state, "unauthorized");
+      assert.deepEqual(user.reasons, ["start", "auth_expired"]);
+    } finally {
+      squall.stop();
+    }
+  }
+});

@@ -5,9 +5,17 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { Http, Reconnector, TokenSource, DEFAULTS } from "../src/index.js";
 
-async function serve(handler) {
+// ``tickets``: answer POST /api/stream-ticket with ``tk-<bearer token>`` (not recorded).
+async function serve(handler, { tickets = true } = {}) {
   const requests = [];
-  const server = createServer((req, res) => { requests.push({ url: req.url, at: Date.now(), auth: req.headers.authorization }); handler(req, res, requests); });
+  const server = createServer((req, res) => {
+    if (tickets && req.url === "/api/stream-ticket") {
+      json(res, 200, { ticket: `tk-${(req.headers.authorization || "").split(" ")[1]}`, expires_in: 30 });
+      return;
+    }
+    requests.push({ url: req.url, at: Date.now(), auth: req.headers.authorization });
+    handler(req, res, requests);
+  });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   const url = `http://127.0.0.1:${server.address().port}`;
   return { url, requests, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) };
@@ -106,7 +114,7 @@ test("two streams ending with auth_expired together call getToken once, then res
   let calls = 0;
   const srv = await serve((req, res) => {
     res.writeHead(200, { "Content-Type": "text/event-stream" });
-    if (req.headers.authorization === "Bearer old") {
+    if (req.url.includes("ticket=tk-old")) {
       res.write('data: {"type":"unread","total":0,"chats":{}}\n\n');
       setTimeout(() => res.end('data: {"type":"auth_expired","reason":"token_expired"}\n\n'), 200);
     } else {
@@ -135,11 +143,12 @@ test("two streams ending with auth_expired together call getToken once, then res
   for (const r of streams) r.stop();
   await srv.close();
   assert.equal(calls, 1);
-  assert.deepEqual(srv.requests.map((q) => q.auth), ["Bearer old", "Bearer old", "Bearer new", "Bearer new"]);
+  assert.deepEqual(srv.requests.map((q) => new URL(q.url, srv.url).searchParams.get("ticket")), ["tk-old", "tk-old", "tk-new", "tk-new"]);
+  assert.ok(srv.requests.every((q) => q.auth === undefined), "no token on the stream request: the ticket only");
 });
 
 test("a 401 after a fresh token stops the stream: unauthorized, no loop", async () => {
-  const srv = await serve((req, res) => json(res, 401, { error: { code: "invalid_token", message: "no" } }));
+  const srv = await serve((req, res) => json(res, 401, { error: { code: "invalid_token", message: "no" } }), { tickets: false });
   let calls = 0;
   const tokens = new TokenSource(() => { calls += 1; return `t${calls}`; });
   await tokens.refresh("start");
@@ -152,7 +161,7 @@ test("a 401 after a fresh token stops the stream: unauthorized, no loop", async 
   await new Promise((res) => setTimeout(res, 500));
   await srv.close();
   assert.equal(calls, 2, "start, then one refresh after the first 401");
-  assert.equal(srv.requests.length, 2);
+  assert.deepEqual(srv.requests.map((q) => q.url), ["/api/stream-ticket", "/api/stream-ticket"]);
 });
 
 test("an SSE request whose headers never come falls to long-polling too", async () => {
