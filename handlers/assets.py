@@ -25,6 +25,10 @@ COMPRESSIBLE = ("text/", "application/javascript", "application/json", "image/sv
 MIN_GZIP_BYTES = 256
 IMMUTABLE = "public, max-age=31536000, immutable"
 STATIC_PREFIX = "/static/"
+# @squall/client (clients/js/src) is served as static ES modules under this prefix: the pages
+# import the very files of the npm package (issue 24), hashed and import-mapped like web/'s.
+CLIENT_PREFIX = "/static/squall-client/"
+CLIENT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "clients", "js", "src")
 _STATIC_REF = re.compile(rb'(\b(?:href|src)=")(/static/[^"?#]+)(")')
 
 
@@ -59,9 +63,10 @@ class AssetCatalog:
     Only files that exist are kept, so the cache is bounded by the size of ``web/``.
     """
 
-    def __init__(self, web_dir: str):
+    def __init__(self, web_dir: str, client_dir: str = CLIENT_DIR):
         self.web_dir = os.path.realpath(web_dir)
         self.static_dir = os.path.realpath(os.path.join(self.web_dir, "static"))
+        self.client_dir = os.path.realpath(client_dir)
         self._files: dict = {}   # absolute path -> ((mtime_ns, size), Asset)
 
     def load(self, path: str) -> Asset:
@@ -84,9 +89,10 @@ class AssetCatalog:
 
     def url(self, static_url: str) -> str:
         """``/static/x`` → ``/static/x?v=<hash>``; unchanged if the file is missing."""
-        rel = static_url[len(STATIC_PREFIX):]
-        path = os.path.realpath(os.path.join(self.static_dir, rel))
-        if not path.startswith(self.static_dir + os.sep):
+        root, prefix = ((self.client_dir, CLIENT_PREFIX) if static_url.startswith(CLIENT_PREFIX)
+                        else (self.static_dir, STATIC_PREFIX))
+        path = os.path.realpath(os.path.join(root, static_url[len(prefix):]))
+        if not path.startswith(root + os.sep):
             return static_url
         try:
             return f"{static_url}?v={self.load(path).version}"
@@ -102,6 +108,10 @@ class AssetCatalog:
                 if name.endswith((".js", ".mjs")):
                     rel = os.path.relpath(os.path.join(folder, name), self.static_dir).replace(os.sep, "/")
                     imports[STATIC_PREFIX + rel] = self.url(STATIC_PREFIX + rel)
+        if os.path.isdir(self.client_dir):
+            for name in sorted(os.listdir(self.client_dir)):
+                if name.endswith(".js"):
+                    imports[CLIENT_PREFIX + name] = self.url(CLIENT_PREFIX + name)
         return {"imports": dict(sorted(imports.items()))}
 
     def page(self, name: str) -> Page:

@@ -170,7 +170,8 @@ class StaticHandler(tornado.web.StaticFileHandler):
 def routes(web_dir: str):
     """Page routes plus the static files of ``web_dir/static``, sharing one asset catalog."""
     assets = AssetCatalog(web_dir)
-    out = [(r"/static/(.*)", StaticHandler, {"path": assets.static_dir, "assets": assets})]
+    out = [(r"/static/squall-client/(.*)", StaticHandler, {"path": assets.client_dir, "assets": assets}),
+           (r"/static/(.*)", StaticHandler, {"path": assets.static_dir, "assets": assets})]
     out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html", "assets": assets})]
     out += [(path, PageHandler, {"page": page, "assets": assets}) for path, page in PAGES.items()]
     out += [(r"/admin", AdminPageHandler, {"page": "admin.html", "assets": assets})]

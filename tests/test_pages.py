@@ -36,3 +36,18 @@ async def test_service_worker_and_manifest_at_the_root(api):
     resp = await api.http.fetch(api.base_url + "/static/sound/chime.wav", raise_error=False)
     assert resp.code == 200 and resp.headers["Content-Type"].startswith("audio/") and resp.body[:4] == b"RIFF"
     assert len(resp.body) < 16 * 1024
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_client_package_is_served_as_modules(api):
+    """@squall/client's own files (clients/js/src) at /static/squall-client/ (issue 24 item 3):
+    realtime.js imports them; nothing outside that folder is reachable through the prefix."""
+    status, body = await api.call("GET", "/static/squall-client/index.js")
+    assert status == 200 and "createSquall" in body
+    assert api.last_headers["Content-Type"] == "application/javascript; charset=utf-8"
+    status, body = await api.call("GET", "/static/js/realtime.js")
+    assert status == 200 and '"/static/squall-client/index.js"' in body
+    for path in ("/static/squall-client/../package.json", "/static/squall-client/%2e%2e/package.json",
+                 "/static/squall-client/nope.js"):
+        status, body = await api.call("GET", path)
+        assert status in (403, 404) and body["error"]["code"] in ("not_found", "forbidden"), path

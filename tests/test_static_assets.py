@@ -19,6 +19,7 @@ from handlers.assets import IMMUTABLE, accepts_gzip
 from tests.browser import browser, register, signed_in_context, wait_live  # noqa: F401 (fixture)
 
 WEB = Path(__file__).resolve().parent.parent / "web"
+CLIENT_SRC = Path(__file__).resolve().parent.parent / "clients" / "js" / "src"
 IMPORT_MAP = re.compile(r'<script type="importmap">(.*?)</script>')
 
 
@@ -68,14 +69,20 @@ def test_pages_name_files_by_hash_and_files_are_cached_and_gzipped(site):
     assert f"'sha256-{digest}'" in headers["Content-Security-Policy"]  # the one inline script allowed
     imports = json.loads(script)["imports"]
     modules = sorted(p.name for p in (site.web / "static" / "js").glob("*.js"))
-    assert sorted(k.rsplit("/", 1)[1] for k in imports) == modules
+    assert sorted(k.rsplit("/", 1)[1] for k in imports if k.startswith("/static/js/")) == modules
+    # @squall/client's own files (issue 24), served as modules under /static/squall-client/
+    client = sorted(p.name for p in CLIENT_SRC.glob("*.js"))
+    assert "index.js" in client
+    assert sorted(k.removeprefix("/static/squall-client/") for k in imports if k.startswith("/static/squall-client/")) == client
+    assert all(k.startswith(("/static/js/", "/static/squall-client/")) for k in imports)
     referenced = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
     assert {u.split("?")[0] for u in referenced} == {"/static/css/app.css", "/static/img/icon.svg",
                                                     "/static/js/home.js",
                                                     "/static/img/icon-192.png"}  # apple-touch-icon
     for url in sorted(set(referenced) | set(imports.values())):
         path, v = url.split("?v=")
-        file = site.web / path.removeprefix("/")
+        file = (CLIENT_SRC / path.removeprefix("/static/squall-client/") if path.startswith("/static/squall-client/")
+                else site.web / path.removeprefix("/"))
         assert v == version(file), url
         status, headers, raw = fetch(site.url + url, **{"Accept-Encoding": "gzip"})
         assert status == 200 and headers["Cache-Control"] == IMMUTABLE, (url, dict(headers))

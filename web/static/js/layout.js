@@ -6,7 +6,7 @@
 import { api, ApiError, hasSession } from "./api.js";
 import { el, icon } from "./dom.js";
 import { loadPreferences, playSound, reaction, registerServiceWorker } from "./notify.js";
-import { goToLogin, notificationClient, transportLabel } from "./realtime.js";
+import { goToLogin, notificationClient, signingOutHere, transportLabel } from "./realtime.js";
 
 const TOAST_MS = 6000;
 // How long toasts stay: localStorage "squall.toastMs" overrides it (the settings page; tests).
@@ -130,6 +130,7 @@ function toggleDrawer(open) {
 }
 
 async function logout() {
+  signingOutHere();
   try { await api("POST", "/api/auth/logout", {}); } finally { location.assign("/login"); }
 }
 
