@@ -27,8 +27,8 @@ from tornado_app.application import close_connections, make_app  # noqa: E402
 from tornado_app.config import Config  # noqa: E402
 from tornado_app.services import build_services  # noqa: E402
 
-from tests.clients import ApiClient, WSClient  # noqa: E402
-from tests import pg  # noqa: E402
+from tests.support.clients import ApiClient, WSClient  # noqa: E402
+from tests.support import pg  # noqa: E402
 
 SERVICE_TOKEN = "test-service-token"
 
@@ -163,7 +163,7 @@ def users(api):
 @pytest.fixture
 def server_factory(tmp_path):
     """``server_factory(*args, **env)`` starts ``python run.py`` children; all are killed afterwards."""
-    from tests.procs import start_server
+    from tests.support.procs import start_server
     started = []
 
     def start(*args, **env):
@@ -178,7 +178,7 @@ def server_factory(tmp_path):
 @pytest.fixture(scope="module")
 def shared_db():
     """One throw-away PostgreSQL database for a module of multi-process tests, emptied per test."""
-    from tests.scaleout_support import ThrowawayPostgres
+    from tests.support.scaleout import ThrowawayPostgres
     db = ThrowawayPostgres()
     yield db
     db.drop()
