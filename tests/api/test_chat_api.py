@@ -114,7 +114,7 @@ async def test_history_paging(api, users):
     # walk backwards with before_id until the start
     seen, before = [], None
     while True:
-        q = f"?limit=60" + (f"&before_id={before}" if before else "")
+        q = "?limit=60" + (f"&before_id={before}" if before else "")
         status, page = await api.call("GET", url + q, token=bob["token"])
         assert status == 200
         chunk = [m["id"] for m in page["messages"]]

@@ -99,7 +99,7 @@ def test_eight_sse_tabs_share_one_stream(browser, server_factory, database_url):
 
         first = send(server, alice, chat_id, "to every tab")
         for page in pages:
-            expect(page.locator(f".toast[data-notification-id] .toast-text")).to_have_text(["to every tab"])
+            expect(page.locator(".toast[data-notification-id] .toast-text")).to_have_text(["to every tab"])
             expect(page.locator(".top-nav .badge-dot")).to_be_visible()
         # Badge change: B reads the chat (in the first tab); the dot goes in every tab.
         pages[0].goto(f"{server.url}/chat/{chat_id}")

@@ -8,7 +8,6 @@ import re
 import threading
 import time
 
-import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 

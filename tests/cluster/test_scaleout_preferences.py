@@ -96,7 +96,7 @@ async def test_mute_and_unmute_cross_processes(cluster):
 @pytest.mark.gen_test(timeout=120)
 async def test_no_push_while_a_stream_is_open_on_another_process(cluster):
     p1, p2 = cluster
-    api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
+    api1 = ApiClient(p1.url)
     alice, bob = await register(api1, "alice"), await register(api1, "bob")
     chat_id = await open_private_chat(api1, alice, bob)
     push = await PushServer.start()

@@ -3,7 +3,6 @@ too_many_connections_per_address, another address unaffected; behind --trusted-p
 forwarded address of streams counts), slow request bodies shed first at the process cap, and
 the stream slot of an aborted WebSocket handshake freed at once."""
 import asyncio
-import json
 import socket
 import struct
 

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.clients import ApiClient, SSEClient, WSClient
-from tests.support.procs import ROOT, free_port, server_env
+from tests.support.procs import ROOT, server_env
 from tests.support.scaleout import ThrowawayPostgres, redis_broker_url, register
 from tests.cluster.test_workers import worker_pids
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tornado_app.config import Config, load_config
-from tests.support.streams import of_type, open_chat, send, sentinel, wait_until
+from tests.support.streams import of_type, open_chat, send, wait_until
 
 GRACE = 1.0  # poll_presence_grace of these tests: long enough to act within, short to wait out
 

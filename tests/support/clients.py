@@ -156,7 +156,7 @@ class SSEClient:
     async def next_event(self, timeout: float = DEFAULT_TIMEOUT) -> Optional[dict]:
         """The next dispatched event ``{"id", "event", "data"}`` per the EventSource rules; None at EOF."""
         deadline = asyncio.get_running_loop().time() + timeout
-        data_lines, event_type, saw_field = [], None, False
+        data_lines, event_type = [], None
         while True:
             while b"\n" not in self._buf:
                 left = deadline - asyncio.get_running_loop().time()
