@@ -101,7 +101,7 @@ async def test_muted_types_limit_at_and_past(api, users):
     assert status == 400
 
 
-# Acceptance 2 (one process; tests/test_scaleout_mute.py: two processes) -----------------------
+# Acceptance 2 (one process; tests/cluster/test_scaleout_preferences.py: two processes) -----------------------
 
 @pytest.mark.gen_test(timeout=60)
 async def test_muted_chat_delivers_messages_but_no_notification(api, users, ws_connect, http_port):
