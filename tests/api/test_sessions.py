@@ -264,6 +264,7 @@ async def test_websocket_expires_without_refresh(api, users, http_port, config_o
     assert time.time() >= warning["expires_at"]
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("config_overrides", [{"token_ttl": 3}])
 async def test_websocket_refresh_keeps_it_open(api, users, http_port, config_overrides):

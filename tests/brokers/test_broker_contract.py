@@ -171,6 +171,7 @@ async def test_stop_withdraws_presence(make_broker):
     assert await b.active_users(9, [5]) == set()
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=60)
 async def test_unreachable_broker_fails_ping_but_not_publish(io_loop):
     # Nothing listens on port 1: publish must not raise (the data is already stored).

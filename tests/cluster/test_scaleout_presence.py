@@ -18,6 +18,7 @@ def cluster(request, shared_db, server_factory):
     return start_cluster(request.param, shared_db, server_factory, PRESENCE_TTL=PRESENCE_TTL)
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_remote_presence_suppresses_notification_until_its_process_dies(cluster):
     p1, p2, p3 = cluster

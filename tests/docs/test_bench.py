@@ -29,6 +29,7 @@ CHAT_FIELDS = {"messages_per_s", "ack_p50_ms", "ack_p99_ms", "delivery_p50_ms", 
                "server_cpu_us_per_message", "loadgen_cpu_pct", "acked", "delivered", "errors", "complete"}
 
 
+@pytest.mark.slow
 def test_bench_tiny_reports_every_field(tmp_path):
     """``python -m bench all --tiny`` runs Squall and the baseline and writes the report and JSON."""
     pg_url = "postgresql://postgres@127.0.0.1:5432/squall_bench_test"

@@ -272,6 +272,7 @@ def test_the_documents_have_curl_examples():
     assert len(curl_blocks("docs/protocol.md")) >= 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", [d for d in DOCUMENTS if curl_blocks(d)])
 def test_curl_examples_run_as_written(doc, server_factory, tmp_path):
     """Each document's curl blocks, in order, in one bash session against a fresh server."""

@@ -190,6 +190,7 @@ async def ws_case(server, fuzzer, sockets, path, payload):
        frame=st.one_of(frames.map(json.dumps), json_values.map(json.dumps), st.text(max_size=40),
                        st.binary(max_size=40)),
        ws_path=st.sampled_from(["/ws/chat", "/ws/notifications"]))
+@pytest.mark.slow
 def test_fuzz_never_500(fuzz_env, route, number, query, body, auth, frame, ws_path):
     server, loop, (api, fuzzer, chat_id, good, task, sockets) = fuzz_env
     method, template = route

@@ -63,6 +63,7 @@ async def read_closed(reader, wait: float) -> bool:
     return data == b"" or b"HTTP/1.1 5" in data or b"HTTP/1.1 4" in data
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_slow_headers_and_bodies_against_256_descriptors(tmp_path):
     server = start_server(tmp_path, "--database-url", f"sqlite:///{tmp_path}/s.db",

@@ -95,6 +95,7 @@ async def after_outage(api, alice, bob, chat_id, a, acked):
     assert {m["client_id"] for m in page["messages"]} == {"b0", "b1", "b2", "a0", "a1", "a2"}
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=90)
 async def test_sqlite_locked_by_another_process(tmp_path):
     db_path = str(tmp_path / "locked.db")
@@ -116,6 +117,7 @@ async def test_sqlite_locked_by_another_process(tmp_path):
         server.kill()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(pg_bin("initdb") is None, reason="PostgreSQL server binaries are not installed")
 @pytest.mark.gen_test(timeout=120)
 async def test_postgres_server_stopped_and_started(tmp_path):

@@ -118,6 +118,7 @@ def test_nginx_holds_the_event_stream_back_and_long_polling_gets_through(server,
         poll.stop()
 
 
+@pytest.mark.slow
 def test_two_windows_behind_a_buffering_nginx_on_long_polling(browser, server, nginx):
     """Toast, red dot, test page, click to open, chat both ways: everything over long-polling."""
     label = "Long-polling"

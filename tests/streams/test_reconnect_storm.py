@@ -41,6 +41,7 @@ async def broadcast(api, ids) -> None:
     ids.append(body["ids"][0])
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=180)
 async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_path):
     server = start_server(tmp_path, "--database-url", f"sqlite:///{tmp_path}/s.db",

@@ -39,6 +39,7 @@ async def open_client(cls, port, token):
     return holder["c"]
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=30)
 async def test_one_timer_pings_every_socket_and_closes_the_silent_one(users, http_port, services):
     alice, bob = await users("alice", "bob")
