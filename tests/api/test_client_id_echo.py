@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.api.test_input_errors import assert_still_works, setup_pair
+from tests.support.checks import assert_still_works, setup_pair
 
 
 def bad_frames(chat_id):

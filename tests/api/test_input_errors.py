@@ -5,26 +5,7 @@ import json
 import pytest
 
 from tests.support.clients import SSEClient
-
-GOOD = "good after bad"
-
-
-async def setup_pair(api, ws_connect, users):
-    """Alice and Bob with a private chat and a /ws/chat socket each."""
-    alice, bob = await users("alice", "bob")
-    status, data = await api.call("POST", "/api/chats", {"user_id": bob["id"]}, token=alice["token"])
-    assert status == 200
-    a = await ws_connect("/ws/chat", alice["token"])
-    b = await ws_connect("/ws/chat", bob["token"])
-    return alice, bob, data["chat"]["id"], a, b
-
-
-async def assert_still_works(a, b, chat_id, n):
-    """Alice's socket still sends, and Bob's socket still receives."""
-    ack = await a.request({"type": "send_message", "chat_id": chat_id, "content": f"{GOOD} {n}",
-                           "client_id": f"good-{n}"}, "message_ack")
-    got = await b.recv_type("message")
-    assert got["message"] == ack["message"]
+from tests.support.checks import GOOD, assert_still_works, setup_pair
 
 
 def ws_bad_frames(chat_id, alice_id, bob_id):

@@ -8,7 +8,7 @@ import tornado.websocket
 
 from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
-from tests.api.test_input_errors import assert_still_works, setup_pair
+from tests.support.checks import assert_still_works, setup_pair
 
 BIG = 2 ** 63  # one past the largest id
 HUGE = 10 ** 30

@@ -17,6 +17,7 @@ from models import User
 from tests.support.clients import SSEClient, WSClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.streams import wait_until
+from tests.support.checks import closed
 
 STREAMS = ("/ws/chat", "/ws/notifications", "/sse/notifications", "/sse/chat")
 
@@ -58,14 +59,6 @@ async def publish(api, user_ids, message):
                                  token=SERVICE_TOKEN)
     assert status == 202, out
     return out["ids"]
-
-
-async def closed(ws: WSClient, timeout: float = 1.0):
-    """Wait (skipping frames) until ``ws`` is closed; ``(code, reason)``."""
-    deadline = time.monotonic() + timeout
-    while await ws.recv(max(0.01, deadline - time.monotonic())) is not None:
-        pass
-    return ws.conn.close_code, ws.conn.close_reason
 
 
 async def ticket_of(api, token) -> str:

@@ -93,7 +93,7 @@ def admin_forbidden(page, site, people):
 
 def admin_console(page, site, people):
     """Bob is made an admin (the last states of the table), then the console shows live figures."""
-    from tests.observability.test_observability import run_admin
+    from tests.support.commands import run_admin
     database_url = site.args[site.args.index("--database-url") + 1]
     assert run_admin(database_url, "grant", people["bob"]["username"]).returncode == 0
     page.reload()

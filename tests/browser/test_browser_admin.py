@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 
 from tests.support.browser import (DESKTOP, browser, http_json, open_chat, register, screenshot,  # noqa: F401
                            send, signed_in_context, wait_live)
-from tests.observability.test_observability import run_admin
+from tests.support.commands import run_admin
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ LONG_WITH_URL = ("Read https://example.org/a/very/long/path/" + "segment/" * 12 
 
 def test_no_page_is_wider_than_the_window(browser, server_factory, database_url):
     """Issue 20, items 14 and acceptance 5: every page at 390, 800, 1000 and 1280 px fits its window."""
-    from tests.observability.test_observability import run_admin
+    from tests.support.commands import run_admin
     server = server_factory("--database-url", database_url)
     bob = register(server, "bob", "Bartholomew Montgomery-Fitzwilliam the Third")
     alice = register(server, "alice", "Alice Chen")

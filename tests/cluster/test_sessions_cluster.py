@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.clients import ApiClient, SSEClient, WSClient
 from tests.support.scaleout import publish_notification, register, start_cluster
-from tests.api.test_sessions import closed
+from tests.support.checks import closed
 
 
 @pytest.fixture(params=["redis", "postgres"])

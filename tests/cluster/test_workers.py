@@ -15,6 +15,7 @@ from tests.support.clients import ApiClient, WSClient
 from tests.support.procs import ROOT, server_env
 from tests.support.scaleout import (SERVICE_TOKEN, ThrowawayPostgres, open_private_chat, redis_broker_url,
                                     register, send_http)
+from tests.support.commands import worker_pids
 
 # Odd, so the two workers never hold equal counts; all on one worker by chance: 2 ** -14
 SOCKETS = 15
@@ -35,14 +36,6 @@ def shared_db():
     db = ThrowawayPostgres()
     yield db
     db.drop()
-
-
-def worker_pids(log: str) -> dict:
-    """slot -> pid of the newest worker started in each slot, from the supervisor's log."""
-    pids = {}
-    for slot, pid in re.findall(r"worker (\d+) started \(pid (\d+)\)", log):
-        pids[int(slot)] = int(pid)
-    return pids
 
 
 async def chat_counts(url: str, samples: int = 40) -> set:

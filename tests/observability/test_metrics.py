@@ -6,14 +6,13 @@ import asyncio
 import json
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.streams import wait_until
-from tests.streams.test_streams_slow_consumer import open_stalled
+from tests.support.sockets import open_stalled
+from tests.support.metrics import METRICS_TOKEN, scrape
 
-METRICS_TOKEN = "test-metrics-token"
 LIMIT = 64 * 1024
 
 
@@ -21,18 +20,6 @@ LIMIT = 64 * 1024
 def config_overrides():
     """A metrics token, and a small per-connection limit so a stalled reader is cut quickly."""
     return {"metrics_token": METRICS_TOKEN, "max_pending_bytes": LIMIT}
-
-
-async def scrape(api) -> dict:
-    """``{(sample name, ((label, value), ...)): value}`` of one scrape (parsed by prometheus_client)."""
-    status, text = await api.call("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert status == 200, text
-    assert api.last_headers["Content-Type"].startswith("text/plain; version=")
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
 
 
 def value(samples: dict, name: str, **labels) -> float:

@@ -2,8 +2,8 @@
 import pytest
 import tornado.httpclient
 
-from tests.observability.test_metrics import METRICS_TOKEN, scrape
-from tests.security.test_routes_marked import routed_handlers
+from tests.support.metrics import METRICS_TOKEN, scrape
+from tests.support.routes import routed_handlers
 from tornado_app.services.metrics import HTTP_METHODS
 
 ROUTES = ["/api/me", "/healthz", "/no/such/route", "/static/js/api.js", "/chat/12", "/api/chats/7/messages"]

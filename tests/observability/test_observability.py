@@ -16,16 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.clients import ApiClient, SSEClient, WSClient
 from tests.support.procs import ROOT, server_env
 from tests.support.scaleout import ThrowawayPostgres, redis_broker_url, register
-from tests.cluster.test_workers import worker_pids
+from tests.support.commands import worker_pids
+from tests.support.commands import run_admin
 
 METRICS_TOKEN = "test-metrics-token"
 LOG_KEYS = {"time", "level", "logger", "event"}
-
-
-def run_admin(database_url: str, *args: str) -> subprocess.CompletedProcess:
-    """``python run.py admin ARGS --database-url URL``."""
-    return subprocess.run([sys.executable, "run.py", "admin", *args, "--database-url", database_url],
-                          cwd=ROOT, env=server_env(), capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

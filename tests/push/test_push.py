@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.clients import ApiClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.push_service import BrowserKeys, PushServer, verify_vapid
 from tests.support.streams import open_chat, send, wait_until
+from tests.support.push_service import subscribe
 
 
 @pytest.fixture
@@ -25,13 +25,6 @@ def push_server(io_loop):
     server = io_loop.run_sync(PushServer.start)
     yield server
     server.stop()
-
-
-async def subscribe(api: ApiClient, user: dict, endpoint: str, keys: BrowserKeys = None):
-    keys = keys or BrowserKeys()
-    status, body = await api.call("POST", "/api/push/subscriptions", keys.subscription(endpoint), token=user["token"])
-    assert status == 201, body
-    return keys
 
 
 @pytest.mark.gen_test(timeout=90)

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tests.support.push_service import PushServer
-from tests.push.test_push import subscribe
+from tests.support.push_service import subscribe
 from tests.support.streams import open_chat, send, wait_until
 
 

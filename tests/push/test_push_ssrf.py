@@ -16,7 +16,7 @@ from tests.support.clients import ApiClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.procs import free_port
 from tests.support.push_service import BrowserKeys, PushServer
-from tests.push.test_push import subscribe
+from tests.support.push_service import subscribe
 from tests.support.streams import wait_until
 from tornado_app.config import Config
 from tornado_app.errors import ValidationError

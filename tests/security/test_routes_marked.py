@@ -3,20 +3,9 @@ import tornado.web
 from tornado.routing import Rule, RuleRouter
 
 from handlers.base import BaseHandler, authenticated, public, service_only
+from tests.support.routes import routed_handlers
 
 MARKS = {"public", "user", "service", "admin", "metrics"}
-
-
-def routed_handlers(router):
-    """Every RequestHandler class reachable from ``router``, with the pattern that routes to it."""
-    found = []
-    for rule in getattr(router, "rules", []):
-        target = rule.target
-        if isinstance(target, RuleRouter):
-            found.extend(routed_handlers(target))
-        elif isinstance(target, type) and issubclass(target, tornado.web.RequestHandler):
-            found.append((getattr(rule.matcher, "regex", None) and rule.matcher.regex.pattern, target))
-    return found
 
 
 def unmarked_methods(app):

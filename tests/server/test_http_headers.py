@@ -13,7 +13,7 @@ from handlers.headers import JSON_CSP
 from handlers.sse import BaseSSEHandler
 from tests.support.browser import browser, register, signed_in_context, wait_live  # noqa: F401 (fixture)
 from tests.conftest import SERVICE_TOKEN
-from tests.security.test_routes_marked import routed_handlers
+from tests.support.routes import routed_handlers
 from tornado_app.services.users import set_admin
 
 METRICS_TOKEN = "test-metrics-token"

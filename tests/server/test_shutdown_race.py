@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from tests.streams.test_sse_wire import open_raw_stream, read_to_eof, wait_for
+from tests.support.sockets import open_raw_stream, read_to_eof, wait_for
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ comments within the configured interval; plus the 401s of point 8 as seen by a r
 import asyncio
 import gc
 import json
-import socket
 import weakref
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tests.support.streams import open_chat, send
+from tests.support.sockets import open_raw_stream, read_to_eof, wait_for
 
 PING_INTERVAL = 0.2
 
@@ -191,39 +191,6 @@ async def test_sse_bad_token_is_401_json_not_a_stream(users, http_port, services
             assert response.json()["error"]["code"] == code
             assert set(response.json()["error"]) == {"code", "message"}
             assert "retry:" not in response.text and "data:" not in response.text
-
-
-
-async def read_to_eof(reader, timeout: float = 15.0) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    received = b""
-    while True:
-        chunk = await asyncio.wait_for(reader.read(65536), timeout)
-        if not chunk:
-            return received
-        received += chunk
-
-
-async def wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
-async def open_raw_stream(http_port: int, token: str, version: str, rcvbuf: int = 0):
-    """A raw ``GET /sse/notifications``; returns (reader, writer) after the response head."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect: a small window
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", http_port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    writer.write(f"GET /sse/notifications?access_token={token} {version}\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.startswith(b"HTTP/1.1 200"), head  # Tornado answers 1.0 clients with a 1.1 status line
-    assert (b"Transfer-Encoding: chunked" in head) == (version == "HTTP/1.1")
-    return reader, writer
 
 
 def complete_events(received: bytes) -> list:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import SERVICE_TOKEN
 from tests.support.streams import wait_until
+from tests.support.sockets import open_stalled
 
 LIMIT = 64 * 1024
 BLOB = "x" * 30000  # each notification is ~30 KB
@@ -22,23 +23,6 @@ MAX_PUBLISHES = 400  # ~12 MB: far more than any loopback socket buffers hold
 def config_overrides():
     """A small per-connection limit."""
     return {"max_pending_bytes": LIMIT}
-
-
-async def open_stalled(http_port, path, token):
-    """A connection that sends its request, reads the response head, then stops reading."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", http_port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    extra = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") if path.startswith("/ws/") else ""
-    writer.write((f"GET {path}?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1:{http_port}\r\n"
-                  f"{extra}\r\n").encode())
-    await writer.drain()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.split(b" ")[1] in (b"101", b"200"), head
-    return reader, writer
 
 
 async def read_ws_close_code(reader) -> int:

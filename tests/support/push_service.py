@@ -21,6 +21,8 @@ import tornado.web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.support.clients import ApiClient
+
 
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -125,3 +127,11 @@ class PushServer:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+async def subscribe(api: ApiClient, user: dict, endpoint: str, keys: BrowserKeys = None):
+    """Subscribe ``user`` to pushes at ``endpoint`` (a test browser's keys, new unless given)."""
+    keys = keys or BrowserKeys()
+    status, body = await api.call("POST", "/api/push/subscriptions", keys.subscription(endpoint), token=user["token"])
+    assert status == 201, body
+    return keys

@@ -94,3 +94,24 @@ def test_markers_follow_the_folders():
         expected = {nodeid for nodeid in everything if nodeid.startswith(folder)}
         assert expected and expected <= chosen, f"-m {marker} misses tests of {folder}"
         assert not any(nodeid.startswith("tests/unit/") for nodeid in chosen)
+
+
+def test_no_test_module_imports_from_another():
+    """Shared helpers live in tests/support/: a test module imports from there, never from a test module."""
+    offenders = []
+    for folder in FOLDERS:
+        for name in sorted(os.listdir(os.path.join(TESTS, folder))):
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(TESTS, folder, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                modules = []
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    modules = [a.name for a in node.names]
+                if any(part.startswith("test_") for m in modules for part in m.split(".")[1:]):
+                    offenders.append(f"tests/{folder}/{name}:{node.lineno}")
+    assert offenders == [], f"imports from a test module (move the helper to tests/support/): {offenders}"
