@@ -350,6 +350,7 @@ def test_three_messages_three_announcements(browser, site, people):
         ctx.close()
 
 
+@pytest.mark.slow
 def test_toast_pauses_while_hovered(browser, site, people):
     """2: a toast hovered past its time stays; it goes once the pointer leaves."""
     bob = people["bob"]

@@ -3,6 +3,7 @@ in docs/screenshots/ (Home, Messages and the test page at desktop and phone widt
 import re
 import uuid
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support.browser import (DESKTOP, PHONE, TIMEOUT_MS, browser, http_json, open_chat,  # noqa: F401
@@ -84,6 +85,7 @@ def test_load_earlier_and_group_chat(browser, server_factory, database_url):
         ctx.close()
 
 
+@pytest.mark.slow
 def test_phone_width_badge_and_screenshots(browser, server_factory, database_url):
     """7: at 390×844 the mobile navigation shows the unread badge; screenshots at both widths."""
     server = server_factory("--database-url", database_url)
@@ -209,6 +211,7 @@ LONG_WITH_URL = ("Read https://example.org/a/very/long/path/" + "segment/" * 12 
                  + " and javascript:alert(1) stays text")
 
 
+@pytest.mark.slow
 def test_no_page_is_wider_than_the_window(browser, server_factory, database_url):
     """Issue 20, items 14 and acceptance 5: every page at 390, 800, 1000 and 1280 px fits its window."""
     from tests.support.commands import run_admin

@@ -38,6 +38,7 @@ def sign_in(browser, server, user, next_value):
     return ctx, page
 
 
+@pytest.mark.slow
 def test_next_is_followed_only_on_this_origin(browser, server):
     """2: the raw ``%5C``, ``%09`` and ``%0a`` forms of the issue, then every FOREIGN value, end on ``/``."""
     user = register(server, "nina")

@@ -46,6 +46,7 @@ def plays(pages) -> int:
     return sum(p.evaluate("window.__plays") for p in pages)
 
 
+@pytest.mark.slow
 def test_one_sound_per_burst_across_tabs_and_none_when_quiet(browser, server):
     """4 and 3: three tabs, one chime per burst; none for the open chat, with sound off, or in DND."""
     alice, bob, carol = register(server, "alice"), register(server, "bob"), register(server, "carol")
@@ -105,6 +106,7 @@ def test_one_sound_per_burst_across_tabs_and_none_when_quiet(browser, server):
         ctx.close()
 
 
+@pytest.mark.slow
 def test_preferences_and_mutes_update_other_tabs_live(browser, server):
     """1 and 9: a switch flipped in one tab shows in the other at once; muting greys the chat list."""
     alice, bob = register(server, "alice"), register(server, "bob")

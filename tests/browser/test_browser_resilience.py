@@ -4,6 +4,7 @@ Acceptance points 4 (restart: reconnect, the missed message exactly once) and 6 
 one server stream, leader handover without a missed event).
 """
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.support.browser import (BufferingProxy, browser, http_json, open_chat, register, send,  # noqa: F401 (fixtures)
@@ -79,6 +80,7 @@ def test_refused_token_sends_to_login(browser, server_factory, database_url):
         ctx.close()
 
 
+@pytest.mark.slow
 def test_eight_sse_tabs_share_one_stream(browser, server_factory, database_url):
     """6: eight tabs of one user with WebSockets blocked: one SSE stream on the server, every tab shows
     every toast and badge change, and closing the leader hands over without a missed event."""
@@ -132,6 +134,7 @@ def test_eight_sse_tabs_share_one_stream(browser, server_factory, database_url):
         ctx.close()
 
 
+@pytest.mark.slow
 def test_test_page_diagnoses_a_buffering_proxy(browser, server_factory, database_url):
     """The test page's diagnosis: SSE through a proxy that holds event-stream data back is reported
     as "SSE delayed by a buffering proxy" (WebSockets are refused, as such proxies often do)."""
@@ -158,6 +161,7 @@ def test_test_page_diagnoses_a_buffering_proxy(browser, server_factory, database
         proxy.close()
 
 
+@pytest.mark.slow
 def test_stalled_websocket_handshake_falls_back_to_sse(browser, server_factory, database_url):
     """A WebSocket upgrade that is never answered: after the open timeout the client uses SSE,
     and messages arrive over it."""

@@ -8,6 +8,7 @@ import re
 import threading
 import time
 
+import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect
 
@@ -74,6 +75,7 @@ class OpenPage:
             assert len(streams) >= 4  # every stream ended at its token's expiry and was resumed
 
 
+@pytest.mark.slow
 def test_page_outlives_short_tokens(browser, server_factory, database_url):
     """Both transports at once, for 30 s: a server of 5 s tokens each (the SSE one refuses
     WebSockets), on one database, a page each, messages and notifications every 3 s."""
