@@ -42,10 +42,12 @@ FOLDER_MARKERS = {
 }
 # Test modules outside tests/storage and tests/api whose outcome depends on the database
 # dialect: stream opens and resumes (openstate's and chat's SQL per dialect), group commit,
-# per-user counts. CI's PostgreSQL pass runs ``-m storage``.
+# per-user counts, paging, hostile text (PostgreSQL refuses NUL in text, SQLite stores it).
+# CI's PostgreSQL pass runs ``-m storage``.
 STORAGE_MODULES = {
     "test_chat_ws", "test_sse_chat", "test_notifications_streams", "test_open_batching",
     "test_poll", "test_registry_hygiene", "test_message_quota", "test_read_limits",
+    "test_amplification", "test_fuzz",
 }
 
 # Tests that use this machine's PostgreSQL and Redis whatever TEST_DATABASE_URL says: the
