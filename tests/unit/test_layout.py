@@ -77,23 +77,36 @@ def test_marked_folders_and_modules_exist():
     assert missing == [], f"conftest.STORAGE_MODULES names modules that do not exist: {missing}"
 
 
-def test_markers_follow_the_folders():
-    """``-m`` selects whole folders: browser, cluster and storage tests by where they live."""
-    folders = ["tests/browser", "tests/cluster", "tests/storage", "tests/unit/test_lint.py"]
+PRINT_MARKERS = """
+def pytest_collection_finish(session):
+    for item in session.items:
+        print("MARKERS", item.nodeid, ",".join(sorted({m.name for m in item.iter_markers()})))
+"""
 
-    def collect(*args):
-        done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *args, *folders],
-                              cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return {line for line in done.stdout.splitlines() if "::" in line}
 
-    everything = collect()
-    for marker, folder in (("browser", "tests/browser/"), ("cluster", "tests/cluster/"),
-                           ("storage", "tests/storage/")):
-        chosen = collect("-m", marker)
-        expected = {nodeid for nodeid in everything if nodeid.startswith(folder)}
-        assert expected and expected <= chosen, f"-m {marker} misses tests of {folder}"
-        assert not any(nodeid.startswith("tests/unit/") for nodeid in chosen)
+def test_markers_follow_the_folders(tmp_path):
+    """Every collected test carries its folder's markers (browser, cluster, storage), none other's."""
+    (tmp_path / "print_markers.py").write_text(PRINT_MARKERS)
+    one_of_each = []
+    for folder in ("browser", "cluster", "storage", "unit"):
+        one_of_each.append(f"tests/{folder}/" + min(name for name in os.listdir(os.path.join(TESTS, folder))
+                                                     if name.startswith("test_") and name.endswith(".py")))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "print_markers",
+                           *one_of_each], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("MARKERS "):
+            _, nodeid, markers = (line.split(" ", 2) + [""])[:3]
+            seen[nodeid] = set(markers.split(",")) - {""}
+    for folder, marker in (("browser", "browser"), ("cluster", "cluster"), ("storage", "storage")):
+        items = {nodeid: got for nodeid, got in seen.items() if nodeid.startswith(f"tests/{folder}/")}
+        assert items, f"nothing collected from tests/{folder}"
+        for nodeid, got in items.items():
+            assert marker in got, f"{nodeid} lacks the {marker} marker"
+    unit = {nodeid: got for nodeid, got in seen.items() if nodeid.startswith("tests/unit/")}
+    assert unit and not any(got & {"browser", "cluster", "storage"} for got in unit.values())
 
 
 def test_no_test_module_imports_from_another():
