@@ -18,6 +18,7 @@ def server(server_factory, database_url):
     return server_factory("--database-url", database_url, "--admin-sample-seconds", "1")
 
 
+@pytest.mark.slow
 def test_admin_sees_live_figures_and_announces_and_others_get_403(browser, server, database_url):
     root, other = register(server, "root"), register(server, "other")
     assert run_admin(database_url, "grant", root["username"]).returncode == 0

@@ -18,6 +18,7 @@ def notification_streams(server, user) -> int:
     return stats(server)["notification_streams_by_user"].get(str(user["id"]), 0)
 
 
+@pytest.mark.slow
 def test_restart_reconnects_and_shows_missed_message_once(browser, server_factory, database_url):
     """4: the server stops while B is on Home; a message is stored meanwhile (by a second server on
     the same database); the server comes back on its port; B reconnects by itself and shows it once."""
