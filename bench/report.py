@@ -530,7 +530,7 @@ def render(doc: dict) -> str:
         "```sh",
         "pip install -r requirements-dev.txt",
         "python -m bench all                 # the full configuration, medians of 3 runs (about 10 minutes)",
-        "python -m bench all --tiny --runs 1 # seconds: what tests/test_bench.py runs",
+        "python -m bench all --tiny --runs 1 # seconds: what tests/docs/test_bench.py runs",
         "python -m bench fanout|idle|chat|targeted|login  # one scenario; merged into the existing results",
         "apt-get install libnginx-mod-nchan  # optional: Nchan as a peer (skipped with a note without it)",
         "```",

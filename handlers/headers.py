@@ -40,7 +40,7 @@ class HeadLikeGet:
 
     Tornado writes no body for HEAD and keeps the ``Content-Length`` of the GET, so the
     same method gives the same status and headers. ``head`` is the very function ``get``
-    is, so it carries the same access mark (tests/test_routes_marked.py). Stream handlers
+    is, so it carries the same access mark (tests/security/test_routes_marked.py). Stream handlers
     (SSE, long-polls) set ``head_like_get = False``: a stream cannot be answered without
     a body, so HEAD there is 405.
     """

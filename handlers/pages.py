@@ -31,7 +31,7 @@ ROOT_FILES = {
     "/manifest.webmanifest": ("manifest.webmanifest", "application/manifest+json"),
 }
 # connect-src 'self' covers ws:// and wss:// of the page's own host and port (CSP Level 3,
-# checked in Chromium by tests/test_http_headers.py); "ws: wss:" allowed any host.
+# checked in Chromium by tests/server/test_http_headers.py); "ws: wss:" allowed any host.
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self' 'sha256-{importmap}'; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 

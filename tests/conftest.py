@@ -27,19 +27,44 @@ from tornado_app.application import close_connections, make_app  # noqa: E402
 from tornado_app.config import Config  # noqa: E402
 from tornado_app.services import build_services  # noqa: E402
 
-from tests.clients import ApiClient, WSClient  # noqa: E402
-from tests import pg  # noqa: E402
+from tests.support.clients import ApiClient, WSClient  # noqa: E402
+from tests.support import pg  # noqa: E402
 
 SERVICE_TOKEN = "test-service-token"
+
+# Markers by folder (pyproject.toml describes them): ``-m browser``, ``-m cluster`` and
+# ``-m storage`` select whole folders, ``-m "not slow"`` a quick run.
+FOLDER_MARKERS = {
+    "browser": ("browser",),
+    "cluster": ("cluster",),
+    "storage": ("storage",),
+    "api": ("storage",),  # the HTTP API: every route reads and writes through the dialect's SQL
+}
+# Test modules outside tests/storage and tests/api whose outcome depends on the database
+# dialect: stream opens and resumes (openstate's and chat's SQL per dialect), group commit,
+# per-user counts, paging, hostile text (PostgreSQL refuses NUL in text, SQLite stores it).
+# CI's PostgreSQL pass runs ``-m storage``.
+STORAGE_MODULES = {
+    "test_chat_ws", "test_sse_chat", "test_notifications_streams", "test_open_batching",
+    "test_poll", "test_registry_hygiene", "test_message_quota", "test_read_limits",
+    "test_amplification", "test_fuzz",
+}
 
 # Tests that use this machine's PostgreSQL and Redis whatever TEST_DATABASE_URL says: the
 # multi-process ones (``shared_db``) and those marked ``same_in_both_runs`` (the brokers, the
 # bench). The SQLite run runs them; the PostgreSQL run (.ci/run's second) would repeat them.
 SAME_IN_BOTH_RUNS_FIXTURES = {"shared_db"}
+TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 def pytest_collection_modifyitems(config, items):
-    """In a PostgreSQL run, skip the tests that would run exactly as they did in the SQLite run."""
+    """Mark by folder and module; in a PostgreSQL run, skip what would run as in the SQLite run."""
+    for item in items:
+        folder = os.path.relpath(str(item.path), TESTS).split(os.sep)[0]
+        for marker in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(marker)
+        if item.path.stem in STORAGE_MODULES:
+            item.add_marker("storage")
     if not os.environ.get("TEST_DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         return
     skip = pytest.mark.skip(reason="uses this machine's PostgreSQL and Redis whatever TEST_DATABASE_URL says:"
@@ -163,7 +188,7 @@ def users(api):
 @pytest.fixture
 def server_factory(tmp_path):
     """``server_factory(*args, **env)`` starts ``python run.py`` children; all are killed afterwards."""
-    from tests.procs import start_server
+    from tests.support.procs import start_server
     started = []
 
     def start(*args, **env):
@@ -178,7 +203,7 @@ def server_factory(tmp_path):
 @pytest.fixture(scope="module")
 def shared_db():
     """One throw-away PostgreSQL database for a module of multi-process tests, emptied per test."""
-    from tests.scaleout_support import ThrowawayPostgres
+    from tests.support.scaleout import ThrowawayPostgres
     db = ThrowawayPostgres()
     yield db
     db.drop()

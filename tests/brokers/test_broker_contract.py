@@ -1,0 +1,190 @@
+"""One contract for every broker (memory, Redis, PostgreSQL), against the real servers."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from tornado_app.services.broker import create_broker
+from tornado_app.services.broker.base import BrokerUnavailable
+from tests.support.scaleout import Collector, ThrowawayPostgres, redis_base_url, unique_prefix, with_prefix
+
+pytestmark = pytest.mark.same_in_both_runs  # this machine's servers, whatever the run's database
+
+BACKENDS = ["memory", "redis", "postgres"]
+
+
+@pytest.fixture(scope="module")
+def pg_broker_db():
+    """A throw-away PostgreSQL database for this module's brokers."""
+    db = ThrowawayPostgres()
+    yield db
+    db.drop()
+
+
+@pytest.fixture(params=BACKENDS)
+def broker_url(request, pg_broker_db):
+    """A broker URL of each backend, with a prefix of its own."""
+    prefix = unique_prefix()
+    if request.param == "memory":
+        return "memory"
+    if request.param == "redis":
+        return with_prefix(redis_base_url(), prefix)
+    return with_prefix(pg_broker_db.url, prefix)
+
+
+@pytest.fixture
+def make_broker(io_loop, broker_url):
+    """``await make_broker(presence=[...], ttl=...)`` → a started broker and its Collector; all stopped afterwards."""
+    started = []
+
+    async def make(presence=None, ttl=15.0):
+        broker = create_broker(broker_url, "origin-" + uuid.uuid4().hex[:8], presence_ttl=ttl)
+        collector = Collector()
+        await broker.start(collector, (lambda: list(presence)) if presence is not None else None, collector.gap)
+        started.append(broker)
+        return broker, collector
+    yield make
+
+    async def stop_all():
+        for broker in started:
+            await broker.stop()
+    io_loop.run_sync(stop_all, timeout=30)
+
+
+def envelope(origin, n, data=None, users=(1, 2)):
+    """A well-formed envelope numbered ``n``."""
+    return {"o": origin, "k": "chat", "u": list(users), "x": None, "i": n,
+            "d": data if data is not None else '{"type":"message","n":%d}' % n}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_publish_reaches_own_receiver_unchanged(make_broker):
+    broker, got = await make_broker()
+    sent = envelope(broker.origin, 1)
+    sent["x"] = "conn/7"
+    await broker.publish(sent)
+    assert await got.next() == sent
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_envelopes_arrive_in_publish_order(make_broker):
+    broker, got = await make_broker()
+    for n in range(1, 51):
+        await broker.publish(envelope(broker.origin, n))
+    assert [(await got.next())["i"] for _ in range(50)] == list(range(1, 51))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_large_envelope_round_trips(make_broker):
+    # Over NOTIFY's 8000-byte cap: the PostgreSQL broker must send it by id.
+    broker, got = await make_broker()
+    big = '{"type":"notification","data":"%s"}' % ("é" * 20000)
+    await broker.publish(envelope(broker.origin, 1, big))
+    await broker.publish(envelope(broker.origin, 2))
+    first, second = await got.next(), await got.next()
+    assert first["d"] == big and first["i"] == 1
+    assert second["i"] == 2
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_broadcast_envelope_round_trips(make_broker):
+    broker, got = await make_broker()
+    sent = {"o": broker.origin, "k": "notify", "u": None, "x": None, "i": None, "d": "{}"}
+    await broker.publish(sent)
+    assert await got.next() == sent
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_ping_answers(make_broker):
+    broker, _ = await make_broker()
+    await broker.ping()
+
+
+DISTRIBUTED = pytest.mark.parametrize("broker_url", ["redis", "postgres"], indirect=True)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_memory_broker_is_one_process(make_broker, broker_url):
+    broker, got = await make_broker()
+    await broker.presence_changed(5, 9, True)
+    # One process: the hub asks its own registry; the memory broker knows no other process.
+    assert broker.distributed is (broker_url != "memory")
+    if broker_url == "memory":
+        assert await broker.active_users(9, [5]) == set()
+
+
+@DISTRIBUTED
+@pytest.mark.gen_test(timeout=60)
+async def test_two_processes_receive_each_others_envelopes(make_broker):
+    a, got_a = await make_broker()
+    b, got_b = await make_broker()
+    assert a.distributed and b.distributed
+    await a.publish(envelope(a.origin, 1))
+    await b.publish(envelope(b.origin, 2))
+    assert sorted([(await got_a.next())["i"], (await got_a.next())["i"]]) == [1, 2]
+    assert sorted([(await got_b.next())["i"], (await got_b.next())["i"]]) == [1, 2]
+
+
+@DISTRIBUTED
+@pytest.mark.gen_test(timeout=60)
+async def test_presence_is_shared_and_withdrawn(make_broker):
+    claims = [(5, 9)]
+    a, _ = await make_broker(presence=claims)
+    b, _ = await make_broker()
+    await a.presence_changed(5, 9, True)
+    assert await b.active_users(9, [5, 6]) == {5}
+    assert await b.active_users(10, [5]) == set()
+    claims.clear()
+    await a.presence_changed(5, 9, False)
+    assert await b.active_users(9, [5, 6]) == set()
+
+
+@DISTRIBUTED
+@pytest.mark.gen_test(timeout=60)
+async def test_presence_survives_refresh_and_expires_without_it(make_broker):
+    claims = [(5, 9)]
+    a, _ = await make_broker(presence=claims, ttl=1.0)
+    b, _ = await make_broker(ttl=1.0)
+    await a.presence_changed(5, 9, True)
+    # Refreshed every ttl/3: still there after several ttls.
+    await asyncio.sleep(3.0)
+    assert await b.active_users(9, [5]) == {5}
+    # A process that stops refreshing (as if killed): the claim expires by itself.
+    claims.clear()
+    for _ in range(100):
+        if await b.active_users(9, [5]) == set():
+            break
+        await asyncio.sleep(0.1)
+    assert await b.active_users(9, [5]) == set()
+
+
+@DISTRIBUTED
+@pytest.mark.gen_test(timeout=60)
+async def test_stop_withdraws_presence(make_broker):
+    a, _ = await make_broker(presence=[(5, 9)])
+    b, _ = await make_broker()
+    await a.presence_changed(5, 9, True)
+    assert await b.active_users(9, [5]) == {5}
+    await a.stop()
+    assert await b.active_users(9, [5]) == set()
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=60)
+async def test_unreachable_broker_fails_ping_but_not_publish(io_loop):
+    # Nothing listens on port 1: publish must not raise (the data is already stored).
+    for url in ("redis://127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/none"):
+        broker = create_broker(url, "origin-x", presence_ttl=3)
+        if url.startswith("redis"):
+            await broker.start(Collector())
+            await broker.publish(envelope("origin-x", 1))
+            with pytest.raises(BrokerUnavailable):
+                await broker.ping()
+            await broker.stop()
+        else:
+            import psycopg2
+            with pytest.raises(psycopg2.OperationalError):
+                await broker.start(Collector())
+            await broker.stop()

@@ -1,0 +1,250 @@
+"""The benchmark suite runs end to end in its tiny configuration and reports every field.
+
+No timing is asserted: the point is that ``python -m bench`` never rots. The benchmark runs
+Squall on SQLite and on PostgreSQL itself, whatever the suite's database, so the suite's
+PostgreSQL run (``TEST_DATABASE_URL``) skips this module: it would repeat the SQLite run's work.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.procs import ROOT
+
+pytestmark = pytest.mark.same_in_both_runs
+
+FANOUT_FIELDS = {"deliveries_per_s", "latency_p50_ms", "latency_p99_ms", "latency_max_ms",
+                 "server_cpu_us_per_delivery", "peak_rss_mb", "loadgen_cpu_pct", "deliveries",
+                 "expected_deliveries", "complete"}
+IDLE_FIELDS = {"ws_kb_per_connection", "sse_kb_per_connection", "ws_connects_per_s", "sse_connects_per_s",
+               "ws_cpu_ms_per_open", "sse_cpu_ms_per_open", "ws_connect_loadgen_cpu_pct",
+               "sse_connect_loadgen_cpu_pct", "distinct_users", "concurrent_connections", "broadcast_reached",
+               "connect_errors"}
+TARGETED_FIELDS = {"users", "ws_streams", "sse_streams", "batch", "requests", "notifications", "stored", "delivered",
+                   "complete", "exactly_once", "foreign", "missing", "duplicates", "notifications_per_s",
+                   "requests_per_s", "latency_p50_ms", "latency_p99_ms", "server_cpu_us_per_notification",
+                   "loadgen_cpu_pct", "connects_per_s", "connect_errors", "publish_errors"}
+CHAT_FIELDS = {"messages_per_s", "ack_p50_ms", "ack_p99_ms", "delivery_p50_ms", "delivery_p99_ms",
+               "server_cpu_us_per_message", "loadgen_cpu_pct", "acked", "delivered", "errors", "complete"}
+
+
+@pytest.mark.slow
+def test_bench_tiny_reports_every_field(tmp_path):
+    """``python -m bench all --tiny`` runs Squall and the baseline and writes the report and JSON."""
+    pg_url = "postgresql://postgres@127.0.0.1:5432/squall_bench_test"
+    proc = subprocess.run([sys.executable, "-m", "bench", "all", "--tiny", "--runs", "1", "--no-profile",
+                           "--pg-url", pg_url, "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "bench-results.json").read_text())
+    servers = ["squall", "squall-asyncio", "baseline"]
+    if doc["nchan"]["measured"]:  # an optional peer: skipped with a note when not installed
+        servers.append("nchan")
+    else:
+        assert "libnginx-mod-nchan" in doc["nchan"]["note"], doc["nchan"]
+    for server in servers:
+        for case in ("ws_burst", "sse_burst", "ws_rate", "sse_rate"):
+            med = doc["fanout"][server][case]["median"]
+            assert FANOUT_FIELDS <= set(med), (server, case, sorted(med))
+            # every notification reached every subscriber (a count, not a timing)
+            assert med["complete"] and med["deliveries"] == med["expected_deliveries"], med
+        idle = doc["idle"][server]["median"]
+        assert IDLE_FIELDS <= set(idle), (server, sorted(idle))
+        assert idle["broadcast_reached"] == idle["concurrent_connections"] == 80, idle
+        assert idle["connect_errors"] == 0, idle
+        assert idle["distinct_users"] == 80, idle  # each connection a different user
+    hold = doc["idle_max"]["squall"]  # the most connections held by one process (100 in tiny)
+    assert IDLE_FIELDS <= set(hold) and hold["broadcast_reached"] == hold["concurrent_connections"] == 100, hold
+    # Targeted notifications: every case of every database, each user got exactly its own.
+    # "baseline": bare Tornado answering the same requests (nothing stored), interleaved with SQLite's runs.
+    cases = {"sqlite": {"batch1", "batch10", "batch100", "rate"}, "postgres": {"batch100"},
+             "baseline": {"batch1", "batch10", "batch100"}}
+    for db, wanted in cases.items():
+        assert set(doc["targeted"][db]) == wanted, (db, sorted(doc["targeted"][db]))
+        for case in wanted:
+            med = doc["targeted"][db][case]["median"]
+            assert TARGETED_FIELDS <= set(med), (db, case, sorted(TARGETED_FIELDS - set(med)))
+            assert med["exactly_once"] and med["complete"], med
+            assert med["foreign"] == med["missing"] == med["duplicates"] == 0, med
+            assert med["stored"] == med["delivered"] == med["notifications"] == 200, med
+            assert med["connect_errors"] == med["publish_errors"] == 0, med
+    for db in ("sqlite", "postgres"):
+        for case in ("burst", "rate"):
+            med = doc["chat"][db][case]["median"]
+            assert CHAT_FIELDS <= set(med), (db, case, sorted(med))
+            assert med["complete"] and med["errors"] == 0, med
+            assert med["acked"] == med["delivered"] == med["messages"], med
+    assert doc["machine"]["cores"] >= 1 and doc["machine"]["python"]
+    report = (tmp_path / "performance.md").read_text()
+    for heading in ("## Machine", "## Targets (issues 6 and 13)", "## Notification fan-out", "## Idle connections",
+                    "## Targeted notifications", "## Chat"):
+        assert heading in report
+    targets = report.split("## Targets (issues 6 and 13)")[1].split("## Notification fan-out")[0]
+    rows = [line.split(" | ") for line in targets.splitlines() if line.startswith("| 6.") or line.startswith("| 13.")]
+    assert len(rows) == 26, len(rows)  # the unmeasured python-socketio reference row is gone (issue 20, item 19)
+    # the targeted section shows bare Tornado's rows and ratios, and the targets the 1-per-request ceiling
+    assert "bare Tornado (stores nothing)" in report and "requests/s, Squall ÷ bare Tornado" in report
+    assert "At 1 user per request every notification is one HTTP request." in targets
+    for row in rows:  # every target row has a measured value (column 3) and a verdict (column 6)
+        assert row[2] != "—" and row[5].strip(" |") in ("**yes**", "**no**"), row
+
+
+def test_bench_login_flood_tiny(tmp_path):
+    """``python -m bench login --tiny``: good logins during a flood of bad ones (only statuses asserted)."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "login", "--tiny", "--runs", "1", "--no-profile",
+                           "--no-pg", "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    login = json.loads((tmp_path / "bench-results.json").read_text())["login"]
+    assert login["good_login_ok"] and set(login["good_login_statuses"]) == {"200"}, login
+    assert set(login["flood_statuses"]) <= {"401", "429", "503"}, login
+    assert "## Login under a flood" in (tmp_path / "performance.md").read_text()
+
+
+# python -m bench compare (issue 21, acceptance 5) ----------------------------------------------
+
+def _bench(args, tmp_path, timeout=240):
+    return subprocess.run([sys.executable, "-m", "bench", *args, "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _worktrees() -> str:
+    return subprocess.run(["git", "worktree", "list", "--porcelain"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_bench_compare_tiny_against_head(tmp_path):
+    """``compare --ref HEAD --tiny``: both trees measured, interleaved, figures and verdicts stored and rendered."""
+    from bench.compare import FIGURES, SIDES
+    # results of an earlier ``python -m bench`` run in the same place stay beside the comparison
+    (tmp_path / "bench-results.json").write_text(json.dumps({"notes": "an earlier run, kept"}))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    proc = _bench(["compare", "--ref", "HEAD", "--tiny", "--size", "events=8", "--notes", "tiny, in the test"],
+                  tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "squall-compare-" not in _worktrees()  # the temporary checkout is gone
+    doc = json.loads((tmp_path / "bench-results.json").read_text())
+    assert doc["notes"] == "an earlier run, kept"
+    c = doc["compare"]
+    assert c["ref"] == "HEAD" and c["ref_commit"] == head and c["head"] == head and c["runs"] == 2
+    assert c["scenarios"] == ["fanout", "idle", "chat", "targeted"] and c["notes"] == "tiny, in the test"
+    assert c["sizes"]["events"] == 8 and c["sizes"]["idle_ws"] == 40  # --size over the tiny sizes
+    assert c["machine"]["cores"] >= 1 and c["date"].endswith("UTC")
+    # every scenario ran on both sides, two runs each, everything delivered
+    assert c["checks"] == {side: {"fanout": True, "idle": True, "chat": True, "targeted": True} for side in SIDES}
+    for side in SIDES:
+        assert len(c["results"]["idle"][side]["runs"]) == 2
+        assert c["results"]["idle"][side]["median"]["concurrent_connections"] == 80
+        assert len(c["results"]["fanout"][side]["ws_burst"]["runs"]) == 2
+        assert c["results"]["fanout"][side]["ws_burst"]["median"]["deliveries"] == 20 * 8
+        assert set(c["results"]["chat"][side]) == {"burst", "rate"}
+        assert c["results"]["targeted"][side]["batch10"]["median"]["exactly_once"]
+    assert [f["label"] for f in c["figures"]] == [f[3] for f in FIGURES]
+    for f in c["figures"]:
+        for side in SIDES:
+            st = f[side]
+            assert st["n"] == 2 and len(st["values"]) == 2 and st["min"] <= st["median"] <= st["max"], f
+        assert f["ratio"] == round(f["after"]["median"] / f["before"]["median"], 3), f
+        assert f["noise"] == round(max(f["before"]["spread"], f["after"]["spread"]), 4), f
+        assert f["verdict"] == ("within noise" if abs(f["ratio"] - 1) <= f["noise"] else
+                                "better" if (f["ratio"] > 1) == f["higher_is_better"] else "worse"), f
+    report = (tmp_path / "performance.md").read_text()
+    section = report.split("## Before and after (`python -m bench compare`)")[1].split("\n## ")[0]
+    assert f"Before: `HEAD` ({head[:12]}); after: this tree ({head[:12]}" in section
+    assert "Notes on this comparison: tiny, in the test" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "figure" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [f[3] for f in FIGURES]
+    assert all(r.endswith(f"**{f['verdict']}** |") for r, f in zip(rows, c["figures"]))
+    assert "Every run of both sides delivered everything without errors." in section
+    assert "Notes on this run: an earlier run, kept" in report  # the report's other parts are still there
+    assert "## How to compare two commits" in report and "## Reproduce" in report
+    # ``python -m bench report`` renders the comparison again from the JSON alone
+    (tmp_path / "performance.md").unlink()
+    proc = _bench(["report"], tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert section in (tmp_path / "performance.md").read_text()
+
+
+def test_bench_compare_unknown_ref_is_a_clear_error(tmp_path):
+    """An unknown commit stops the comparison before anything runs, with its name in the message."""
+    before = _worktrees()
+    for ref, said in (("no-such-commit-i21", "unknown ref 'no-such-commit-i21'"), ("-x", "not a commit: '-x'"),
+                      ("0" * 40, f"unknown ref '{'0' * 40}'")):
+        proc = _bench(["compare", f"--ref={ref}", "--tiny"], tmp_path, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr, (ref, proc.stderr)
+    assert not (tmp_path / "bench-results.json").exists()
+    assert _worktrees() == before
+    proc = _bench(["compare", "--tiny"], tmp_path, timeout=60)
+    assert proc.returncode == 2 and "compare needs --ref" in proc.stderr, proc.stderr
+    proc = _bench(["fanout", "--ref", "HEAD"], tmp_path, timeout=60)
+    assert proc.returncode == 2 and "--ref and --size belong to 'compare'" in proc.stderr, proc.stderr
+
+
+def _git(*args, stdin=None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench test", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+           "GIT_COMMITTER_NAME": "bench test", "GIT_COMMITTER_EMAIL": "bench@example.invalid"}
+    return subprocess.run(["git", *args], cwd=ROOT, input=stdin, capture_output=True, text=True, check=True,
+                          env=env).stdout.strip()
+
+
+def test_bench_compare_ref_that_cannot_serve(tmp_path):
+    """A ref whose ``run.py`` refuses the bench's options fails with its server's own words, checkout removed."""
+    # A commit of its own (an unreferenced object, whatever the clone's depth): run.py refuses every option.
+    blob = _git("hash-object", "-w", "--stdin", stdin='import sys\nsys.exit("run.py: error: unrecognized arguments")\n')
+    tree = _git("mktree", stdin=f"100644 blob {blob}\trun.py\n")
+    commit = _git("commit-tree", tree, "-m", "a run.py that serves nothing")
+    proc = _bench(["compare", "--ref", commit, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "python -m bench compare: failed: before exited with 1" in proc.stderr
+    assert "run.py: error: unrecognized arguments" in proc.stderr and "must accept the options" in proc.stderr
+    assert "squall-compare-" not in _worktrees()
+    assert not (tmp_path / "bench-results.json").exists()
+
+
+@pytest.mark.parametrize("size, said", [
+    ("idle_ws", "expected name=value"),
+    ("idle_wss=10", "unknown size 'idle_wss'"),
+    ("idle_ws=ten", "idle_ws takes a whole number"),
+    ("idle_ws=2.5", "idle_ws takes a whole number"),
+    ("idle_ws=0", "idle_ws must be above 0"),
+    ("rate=-1", "rate must be above 0"),
+    ("rate=nan", "rate must be above 0"),
+])
+def test_bench_compare_bad_size(tmp_path, size, said):
+    """``--size`` names a field of ``Sizes`` and a value above 0 of its type; anything else is refused."""
+    proc = _bench(["compare", "--ref", "HEAD", "--size", size], tmp_path, timeout=60)
+    assert proc.returncode == 2 and said in proc.stderr, proc.stderr
+    assert not (tmp_path / "bench-results.json").exists()
+
+
+def test_bench_compare_sizes_and_scenarios():
+    """The smallest accepted sizes (1, 0.001) pass; --scenarios picks known names only."""
+    from bench.__main__ import parse
+    from bench.compare import COMPARE_SIZES
+    args = parse(["compare", "--ref", "HEAD", "--size", "idle_ws=1", "--size", "rate=0.001",
+                  "--scenarios", "idle,chat"])
+    assert args.sizes.idle_ws == 1 and args.sizes.rate == 0.001 and args.scenario_list == ["idle", "chat"]
+    assert args.sizes.idle_sse == COMPARE_SIZES.idle_sse == 2000  # the documented default
+    with pytest.raises(SystemExit):
+        parse(["compare", "--ref", "HEAD", "--scenarios", "idle,login"])
+    with pytest.raises(SystemExit):
+        parse(["compare", "--ref", "HEAD", "--runs", "0"])
+
+
+def test_bench_compare_verdict_at_and_past_the_noise():
+    """Within noise up to the larger spread of the two sides, better or worse just past it, by direction."""
+    from bench.compare import stats, verdict
+    before = stats([90.0, 100.0, 110.0])  # spread 20 / 100 = 0.2
+    assert before["spread"] == 0.2 and before["median"] == 100.0
+    assert verdict(before, stats([120.0, 120.0, 120.0]), True) == (1.2, 0.2, "within noise")
+    assert verdict(before, stats([120.1, 120.1, 120.1]), True) == (1.201, 0.2, "better")
+    assert verdict(before, stats([120.1, 120.1, 120.1]), False) == (1.201, 0.2, "worse")
+    assert verdict(before, stats([79.9, 79.9, 79.9]), True) == (0.799, 0.2, "worse")
+    assert verdict(before, stats([79.9, 79.9, 79.9]), False) == (0.799, 0.2, "better")
+    wide = stats([50.0, 130.0, 180.0])  # the after side's spread counts too: 130 / 130 = 1.0
+    assert verdict(before, wide, True) == (1.3, 1.0, "within noise")
+    assert verdict(stats([100.0]), stats([200.0]), True) == (2.0, None, "no verdict (one run)")
+    assert verdict(stats([0.0, 0.0]), stats([1.0, 1.0]), True) == (None, None, "no verdict (before is 0)")
