@@ -549,7 +549,7 @@ HOW_TO_COMPARE = [
     "```sh",
     "python -m bench compare --ref main                 # main before, this tree (with its uncommitted changes) after",
     "python -m bench compare --ref 6de5f48 --runs 5 --size idle_ws=2000 --size idle_sse=2000 --notes 'quiet machine'",
-    "python -m bench compare --ref HEAD --tiny          # seconds: what tests/test_bench.py runs",
+    "python -m bench compare --ref HEAD --tiny          # seconds: what tests/docs/test_bench.py runs",
     "python -m bench report                             # re-render this file (the comparison too) from the JSON",
     "```",
     "",

@@ -14,7 +14,7 @@ Squall saves memory per connection and answers errors its own way by reaching in
 A renamed private method upstream would silently stop being called (and memory would
 regress), so at import this module checks that the running Tornado is one of
 ``TESTED_VERSIONS`` and that every private name in ``REQUIRED`` is still where it was, and
-raises RuntimeError otherwise. tests/test_tornado_io.py checks over real sockets that each
+raises RuntimeError otherwise. tests/unit/test_tornado_io.py checks over real sockets that each
 patch is still called. docs/operations.md ("Upgrading Tornado") says what to do on an upgrade.
 """
 from __future__ import annotations

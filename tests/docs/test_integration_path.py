@@ -24,9 +24,9 @@ import tornado.ioloop
 import tornado.web
 from playwright.sync_api import expect
 
-from tests.browser import browser  # noqa: F401 (fixture)
-from tests.procs import free_port
-from tests.test_docs_examples import ROOT, fenced_blocks
+from tests.support.browser import browser  # noqa: F401 (fixture)
+from tests.support.procs import free_port
+from tests.support.markdown import ROOT, fenced_blocks
 
 DOC = "docs/integration.md"
 METRICS = "five-minutes-metrics"

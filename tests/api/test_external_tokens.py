@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from models import User
 from models.user import DELETED
-from tests.clients import SSEClient, WSClient
+from tests.support.clients import SSEClient, WSClient
 from tests.conftest import SERVICE_TOKEN
 from tornado_app.errors import Unauthorized
 
@@ -474,8 +474,8 @@ async def test_publish_reaches_an_external_user(api, ws_url):
 
 @pytest.mark.gen_test(timeout=120)
 async def test_profile_update_on_one_process_is_seen_through_another(shared_db, server_factory):
-    from tests.clients import ApiClient
-    from tests.scaleout_support import open_private_chat, register, start_cluster
+    from tests.support.clients import ApiClient
+    from tests.support.scaleout import open_private_chat, register, start_cluster
     env = dict(AUTH_MODE="both", EXTERNAL_JWT_SECRET=SECRET, EXTERNAL_JWT_ISSUER=ISSUER,
                EXTERNAL_JWT_AUDIENCE=AUDIENCE)
     p1, p2 = start_cluster("redis", shared_db, server_factory, count=2, **env)

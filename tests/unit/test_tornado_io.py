@@ -26,10 +26,10 @@ import tornado.websocket
 
 from tornado_app import tornado_io
 from tornado_app.tasks import running_tasks
-from tests.clients import SSEClient
-from tests.test_streams_helpers import wait_until
+from tests.support.clients import SSEClient
+from tests.support.streams import wait_until
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 TORNADO_DIR = pathlib.Path(tornado.__file__).parent
 GUARDED = ROOT / "tornado_app" / "tornado_io.py"
 # Underscore names of the standard library that are public API (namedtuple, os).

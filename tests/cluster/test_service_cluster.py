@@ -14,8 +14,8 @@ from urllib.parse import quote
 import jwt
 import pytest
 
-from tests.clients import ApiClient, SSEClient, WSClient
-from tests.scaleout_support import SERVICE_TOKEN, start_cluster
+from tests.support.clients import ApiClient, SSEClient, WSClient
+from tests.support.scaleout import SERVICE_TOKEN, start_cluster
 
 
 PRODUCT = {"AUTH_MODE": "both", "EXTERNAL_JWT_SECRET": "product-secret-" + "p" * 32,

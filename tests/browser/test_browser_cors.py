@@ -4,13 +4,13 @@ EventSource and a WebSocket opened with stream tickets; a page on a third, unlis
 read nothing (fetch fails, the EventSource errors, the WebSocket is refused) and writes nothing.
 
 The two pages are a real HTTP server on 127.0.0.1 (another origin than Squall's port, same
-host). The preflight answers themselves are checked header by header in tests/test_cors.py."""
+host). The preflight answers themselves are checked header by header in tests/server/test_cors.py."""
 from __future__ import annotations
 
 import http.server
 import threading
 
-from tests.browser import TIMEOUT_MS, browser, http_json, open_chat, register  # noqa: F401
+from tests.support.browser import TIMEOUT_MS, browser, http_json, open_chat, register  # noqa: F401
 
 PAGE = b"<!doctype html><html lang='en'><title>The product</title><h1>Our product</h1></html>"
 

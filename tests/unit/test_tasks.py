@@ -13,7 +13,7 @@ import pytest
 from tornado_app.logs import json_formatter
 from tornado_app.tasks import Batcher, running_tasks, spawn
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 class Records(logging.Handler):

@@ -15,7 +15,7 @@ import jwt
 import pytest
 
 from models import ChatMember, Notification, RefreshToken, User, UserPreference
-from tests.clients import SSEClient
+from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
 from tornado_app.services.chat import LEFT_MEMORY
 from tornado_app.services.events import CHAT, dumps

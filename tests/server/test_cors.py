@@ -9,7 +9,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from tests.clients import SSEClient
+from tests.support.clients import SSEClient
 from tornado_app.config import load_config
 from tornado_app.cors import CorsPolicy, parse_origin
 

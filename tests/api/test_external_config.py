@@ -153,7 +153,7 @@ def test_every_external_option_is_documented():
     """Each option has its README row (flag, variable, default), an operations.md row, and the
     codes are in docs/integration.md and docs/protocol.md."""
     from tornado_app.config import _OPTIONS
-    from tests.procs import ROOT
+    from tests.support.procs import ROOT
     docs = {name: open(os.path.join(ROOT, name), encoding="utf-8").read() for name in ("README.md", "docs/operations.md", "docs/integration.md", "docs/protocol.md",
                          "docs/security.md")}
     defaults = Config()
