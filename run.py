@@ -52,7 +52,7 @@ def admin_command(config, action: str, username: Optional[str] = None) -> int:
     """
     from models import init_db
     from models.schema import migrate
-    from tornado_app.services.users import list_admins, set_admin
+    from tornado_app.services.identity.users import list_admins, set_admin
     db = init_db(config.database_url)
     migrate(db)
     with db.connection_context():

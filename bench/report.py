@@ -499,11 +499,11 @@ def render(doc: dict) -> str:
         "  full collections over every live connection showed as 100-200 ms outliers in the chat p99.",
         "",
         "- **Batched opens.** The `unread` state of every stream opening at the same moment is read in",
-        "  one statement (`OpenStateBatcher`, services/openstate.py), like the group commit; streams whose",
+        "  one statement (`OpenStateBatcher`, services/delivery/openstate.py), like the group commit; streams whose",
         "  events carry their own ids (`/ws/notifications`, `/sse/notifications`) read no resume baseline.",
         "- **Group-committed publishes.** Publish requests that arrive while a transaction runs are",
         "  stored by the next one: one user check and one multi-row INSERT ... RETURNING for all",
-        "  (`PublishWriter`, services/publisher.py); a request naming an unknown user fails alone.",
+        "  (`PublishWriter`, services/delivery/publisher.py); a request naming an unknown user fails alone.",
         "- **uvloop** is the default event loop (`--event-loop uvloop|asyncio`).",
         "",
     ]

@@ -14,9 +14,9 @@ from tornado_app.cors import CorsPolicy, handler_methods
 from tornado_app.errors import (BadJSON, DatabaseUnavailable, Forbidden, NotFound, PayloadTooLarge, SquallError,
                                 Unauthorized, UnsupportedMediaType, ValidationError)
 from tornado_app.services import Services
-from tornado_app.services.db import is_unavailable
-from tornado_app.services.events import dumps
-from tornado_app.services.ids import MAX_ID, parse_int
+from tornado_app.services.storage.db import is_unavailable
+from tornado_app.services.delivery.events import dumps
+from tornado_app.services.storage.ids import MAX_ID, parse_int
 from tornado_app.tornado_io import status_reason
 
 from .headers import HeadLikeGet
@@ -149,7 +149,7 @@ class ServicesMixin:
     user_id: Optional[int] = None
     auth_source: Optional[str] = None
     # The session of the credential this request came with (streams keep it: logout and
-    # expiry end them; see services/sessions.py).
+    # expiry end them; see services/identity/sessions.py).
     sid: Optional[str] = None
     token_exp: Optional[int] = None
     token_warn_at: Optional[int] = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from tornado_app.errors import SquallError, ValidationError
-from tornado_app.services.events import CHAT
+from tornado_app.services.delivery.events import CHAT
 
 from .base import client_error
 from .streams import parse_last_event_id

@@ -1,7 +1,7 @@
 """Notifications over HTTP: history, clear, read, the publish API for backends, a test event."""
 import time
 
-from tornado_app.services.ids import require_ids
+from tornado_app.services.storage.ids import require_ids
 
 from .base import BaseHandler, authenticated, service_only
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from tornado_app.errors import SquallError, ValidationError
-from tornado_app.services.events import NOTIFY
+from tornado_app.services.delivery.events import NOTIFY
 
 from .streams import parse_last_event_id
 from .websocket import BaseSocketHandler

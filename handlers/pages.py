@@ -9,7 +9,7 @@ import os
 import tornado.web
 
 from tornado_app.errors import SquallError
-from tornado_app.services.events import dumps
+from tornado_app.services.delivery.events import dumps
 from tornado_app.tornado_io import status_reason
 
 from .assets import IMMUTABLE, AssetCatalog, accepts_gzip

@@ -26,8 +26,8 @@ from typing import Optional
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable, ValidationError
-from tornado_app.services.events import CHAT, NOTIFY, Event, dumps
-from tornado_app.services.hub import ONLINE
+from tornado_app.services.delivery.events import CHAT, NOTIFY, Event, dumps
+from tornado_app.services.delivery.hub import ONLINE
 
 from .base import BaseHandler, authenticated
 from .sse import StreamEnd

@@ -1,6 +1,6 @@
 """Notification preferences, chat mutes and Web Push subscriptions over HTTP (issue 11)."""
 from tornado_app.errors import ValidationError
-from tornado_app.services.preferences import parse_time
+from tornado_app.services.delivery.preferences import parse_time
 
 from .base import BaseHandler, authenticated, public
 

@@ -14,7 +14,7 @@ import random
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable
-from tornado_app.services.events import CHAT, NOTIFY, Event, dumps, sse_encode
+from tornado_app.services.delivery.events import CHAT, NOTIFY, Event, dumps, sse_encode
 from tornado_app.tasks import spawn
 from tornado_app.tornado_io import break_handler_cycles
 

@@ -1,5 +1,5 @@
 """``GET /api/stats`` (service token): this process's live connections, for operators and tests."""
-from tornado_app.services.events import CHAT, NOTIFY
+from tornado_app.services.delivery.events import CHAT, NOTIFY
 
 from .base import BaseHandler, service_only
 

@@ -16,9 +16,9 @@ from typing import List, Optional, Tuple
 from tornado import httputil
 
 from tornado_app.errors import Forbidden, Unauthorized, ValidationError
-from tornado_app.services.ids import parse_int
-from tornado_app.services.events import CHAT, NOTIFY, Event
-from tornado_app.services.notifications import RESYNC
+from tornado_app.services.storage.ids import parse_int
+from tornado_app.services.delivery.events import CHAT, NOTIFY, Event
+from tornado_app.services.delivery.notifications import RESYNC
 from tornado_app.tornado_io import drop_response_headers
 
 log = logging.getLogger("squall.streams")

@@ -12,7 +12,7 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unauthorized, Unavailable, ValidationError
-from tornado_app.services.events import Event, dumps
+from tornado_app.services.delivery.events import Event, dumps
 from tornado_app.tasks import spawn
 from tornado_app.tornado_io import detached_protocol
 

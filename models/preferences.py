@@ -6,7 +6,7 @@ from .user import User
 
 
 class UserPreference(BaseModel):
-    """A user's notification preferences: a JSON object (validated by services/preferences.py).
+    """A user's notification preferences: a JSON object (validated by services/delivery/preferences.py).
 
     No row means every default. One row per user, replaced whole on each change.
     """

@@ -84,7 +84,7 @@ class Config:
     trusted_proxies: tuple = ()  # CIDRs whose X-Forwarded-For / X-Real-IP are believed
     login_failures_per_address_per_minute: int = 30  # failed logins per client address, then 429
     registrations_per_address_per_minute: int = 10  # registrations per client address, then 429
-    # Every address limit counts an IPv6 client by its /64 (services/ratelimit.py address_key).
+    # Every address limit counts an IPv6 client by its /64 (services/operations/ratelimit.py address_key).
     logins_per_address_per_minute: int = 60  # login attempts per client address, any outcome, then 429
     refreshes_per_address_per_minute: int = 120  # POST /api/auth/refresh per client address, then 429
     refreshes_per_session_per_minute: int = 30  # refreshes of one session (a client refreshes once a token_ttl)
@@ -384,7 +384,7 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit(f"--cors-max-age must be from 0 to {MAX_AGE_LIMIT} seconds")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
-    # The rule of services/broker/base.py check_prefix (part of PostgreSQL identifiers)
+    # The rule of services/delivery/broker/base.py check_prefix (part of PostgreSQL identifiers)
     if config.broker_prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", config.broker_prefix):
         raise SystemExit("--broker-prefix must be 1-32 letters, digits and underscores, starting with a letter")
     if config.log_format not in ("text", "json"):
@@ -409,7 +409,7 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("need 0 <= --poll-timeout <= --poll-max-timeout and --poll-presence-grace > 0")
     if config.auth_mode != "builtin" or config.external_jwt_secret or config.external_jwks_url \
             or config.external_jwt_public_key:
-        from .services.external_auth import ExternalAuth  # reads and checks the key file too
+        from .services.identity.external_auth import ExternalAuth  # reads and checks the key file too
         try:
             ExternalAuth.from_config(config)
         except ValueError as exc:

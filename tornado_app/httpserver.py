@@ -16,7 +16,7 @@ subclass adds, per process:
   ``max_connections_per_address`` a new connection is answered ``503
   too_many_connections_per_address`` at once and closed, before its request is read. A
   trusted proxy's connections are not counted here (they carry everyone's requests); its
-  streams are counted per forwarded address at request time (services/admission.py);
+  streams are counted per forwarded address at request time (services/delivery/admission.py);
 - ``413 payload_too_large`` in the JSON error shape for a body over ``max_body_bytes``, with
   a ``Content-Length`` or chunked, answered as soon as the limit is passed, then the
   connection closes (the rest of the body is never read);
@@ -42,8 +42,8 @@ import tornado.iostream
 from tornado.http1connection import HTTP1ConnectionParameters
 
 from .proxies import TrustedProxies
-from .services.events import dumps
-from .services.ratelimit import address_key
+from .services.delivery.events import dumps
+from .services.operations.ratelimit import address_key
 from .tornado_io import LeanIOStream
 
 log = logging.getLogger("squall.server")

@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Callable, Dict
 
-from .services.metrics import forget_worker
+from .services.operations.metrics import forget_worker
 
 log = logging.getLogger("squall.workers")
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tornado_app.config import Config, load_config
 from tornado_app.errors import Unauthorized
-from tornado_app.services.external_auth import ExternalAuth
+from tornado_app.services.identity.external_auth import ExternalAuth
 
 SECRET = "k" * 32
 BASE = ["--auth-mode", "external", "--external-jwt-issuer", "https://p.example", "--external-jwt-audience", "squall"]

@@ -201,7 +201,7 @@ async def test_rs256_public_key_token_works(api, ws_url, http_port):
 def test_ec_and_ed25519_key_files(curve, tmp_path):
     """The algorithm allowlist follows the key type of the PEM file (ES256 for P-256, EdDSA for Ed25519)."""
     from tornado_app.config import Config
-    from tornado_app.services.external_auth import ExternalAuth
+    from tornado_app.services.identity.external_auth import ExternalAuth
     key = ec.generate_private_key(ec.SECP256R1()) if curve == "ES256" else ed25519.Ed25519PrivateKey.generate()
     path = tmp_path / "k.pem"
     path.write_bytes(pem_of(key))

@@ -13,7 +13,7 @@ import pytest
 
 from models import User
 from tornado_app.errors import NotFound, ValidationError
-from tornado_app.services.users import MAX_AVATAR_URL, MAX_EXTERNAL_ID, check_avatar_url, check_external_id
+from tornado_app.services.identity.users import MAX_AVATAR_URL, MAX_EXTERNAL_ID, check_avatar_url, check_external_id
 
 
 def ext() -> str:

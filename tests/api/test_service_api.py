@@ -17,9 +17,9 @@ import pytest
 from models import ChatMember, Notification, RefreshToken, User, UserPreference
 from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
-from tornado_app.services.chat import LEFT_MEMORY
-from tornado_app.services.events import CHAT, dumps
-from tornado_app.services.users import username_key
+from tornado_app.services.chat.service import LEFT_MEMORY
+from tornado_app.services.delivery.events import CHAT, dumps
+from tornado_app.services.identity.users import username_key
 
 
 def ext(name: str) -> str:

@@ -83,7 +83,7 @@ async def test_stream_opened_during_a_commit_gets_the_committed_count(api, users
     must still start from the committed count (its state is read after that commit)."""
     import asyncio
     import threading
-    from tornado_app.services.events import NOTIFY
+    from tornado_app.services.delivery.events import NOTIFY
     alice, bob = await users("alice", "bob")
     _, chat = await api.call("POST", "/api/chats", {"user_id": bob["id"]}, token=alice["token"])
     chat_id = chat["chat"]["id"]

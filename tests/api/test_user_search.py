@@ -2,7 +2,7 @@
 import pytest
 
 from tornado_app.config import Config, load_config
-from tornado_app.services.directory import MIN_PREFIX
+from tornado_app.services.identity.directory import MIN_PREFIX
 
 
 def names(found) -> list:

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from tornado_app.services.broker import create_broker
-from tornado_app.services.broker.base import BrokerUnavailable
+from tornado_app.services.delivery.broker import create_broker
+from tornado_app.services.delivery.broker.base import BrokerUnavailable
 from tests.support.scaleout import Collector, ThrowawayPostgres, redis_base_url, unique_prefix, with_prefix
 
 pytestmark = pytest.mark.same_in_both_runs  # this machine's servers, whatever the run's database

@@ -8,7 +8,7 @@ import uuid
 import psycopg2
 import pytest
 
-from tornado_app.services.broker import create_broker
+from tornado_app.services.delivery.broker import create_broker
 from tests.support.scaleout import Collector, ThrowawayPostgres, unique_prefix, with_prefix
 
 pytestmark = pytest.mark.same_in_both_runs  # this machine's servers, whatever the run's database

@@ -1,12 +1,12 @@
 """Broker selection by URL scheme and the ``?prefix=`` option (pure, no servers)."""
 import pytest
 
-from tornado_app.services.broker import create_broker
-from tornado_app.services.broker.memory import MemoryBroker
-from tornado_app.services.broker.postgres import PostgresBroker
-from tornado_app.services.broker.postgres import split_prefix as pg_split
-from tornado_app.services.broker.redis import RedisBroker
-from tornado_app.services.broker.redis import split_prefix as redis_split
+from tornado_app.services.delivery.broker import create_broker
+from tornado_app.services.delivery.broker.memory import MemoryBroker
+from tornado_app.services.delivery.broker.postgres import PostgresBroker
+from tornado_app.services.delivery.broker.postgres import split_prefix as pg_split
+from tornado_app.services.delivery.broker.redis import RedisBroker
+from tornado_app.services.delivery.broker.redis import split_prefix as redis_split
 
 
 @pytest.mark.parametrize("url, cls", [

@@ -148,8 +148,8 @@ async def test_the_33rd_stream_of_one_user_gets_429_and_another_user_is_unaffect
 def test_admitted_handshakes_count_against_the_cap_until_their_stream_registers():
     """Handshakes of one user that arrive together are each admitted against the cap."""
     from tornado_app.errors import RateLimited
-    from tornado_app.services.admission import StreamAdmission
-    from tornado_app.services.registry import ConnectionRegistry
+    from tornado_app.services.delivery.admission import StreamAdmission
+    from tornado_app.services.delivery.registry import ConnectionRegistry
     registry = ConnectionRegistry()
     admission = StreamAdmission(registry, max_per_user=3, handshakes_per_second=0, burst=1)
     for _ in range(3):

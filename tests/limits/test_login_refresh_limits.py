@@ -23,7 +23,7 @@ from tornado_app.config import Config
 from tornado_app.errors import ServerBusy
 from tornado_app.services import build_services
 from tornado_app.services import sessions as sessions_module
-from tornado_app.services.ratelimit import address_key
+from tornado_app.services.operations.ratelimit import address_key
 
 PASSWORD = "password123"
 PROXIED = {"trusted_proxies": ("127.0.0.1/32",)}

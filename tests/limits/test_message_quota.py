@@ -8,7 +8,7 @@ import pytest
 
 from tests.support.streams import open_chat
 from tornado_app.errors import RateLimited
-from tornado_app.services.usage import DAY_SECONDS, MessageQuota
+from tornado_app.services.operations.usage import DAY_SECONDS, MessageQuota
 
 QUOTA = 3
 

@@ -4,7 +4,7 @@ import tornado.httpclient
 
 from tests.support.metrics import METRICS_TOKEN, scrape
 from tests.support.routes import routed_handlers
-from tornado_app.services.metrics import HTTP_METHODS
+from tornado_app.services.operations.metrics import HTTP_METHODS
 
 ROUTES = ["/api/me", "/healthz", "/no/such/route", "/static/js/api.js", "/chat/12", "/api/chats/7/messages"]
 

@@ -130,7 +130,7 @@ async def test_no_push_when_push_off_dnd_or_muted(api, users, push_server, servi
 @pytest.mark.gen_test(timeout=30)
 async def test_subscriptions_are_validated_and_limited(api, users, push_server, services):
     from tornado_app.config import Config
-    from tornado_app.services.push import PushService
+    from tornado_app.services.outbound.push import PushService
     alice, bob = await users("alice", "bob")
     good = BrowserKeys().subscription(push_server.endpoint("a"))
     bad_bodies = [

@@ -20,8 +20,8 @@ from tests.support.push_service import subscribe
 from tests.support.streams import wait_until
 from tornado_app.config import Config
 from tornado_app.errors import ValidationError
-from tornado_app.services.push import PushService
-from tornado_app.services.push_transport import PushRefused, PushTarget, is_public, resolve
+from tornado_app.services.outbound.push import PushService
+from tornado_app.services.outbound.push_transport import PushRefused, PushTarget, is_public, resolve
 
 ALLOW_HTTP = {"push_allow_http": True, "push_retries": 0, "push_threads": 1}
 FCM = "https://fcm.googleapis.com/fcm/send/"

@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from tornado_app.errors import Unauthorized
-from tornado_app.services.auth import _REQUIRED, ALGORITHM, AuthService
+from tornado_app.services.identity.auth import _REQUIRED, ALGORITHM, AuthService
 
 SECRET = "fast-path-secret-0123456789abcdef0123456789"
 OTHER = "another-secret-0123456789abcdef0123456789xx"

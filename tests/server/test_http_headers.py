@@ -14,7 +14,7 @@ from handlers.sse import BaseSSEHandler
 from tests.support.browser import browser, register, signed_in_context, wait_live  # noqa: F401 (fixture)
 from tests.conftest import SERVICE_TOKEN
 from tests.support.routes import routed_handlers
-from tornado_app.services.users import set_admin
+from tornado_app.services.identity.users import set_admin
 
 METRICS_TOKEN = "test-metrics-token"
 PAGE_CSP = ["default-src 'self'", "connect-src 'self'", "object-src 'none'", "base-uri 'none'",

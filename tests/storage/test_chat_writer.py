@@ -4,7 +4,7 @@ import asyncio
 import pytest
 
 from tornado_app.errors import Unavailable
-from tornado_app.services.chat import SendRequest
+from tornado_app.services.chat.service import SendRequest
 
 
 def request(chat_id, sender, content, client_id=None):

@@ -16,7 +16,7 @@ from models import Notification, User, init_db
 from models.schema import migrate
 from tests.support import pg
 from tests.support.scaleout import postgres_base_url
-from tornado_app.services.db import DatabaseExecutor
+from tornado_app.services.storage.db import DatabaseExecutor
 
 
 @pytest.fixture

@@ -329,8 +329,8 @@ async def test_resync_when_last_id_is_beyond_retention(api, ws_connect, users, s
 @pytest.mark.gen_test(timeout=60)
 async def test_live_event_published_out_of_id_order_is_not_dropped(api, ws_connect, users, services):
     """Committed first, published second (another process, a slower broker): still delivered."""
-    from tornado_app.services.events import dumps
-    from tornado_app.services.notifications import insert_notifications
+    from tornado_app.services.delivery.events import dumps
+    from tornado_app.services.delivery.notifications import insert_notifications
     (bob,) = await users("bob")
     ws = await ws_connect("/ws/notifications", bob["token"])
     await ws.recv_type("unread")

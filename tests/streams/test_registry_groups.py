@@ -1,7 +1,7 @@
 """The registry's per-user, per-session and per-connection groups: tuples while small, sets past
 ``SMALL_GROUP``; every add and remove is seen the same either way (issue 13, idle memory)."""
-from tornado_app.services.events import CHAT, NOTIFY, Event
-from tornado_app.services.registry import SMALL_GROUP, ConnectionRegistry, added, removed
+from tornado_app.services.delivery.events import CHAT, NOTIFY, Event
+from tornado_app.services.delivery.registry import SMALL_GROUP, ConnectionRegistry, added, removed
 
 
 class Conn:

@@ -18,27 +18,15 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .admission import StreamAdmission
-from .auth import AuthService
-from .broker import Broker, create_broker
 from .chat import ChatLimits, ChatService
-from .db import DatabaseExecutor
-from .directory import UserDirectory
-from .external_auth import ExternalAuth
-from .hub import Hub
-from .jwt_secret import legacy_secret_path, stored_secret
-from .metrics import Metrics, MetricsHub
-from .monitor import Monitor
-from .notifications import NotificationService
-from .openstate import OpenStateBatcher
-from .poll_presence import PollPresence
-from .preferences import PreferenceService
-from .push import PushService
-from .registry import ConnectionRegistry
-from .service_api import ServiceApi
-from .sessions import RefreshLimits, SessionService
-from .usage import MessageQuota, ReadLimit
-from .users import UserService
+from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
+                       PreferenceService, StreamAdmission, create_broker)
+from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
+from .identity.jwt_secret import legacy_secret_path, stored_secret
+from .integration import ServiceApi
+from .operations import MessageQuota, Metrics, MetricsHub, Monitor, ReadLimit
+from .outbound import PushService
+from .storage import DatabaseExecutor
 
 log = logging.getLogger("squall.services")
 

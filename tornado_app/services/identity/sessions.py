@@ -43,13 +43,13 @@ from typing import Dict, Optional, Tuple
 import peewee
 
 from models import RefreshToken, Setting, User, utcnow
-from ..errors import NotFound, RateLimited, Unauthorized
-from ..tasks import spawn
+from ...errors import NotFound, RateLimited, Unauthorized
+from ...tasks import spawn
 from .auth import AuthService, Claims
-from .db import DatabaseExecutor
-from .hub import Hub
-from .ratelimit import RateLimiter, address_key
-from .registry import ConnectionRegistry
+from ..storage.db import DatabaseExecutor
+from ..delivery.hub import Hub
+from ..operations.ratelimit import RateLimiter, address_key
+from ..delivery.registry import ConnectionRegistry
 from .users import ACCOUNT_DELETED, UserService
 
 log = logging.getLogger("squall.sessions")

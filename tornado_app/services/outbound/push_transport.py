@@ -30,7 +30,7 @@ import urllib3
 from urllib3.exceptions import LocationParseError, NewConnectionError
 from urllib3.util import parse_url
 
-from ..errors import ValidationError
+from ...errors import ValidationError
 
 HTTPS_PORT = 443
 PRINTABLE_ASCII = re.compile(r"[\x21-\x7e]+")  # no space, control character or non-ASCII

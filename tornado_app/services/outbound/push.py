@@ -38,13 +38,13 @@ from py_vapid import Vapid02
 from pywebpush import WebPusher
 
 from models import PushSubscription, Setting, utcnow
-from ..config import Config
-from ..errors import NotFound, ValidationError
-from ..tasks import spawn
-from .db import DatabaseExecutor
-from .hub import Hub
-from .metrics import Metrics
-from .preferences import PreferenceService
+from ...config import Config
+from ...errors import NotFound, ValidationError
+from ...tasks import spawn
+from ..storage.db import DatabaseExecutor
+from ..delivery.hub import Hub
+from ..operations.metrics import Metrics
+from ..delivery.preferences import PreferenceService
 from .push_transport import PushRefused, PushTarget, parse_endpoint, post, resolve
 
 log = logging.getLogger("squall.push")
@@ -249,7 +249,7 @@ class PushService:
 
     async def listing(self, user_id: int) -> List[dict]:
         """The caller's subscriptions (endpoint, browser, created_at), newest first."""
-        from .events import iso
+        from ..delivery.events import iso
 
         def load():
             return list(PushSubscription.select().where(PushSubscription.user == user_id)

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Awaitable, Callable, Optional
 
-from ..tasks import spawn
+from ...tasks import spawn
 from .metrics import SPEC, TRANSPORTS, MetricsHub, quantile
 
 log = logging.getLogger("squall.monitor")

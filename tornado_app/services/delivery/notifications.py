@@ -13,13 +13,13 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import peewee
 
 from models import ChatMember, Notification, NotificationState, Setting, utcnow
-from ..errors import RateLimited, ValidationError
-from .db import DatabaseExecutor
+from ...errors import RateLimited, ValidationError
+from ..storage.db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
 from .publisher import PublishWriter
-from .ids import require_ids
-from .ratelimit import RateLimiter
+from ..storage.ids import require_ids
+from ..operations.ratelimit import RateLimiter
 
 log = logging.getLogger("squall.notifications")
 

@@ -22,8 +22,8 @@ import random
 import time
 from typing import Dict, List
 
-from ..errors import RateLimited, ServerBusy
-from .ratelimit import RateLimiter, address_key
+from ...errors import RateLimited, ServerBusy
+from ..operations.ratelimit import RateLimiter, address_key
 from .registry import ConnectionRegistry
 
 _ALL = "handshakes"

@@ -40,8 +40,8 @@ from urllib.parse import urlsplit
 import jwt
 from jwt import PyJWKClient, PyJWKSet
 
-from ..errors import Unauthorized, ValidationError
-from ..tasks import spawn
+from ...errors import Unauthorized, ValidationError
+from ...tasks import spawn
 from .auth import Claims
 from .users import ACCOUNT_DELETED, check_avatar_url, check_external_id, external_display_name
 

@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 import peewee
 
 from models import Notification
-from ..tasks import Batcher
-from .db import DatabaseExecutor
+from ...tasks import Batcher
+from ..storage.db import DatabaseExecutor
 from .notifications import unread_states
 
 log = logging.getLogger("squall.openstate")

@@ -20,18 +20,18 @@ import peewee
 
 from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
 from models.user import DELETED_NAME
-from ..errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
-from ..tasks import Batcher, spawn
-from .db import DatabaseExecutor, is_unavailable
-from .events import CHAT, NOTIFY, dumps, iso
-from .hub import Hub
-from .ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
-from .metrics import Metrics
-from .notifications import (NotificationService, content_preview, insert_notifications, new_message_payload,
+from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
+from ...tasks import Batcher, spawn
+from ..storage.db import DatabaseExecutor, is_unavailable
+from ..delivery.events import CHAT, NOTIFY, dumps, iso
+from ..delivery.hub import Hub
+from ..storage.ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
+from ..operations.metrics import Metrics
+from ..delivery.notifications import (NotificationService, content_preview, insert_notifications, new_message_payload,
                             silent, unread_states)
-from .preferences import mute_state_of
-from .ratelimit import RateLimiter
-from .users import UserService
+from ..delivery.preferences import mute_state_of
+from ..operations.ratelimit import RateLimiter
+from ..identity.users import UserService
 
 log = logging.getLogger("squall.chat")
 

@@ -24,7 +24,7 @@ from collections import defaultdict
 from typing import Iterable, Optional
 
 from .events import CHAT, NOTIFY, Event
-from .metrics import Metrics
+from ..operations.metrics import Metrics
 
 
 SMALL_GROUP = 8  # a group this size or less is a tuple; past it, a set

@@ -22,8 +22,8 @@ from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from models import ChatMember, PushSubscription, UserPreference, utcnow
-from ..errors import ValidationError
-from .db import DatabaseExecutor
+from ...errors import ValidationError
+from ..storage.db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
 from .notifications import unread_states

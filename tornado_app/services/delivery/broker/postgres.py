@@ -37,7 +37,7 @@ import psycopg2.extensions
 from psycopg2 import sql
 from tornado.ioloop import IOLoop
 
-from ...tasks import spawn
+from ....tasks import spawn
 from .base import DEFAULT_PREFIX, Broker, BrokerUnavailable, scope_of
 
 log = logging.getLogger("squall.broker.postgres")

@@ -15,9 +15,9 @@ import peewee
 
 from models import User, username_key
 from models.user import BUILTIN, EXTERNAL
-from ..errors import Forbidden, RateLimited, ValidationError
-from .db import DatabaseExecutor
-from .ratelimit import RateLimiter
+from ...errors import Forbidden, RateLimited, ValidationError
+from ..storage.db import DatabaseExecutor
+from ..operations.ratelimit import RateLimiter
 from .users import UserService
 
 MODES = ("prefix", "exact", "off")

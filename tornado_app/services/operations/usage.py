@@ -26,9 +26,9 @@ import time
 from typing import Callable, Dict
 
 from models import Message
-from ..errors import RateLimited
-from ..tasks import spawn
-from .db import DatabaseExecutor
+from ...errors import RateLimited
+from ...tasks import spawn
+from ..storage.db import DatabaseExecutor
 from .ratelimit import RateLimiter
 
 DAY_SECONDS = 86400

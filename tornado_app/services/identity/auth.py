@@ -9,7 +9,7 @@ Three kinds of JWT, told apart by ``typ`` so that one is never accepted as anoth
 ``iss`` is ``squall:<installation id>`` (stored in the database: a token of another database
 is refused), ``ver`` the user's token version (a re-created user id or "log out everywhere"
 changes it), ``sid`` the session (refresh-token family) that revocation is keyed by.
-Refresh tokens are opaque random strings, not JWTs (see services/sessions.py).
+Refresh tokens are opaque random strings, not JWTs (see services/identity/sessions.py).
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ..errors import ServerBusy, Unauthorized
-from .ratelimit import address_key
+from ...errors import ServerBusy, Unauthorized
+from ..operations.ratelimit import address_key
 
 ALGORITHM = "HS256"
 ACCESS = "access"

@@ -10,10 +10,10 @@ import logging
 import time
 from typing import Callable, Iterable, Optional, Set
 
-from ..tasks import spawn
+from ...tasks import spawn
 from .broker import Broker
 from .events import NOTIFY, Event
-from .metrics import Metrics
+from ..operations.metrics import Metrics
 from .registry import ConnectionRegistry
 
 log = logging.getLogger("squall.hub")

@@ -1,4 +1,4 @@
-"""Accounts: registration, login and lookup (search: services/directory.py)."""
+"""Accounts: registration, login and lookup (search: services/identity/directory.py)."""
 from __future__ import annotations
 
 import re
@@ -11,11 +11,11 @@ import peewee
 
 from models import User, username_key
 from models.user import BUILTIN, DELETED, EXTERNAL
-from ..errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
-from ..tasks import Batcher
+from ...errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
+from ...tasks import Batcher
 from .auth import AuthService
-from .db import DatabaseExecutor
-from .ratelimit import RateLimiter, address_key
+from ..storage.db import DatabaseExecutor
+from ..operations.ratelimit import RateLimiter, address_key
 
 # Used with fullmatch: "$" alone also matches before a final newline ("alice\n").
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,32}")

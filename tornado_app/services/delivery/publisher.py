@@ -14,8 +14,8 @@ import logging
 from typing import List, Optional, Tuple
 
 from models import Notification, NotificationState, User, is_postgres
-from ..errors import NotFound
-from ..tasks import Batcher
+from ...errors import NotFound
+from ...tasks import Batcher
 
 log = logging.getLogger("squall.publisher")
 

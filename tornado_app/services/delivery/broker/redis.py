@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ...tasks import spawn
+from ....tasks import spawn
 from .base import DEFAULT_PREFIX, Broker, BrokerUnavailable, scope_of
 
 log = logging.getLogger("squall.broker.redis")

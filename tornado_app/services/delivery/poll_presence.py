@@ -17,7 +17,7 @@ from typing import Dict, Tuple
 
 import tornado.ioloop
 
-from ..tasks import spawn
+from ...tasks import spawn
 from .hub import Hub
 
 log = logging.getLogger("squall.poll_presence")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ..errors import ValidationError
+from ...errors import ValidationError
 
 MAX_ID = 2 ** 63 - 1  # larger integers overflow SQLite's INTEGER and PostgreSQL's BIGINT
 MAX_ID_DIGITS = 19

@@ -29,16 +29,16 @@ import peewee
 from models import (Chat, ChatMember, GROUP, PRIVATE, Notification, NotificationState, PushSubscription,
                     RefreshToken, User, UserPreference, username_key)
 from models.user import DELETED, DELETED_NAME, SYSTEM
-from ..errors import Conflict, NotFound, ValidationError
-from .chat import ChatService
-from .db import DatabaseExecutor
-from .events import iso
-from .hub import Hub
-from .ids import require_ids
-from .notifications import NotificationService
-from .preferences import PreferenceService
-from .sessions import LOGGED_OUT, SessionService
-from .users import UserService, check_external_id
+from ...errors import Conflict, NotFound, ValidationError
+from ..chat.service import ChatService
+from ..storage.db import DatabaseExecutor
+from ..delivery.events import iso
+from ..delivery.hub import Hub
+from ..storage.ids import require_ids
+from ..delivery.notifications import NotificationService
+from ..delivery.preferences import PreferenceService
+from ..identity.sessions import LOGGED_OUT, SessionService
+from ..identity.users import UserService, check_external_id
 
 log = logging.getLogger("squall.service_api")
 

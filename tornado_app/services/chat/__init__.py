@@ -1,0 +1,12 @@
+"""Chat: chats, members, messages, receipts and typing.
+
+- ``ChatService``: the one service ``/ws/chat``, ``/sse/chat`` + HTTP and the service API call;
+  membership (cached, and dropped on every process when it changes).
+- ``MessageWriter``: the group commit (many sends, one transaction, acks after the commit).
+- ``ChatLimits``: the sizes and rates a chat allows.
+
+Uses ``storage``, ``operations``, ``delivery`` and ``identity``.
+"""
+from .service import ChatLimits, ChatService, MessageWriter
+
+__all__ = ["ChatLimits", "ChatService", "MessageWriter"]

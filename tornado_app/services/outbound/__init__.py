@@ -1,0 +1,12 @@
+"""Outbound: what Squall sends to other servers on a user's behalf.
+
+- ``PushService``: VAPID keys, subscriptions, Web Push to users with no stream open anywhere,
+  in a bounded pool.
+- ``push_transport``: where a push may go (one URL parser, checked addresses, no redirects).
+
+Uses ``storage``, ``operations`` and ``delivery``.
+"""
+from .push import PushService
+from .push_transport import PushRefused, PushTarget
+
+__all__ = ["PushService", "PushRefused", "PushTarget"]
