@@ -173,11 +173,14 @@ class CountedIOStream(LeanIOStream):
 class BodyGuard(tornado.httputil.HTTPMessageDelegate):
     """Wraps the application's delegate for one request: caps, then the body limit."""
 
+    # what a page on an allowed origin needs to read our own refusals; a class default, set on
+    # the instance only when CORS is on (one attribute less on every request's guard)
+    cors_headers: tuple = ()
+
     def __init__(self, server: "SquallHTTPServer", server_conn, request_conn, inner):
         self.server, self.server_conn, self.request_conn, self.inner = server, server_conn, request_conn, inner
         self.refused = False
         self.received = 0
-        self.cors_headers = ()  # what a page on an allowed origin needs to read our own refusals
 
     def headers_received(self, start_line, headers):
         server = self.server

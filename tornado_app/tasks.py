@@ -12,6 +12,7 @@ the next, in one call (one statement, one transaction).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Awaitable, Callable, Generic, List, Optional, Sequence, Set, Tuple, TypeVar
 
@@ -23,18 +24,30 @@ R = TypeVar("R")
 _running: Set["asyncio.Task"] = set()  # every task spawn() started that is not done yet
 
 
-def spawn(coro: Awaitable, *, name: str) -> "asyncio.Task":
+def spawn(coro: Awaitable, *, name: str,
+          done: Optional[Callable[["asyncio.Task"], None]] = None) -> "asyncio.Task":
     """Run ``coro`` in a task kept until it is done; returns the task.
 
     An exception it ends with is logged (logger ``squall.tasks``, fields ``task`` and
     ``error``), even if someone also awaits the task; a cancellation is not. ``name`` says what
-    the task does (``"chat.writer"``), never whom it serves or what it carries.
+    the task does (``"chat.writer"``), never whom it serves or what it carries. ``done``, when
+    given, is called with the finished task instead, and handles its outcome itself (a task per
+    WebSocket uses it: no wrapping coroutine, so no second frame per connection).
     """
     task = asyncio.ensure_future(coro)
     task.set_name(name)
     _running.add(task)
-    task.add_done_callback(_finished)
+    task.add_done_callback(_finished if done is None else functools.partial(_finished_then, done))
     return task
+
+
+def _finished_then(done: Callable[["asyncio.Task"], None], task: "asyncio.Task") -> None:
+    _running.discard(task)
+    try:
+        done(task)
+    except Exception as exc:
+        log.error("background task %s failed (%s)", task.get_name(), type(exc).__name__, exc_info=exc,
+                  extra={"task": task.get_name(), "error": type(exc).__name__})
 
 
 def _finished(task: "asyncio.Task") -> None:

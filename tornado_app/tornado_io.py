@@ -184,20 +184,20 @@ class DetachedLoopProtocol(tornado.websocket.WebSocketProtocol13):
 
     async def _receive_frame_loop(self) -> None:
         PATCH_CALLS["_receive_frame_loop"] += 1
-        spawn(self._read_frames(), name="ws.frames")
+        spawn(super()._receive_frame_loop(), name="ws.frames", done=self._loop_ended)
 
-    async def _read_frames(self) -> None:
-        try:
-            await super()._receive_frame_loop()
-        except asyncio.CancelledError:  # shutdown
+    def _loop_ended(self, loop: "asyncio.Task") -> None:
+        if loop.cancelled():  # shutdown
             self._abort()
-            raise
-        except ValueError as exc:  # as accept_connection: a malformed frame
+            return
+        exc = loop.exception()
+        if exc is None:
+            return
+        if isinstance(exc, ValueError):  # as accept_connection: a malformed frame
             log.debug("malformed WebSocket frame received", exc_info=exc)
-            self._abort()
-        except Exception as exc:
+        else:
             self.handler.log_exception(type(exc), exc, exc.__traceback__)
-            self._abort()
+        self._abort()
 
 
 def detached_protocol(protocol):

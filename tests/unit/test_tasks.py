@@ -78,6 +78,30 @@ async def test_spawn_logs_a_failure_at_once_without_its_message(task_log):
 
 
 @pytest.mark.gen_test(timeout=10)
+async def test_a_done_callback_takes_the_outcome_and_its_own_failure_is_logged(task_log):
+    seen = []
+
+    async def work():
+        raise KeyError("not logged: done handles it")
+
+    task = spawn(work(), name="test.done", done=seen.append)
+    with pytest.raises(KeyError):
+        await task
+    await asyncio.sleep(0)
+    assert seen == [task] and task not in running_tasks() and task_log == []
+
+    def broken(_task):
+        raise RuntimeError("the callback failed")
+
+    task = spawn(asyncio.sleep(0), name="test.done-fails", done=broken)
+    await task
+    await asyncio.sleep(0)
+    assert task not in running_tasks()
+    (line,) = task_log
+    assert line["task"] == "test.done-fails" and line["error"] == "RuntimeError"
+
+
+@pytest.mark.gen_test(timeout=10)
 async def test_a_cancelled_task_is_not_logged(task_log):
     task = spawn(asyncio.sleep(30), name="test.cancelled")
     await asyncio.sleep(0)
