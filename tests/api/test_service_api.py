@@ -19,7 +19,7 @@ from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
 from tornado_app.services.chat.service import LEFT_MEMORY
 from tornado_app.services.delivery.events import CHAT, dumps
-from tornado_app.services.identity.users import username_key
+from tornado_app.services.identity.users import tombstone, username_key
 
 
 def ext(name: str) -> str:
@@ -174,7 +174,8 @@ async def test_delete_erases_the_account_and_the_id_becomes_a_new_user(api, serv
     status, out = await api.call("GET", "/api/chats", token=a_token)
     assert status == 401 and out["error"]["code"] == "account_deleted"
     row = await services.dbx.read(User.get_by_id, a["id"])
-    assert (row.kind, row.display_name, row.external_id, row.avatar_url) == ("deleted", "Deleted user", None, None)
+    assert (row.kind, row.display_name, row.external_id, row.avatar_url) == ("deleted", "Deleted user",
+                                                                             tombstone(ann), None)
     counts = await services.dbx.read(lambda: [model.select().where(field == a["id"]).count() for model, field in (
         (ChatMember, ChatMember.user), (Notification, Notification.recipient),
         (UserPreference, UserPreference.user), (RefreshToken, RefreshToken.user))])
