@@ -9,7 +9,7 @@ from typing import Optional
 
 from tornado_app.config import load_config
 from tornado_app.logs import setup_logging
-from tornado_app.startup import StartupError, check_databases, sqlite_processes_warning
+from tornado_app.startup import StartupError, check_databases, service_token_warning, sqlite_processes_warning
 
 log = logging.getLogger("squall")
 
@@ -100,6 +100,9 @@ def main(argv=None) -> int:
         if command == "migrate":
             migrate_only(config)
             return 0
+        warning = service_token_warning(config)
+        if warning:
+            log.warning("%s", warning)
         if config.processes > 1:
             warning = sqlite_processes_warning(config)
             if warning:

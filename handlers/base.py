@@ -66,8 +66,8 @@ def service_only(method):
     def wrapper(self, *args, **kwargs):
         if not self.services.config.service_token:
             raise Forbidden("The publish API is disabled: set SERVICE_TOKEN", "publish_disabled")
-        if not self.services.auth.is_service_token(self.bearer_token()):
-            raise Forbidden("A valid service token is required", "invalid_service_token")
+        # 403 invalid_service_token; 429 after SERVICE_TOKEN_FAILURES_PER_ADDRESS_PER_MINUTE wrong ones
+        self.services.auth.check_service_token(self.bearer_token(), self.request.remote_ip)
         return method(self, *args, **kwargs)
     wrapper.squall_access = "service"
     return wrapper

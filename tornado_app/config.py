@@ -83,6 +83,7 @@ class Config:
     jwt_secret_previous: str = ""  # still accepted for verification while rotating JWT_SECRET
     trusted_proxies: tuple = ()  # CIDRs whose X-Forwarded-For / X-Real-IP are believed
     login_failures_per_address_per_minute: int = 30  # failed logins per client address, then 429
+    service_token_failures_per_address_per_minute: int = 10  # wrong service tokens per address, then 429
     registrations_per_address_per_minute: int = 10  # registrations per client address, then 429
     # Every address limit counts an IPv6 client by its /64 (services/operations/ratelimit.py address_key).
     logins_per_address_per_minute: int = 60  # login attempts per client address, any outcome, then 429
@@ -219,6 +220,8 @@ _OPTIONS = [
      "failed logins per (username, client address) per minute"),
     ("login_failures_per_address_per_minute", "LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE", int,
      "failed logins per client address per minute"),
+    ("service_token_failures_per_address_per_minute", "SERVICE_TOKEN_FAILURES_PER_ADDRESS_PER_MINUTE", int,
+     "wrong service tokens per client address per minute, then 429 for every service-API call from it"),
     ("registrations_per_address_per_minute", "REGISTRATIONS_PER_ADDRESS_PER_MINUTE", int,
      "registrations per client address per minute"),
     ("logins_per_address_per_minute", "LOGINS_PER_ADDRESS_PER_MINUTE", int,

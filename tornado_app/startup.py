@@ -22,6 +22,17 @@ class StartupError(Exception):
         self.code = code
 
 
+MIN_SERVICE_TOKEN = 32  # characters; docs/security.md recommends 32+ random characters
+
+
+def service_token_warning(config) -> Optional[str]:
+    """The warning for a SERVICE_TOKEN shorter than 32 characters (it is accepted), or None."""
+    if config.service_token and len(config.service_token) < MIN_SERVICE_TOKEN:
+        return (f"SERVICE_TOKEN is {len(config.service_token)} characters long: use at least "
+                f"{MIN_SERVICE_TOKEN} random characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return None
+
+
 def sqlite_processes_warning(config) -> Optional[str]:
     """The warning for ``--processes N`` on SQLite, or None."""
     if config.processes > 1 and config.sqlite_path is not None:

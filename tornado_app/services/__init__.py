@@ -182,7 +182,8 @@ def build_services(config: Config) -> Services:
                        config.password_hash_profile,
                        previous_secret=config.jwt_secret_previous, ticket_ttl=config.ticket_ttl,
                        hash_threads=config.hash_threads, hash_queue=config.hash_queue,
-                       hash_per_address=config.hash_per_address)
+                       hash_per_address=config.hash_per_address,
+                       service_token_failures_per_minute=config.service_token_failures_per_address_per_minute)
     users = UserService(dbx, auth, config.login_failures_per_minute, config.login_failures_per_address_per_minute,
                         config.registrations_per_address_per_minute, config.logins_per_address_per_minute)
     sessions = SessionService(dbx, auth, users, hub, registry, config.refresh_ttl, config.token_expiring_notice,

@@ -28,8 +28,8 @@ import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from ...errors import ServerBusy, Unauthorized
-from ..operations.ratelimit import address_key
+from ...errors import Forbidden, RateLimited, ServerBusy, Unauthorized
+from ..operations.ratelimit import RateLimiter, address_key
 
 ALGORITHM = "HS256"
 ACCESS = "access"
@@ -57,8 +57,13 @@ class AuthService:
 
     def __init__(self, secret: str, token_ttl: int, service_token: str = "", profile: str = "standard",
                  previous_secret: str = "", ticket_ttl: int = 30, hash_threads: int = 2,
-                 hash_queue: int = 16, hash_per_address: int = 2):
+                 hash_queue: int = 16, hash_per_address: int = 2,
+                 service_token_failures_per_minute: int = 10):
         self.use_secret(secret)
+        # Wrong service tokens per client address (a token bucket): past it, every attempt from
+        # that address (even with the right token) is 429 until the bucket refills.
+        self._service_failures = RateLimiter(service_token_failures_per_minute / 60.0,
+                                             service_token_failures_per_minute)
         self.previous_secret = previous_secret
         self.token_ttl = token_ttl
         self.ticket_ttl = ticket_ttl
@@ -217,6 +222,20 @@ class AuthService:
         """True when ``token`` is the configured service token (constant-time compare)."""
         return bool(self.service_token and token) and hmac.compare_digest(
             self.service_token.encode(), token.encode())
+
+    def check_service_token(self, token: Optional[str], address: Optional[str]) -> None:
+        """Accept ``token`` if it is the service token, else count a failure of ``address``.
+
+        Raises Forbidden ``invalid_service_token``; RateLimited (429, ``retry_after``) while
+        ``address`` (IPv6: its /64) has used up its failed attempts, whatever the token.
+        """
+        key = address_key(address)
+        if not self._service_failures.has_tokens(key):
+            raise RateLimited("Too many wrong service tokens from this address; try again later",
+                              retry_after=self._service_failures.retry_after(key))
+        if not self.is_service_token(token):
+            self._service_failures.allow(key)
+            raise Forbidden("A valid service token is required", "invalid_service_token")
 
     def close(self) -> None:
         """Stop the hashing threads."""

@@ -364,7 +364,8 @@ class ExternalAuth:
         claims = await self.verify(token)
         name, picture = self.profile(claims)
         try:
-            user, changed = await self.users.upsert_external(claims["sub"], display_name=name, avatar_url=picture)
+            user, changed = await self.users.upsert_external(claims["sub"], display_name=name, avatar_url=picture,
+                                                             issued_at=claims.get("iat") or 0)
         except Exception as exc:
             code = getattr(exc, "code", None)
             if code == "user_deleted":

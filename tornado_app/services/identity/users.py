@@ -1,6 +1,7 @@
 """Accounts: registration, login and lookup (search: services/identity/directory.py)."""
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import unicodedata
@@ -33,6 +34,17 @@ _ALLOWED_FORMAT = frozenset({"\u200c", "\u200d"})
 MAX_EXTERNAL_ID = 255   # the column's length; the ``sub`` claim and the service API's ids
 MAX_AVATAR_URL = 2048   # the column's length
 EXTERNAL_PREFIX = "~"   # usernames of external users: "~" + 24 hex digits, never a valid builtin name
+
+
+# The external id a deleted user's row keeps: a tombstone no product id can equal (check_external_id
+# refuses control characters), so the id is free for a new user yet its deletion is remembered.
+# U+0001, not NUL: PostgreSQL refuses NUL in text.
+TOMBSTONE_PREFIX = "\x01deleted:"
+
+
+def tombstone(external_id: str) -> str:
+    """The tombstone of a deleted ``external_id``: ``"\\x01deleted:"`` + its SHA-256 in hex (73 characters)."""
+    return TOMBSTONE_PREFIX + hashlib.sha256(external_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_external_id(value) -> str:
@@ -234,7 +246,7 @@ class UserService:
 
     async def upsert_external(self, external_id: str, display_name: Optional[str] = None,
                               avatar_url: Optional[str] = None, disabled: Optional[bool] = None,
-                              clear_avatar: bool = False) -> Tuple[dict, bool]:
+                              clear_avatar: bool = False, issued_at=None) -> Tuple[dict, bool]:
         """Create or update the external user ``external_id``; ``(user, changed)``.
 
         Shared by just-in-time provisioning (a valid external token) and the service API.
@@ -242,8 +254,14 @@ class UserService:
         display name given, else the external id cut to 64 characters. ``changed`` is True when
         the user was created or a field changed (callers tell the other processes). Two
         concurrent first requests create one user (the unique external id decides). A deleted
-        user is not revived. Raises ValidationError (``invalid_external_id``,
-        ``invalid_display_name``, ``invalid_avatar_url``), NotFound ``user_deleted``.
+        user is not revived: its row keeps a tombstone of the id (``tombstone``) and the time
+        of its deletion (``revoked_at``). ``issued_at`` is given by just-in-time provisioning
+        only: the token's ``iat`` (0 when it has none). Such a token of a deleted id issued at
+        or before the deletion is refused (NotFound ``user_deleted``); a later one creates a
+        new user, whose ``revoked_at`` is the deletion time (older tokens stay refused). The
+        service API (``issued_at`` None) creates a new user at once. Raises ValidationError
+        (``invalid_external_id``, ``invalid_display_name``, ``invalid_avatar_url``), NotFound
+        ``user_deleted``.
         """
         external_id = check_external_id(external_id)
         if display_name is not None:
@@ -254,6 +272,10 @@ class UserService:
             for _ in range(2):
                 user = User.get_or_none(User.external_id == external_id)
                 if user is None:
+                    dead = User.get_or_none(User.external_id == tombstone(external_id))
+                    deleted_at = dead.revoked_at if dead is not None else None
+                    if issued_at is not None and deleted_at is not None and issued_at <= deleted_at:
+                        raise NotFound("This user has been deleted", "user_deleted")
                     name = EXTERNAL_PREFIX + secrets.token_hex(12)
                     try:
                         with User._meta.database.atomic():
@@ -261,7 +283,7 @@ class UserService:
                                 username=name, username_key=username_key(name), password_hash="",
                                 display_name=display_name or external_display_name(None, external_id),
                                 external_id=external_id, kind=EXTERNAL, avatar_url=avatar_url,
-                                disabled=bool(disabled)), True
+                                disabled=bool(disabled), revoked_at=deleted_at), True
                     except peewee.IntegrityError:
                         continue  # created by a concurrent request (or another process): read it
                 if user.kind != EXTERNAL:

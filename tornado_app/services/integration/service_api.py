@@ -38,7 +38,7 @@ from ..storage.ids import require_ids
 from ..delivery.notifications import NotificationService
 from ..delivery.preferences import PreferenceService
 from ..identity.sessions import LOGGED_OUT, SessionService
-from ..identity.users import UserService, check_external_id
+from ..identity.users import TOMBSTONE_PREFIX, UserService, check_external_id, tombstone
 
 log = logging.getLogger("squall.service_api")
 
@@ -156,7 +156,8 @@ class ServiceApi:
     async def delete_user(self, external_id) -> dict:
         """Erase the user ``external_id``: ``{"deleted": true, "id"}``; their streams close (``account_deleted``).
 
-        Erased: display name (now "Deleted user"), avatar, external id (free for a new user),
+        Erased: display name (now "Deleted user"), avatar, external id (free for a new user; the
+        row keeps a tombstone of it, so that tokens issued until now get 401 ``account_deleted``),
         chat memberships (read positions, unread counts, chat mutes), notifications and
         broadcast read states, preferences, push subscriptions, sessions and refresh tokens.
         Kept: the user row (id, kind ``deleted``) so that the messages they sent stay in their
@@ -225,9 +226,9 @@ class ServiceApi:
         members = body.get("members")
         if not isinstance(members, list) or not members:
             raise ValidationError("'members' must be a non-empty list of external ids", "invalid_members")
+        members = list(dict.fromkeys(check_external_id(m) for m in members))  # repeats count once
         if len(members) > limit:
             raise ValidationError(f"A group chat has at most {limit} members", "too_many_members")
-        members = list(dict.fromkeys(check_external_id(m) for m in members))
         key = body.get("key")
         if key is not None or kind == GROUP:
             key = check_chat_key(key)
@@ -241,6 +242,10 @@ class ServiceApi:
                 raise ValidationError(f"'title' must be a non-empty string of at most {MAX_TITLE} characters",
                                       "invalid_title")
             title = title.strip()
+        # a key naming another chat is refused before anyone is provisioned (a 409 creates nobody)
+        if key is not None and not await self.dbx.read(_key_fits, key, kind, members):
+            raise Conflict("This key (or this pair's private chat) names a chat with other members",
+                           "chat_key_conflict")
         ids = await self.provision(members)
         user_ids = sorted(ids.values())
         chat_id, created = await self.dbx.write(_find_or_create_chat, kind, user_ids, title, key)
@@ -255,8 +260,15 @@ class ServiceApi:
 
         Raises ValidationError, NotFound ``chat_not_found``, Conflict ``not_a_group``.
         """
-        wanted = check_external_ids(body.get("external_ids"), self.chat.limits.max_group_members)
-        await self.chat_view(chat_id)  # 404 before anyone is provisioned
+        limit = self.chat.limits.max_group_members
+        wanted = check_external_ids(body.get("external_ids"), limit)
+        # 404, 409 not_a_group and 400 too_many_members before anyone is provisioned
+        view = await self.chat_view(chat_id)
+        if view["kind"] != GROUP:
+            raise Conflict(f"Chat {chat_id} is a private chat: its members never change", "not_a_group")
+        current = {m["external_id"] for m in view["members"]}
+        if len(view["members"]) + len([e for e in wanted if e not in current]) > limit:
+            raise ValidationError(f"A group chat has at most {limit} members", "too_many_members")
         ids = await self.provision(wanted)
         added, _ = await self.chat.change_members(chat_id, add=ids.values())
         by_id = {uid: e for e, uid in ids.items()}
@@ -278,9 +290,10 @@ class ServiceApi:
 
         ``sender`` is a member's external id; without it (or null) the system user posts
         (``message_type`` then defaults to ``system_message``). A repeated ``client_id`` of
-        the same sender returns the first message (created False). Raises ValidationError
-        (``invalid_sender``, the send's own codes), NotFound (``user_not_found``,
-        ``chat_not_found``), Forbidden ``not_a_member``.
+        the same sender returns the first message (created False); a ``client_id`` this sender
+        already used in another chat is Conflict ``client_id_conflict`` (nothing is posted).
+        Raises ValidationError (``invalid_sender``, the send's own codes), NotFound
+        (``user_not_found``, ``chat_not_found``), Forbidden ``not_a_member``, Conflict.
         """
         sender = body.get("sender")
         if sender is None:
@@ -292,6 +305,9 @@ class ServiceApi:
                                       "invalid_sender")
             sender_id, member_only = await self.user_id_of(sender), True
         result = await self.chat.post(sender_id, chat_id, body, member_only=member_only)
+        if not result.created and result.message["chat_id"] != chat_id:
+            # (sender, client_id) is unique across chats: this one names a message of another chat
+            raise Conflict("This sender's client_id names a message of another chat", "client_id_conflict")
         return result.message, result.created
 
     async def system_user_id(self) -> int:
@@ -344,6 +360,16 @@ def _keys_and_externals(chat_ids: List[int], user_ids: List[int]):
     for at in range(0, len(user_ids), 500):
         externals.update(User.select(User.id, User.external_id).where(User.id.in_(user_ids[at:at + 500])).tuples())
     return keys, externals
+
+
+def _key_fits(key: str, kind: str, external_ids: List[str]) -> bool:
+    """False when ``key`` names a chat of another kind or other members than ``external_ids``."""
+    chat = Chat.get_or_none(Chat.external_key == key)
+    if chat is None:
+        return True
+    members = {ext for (ext,) in (User.select(User.external_id).join(ChatMember, on=(ChatMember.user == User.id))
+                                  .where(ChatMember.chat == chat.id).tuples())}
+    return chat.kind == kind and members == set(external_ids)
 
 
 def _chat_view(chat_id: int) -> Optional[dict]:
@@ -416,10 +442,19 @@ def erase(user_id: int) -> List[int]:
     UserPreference.delete().where(UserPreference.user == user_id).execute()
     PushSubscription.delete().where(PushSubscription.user == user_id).execute()
     RefreshToken.delete().where(RefreshToken.user == user_id).execute()
+    # The external id becomes its tombstone (a value no product id can be), with the time of the
+    # deletion in revoked_at: the id is free for a new user, and tokens issued until now are
+    # refused with account_deleted (UserService.upsert_external). An earlier deletion of the same
+    # id (deleted, re-created, deleted again) gives its tombstone up: the latest one decides.
+    external_id = User.select(User.external_id).where(User.id == user_id).scalar()
+    grave = tombstone(external_id) if external_id is not None and not external_id.startswith(TOMBSTONE_PREFIX) \
+        else None
+    if grave is not None:
+        User.update(external_id=None).where((User.external_id == grave) & (User.id != user_id)).execute()
     # A fresh random username: the old one (external users') said nothing, but a builtin name would.
     name = "~" + secrets.token_hex(12)
-    (User.update(display_name=DELETED_NAME, avatar_url=None, external_id=None, kind=DELETED, disabled=True,
-                 username=name, username_key=username_key(name), password_hash="")
+    (User.update(display_name=DELETED_NAME, avatar_url=None, external_id=grave, kind=DELETED, disabled=True,
+                 username=name, username_key=username_key(name), password_hash="", revoked_at=int(time.time()))
      .where(User.id == user_id).execute())
     return chats
 
