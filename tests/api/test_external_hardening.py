@@ -15,13 +15,32 @@ import time
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from models import User, utcnow
-from tests.api.test_external_tokens import AUDIENCE, ISSUER, SECRET, jwk_of, me, mint, new_rsa
 from tornado_app.errors import Unauthorized
 from tornado_app.services.identity.external_auth import JWKS_MAX_BYTES, ExternalAuth
 
-KEY = new_rsa()
+ISSUER = "https://product.example"
+AUDIENCE = "squall"
+SECRET = "product-hmac-secret-" + "s" * 32
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def jwk_of(private_key, kid: str) -> dict:
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
+    return {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+def mint(sub="user-1", key=SECRET, alg="HS256", kid=None, ttl=300, **claims):
+    """A token as the product's backend mints it."""
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + ttl, **claims}
+    return jwt.encode(body, key, algorithm=alg, headers={"kid": kid} if kid else None)
+
+
+async def me(api, token):
+    return await api.call("GET", "/api/me", token=token)
 
 
 class RawJWKS:
