@@ -1,5 +1,6 @@
 """Accounts and sessions over HTTP: register, login, refresh, logout, logout-all, stream tickets, me."""
 from tornado_app.errors import Forbidden, Unauthorized
+from tornado_app.services.identity.external_auth import SESSION_PREFIX as EXTERNAL_SID
 
 from .base import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_COOKIE, BaseHandler, authenticated, public
 
@@ -93,13 +94,20 @@ class LogoutHandler(TokenResponseMixin, BaseHandler):
         sid = None
         try:
             self.authenticate()
+            if self.user_id is None:  # an external token not settled in memory: verify and provision it
+                await self.require_known_user()
             sid = self.sid
         except Unauthorized:
             pass  # an expired access token: the refresh token still names the session
         if sid is None:
             sid = await self.services.sessions.session_of_refresh(
                 self.json_body().get("refresh_token") or self.get_cookie(REFRESH_COOKIE))
-        if sid is not None:
+            if sid is not None:
+                await self.services.sessions.revoke_session(sid)
+        elif sid.startswith(EXTERNAL_SID):  # the product's token: refused until its own exp
+            await self.services.sessions.revoke_session(sid, user_id=self.user_id,
+                                                        until=self.token_exp + self.services.external.leeway)
+        else:
             await self.services.sessions.revoke_session(sid)
         self.clear_auth_cookies()
         self.send_json({"ok": True})
@@ -111,7 +119,9 @@ class LogoutAllHandler(TokenResponseMixin, BaseHandler):
     @authenticated
     async def post(self):
         """Bump the user's token version, revoke every refresh token, close every stream."""
-        await self.services.sessions.revoke_user(self.user_id)
+        # an external user's older tokens are refused too (iat at or before now: token_revoked)
+        external = self.sid is not None and self.sid.startswith(EXTERNAL_SID)
+        await self.services.sessions.revoke_user(self.user_id, revoke_tokens=external)
         self.clear_auth_cookies()
         self.send_json({"ok": True})
 

@@ -134,6 +134,36 @@ def test_token_size_limit_at_and_past():
     assert info.value.code == "invalid_token"
 
 
+def test_token_size_counts_utf8_bytes():
+    """The limit is in bytes: a non-ASCII token (as a WebSocket refresh frame may carry) of fewer
+    characters than the limit but more bytes is too large; in both modes, before any parsing."""
+    for mode in ("external", "both"):
+        verifier = ExternalAuth.from_config(Config(auth_mode=mode, external_jwt_secret=SECRET, external_jwt_issuer="i",
+                                                   external_jwt_audience="a", external_max_token_bytes=2048))
+        at = "a." + "\u00e9" * 1022 + "aa"  # 1026 characters, 2048 UTF-8 bytes
+        past = at + "a"  # 2049 bytes, 1027 characters
+        assert len(past.encode()) == 2049 and len(past) < 2048
+        assert verifier.owns(past)  # routed to the external check, which refuses it by size
+        with pytest.raises(Unauthorized) as info:
+            verifier.verify_now(past)
+        assert info.value.code == "token_too_large"
+        with pytest.raises(Unauthorized) as info:
+            verifier.verify_now(at)  # read (and refused as malformed), not too large
+        assert info.value.code == "invalid_token"
+
+
+def test_both_mode_refuses_a_squall_issuer():
+    """In both mode an iss of squall:… marks Squall's own tokens: the product's could never be checked."""
+    message = refused("--auth-mode", "both", "--external-jwt-secret", SECRET, "--external-jwt-issuer", "squall:x",
+                      "--external-jwt-audience", "squall")
+    assert "--external-jwt-issuer must not start with 'squall:'" in message
+    # external mode sends every token to the product's check: the prefix means nothing there
+    load("--auth-mode", "external", "--external-jwt-secret", SECRET, "--external-jwt-issuer", "squall:x",
+         "--external-jwt-audience", "squall")
+    load("--auth-mode", "both", "--external-jwt-secret", SECRET, "--external-jwt-issuer", "https://squall:x",
+         "--external-jwt-audience", "squall")
+
+
 def test_leeway_at_and_past():
     now = int(time.time())
 

@@ -8,8 +8,11 @@ token "signed" with the public key as an HMAC secret is refused before any key i
 
 JWKS: the keys are cached by ``kid``. A token with an unknown ``kid`` makes one fetch of the
 set, at most once per ``external_jwks_min_refetch`` seconds however many such tokens arrive
-(concurrent misses share the fetch); the fetch runs on a thread with a timeout, and a failed
-one leaves the cached keys in use. A ``kid`` still unknown after it is 401 ``unknown_key``.
+(concurrent misses share the fetch). The fetch is Squall's own (http.client on a thread; a
+redirect or any status but 200 is a failure): the whole of it, connecting and reading included, ends within
+``external_jwks_timeout`` seconds, and a body over ``JWKS_MAX_BYTES`` (1 MiB) is refused; a
+failed, slow or oversize fetch leaves the cached keys in use (logged with the HTTP status and the
+URL's host only). A ``kid`` still unknown after it is 401 ``unknown_key``.
 
 Claims: ``iss``, ``aud``, ``exp`` and ``sub`` are required (``nbf`` and ``iat`` honoured when
 present), with ``external_jwt_leeway`` seconds of clock skew. ``sub`` (1 to 255 characters, no
@@ -32,13 +35,19 @@ import hashlib
 import ipaddress
 import json
 import logging
+import http.client
+import math
+import socket
+import ssl
+import threading
 import time
+import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Optional
 from urllib.parse import urlsplit
 
 import jwt
-from jwt import PyJWKClient, PyJWKSet
+from jwt import PyJWKSet
 
 from ...errors import Unauthorized, ValidationError
 from ...tasks import spawn
@@ -55,7 +64,9 @@ LEEWAY_MAX = 300.0
 REFETCH_BOUNDS = (1.0, 86400.0)
 TIMEOUT_BOUNDS = (0.5, 30.0)
 TOKEN_BYTES_BOUNDS = (1024, 65536)
-SESSION_PREFIX = "ext:"  # sid of an external token: "ext:" + 32 hex digits of SHA-256 of the token
+JWKS_MAX_BYTES = 1024 * 1024  # the largest JWKS body accepted (docs/integration.md)
+SESSION_PREFIX = "ext:"  # sid of an external token: "ext:" + 28 hex digits of SHA-256 of the token (32 characters,
+# the width of a session family: a logged-out external token is kept as a revoked refresh_token row)
 
 
 def _b64json(segment: str):
@@ -99,6 +110,23 @@ def _key_algorithms(key) -> tuple:
     raise ValueError("--external-jwt-public-key must be an RSA, EC P-256 or Ed25519 public key")
 
 
+def _size(token: str) -> int:
+    """The size of ``token`` in UTF-8 bytes (what the limit counts, on HTTP and in a WebSocket frame)."""
+    return len(token.encode("utf-8", "surrogatepass"))
+
+
+class JwksTooLarge(ValueError):
+    """The JWKS body is over ``JWKS_MAX_BYTES``."""
+
+
+def _shutdown(sock) -> None:
+    """End a JWKS fetch at its deadline: a blocked read returns at once."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 class ExternalAuth:
     """Verifies the product's tokens; turns them into Squall's ``Claims`` (provisioning the user)."""
 
@@ -114,8 +142,8 @@ class ExternalAuth:
         self.jwks_url = jwks_url
         self.min_refetch = min_refetch
         self.timeout = timeout
-        self._client = PyJWKClient(jwks_url, cache_keys=False, cache_jwk_set=False, timeout=timeout) \
-            if jwks_url else None
+        self._client = bool(jwks_url)  # True: keys come from a JWKS URL
+        self.jwks_max_bytes = JWKS_MAX_BYTES
         self._keys: Dict[str, object] = {}  # kid -> PyJWK (asymmetric keys only)
         self._fetched_at: Optional[float] = None  # monotonic time of the last fetch attempt
         self._fetch: Optional[asyncio.Future] = None
@@ -145,6 +173,10 @@ class ExternalAuth:
                              f"and --external-jwt-public-key (got {len(sources)}: {', '.join(sources) or 'none'})")
         if not config.external_jwt_issuer or not config.external_jwt_audience:
             raise ValueError(f"--auth-mode {mode} needs --external-jwt-issuer and --external-jwt-audience")
+        if mode == "both" and config.external_jwt_issuer.startswith("squall:"):
+            # in both mode an iss of squall:… marks Squall's own tokens: the product's would never get here
+            raise ValueError("--external-jwt-issuer must not start with 'squall:' in --auth-mode both "
+                             "(that prefix marks Squall's own tokens)")
         if not 0 <= config.external_jwt_leeway <= LEEWAY_MAX:
             raise ValueError(f"--external-jwt-leeway must be between 0 and {LEEWAY_MAX:g} seconds")
         if not REFETCH_BOUNDS[0] <= config.external_jwks_min_refetch <= REFETCH_BOUNDS[1]:
@@ -193,7 +225,7 @@ class ExternalAuth:
         long or whose payload is not JSON goes to Squall's check (the same 401 ``invalid_token``)
         unless it is over the external size limit (``token_too_large``).
         """
-        if self.mode == "external" or len(token) > self.max_token_bytes:
+        if self.mode == "external" or _size(token) > self.max_token_bytes:
             return True
         try:
             body = _b64json(token.split(".")[1])
@@ -207,7 +239,7 @@ class ExternalAuth:
     # Verification -----------------------------------------------------------------------------
 
     def _header(self, token: str) -> dict:
-        if len(token) > self.max_token_bytes:
+        if _size(token) > self.max_token_bytes:
             raise Unauthorized(f"The access token is over {self.max_token_bytes} bytes", "token_too_large")
         try:
             header = jwt.get_unverified_header(token)
@@ -281,7 +313,7 @@ class ExternalAuth:
     async def refetch(self) -> None:
         """Fetch the JWKS unless one was tried less than ``min_refetch`` seconds ago; concurrent callers
         share one fetch. A failed fetch keeps the cached keys."""
-        if self._client is None:
+        if not self._client:
             return
         if self._fetch is not None:
             await asyncio.shield(self._fetch)
@@ -299,22 +331,79 @@ class ExternalAuth:
     async def _fetch_keys(self) -> None:
         self.fetches += 1
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + self.timeout
         try:
-            data = await loop.run_in_executor(self._pool, self._client.fetch_data)
+            data = await asyncio.wait_for(loop.run_in_executor(self._pool, self._download, deadline),
+                                          self.timeout)
             keys = {}
             for key in PyJWKSet.from_dict(data).keys:
                 # never an HMAC key from a JWKS (kty "oct"): asymmetric keys only
                 if key.key_id and key.key_type != "oct" and key.algorithm_name in self.algorithms:
                     keys[key.key_id] = key
         except Exception as exc:  # down, slow, or serving garbage: keep the keys we have
-            log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), type(exc).__name__)
+            status = exc.code if isinstance(exc, urllib.error.HTTPError) else None
+            if isinstance(exc, asyncio.TimeoutError):
+                exc = TimeoutError()
+            # the host only: a JWKS URL's path or query may carry a secret
+            log.warning("JWKS fetch failed, keeping %d cached keys: %s (HTTP status %s, host %s)",
+                        len(self._keys), type(exc).__name__, status if status is not None else "none",
+                        urlsplit(self.jwks_url).hostname)
             return
         self._keys = keys
         log.info("JWKS fetched: %d keys", len(keys))
 
+    def _download(self, deadline: float) -> dict:
+        """GET the JWKS (on the pool thread): no redirects, over by ``deadline`` (a timer shuts the
+        socket down then, so a server sending a byte now and then cannot hold the thread), at most
+        ``jwks_max_bytes`` read. Raises on any failure (HTTPError for a status other than 200)."""
+        parts = urlsplit(self.jwks_url)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("JWKS fetch deadline")
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=left,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=left)
+        conn.connect()
+        sock = conn.sock
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shutdown, (sock,))
+        timer.daemon = True
+        timer.start()
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            conn.request("GET", path, headers={"Accept": "application/json", "User-Agent": "squall-jwks"})
+            response = conn.getresponse()
+            if response.status != 200:  # a redirect included: the configured URL is the only source
+                raise urllib.error.HTTPError(self.jwks_url, response.status, response.reason, response.headers, None)
+            length = response.getheader("Content-Length")
+            if length is not None and length.strip().isdigit() and int(length) > self.jwks_max_bytes:
+                raise JwksTooLarge()
+            body = bytearray()
+            while len(body) <= self.jwks_max_bytes:
+                chunk = response.read(min(65536, self.jwks_max_bytes + 1 - len(body)))
+                if not chunk:
+                    break
+                body += chunk
+            if len(body) > self.jwks_max_bytes:
+                raise JwksTooLarge()
+            if time.monotonic() >= deadline:
+                raise TimeoutError("JWKS fetch deadline")
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise TimeoutError("JWKS fetch deadline") from None
+            raise
+        finally:
+            timer.cancel()
+            conn.close()
+        data = json.loads(bytes(body))
+        if not isinstance(data, dict):
+            raise ValueError("the JWKS is not a JSON object")
+        return data
+
     async def start(self) -> None:
         """Fetch the JWKS once (a failure is logged; tokens fetch again when needed)."""
-        if self._client is not None:
+        if self._client:
             await self.refetch()
             self._fetched_at = None if not self._keys else self._fetched_at
 
@@ -381,9 +470,11 @@ class ExternalAuth:
         revoked_at = self.users.revoked_at(user_id)
         if revoked_at is not None:
             iat = claims.get("iat")
-            if iat is None or iat <= revoked_at:
+            # revoked_at is whole seconds: a token issued within that second (iat 12.2, revoked
+            # at 12.8 stored as 12) is as old as the revocation
+            if iat is None or math.floor(iat) <= revoked_at:
                 raise Unauthorized("This token was revoked", "token_revoked")
-        sid = SESSION_PREFIX + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        sid = SESSION_PREFIX + hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:28]
         version = self.users.token_version(user_id)
         jti = claims.get("jti")
         return Claims(user_id, sid, version if version is not None else 0, int(claims["exp"]),

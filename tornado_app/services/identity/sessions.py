@@ -50,6 +50,7 @@ from ..storage.db import DatabaseExecutor
 from ..delivery.hub import Hub
 from ..operations.ratelimit import RateLimiter, address_key
 from ..delivery.registry import ConnectionRegistry
+from .external_auth import SESSION_PREFIX as EXTERNAL_SID
 from .users import ACCOUNT_DELETED, UserService
 
 log = logging.getLogger("squall.sessions")
@@ -103,15 +104,25 @@ class SessionService:
         """Read (or create) the installation id; load sessions revoked while tokens may still live."""
         self.installation_id = await self.dbx.write(self._installation_id)
         self.auth.issuer = f"squall:{self.installation_id}"
-        since = utcnow() - datetime.timedelta(seconds=self.auth.token_ttl + 1)
+        now = utcnow()
+        since = now - datetime.timedelta(seconds=self.auth.token_ttl + 1)
 
         def revoked():
-            return list(RefreshToken.select(RefreshToken.family, peewee.fn.MAX(RefreshToken.revoked_at))
-                        .where(RefreshToken.revoked_at >= since).group_by(RefreshToken.family).tuples())
-        for sid, revoked_at in await self.dbx.read(revoked):
+            return list(RefreshToken.select(RefreshToken.family, peewee.fn.MAX(RefreshToken.revoked_at),
+                                            peewee.fn.MAX(RefreshToken.expires_at))
+                        .where((RefreshToken.revoked_at >= since)
+                               | (RefreshToken.family.startswith(EXTERNAL_SID) & RefreshToken.revoked_at.is_null(False)
+                                  & (RefreshToken.expires_at > now)))
+                        .group_by(RefreshToken.family).tuples())
+        for sid, revoked_at, expires_at in await self.dbx.read(revoked):
             if isinstance(revoked_at, str):  # SQLite aggregates come back as text
                 revoked_at = datetime.datetime.fromisoformat(revoked_at)
-            self._revoked[sid] = _epoch(revoked_at) + self.auth.token_ttl + 1
+            if isinstance(expires_at, str):
+                expires_at = datetime.datetime.fromisoformat(expires_at)
+            if sid.startswith(EXTERNAL_SID):  # a logged-out external token: refused until its own exp
+                self._revoked[sid] = _epoch(expires_at)
+            else:
+                self._revoked[sid] = _epoch(revoked_at) + self.auth.token_ttl + 1
 
     @staticmethod
     def _installation_id() -> str:
@@ -214,7 +225,7 @@ class SessionService:
         revoked_before = now - datetime.timedelta(seconds=self.auth.token_ttl + 60)
         stale = ((RefreshToken.expires_at <= now)
                  | (RefreshToken.replaced_by.is_null(False) & (RefreshToken.last_used_at < spent_before))
-                 | (RefreshToken.revoked_at < revoked_before))
+                 | ((RefreshToken.revoked_at < revoked_before) & ~RefreshToken.family.startswith(EXTERNAL_SID)))
 
         def delete_batch():
             batch = RefreshToken.select(RefreshToken.id).where(stale).limit(_PRUNE_BATCH)
@@ -232,12 +243,29 @@ class SessionService:
 
     # Revoking ------------------------------------------------------------------------------
 
-    async def revoke_session(self, sid: str, reason: str = LOGGED_OUT) -> None:
-        """Revoke session ``sid`` everywhere: refresh family, access tokens, live connections."""
+    async def revoke_session(self, sid: str, reason: str = LOGGED_OUT, user_id: Optional[int] = None,
+                             until: Optional[float] = None) -> None:
+        """Revoke session ``sid`` everywhere: refresh family, access tokens, live connections.
+
+        An external token's session (sid ``ext:…``; pass its ``user_id`` and ``until``, the token's
+        ``exp`` plus the leeway) is refused until then, however long the product's token lives,
+        and across restarts: it is kept as a revoked ``refresh_token`` row (family = the sid,
+        ``expires_at`` = ``until``, a hash no refresh token has) that ``start`` reloads and
+        ``prune`` deletes once it has expired.
+        """
         now = utcnow()
-        await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
-            (RefreshToken.family == sid) & RefreshToken.revoked_at.is_null()).execute())
-        until = time.time() + self.auth.token_ttl + 1
+        if sid.startswith(EXTERNAL_SID) and user_id is not None and until is not None:
+            expires = datetime.datetime.fromtimestamp(until, datetime.timezone.utc).replace(tzinfo=None)
+            marker = hashlib.sha256(("revoked-external-token:" + sid).encode()).hexdigest()
+
+            def keep():
+                RefreshToken.insert(token_hash=marker, user=user_id, family=sid, created_at=now, last_used_at=now,
+                                    expires_at=expires, revoked_at=now).on_conflict_ignore().execute()
+            await self.dbx.write(keep)
+        else:
+            await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
+                (RefreshToken.family == sid) & RefreshToken.revoked_at.is_null()).execute())
+            until = time.time() + self.auth.token_ttl + 1
         message = {"t": "revoke", "s": [sid], "e": until, "r": LOGGED_OUT}
         self.on_control(message)  # at once here; the broker brings it to the other processes
         await self.hub.control(message)
