@@ -22,7 +22,7 @@ from models import RefreshToken, utcnow
 from tornado_app.config import Config
 from tornado_app.errors import ServerBusy
 from tornado_app.services import build_services
-from tornado_app.services import sessions as sessions_module
+from tornado_app.services.identity import sessions as sessions_module
 from tornado_app.services.operations.ratelimit import address_key
 
 PASSWORD = "password123"

@@ -288,12 +288,14 @@ async def test_the_websocket_frame_loop_runs_in_a_task_of_its_own(users, ws_conn
 async def test_an_ended_frame_loop_aborts_the_connection(users, ws_connect, services):
     """What ends the detached loop closes the socket (``_abort``), as Tornado's own path would."""
     (alice,) = await users("alice")
+    before = running_tasks()  # an earlier test's socket may still be closing: not this one's loop
     ws = await ws_connect("/ws/notifications", alice["token"])
     await ws.recv_type("unread")
-    (loop,) = [t for t in running_tasks() if t.get_name() == "ws.frames"]
+    (loop,) = [t for t in running_tasks() - before if t.get_name() == "ws.frames"]
     loop.cancel()
     assert await ws.conn.read_message() is None  # the server closed the socket
-    await wait_until(lambda: services.registry.count() == 0, what="the connection to unregister")
+    await wait_until(lambda: not services.registry.user_connections(alice["id"]),
+                     what="the connection to unregister")
 
 
 @pytest.mark.gen_test(timeout=60)
