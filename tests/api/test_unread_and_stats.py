@@ -99,7 +99,7 @@ async def test_stream_opened_during_a_commit_gets_the_committed_count(api, users
     send = asyncio.ensure_future(services.chat.send_message(alice["id"], {"chat_id": chat_id, "content": "hi"}))
     for _ in range(5):
         await asyncio.sleep(0)
-    assert not services.chat.writer._queue and not send.done()  # chosen its listeners, waiting
+    assert services.chat.writer.queued == 0 and not send.done()  # chosen its listeners, waiting
     ws = await ws_connect("/ws/notifications", bob["token"])
     for _ in range(500):  # the stream subscribed and asked for its unread state
         if services.registry.count(NOTIFY) == 1:

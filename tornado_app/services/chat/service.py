@@ -193,6 +193,11 @@ class MessageWriter:
         """Ready to take sends (each batch's flush runs in a task of its own)."""
         self._closing = False
 
+    @property
+    def queued(self) -> int:
+        """Sends waiting for a flush (a batch being stored is no longer counted)."""
+        return len(self._batcher)
+
     async def submit(self, req: SendRequest) -> SendResult:
         """Queue ``req`` and wait until it is committed. Raises Unavailable while shutting down."""
         if self._closing:
