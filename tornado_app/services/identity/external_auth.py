@@ -2,7 +2,7 @@
 
 ``--auth-mode external`` or ``both``. A token is verified with PyJWT against one key source:
 an HMAC secret (HS256/384/512), a PEM public key file (RS*, PS*, ES*, EdDSA) or a JWKS URL
-(PyJWT's ``PyJWKClient``). The algorithm allowlist is fixed at start-up and never holds
+(parsed by PyJWT's ``PyJWKSet``). The algorithm allowlist is fixed at start-up and never holds
 ``none``; HMAC algorithms go only with the secret and asymmetric ones only with keys, so a
 token "signed" with the public key as an HMAC secret is refused before any key is used.
 
