@@ -5,13 +5,15 @@ from .notification import Notification, NotificationState, Setting
 from .preferences import PushSubscription, UserPreference
 from .session import RefreshToken
 from .user import User, new_token_version, username_key
+from .webhook import WebhookEvent, WebhookPresence
 
 ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, Setting, RefreshToken,
-              UserPreference, PushSubscription]
+              UserPreference, PushSubscription, WebhookEvent, WebhookPresence]
 
 __all__ = [
     "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "utcnow",
     "GROUP", "PRIVATE", "Chat", "ChatMember", "Message", "Notification", "NotificationState",
     "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "new_token_version", "username_key",
+    "WebhookEvent", "WebhookPresence",
     "ALL_MODELS",
 ]

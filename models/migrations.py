@@ -19,6 +19,7 @@ Versions:
        token), user.kind (builtin | external | system | deleted), user.avatar_url,
        user.disabled, user.revoked_at (tokens issued at or before it are refused);
        chat.external_key (unique, the idempotency key of a chat created by the service API).
+    7  webhooks (issue 23): tables webhook_event (the outbox) and webhook_presence.
 """
 from __future__ import annotations
 
@@ -199,6 +200,44 @@ def to_v6(db: peewee.Database) -> None:
         db.execute_sql('CREATE UNIQUE INDEX "chat_external_key" ON "chat" ("external_key")')
 
 
+def to_v7(db: peewee.Database) -> None:
+    """Version 6 → 7: the webhook outbox and the presence the webhooks last told (frozen here)."""
+
+    class WebhookEventV7(peewee.Model):
+        id = peewee.BigAutoField()
+        event_id = peewee.CharField(max_length=40, unique=True)
+        type = peewee.CharField(max_length=32)
+        ordering_key = peewee.CharField(max_length=40)
+        body = peewee.TextField()
+        status = peewee.CharField(max_length=16, default="pending")
+        attempts = peewee.IntegerField(default=0)
+        next_attempt_at = peewee.DoubleField(default=0.0)
+        window_start = peewee.DoubleField(default=0.0)
+        lease_until = peewee.DoubleField(default=0.0)
+        leased_by = peewee.CharField(max_length=64, default="")
+        last_status = peewee.IntegerField(null=True)
+        last_error = peewee.CharField(max_length=200, default="")
+        created_at = peewee.DateTimeField()
+        delivered_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            database = db
+            table_name = "webhook_event"
+            indexes = ((("status", "next_attempt_at"), False), (("ordering_key", "id"), False))
+
+    class WebhookPresenceV7(peewee.Model):
+        user_id = peewee.IntegerField(primary_key=True)
+        online = peewee.BooleanField(default=False)
+        changed_at = peewee.DoubleField(default=0.0)
+        unseen_sent = peewee.BooleanField(default=False)
+
+        class Meta:
+            database = db
+            table_name = "webhook_presence"
+
+    db.create_tables([WebhookEventV7, WebhookPresenceV7], safe=True)
+
+
 # version -> function migrating from version - 1; append, never edit a released one
 MIGRATIONS = {
     2: to_v2,
@@ -206,4 +245,5 @@ MIGRATIONS = {
     4: to_v4,
     5: to_v5,
     6: to_v6,
+    7: to_v7,
 }

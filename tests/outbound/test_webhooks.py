@@ -1,0 +1,211 @@
+"""Signed webhooks (issue 23, acceptance 1 and 2) against a real receiver that verifies every
+request with the ``standardwebhooks`` package.
+
+1. each event type fires with its documented fields; a tampered body or a stale timestamp fails
+   verification;
+2. 500 three times then 200: the event arrives again with the same id; a 429 with
+   ``Retry-After: 2`` is honoured; a receiver down past the retry window: the delivery is
+   failed, listed by the admin API, and a retry from it delivers it.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import time
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from models import User, WebhookEvent
+from tests.support.webhook_receiver import SECRET, WebhookReceiver
+
+
+@pytest.fixture
+def receiver():
+    with WebhookReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def retry_window():
+    return 86400.0
+
+
+@pytest.fixture
+def config_overrides(receiver, retry_window):
+    return {"webhook_url": receiver.url, "webhook_secret": SECRET, "presence_grace": 0.5, "unseen_delay": 1.0,
+            "webhook_timeout": 2.0, "mark_read_interval": 0.0, "webhook_retry_window": retry_window}
+
+
+async def private_chat(api, a, b) -> int:
+    status, body = await api.call("POST", "/api/chats", {"user_id": b["id"]}, token=a["token"])
+    assert status == 200, body
+    return body["chat"]["id"]
+
+
+async def send(api, user, chat_id, content, **extra) -> dict:
+    status, body = await api.call("POST", f"/api/chats/{chat_id}/messages", {"content": content, **extra},
+                                  token=user["token"])
+    assert status == 201, body
+    return body["message"]
+
+
+def messages_created(receiver) -> list:
+    """The requests (every attempt) of message.created events."""
+    return [r for r in list(receiver.requests) if json.loads(r.body)["type"] == "message.created"]
+
+
+def person(user) -> dict:
+    return {"id": user["id"], "username": user["username"], "external_id": None}
+
+
+def iso_utc(text: str) -> datetime.datetime:
+    assert text.endswith("Z"), text
+    return datetime.datetime.fromisoformat(text[:-1])
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_every_event_type_is_signed_and_carries_its_fields(api, users, ws_connect, receiver, services):
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+
+    stream = await ws_connect("/ws/notifications", bob["token"])
+    await stream.recv_type("unread")
+    await receiver.until(lambda r: r.of_type("user.online"))
+    online = receiver.of_type("user.online")[0]
+    assert online["data"]["user"] == person(bob)
+    iso_utc(online["data"]["at"])
+
+    first = await send(api, alice, chat_id, "hello bob", client_id="c-1")
+    await receiver.until(lambda r: r.of_type("message.created"))
+    created = receiver.of_type("message.created")[0]
+    assert created["data"]["chat"] == {"id": chat_id, "key": None, "kind": "private"}
+    assert created["data"]["message"]["id"] == first["id"]
+    assert created["data"]["message"]["client_id"] == "c-1"
+    assert created["data"]["message"]["content"] == "hello bob"
+    assert created["data"]["message"]["created_at"] == first["created_at"]
+    assert created["data"]["sender"] == person(alice)
+    assert sorted(created["data"]["members"], key=lambda m: m["id"]) == sorted(
+        [{"id": alice["id"], "external_id": None}, {"id": bob["id"], "external_id": None}], key=lambda m: m["id"])
+
+    status, _ = await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": first["id"]}, token=bob["token"])
+    assert status == 200
+    await receiver.until(lambda r: r.of_type("chat.read"))
+    read = receiver.of_type("chat.read")[0]
+    assert read["data"] == {"chat": {"id": chat_id, "key": None, "kind": "private"}, "user": person(bob),
+                            "last_read_message_id": first["id"]}
+
+    stream.close()
+    await receiver.until(lambda r: r.of_type("user.offline"))
+    assert receiver.of_type("user.offline")[0]["data"]["user"] == person(bob)
+
+    later = await send(api, alice, chat_id, "are you there?")
+    await receiver.until(lambda r: r.of_type("notification.unseen"), timeout=30)
+    unseen = receiver.of_type("notification.unseen")[0]["data"]
+    assert unseen["user"] == person(bob)
+    assert unseen["unread"] == {"total": 1, "chats": [{"chat_id": chat_id, "key": None, "count": 1}]}
+    assert unseen["previews"] == [{"chat_id": chat_id, "message_id": later["id"], "sender": person(alice),
+                                   "content": "are you there?", "created_at": later["created_at"]}]
+
+    # Every request verified; the body's id is the webhook-id header; the envelope's fields.
+    assert all(r.event is not None for r in receiver.requests), [r.error for r in receiver.requests]
+    for r in receiver.requests:
+        assert r.headers["content-type"] == "application/json"
+        assert r.event["id"] == r.headers["webhook-id"]
+        assert set(r.event) == {"id", "type", "timestamp", "data"}
+        iso_utc(r.event["timestamp"])
+    assert len({e["id"] for e in receiver.verified}) == len(receiver.verified)
+
+    # A tampered body, a stale timestamp, another secret: verification fails.
+    sample = receiver.requests[1]
+    hook = Webhook(SECRET)
+    with pytest.raises(WebhookVerificationError):
+        hook.verify(sample.body.replace(b"hello bob", b"hello eve"), sample.headers)
+    stale = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=10)
+    stale_headers = dict(sample.headers, **{"webhook-timestamp": str(int(stale.timestamp())),
+                                            "webhook-signature": hook.sign(sample.headers["webhook-id"], stale,
+                                                                           sample.body)})
+    with pytest.raises(WebhookVerificationError):
+        hook.verify(sample.body, stale_headers)
+    hook.verify(sample.body, sample.headers)  # the untouched request still verifies
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_500_three_times_then_200_arrives_again_with_the_same_id(api, users, receiver, services):
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+    receiver.answers_for = "message.created"
+    receiver.answers = [(500, {}), (500, {}), (500, {})]
+    await send(api, alice, chat_id, "retried")
+    await receiver.until(lambda r: len(messages_created(r)) >= 4, timeout=30)
+    attempts = messages_created(receiver)
+    ids = [r.headers["webhook-id"] for r in attempts]
+    assert len(set(ids)) == 1 and len(ids) == 4
+    assert all(r.event is not None for r in attempts)  # re-signed at each attempt: still fresh
+    row = await services.dbx.read(lambda: WebhookEvent.get(WebhookEvent.event_id == ids[0]))
+    assert (row.status, row.attempts, row.last_status) == ("delivered", 4, 200)
+    assert services.metrics.metrics.webhooks["retried"] == 3
+    assert services.metrics.metrics.webhooks["delivered"] >= 1
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_429_with_retry_after_is_honoured(api, users, receiver, services):
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+    receiver.answers_for = "message.created"
+    receiver.answers = [(429, {"Retry-After": "2"})]
+    await send(api, alice, chat_id, "slow down")
+    await receiver.until(lambda r: len(messages_created(r)) >= 2, timeout=30)
+    first, second = messages_created(receiver)[:2]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert second.at - first.at >= 1.9
+
+
+@pytest.mark.parametrize("retry_window", [3.0])
+@pytest.mark.gen_test(timeout=60)
+async def test_a_receiver_down_past_the_window_fails_and_the_admin_retry_delivers(
+        api, users, services, receiver):
+    alice, bob = await users("alice", "bob")
+    await services.dbx.write(lambda: User.update(is_admin=True).where(User.id == alice["id"]).execute())
+    chat_id = await private_chat(api, alice, bob)
+    receiver.answers_for = "message.created"
+    receiver.answers = [(503, {})] * 100  # down (every attempt answered 503) for the whole window
+    await send(api, alice, chat_id, "never delivered in time")
+
+    async def failed():
+        status, body = await api.call("GET", "/api/admin/webhooks?status=failed", token=alice["token"])
+        assert status == 200, body
+        return body["deliveries"]
+
+    deadline = time.time() + 30
+    while not await failed():
+        assert time.time() < deadline, "the delivery was never marked failed"
+        await asyncio.sleep(0.2)
+    row = (await failed())[0]
+    assert row["type"] == "message.created" and row["status"] == "failed" and row["attempts"] >= 1
+    assert row["last_status"] == 503 and "retry window ended" in row["last_error"]
+    assert "body" not in row and "never delivered" not in json.dumps(row)  # no message text in the console
+
+    # Others may not see or retry it.
+    status, body = await api.call("GET", "/api/admin/webhooks", token=bob["token"])
+    assert status == 403 and body["error"]["code"] == "admin_only"
+    status, body = await api.call("POST", f"/api/admin/webhooks/{row['id']}/retry", token=bob["token"])
+    assert status == 403
+
+    receiver.answers = []
+    before = len(receiver.requests)
+    status, body = await api.call("POST", f"/api/admin/webhooks/{row['id']}/retry", token=alice["token"])
+    assert status == 200, body
+    assert body["status"] == "pending"
+    await receiver.until(lambda r: any(q.event is not None and q.event["id"] == row["event_id"]
+                                       for q in r.requests[before:]), timeout=20)
+    status, body = await api.call("GET", "/api/admin/webhooks?status=delivered", token=alice["token"])
+    assert row["id"] in [d["id"] for d in body["deliveries"]]
+
+    # A delivered one is not retried; an unknown id is 404.
+    status, body = await api.call("POST", f"/api/admin/webhooks/{row['id']}/retry", token=alice["token"])
+    assert status == 409 and body["error"]["code"] == "not_failed"
+    status, body = await api.call("POST", "/api/admin/webhooks/999999/retry", token=alice["token"])
+    assert status == 404 and body["error"]["code"] == "delivery_not_found"
