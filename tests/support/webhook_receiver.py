@@ -42,6 +42,7 @@ class WebhookReceiver:
         self.secret = secret
         self.requests: List[Received] = []
         self.answers: List[Tuple[int, Dict[str, str]]] = []
+        self.arrived = 0  # requests whose body was read (counted before a stall holds them)
         self.answers_for: Optional[str] = None  # an event type: only its requests take from ``answers``
         self.stall = threading.Event()
         self._released = threading.Event()
@@ -53,6 +54,8 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                with receiver._lock:
+                    receiver.arrived += 1
                 try:
                     event, error = Webhook(receiver.secret).verify(body, headers), ""
                 except Exception as exc:
