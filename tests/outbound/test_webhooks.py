@@ -209,3 +209,54 @@ async def test_a_receiver_down_past_the_window_fails_and_the_admin_retry_deliver
     assert status == 409 and body["error"]["code"] == "not_failed"
     status, body = await api.call("POST", "/api/admin/webhooks/999999/retry", token=alice["token"])
     assert status == 404 and body["error"]["code"] == "delivery_not_found"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_failing_chat_waits_in_order_while_other_chats_proceed(api, users, receiver, services):
+    alice, bob, carol = await users("alice", "bob", "carol")
+    stuck, free = await private_chat(api, alice, bob), await private_chat(api, alice, carol)
+    until = time.time() + 3.0
+    receiver.rule = lambda event: ((503, {}) if event.get("type") == "message.created"
+                                   and event["data"]["chat"]["id"] == stuck and time.time() < until else None)
+    a1 = await send(api, alice, stuck, "a1")
+    a2 = await send(api, alice, stuck, "a2")
+    b1 = await send(api, alice, free, "b1")
+    b2 = await send(api, alice, free, "b2")
+
+    def delivered(r, chat_id, after=0.0):
+        """Message ids of ``chat_id``'s requests received after ``after`` (the 503s end at ``until``)."""
+        return [q.event["data"]["message"]["id"] for q in messages_created(r)
+                if q.event["data"]["chat"]["id"] == chat_id and q.at >= after]
+
+    await receiver.until(lambda r: delivered(r, free) == [b1["id"], b2["id"]])
+    assert time.time() < until, "the free chat waited for the stuck one"
+    assert set(delivered(receiver, stuck)) == {a1["id"]}  # a2 is not sent while a1 is not delivered
+    await receiver.until(lambda r: delivered(r, stuck, until) == [a1["id"], a2["id"]], timeout=30)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_metrics_count_deliveries_by_outcome(api, users, receiver, services):
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+    receiver.answers_for = "message.created"
+    receiver.answers = [(500, {}), (400, {})]
+    await send(api, alice, chat_id, "counted")
+    await receiver.until(lambda r: len(messages_created(r)) >= 2, timeout=20)
+    await asyncio.sleep(0.3)
+    text = services.metrics.exposition().decode()
+    assert 'squall_webhook_deliveries_total{outcome="retried"} 1.0' in text
+    assert 'squall_webhook_deliveries_total{outcome="failed"} 1.0' in text
+
+
+@pytest.mark.parametrize("config_overrides", [{}])
+@pytest.mark.gen_test(timeout=30)
+async def test_without_a_webhook_url_nothing_is_queued(api, users, services):
+    alice, bob = await users("alice", "bob")
+    assert not services.webhooks.enabled
+    assert services.chat.writer.outbox is None and services.chat.on_read_stored is None
+    assert services.hub.on_online is None
+    chat_id = await private_chat(api, alice, bob)
+    message = await send(api, alice, chat_id, "quiet")
+    status, _ = await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": message["id"]}, token=bob["token"])
+    assert status == 200
+    assert await services.dbx.read(lambda: WebhookEvent.select().count()) == 0

@@ -42,6 +42,8 @@ class WebhookReceiver:
         self.secret = secret
         self.requests: List[Received] = []
         self.answers: List[Tuple[int, Dict[str, str]]] = []
+        # ``rule(event body) -> (status, headers) or None``: answers before ``answers`` when it returns one
+        self.rule: Optional[Callable[[dict], Optional[Tuple[int, Dict[str, str]]]]] = None
         self.arrived = 0  # requests whose body was read (counted before a stall holds them)
         self.answers_for: Optional[str] = None  # an event type: only its requests take from ``answers``
         self.stall = threading.Event()
@@ -65,9 +67,13 @@ class WebhookReceiver:
                         break
                 with receiver._lock:
                     receiver.requests.append(Received(headers, body, time.time(), event, error))
-                    kind = json.loads(body or b"{}").get("type") if body.startswith(b"{") else None
-                    scripted = receiver.answers and receiver.answers_for in (None, kind)
-                    status, extra = receiver.answers.pop(0) if scripted else (200, {})
+                    parsed = json.loads(body) if body.startswith(b"{") else {}
+                    ruled = receiver.rule(parsed) if receiver.rule is not None else None
+                    scripted = receiver.answers and receiver.answers_for in (None, parsed.get("type"))
+                    if ruled is not None:
+                        status, extra = ruled
+                    else:
+                        status, extra = receiver.answers.pop(0) if scripted else (200, {})
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)

@@ -150,6 +150,11 @@ def new_event_id() -> str:
 
 # Rows (on the writer thread, inside the transaction of what caused them) ------------------------
 
+def _all(query: Any) -> List[Any]:
+    """A query's rows (model instances or tuples), typed as Any: Peewee's attributes are dynamic."""
+    return list(query)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
@@ -162,23 +167,25 @@ def _row(kind: str, key: str, data: dict, now: float) -> dict:
             "next_attempt_at": 0.0, "window_start": now, "created_at": at}
 
 
-def _person(user: Optional[User], user_id: int) -> dict:
+def _person(user: Any, user_id: int) -> dict:
     if user is None:
         return {"id": user_id, "username": None, "external_id": None}
     return {"id": user.id, "username": user.username, "external_id": user.external_id}
 
 
-def _people(user_ids: Iterable[int]) -> Dict[int, User]:
+def _people(user_ids: Iterable[int]) -> Dict[int, Any]:
     ids = list(set(user_ids))
     if not ids:
         return {}
-    return {u.id: u for u in User.select(User.id, User.username, User.external_id).where(User.id.in_(ids))}
+    user_id: Any = User._meta.primary_key  # Peewee's implicit id
+    return {u.id: u for u in _all(User.select(user_id, User.username, User.external_id).where(user_id.in_(ids)))}
 
 
 def _chats(chat_ids: Iterable[int]) -> Dict[int, dict]:
     ids = list(set(chat_ids))
+    chat_id: Any = Chat._meta.primary_key  # Peewee's implicit id
     return {c.id: {"id": c.id, "key": c.external_key, "kind": c.kind}
-            for c in Chat.select(Chat.id, Chat.kind, Chat.external_key).where(Chat.id.in_(ids))} if ids else {}
+            for c in _all(Chat.select(chat_id, Chat.kind, Chat.external_key).where(chat_id.in_(ids)))} if ids else {}
 
 
 def message_rows(created: List[Tuple[int, int, dict]]) -> int:
@@ -191,8 +198,8 @@ def message_rows(created: List[Tuple[int, int, dict]]) -> int:
     chat_ids = {chat_id for chat_id, _, _ in created}
     chats = _chats(chat_ids)
     members: Dict[int, List[int]] = {cid: [] for cid in chat_ids}
-    for cid, uid in (ChatMember.select(ChatMember.chat, ChatMember.user)
-                     .where(ChatMember.chat.in_(list(chat_ids))).order_by(ChatMember.user).tuples()):
+    for cid, uid in _all(ChatMember.select(ChatMember.chat, ChatMember.user)
+                         .where(ChatMember.chat.in_(list(chat_ids))).order_by(ChatMember.user).tuples()):
         members[cid].append(uid)
     people = _people({uid for ms in members.values() for uid in ms} | {s for _, s, _ in created})
     now = time.time()
@@ -265,14 +272,14 @@ def unseen_candidates(now: float, delay: float, limit: int) -> List[int]:
              .having(oldest <= cutoff)
              .order_by(ChatMember.user)
              .limit(limit))
-    return [uid for (uid,) in query.tuples()]
+    return [uid for (uid,) in _all(query.tuples())]
 
 
 def unseen_row(user_id: int, now: float, delay: float) -> bool:
     """Claim ``user_id``'s one ``notification.unseen`` and queue it; False when another process has
     (or there is nothing unread any more, or the user came back). Writer thread."""
     now_dt = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
-    unread = list(ChatMember.select(ChatMember.chat, ChatMember.unread_count, ChatMember.last_read_message_id)
+    unread = _all(ChatMember.select(ChatMember.chat, ChatMember.unread_count, ChatMember.last_read_message_id)
                   .where((ChatMember.user == user_id) & (ChatMember.unread_count > 0) & _not_muted(now_dt))
                   .order_by(ChatMember.chat).tuples())
     if not unread:
@@ -284,7 +291,7 @@ def unseen_row(user_id: int, now: float, delay: float) -> bool:
     if not claimed:
         return False
     chats = _chats(cid for cid, _, _ in unread)
-    previews = list(Message.select(Message.id, Message.chat, Message.sender, Message.content, Message.created_at)
+    previews = _all(Message.select(Message.id, Message.chat, Message.sender, Message.content, Message.created_at)
                     .join(ChatMember, on=((ChatMember.chat == Message.chat) & (ChatMember.user == user_id)))
                     .where((Message.id > ChatMember.last_read_message_id) & (Message.sender != user_id)
                            & (ChatMember.unread_count > 0) & _not_muted(now_dt))
@@ -305,9 +312,9 @@ def unseen_row(user_id: int, now: float, delay: float) -> bool:
 
 def told_online(after_user: int, limit: int, before: float) -> List[int]:
     """Users told online before ``before`` (Unix seconds), by id after ``after_user``. Reader thread."""
-    return [uid for (uid,) in WebhookPresence.select(WebhookPresence.user_id).where(
+    return [uid for (uid,) in _all(WebhookPresence.select(WebhookPresence.user_id).where(
         (WebhookPresence.online == True) & (WebhookPresence.user_id > after_user)  # noqa: E712
-        & (WebhookPresence.changed_at < before)).order_by(WebhookPresence.user_id).limit(limit).tuples()]
+        & (WebhookPresence.changed_at < before)).order_by(WebhookPresence.user_id).limit(limit).tuples())]
 
 
 # Claims and outcomes ---------------------------------------------------------------------------
@@ -323,8 +330,8 @@ def _ready(now: float):
 
 def due_ids(now: float, limit: int) -> List[int]:
     """Ids of the rows a sender may claim now, oldest first. Reader thread."""
-    return [i for (i,) in WebhookEvent.select(WebhookEvent.id).where(_ready(now))
-            .order_by(WebhookEvent.id).limit(limit).tuples()]
+    return [i for (i,) in _all(WebhookEvent.select(WebhookEvent.id).where(_ready(now))
+                               .order_by(WebhookEvent.id).limit(limit).tuples())]
 
 
 def claim(ids: List[int], token: str, now: float, lease: float) -> List[WebhookEvent]:
