@@ -1,4 +1,4 @@
-"""``python -m bench {all,fanout,idle,chat,targeted,login,compare,report}``: run the benchmarks.
+"""``python -m bench {all,fanout,idle,chat,targeted,login,webhooks,compare,report}``: run the benchmarks.
 
 The results go into docs/bench-results.json, and docs/performance.md is rendered from it.
 
@@ -19,7 +19,7 @@ from .report import machine, render
 from .runner import TINY, Sizes, run
 from .servers import ROOT
 
-SCENARIOS = ("fanout", "idle", "chat", "targeted", "login")
+SCENARIOS = ("fanout", "idle", "chat", "targeted", "login", "webhooks")
 
 
 def parse(argv):
