@@ -40,6 +40,8 @@ def test_a_good_setup_and_the_defaults_load():
     ("https://hooks.example.com/x#frag", "fragment"),
     ("https://hooks.example.com:99999/x", "port"),
     ("https://hooks.example.com/a b", "at most"),
+    ("https://127.0.0.2\\@hooks.example.com/x", "at most"),
+    ("https://hooks.example.com/é", "at most"),
     ("https://hooks.example.com/" + "a" * MAX_URL, "at most"),
 ])
 def test_bad_urls_are_refused_at_start(url, says):

@@ -88,10 +88,13 @@ def parse_webhook_url(url: str) -> urllib.parse.SplitResult:
     Refused (ValueError): other schemes than http and https, no host, a ``user:password@``
     (it would travel as Basic auth in every request and show wherever the URL is shown: the
     signature authenticates Squall instead), a fragment, over ``MAX_URL`` characters, spaces
-    or control characters. The URL is the operator's: any host, port and address is allowed.
+    control characters, backslashes or non-ASCII (percent-encode them). The URL is the
+    operator's: any host, port and address is allowed.
     """
-    if not isinstance(url, str) or len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 for c in url):
-        raise ValueError(f"--webhook-url must be an http:// or https:// URL of at most {MAX_URL} characters")
+    if (not isinstance(url, str) or len(url) > MAX_URL or "\\" in url
+            or any(c.isspace() or ord(c) < 32 or ord(c) > 126 for c in url)):
+        raise ValueError(f"--webhook-url must be an http:// or https:// URL of at most {MAX_URL} printable ASCII "
+                         "characters (no spaces or backslashes; percent-encode the others)")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ValueError("--webhook-url must start with http:// or https://")
