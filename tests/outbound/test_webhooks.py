@@ -260,3 +260,19 @@ async def test_without_a_webhook_url_nothing_is_queued(api, users, services):
     status, _ = await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": message["id"]}, token=bob["token"])
     assert status == 200
     assert await services.dbx.read(lambda: WebhookEvent.select().count()) == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unseen_scans_page_past_users_skipped_for_dnd(api, users, receiver, services, monkeypatch):
+    from tornado_app.services.outbound import webhooks
+    monkeypatch.setattr(webhooks, "UNSEEN_BATCH", 2)  # a page of 2 candidates: the two DND users fill it
+    alice, first, second, third = await users("alice", "first", "second", "third")
+    until = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).isoformat()
+    for user in (first, second):
+        status, _ = await api.call("PATCH", "/api/me/preferences", {"dnd_until": until}, token=user["token"])
+        assert status == 200
+    for user in (first, second, third):
+        await send(api, alice, await private_chat(api, alice, user), "ping")
+    await receiver.until(lambda r: r.of_type("notification.unseen"), timeout=30)
+    await asyncio.sleep(1.5)  # a few more scans
+    assert [e["data"]["user"]["id"] for e in receiver.of_type("notification.unseen")] == [third["id"]]

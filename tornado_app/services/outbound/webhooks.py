@@ -258,9 +258,10 @@ def _not_muted(now_dt: datetime.datetime):
     return ChatMember.muted_until.is_null() | (ChatMember.muted_until <= now_dt)
 
 
-def unseen_candidates(now: float, delay: float, limit: int) -> List[int]:
-    """Users with an unread message (not muted) older than ``delay`` and older than their last
-    going offline, whose told presence is offline and whose unseen claim is free. Reader thread."""
+def unseen_candidates(now: float, delay: float, limit: int, after_user: int = 0) -> List[int]:
+    """Users (ids above ``after_user``, ascending) with an unread message (not muted) older than
+    ``delay`` and older than their last going offline, whose told presence is offline and whose
+    unseen claim is free. Reader thread."""
     now_dt = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
     cutoff = now_dt - datetime.timedelta(seconds=delay)
     excluded = WebhookPresence.select(WebhookPresence.user_id).where(
@@ -270,7 +271,8 @@ def unseen_candidates(now: float, delay: float, limit: int) -> List[int]:
     query = (ChatMember.select(ChatMember.user)
              .join(Message, on=((Message.chat == ChatMember.chat) & (Message.id > ChatMember.last_read_message_id)
                                 & (Message.sender != ChatMember.user)))
-             .where((ChatMember.unread_count > 0) & _not_muted(now_dt) & ChatMember.user.not_in(excluded))
+             .where((ChatMember.unread_count > 0) & _not_muted(now_dt) & ChatMember.user.not_in(excluded)
+                    & (ChatMember.user > after_user))
              .group_by(ChatMember.user)
              .having(oldest <= cutoff)
              .order_by(ChatMember.user)
@@ -417,7 +419,10 @@ class WebhookService:
         self._rng = random.Random()
         self._results: Batcher[Tuple[int, str, str, dict], None] = Batcher(self._record, name="webhooks.record")
         self._offline_checks: Dict[int, asyncio.TimerHandle] = {}
-        self.scans = 0  # unseen scans done (tests wait for one)
+        self.scans = 0  # unseen scans done
+        # Scans page through the candidates by user id: users skipped for Do Not Disturb never
+        # keep the ones after them waiting.
+        self._unseen_after = 0
 
     # Hooks the other services call (set by build_services only when enabled) --------------------
 
@@ -638,7 +643,8 @@ class WebhookService:
     async def scan_unseen(self) -> int:
         """One scan: queue ``notification.unseen`` for the users it is due to; returns how many this process queued."""
         now, delay = time.time(), self.config.unseen_delay
-        candidates = await self.dbx.read(unseen_candidates, now, delay, UNSEEN_BATCH)
+        candidates = await self.dbx.read(unseen_candidates, now, delay, UNSEEN_BATCH, self._unseen_after)
+        self._unseen_after = candidates[-1] if len(candidates) == UNSEEN_BATCH else 0
         sent = 0
         if candidates:
             online = await self.hub.online_users(candidates)
