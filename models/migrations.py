@@ -223,7 +223,7 @@ def to_v7(db: peewee.Database) -> None:
         class Meta:
             database = db
             table_name = "webhook_event"
-            indexes = ((("status", "next_attempt_at"), False), (("ordering_key", "id"), False))
+            indexes = ((("status", "next_attempt_at", "id"), False), (("ordering_key", "status", "id"), False))
 
     class WebhookPresenceV7(peewee.Model):
         user_id = peewee.IntegerField(primary_key=True)

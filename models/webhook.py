@@ -35,7 +35,7 @@ class WebhookEvent(BaseModel):
 
     class Meta:
         table_name = "webhook_event"
-        indexes = ((("status", "next_attempt_at"), False), (("ordering_key", "id"), False))
+        indexes = ((("status", "next_attempt_at", "id"), False), (("ordering_key", "status", "id"), False))
 
 
 class WebhookPresence(BaseModel):

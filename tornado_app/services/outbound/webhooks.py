@@ -162,12 +162,18 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
-def _row(kind: str, key: str, data: dict, now: float) -> dict:
+def _row(kind: str, key: str, data: dict, now: float,
+         stamp: Optional[Tuple[datetime.datetime, Optional[str]]] = None) -> dict:
+    """An outbox row; ``stamp`` is ``(created_at, its ISO text)`` of ``now`` when the caller has it."""
     event_id = new_event_id()
-    at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
-    body = {"id": event_id, "type": kind, "timestamp": iso(at), "data": data}
+    if stamp is None:
+        at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
+        stamp = (at, iso(at))
+    at = stamp[0]
+    body = {"id": event_id, "type": kind, "timestamp": stamp[1], "data": data}
     return {"event_id": event_id, "type": kind, "ordering_key": key, "body": _dumps(body), "status": PENDING,
-            "next_attempt_at": 0.0, "window_start": now, "created_at": at}
+            "attempts": 0, "next_attempt_at": 0.0, "window_start": now, "lease_until": 0.0, "leased_by": "",
+            "last_error": "", "created_at": at}
 
 
 def _person(user: Any, user_id: int) -> dict:
@@ -191,33 +197,72 @@ def _chats(chat_ids: Iterable[int]) -> Dict[int, dict]:
             for c in _all(Chat.select(chat_id, Chat.kind, Chat.external_key).where(chat_id.in_(ids)))} if ids else {}
 
 
+IN_CHUNK = 900  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
+
+
+def _select_in(sql: str, ids: Iterable[int]) -> List[tuple]:
+    """``sql`` (one ``IN ({})``) for every id of ``ids``, in chunks; its rows as tuples.
+
+    Plain SQL with the placeholder list written out: Peewee builds a parameter at a time,
+    which for a batch of hundreds of messages cost more than the queries (the send path's
+    transaction is waiting on it).
+    """
+    db = WebhookEvent._meta.database
+    ids = list(ids)
+    rows: List[tuple] = []
+    for at in range(0, len(ids), IN_CHUNK):
+        chunk = ids[at:at + IN_CHUNK]
+        rows.extend(db.execute_sql(sql.format(", ".join([db.param] * len(chunk))), chunk).fetchall())
+    return rows
+
+
+INSERT_COLUMNS = ("event_id", "type", "ordering_key", "body", "status", "attempts", "next_attempt_at",
+                  "window_start", "lease_until", "leased_by", "last_error", "created_at")
+
+
+def _insert_events(rows: List[dict]) -> None:
+    """Insert outbox rows with multi-row INSERTs (one per few hundred rows), not Peewee's insert_many."""
+    db = WebhookEvent._meta.database
+    group = "(" + ", ".join([db.param] * len(INSERT_COLUMNS)) + ")"
+    head = 'INSERT INTO "webhook_event" (' + ", ".join(f'"{c}"' for c in INSERT_COLUMNS) + ") VALUES "
+    per_statement = 300
+    for at in range(0, len(rows), per_statement):
+        chunk = rows[at:at + per_statement]
+        db.execute_sql(head + ", ".join([group] * len(chunk)), [row[c] for row in chunk for c in INSERT_COLUMNS])
+
+
 def message_rows(created: List[Tuple[int, int, dict]]) -> int:
     """Queue ``message.created`` for each ``(chat_id, sender_id, message)`` just stored. Writer thread.
 
-    Three reads for the whole batch (chats, members, people) and one insert.
+    Three reads for the whole batch (chats, members, people) and one insert per 300 rows.
     """
     if not created:
         return 0
     chat_ids = {chat_id for chat_id, _, _ in created}
-    chats = _chats(chat_ids)
+    chats = {cid: {"id": cid, "key": key, "kind": kind} for cid, kind, key in _select_in(
+        'SELECT "id", "kind", "external_key" FROM "chat" WHERE "id" IN ({})', chat_ids)}
     members: Dict[int, List[int]] = {cid: [] for cid in chat_ids}
-    for cid, uid in _all(ChatMember.select(ChatMember.chat, ChatMember.user)
-                         .where(ChatMember.chat.in_(list(chat_ids))).order_by(ChatMember.user).tuples()):
+    for cid, uid in sorted(_select_in('SELECT "chat_id", "user_id" FROM "chat_member" WHERE "chat_id" IN ({})',
+                                      chat_ids)):
         members[cid].append(uid)
-    people = _people({uid for ms in members.values() for uid in ms} | {s for _, s, _ in created})
+    user_ids = {uid for ms in members.values() for uid in ms} | {s for _, s, _ in created}
+    people = {uid: {"id": uid, "username": name, "external_id": ext} for uid, name, ext in _select_in(
+        'SELECT "id", "username", "external_id" FROM "user" WHERE "id" IN ({})', user_ids)}
     now = time.time()
+    at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
+    stamp = (at, iso(at))
     rows = []
     for chat_id, sender_id, message in created:
         data = {
             "chat": chats.get(chat_id, {"id": chat_id, "key": None, "kind": None}),
             "message": {"id": message["id"], "client_id": message.get("client_id"), "content": message["content"],
                         "message_type": message.get("message_type"), "created_at": message["created_at"]},
-            "sender": _person(people.get(sender_id), sender_id),
-            "members": [{"id": uid, "external_id": people[uid].external_id if uid in people else None}
+            "sender": people.get(sender_id) or {"id": sender_id, "username": None, "external_id": None},
+            "members": [{"id": uid, "external_id": people[uid]["external_id"] if uid in people else None}
                         for uid in members.get(chat_id, [])],
         }
-        rows.append(_row("message.created", f"chat:{chat_id}", data, now))
-    WebhookEvent.insert_many(rows).execute()
+        rows.append(_row("message.created", f"chat:{chat_id}", data, now, stamp))
+    _insert_events(rows)
     return len(rows)
 
 
@@ -252,6 +297,12 @@ def presence_row(user_id: int, online: bool, now: float) -> bool:
     kind = "user.online" if online else "user.offline"
     WebhookEvent.insert(_row(kind, f"user:{user_id}", {"user": _person(user, user_id), "at": at}, now)).execute()
     return True
+
+
+def presence_rows(changes: List[Tuple[int, bool, float]]) -> List[bool]:
+    """``presence_row`` for each ``(user_id, online, now)``, in one transaction (a reconnect storm
+    after a restart is a few transactions, not one per user). Writer thread."""
+    return [presence_row(user_id, online, now) for user_id, online, now in changes]
 
 
 def _not_muted(now_dt: datetime.datetime):
@@ -334,9 +385,12 @@ def _ready(now: float):
 
 
 def due_ids(now: float, limit: int) -> List[int]:
-    """Ids of the rows a sender may claim now, oldest first. Reader thread."""
+    """Ids of the rows a sender may claim now, those due longest first. Reader thread."""
+    # In the order of the (status, next_attempt_at) index, whose entries end with the id: the scan
+    # stops after ``limit`` heads instead of sorting every pending row (a backlog of a day's events).
     return [i for (i,) in _all(WebhookEvent.select(WebhookEvent.id).where(_ready(now))
-                               .order_by(WebhookEvent.id).limit(limit).tuples())]
+                               .order_by(WebhookEvent.status, WebhookEvent.next_attempt_at, WebhookEvent.id)
+                               .limit(limit).tuples())]
 
 
 def claim(ids: List[int], token: str, now: float, lease: float) -> List[WebhookEvent]:
@@ -418,6 +472,8 @@ class WebhookService:
         self._closed = False
         self._rng = random.Random()
         self._results: Batcher[Tuple[int, str, str, dict], None] = Batcher(self._record, name="webhooks.record")
+        self._presence: Batcher[Tuple[int, bool, float], bool] = Batcher(self._write_presence, name="webhooks.presence",
+                                                                         max_batch=500)
         self._offline_checks: Dict[int, asyncio.TimerHandle] = {}
         self.scans = 0  # unseen scans done
         # Scans page through the candidates by user id: users skipped for Do Not Disturb never
@@ -577,9 +633,12 @@ class WebhookService:
 
     # Presence ---------------------------------------------------------------------------------
 
+    async def _write_presence(self, changes: List[Tuple[int, bool, float]]) -> List[bool]:
+        return await self.dbx.write(presence_rows, changes)
+
     async def _tell(self, user_id: int, online: bool) -> None:
         try:
-            if await self.dbx.write(presence_row, user_id, online, time.time()):
+            if await self._presence.submit((user_id, online, time.time())):
                 self._wake_threadsafe()
         except Exception as exc:
             log.warning("storing the presence of user %s failed (%s)", user_id, type(exc).__name__)
