@@ -276,3 +276,21 @@ async def test_unseen_scans_page_past_users_skipped_for_dnd(api, users, receiver
     await receiver.until(lambda r: r.of_type("notification.unseen"), timeout=30)
     await asyncio.sleep(1.5)  # a few more scans
     assert [e["data"]["user"]["id"] for e in receiver.of_type("notification.unseen")] == [third["id"]]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_graceful_stop_gives_back_the_leases_of_attempts_in_flight(api, users, receiver, services):
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+    receiver.stall.set()
+    await send(api, alice, chat_id, "in flight at the stop")
+    await receiver.until(lambda r: r.arrived >= 1)
+
+    def leased():
+        return [(row.status, row.lease_until > 0, row.leased_by != "") for row in WebhookEvent.select()
+                .where(WebhookEvent.type == "message.created")]
+    assert await services.dbx.read(leased) == [("pending", True, True)]
+    await services.webhooks.close()
+    # Sent again at once by the next process (same id), not after the lease would have expired.
+    assert await services.dbx.read(leased) == [("pending", False, False)]
+    receiver.release()

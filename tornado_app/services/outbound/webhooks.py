@@ -414,6 +414,15 @@ def record(outcomes: List[Tuple[int, str, str, dict]]) -> None:
                             **fields).where(where).execute()
 
 
+def release(leases: List[Tuple[int, str]]) -> None:
+    """Give back the leases of attempts abandoned at a graceful stop: the rows are sent again at once
+    (by another process, or this one after its restart), not after their lease expires. Writer thread."""
+    for row_id, token in leases:
+        WebhookEvent.update(lease_until=0.0, leased_by="").where(
+            (WebhookEvent.id == row_id) & (WebhookEvent.leased_by == token)
+            & (WebhookEvent.status == PENDING)).execute()
+
+
 def backoff(attempts: int, retry_after: Optional[float], rng: random.Random) -> float:
     """Seconds before the next attempt after ``attempts`` failed ones (full jitter, or Retry-After)."""
     if retry_after is not None:
@@ -469,6 +478,7 @@ class WebhookService:
         self._wake: Optional[asyncio.Event] = None
         self._tasks: Set["asyncio.Task"] = set()
         self._inflight = 0
+        self._leases: Dict[int, str] = {}  # row id -> lease token, of the attempts in flight
         self._closed = False
         self._rng = random.Random()
         self._results: Batcher[Tuple[int, str, str, dict], None] = Batcher(self._record, name="webhooks.record")
@@ -523,15 +533,22 @@ class WebhookService:
         self._spawn(self._sweep_forever(), "webhooks.presence")
 
     async def close(self) -> None:
-        """Stop sending (an attempt in flight is abandoned: its lease expires and it is sent again)."""
+        """Stop sending: attempts in flight are abandoned and their leases given back (the rows are
+        sent again, with the same id; after a crash instead, their leases expire)."""
         self._closed = True
         for handle in self._offline_checks.values():
             handle.cancel()
         self._offline_checks.clear()
+        leases = list(self._leases.items())
         for task in list(self._tasks):
             task.cancel()
         if self._client is not None:
             self._client.close()
+        if leases:
+            try:
+                await self.dbx.write(release, leases)
+            except Exception as exc:
+                log.warning("giving back %d webhook leases failed (%s)", len(leases), type(exc).__name__)
 
     def _spawn(self, coro, name: str) -> None:
         task = spawn(coro, name=name)
@@ -557,6 +574,7 @@ class WebhookService:
                 try:
                     for row, token in await self._claim(min(free, CLAIM_BATCH)):
                         self._inflight += 1
+                        self._leases[row.id] = token
                         self._spawn(self._attempt(row, token), "webhooks.attempt")
                 except asyncio.CancelledError:
                     raise
@@ -600,6 +618,7 @@ class WebhookService:
             await self._results.submit((row.id, token, PENDING if outcome == "retry" else outcome, fields))
         finally:
             self._inflight -= 1
+            self._leases.pop(row.id, None)
             if self._wake is not None:
                 self._wake.set()
 
