@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     results = run(scenarios, sizes, runs, not args.no_profile, None if args.no_pg else args.pg_url,
                   log=lambda msg: print(msg, flush=True), fanout_runs=args.runs)
+    if "webhooks" in results and args.notes:
+        results["webhooks"]["notes"] = args.notes  # kept with its section: a later run's notes replace the top one
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "bench-results.json")
     doc = {}

@@ -562,11 +562,18 @@ def webhooks_section(wh: dict, s: dict) -> list:
             med = _get(wh, label, case, "median")
             if med:
                 name = "as fast as accepted" if case == "burst" else f"steady {s.get('chat_rate')}/s"
-                body.append([WEBHOOK_LABELS[label], name] + [fmt(med.get(k)) for k, _ in CHAT_COLS])
-    lines += table(["webhooks", "case"] + [h for _, h in CHAT_COLS], body)
+                runs = [r.get("delivery_p99_ms") for r in _get(wh, label, case, "runs") or []]
+                spread = ", ".join(fmt(v) for v in runs) if runs else "—"
+                body.append([WEBHOOK_LABELS[label], name] + [fmt(med.get(k)) for k, _ in CHAT_COLS] + [spread])
+    lines += table(["webhooks", "case"] + [h for _, h in CHAT_COLS] + ["delivery p99 ms of each run"], body)
     received = wh.get("received") or {}
     lines += ["", f"Requests the receivers got: {fmt(received.get('receiver_ok'))} answered, "
-                  f"{fmt(received.get('receiver_stalled'))} held without an answer.", ""]
+                  f"{fmt(received.get('receiver_stalled'))} held without an answer."]
+    if wh.get("loadavg_at_end"):
+        lines += ["", f"Load average (1/5/15 min) when this scenario ended: {wh['loadavg_at_end']}."]
+    if wh.get("notes"):
+        lines += ["", f"Notes on this scenario: {wh['notes']}"]
+    lines.append("")
     return lines
 
 

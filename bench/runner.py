@@ -327,6 +327,7 @@ class Bench:
                     server.stop()
                 if receiver is not None:
                     out["received"][label] = receiver.count
+        out["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         return out
 
 

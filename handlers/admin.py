@@ -60,5 +60,5 @@ ROUTES = [
     (r"/api/admin/summary", SummaryHandler),
     (r"/api/admin/announce", AnnounceHandler),
     (r"/api/admin/webhooks", WebhooksHandler),
-    (r"/api/admin/webhooks/([0-9]+)/retry", WebhookRetryHandler),
+    (r"/api/admin/webhooks/([0-9]{1,18})/retry", WebhookRetryHandler),
 ]
