@@ -35,8 +35,10 @@ def test_failed_delivery_is_listed_and_retried_from_the_console(browser, server_
         expect(failed).to_contain_text("503")
         expect(card).not_to_contain_text("secret words")  # the console never shows a body
 
+        row_id = failed.get_attribute("data-delivery")
         receiver.answers = []
         failed.get_by_role("button", name="Retry").click()
         expect(card.locator("#webhooks-status")).to_contain_text("queued again")
-        expect(card.locator("tr:has(.delivery-state.delivered)")).to_have_count(1, timeout=30_000)
+        expect(card.locator(f"tr[data-delivery='{row_id}'] .delivery-state")).to_have_text("delivered", timeout=30_000)
+        expect(card.locator(f"tr[data-delivery='{row_id}']")).to_contain_text("message.created")
         receiver.wait(lambda r: any(q.event and q.event["type"] == "message.created" for q in r.requests[-3:]))
