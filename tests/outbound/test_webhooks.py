@@ -294,3 +294,26 @@ async def test_a_graceful_stop_gives_back_the_leases_of_attempts_in_flight(api, 
     # Sent again at once by the next process (same id), not after the lease would have expired.
     assert await services.dbx.read(leased) == [("pending", False, False)]
     receiver.release()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_unseen_previews_the_newest_three_and_counts_them_all(api, users, receiver, services):
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+    sent = [await send(api, alice, chat_id, f"note {i} " + "x" * 300) for i in range(4)]
+    await receiver.until(lambda r: r.of_type("notification.unseen"), timeout=30)
+    data = receiver.of_type("notification.unseen")[0]["data"]
+    assert data["unread"]["total"] == 4
+    assert [p["message_id"] for p in data["previews"]] == [m["id"] for m in sent[:0:-1]]  # newest 3, newest first
+    assert all(len(p["content"]) <= 203 and p["content"].startswith("note") for p in data["previews"])
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_admin_list_takes_1_to_200(api, users, services):
+    (root,) = await users("root")
+    await services.dbx.write(lambda: User.update(is_admin=True).where(User.id == root["id"]).execute())
+    for limit, status in ((1, 200), (200, 200), (0, 400), (201, 400)):
+        got, body = await api.call("GET", f"/api/admin/webhooks?limit={limit}", token=root["token"])
+        assert got == status, (limit, body)
+    got, body = await api.call("GET", "/api/admin/webhooks?status=lost", token=root["token"])
+    assert got == 400 and body["error"]["code"] == "validation_error"
