@@ -400,18 +400,34 @@ def claim(ids: List[int], token: str, now: float, lease: float) -> List[WebhookE
     return list(WebhookEvent.select().where(WebhookEvent.id.in_(ids) & (WebhookEvent.leased_by == token)))
 
 
-def record(outcomes: List[Tuple[int, str, str, dict]]) -> None:
-    """Store attempt outcomes ``(row id, lease token, status, fields)``. Writer thread.
+def record(outcomes: List[Tuple[int, str, str, str, dict]], now: float, lease: float) -> List[Optional[WebhookEvent]]:
+    """Store attempt outcomes ``(row id, ordering key, lease token, status, fields)``; per outcome,
+    the next row of its ordering key, claimed with the same token, or None. Writer thread.
 
     A delivery is recorded whoever holds the lease now (the receiver has it); a retry or a
     failure only by the lease's holder (an expired lease may have passed to another sender).
+    When a row leaves the pending state, the next pending row of its key is claimed here, in
+    the same transaction, if it is due and unleased: a busy chat's events follow one another
+    without a separate claim each (and the order holds: only the oldest pending row is taken).
     """
-    for row_id, token, status, fields in outcomes:
+    following: List[Optional[WebhookEvent]] = []
+    for row_id, key, token, status, fields in outcomes:
         where = (WebhookEvent.id == row_id) & (WebhookEvent.status == PENDING)
         if status != DELIVERED:
             where &= WebhookEvent.leased_by == token
-        WebhookEvent.update(status=status, attempts=WebhookEvent.attempts + 1, lease_until=0.0, leased_by="",
-                            **fields).where(where).execute()
+        done = WebhookEvent.update(status=status, attempts=WebhookEvent.attempts + 1, lease_until=0.0,
+                                   leased_by="", **fields).where(where).execute()
+        nxt = None
+        if done and status != PENDING:
+            head = (WebhookEvent.select(WebhookEvent.id).where(
+                (WebhookEvent.ordering_key == key) & (WebhookEvent.status == PENDING))
+                .order_by(WebhookEvent.id).limit(1).tuples().first())
+            if head is not None and WebhookEvent.update(lease_until=now + lease, leased_by=token).where(
+                    (WebhookEvent.id == head[0]) & (WebhookEvent.status == PENDING)
+                    & (WebhookEvent.next_attempt_at <= now) & (WebhookEvent.lease_until <= now)).execute():
+                nxt = WebhookEvent.get_or_none(WebhookEvent.id == head[0])
+        following.append(nxt)
+    return following
 
 
 def release(leases: List[Tuple[int, str]]) -> None:
@@ -481,7 +497,8 @@ class WebhookService:
         self._leases: Dict[int, str] = {}  # row id -> lease token, of the attempts in flight
         self._closed = False
         self._rng = random.Random()
-        self._results: Batcher[Tuple[int, str, str, dict], None] = Batcher(self._record, name="webhooks.record")
+        self._results: Batcher[Tuple[int, str, str, str, dict], Optional[WebhookEvent]] = Batcher(
+            self._record, name="webhooks.record")
         self._presence: Batcher[Tuple[int, bool, float], bool] = Batcher(self._write_presence, name="webhooks.presence",
                                                                          max_batch=500)
         self._offline_checks: Dict[int, asyncio.TimerHandle] = {}
@@ -595,32 +612,42 @@ class WebhookService:
         rows = await self.dbx.write(claim, ids, token, time.time(), self.config.webhook_timeout + LEASE_MARGIN)
         return [(row, token) for row in rows]
 
-    async def _attempt(self, row: WebhookEvent, token: str) -> None:
+    async def _attempt(self, first: WebhookEvent, token: str) -> None:
+        """Send ``first``; then, while recording an outcome hands over the next row of its chat
+        (or user), that one, in the same slot."""
+        row: Optional[WebhookEvent] = first
         try:
-            status, retry_after, error = await self._post(row)
-            now = time.time()
-            attempts = row.attempts + 1
-            if status is not None and 200 <= status < 300:
-                outcome, fields = DELIVERED, {"delivered_at": utcnow(), "last_status": status, "last_error": ""}
-            elif status is None or status == 429 or status >= 500:
-                delay = backoff(attempts, retry_after, self._rng)
-                if now + delay > row.window_start + self.config.webhook_retry_window:
-                    outcome = FAILED
-                    fields = {"last_status": status, "last_error": f"{error}; retry window ended"[:200]}
-                else:
-                    outcome = "retry"
-                    fields = {"next_attempt_at": now + delay, "last_status": status, "last_error": error[:200]}
-            else:
-                outcome, fields = FAILED, {"last_status": status, "last_error": error[:200]}
-            self.metrics.webhooks["retried" if outcome == "retry" else outcome] += 1
-            if outcome != DELIVERED:
-                log.info("webhook %s (%s) attempt %d: %s", row.event_id, row.type, attempts, error)
-            await self._results.submit((row.id, token, PENDING if outcome == "retry" else outcome, fields))
+            while row is not None and not self._closed:
+                outcome, fields = await self._try(row)
+                nxt = await self._results.submit((row.id, row.ordering_key, token, outcome, fields))
+                self._leases.pop(row.id, None)
+                if nxt is not None:
+                    self._leases[nxt.id] = token
+                row = nxt
         finally:
             self._inflight -= 1
-            self._leases.pop(row.id, None)
+            if row is not None:
+                self._leases.pop(row.id, None)
             if self._wake is not None:
                 self._wake.set()
+
+    async def _try(self, row: WebhookEvent) -> Tuple[str, dict]:
+        """One attempt of ``row``: the status to record (pending again for a retry) and the fields."""
+        status, retry_after, error = await self._post(row)
+        now = time.time()
+        attempts = row.attempts + 1
+        if status is not None and 200 <= status < 300:
+            self.metrics.webhooks["delivered"] += 1
+            return DELIVERED, {"delivered_at": utcnow(), "last_status": status, "last_error": ""}
+        log.info("webhook %s (%s) attempt %d: %s", row.event_id, row.type, attempts, error)
+        if status is None or status == 429 or status >= 500:
+            delay = backoff(attempts, retry_after, self._rng)
+            if now + delay <= row.window_start + self.config.webhook_retry_window:
+                self.metrics.webhooks["retried"] += 1
+                return PENDING, {"next_attempt_at": now + delay, "last_status": status, "last_error": error[:200]}
+            error = f"{error}; retry window ended"
+        self.metrics.webhooks["failed"] += 1
+        return FAILED, {"last_status": status, "last_error": error[:200]}
 
     async def _post(self, row: WebhookEvent) -> Tuple[Optional[int], Optional[float], str]:
         """One signed POST of ``row``: ``(status or None, Retry-After seconds or None, short reason)``."""
@@ -646,9 +673,8 @@ class WebhookService:
             return None, None, name
         return response.code, retry_after_seconds(response.headers.get("Retry-After")), f"HTTP {response.code}"
 
-    async def _record(self, outcomes: List[Tuple[int, str, str, dict]]) -> List[None]:
-        await self.dbx.write(record, outcomes)
-        return [None] * len(outcomes)
+    async def _record(self, outcomes: List[Tuple[int, str, str, str, dict]]) -> List[Optional[WebhookEvent]]:
+        return await self.dbx.write(record, outcomes, time.time(), self.config.webhook_timeout + LEASE_MARGIN)
 
     # Presence ---------------------------------------------------------------------------------
 
