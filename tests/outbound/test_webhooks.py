@@ -317,3 +317,25 @@ async def test_the_admin_list_takes_1_to_200(api, users, services):
         assert got == status, (limit, body)
     got, body = await api.call("GET", "/api/admin/webhooks?status=lost", token=root["token"])
     assert got == 400 and body["error"]["code"] == "validation_error"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_no_log_line_carries_the_secret_the_url_a_signature_or_message_text(api, users, receiver, services,
+                                                                                  caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    alice, bob = await users("alice", "bob")
+    chat_id = await private_chat(api, alice, bob)
+    receiver.answers_for = "message.created"
+    receiver.answers = [(500, {}), (404, {})]
+    await send(api, alice, chat_id, "words that stay out of the logs")
+    await receiver.until(lambda r: len(messages_created(r)) >= 2, timeout=20)
+    await asyncio.sleep(0.3)
+    # Squall's and Tornado's loggers; peewee's statements (with their parameters, here at DEBUG) are
+    # silenced or stripped of their parameters by tornado_app/logs.py in a server.
+    records = [r for r in caplog.records if r.name.startswith(("squall", "tornado"))]
+    text = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in records)
+    assert "webhook" in text  # the failed attempts were logged (event id, type, reason)
+    signatures = [r.headers["webhook-signature"][3:] for r in receiver.requests]
+    for secret in (SECRET, SECRET[6:], "/hooks/squall", "words that stay out", *signatures):
+        assert secret not in text, [r.name for r in records if secret in f"{r.getMessage()} {r.args!r}"]
