@@ -339,3 +339,28 @@ async def test_no_log_line_carries_the_secret_the_url_a_signature_or_message_tex
     signatures = [r.headers["webhook-signature"][3:] for r in receiver.requests]
     for secret in (SECRET, SECRET[6:], "/hooks/squall", "words that stay out", *signatures):
         assert secret not in text, [r.name for r in records if secret in f"{r.getMessage()} {r.args!r}"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_products_ids_travel_in_message_created(api, receiver, services):
+    from tests.conftest import SERVICE_TOKEN
+    import uuid
+    ann, bob, key = (f"{n}-{uuid.uuid4().hex[:6]}" for n in ("ann", "bob", "order-7781"))
+    users = {}
+    for eid in (ann, bob):
+        status, body = await api.call("PUT", f"/api/service/users/{eid}", {"display_name": eid}, token=SERVICE_TOKEN)
+        assert status == 201, body
+        users[eid] = body["user"]
+    status, body = await api.call("POST", "/api/service/chats", {"kind": "group", "key": key, "members": [ann, bob],
+                                                                "title": "Order 7781"}, token=SERVICE_TOKEN)
+    assert status in (200, 201), body
+    chat_id = body["chat"]["id"]
+    status, body = await api.call("POST", f"/api/service/chats/{chat_id}/messages",
+                                  {"sender": ann, "content": "your order shipped"}, token=SERVICE_TOKEN)
+    assert status == 201, body
+    await receiver.until(lambda r: r.of_type("message.created"))
+    data = receiver.of_type("message.created")[0]["data"]
+    assert data["chat"] == {"id": chat_id, "key": key, "kind": "group"}
+    assert data["sender"]["external_id"] == ann and data["sender"]["id"] == users[ann]["id"]
+    assert sorted(m["external_id"] for m in data["members"]) == sorted([ann, bob])
+    assert data["message"]["content"] == "your order shipped"
