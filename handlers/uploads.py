@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import tornado.web
 
+from tornado_app.httpserver import UNLIMITED_BODY
 from tornado_app.errors import Forbidden, SquallError, UnsupportedMediaType, ValidationError
 from tornado_app.services.chat.uploads import Receiver, UploadService
 
@@ -59,7 +60,9 @@ class UploadsHandler(BaseHandler):
         uploads = self.uploads
         self.receiver = await uploads.receive(self.user_id, self.get_query_argument("filename", None), length)
         connection = self.request.connection
-        connection.set_max_body_size(uploads.limits.max_bytes)  # the server's global limit is for JSON bodies
+        # The server's global limit is for JSON bodies. Chunked: no length to check, and Tornado
+        # would answer its own empty 400 past a limit; Receiver.feed counts and answers 413.
+        connection.set_max_body_size(uploads.limits.max_bytes if length is not None else UNLIMITED_BODY)
         connection.set_body_timeout(uploads.limits.timeout)
 
     def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
