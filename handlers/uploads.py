@@ -68,7 +68,7 @@ class UploadsHandler(BaseHandler):
     def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
         """Pass a chunk on; on a refusal answer at once (the connection closes, the rest is not read)."""
         receiver = self.receiver
-        if receiver is None or receiver.closed or self._finished:
+        if receiver is None or receiver.closed:  # refused: the answer is sent, the rest is dropped
             return None
         try:
             return receiver.feed(chunk)
@@ -167,6 +167,7 @@ class FileHandler(BaseHandler):
 
 ROUTES = [
     (r"/api/uploads", UploadsHandler),
-    (r"/api/uploads/([A-Za-z0-9_-]{1,64})/link", UploadLinkHandler),
-    (r"/files/([A-Za-z0-9_-]{22})", FileHandler),
+    # any segment: the services check the id (404 upload_not_found; a file link's signature: 403)
+    (r"/api/uploads/([^/]+)/link", UploadLinkHandler),
+    (r"/files/([^/]+)", FileHandler),
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import os
 import time
@@ -340,3 +341,84 @@ async def test_orphans_and_interrupted_uploads_swept(api, users, config):
     assert orphan["id"] not in stored and orphan["id"] + ".thumb" not in stored
     assert {kept["id"], kept["id"] + ".thumb"} <= stored and Upload.get_or_none(Upload.id == kept["id"]) is not None
     assert (await link(api, bob, kept["id"]))["url"]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (``VmRSS`` of /proc/<pid>/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+BIG = 200 * 1024 * 1024
+CHUNK = 1024 * 1024
+
+
+@pytest.mark.slow
+@pytest.mark.same_in_both_runs  # its own SQLite server process: the PostgreSQL run would repeat it
+@pytest.mark.gen_test(timeout=180)
+async def test_200_mib_upload_keeps_memory_flat_and_messages_flowing(server_factory, tmp_path):
+    from tests.support.clients import ApiClient, WSClient
+    server = server_factory("--database-url", f"sqlite:///{tmp_path}/big.db", "--upload-dir", str(tmp_path / "up"),
+                            "--max-upload-bytes", str(BIG), "--upload-quota-bytes", str(2 * BIG),
+                            "--rate-limit-per-second", "10000", "--rate-limit-burst", "10000")
+    api = ApiClient(server.url)
+    alice, carol, dave = [await api.register(f"{n}_{os.urandom(3).hex()}") for n in ("alice", "carol", "dave")]
+    chat = await chat_of(api, carol, dave)
+    carol_ws = await WSClient.connect(server.ws_url, "/ws/chat", carol["token"])
+    dave_ws = await WSClient.connect(server.ws_url, "/ws/chat", dave["token"])
+    try:
+        # warm up what a first upload and a first message load (Pillow, code paths), then measure
+        await upload(api, alice, image_bytes("PNG"), "warm.png")
+        for i in range(5):
+            await carol_ws.request({"type": "send_message", "chat_id": chat, "content": f"warm {i}"}, "message_ack")
+            await dave_ws.recv_type("message")
+        baseline = rss_bytes(server.proc.pid)
+        samples = []
+        uploading = True
+
+        async def sample():
+            while uploading:
+                samples.append(rss_bytes(server.proc.pid))
+                await asyncio.sleep(0.05)
+
+        block = b"%PDF-1.7\n" + b"\0" * (CHUNK - 9)
+        rest = b"\0" * CHUNK
+
+        async def producer(write):
+            await write(block)
+            for _ in range(BIG // CHUNK - 1):
+                await write(rest)
+
+        client = tornado.httpclient.AsyncHTTPClient()
+        upload_done = asyncio.ensure_future(client.fetch(
+            server.url + "/api/uploads?filename=big.pdf", method="POST", body_producer=producer,
+            headers={**OCTET, "Authorization": f"Bearer {alice['token']}", "Content-Length": str(BIG)},
+            raise_error=False, request_timeout=150))
+        sampler = asyncio.ensure_future(sample())
+        delivered_during = 0
+        n = 0
+        while not upload_done.done():  # another user's messages keep flowing meanwhile
+            n += 1
+            ack = await carol_ws.request({"type": "send_message", "chat_id": chat, "content": f"during {n}"},
+                                         "message_ack", "error")
+            assert ack["type"] == "message_ack", ack
+            got = await dave_ws.recv_type("message")
+            assert got["message"]["content"] == f"during {n}"
+            if not upload_done.done():
+                delivered_during += 1
+        resp = await upload_done
+        uploading = False
+        await sampler
+    finally:
+        carol_ws.close()
+        dave_ws.close()
+    assert resp.code == 201, resp.body
+    body = json.loads(resp.body)
+    assert body["size"] == BIG and body["content_type"] == "application/pdf"
+    assert os.path.getsize(os.path.join(tmp_path, "up", "files", body["id"][:2], body["id"])) == BIG
+    assert delivered_during >= 3, delivered_during
+    growth = max(samples) - baseline
+    assert growth < 50 * 1024 * 1024, f"RSS grew by {growth / 1048576:.1f} MiB while receiving {BIG >> 20} MiB"

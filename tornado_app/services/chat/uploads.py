@@ -350,7 +350,8 @@ class UploadService:
         Raises Forbidden ``invalid_signature`` (missing, malformed or wrong), ``link_expired``;
         NotFound ``upload_not_found`` (deleted since, or no thumbnail).
         """
-        if variant not in VARIANTS or not exp or not exp.isdigit() or len(exp) > 12 or not sig:
+        if (variant not in VARIANTS or not ID_RE.match(upload_id) or not exp or not exp.isdigit() or len(exp) > 12
+                or not sig):
             raise Forbidden("The link is not valid", "invalid_signature")
         expected = self._signature(upload_id, variant, int(exp))
         if not hmac.compare_digest(expected.encode(), sig.encode("utf-8", "replace")):
