@@ -10,15 +10,23 @@ from typing import Awaitable, Optional
 from urllib.parse import quote
 
 import tornado.web
+from tornado.http1connection import HTTP1Connection
 
 from tornado_app.httpserver import UNLIMITED_BODY
-from tornado_app.errors import Forbidden, SquallError, UnsupportedMediaType, ValidationError
+from tornado_app.errors import Forbidden, SquallError, Unauthorized, UnsupportedMediaType, ValidationError
 from tornado_app.services.chat.uploads import Receiver, UploadService
 
 from .base import BaseHandler, authenticated, public
 
 READ_CHUNK = 64 * 1024  # bytes read from the store and written to the client at a time
 FILE_CSP = "default-src 'none'; sandbox"  # a served file can run nothing, load nothing, even opened as a page
+
+
+def caller(handler: BaseHandler) -> int:
+    """The authenticated user's id. Raises Unauthorized when the request has none."""
+    if handler.user_id is None:
+        raise Unauthorized("A user token is required")
+    return handler.user_id
 
 
 @tornado.web.stream_request_body
@@ -58,12 +66,13 @@ class UploadsHandler(BaseHandler):
         raw = self.request.headers.get("Content-Length")
         length = int(raw) if raw is not None and raw.strip().isdigit() else None
         uploads = self.uploads
-        self.receiver = await uploads.receive(self.user_id, self.get_query_argument("filename", None), length)
+        self.receiver = await uploads.receive(caller(self), self.get_query_argument("filename", None), length)
         connection = self.request.connection
-        # The server's global limit is for JSON bodies. Chunked: no length to check, and Tornado
-        # would answer its own empty 400 past a limit; Receiver.feed counts and answers 413.
-        connection.set_max_body_size(uploads.limits.max_bytes if length is not None else UNLIMITED_BODY)
-        connection.set_body_timeout(uploads.limits.timeout)
+        if isinstance(connection, HTTP1Connection):
+            # The server's global limit is for JSON bodies. Chunked: no length to check, and Tornado
+            # would answer its own empty 400 past a limit; Receiver.feed counts and answers 413.
+            connection.set_max_body_size(uploads.limits.max_bytes if length is not None else UNLIMITED_BODY)
+            connection.set_body_timeout(uploads.limits.timeout)
 
     def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
         """Pass a chunk on; on a refusal answer at once (the connection closes, the rest is not read)."""
@@ -107,7 +116,7 @@ class UploadLinkHandler(BaseHandler):
         uploads = self.services.uploads
         if uploads is None:
             raise Forbidden("Uploads are disabled", "uploads_disabled")
-        self.send_json(await uploads.link(self.user_id, upload_id))
+        self.send_json(await uploads.link(caller(self), upload_id))
 
 
 def content_disposition(kind: str, filename: str) -> str:

@@ -25,7 +25,7 @@ import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import peewee
 
@@ -302,8 +302,13 @@ class UploadService:
         out: Dict[int, List[dict]] = {}
         if not ids:
             return out
-        for row in Upload.select().where(Upload.message.in_(ids)).order_by(Upload.created_at, Upload.id):
-            out.setdefault(row.message_id, []).append(attachment_dict(row))
+        query = (Upload.select(Upload.message, Upload.id, Upload.content_type, Upload.size, Upload.filename,
+                               Upload.width, Upload.height)
+                 .where(Upload.message.in_(ids)).order_by(Upload.created_at, Upload.id).tuples())
+        rows = cast(Iterable[Tuple[Any, ...]], query)
+        for mid, uid, content_type, size, filename, width, height in rows:
+            out.setdefault(mid, []).append({"id": uid, "content_type": content_type, "size": size,
+                                            "filename": filename, "width": width, "height": height})
         return out
 
     # Serving ---------------------------------------------------------------------------------
