@@ -138,6 +138,10 @@ async def test_each_allowed_type_and_refusals(api, users, services, config):
         assert (await upload(api, alice, data, "x.txt", expect=415))["error"]["code"] == "unsupported_media_type"
     broken = image_bytes("PNG")[:40]
     assert (await upload(api, alice, broken, "x.png", expect=415))["error"]["code"] == "undecodable_image"
+    # a decompression bomb: a small file whose header claims 100 million pixels, refused before decoding
+    bomb = image_bytes("PNG", (10_000, 10_000), mode="1")
+    assert len(bomb) < LIMIT
+    assert (await upload(api, alice, bomb, "bomb.png", expect=415))["error"]["code"] == "image_too_large"
     # a name is only a label: no path, no control characters
     got = await upload(api, alice, b"hi", "..\\..\\etc/\u202epasswd.txt")
     assert got["filename"] == "passwd.txt"
@@ -224,15 +228,18 @@ async def test_file_response_headers_and_no_capability_in_the_log(api, users, ca
     assert h["Cache-Control"].startswith("private")
     assert h["Content-Disposition"] == ("attachment; filename=\"report _Q3__ _.txt\"; "
                                         "filename*=UTF-8''report%20%22Q3%22%3B%20%C3%BC.txt")
-    resp = await fetch(base_of(api), (await link(api, alice, image["id"]))["url"])
+    image_url = (await link(api, alice, image["id"]))["url"]
+    resp = await fetch(base_of(api), image_url)
     assert resp.headers["Content-Disposition"].startswith("inline; ") and resp.headers["Content-Type"] == "image/jpeg"
+    head = await tornado.httpclient.AsyncHTTPClient().fetch(base_of(api) + image_url, method="HEAD", raise_error=False)
+    assert head.code == 200 and head.body == b"" and head.headers["Content-Length"] == str(image["size"])
     def lines():
         return [r for r in caplog.records if r.name == "tornado.access" and "/files/" in r.getMessage()]
     for _ in range(50):  # the client has the whole body before the server logs the request
         if len(lines()) == 2:
             break
         await asyncio.sleep(0.02)
-    assert len(lines()) == 2, "each file request is in the access log"
+    assert len(lines()) == 3, "each file request is in the access log"
     for record in lines():
         assert "sig=" not in record.getMessage() and "exp=" not in record.getMessage()
         assert not any("sig=" in str(v) for v in vars(record).values())
@@ -263,13 +270,20 @@ async def test_attachments_on_http_and_ws_sends(api, users, ws_connect):
     assert ack["message"]["content"] == "" and [a["id"] for a in ack["message"]["attachments"]] == [txt["id"]]
     assert (await bob_ws.recv_type("message"))["message"]["attachments"][0]["filename"] == "n.txt"
     again = await alice_ws.request(frame, "message_ack", "error")
-    assert again["type"] == "message_ack" and again["message"]["id"] == ack["message"]["id"]
+    assert again["type"] == "message_ack" and again["message"] == ack["message"]  # attachments included
 
     status, data = await api.call("GET", f"/api/chats/{chat}/messages", token=bob["token"])
     assert status == 200
     by_id = {m["id"]: m for m in data["messages"]}
     assert by_id[sent["id"]]["attachments"] == expected
     assert [a["id"] for a in by_id[ack["message"]["id"]]["attachments"]] == [txt["id"]]
+    # the chat list's last message, and a client resuming from an older event (any transport's replay)
+    status, chats = await api.call("GET", "/api/chats", token=bob["token"])
+    assert chats["chats"][0]["last_message"]["attachments"] == ack["message"]["attachments"]
+    resumed = await ws_connect("/ws/chat", bob["token"], last_event_id=str(sent["id"] - 1))
+    replayed = [(await resumed.recv_type("message"))["message"] for _ in range(2)]
+    assert [m["id"] for m in replayed] == [sent["id"], ack["message"]["id"]]
+    assert replayed[0]["attachments"] == expected and replayed[1]["attachments"] == ack["message"]["attachments"]
     plain = (await send(api, bob, chat, {"content": "no files"}))["message"]
     assert "attachments" not in plain
 
@@ -301,6 +315,30 @@ async def test_bad_attachments_refused(api, users, ws_connect, services):
     err = await ws.request({"type": "send_message", "chat_id": chat, "content": "x",
                             "attachments": [bobs["id"]]}, "error", "message_ack")
     assert err["type"] == "error" and err["code"] == "attachment_not_found"
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"max_upload_bytes": 8 * 1024 * 1024}])
+async def test_interrupted_upload_leaves_no_file(api, users, config, http_port):
+    alice, = await users("alice")
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    writer.write((f"POST /api/uploads?filename=half.txt HTTP/1.1\r\nHost: x\r\n"
+                  f"Authorization: Bearer {alice['token']}\r\nContent-Type: application/octet-stream\r\n"
+                  f"Content-Length: {8 * 1024 * 1024}\r\n\r\n").encode() + b"h" * (3 * 1024 * 1024))
+    await writer.drain()
+    tmp = os.path.join(config.upload_dir, "tmp")
+    for _ in range(200):  # blocks of 1 MiB reach the temporary file while the body streams in
+        if os.path.isdir(tmp) and os.listdir(tmp):
+            break
+        await asyncio.sleep(0.02)
+    assert os.listdir(tmp), "the partial upload is on disk"
+    writer.close()
+    for _ in range(200):
+        if not os.listdir(tmp):
+            break
+        await asyncio.sleep(0.02)
+    assert os.listdir(tmp) == []
+    assert Upload.select().count() == 0
 
 
 @pytest.mark.gen_test(timeout=60)

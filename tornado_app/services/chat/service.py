@@ -176,6 +176,11 @@ def _param_order(model, fields, sql: str) -> List[str]:
     return sorted(fields, key=lambda f: columns.index('"%s"' % getattr(model, f).column_name))
 
 
+def _stored_message(m: Message, sender_name: str) -> dict:
+    """A message already stored (a resend's answer), with its attachments (writer thread; rare)."""
+    return message_dict(m, sender_name, UploadService.attachments_of([m.id]).get(m.id))
+
+
 class MessageWriter:
     """Group commit: sends that arrive together are stored in one transaction.
 
@@ -365,7 +370,7 @@ class MessageWriter:
                     existing = Message.get_or_none((Message.sender == req.sender_id)
                                                    & (Message.client_id == req.client_id))
                     if existing is not None:
-                        results.append(SendResult(message_dict(existing, req.sender_name), False, []))
+                        results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
                         continue
                 with db.atomic():  # AttachmentTaken raised inside rolls this send back alone
                     now = utcnow()
@@ -409,7 +414,7 @@ class MessageWriter:
                 existing = None if req.client_id is None else Message.get_or_none(
                     (Message.sender == req.sender_id) & (Message.client_id == req.client_id))
                 if existing is not None:
-                    results.append(SendResult(message_dict(existing, req.sender_name), False, []))
+                    results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
                 elif not Chat.select().where(Chat.id == req.chat_id).exists():
                     results.append(NotFound("The chat no longer exists", "chat_not_found"))
                 else:
@@ -707,10 +712,10 @@ class ChatService:
                     members[cid].append(uid)
             last_ids = [c.last_message_id for c in chats if c.last_message_id]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            return chats, members, last
+            return chats, members, last, UploadService.attachments_of(last)
 
         epoch = self._members_epoch
-        chats, members, last = await self.dbx.read(load)
+        chats, members, last, files = await self.dbx.read(load)
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
@@ -727,7 +732,8 @@ class ChatService:
             lm = last.get(c.last_message_id)
             out.append({
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
-                "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", "")) if lm else None,
+                "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", ""),
+                                             files.get(lm.id)) if lm else None,
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
                 **mute_state_of(c.muted_until),
             })
