@@ -112,6 +112,21 @@ async def test_quota_at_and_past(api, users, services):
 
 
 @pytest.mark.gen_test(timeout=60)
+async def test_concurrent_uploads_cannot_pass_the_quota_together(api, users, services, config):
+    alice, = await users("alice")
+    for _ in range(3):
+        await upload(api, alice, b"q" * LIMIT, "q.txt")
+    # each fits alone; together they would pass: the row's transaction checks again
+    results = await asyncio.gather(*[api.call("POST", "/api/uploads?filename=c.txt", raw=b"c" * LIMIT,
+                                              token=alice["token"], headers=OCTET) for _ in range(2)])
+    assert sorted(status for status, _ in results) == [201, 413], results
+    assert [b["error"]["code"] for status, b in results if status == 413] == ["upload_quota_exceeded"]
+    assert await services.uploads.used_bytes(alice["id"]) == QUOTA
+    stored = [n for _, _, names in os.walk(os.path.join(config.upload_dir, "files")) for n in names]
+    assert len(stored) == 4  # the refused one left no file
+
+
+@pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("head", [b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00",
                                   b"\x7fELF\x02\x01\x01\x00", b"#!/bin/sh\nrm -rf /\n", b"MZ"])
 async def test_renamed_executable_refused_by_its_bytes(api, users, services, head):

@@ -153,8 +153,13 @@ class Receiver:
             await self._flush()
         if self.text is not None and not self.text.close():
             raise UnsupportedMediaType("Allowed: PNG, JPEG, GIF, WebP, PDF and UTF-8 text", "unsupported_media_type")
-        content_type = self.content_type or TEXT
-        return await self.service.store_upload(self, content_type)
+        partial = self._partial
+        if partial is None:
+            raise ValidationError("The upload is empty", "empty_upload")
+        stored = await self.service.store_upload(self.user_id, self.filename, self.received, partial,
+                                                 self.content_type or TEXT)
+        self._partial = None  # committed: abort() must not remove it
+        return stored
 
     def abort(self) -> None:
         """Drop the partial file (an error, a closed connection); idempotent."""
@@ -204,11 +209,14 @@ class UploadService:
             lambda: Upload.select(peewee.fn.COALESCE(peewee.fn.SUM(Upload.size), 0))
             .where(Upload.owner == user_id).scalar() or 0)
 
-    async def store_upload(self, receiver: Receiver, content_type: str) -> dict:
-        """Decode an image, commit the file and insert its row (quota checked again in the transaction)."""
-        partial = receiver._partial
-        if partial is None:
-            raise ValidationError("The upload is empty", "empty_upload")
+    async def store_upload(self, owner: int, filename: str, size: int, partial: PartialUpload,
+                           content_type: str) -> dict:
+        """Decode an image, commit the file and insert its row (quota checked again in the transaction).
+
+        Raises UnsupportedMediaType (an image that does not decode or is too large: ``partial``
+        is left to its receiver to abort), PayloadTooLarge ``upload_quota_exceeded`` (the stored
+        file is deleted).
+        """
         upload_id = secrets.token_urlsafe(16)
         info: Optional[ImageInfo] = None
         if content_type in IMAGE_TYPES:
@@ -223,8 +231,7 @@ class UploadService:
             if info is not None and thumb_key is not None:
                 self.store.put(thumb_key, info.thumbnail)
         await self.run(place)
-        receiver._partial = None  # committed: abort() must not remove it
-        size, quota, owner = receiver.received, self.limits.quota_bytes, receiver.user_id
+        quota = self.limits.quota_bytes
 
         def insert() -> None:
             used = (Upload.select(peewee.fn.COALESCE(peewee.fn.SUM(Upload.size), 0))
@@ -232,7 +239,7 @@ class UploadService:
             if used + size > quota:  # concurrent uploads of one user: the last to commit is refused
                 raise PayloadTooLarge(f"Your uploads would pass your quota of {quota} bytes", "upload_quota_exceeded")
             Upload.insert(id=upload_id, owner=owner, size=size, content_type=content_type,
-                          filename=receiver.filename, width=info.width if info else None,
+                          filename=filename, width=info.width if info else None,
                           height=info.height if info else None, thumbnail_key=thumb_key,
                           created_at=utcnow()).execute()
         try:
@@ -240,7 +247,7 @@ class UploadService:
         except Exception:
             await self.run(self._delete_blobs, upload_id, thumb_key)
             raise
-        return {"id": upload_id, "content_type": content_type, "size": size, "filename": receiver.filename,
+        return {"id": upload_id, "content_type": content_type, "size": size, "filename": filename,
                 "width": info.width if info else None, "height": info.height if info else None}
 
     def _delete_blobs(self, key: str, thumb_key: Optional[str]) -> None:
