@@ -310,8 +310,8 @@ async def test_bad_attachments_refused(api, users, ws_connect, services):
     mine = await upload(api, alice, b"mine", "m.txt")
     bobs = await upload(api, bob, b"bob's", "b.txt")
     cases = [("not-a-list", "invalid_attachments", 400), ([1, 2], "invalid_attachments", 400),
-             (["short"], "invalid_attachments", 400), ([bobs["id"]], "attachment_not_found", 404),
-             (["A" * 22], "attachment_not_found", 404)]
+             (["short"], "invalid_attachments", 400), ([bobs["id"]], "attachment_not_found", 400),
+             (["A" * 22], "attachment_not_found", 400)]
     for attachments, code, status in cases:
         err = await send(api, alice, chat, {"content": "x", "attachments": attachments}, expect=status)
         assert err["error"]["code"] == code, attachments
@@ -322,7 +322,7 @@ async def test_bad_attachments_refused(api, users, ws_connect, services):
     ok = await send(api, alice, chat, {"content": "x", "attachments": many[:limit]})  # at the limit
     assert len(ok["message"]["attachments"]) == limit
     await send(api, alice, chat, {"content": "", "attachments": [mine["id"]]})
-    err = await send(api, alice, chat, {"content": "again", "attachments": [mine["id"]]}, expect=409)
+    err = await send(api, alice, chat, {"content": "again", "attachments": [mine["id"]]}, expect=400)
     assert err["error"]["code"] == "attachment_already_used"
     # empty content needs attachments
     assert (await send(api, alice, chat, {"content": " "}, expect=400))["error"]["code"] == "empty_content"
@@ -365,8 +365,8 @@ async def test_concurrent_sends_of_one_upload_attach_it_once(api, users):
                                               {"content": f"try {i}", "attachments": [got["id"]]},
                                               token=alice["token"]) for i in range(5)])
     statuses = sorted(s for s, _ in results)
-    assert statuses == [201, 409, 409, 409, 409], results
-    assert {b["error"]["code"] for s, b in results if s == 409} == {"attachment_already_used"}
+    assert statuses == [201, 400, 400, 400, 400], results
+    assert {b["error"]["code"] for s, b in results if s == 400} == {"attachment_already_used"}
     status, data = await api.call("GET", f"/api/chats/{chat}/messages", token=bob["token"])
     assert sum(1 for m in data["messages"] if m.get("attachments")) == 1
 

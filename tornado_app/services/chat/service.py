@@ -791,8 +791,8 @@ class ChatService:
         sending connection, which gets an ack instead of the ``message`` event.
         ``attachments`` (optional) lists upload ids of the sender's, not attached yet, at
         most ``UploadLimits.max_attachments``; they are attached in the message's transaction.
-        Raises ValidationError (``invalid_attachments``, ``too_many_attachments`` among them),
-        NotFound (``attachment_not_found``), Conflict ``attachment_already_used``, Forbidden,
+        Raises ValidationError (``invalid_attachments``, ``too_many_attachments``,
+        ``attachment_not_found``, ``attachment_already_used`` among them), NotFound, Forbidden,
         RateLimited (``rate_limited``, or ``quota_exceeded`` past the daily quota), Unavailable.
         """
         raw_attachments = body.get("attachments")

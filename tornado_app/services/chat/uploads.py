@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import peewee
 
 from models import ChatMember, Message, Upload, utcnow
-from ...errors import Conflict, Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationError
+from ...errors import Forbidden, NotFound, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from ...tasks import spawn
 from ..storage.db import DatabaseExecutor
 from .media import IMAGE_TYPES, SNIFF_BYTES, ImageInfo, MediaRefused, TextCheck, TEXT, inspect_image, sniff
@@ -57,8 +57,8 @@ class UploadLimits:
     timeout: float = 600.0  # --upload-timeout: seconds an upload's body may take
 
 
-class AttachmentTaken(Conflict):
-    """An upload listed by a send was attached meanwhile (by a concurrent send)."""
+class AttachmentTaken(ValidationError):
+    """An upload listed by a send is already attached (400: the send's body is what is wrong)."""
 
     code = "attachment_already_used"
 
@@ -272,9 +272,9 @@ class UploadService:
         """The attachments for ``ids``, all uploads of ``user_id`` not attached yet.
 
         A resend (the same ``client_id``) finds them attached to its first message, and passes:
-        the writer answers with that message. Raises NotFound ``attachment_not_found``
-        (unknown, or another user's: the same answer, so ids cannot be probed), Conflict
-        ``attachment_already_used``.
+        the writer answers with that message. Raises ValidationError ``attachment_not_found``
+        (unknown, or another user's: the same answer, so ids cannot be probed), AttachmentTaken
+        ``attachment_already_used`` (both 400).
         """
         def load():
             rows = {r.id: r for r in Upload.select().where(Upload.id.in_(list(ids)) & (Upload.owner == user_id))}
@@ -286,7 +286,7 @@ class UploadService:
         rows, first = await self.dbx.read(load)
         missing = [i for i in ids if i not in rows]
         if missing:
-            raise NotFound("No such upload of yours: " + ", ".join(missing[:3]), "attachment_not_found")
+            raise ValidationError("No such upload of yours: " + ", ".join(missing[:3]), "attachment_not_found")
         if any(rows[i].message_id is not None and rows[i].message_id != first for i in ids):
             raise AttachmentTaken("An upload is already attached to a message")
         return [attachment_dict(rows[i]) for i in ids]
