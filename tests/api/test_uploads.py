@@ -18,7 +18,7 @@ import tornado.httpclient
 from PIL import Image
 
 from models import Upload
-from tornado_app.services.chat.media import THUMBNAIL_SIZE
+from tornado_app.services.chat.media import MAX_IMAGE_PIXELS, THUMBNAIL_SIZE
 from tornado_app.services.chat.uploads import sanitize_filename
 
 LIMIT = 64 * 1024
@@ -153,10 +153,16 @@ async def test_each_allowed_type_and_refusals(api, users, services, config):
         assert (await upload(api, alice, data, "x.txt", expect=415))["error"]["code"] == "unsupported_media_type"
     broken = image_bytes("PNG")[:40]
     assert (await upload(api, alice, broken, "x.png", expect=415))["error"]["code"] == "undecodable_image"
-    # a decompression bomb: a small file whose header claims 100 million pixels, refused before decoding
+    # a decompression bomb: a small file whose header claims 100 million pixels, refused before decoding;
+    # MAX_IMAGE_PIXELS itself is accepted, one row more is not
     bomb = image_bytes("PNG", (10_000, 10_000), mode="1")
     assert len(bomb) < LIMIT
     assert (await upload(api, alice, bomb, "bomb.png", expect=415))["error"]["code"] == "image_too_large"
+    assert MAX_IMAGE_PIXELS == 8000 * 6000
+    at = await upload(api, alice, image_bytes("PNG", (8000, 6000), mode="1"), "at.png")
+    assert (at["width"], at["height"]) == (8000, 6000)
+    past = image_bytes("PNG", (8000, 6001), mode="1")
+    assert (await upload(api, alice, past, "past.png", expect=415))["error"]["code"] == "image_too_large"
     # a name is only a label: no path, no control characters
     got = await upload(api, alice, b"hi", "..\\..\\etc/\u202epasswd.txt")
     assert got["filename"] == "passwd.txt"

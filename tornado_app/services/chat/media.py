@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,6 +35,9 @@ EXECUTABLE_MAGIC = (b"MZ", b"\x7fELF", b"#!", b"\xca\xfe\xba\xbe", b"\xfe\xed\xf
 # ``inspect_image`` refuses anything over it before decoding.
 MAX_IMAGE_PIXELS = 48_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Pillow only warns between 1x and 2x its bound; ``inspect_image`` refuses that range itself,
+# so the warning (one line on stderr per process) says nothing.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 THUMBNAIL_SIZE = (320, 320)  # a thumbnail fits in this box, aspect kept; PNG
 _CONTROL = bytes(b for b in range(32) if b not in (9, 10, 12, 13))
 
@@ -120,6 +124,9 @@ def inspect_image(path: str, content_type: str) -> ImageInfo:
                 raise MediaRefused("image_too_large", f"Images may have at most {MAX_IMAGE_PIXELS} pixels")
             im.draft("RGB", THUMBNAIL_SIZE)  # JPEG: decode at a reduced scale
             im.load()
+            # Shrink first, in place: a full-size copy or RGBA conversion would double the memory
+            # of a large image (48 million pixels are 192 MB as RGBA).
+            im.thumbnail(THUMBNAIL_SIZE)
             thumb = im.convert("RGBA") if im.mode not in ("RGB", "RGBA", "L", "LA") else im.copy()
     except MediaRefused:
         raise
@@ -127,7 +134,6 @@ def inspect_image(path: str, content_type: str) -> ImageInfo:
         raise MediaRefused("image_too_large", f"Images may have at most {MAX_IMAGE_PIXELS} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.UnidentifiedImageError):
         raise MediaRefused("undecodable_image", "The image could not be decoded") from None
-    thumb.thumbnail(THUMBNAIL_SIZE)
     out = io.BytesIO()
     thumb.save(out, "PNG", optimize=False)
     return ImageInfo(width, height, out.getvalue())
