@@ -137,6 +137,7 @@ async def test_renamed_executable_refused_by_its_bytes(api, users, services, hea
 
 
 @pytest.mark.gen_test(timeout=60)
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # the server ignores it too (media.py)
 async def test_each_allowed_type_and_refusals(api, users, services, config):
     alice, = await users("alice")
     cases = [(image_bytes("PNG"), "a.exe", "image/png"), (image_bytes("JPEG"), "b.txt", "image/jpeg"),
