@@ -380,7 +380,7 @@ async def test_concurrent_sends_of_one_upload_attach_it_once(api, users):
 
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("config_overrides", [{**OVERRIDES, "orphan_upload_ttl": 1.0, "upload_timeout": 1.0}])
-async def test_orphans_and_interrupted_uploads_swept(api, users, config):
+async def test_orphans_and_interrupted_uploads_swept(api, users, config, services):
     alice, bob = await users("alice", "bob")
     chat = await chat_of(api, alice, bob)
     kept = await upload(api, alice, image_bytes("PNG"), "kept.png")
@@ -401,6 +401,10 @@ async def test_orphans_and_interrupted_uploads_swept(api, users, config):
     assert orphan["id"] not in stored and orphan["id"] + ".thumb" not in stored
     assert {kept["id"], kept["id"] + ".thumb"} <= stored and Upload.get_or_none(Upload.id == kept["id"]) is not None
     assert (await link(api, bob, kept["id"]))["url"]
+    # an orphan younger than --orphan-upload-ttl is kept
+    fresh = await upload(api, alice, b"fresh", "fresh.txt")
+    assert await services.uploads.sweep() == 0
+    assert Upload.get_or_none(Upload.id == fresh["id"]) is not None
 
 
 def rss_bytes(pid: int) -> int:
