@@ -13,7 +13,7 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from tornado_app.httpserver import UNLIMITED_BODY
-from tornado_app.errors import Forbidden, SquallError, Unauthorized, UnsupportedMediaType, ValidationError
+from tornado_app.errors import Forbidden, PayloadTooLarge, SquallError, Unauthorized, UnsupportedMediaType, ValidationError
 from tornado_app.services.chat.uploads import Receiver, UploadService
 
 from .base import BaseHandler, authenticated, public
@@ -38,6 +38,7 @@ class UploadsHandler(BaseHandler):
     """
 
     receiver: Optional[Receiver] = None
+    refusal: Optional[SquallError] = None  # the body's bytes were refused (answered once it ends)
 
     @property
     def uploads(self) -> UploadService:
@@ -75,21 +76,28 @@ class UploadsHandler(BaseHandler):
             connection.set_body_timeout(uploads.limits.timeout)
 
     def data_received(self, chunk: bytes) -> Optional[Awaitable[None]]:
-        """Pass a chunk on; on a refusal answer at once (the connection closes, the rest is not read)."""
+        """Pass a chunk on. A refused type is answered when the body ends (the rest is read and
+        dropped: a client still sending may not read an earlier answer); a size past the limit
+        at once (nothing more is read; the connection closes)."""
         receiver = self.receiver
-        if receiver is None or receiver.closed:  # refused: the answer is sent, the rest is dropped
+        if receiver is None or receiver.closed:
             return None
         try:
             return receiver.feed(chunk)
-        except SquallError as exc:
+        except PayloadTooLarge as exc:
             receiver.abort()
             self.send_error(exc.status, exc_info=(type(exc), exc, None))
-            return None
+        except SquallError as exc:
+            receiver.abort()
+            self.refusal = exc
+        return None
 
     @authenticated
     async def post(self) -> None:
         """201 ``{id, content_type, size, filename, width, height}`` once stored."""
         receiver = self.receiver
+        if self.refusal is not None:
+            raise self.refusal
         if receiver is None:
             raise ValidationError("No upload was received", "empty_upload")
         try:

@@ -341,6 +341,34 @@ async def test_bad_attachments_refused(api, users, ws_connect, services):
 
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("config_overrides", [{"max_upload_bytes": 8 * 1024 * 1024}])
+async def test_binary_of_unknown_type_refused_and_not_kept(api, users, config):
+    alice, = await users("alice")
+    sent = 0
+
+    async def producer(write):  # a zip-like body: no allowed magic number, not text
+        nonlocal sent
+        for _ in range(8):
+            await write(b"PK\x03\x04" + os.urandom(1024 * 1024 - 4))
+            sent += 1
+
+    client = tornado.httpclient.AsyncHTTPClient()
+    resp = await client.fetch(api.base_url + "/api/uploads?filename=a.zip", method="POST", body_producer=producer,
+                              headers={**OCTET, "Authorization": f"Bearer {alice['token']}",
+                                       "Content-Length": str(8 * 1024 * 1024)}, raise_error=False,
+                              request_timeout=20)
+    assert resp.code == 415 and b"unsupported_media_type" in resp.body
+    assert sent == 8  # answered when the body ended: a client still sending could miss an earlier answer
+    # nothing of it kept: the first block was written, the rest dropped, the partial file removed
+    tmp = os.path.join(config.upload_dir, "tmp")
+    for _ in range(100):
+        if not os.listdir(tmp):
+            break
+        await asyncio.sleep(0.02)
+    assert os.listdir(tmp) == [] and Upload.select().count() == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"max_upload_bytes": 8 * 1024 * 1024}])
 async def test_interrupted_upload_leaves_no_file(api, users, config, http_port):
     alice, = await users("alice")
     reader, writer = await asyncio.open_connection("127.0.0.1", http_port)

@@ -43,6 +43,7 @@ WRITE_BLOCK = MiB  # bytes gathered before one write in a worker thread (memory 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")  # secrets.token_urlsafe(16)
 MAX_FILENAME = 255
 VARIANTS = ("file", "thumb")
+NOT_ALLOWED = "Allowed: PNG, JPEG, GIF, WebP, PDF and UTF-8 text"
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class Receiver:
             self.head += chunk[:SNIFF_BYTES - len(self.head)]
             if len(self.head) >= SNIFF_BYTES:
                 self._sniff()
+        elif self.text is not None and not self.text.ok:  # a block already written was not text: stop now
+            raise UnsupportedMediaType(NOT_ALLOWED, "unsupported_media_type")
         self._buffer += chunk
         if len(self._buffer) >= WRITE_BLOCK:
             return self._flush()
@@ -152,7 +155,7 @@ class Receiver:
         if self._buffer or self._partial is None:
             await self._flush()
         if self.text is not None and not self.text.close():
-            raise UnsupportedMediaType("Allowed: PNG, JPEG, GIF, WebP, PDF and UTF-8 text", "unsupported_media_type")
+            raise UnsupportedMediaType(NOT_ALLOWED, "unsupported_media_type")
         partial = self._partial
         if partial is None:
             raise ValidationError("The upload is empty", "empty_upload")
