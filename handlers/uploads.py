@@ -13,7 +13,7 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from tornado_app.httpserver import UNLIMITED_BODY
-from tornado_app.errors import Forbidden, PayloadTooLarge, SquallError, Unauthorized, UnsupportedMediaType, ValidationError
+from tornado_app.errors import Forbidden, NotFound, PayloadTooLarge, SquallError, Unauthorized, UnsupportedMediaType, ValidationError
 from tornado_app.services.chat.uploads import Receiver, UploadService
 
 from .base import BaseHandler, authenticated, public
@@ -153,8 +153,8 @@ class FileHandler(BaseHandler):
                                     self.get_query_argument("exp", None), self.get_query_argument("sig", None))
         try:
             stream = await uploads.run(uploads.store.open, info["key"])
-        except (FileNotFoundError, ValueError):
-            raise tornado.web.HTTPError(404) from None
+        except (FileNotFoundError, ValueError):  # the row outlived its file (a restore without the files)
+            raise NotFound("No such upload", "upload_not_found") from None
         try:
             size = info["size"]
             if size is None:
