@@ -217,6 +217,12 @@ async def test_only_members_get_links_and_files(api, users, services):
     assert resp.code == 403 and b"invalid_signature" in resp.body
     resp = await fetch(base, links["url"])
     assert resp.code == 200 and resp.body == b"secret plan"
+    # a text file has no thumbnail; a row whose file is gone (a restore without the files) is 404
+    resp = await fetch(base, services.uploads.signed_path(got["id"], "thumb", int(time.time()) + 60))
+    assert resp.code == 404 and b"upload_not_found" in resp.body
+    os.unlink(services.uploads.store.path_of(got["id"]))
+    resp = await fetch(base, links["url"])
+    assert resp.code == 404 and b"upload_not_found" in resp.body
 
 
 @pytest.mark.gen_test(timeout=60)
