@@ -1,6 +1,7 @@
 // npm run build: bundle src/main.tsx with esbuild into dist/ (with index.html and style.css).
-// preserveSymlinks: @squall/client and @squall/react are linked from the repository
-// (file: dependencies); their imports of "react" must resolve to this app's one React.
+// alias: @squall/client and @squall/react are linked from the repository (file:
+// dependencies), whose folders may hold their own node_modules (their tests' React): every
+// import of React and of the client must resolve to this app's one copy.
 import { build } from "esbuild";
 import { copyFile, mkdir } from "node:fs/promises";
 
@@ -12,7 +13,11 @@ await build({
   format: "esm",
   outfile: "dist/app.js",
   jsx: "automatic",
-  preserveSymlinks: true,
+  alias: {
+    react: "./node_modules/react",
+    "react-dom": "./node_modules/react-dom",
+    "@squall/client": "./node_modules/@squall/client",
+  },
   minify: production,
   sourcemap: true,
   target: ["es2022"],
