@@ -5,13 +5,17 @@
 import { build } from "esbuild";
 import { copyFile, mkdir } from "node:fs/promises";
 
+import { join } from "node:path";
+
+// NODE_ENV=development: React's development build (StrictMode's double effects run there).
 const production = process.env.NODE_ENV !== "development";
-await mkdir("dist", { recursive: true });
+const out = process.env.OUT_DIR || "dist";
+await mkdir(out, { recursive: true });
 await build({
   entryPoints: ["src/main.tsx"],
   bundle: true,
   format: "esm",
-  outfile: "dist/app.js",
+  outfile: join(out, "app.js"),
   jsx: "automatic",
   alias: {
     react: "./node_modules/react",
@@ -24,6 +28,6 @@ await build({
   define: { "process.env.NODE_ENV": JSON.stringify(production ? "production" : "development") },
   logLevel: "warning",
 });
-await copyFile("index.html", "dist/index.html");
-await copyFile("style.css", "dist/style.css");
-console.log("built dist/app.js");
+await copyFile("index.html", join(out, "index.html"));
+await copyFile("style.css", join(out, "style.css"));
+console.log(`built ${join(out, "app.js")}`);
