@@ -17,8 +17,8 @@ from collections import Counter
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.support.browser import (TIMEOUT_MS, browser, http_json, open_chat, register,  # noqa: F401 (fixtures)
-                                   stats, wait_until)
+from tests.support.browser import (TIMEOUT_MS, axe_violations, browser, http_json, open_chat,  # noqa: F401
+                                   register, stats, wait_until)
 from tests.support.nginx import BufferingNginx
 from tests.support.react_example import ExampleSite, build_example
 
@@ -170,6 +170,27 @@ def test_websocket_blocked_uses_sse_and_a_buffering_nginx_long_polling(
         expect(tab.page.locator("#tab-messages .dot")).to_be_visible()
         tab.wait_received(message["id"])
         assert tab.received == [message["id"]]
+        assert axe_violations(tab.page) == []
+
+        # The toast: Escape dismisses the focused one; hovering holds it; a click opens its chat.
+        tab.page.focus(".squall-toast-open")
+        tab.page.keyboard.press("Escape")
+        expect(tab.page.locator(".squall-toast")).to_have_count(0)
+        short = Tab(context.new_page())
+        short.page.goto(site.app_url(blocked.url, "bob", toast_ms=1500))
+        short.wait_open("sse")
+        send_as(blocked, site, "alice", chat_id, "hover me")
+        toast = short.page.locator(".squall-toast-open", has_text="hover me")
+        expect(toast).to_be_visible()
+        toast.hover()
+        short.page.wait_for_timeout(3000)
+        expect(toast).to_be_visible()
+        short.page.mouse.move(0, 0)
+        expect(toast).to_have_count(0)
+        send_as(blocked, site, "alice", chat_id, "click me")
+        short.page.click(".squall-toast-open:has-text('click me')")
+        expect(short.page.locator("#conversation")).to_have_attribute("data-chat-id", str(chat_id))
+        expect(short.page.locator("#conversation .message").last).to_have_text("Aliceclick me")
     finally:
         context.close()
     blocked.stop()
@@ -187,7 +208,8 @@ def test_websocket_blocked_uses_sse_and_a_buffering_nginx_long_polling(
         expect(tab.page.locator(".squall-toast-open")).to_have_text("Alice: over long-polling")
         expect(tab.page.locator("#tab-messages .dot")).to_be_visible()
         tab.page.click(f"li.chat[data-chat-id='{chat_id}'] button")
-        expect(tab.page.locator("#conversation .message")).to_have_text(["Aliceover SSE", "Aliceover long-polling"])
+        expect(tab.page.locator("#conversation .message")).to_have_text(
+            ["Aliceover SSE", "Alicehover me", "Aliceclick me", "Aliceover long-polling"])
         expect(tab.page.locator("#tab-messages .dot")).to_have_count(0)
         tab.wait_received(polled["id"])
         assert tab.received == [polled["id"]]
