@@ -52,7 +52,7 @@ def npm_ci(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def react_modules():
-    npm_ci(CLIENT)
+    # @squall/client is linked (file:../js) and has no runtime dependency: its own npm ci is not needed.
     return npm_ci(PACKAGE)
 
 
