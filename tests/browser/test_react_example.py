@@ -191,6 +191,14 @@ def test_websocket_blocked_uses_sse_and_a_buffering_nginx_long_polling(
         short.page.click(".squall-toast-open:has-text('click me')")
         expect(short.page.locator("#conversation")).to_have_attribute("data-chat-id", str(chat_id))
         expect(short.page.locator("#conversation .message").last).to_have_text("Aliceclick me")
+
+        # Signing in with a token typed in (no token endpoint): the same app, live.
+        typed = Tab(context.new_page())
+        typed.page.goto(f"{site.origin}/?server={blocked.url}")
+        typed.page.fill("#token", site.fresh_token("bob"))
+        typed.page.click("button[type=submit]")
+        typed.wait_open("sse")
+        expect(typed.page.locator(f"li.chat[data-chat-id='{chat_id}']")).to_be_visible()
     finally:
         context.close()
     blocked.stop()
