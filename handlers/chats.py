@@ -34,13 +34,20 @@ class ChatsHandler(BaseHandler):
 
 
 class ChatHandler(BaseHandler):
-    """GET /api/chats/{id}."""
+    """GET/PATCH /api/chats/{id}."""
 
     @authenticated
     async def get(self, chat_id):
         """One chat of the caller."""
         await self.services.chat.require_member(self.user_id, self.path_id(chat_id))
         self.send_json({"chat": await self.services.chat.chat_summary(self.user_id, self.path_id(chat_id))})
+
+    @authenticated
+    async def patch(self, chat_id):
+        """Rename a group: ``{title}`` (owner, admin); answers the chat (handlers/groups.py has the rest)."""
+        body = self.json_body()
+        self.send_json({"chat": await self.services.groups.rename(self.user_id, self.path_id(chat_id),
+                                                                  body.get("title"))})
 
 
 class MessagesHandler(BaseHandler):

@@ -1,6 +1,6 @@
 """Peewee models: the only place that knows tables."""
 from .base import BaseModel, database_proxy, init_db, is_postgres, open_database, utcnow
-from .chat import GROUP, PRIVATE, Chat, ChatMember, Message
+from .chat import ADMIN, GROUP, MEMBER, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message
 from .notification import Notification, NotificationState, Setting
 from .preferences import PushSubscription, UserPreference
 from .session import RefreshToken
@@ -8,12 +8,13 @@ from .upload import Upload
 from .user import User, new_token_version, username_key
 from .webhook import WebhookEvent, WebhookPresence
 
-ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, Setting, RefreshToken,
+ALL_MODELS = [User, Chat, ChatMember, ChatDeparture, Message, Notification, NotificationState, Setting, RefreshToken,
               UserPreference, PushSubscription, Upload, WebhookEvent, WebhookPresence]
 
 __all__ = [
     "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "utcnow",
-    "GROUP", "PRIVATE", "Chat", "ChatMember", "Message", "Notification", "NotificationState",
+    "GROUP", "PRIVATE", "OWNER", "ADMIN", "MEMBER", "SYSTEM_MESSAGE", "Chat", "ChatMember", "ChatDeparture",
+    "Message", "Notification", "NotificationState",
     "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "Upload", "new_token_version", "username_key",
     "WebhookEvent", "WebhookPresence",
     "ALL_MODELS",

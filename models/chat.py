@@ -7,6 +7,13 @@ from .user import User
 PRIVATE = "private"
 GROUP = "group"
 
+# Roles of group members (issue 25): the rights of each are in services/chat/groups.py and docs/protocol.md.
+OWNER = "owner"
+ADMIN = "admin"
+MEMBER = "member"
+# message_type of the messages a group change stores in the chat ("Alice added Bob"); users cannot send it.
+SYSTEM_MESSAGE = "system"
+
 
 class Chat(BaseModel):
     """A private (two users) or group conversation."""
@@ -33,9 +40,29 @@ class ChatMember(BaseModel):
     joined_at = peewee.DateTimeField(default=utcnow)
     # muted until then (no new_message notification, not in the unread total); far future = until unmuted
     muted_until = peewee.DateTimeField(null=True)
+    # owner | admin | member; in private chats and service-API groups everyone is a member
+    role = peewee.CharField(max_length=16, default=MEMBER)
 
     class Meta:
         indexes = ((("chat", "user"), True), (("user", "chat"), False))
+
+
+class ChatDeparture(BaseModel):
+    """A former member of a group (removed or left): their history stays readable up to ``last_message_id``.
+
+    Their ``chat_member`` row is gone (sends, live events, unread and notifications stop with
+    it); this row lets history and search show them the messages up to and including the
+    system message of their removal. Re-adding the user deletes it.
+    """
+
+    chat = peewee.ForeignKeyField(Chat, on_delete="CASCADE")
+    user = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    last_message_id = peewee.BigIntegerField(default=0)
+    left_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "chat_departure"
+        indexes = ((("user", "chat"), True),)
 
 
 class Message(BaseModel):
@@ -48,6 +75,8 @@ class Message(BaseModel):
     message_type = peewee.CharField(max_length=32, default="text_message")
     client_id = peewee.CharField(max_length=64, null=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    # JSON of a system message (message_type "system"): {"action", "actor_id", "user_ids"?, "title"?, "role"?}
+    system = peewee.TextField(null=True)
 
     class Meta:
         indexes = (

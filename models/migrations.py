@@ -27,6 +27,12 @@ Versions:
        filename, image width/height, thumbnail key, created_at; message and chat once a send
        lists it), indexed for quota sums, history pages and the orphan sweep.
     9  webhooks (issue 23): tables webhook_event (the outbox) and webhook_presence.
+    10 (reserved for edits and reactions, issue 25; merged separately)
+    11 groups that change and presence (issue 25): chat_member.role (owner | admin | member),
+       backfilled: in each group not made by the service API (chat.external_key NULL) the
+       earliest member (lowest chat_member id: Squall did not record who created a group)
+       becomes the owner; table chat_departure (former members and the last message they
+       may read); message.system (the JSON of a system message); user.last_seen.
 """
 from __future__ import annotations
 
@@ -325,6 +331,49 @@ def to_v9(db: peewee.Database) -> None:
     db.create_tables([WebhookEventV9, WebhookPresenceV9], safe=True)
 
 
+def to_v11(db: peewee.Database) -> None:
+    """Version 10 → 11: roles, former members, system messages, last seen (idempotent)."""
+    migrator = migrator_for(db)
+    operations = []
+    if "role" not in {c.name for c in db.get_columns("chat_member")}:
+        operations.append(migrator.add_column("chat_member", "role",
+                                              peewee.CharField(max_length=16, default="member")))
+    if "system" not in {c.name for c in db.get_columns("message")}:
+        operations.append(migrator.add_column("message", "system", peewee.TextField(null=True)))
+    if "last_seen" not in {c.name for c in db.get_columns("user")}:
+        operations.append(migrator.add_column("user", "last_seen", peewee.DateTimeField(null=True)))
+    migrate(*operations)
+    db.execute_sql(
+        'UPDATE "chat_member" SET "role" = \'owner\' WHERE "id" IN ('
+        ' SELECT MIN(cm."id") FROM "chat_member" cm JOIN "chat" c ON c."id" = cm."chat_id"'
+        " WHERE c.\"kind\" = 'group' AND c.\"external_key\" IS NULL GROUP BY cm.\"chat_id\")"
+        ' AND NOT EXISTS (SELECT 1 FROM "chat_member" o WHERE o."chat_id" = "chat_member"."chat_id"'
+        " AND o.\"role\" = 'owner')")
+
+    class ChatV11(peewee.Model):
+        class Meta:
+            database = db
+            table_name = "chat"
+
+    class UserV11(peewee.Model):
+        class Meta:
+            database = db
+            table_name = "user"
+
+    class ChatDepartureV11(peewee.Model):
+        chat = peewee.ForeignKeyField(ChatV11, on_delete="CASCADE")
+        user = peewee.ForeignKeyField(UserV11, on_delete="CASCADE")
+        last_message_id = peewee.BigIntegerField(default=0)
+        left_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "chat_departure"
+            indexes = ((("user", "chat"), True),)
+
+    db.create_tables([ChatDepartureV11], safe=True)
+
+
 # Objects the models cannot declare (virtual tables, triggers, generated columns), created
 # with a new database's tables; each is the frozen function of the version that added it.
 CREATE_EXTRAS = (search_objects_v7,)
@@ -339,4 +388,5 @@ MIGRATIONS = {
     7: to_v7,
     8: to_v8,
     9: to_v9,
+    11: to_v11,
 }

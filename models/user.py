@@ -42,6 +42,8 @@ class User(BaseModel):
     disabled = peewee.BooleanField(default=False)
     # Unix seconds: tokens issued at or before it are refused (service API "revoke").
     revoked_at = peewee.BigIntegerField(null=True)
+    # When the user was last online (a notification stream anywhere), to the minute (presence, issue 25)
+    last_seen = peewee.DateTimeField(null=True)
 
     def save(self, *args, **kwargs):
         """Derive ``username_key`` from ``username`` when it is not given."""

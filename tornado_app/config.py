@@ -111,6 +111,7 @@ class Config:
     max_group_members: int = 256
     max_publish_external_ids: int = 1000  # external ids per POST /api/notifications (issue 22)
     groups_per_hour: int = 30  # group chats one user may create per hour
+    group_changes_per_minute: int = 20  # title, member and role changes one user may make per minute
     typing_interval: float = 2.0  # at most one typing frame fanned out per user and chat
     mark_read_interval: float = 0.5  # at most one read-position write per user and chat
     test_notifications_per_minute: int = 30  # POST /api/notifications/test per user
@@ -275,6 +276,8 @@ _OPTIONS = [
     ("max_publish_external_ids", "MAX_PUBLISH_EXTERNAL_IDS", int,
      "most external_ids in one POST /api/notifications (400 too_many_external_ids past it)"),
     ("groups_per_hour", "GROUPS_PER_HOUR", int, "group chats one user may create per hour"),
+    ("group_changes_per_minute", "GROUP_CHANGES_PER_MINUTE", int,
+     "group title, member and role changes one user may make per minute (leaving is not counted)"),
     ("typing_interval", "TYPING_INTERVAL", float, "seconds between typing frames fanned out per user and chat"),
     ("mark_read_interval", "MARK_READ_INTERVAL", float, "seconds between read-position writes per user and chat"),
     ("test_notifications_per_minute", "TEST_NOTIFICATIONS_PER_MINUTE", int,

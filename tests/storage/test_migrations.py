@@ -190,7 +190,7 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database, "--upload-dir", str(tmp_path / "uploads"))
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 9
+    assert SCHEMA_VERSION == 11
     version, columns, indexes = read_back(old_database)
     assert version == 9 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade

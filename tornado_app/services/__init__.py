@@ -18,7 +18,8 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .chat import ChatLimits, ChatService, LocalUploadStore, MessageSearch, UploadLimits, UploadService
+from .chat import (ChatLimits, ChatService, GroupService, LocalUploadStore, MessageSearch, PresenceService,
+                   UploadLimits, UploadService)
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
 from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
@@ -60,6 +61,8 @@ class Services:
     search: Optional[MessageSearch] = None  # GET /api/search (issue 25)
     uploads: Optional[UploadService] = None  # attachments (issue 25)
     service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
+    groups: Optional[GroupService] = None  # groups that change (issue 25)
+    presence: Optional[PresenceService] = None  # online and last seen (issue 25)
     external: Optional[ExternalAuth] = None  # the product's tokens (--auth-mode external|both; issue 22)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
     closing: bool = False
@@ -162,6 +165,8 @@ class Services:
             self._pinger.stop()
         if self._prune_task is not None:
             self._prune_task.cancel()
+        if self.presence is not None:
+            self.presence.close()
         await self.chat.close()
         if self.uploads is not None:
             self.uploads.close()
@@ -225,10 +230,20 @@ def build_services(config: Config) -> Services:
     chat.on_notified = notifications.on_notified = push.offer
     # Webhooks (issue 23): the hooks are set only when on, so a send does no extra work when off.
     webhooks = WebhookService(config, dbx, hub, preferences, metrics)
+    # Presence (issue 25): co-members hear when a user comes online or goes offline; with webhooks on,
+    # the same moments feed user.online/user.offline.
+    presence = PresenceService(dbx, hub, preferences, config.presence_grace)
+    chat.presence = presence
+    tell_webhooks = webhooks.presence_changed if webhooks.enabled else None
+
+    def on_online(user_id: int, online: bool) -> None:
+        presence.changed(user_id, online)
+        if tell_webhooks is not None:
+            tell_webhooks(user_id, online)
+    hub.on_online = on_online
     if webhooks.enabled:
         chat.writer.outbox = webhooks.message_rows
         chat.on_read_stored = webhooks.read_row
-        hub.on_online = webhooks.presence_changed
 
     def on_control(message: dict) -> None:
         sessions.on_control(message)
@@ -251,4 +266,6 @@ def build_services(config: Config) -> Services:
                     search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=chat.uploads,
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
+                    groups=GroupService(dbx, chat, users, notifications, config.group_changes_per_minute),
+                    presence=presence,
                     external=external)

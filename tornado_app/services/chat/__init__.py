@@ -5,15 +5,19 @@
 - ``MessageWriter``: the group commit (many sends, one transaction, acks after the commit).
 - ``ChatLimits``: the sizes and rates a chat allows.
 - ``MessageSearch``: ``GET /api/search``, each database's own full-text engine.
+- ``GroupService``: groups that change (title, members, roles, leaving; system messages).
+- ``PresenceService``: online and last seen, for people who share a chat (``GET /api/presence``).
 - ``UploadService``: attachments (``POST /api/uploads``, signed links, the orphan sweep) over an
   ``UploadStore`` (``LocalUploadStore``: ``--upload-dir``).
 
 Uses ``storage``, ``operations``, ``delivery`` and ``identity``.
 """
+from .groups import GroupService
+from .presence import PresenceService
 from .search import MessageSearch
 from .service import ChatLimits, ChatService, MessageWriter
 from .upload_store import LocalUploadStore, UploadStore
 from .uploads import UploadLimits, UploadService
 
-__all__ = ["ChatLimits", "ChatService", "MessageSearch", "MessageWriter", "LocalUploadStore", "UploadLimits",
+__all__ = ["ChatLimits", "ChatService", "GroupService", "PresenceService", "MessageSearch", "MessageWriter", "LocalUploadStore", "UploadLimits",
            "UploadService", "UploadStore"]

@@ -123,6 +123,13 @@ def highlight(content: str, query: SearchQuery) -> List[Dict[str, object]]:
     return segments
 
 
+# The chats a user may search: theirs, and those they left or were removed from up to the
+# system message of their departure (issue 25), never a later message.
+CHATS_OF_USER = ('JOIN (SELECT "chat_id", NULL AS "upto" FROM "chat_member" WHERE "user_id" = {p} '
+                 'UNION ALL SELECT "chat_id", "last_message_id" FROM "chat_departure" WHERE "user_id" = {p}) cm '
+                 'ON cm."chat_id" = m."chat_id" AND (cm."upto" IS NULL OR m."id" <= cm."upto") ')
+
+
 class MessageSearch:
     """Ranked, paged, highlighted search over the messages of the chats a user belongs to."""
 
@@ -177,20 +184,20 @@ class MessageSearch:
         chat_clause = ' AND m."chat_id" = {p}' if chat_id is not None else ""
         if is_postgres(db):
             sql = (f'SELECT {columns} FROM "message" m '
-                   'JOIN "chat_member" cm ON cm."chat_id" = m."chat_id" AND cm."user_id" = {p} '
+                   + CHATS_OF_USER +
                    "WHERE m.\"search_vector\" @@ to_tsquery('simple', {p})" + chat_clause +
                    " ORDER BY ts_rank(m.\"search_vector\", to_tsquery('simple', {p})) DESC, m.\"id\" DESC "
                    "LIMIT {p} OFFSET {p}")
-            params: list = [user_id, query.tsquery()]
+            params: list = [user_id, user_id, query.tsquery()]
             if chat_id is not None:
                 params.append(chat_id)
             params += [query.tsquery(), limit, offset]
         else:
             sql = (f'SELECT {columns} FROM "message_fts" f JOIN "message" m ON m."id" = f."rowid" '
-                   'JOIN "chat_member" cm ON cm."chat_id" = m."chat_id" AND cm."user_id" = {p} '
+                   + CHATS_OF_USER +
                    'WHERE "message_fts" MATCH {p}' + chat_clause +
                    ' ORDER BY bm25("message_fts"), m."id" DESC LIMIT {p} OFFSET {p}')
-            params = [user_id, query.fts5()]
+            params = [user_id, user_id, query.fts5()]
             if chat_id is not None:
                 params.append(chat_id)
             params += [limit, offset]

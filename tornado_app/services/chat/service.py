@@ -18,7 +18,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import peewee
 
-from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
+from models import (GROUP, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatMember, Message, Notification, is_postgres,
+                    utcnow)
 from models.user import DELETED_NAME
 from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ...tasks import Batcher, spawn
@@ -32,6 +33,7 @@ from ..delivery.notifications import (NotificationService, content_preview, inse
 from ..delivery.preferences import mute_state_of
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
+from .groups import forget_departures, former_limit, record_departures, succeed_owner
 from .uploads import AttachmentTaken, UploadService
 
 log = logging.getLogger("squall.chat")
@@ -50,6 +52,8 @@ def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]]
            "created_at": iso(m.created_at)}
     if attachments:
         out["attachments"] = attachments
+    if m.system:  # a group change's system message (issue 25): its structured fields
+        out["system"] = json.loads(m.system)
     return out
 
 
@@ -468,6 +472,7 @@ class ChatService:
         self.preferences = None
         self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
         self.uploads: Optional[UploadService] = None  # attachments (issue 25); set by build_services
+        self.presence = None  # PresenceService (issue 25): members' presence in chat summaries; set by build_services
         self.on_notified: Optional[Callable[[int, dict, bool], None]] = None
         # ``(user_id, chat_id, position)`` on the writer thread, inside the transaction that moved a
         # read position forward: the webhook outbox's chat.read (issue 23). None: webhooks off.
@@ -539,11 +544,18 @@ class ChatService:
             if len(current) + len(added) - len(removed) > limit:
                 raise ValidationError(f"A group chat has at most {limit} members", "too_many_members")
             if removed:
+                owner_removed = ChatMember.select().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)
+                                                          & (ChatMember.role == OWNER)).exists()
                 ChatMember.delete().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)).execute()
+                # They keep the history up to now, and a removed owner passes the group on (issue 25).
+                record_departures(chat_id, removed, chat.last_message_id or 0)
+                if owner_removed:
+                    succeed_owner(chat_id)
             if added:
                 read_to = chat.last_message_id or 0
                 ChatMember.insert_many([{"chat": chat_id, "user": uid, "last_read_message_id": read_to}
                                         for uid in added]).on_conflict_ignore().execute()
+                forget_departures(chat_id, added)
             return added, removed
 
         added, removed = await self.dbx.write(apply)
@@ -673,7 +685,9 @@ class ChatService:
 
         def create():
             chat = Chat.create(kind=GROUP, title=title.strip())
-            ChatMember.insert_many([{"chat": chat.id, "user": u} for u in members]).execute()
+            # the creator owns the group (issue 25: roles)
+            ChatMember.insert_many([{"chat": chat.id, "user": u, "role": OWNER if u == user_id else "member"}
+                                    for u in members]).execute()
             return chat.id
 
         chat_id = await self.dbx.write(create)
@@ -717,22 +731,24 @@ class ChatService:
             chats = list(q.objects())
             ids = [c.id for c in chats]
             members: Dict[int, list] = {i: [] for i in ids}
+            roles: Dict[Tuple[int, int], str] = {}
             if ids:
-                for cid, uid in ChatMember.select(ChatMember.chat, ChatMember.user).where(
+                for cid, uid, role in ChatMember.select(ChatMember.chat, ChatMember.user, ChatMember.role).where(
                         ChatMember.chat.in_(ids)).order_by(ChatMember.id).tuples():
                     members[cid].append(uid)
+                    roles[(cid, uid)] = role
             last_ids = [c.last_message_id for c in chats if c.last_message_id]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            return chats, members, last, UploadService.attachments_of(last)
+            return chats, members, roles, last, UploadService.attachments_of(last)
 
         epoch = self._members_epoch
-        chats, members, last, files = await self.dbx.read(load)
+        chats, members, roles, last, files = await self.dbx.read(load)
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
         out = []
         for c in chats:
-            member_list = [people[u] for u in members[c.id] if u in people]
+            member_list = [{**people[u], "role": roles[(c.id, u)]} for u in members[c.id] if u in people]
             if epoch == self._members_epoch:
                 self._members.setdefault(c.id, tuple(sorted(members[c.id])))
             title = c.title
@@ -748,15 +764,28 @@ class ChatService:
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
                 **mute_state_of(c.muted_until),
             })
+        if self.presence is not None and out:
+            await self.presence.annotate(user_id, out)
         return out
 
     # Messages -----------------------------------------------------------------------------
 
     async def history(self, user_id: int, chat_id, before_id=None, limit=50) -> List[dict]:
-        """A page of ``chat_id``'s messages before ``before_id``, oldest to newest."""
-        await self.require_member(user_id, chat_id)
+        """A page of ``chat_id``'s messages before ``before_id``, oldest to newest.
+
+        A former member (removed, or left) reads the history up to their removal's system message.
+        """
+        upto = None
+        try:
+            await self.require_member(user_id, chat_id)
+        except Forbidden:
+            upto = await self.dbx.read(former_limit, user_id, chat_id)
+            if upto is None:
+                raise
         if before_id is not None:
             before_id = require_id(before_id, "before_id")
+        if upto is not None:
+            before_id = upto + 1 if before_id is None else min(before_id, upto + 1)
         if not is_int(limit) or not 1 <= limit <= 200:
             raise ValidationError("'limit' must be between 1 and 200")
 
@@ -789,6 +818,8 @@ class ChatService:
                                   "content_too_long")
         if not isinstance(message_type, str) or not MESSAGE_TYPE_RE.match(message_type):
             raise ValidationError("'message_type' must be 1-32 of a-z, 0-9 and '_'", "invalid_message_type")
+        if message_type == SYSTEM_MESSAGE:  # only group changes store these (issue 25): never spoofed
+            raise ValidationError("'system' messages are stored by group changes only", "invalid_message_type")
         if client_id is not None and (not isinstance(client_id, str) or not 1 <= len(client_id) <= 64):
             raise ValidationError("'client_id' must be a string of 1-64 characters", "invalid_client_id")
         return content, message_type, client_id

@@ -30,7 +30,9 @@ from .notifications import unread_states
 
 log = logging.getLogger("squall.preferences")
 
-DEFAULTS = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": []}
+# share_presence (issue 25): false hides the user's presence from everyone and everyone's from them
+DEFAULTS = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": [],
+            "share_presence": True}
 FOREVER = datetime.datetime(9999, 12, 31)  # muted_until stored for "until I unmute"
 FOREVER_TS = calendar.timegm(FOREVER.timetuple())
 CACHE_USERS = 100_000
@@ -64,7 +66,7 @@ def epoch(value: Optional[datetime.datetime]) -> float:
 class UserPrefs:
     """One user's preferences as delivery reads them, plus how many push subscriptions they have."""
 
-    __slots__ = ("sound", "toasts", "push", "dnd_until", "muted_types", "subscriptions")
+    __slots__ = ("sound", "toasts", "push", "dnd_until", "muted_types", "share_presence", "subscriptions")
 
     def __init__(self, data: dict, subscriptions: int):
         self.sound = data["sound"]
@@ -72,6 +74,7 @@ class UserPrefs:
         self.push = data["push"]
         self.dnd_until = epoch(parse_time(data["dnd_until"], "dnd_until")) if data["dnd_until"] else 0.0
         self.muted_types = frozenset(data["muted_types"])
+        self.share_presence = data.get("share_presence", True)
         self.subscriptions = subscriptions
 
     def dnd(self, now: Optional[float] = None) -> bool:
@@ -229,7 +232,7 @@ class PreferenceService:
         if unknown:
             raise ValidationError(f"unknown preference {str(unknown[0])[:40]!r}", "invalid_preference")
         out = {}
-        for name in ("sound", "toasts", "push"):
+        for name in ("sound", "toasts", "push", "share_presence"):
             if name in patch:
                 if not isinstance(patch[name], bool):
                     raise ValidationError(f"'{name}' must be true or false", "invalid_preference")
