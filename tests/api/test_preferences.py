@@ -8,7 +8,8 @@ from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.streams import is_id, of_type, open_chat, send, sentinel, sse_until, ws_until
 
-DEFAULTS = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": []}
+DEFAULTS = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": [],
+            "share_presence": True}
 
 
 def iso_in(seconds: float) -> str:

@@ -192,7 +192,7 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
 
     assert SCHEMA_VERSION == 11
     version, columns, indexes = read_back(old_database)
-    assert version == 9 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 11 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -209,6 +209,16 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         # version 9: the webhook outbox and presence tables, empty
         assert {"webhook_event", "webhook_presence"} <= set(db.get_tables())
         assert db.execute_sql('SELECT COUNT(*) FROM "webhook_event"').fetchone()[0] == 0
+        # version 11: the group's earliest member owns it, everyone else (and private chats) are members;
+        # nobody has left yet, no system message, nobody seen yet
+        roles = db.execute_sql('SELECT c."kind", u."username", cm."role" FROM "chat_member" cm'
+                               ' JOIN "chat" c ON c."id" = cm."chat_id" JOIN "user" u ON u."id" = cm."user_id"'
+                               ' ORDER BY cm."id"').fetchall()
+        assert roles == [("private", "alice", "member"), ("private", "bob", "member"),
+                         ("group", "alice", "owner"), ("group", "bob", "member"), ("group", "carol", "member")]
+        assert db.execute_sql('SELECT COUNT(*) FROM "chat_departure"').fetchone()[0] == 0
+        assert db.execute_sql('SELECT COUNT(*) FROM "message" WHERE "system" IS NOT NULL').fetchone()[0] == 0
+        assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE "last_seen" IS NOT NULL').fetchone()[0] == 0
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})
