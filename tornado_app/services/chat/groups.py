@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from models import (ADMIN, GROUP, MEMBER, OWNER, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message,
                     utcnow)
@@ -39,6 +39,18 @@ from ..storage.ids import require_id
 
 ROLES = (OWNER, ADMIN, MEMBER)
 MAX_TITLE = 128
+# Peewee's implicit ids, typed Any: its stubs do not know them
+CHAT_ID: Any = Chat._meta.primary_key
+MEMBER_ID: Any = ChatMember._meta.primary_key
+
+
+def _all(query: Any) -> List[Any]:
+    """A query's rows (model instances or tuples), typed as Any: Peewee's attributes are dynamic."""
+    return list(query)
+
+
+def _member_ids(chat_id: int) -> List[int]:
+    return [uid for (uid,) in _all(ChatMember.select(ChatMember.user).where(ChatMember.chat == chat_id).tuples())]
 
 
 @dataclass
@@ -62,7 +74,7 @@ def _role_of(chat_id: int, user_id: int) -> Optional[str]:
 
 
 def _group(chat_id: int) -> Chat:
-    chat = Chat.get_or_none(Chat.id == chat_id)
+    chat = Chat.get_or_none(CHAT_ID == chat_id)
     if chat is None:
         raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
     if chat.kind != GROUP:
@@ -103,11 +115,11 @@ def succeed_owner(chat_id: int) -> Optional[int]:
     """
     if ChatMember.select().where((ChatMember.chat == chat_id) & (ChatMember.role == OWNER)).exists():
         return None
-    heir = (ChatMember.select(ChatMember.id, ChatMember.user).where(ChatMember.chat == chat_id)
-            .order_by((ChatMember.role != ADMIN), ChatMember.id).first())
+    heir: Any = (ChatMember.select(MEMBER_ID, ChatMember.user).where(ChatMember.chat == chat_id)
+                 .order_by((ChatMember.role != ADMIN), MEMBER_ID).first())
     if heir is None:
         return None
-    ChatMember.update(role=OWNER).where(ChatMember.id == heir.id).execute()
+    ChatMember.update(role=OWNER).where(MEMBER_ID == heir.id).execute()
     return heir.user_id
 
 
@@ -134,8 +146,8 @@ def _store_system(chat_id: int, actor_id: int, actor_name: str, text: str, data:
         (ChatMember.chat == chat_id) & ChatMember.user.not_in(skip)).execute()
     ChatMember.update(last_read_message_id=mid, unread_count=0).where(
         (ChatMember.chat == chat_id) & ChatMember.user.in_(skip)).execute()
-    Chat.update(last_message_id=mid, last_activity_at=now).where(Chat.id == chat_id).execute()
-    touched = [uid for (uid,) in ChatMember.select(ChatMember.user).where(ChatMember.chat == chat_id).tuples()]
+    Chat.update(last_message_id=mid, last_activity_at=now).where(CHAT_ID == chat_id).execute()
+    touched = _member_ids(chat_id)
     message = {"id": mid, "chat_id": chat_id, "sender_id": actor_id, "sender_name": actor_name, "content": text,
                "message_type": SYSTEM_MESSAGE, "client_id": None, "created_at": iso(now), "system": data}
     return message, touched
@@ -179,7 +191,7 @@ class GroupService:
                 raise _refuse("change the title")
             if chat.title == title:
                 return None
-            Chat.update(title=title).where(Chat.id == chat_id).execute()
+            Chat.update(title=title).where(CHAT_ID == chat_id).execute()
             message, touched = _store_system(chat_id, user_id, actor["display_name"],
                                              f"{actor['display_name']} renamed the group to {title}",
                                              {"action": "renamed", "actor_id": user_id, "title": title}, [])
@@ -263,7 +275,7 @@ class GroupService:
                 heir = succeed_owner(chat_id)
                 if heir is not None:
                     roles[heir] = OWNER
-            touched = [uid for (uid,) in ChatMember.select(ChatMember.user).where(ChatMember.chat == chat_id).tuples()]
+            touched = _member_ids(chat_id)
             return Change(chat_id, message, removed=[target_id], roles=roles, removed_at_message_id=message["id"],
                           unread=unread_states([*touched, target_id]))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from typing import Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 from models import ChatMember, User, utcnow
 from ...errors import ValidationError
@@ -33,6 +33,12 @@ from ..storage.db import DatabaseExecutor
 log = logging.getLogger("squall.presence")
 
 MAX_LOOKUP = 100  # user ids per GET /api/presence
+USER_ID: Any = User._meta.primary_key  # Peewee's implicit id (its stubs do not know it)
+
+
+def _all(query: Any) -> List[Any]:
+    """A query's rows, typed as Any: Peewee's attributes are dynamic."""
+    return list(query)
 
 
 def to_minute(when: datetime.datetime) -> datetime.datetime:
@@ -43,8 +49,8 @@ def to_minute(when: datetime.datetime) -> datetime.datetime:
 def co_members(user_id: int) -> List[int]:
     """Everyone who shares a chat with ``user_id`` (reader thread)."""
     chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
-    return [uid for (uid,) in ChatMember.select(ChatMember.user).distinct()
-            .where(ChatMember.chat.in_(chats) & (ChatMember.user != user_id)).tuples()]
+    return [uid for (uid,) in _all(ChatMember.select(ChatMember.user).distinct()
+            .where(ChatMember.chat.in_(chats) & (ChatMember.user != user_id)).tuples())]
 
 
 def shared_with(viewer: int, user_ids: List[int]) -> Set[int]:
@@ -52,18 +58,20 @@ def shared_with(viewer: int, user_ids: List[int]) -> Set[int]:
     if not user_ids:
         return set()
     chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == viewer)
-    return {uid for (uid,) in ChatMember.select(ChatMember.user).distinct()
-            .where(ChatMember.chat.in_(chats) & ChatMember.user.in_(user_ids)).tuples()}
+    return {uid for (uid,) in _all(ChatMember.select(ChatMember.user).distinct()
+            .where(ChatMember.chat.in_(chats) & ChatMember.user.in_(user_ids)).tuples())}
 
 
 def last_seen_of(user_ids: List[int]) -> Dict[int, Optional[datetime.datetime]]:
     """Stored ``last_seen`` of ``user_ids`` (reader thread)."""
-    return dict(User.select(User.id, User.last_seen).where(User.id.in_(user_ids)).tuples()) if user_ids else {}
+    if not user_ids:
+        return {}
+    return dict(_all(User.select(USER_ID, User.last_seen).where(USER_ID.in_(user_ids)).tuples()))
 
 
 def store_last_seen(user_id: int, when: datetime.datetime) -> None:
     """Store ``last_seen`` (writer thread)."""
-    User.update(last_seen=when).where(User.id == user_id).execute()
+    User.update(last_seen=when).where(USER_ID == user_id).execute()
 
 
 class PresenceService:
