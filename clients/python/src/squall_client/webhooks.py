@@ -8,10 +8,10 @@ Webhooks way: headers ``webhook-id``, ``webhook-timestamp`` (unix seconds) and
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import standardwebhooks
 
@@ -55,6 +55,12 @@ class NotificationUnseenData(TypedDict):
     previews: list[dict[str, Any]]
 
 
+class HeadersLike(Protocol):
+    """A request's headers: a dict, or any mapping with ``items()`` (Flask's, Starlette's, Django's)."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
 @dataclass(frozen=True)
 class WebhookEvent:
     """A verified event: ``id`` (deduplicate on it), ``type``, ``timestamp`` (aware, UTC) and ``data``."""
@@ -77,7 +83,7 @@ def _parse_timestamp(value: Any) -> datetime:
     return parsed
 
 
-def verify_webhook(headers: Mapping[str, str], body: bytes | str, secret: str) -> WebhookEvent:
+def verify_webhook(headers: HeadersLike, body: bytes | str, secret: str) -> WebhookEvent:
     """Verify ``body`` (the raw request body, exactly as received) against ``headers`` and ``secret``.
 
     Raises ``WebhookVerificationError`` when a header is missing, the signature does not match

@@ -1,0 +1,151 @@
+"""examples/flask_shop without a browser (issue 23, item 3): its own users and login, the Squall
+tokens it mints (accepted by a real Squall in external mode), a support chat per order through
+the service API, @squall/client served from its own origin, and its webhook route verifying
+events signed with the standardwebhooks package, "emailing" ``notification.unseen`` through its
+real SMTP server into the mailbox file, once per event id."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import standardwebhooks
+
+from tests.support.procs import ServerProcess, free_port
+from tests.support.shop import STAFF, WEBHOOK_SECRET, ShopProcess, start_shop, start_squall_for_shop
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    tmp = tmp_path_factory.mktemp("shop")
+    port = free_port()
+    squall = start_squall_for_shop(tmp, port)
+    shop = start_shop(tmp, port, squall.url)
+    yield squall, shop
+    shop.stop()
+    squall.kill()
+
+
+def sign_up(shop: ShopProcess, name: str) -> tuple[httpx.Client, str]:
+    """A signed-in browser-like client of the shop (its session cookie) and the account's email."""
+    email = f"{name.lower()}-{uuid.uuid4().hex[:6]}@shop.test"
+    client = httpx.Client(base_url=shop.url, follow_redirects=True)
+    answer = client.post("/signup", data={"email": email, "name": name, "password": "a-good-password"})
+    assert answer.status_code == 200 and name in answer.text, answer.text[-2000:]
+    return client, email
+
+
+def squall_token(client: httpx.Client) -> str:
+    answer = client.post("/squall-token", json={})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    return answer.json()["token"]
+
+
+def test_signed_in_users_get_squall_tokens_squall_accepts(stack: tuple[ServerProcess, ShopProcess]) -> None:
+    squall, shop = stack
+    client, email = sign_up(shop, "Alice")
+    me = httpx.get(squall.url + "/api/me", headers={"Authorization": f"Bearer {squall_token(client)}"})
+    assert me.status_code == 200 and me.json()["display_name"] == "Alice"
+
+    stranger = httpx.Client(base_url=shop.url)
+    assert stranger.post("/squall-token", json={}).status_code == 401
+    assert stranger.get("/").headers["location"].endswith("/login")
+    wrong = stranger.post("/login", data={"email": email, "password": "not-her-password"}, follow_redirects=True)
+    assert "Wrong email or password" in wrong.text
+    assert stranger.post("/squall-token", json={}).status_code == 401
+    again = stranger.post("/login", data={"email": email, "password": "a-good-password"}, follow_redirects=True)
+    assert "Alice" in again.text and stranger.post("/squall-token", json={}).status_code == 200
+
+
+def test_the_shop_refuses_weak_signups(stack: tuple[ServerProcess, ShopProcess]) -> None:
+    _, shop = stack
+    client = httpx.Client(base_url=shop.url, follow_redirects=True)
+    short = client.post("/signup", data={"email": "x@shop.test", "name": "X", "password": "1234567"})
+    assert "at least 8 characters" in short.text
+    taken = client.post("/signup", data={"email": STAFF[0], "name": "Y", "password": "long-enough-1"})
+    assert "has an account" in taken.text
+
+
+def test_an_order_opens_a_support_chat_with_the_staff(stack: tuple[ServerProcess, ShopProcess]) -> None:
+    squall, shop = stack
+    client, _ = sign_up(shop, "Bob")
+    assert "Order #" in client.post("/orders", data={"item": "A red teapot"}).text
+    token = squall_token(client)
+    chats = httpx.get(squall.url + "/api/chats", headers={"Authorization": f"Bearer {token}"}).json()["chats"]
+    [chat] = chats
+    assert chat["title"].endswith("A red teapot") and chat["unread_count"] == 1
+    assert sorted(m["display_name"] for m in chat["members"]) == ["Bob", STAFF[1]]
+    history = httpx.get(squall.url + f"/api/chats/{chat['id']}/messages",
+                        headers={"Authorization": f"Bearer {token}"}).json()["messages"]
+    assert history[-1]["sender_name"] == "System" and "is placed" in history[-1]["content"]
+
+
+def test_the_js_client_is_served_from_the_shop_origin(stack: tuple[ServerProcess, ShopProcess]) -> None:
+    _, shop = stack
+    module = httpx.get(shop.url + "/static/squall-client/index.js")
+    assert module.status_code == 200 and "createSquall" in module.text
+    assert module.headers["content-type"].startswith("text/javascript")
+    assert httpx.get(shop.url + "/static/squall-client/../shop.py").status_code == 404
+    assert httpx.get(shop.url + "/static/squall-client/index.d.ts").status_code == 404
+
+
+def post_event(shop: ShopProcess, event: dict[str, Any], *, when: datetime | None = None,
+               tamper: bool = False, secret: str = WEBHOOK_SECRET) -> httpx.Response:
+    """POST ``event`` to the shop's webhook route, signed the Standard Webhooks way."""
+    body = json.dumps(event).encode()
+    when = when or datetime.now(timezone.utc)
+    headers = {"webhook-id": event["id"], "webhook-timestamp": str(int(when.timestamp())),
+               "webhook-signature": standardwebhooks.Webhook(secret).sign(event["id"], when, body),
+               "Content-Type": "application/json"}
+    return httpx.post(shop.url + "/squall/webhooks", content=body.replace(b"2", b"3") if tamper else body,
+                      headers=headers)
+
+
+def unseen_event(external_id: str, total: int) -> dict[str, Any]:
+    return {"id": "evt_" + uuid.uuid4().hex, "type": "notification.unseen",
+            "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "data": {"user": {"id": 7, "username": "~abc", "external_id": external_id},
+                     "unread": {"total": total, "chats": [{"chat_id": 3, "key": "order-1", "count": total}]},
+                     "previews": [{"chat_id": 3, "message_id": 12, "sender": {"id": 8, "username": "~def",
+                                                                             "external_id": "shop-1"},
+                                   "content": "Your teapot ships tomorrow", "created_at": "2026-12-04T15:00:00Z"}]}}
+
+
+def wait_for_mail(shop: ShopProcess, count: int) -> list:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        mail = shop.messages()
+        if len(mail) >= count:
+            return mail
+        time.sleep(0.1)
+    raise AssertionError(f"{len(shop.messages())} emails, {count} expected:\n{shop.log()}")
+
+
+def test_the_webhook_route_verifies_and_emails_once(stack: tuple[ServerProcess, ShopProcess]) -> None:
+    squall, shop = stack
+    client, email = sign_up(shop, "Carol")
+    sub = httpx.get(squall.url + "/api/me", headers={"Authorization": f"Bearer {squall_token(client)}"})
+    assert sub.status_code == 200
+    external_id = json.loads(client.get("/").text.split('id="shop-config">')[1].split("</script>")[0])["me"]["sub"]
+    before = len(shop.messages())
+
+    event = unseen_event(external_id, 2)
+    assert post_event(shop, event, tamper=True).status_code == 400
+    stale = post_event(shop, event, when=datetime.now(timezone.utc) - timedelta(minutes=6))
+    assert stale.status_code == 400 and stale.json()["error"]["code"] == "invalid_signature"
+    assert post_event(shop, event, secret="whsec_" + "b3RoZXIta2V5LW90aGVyLWtleQ==").status_code == 400
+    assert post_event(shop, event).status_code == 204
+    [mail] = wait_for_mail(shop, before + 1)[before:]
+    assert mail["To"] == email and mail["Subject"] == "You have 2 unread messages at the shop"
+    assert "Your teapot ships tomorrow" in mail.get_payload(decode=True).decode()
+
+    assert post_event(shop, event).status_code == 204  # the same id again: at least once, emailed once
+    assert post_event(shop, {**unseen_event("someone-else", 1)}).status_code == 204  # not a shop user
+    time.sleep(1)
+    assert len(shop.messages()) == before + 1
