@@ -129,8 +129,12 @@ def add_user(db: sqlite3.Connection, email: str, name: str, password: str, is_st
     return int(cursor.lastrowid or 0)
 
 
-def send_unseen_email(config: ShopConfig, to: str, name: str, data: dict[str, Any]) -> None:
-    """Email ``to`` about their unread messages (``notification.unseen`` data) through SMTP."""
+def send_unseen_email(config: ShopConfig, to: str, name: str, data: dict[str, Any],
+                      names: Callable[[Any], str | None]) -> None:
+    """Email ``to`` about their unread messages (``notification.unseen`` data) through SMTP.
+
+    ``names(external_id)`` is the shop's name of a sender (the webhook names people by ids).
+    """
     unread = data.get("unread") or {}
     total = int(unread.get("total") or 0)
     message = EmailMessage()
@@ -140,9 +144,7 @@ def send_unseen_email(config: ShopConfig, to: str, name: str, data: dict[str, An
     lines = [f"Hello {name},", "", f"{total} message(s) are waiting for you in your order chats:", ""]
     for preview in (data.get("previews") or [])[:5]:
         sender = preview.get("sender")
-        if isinstance(sender, dict):
-            sender = sender.get("display_name") or sender.get("username")
-        who = sender if isinstance(sender, str) and sender else "Someone"
+        who = (names(sender.get("external_id")) if isinstance(sender, dict) else None) or "Someone"
         lines.append(f"- {who}: {str(preview.get('content', ''))[:200]}")
     lines += ["", "Sign in to the shop to answer."]
     message.set_content("\n".join(lines))
@@ -268,6 +270,11 @@ def create_app(config: ShopConfig) -> Flask:
             db().execute("UPDATE orders SET chat_id = ? WHERE id = ?", (chat["id"], order_id))
         return redirect(url_for("home"))
 
+    def shop_name(external_id: Any) -> str | None:
+        user_id = shop_id(external_id)
+        row = db().execute("SELECT name FROM users WHERE id = ?", (user_id,)).fetchone() if user_id else None
+        return row["name"] if row else None
+
     @app.post("/squall/webhooks")
     def squall_webhook() -> Any:
         """Squall's webhooks: verified, deduplicated by id, then acted on; 400 when they do not verify."""
@@ -285,7 +292,7 @@ def create_app(config: ShopConfig) -> Flask:
             user = db().execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone() if user_id else None
             if user is not None:
                 try:
-                    send_unseen_email(config, user["email"], user["name"], event.data)
+                    send_unseen_email(config, user["email"], user["name"], event.data, shop_name)
                 except OSError:
                     # Forget the event, so that Squall's retry (we answer 503) sends the email then.
                     with db():

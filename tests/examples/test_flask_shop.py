@@ -112,7 +112,7 @@ def unseen_event(external_id: str, total: int) -> dict[str, Any]:
             "data": {"user": {"id": 7, "username": "~abc", "external_id": external_id},
                      "unread": {"total": total, "chats": [{"chat_id": 3, "key": "order-1", "count": total}]},
                      "previews": [{"chat_id": 3, "message_id": 12, "sender": {"id": 8, "username": "~def",
-                                                                             "external_id": "shop-1"},
+                                                                             "external_id": "shop-1"},  # the staff member
                                    "content": "Your teapot ships tomorrow", "created_at": "2026-12-04T15:00:00Z"}]}}
 
 
@@ -142,7 +142,7 @@ def test_the_webhook_route_verifies_and_emails_once(stack: tuple[ServerProcess, 
     assert post_event(shop, event).status_code == 204
     [mail] = wait_for_mail(shop, before + 1)[before:]
     assert mail["To"] == email and mail["Subject"] == "You have 2 unread messages at the shop"
-    assert "Your teapot ships tomorrow" in mail.get_payload(decode=True).decode()
+    assert f"{STAFF[1]}: Your teapot ships tomorrow" in mail.get_payload(decode=True).decode()
 
     assert post_event(shop, event).status_code == 204  # the same id again: at least once, emailed once
     assert post_event(shop, {**unseen_event("someone-else", 1)}).status_code == 204  # not a shop user
