@@ -62,13 +62,21 @@ def test_signed_in_users_get_squall_tokens_squall_accepts(stack: tuple[ServerPro
     assert "Alice" in again.text and stranger.post("/squall-token", json={}).status_code == 200
 
 
-def test_the_shop_refuses_weak_signups(stack: tuple[ServerProcess, ShopProcess]) -> None:
+def test_the_shop_refuses_weak_signups_at_and_past_its_limits(stack: tuple[ServerProcess, ShopProcess]) -> None:
     _, shop = stack
     client = httpx.Client(base_url=shop.url, follow_redirects=True)
     short = client.post("/signup", data={"email": "x@shop.test", "name": "X", "password": "1234567"})
     assert "at least 8 characters" in short.text
+    long_name = client.post("/signup", data={"email": "y@shop.test", "name": "N" * 65, "password": "12345678"})
+    assert "1 to 64 printable characters" in long_name.text
     taken = client.post("/signup", data={"email": STAFF[0], "name": "Y", "password": "long-enough-1"})
     assert "has an account" in taken.text
+    fine = client.post("/signup", data={"email": f"z-{uuid.uuid4().hex[:6]}@shop.test", "name": "N" * 64,
+                                        "password": "12345678"})
+    assert "Your orders" in fine.text
+    too_long = client.post("/orders", data={"item": "i" * 101})
+    assert "1 to 100 printable characters" in too_long.text
+    assert "Order #" in client.post("/orders", data={"item": "i" * 100}).text
 
 
 def test_an_order_opens_a_support_chat_with_the_staff(stack: tuple[ServerProcess, ShopProcess]) -> None:

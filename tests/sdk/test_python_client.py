@@ -28,6 +28,7 @@ if str(PACKAGE / "src") not in sys.path:
     sys.path.insert(0, str(PACKAGE / "src"))
 
 import squall_client as sc  # noqa: E402
+from squall_client.stream import full_jitter, parse_sse  # noqa: E402
 
 from tests.support.procs import ServerProcess, free_port, start_server  # noqa: E402
 
@@ -194,10 +195,31 @@ def test_mint_token_refuses_what_squall_would_refuse(bad: dict[str, Any]) -> Non
         sc.mint_token(args.pop("sub"), **args)
 
 
-def test_mint_token_subject_limits_at_and_past() -> None:
+def test_mint_token_limits_at_and_past() -> None:
     assert mint("x" * 255)
     with pytest.raises(ValueError):
         mint("x" * 256)
+    assert sc.mint_token("u", secret="s" * 32, issuer=ISSUER, audience=AUDIENCE)
+    with pytest.raises(ValueError):
+        sc.mint_token("u", secret="s" * 31, issuer=ISSUER, audience=AUDIENCE)
+
+
+def test_parse_sse_yields_complete_events_only() -> None:
+    lines = ["retry: 2000", "", ": ping", "id: 7", 'data: {"id":7,', 'data:"type":"x"}', "", "event: ignored",
+             'data: {"type":"unread"}', "", 'data: {"cut": "off"}']
+
+    async def collect() -> list[str]:
+        async def source() -> Any:
+            for line in lines:
+                yield line
+        return [data async for data in parse_sse(source())]
+    assert asyncio.run(collect()) == ['{"id":7,\n"type":"x"}', '{"type":"unread"}']
+
+
+def test_full_jitter_stays_within_the_capped_exponential() -> None:
+    for attempt in range(40):
+        for _ in range(20):
+            assert 0 <= full_jitter(attempt, 0.5, 30.0) <= min(30.0, 0.5 * 2 ** attempt)
 
 
 # --- subscribe ----------------------------------------------------------------------------
