@@ -155,10 +155,12 @@ def send_unseen_email(config: ShopConfig, to: str, name: str, data: dict[str, An
 def create_app(config: ShopConfig) -> Flask:
     """The shop's Flask application."""
     app = Flask(__name__, template_folder=os.path.join(HERE, "templates"), static_folder=os.path.join(HERE, "static"))
+    # SameSite=Lax: a page of another site cannot POST with the shop's session (orders, tokens).
     app.config.update(SECRET_KEY=config.secret_key, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax")
     minter = TokenMinter(secret=config.jwt_secret, issuer=config.jwt_issuer, audience=config.jwt_audience,
                          ttl=config.token_ttl)
     connect(config.database).close()
+    dummy_hash = generate_password_hash("not anyone's password")
 
     def db() -> sqlite3.Connection:
         if "db" not in g:
@@ -204,8 +206,8 @@ def create_app(config: ShopConfig) -> Flask:
         if request.method == "POST":
             email = request.form.get("email", "").strip().lower()
             user = db().execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
-            # check_password_hash runs for an unknown email too, so the answer takes as long either way
-            stored = user["password_hash"] if user else generate_password_hash("not a password")
+            # An unknown email is checked against a dummy hash, so the answer takes as long either way.
+            stored = user["password_hash"] if user else dummy_hash
             if check_password_hash(stored, request.form.get("password", "")) and user is not None:
                 session.clear()
                 session["user_id"] = user["id"]
