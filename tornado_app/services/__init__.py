@@ -18,7 +18,7 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .chat import ChatLimits, ChatService
+from .chat import ChatLimits, ChatService, MessageSearch
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
 from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
@@ -56,6 +56,7 @@ class Services:
     push: Optional[PushService] = None
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
+    search: Optional[MessageSearch] = None  # GET /api/search (issue 25)
     service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
     external: Optional[ExternalAuth] = None  # the product's tokens (--auth-mode external|both; issue 22)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
@@ -228,6 +229,7 @@ def build_services(config: Config) -> Services:
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
+                    search=MessageSearch(dbx, users, config.message_searches_per_minute),
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
                     external=external)
