@@ -22,27 +22,12 @@ import httpx
 import pytest
 import standardwebhooks
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "clients" / "python"
-if str(PACKAGE / "src") not in sys.path:
-    sys.path.insert(0, str(PACKAGE / "src"))
+import squall_client as sc  # tests/sdk/conftest.py puts clients/python/src on the path
+from squall_client.stream import full_jitter, parse_sse
 
-import squall_client as sc  # noqa: E402
-from squall_client.stream import full_jitter, parse_sse  # noqa: E402
-
-from tests.support.procs import ServerProcess, free_port, start_server  # noqa: E402
-
-SECRET = "shop-jwt-secret-" + "s" * 32
-ISSUER = "https://shop.test"
-AUDIENCE = "squall"
-SERVICE_TOKEN = "test-service-token"
-EXTERNAL = ("--auth-mode", "external", "--external-jwt-secret", SECRET, "--external-jwt-issuer", ISSUER,
-            "--external-jwt-audience", AUDIENCE)
-WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
-
-
-def mint(sub: str, **claims: Any) -> str:
-    return sc.mint_token(sub, secret=SECRET, issuer=ISSUER, audience=AUDIENCE, **claims)
+from tests.support.procs import ServerProcess, free_port, start_server
+from tests.support.pyclient import (AUDIENCE, EXTERNAL, ISSUER, ROOT, SECRET, SERVICE_TOKEN,
+                                    WEBHOOK_SECRET, mint)
 
 
 def uid(prefix: str = "u") -> str:
