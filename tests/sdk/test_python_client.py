@@ -304,6 +304,24 @@ def test_subscribe_with_a_revoked_static_token_raises_the_code(squall: ServerPro
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+def test_subscribe_gives_up_after_max_attempts_in_a_row(transport: str) -> None:
+    async def scenario() -> None:
+        events = sc.subscribe(f"http://127.0.0.1:{free_port()}", "any-token", transport=transport,
+                              max_attempts=3, backoff_base=0.01)
+        with pytest.raises(sc.SquallConnectionError, match="3 attempts"):
+            await asyncio.wait_for(events.__anext__(), 20)
+    asyncio.run(scenario())
+
+
+def test_subscribe_refuses_a_bad_token_at_once(squall: ServerProcess) -> None:
+    async def scenario() -> None:
+        with pytest.raises(sc.AuthenticationError) as refused:
+            await asyncio.wait_for(sc.subscribe(squall.url, "not-a-token").__anext__(), 20)
+        assert refused.value.code == "invalid_token"
+    asyncio.run(scenario())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("transport, stop_signal", [("sse", signal.SIGKILL), ("websocket", signal.SIGTERM)])
 def test_subscribe_resumes_across_a_server_restart(tmp_path: Path, transport: str, stop_signal: int) -> None:
