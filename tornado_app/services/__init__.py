@@ -18,7 +18,7 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .chat import ChatLimits, ChatService, MessageSearch
+from .chat import ChatLimits, ChatService, LocalUploadStore, MessageSearch, UploadLimits, UploadService
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
 from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
@@ -57,6 +57,7 @@ class Services:
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
     search: Optional[MessageSearch] = None  # GET /api/search (issue 25)
+    uploads: Optional[UploadService] = None  # attachments (issue 25)
     service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
     external: Optional[ExternalAuth] = None  # the product's tokens (--auth-mode external|both; issue 22)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
@@ -80,6 +81,8 @@ class Services:
         await self.push.start()
         await self.hub.start()
         self.chat.start()
+        if self.uploads is not None:
+            self.uploads.start()
         self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
@@ -157,6 +160,8 @@ class Services:
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
+        if self.uploads is not None:
+            self.uploads.close()
         try:
             await self.hub.stop()
         except Exception:
@@ -198,6 +203,9 @@ def build_services(config: Config) -> Services:
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
                                   config.mark_read_interval))
     chat.quota = MessageQuota(dbx, config.messages_per_user_per_day)
+    chat.uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
+        config.max_upload_bytes, config.upload_quota_bytes, config.upload_url_ttl, config.orphan_upload_ttl,
+        timeout=config.upload_timeout))
     admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
                                 config.handshake_burst, config.failed_stream_auths_per_address_per_minute,
                                 config.max_connections_per_address)
@@ -229,7 +237,7 @@ def build_services(config: Config) -> Services:
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
-                    search=MessageSearch(dbx, users, config.message_searches_per_minute),
+                    search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=chat.uploads,
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
                     external=external)
