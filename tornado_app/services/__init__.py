@@ -25,7 +25,7 @@ from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, 
 from .identity.jwt_secret import legacy_secret_path, stored_secret
 from .integration import ServiceApi
 from .operations import MessageQuota, Metrics, MetricsHub, Monitor, ReadLimit
-from .outbound import PushService
+from .outbound import PushService, WebhookService
 from .storage import DatabaseExecutor
 
 log = logging.getLogger("squall.services")
@@ -54,6 +54,7 @@ class Services:
     reads: Optional[ReadLimit] = None  # long-polls and GET /api/unread per user (issue 20)
     preferences: Optional[PreferenceService] = None  # issue 11
     push: Optional[PushService] = None
+    webhooks: Optional[WebhookService] = None  # issue 23 (off without --webhook-url)
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
     search: Optional[MessageSearch] = None  # GET /api/search (issue 25)
@@ -83,6 +84,8 @@ class Services:
         self.chat.start()
         if self.uploads is not None:
             self.uploads.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
@@ -167,6 +170,8 @@ class Services:
         except Exception:
             log.exception("stopping the broker")
         await self.push.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         self.dbx.close()
         self.auth.close()
         if self.external is not None:
@@ -218,6 +223,12 @@ def build_services(config: Config) -> Services:
     push = PushService(config, dbx, hub, preferences, metrics)
     chat.preferences = notifications.preferences = preferences
     chat.on_notified = notifications.on_notified = push.offer
+    # Webhooks (issue 23): the hooks are set only when on, so a send does no extra work when off.
+    webhooks = WebhookService(config, dbx, hub, preferences, metrics)
+    if webhooks.enabled:
+        chat.writer.outbox = webhooks.message_rows
+        chat.on_read_stored = webhooks.read_row
+        hub.on_online = webhooks.presence_changed
 
     def on_control(message: dict) -> None:
         sessions.on_control(message)
@@ -234,7 +245,7 @@ def build_services(config: Config) -> Services:
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
                     reads=ReadLimit(config.reads_per_user_per_second, config.reads_burst),
-                    preferences=preferences, push=push,
+                    preferences=preferences, push=push, webhooks=webhooks,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
                     search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=chat.uploads,

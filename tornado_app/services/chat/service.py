@@ -198,6 +198,9 @@ class MessageWriter:
                                                                   max_batch=MAX_BATCH, after=self._committed)
         self._closing = False
         self.on_committed = None  # async callback(results, unread) set by ChatService
+        # Called on the writer thread, inside the transaction, with ``(chat_id, sender_id, message)``
+        # of every message stored: the webhook outbox (issue 23). None (webhooks off): no work at all.
+        self.outbox: Optional[Callable[[List[Tuple[int, int, dict]]], None]] = None
         # The unread frames of the batch just committed, for on_committed (None: the batch failed).
         self._unread: Optional[Dict[int, str]] = None
 
@@ -225,7 +228,7 @@ class MessageWriter:
         # is left stale.
         listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
         try:
-            results, self._unread = await self.dbx.write(self._store, batch, listeners)
+            results, self._unread = await self.dbx.write(self._store, batch, listeners, self.outbox)
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             self._unread = None
@@ -248,11 +251,12 @@ class MessageWriter:
             log.exception("publishing committed messages failed")
 
     @staticmethod
-    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None):
+    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None, outbox=None):
         """Store a batch (writer thread, inside one transaction): together, else send by send.
 
         Returns the results and the new ``unread`` frames of the members whose counts
-        changed, for those among ``listeners`` (None: all of them).
+        changed, for those among ``listeners`` (None: all of them). ``outbox`` (webhooks) is
+        given each stored message in the same transaction: a message is never stored without it.
 
         The common case costs a handful of statements for the whole batch. When the database
         refuses any of it (a duplicate stored by another process, a deleted chat, bad text),
@@ -262,18 +266,18 @@ class MessageWriter:
         db = Message._meta.database
         try:
             with db.atomic():
-                results, touched = MessageWriter._store_together(batch)
+                results, touched = MessageWriter._store_together(batch, outbox)
         except Exception as exc:
             if is_unavailable(exc):
                 raise  # the database is unreachable or locked: every send of the batch fails (store_failed)
             log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
-            results, touched = MessageWriter._store_each(batch)
+            results, touched = MessageWriter._store_each(batch, outbox)
         if listeners is not None:
             touched &= listeners
         return results, unread_states(touched)
 
     @staticmethod
-    def _store_together(batch: List[SendRequest]):
+    def _store_together(batch: List[SendRequest], outbox=None):
         """Store a batch with one statement per kind of row (raises if the database refuses any)."""
         now = utcnow()
         created_at = iso(now)
@@ -348,12 +352,14 @@ class MessageWriter:
             if notify_rows:
                 for nid, (i, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
                     results[i].notifications.append((nid, uid, payload))
+            if outbox is not None:
+                outbox([(batch[i].chat_id, batch[i].sender_id, results[i].message) for i in new])
         for i, j in repeats:
             results[i] = SendResult(results[j].message, False, [])
         return results, touched_users
 
     @staticmethod
-    def _store_each(batch: List[SendRequest]):
+    def _store_each(batch: List[SendRequest], outbox=None):
         """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
         db = Message._meta.database
         results = []
@@ -399,6 +405,8 @@ class MessageWriter:
                                 for uid in req.notify_ids]
                         ids = insert_notifications(rows)
                         stored = [(nid, row["recipient"], row["payload"]) for nid, row in zip(ids, rows)]
+                    if outbox is not None:
+                        outbox([(req.chat_id, req.sender_id, message)])
                 result = SendResult(message, True, stored)
                 if req.client_id is not None:
                     seen[key] = result
@@ -461,6 +469,9 @@ class ChatService:
         self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
         self.uploads: Optional[UploadService] = None  # attachments (issue 25); set by build_services
         self.on_notified: Optional[Callable[[int, dict, bool], None]] = None
+        # ``(user_id, chat_id, position)`` on the writer thread, inside the transaction that moved a
+        # read position forward: the webhook outbox's chat.read (issue 23). None: webhooks off.
+        self.on_read_stored: Optional[Callable[[int, int, int], None]] = None
 
     def start(self) -> None:
         """Start the group-commit writer."""
@@ -981,12 +992,16 @@ class ChatService:
 
     async def _apply_read(self, user_id: int, chat_id: int, message_id: int, members) -> dict:
         """Store the read position (one write), then the receipt and the unread update."""
+        on_read_stored = self.on_read_stored
+
         def apply():
             msg = Message.get_or_none((Message.id == message_id) & (Message.chat == chat_id))
             if msg is None:
                 raise NotFound(f"Message {message_id} is not in chat {chat_id}", "message_not_found")
             member = ChatMember.get((ChatMember.chat == chat_id) & (ChatMember.user == user_id))
             position = max(member.last_read_message_id, message_id)
+            if on_read_stored is not None and position > member.last_read_message_id:
+                on_read_stored(user_id, chat_id, position)
             unread = (Message.select().where((Message.chat == chat_id) & (Message.id > position)
                                              & (Message.sender != user_id)).count())
             ChatMember.update(last_read_message_id=position, unread_count=unread).where(
