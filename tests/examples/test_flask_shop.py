@@ -6,6 +6,9 @@ real SMTP server into the mailbox file, once per event id."""
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -15,8 +18,15 @@ import httpx
 import pytest
 import standardwebhooks
 
+from tests.support.markdown import ROOT, fenced_blocks
 from tests.support.procs import ServerProcess, free_port
-from tests.support.shop import STAFF, WEBHOOK_SECRET, ShopProcess, start_shop, start_squall_for_shop
+from tests.support.shop import CLIENT_SRC, SHOP, STAFF, WEBHOOK_SECRET, ShopProcess, start_shop, start_squall_for_shop
+from tornado_app.config import load_config
+
+for folder in (str(SHOP), str(CLIENT_SRC)):  # the shop's module, and the squall_client it imports
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+from shop import ShopConfig  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +166,35 @@ def test_the_webhook_route_verifies_and_emails_once(stack: tuple[ServerProcess, 
     assert post_event(shop, {**unseen_event("someone-else", 1)}).status_code == 204  # not a shop user
     time.sleep(1)
     assert len(shop.messages()) == before + 1
+
+
+
+def test_the_readme_walkthrough_starts_squall_and_the_shop_as_the_code_reads_them() -> None:
+    """README's "Embed Squall in your app": its run.py flags parse into the external-auth and
+    webhook settings, and its exported variables configure the shop to match them."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.count("\n", 0, readme.index("## Embed Squall in your app")) + 1
+    end = readme.count("\n", 0, readme.index("## Layout")) + 1
+    [block] = [b for b in fenced_blocks("README.md") if start < b.line < end and b.lang == "sh"]
+    env: dict[str, str] = {}
+    squall_words: list[str] = []
+    for line in block.text.replace("\\\n", " ").splitlines():
+        words = [re.sub(r"\$(\w+)", lambda m: env[str(m.group(1))], word)
+                 for word in shlex.split(line, comments=True)]
+        if words[:1] == ["export"]:
+            env.update(word.partition("=")[::2] for word in words[1:])
+        elif "run.py" in words:
+            squall_words = words
+    python = squall_words.index("python")
+    _, config = load_config(squall_words[squall_words.index("run.py") + 1:],
+                            dict(word.partition("=")[::2] for word in squall_words[:python]))
+    assert config.auth_mode == "external" and config.external_jwt_secret == env["SQUALL_JWT_SECRET"]
+    assert config.webhook_secret == env["SQUALL_WEBHOOK_SECRET"]
+    assert config.service_token == env["SQUALL_SERVICE_TOKEN"]
+
+    shop_config = ShopConfig.from_env(env)
+    assert (shop_config.jwt_issuer, shop_config.jwt_audience) == (config.external_jwt_issuer,
+                                                                  config.external_jwt_audience)
+    assert shop_config.squall_url == f"http://127.0.0.1:{config.port}"
+    assert config.webhook_url == "http://127.0.0.1:5000/squall/webhooks"
+    assert "http://127.0.0.1:5000" in config.allowed_origins
