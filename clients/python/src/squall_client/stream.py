@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -90,7 +90,7 @@ class Subscription:
         self._connect_timeout = connect_timeout
         self._backoff = (backoff_base, backoff_cap)
         self._max_attempts = max_attempts
-        self._events: AsyncIterator[Event] | None = None
+        self._events: AsyncGenerator[Event, None] | None = None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -110,7 +110,7 @@ class Subscription:
     async def aclose(self) -> None:
         """Close the open stream; the iterator ends."""
         if self._events is not None:
-            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._events.aclose()
 
     async def _token(self) -> str:
         if isinstance(self._token_source, str):
@@ -122,7 +122,8 @@ class Subscription:
             raise ValueError("the token provider must return a non-empty string")
         return token
 
-    async def _run(self) -> AsyncIterator[Event]:
+    async def _run(self) -> AsyncGenerator[Event, None]:
+        """Connect, yield, reconnect: the loop the module docstring describes."""
         failures = 0
         while True:
             retry_after = 0.0
