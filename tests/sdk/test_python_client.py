@@ -148,6 +148,20 @@ def test_errors_carry_the_server_code_and_status(client: sc.SquallClient, squall
             nowhere.upsert_user(uid())
 
 
+def test_rate_limited_carries_retry_after(server_factory: Any) -> None:
+    """Past SERVICE_TOKEN_FAILURES_PER_ADDRESS_PER_MINUTE wrong tokens, even the right one gets 429."""
+    server = server_factory("--service-token-failures-per-address-per-minute", "2")
+    with sc.SquallClient(server.url, "wrong-token") as intruder:
+        for _ in range(2):
+            with pytest.raises(sc.PermissionDeniedError):
+                intruder.upsert_user(uid())
+    with sc.SquallClient(server.url, SERVICE_TOKEN) as api:
+        with pytest.raises(sc.RateLimitedError) as limited:
+            api.upsert_user(uid())
+    assert (limited.value.status, limited.value.code) == (429, "rate_limited")
+    assert limited.value.retry_after is not None and limited.value.retry_after > 0
+
+
 # --- mint_token ---------------------------------------------------------------------------
 
 
