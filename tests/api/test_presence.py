@@ -14,6 +14,7 @@ import pytest
 
 from models import User
 from tests.conftest import SERVICE_TOKEN
+from tests.support.clients import SSEClient
 
 MINUTE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:00\.000Z$")
 
@@ -47,6 +48,17 @@ async def presences_until_marker(ws, marker_id: int) -> list:
             return seen
 
 
+async def presences_until_marker_sse(stream, marker_id: int) -> list:
+    """``presences_until_marker`` on an SSE stream."""
+    seen = []
+    while True:
+        frame = await stream.next_type("presence", "announcement")
+        if frame["type"] == "presence":
+            seen.append(frame)
+        elif frame["id"] == marker_id:
+            return seen
+
+
 async def presence_of(api, viewer, *people) -> list:
     status, data = await call(api, viewer, "GET", "/api/presence?user_ids=" + ",".join(str(p["id"]) for p in people))
     assert status == 200, data
@@ -55,7 +67,7 @@ async def presence_of(api, viewer, *people) -> list:
 
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("config_overrides", [{"presence_grace": 0.2}])
-async def test_online_and_offline_reach_co_members_only(api, users, ws_connect, config_overrides):
+async def test_online_and_offline_reach_co_members_only(api, users, ws_connect, http_port, config_overrides):
     alice, bob, carol = await users("alice", "bob", "carol")
     cid = await group(api, alice, [bob])
     b = await ws_connect("/ws/notifications", bob["token"])
@@ -65,8 +77,9 @@ async def test_online_and_offline_reach_co_members_only(api, users, ws_connect, 
     a = await ws_connect("/ws/notifications", alice["token"])
     online = await b.recv_type("presence")
     assert online["user_id"] == alice["id"] and online["online"] is True and MINUTE.match(online["last_seen"])
-    # the chat streams get it too
-    b_chat = await ws_connect("/ws/chat", bob["token"])
+    # /sse/chat carries the notification stream: it gets it too, once
+    b_chat = await SSEClient.connect("127.0.0.1", http_port, "/sse/chat", bob["token"])
+    await b_chat.next_type("unread")
     assert [p["user_id"] for p in await presence_of(api, bob, alice, carol)] == [alice["id"]]  # carol: no chat shared
     assert (await presence_of(api, bob, alice))[0]["online"] is True
     assert await presence_of(api, carol, alice) == []
@@ -77,8 +90,9 @@ async def test_online_and_offline_reach_co_members_only(api, users, ws_connect, 
     a.close()
     offline = await b.recv_type("presence")
     assert offline["user_id"] == alice["id"] and offline["online"] is False and MINUTE.match(offline["last_seen"])
-    chat_offline = await b_chat.recv_type("presence")
-    assert chat_offline == offline
+    assert await b_chat.next_type("presence") == offline
+    assert await presences_until_marker_sse(b_chat, await marker(api, bob)) == []
+    b_chat.close()
     stored = User.get_by_id(alice["id"]).last_seen
     assert stored.second == 0 and stored.microsecond == 0
     assert abs(stored - datetime.datetime.utcnow()) < datetime.timedelta(minutes=2)

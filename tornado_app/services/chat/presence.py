@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 from models import ChatMember, User, utcnow
 from ...errors import ValidationError
 from ...tasks import spawn
-from ..delivery.events import CHAT, NOTIFY, dumps, iso
+from ..delivery.events import NOTIFY, dumps, iso
 from ..delivery.hub import ONLINE, Hub
 from ..delivery.preferences import PreferenceService
 from ..storage.db import DatabaseExecutor
@@ -132,8 +132,10 @@ class PresenceService:
             audience = [uid for uid in audience if uid in prefs and prefs[uid].share_presence]
             if audience:
                 data = dumps({"type": "presence", "user_id": user_id, "online": online, "last_seen": iso(seen)})
+                # Notification streams only: /sse/chat and /poll/chat carry them too, and a
+                # second publish on CHAT would reach those twice. /ws/chat clients open
+                # /ws/notifications beside it (as the web page does).
                 await self.hub.publish(NOTIFY, audience, data)
-                await self.hub.publish(CHAT, audience, data)
         except Exception as exc:
             log.warning("telling the presence of user %s failed (%s)", user_id, type(exc).__name__)
 
