@@ -18,7 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from models import User, WebhookEvent
+from models import User, WebhookEvent, WebhookPresence
 from tests.support.webhook_receiver import SECRET, WebhookReceiver
 
 
@@ -250,16 +250,20 @@ async def test_metrics_count_deliveries_by_outcome(api, users, receiver, service
 
 @pytest.mark.parametrize("config_overrides", [{}])
 @pytest.mark.gen_test(timeout=30)
-async def test_without_a_webhook_url_nothing_is_queued(api, users, services):
+async def test_without_a_webhook_url_nothing_is_queued(api, users, services, ws_connect):
     alice, bob = await users("alice", "bob")
     assert not services.webhooks.enabled
     assert services.chat.writer.outbox is None and services.chat.on_read_stored is None
-    assert services.hub.on_online is None
+    # presence (issue 25) listens to Hub.on_online; a notification stream still queues nothing
+    ws = await ws_connect("/ws/notifications", alice["token"])
+    await ws.recv_type("unread")
+    ws.close()
     chat_id = await private_chat(api, alice, bob)
     message = await send(api, alice, chat_id, "quiet")
     status, _ = await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": message["id"]}, token=bob["token"])
     assert status == 200
     assert await services.dbx.read(lambda: WebhookEvent.select().count()) == 0
+    assert await services.dbx.read(lambda: WebhookPresence.select().count()) == 0
 
 
 @pytest.mark.gen_test(timeout=60)

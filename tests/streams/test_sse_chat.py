@@ -38,6 +38,8 @@ async def test_chat_entirely_over_sse_and_http_like_websocket(api, users, http_p
     # send (HTTP) → receive (SSE): the same frame the WebSocket gets, with an "M-N" id
     sent = await send(api, bob, chat_id, "hello over http")
     event = await a.next_event()
+    while json.loads(event["data"])["type"] == "presence":  # Bob's streams made him online (issue 25)
+        event = await a.next_event()
     frame = json.loads(event["data"])
     assert frame == {"type": "message", "message": sent}
     assert split_id(event["id"])[0] == sent["id"]
