@@ -145,7 +145,14 @@ async def test_share_presence_off_hides_it_both_ways(api, users, ws_connect, con
     a.close()
     assert (await d.recv_type("presence"))["online"] is False
     assert await presences_until_marker(b, await marker(api, bob)) == []
-    # switched back on: both ways again
+    # switched back on: both ways again, and co-members are told his state at once
+    status, _ = await call(api, bob, "PATCH", "/api/me/preferences", {"share_presence": True})
+    shown = await d.recv_type("presence")
+    assert shown["user_id"] == bob["id"] and shown["online"] is True and MINUTE.match(shown["last_seen"])
+    # hidden again while online: co-members are told there is nothing to show
+    status, _ = await call(api, bob, "PATCH", "/api/me/preferences", {"share_presence": False})
+    assert await d.recv_type("presence") == {"type": "presence", "user_id": bob["id"], "online": False,
+                                             "last_seen": None}
     status, _ = await call(api, bob, "PATCH", "/api/me/preferences", {"share_presence": True})
     assert [p["user_id"] for p in await presence_of(api, bob, alice, dave)] == [alice["id"], dave["id"]]
     status, err = await call(api, bob, "PATCH", "/api/me/preferences", {"share_presence": "yes"})

@@ -234,6 +234,7 @@ def build_services(config: Config) -> Services:
     # the same moments feed user.online/user.offline.
     presence = PresenceService(dbx, hub, preferences, config.presence_grace)
     chat.presence = presence
+    preferences.on_share_presence = presence.sharing_changed
     tell_webhooks = webhooks.presence_changed if webhooks.enabled else None
 
     def on_online(user_id: int, online: bool) -> None:

@@ -139,6 +139,27 @@ class PresenceService:
         except Exception as exc:
             log.warning("telling the presence of user %s failed (%s)", user_id, type(exc).__name__)
 
+    async def sharing_changed(self, user_id: int, share: bool) -> None:
+        """``PreferenceService.on_share_presence``: co-members see the switch at once.
+
+        Hidden: ``{"online": false, "last_seen": null}`` (nothing to show, as for a stranger);
+        shared again: the user's current state. Only co-members who share theirs are told.
+        """
+        audience = await self.dbx.read(co_members, user_id)
+        if not audience:
+            return
+        prefs = await self.preferences.many(audience)
+        audience = [uid for uid in audience if uid in prefs and prefs[uid].share_presence]
+        if not audience:
+            return
+        online, last_seen = False, None
+        if share:
+            online = bool(await self.hub.online_users([user_id]))
+            seen = (await self.dbx.read(last_seen_of, [user_id])).get(user_id)
+            last_seen = iso(seen) if seen is not None else None
+        await self.hub.publish(NOTIFY, audience, dumps({"type": "presence", "user_id": user_id, "online": online,
+                                                        "last_seen": last_seen}))
+
     async def lookup(self, viewer: int, user_ids: Iterable[int]) -> List[dict]:
         """``[{"user_id", "online", "last_seen"}]`` of those of ``user_ids`` who share a chat with ``viewer``.
 

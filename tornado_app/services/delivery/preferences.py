@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
 
 from models import ChatMember, PushSubscription, UserPreference, utcnow
 from ...errors import ValidationError
@@ -105,6 +105,8 @@ class PreferenceService:
         self._data: Dict[int, dict] = {}  # the JSON view of the cached users (same keys as _users)
         self._mutes: "OrderedDict[int, Dict[int, float]]" = OrderedDict()
         self._generation = 0  # bumped by every forget: a load that overlapped one is not cached
+        # ``(user_id, share_presence)`` after a change of share_presence (PresenceService.sharing_changed)
+        self.on_share_presence: Optional[Callable[[int, bool], Awaitable[None]]] = None
 
     # The cached answers ---------------------------------------------------------------------
 
@@ -260,7 +262,8 @@ class PreferenceService:
         Raises ValidationError.
         """
         changes = self.validate(patch)
-        subscriptions = (await self.get(user_id)).subscriptions
+        before = await self.get(user_id)
+        subscriptions = before.subscriptions
 
         def apply():
             row = UserPreference.get_or_none(UserPreference.user == user_id)
@@ -279,6 +282,8 @@ class PreferenceService:
         await self.hub.control({"t": "prefs", "u": user_id})
         public = self._public(data)
         await self.hub.publish(NOTIFY, (user_id,), dumps({"type": "preferences", **public}))
+        if self.on_share_presence is not None and data.get("share_presence", True) != before.share_presence:
+            await self.on_share_presence(user_id, data.get("share_presence", True))
         return public
 
     # Chat mutes -----------------------------------------------------------------------------
