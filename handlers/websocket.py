@@ -46,6 +46,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
     fetch_dests = frozenset(("empty", "websocket"))
     _closed_early = False  # the client went away before open(): nothing may register
+    sent_close_code: Optional[int] = None  # the close code this side sent (for the connection log)
 
     async def prepare(self):
         """Refuse before the upgrade: 401 JSON for a missing/bad/expired token."""
@@ -146,7 +147,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
     def closed_with(self) -> Optional[int]:
         """The code the client sent back, else the one we sent; 1006 for a connection that just dropped."""
-        return self.close_code or getattr(self, "sent_close_code", None) or 1006
+        return self.close_code or self.sent_close_code or 1006
 
     def on_close(self) -> None:
         """The connection ends (unregistered; its presence ends). Before open(): free its slots now."""
