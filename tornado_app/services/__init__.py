@@ -19,8 +19,9 @@ from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
 from .chat import ChatLimits, ChatService
-from .delivery import (Broker, Connection, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
+from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
+from .delivery.connection import Connection  # what the registry holds (the ping timer's list)
 from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
 from .identity.jwt_secret import legacy_secret_path, stored_secret
 from .integration import ServiceApi
