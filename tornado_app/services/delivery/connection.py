@@ -202,8 +202,8 @@ class Connection:
 
     __slots__ = ("services", "wire", "user_id", "conn_id", "transport", "streams", "opened_at",
                  "joined_chats", "sid", "token_exp", "token_warn_at", "token_version", "last_ids",
-                 "ended", "_buffer", "_buffered_bytes", "_pending", "_max_pending", "_overflowed",
-                 "_last_write", "_replayed", "_left", "_removal")
+                 "ended", "_buffer", "_buffered_bytes", "_pending", "_last_write", "_replayed", "_left",
+                 "_removal")  # each slot is 8 bytes on every idle connection: no more than needed
 
     def __init__(self, services: ConnectionServices, wire: Transport, user_id: int, streams: Tuple[str, ...],
                  transport: str, sid: Optional[str] = None, token_exp: Optional[int] = None,
@@ -224,12 +224,10 @@ class Connection:
         self.token_version = token_version
         # The cursors: last id sent, per kind (keyed by Event.kind, typed Optional; an event with an id has a kind).
         self.last_ids: Dict[Optional[str], int] = {CHAT: 0, NOTIFY: 0}
-        self.ended: Optional[EndReason] = None
+        self.ended: Optional[EndReason] = None  # once set, nothing more is emitted
         self._buffer: Optional[List[Event]] = None  # live events held while the replay runs
         self._buffered_bytes = 0
         self._pending = 0  # bytes written but not yet sent (an upper bound)
-        self._max_pending = services.config.max_pending_bytes
-        self._overflowed = False
         self._last_write: Optional[asyncio.Future] = None  # resolves once everything written so far left
         # Ids sent by the replay (at most replay_limit per kind): the live copy of one of them may
         # arrive during or after the replay, and must not be sent twice. Created by the first
@@ -245,14 +243,14 @@ class Connection:
         if self._buffer is not None:
             self._buffer.append(event)
             self._buffered_bytes += len(event.data)
-            if self._buffered_bytes > self._max_pending and not self._overflowed:
+            if self._buffered_bytes > self.services.config.max_pending_bytes and self.ended is None:
                 # Live events pile up while a slow client takes its replay: the same limit holds.
                 self._overflow(self._buffered_bytes)
             return
         self._emit(event)
 
     def _emit(self, event: Event) -> None:
-        if self._overflowed:
+        if self.ended is not None:
             return
         if event.id is not None:
             if self._replayed is not None and event.id in self._replayed[event.kind]:
@@ -278,7 +276,7 @@ class Connection:
             future.exception()  # a closed stream is handled by its close; mark the error as seen
             return
         self._pending += size
-        if self._pending > self._max_pending:
+        if self._pending > self.services.config.max_pending_bytes:
             self._overflow(self._pending)
             return
         self._last_write = future
@@ -291,7 +289,6 @@ class Connection:
     def _overflow(self, unsent: int) -> None:
         if self.ended is not None:  # an ended connection's last bytes (a goodbye frame) lag: no matter
             return
-        self._overflowed = True
         self.services.hub.metrics.slow_consumer[self.transport] += 1
         log.warning("closing a slow consumer (user %s): %d bytes unsent", self.user_id, unsent)
         self.end(EndReason.SLOW_CONSUMER)
@@ -418,7 +415,8 @@ class Connection:
         A replay paces itself to the client this way: it may hold far more than the limit
         (a client resuming after being closed as slow), and must not trip it.
         """
-        while self._pending > self._max_pending // 2 and not self._overflowed:
+        half = self.services.config.max_pending_bytes // 2
+        while self._pending > half and self.ended is None:
             last = self._last_write
             if last is None:
                 return
@@ -440,8 +438,7 @@ class Connection:
         """
         if self.ended is not None:
             return
-        self.ended = reason
-        self._overflowed = True  # nothing more is emitted (and a replay stops pacing)
+        self.ended = reason  # nothing more is emitted (and a replay stops pacing)
         self._buffer = None
         wire, self.wire = self.wire, ENDED
         try:
