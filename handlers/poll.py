@@ -125,7 +125,7 @@ class BasePollHandler(Subscriber, BaseHandler):
 
     def cursor(self, kind: str) -> int:
         """The last id of ``kind`` this answer covers: the next poll resumes after it."""
-        last = self.connection.last_ids[kind] if self.connection is not None else 0
+        last = self.connection.cursor(kind) if self.connection is not None else 0
         left_out = self._left_out.get(kind)
         return last if left_out is None else min(last, left_out - 1)
 

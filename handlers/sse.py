@@ -298,8 +298,9 @@ class ChatStreamHandler(BaseSSEHandler):
     def event_bytes(self, event: Event) -> bytes:
         if event.id is None:
             return event.sse
-        last_ids = self.connection.last_ids if self.connection is not None else {CHAT: 0, NOTIFY: 0}
-        return sse_encode(event.data, f"{last_ids[CHAT]}-{last_ids[NOTIFY]}")
+        conn = self.connection
+        cursors = "0-0" if conn is None else f"{conn.last_chat}-{conn.last_notify}"
+        return sse_encode(event.data, cursors)
 
 
 ROUTES = [

@@ -146,7 +146,7 @@ async def test_replay_then_live_with_live_events_during_the_replay_has_no_gap_an
     await started
     assert wire.texts()[0] == UNREAD
     assert wire.ids() == [3, 4, 5, 6]
-    assert conn.last_ids[NOTIFY] == 6
+    assert conn.cursor(NOTIFY) == 6
     publish(world, notification(5))  # a late copy of a replayed event: still not sent twice
     publish(world, notification(7))
     assert wire.ids() == [3, 4, 5, 6, 7]
@@ -158,7 +158,7 @@ async def test_a_live_event_older_than_the_cursor_is_still_delivered(world):
     await conn.start(None, None)
     publish(world, notification(9))
     publish(world, notification(8))  # committed earlier, published later (another process)
-    assert wire.ids() == [9, 8] and conn.last_ids[NOTIFY] == 9
+    assert wire.ids() == [9, 8] and conn.cursor(NOTIFY) == 9
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -167,12 +167,12 @@ async def test_a_fresh_stream_starts_from_now_on_both_kinds(world):
     world.history.notifications = [4]
     conn, wire = world.make(streams=(CHAT, NOTIFY))
     await conn.start(None, None)
-    assert conn.last_ids == {CHAT: 11, NOTIFY: 4}
+    assert (conn.cursor(CHAT), conn.cursor(NOTIFY)) == (11, 4)
     assert wire.texts() == [UNREAD]
     # The baseline the initial state returns is used as it is (no second read).
     conn2, _ = world.make(latest=40)
     await conn2.start(None, None)
-    assert conn2.last_ids[NOTIFY] == 40
+    assert conn2.cursor(NOTIFY) == 40
 
 
 @pytest.mark.gen_test(timeout=10)
@@ -182,7 +182,7 @@ async def test_past_the_limit_the_stream_gets_resync_and_runs_from_now(world):
     await conn.start(1, None)  # 5 missed, the limit is 3
     assert wire.texts() == [RESYNC]
     assert json.loads(RESYNC) == {"type": "resync"}
-    assert conn.last_ids[CHAT] == 6 and world.metrics.resyncs == 1
+    assert conn.cursor(CHAT) == 6 and world.metrics.resyncs == 1
     publish(world, Event(CHAT, dumps({"type": "message", "id": 7}), 7))
     assert wire.ids(CHAT) == [7]
 

@@ -201,7 +201,8 @@ class Connection:
     """One live connection of ``user_id`` carrying ``streams`` (``events.CHAT`` / ``events.NOTIFY``)."""
 
     __slots__ = ("services", "wire", "user_id", "conn_id", "transport", "streams", "opened_at",
-                 "joined_chats", "sid", "token_exp", "token_warn_at", "token_version", "last_ids",
+                 "joined_chats", "sid", "token_exp", "token_warn_at", "token_version", "last_chat",
+                 "last_notify",
                  "ended", "_buffer", "_buffered_bytes", "_pending", "_last_write", "_replayed", "_left",
                  "_removal")  # each slot is 8 bytes on every idle connection: no more than needed
 
@@ -222,8 +223,10 @@ class Connection:
         self.token_exp = token_exp
         self.token_warn_at = token_warn_at
         self.token_version = token_version
-        # The cursors: last id sent, per kind (keyed by Event.kind, typed Optional; an event with an id has a kind).
-        self.last_ids: Dict[Optional[str], int] = {CHAT: 0, NOTIFY: 0}
+        # The cursors: the last message id and the last notification id sent (two ints, not a dict
+        # per connection: 200 bytes less on every idle one).
+        self.last_chat = 0
+        self.last_notify = 0
         self.ended: Optional[EndReason] = None  # once set, nothing more is emitted
         self._buffer: Optional[List[Event]] = None  # live events held while the replay runs
         self._buffered_bytes = 0
@@ -258,9 +261,23 @@ class Connection:
             # The cursor only moves forward. A live event with a lower id than one already
             # sent (committed earlier, published later: another process, a slower broker)
             # is still delivered, never dropped.
-            if event.id > self.last_ids[event.kind]:
-                self.last_ids[event.kind] = event.id
+            if event.kind == CHAT:
+                if event.id > self.last_chat:
+                    self.last_chat = event.id
+            elif event.id > self.last_notify:
+                self.last_notify = event.id
         self.wire.send_event(event)
+
+    def cursor(self, kind: str) -> int:
+        """The last id of ``kind`` (``events.CHAT`` / ``events.NOTIFY``) sent to this connection."""
+        return self.last_chat if kind == CHAT else self.last_notify
+
+    def _move_cursor(self, kind: str, event_id: int) -> None:
+        """Set the cursor of ``kind`` to ``event_id`` (where a resume starts, or a baseline)."""
+        if kind == CHAT:
+            self.last_chat = event_id
+        else:
+            self.last_notify = event_id
 
     def send_state(self, data: str) -> None:
         """Send an id-less state frame (``unread``, ``resync``)."""
@@ -360,7 +377,7 @@ class Connection:
         # from here on resume from now (not from 0) on both kinds.
         buffered, self._buffer = self._buffer, None
         for kind, baseline in baselines.items():
-            self.last_ids[kind] = max(self.last_ids[kind], baseline)
+            self._move_cursor(kind, max(self.cursor(kind), baseline))
         for event in buffered or ():
             self._emit(event)
 
@@ -376,7 +393,7 @@ class Connection:
             if last_message_id is None:
                 baselines[CHAT] = await chat.latest_message_id()
             else:
-                self.last_ids[CHAT] = last_message_id
+                self.last_chat = last_message_id
                 replays.append((CHAT, await chat.replay_messages(self.user_id, last_message_id,
                                                                  services.config.replay_limit)))
         if NOTIFY in self.streams:
@@ -386,7 +403,7 @@ class Connection:
                 elif self.wire.notify_baseline:
                     baselines[NOTIFY] = await notifications.latest_id(self.user_id)
             else:
-                self.last_ids[NOTIFY] = last_notification_id
+                self.last_notify = last_notification_id
                 replays.append((NOTIFY, await notifications.replay(self.user_id, last_notification_id)))
         metrics = services.hub.metrics
         for kind, rows in replays:
