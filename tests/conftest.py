@@ -39,6 +39,7 @@ FOLDER_MARKERS = {
     "cluster": ("cluster",),
     "storage": ("storage",),
     "api": ("storage",),  # the HTTP API: every route reads and writes through the dialect's SQL
+    "outbound": ("storage",),  # webhooks: the outbox's claims and scans are SQL of each dialect
 }
 # Test modules outside tests/storage and tests/api whose outcome depends on the database
 # dialect: stream opens and resumes (openstate's and chat's SQL per dialect), group commit,
@@ -112,7 +113,8 @@ def config(database_url, tmp_path, config_overrides):
                   registrations_per_address_per_minute=100_000, hash_per_address=64, hash_queue=256,
                   logins_per_address_per_minute=100_000, refreshes_per_address_per_minute=100_000,
                   refreshes_per_session_per_minute=100_000,
-                  max_handshakes_per_second=10_000, handshake_burst=10_000)
+                  max_handshakes_per_second=10_000, handshake_burst=10_000,
+                  upload_dir=str(tmp_path / "uploads"))
     values.update(config_overrides)
     return Config(**values)
 

@@ -118,6 +118,14 @@ class Config:
     # User directory (issue 20): GET /api/users by "prefix" (2+ characters), "exact" username, or "off" (403)
     user_search: str = "prefix"
     user_searches_per_minute: int = 30  # GET /api/users per user (burst as large), then 429
+    message_searches_per_minute: int = 30  # GET /api/search per user (burst as large), then 429
+    # Attachments (issue 25)
+    upload_dir: str = "./uploads"  # where uploaded files are stored (local disk store)
+    max_upload_bytes: int = 25 * 1024 * 1024  # one upload, then 413 upload_too_large
+    upload_quota_bytes: int = 1024 * 1024 * 1024  # all of a user's stored uploads, then 413 upload_quota_exceeded
+    upload_url_ttl: int = 300  # seconds a signed file link works
+    orphan_upload_ttl: float = 24 * 3600.0  # seconds an upload no message lists is kept
+    upload_timeout: float = 600.0  # seconds an upload's body may take (--body-timeout for everything else)
     log_sql: bool = False  # log SQL statements (never their parameters) at debug level
     # Notification preferences and Web Push (issue 11)
     vapid_private_key: str = ""  # base64url P-256 key; empty: generated once and kept in the database
@@ -148,6 +156,14 @@ class Config:
     external_jwks_min_refetch: float = 60.0  # at most one JWKS fetch per this many seconds (5 to 86400)
     external_jwks_timeout: float = 5.0  # seconds one JWKS fetch may take (0.5 to 30)
     external_max_token_bytes: int = 8192  # longer external tokens are refused unread (1024 to 65536)
+    # Webhooks to the product's backend (issue 23; services/outbound/webhooks.py, docs/integration.md)
+    webhook_url: str = ""  # http(s) URL the events are POSTed to; empty: no webhooks (no outbox rows)
+    webhook_secret: str = ""  # Standard Webhooks secret whsec_<base64 of 24-64 bytes>
+    webhook_timeout: float = 10.0  # seconds one delivery attempt may take (connect + answer)
+    webhook_retry_window: float = 86400.0  # seconds an event is retried (from its first attempt), then failed
+    webhook_concurrency: int = 8  # attempts in flight per process (one per chat or user at a time)
+    presence_grace: float = 5.0  # seconds without any stream anywhere before user.offline
+    unseen_delay: float = 600.0  # seconds of unread messages while connected nowhere before notification.unseen
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -267,6 +283,17 @@ _OPTIONS = [
     ("user_search", "USER_SEARCH", str,
      "GET /api/users: prefix (at least 2 characters), exact (a whole username) or off (403)"),
     ("user_searches_per_minute", "USER_SEARCHES_PER_MINUTE", int, "GET /api/users per user per minute (then 429)"),
+    ("message_searches_per_minute", "MESSAGE_SEARCHES_PER_MINUTE", int,
+     "GET /api/search (messages) per user per minute (then 429)"),
+    # Attachments (issue 25)
+    ("upload_dir", "UPLOAD_DIR", str, "directory of uploaded files (made on first upload)"),
+    ("max_upload_bytes", "MAX_UPLOAD_BYTES", int, "largest upload (POST /api/uploads), then 413 upload_too_large"),
+    ("upload_quota_bytes", "UPLOAD_QUOTA_BYTES", int,
+     "bytes of stored uploads per user, then 413 upload_quota_exceeded"),
+    ("upload_url_ttl", "UPLOAD_URL_TTL", int, "seconds a signed file link (GET /api/uploads/{id}/link) works"),
+    ("orphan_upload_ttl", "ORPHAN_UPLOAD_TTL", float,
+     "seconds an upload that no message lists is kept before it is deleted"),
+    ("upload_timeout", "UPLOAD_TIMEOUT", float, "seconds the body of one upload may take to arrive"),
     # Notification preferences and Web Push (issue 11)
     ("vapid_private_key", "VAPID_PRIVATE_KEY", str,
      "Web Push VAPID private key (base64url, raw P-256); generated once and kept in the database if unset"),
@@ -303,6 +330,19 @@ _OPTIONS = [
     ("external_jwks_min_refetch", "EXTERNAL_JWKS_MIN_REFETCH", float,
      "at most one JWKS fetch per this many seconds, however many unknown kids arrive (5-86400)"),
     ("external_jwks_timeout", "EXTERNAL_JWKS_TIMEOUT", float, "seconds one JWKS fetch may take (0.5-30)"),
+    # Webhooks (issue 23)
+    ("webhook_url", "WEBHOOK_URL", str,
+     "http:// or https:// URL that receives the signed webhooks (no user:password@); empty: off"),
+    ("webhook_secret", "WEBHOOK_SECRET", str,
+     "Standard Webhooks signing secret, whsec_ + base64 of 24 to 64 random bytes (required with --webhook-url)"),
+    ("webhook_timeout", "WEBHOOK_TIMEOUT", float, "seconds one webhook attempt may take (0.5 to 60)"),
+    ("webhook_retry_window", "WEBHOOK_RETRY_WINDOW", float,
+     "seconds a webhook is retried after timeouts, 5xx and 429 before it is marked failed (1 to 604800)"),
+    ("webhook_concurrency", "WEBHOOK_CONCURRENCY", int, "webhook attempts in flight per process (1 to 256)"),
+    ("presence_grace", "PRESENCE_GRACE", float,
+     "seconds a user has no stream anywhere before user.offline; a reconnect within it sends nothing (0 to 3600)"),
+    ("unseen_delay", "UNSEEN_DELAY", float,
+     "seconds a user has unread messages while connected nowhere before notification.unseen (1 to 604800)"),
     ("external_max_token_bytes", "EXTERNAL_MAX_TOKEN_BYTES", int,
      "longest external token accepted, in bytes; longer ones get 401 token_too_large (1024-65536)"),
 ]
@@ -398,10 +438,21 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
         raise SystemExit("--admin-sample-seconds must be positive")
     if config.user_search not in ("prefix", "exact", "off") or config.user_searches_per_minute < 1:
         raise SystemExit("--user-search must be prefix, exact or off, and --user-searches-per-minute at least 1")
+    if config.message_searches_per_minute < 1:
+        raise SystemExit("--message-searches-per-minute must be at least 1")
+    if (config.max_upload_bytes < 1 or config.upload_quota_bytes < 1 or config.upload_url_ttl < 1
+            or config.orphan_upload_ttl <= 0 or config.upload_timeout <= 0 or not config.upload_dir):
+        raise SystemExit("--max-upload-bytes, --upload-quota-bytes and --upload-url-ttl must be at least 1, "
+                         "--orphan-upload-ttl and --upload-timeout positive, --upload-dir not empty")
     if (config.push_threads < 1 or config.push_queue < 1 or config.push_queue_per_user < 1
             or config.max_push_subscriptions < 1):
         raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"
                          " must be at least 1")
+    from .services.outbound.webhooks import check_webhook_config
+    try:
+        check_webhook_config(config)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if args.command == "admin":
         if args.args != ["list"] and (len(args.args) != 2 or args.args[0] not in ("grant", "revoke")):
             raise SystemExit("usage: python run.py admin grant|revoke USERNAME, or admin list")

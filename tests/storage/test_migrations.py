@@ -183,16 +183,16 @@ def read_back(url: str):
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_server_start_migrates_v1_database_with_data_intact(old_database, server_factory):
+async def test_server_start_migrates_v1_database_with_data_intact(old_database, server_factory, tmp_path):
     from tests.support.clients import ApiClient
     expected = build_v1(old_database)
     assert read_back(old_database)[0] == 1
-    server = server_factory("--database-url", old_database)
+    server = server_factory("--database-url", old_database, "--upload-dir", str(tmp_path / "uploads"))
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 9
     version, columns, indexes = read_back(old_database)
-    assert version == 6 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 9 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -206,6 +206,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE disabled OR external_id IS NOT NULL'
                               ' OR revoked_at IS NOT NULL').fetchone()[0] == 0
         assert db.execute_sql('SELECT COUNT(*) FROM "chat" WHERE external_key IS NOT NULL').fetchone()[0] == 0
+        # version 9: the webhook outbox and presence tables, empty
+        assert {"webhook_event", "webhook_presence"} <= set(db.get_tables())
+        assert db.execute_sql('SELECT COUNT(*) FROM "webhook_event"').fetchone()[0] == 0
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})
@@ -242,6 +245,19 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     assert status == 201
     status, chats = await api.call("GET", "/api/chats", token=token)
     assert {c["id"]: c["unread_count"] for c in chats["chats"]}[private_id] == 3
+    # version 7: the messages stored before the upgrade are found, and so is the new one
+    group_id = max(expected["message_ids"])
+    status, found = await api.call("GET", "/api/search?q=m3", token=token)
+    assert status == 200 and [r["id"] for r in found["results"]] == [expected["message_ids"][group_id][0]]
+    status, found = await api.call("GET", "/api/search?q=after", token=token)
+    assert status == 200 and [r["chat_id"] for r in found["results"]] == [private_id]
+    # version 8: the upload table; a file is uploaded and attached to a message in a migrated chat
+    status, up = await api.call("POST", "/api/uploads?filename=n.txt", raw=b"notes", token=token,
+                                headers={"Content-Type": "application/octet-stream"})
+    assert status == 201, up
+    status, sent = await api.call("POST", f"/api/chats/{private_id}/messages",
+                                  {"content": "", "attachments": [up["id"]]}, token=token)
+    assert status == 201 and sent["message"]["attachments"][0]["id"] == up["id"]
 
 
 def test_migrate_command_upgrades_and_is_idempotent(old_database, tmp_path):

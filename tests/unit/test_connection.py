@@ -328,8 +328,11 @@ def test_every_reason_has_its_documented_close_code_and_frame():
 @pytest.mark.parametrize("reason", list(EndReason))
 async def test_each_reason_ends_once_closes_the_transport_and_unregisters(world, reason):
     world.history.messages = [1]
+    online = []
+    world.hub.on_online = lambda user_id, is_online: online.append((user_id, is_online))
     conn, wire = world.make(streams=(CHAT, NOTIFY), sid="s1", token_exp=int(time.time()) + 60)
     await conn.start(None, None)
+    assert online == [(7, True)]
     await world.hub.join(conn, 1)
     assert world.registry.is_active(7, 1) and world.registry.is_active(7, ONLINE)
     # A transport that reports its own close from inside close_for (as a socket closing does).
@@ -340,6 +343,7 @@ async def test_each_reason_ends_once_closes_the_transport_and_unregisters(world,
     assert wire.closes == [reason] and conn.ended is reason
     assert conn not in world.registry.connections and world.registry.count() == 0
     assert not world.registry.is_active(7, 1) and not world.registry.is_active(7, ONLINE)
+    assert online == [(7, True), (7, False)]  # the webhooks' presence: told once
     assert world.registry.scheduled() == 0 and list(world.registry.session_connections("s1")) == []
     await conn.finished()
     assert conn.wire is ENDED  # no reference to the transport (and no cycle) is left

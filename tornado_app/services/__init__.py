@@ -18,7 +18,7 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .chat import ChatLimits, ChatService
+from .chat import ChatLimits, ChatService, LocalUploadStore, MessageSearch, UploadLimits, UploadService
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
 from .delivery.connection import Connection  # what the registry holds (the ping timer's list)
@@ -26,7 +26,7 @@ from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, 
 from .identity.jwt_secret import legacy_secret_path, stored_secret
 from .integration import ServiceApi
 from .operations import MessageQuota, Metrics, MetricsHub, Monitor, ReadLimit
-from .outbound import PushService
+from .outbound import PushService, WebhookService
 from .storage import DatabaseExecutor
 
 log = logging.getLogger("squall.services")
@@ -55,8 +55,11 @@ class Services:
     reads: Optional[ReadLimit] = None  # long-polls and GET /api/unread per user (issue 20)
     preferences: Optional[PreferenceService] = None  # issue 11
     push: Optional[PushService] = None
+    webhooks: Optional[WebhookService] = None  # issue 23 (off without --webhook-url)
     open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
     directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
+    search: Optional[MessageSearch] = None  # GET /api/search (issue 25)
+    uploads: Optional[UploadService] = None  # attachments (issue 25)
     service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
     external: Optional[ExternalAuth] = None  # the product's tokens (--auth-mode external|both; issue 22)
     http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
@@ -80,6 +83,10 @@ class Services:
         await self.push.start()
         await self.hub.start()
         self.chat.start()
+        if self.uploads is not None:
+            self.uploads.start()
+        if self.webhooks is not None:
+            await self.webhooks.start()
         self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
@@ -154,11 +161,15 @@ class Services:
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
+        if self.uploads is not None:
+            self.uploads.close()
         try:
             await self.hub.stop()
         except Exception:
             log.exception("stopping the broker")
         await self.push.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         self.dbx.close()
         self.auth.close()
         if self.external is not None:
@@ -195,6 +206,9 @@ def build_services(config: Config) -> Services:
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
                                   config.mark_read_interval))
     chat.quota = MessageQuota(dbx, config.messages_per_user_per_day)
+    chat.uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
+        config.max_upload_bytes, config.upload_quota_bytes, config.upload_url_ttl, config.orphan_upload_ttl,
+        timeout=config.upload_timeout))
     admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
                                 config.handshake_burst, config.failed_stream_auths_per_address_per_minute,
                                 config.max_connections_per_address)
@@ -207,6 +221,12 @@ def build_services(config: Config) -> Services:
     push = PushService(config, dbx, hub, preferences, metrics)
     chat.preferences = notifications.preferences = preferences
     chat.on_notified = notifications.on_notified = push.offer
+    # Webhooks (issue 23): the hooks are set only when on, so a send does no extra work when off.
+    webhooks = WebhookService(config, dbx, hub, preferences, metrics)
+    if webhooks.enabled:
+        chat.writer.outbox = webhooks.message_rows
+        chat.on_read_stored = webhooks.read_row
+        hub.on_online = webhooks.presence_changed
 
     def on_control(message: dict) -> None:
         sessions.on_control(message)
@@ -223,9 +243,10 @@ def build_services(config: Config) -> Services:
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
                     reads=ReadLimit(config.reads_per_user_per_second, config.reads_burst),
-                    preferences=preferences, push=push,
+                    preferences=preferences, push=push, webhooks=webhooks,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
+                    search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=chat.uploads,
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
                     external=external)

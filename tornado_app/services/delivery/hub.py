@@ -57,6 +57,9 @@ class Hub:
         # Called after a broker gap (control messages may have been lost): ChatService.forget_members
         self.on_gap: Optional[Callable[[], None]] = None
         self._online: Dict[int, OnlineClaim] = {}  # user_id -> OnlineClaim, while the user has a notification stream here
+        # ``(user_id, online)`` when this process's first notification stream (or poll) of a user
+        # opens, or its last closes: the webhooks' presence (issue 23). None: nobody listens.
+        self.on_online: Optional[Callable[[int, bool], None]] = None
 
     async def start(self) -> None:
         """Start receiving envelopes from the broker."""
@@ -138,12 +141,23 @@ class Hub:
     async def join(self, conn: PresenceHolder, chat_id: int) -> None:
         """``conn`` is now active in ``chat_id`` (notifications for it stop)."""
         if self.registry.join(conn, chat_id):
+            if chat_id == ONLINE:
+                self._online_changed(conn.user_id, True)
             await self.broker.presence_changed(conn.user_id, chat_id, True)
 
     async def leave(self, conn: PresenceHolder, chat_id: int) -> None:
         """``conn`` is no longer active in ``chat_id``."""
         if self.registry.leave(conn, chat_id):
+            if chat_id == ONLINE:
+                self._online_changed(conn.user_id, False)
             await self.broker.presence_changed(conn.user_id, chat_id, False)
+
+    def _online_changed(self, user_id: int, online: bool) -> None:
+        if self.on_online is not None:
+            try:
+                self.on_online(user_id, online)
+            except Exception:
+                log.exception("reporting a presence change failed")
 
     def add(self, conn: Connection) -> None:
         """Register a connection with the local registry (a notification stream makes its user online)."""
@@ -152,8 +166,10 @@ class Hub:
             if claim is None:
                 claim = self._online[conn.user_id] = OnlineClaim(conn.user_id)
             claim.streams += 1
-            if claim.streams == 1 and self.registry.join(claim, ONLINE) and self.broker.distributed:
-                spawn(self._claim(conn.user_id, True), name="hub.online_claim")
+            if claim.streams == 1 and self.registry.join(claim, ONLINE):
+                self._online_changed(conn.user_id, True)
+                if self.broker.distributed:
+                    spawn(self._claim(conn.user_id, True), name="hub.online_claim")
         self.registry.add(conn)
 
     async def _claim(self, user_id: int, online: bool) -> None:
@@ -173,6 +189,7 @@ class Hub:
                 if claim.streams <= 0:
                     del self._online[conn.user_id]
                     if self.registry.leave(claim, ONLINE):
+                        self._online_changed(conn.user_id, False)
                         left.append(ONLINE)
         left.extend(self.registry.remove(conn))
         return left
