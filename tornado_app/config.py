@@ -343,7 +343,8 @@ _OPTIONS = [
      "seconds a webhook is retried after timeouts, 5xx and 429 before it is marked failed (1 to 604800)"),
     ("webhook_concurrency", "WEBHOOK_CONCURRENCY", int, "webhook attempts in flight per process (1 to 256)"),
     ("presence_grace", "PRESENCE_GRACE", float,
-     "seconds a user has no stream anywhere before user.offline; a reconnect within it sends nothing (0 to 3600)"),
+     "seconds a user has no stream anywhere before user.offline and the presence event; a reconnect within it "
+     "sends nothing (0 to 3600)"),
     ("unseen_delay", "UNSEEN_DELAY", float,
      "seconds a user has unread messages while connected nowhere before notification.unseen (1 to 604800)"),
     ("external_max_token_bytes", "EXTERNAL_MAX_TOKEN_BYTES", int,
