@@ -83,6 +83,7 @@ class PresenceService:
         self.preferences = preferences
         self.grace = grace  # --presence-grace: seconds without any stream before "offline"
         self._offline_checks: Dict[int, asyncio.TimerHandle] = {}  # user id -> pending offline check
+        self._tasks: Set[asyncio.Task] = set()  # presence being told: cancelled at shutdown
         self._closed = False
 
     def close(self) -> None:
@@ -91,6 +92,8 @@ class PresenceService:
         for handle in self._offline_checks.values():
             handle.cancel()
         self._offline_checks.clear()
+        for task in list(self._tasks):
+            task.cancel()
 
     def changed(self, user_id: int, online: bool) -> None:
         """``Hub.on_online``: this process's first notification stream of ``user_id`` opened, or its last closed."""
@@ -101,11 +104,15 @@ class PresenceService:
             pending.cancel()
         if online:
             if pending is None:  # back within the grace period: nobody was told offline
-                spawn(self._tell(user_id, True), name="presence.online")
+                self._track(spawn(self._tell(user_id, True), name="presence.online"))
             return
         loop = asyncio.get_running_loop()
         self._offline_checks[user_id] = loop.call_later(
-            self.grace, lambda: spawn(self._offline_if_gone(user_id), name="presence.offline"))
+            self.grace, lambda: self._track(spawn(self._offline_if_gone(user_id), name="presence.offline")))
+
+    def _track(self, task: asyncio.Task) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _offline_if_gone(self, user_id: int) -> None:
         self._offline_checks.pop(user_id, None)
