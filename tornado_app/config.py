@@ -414,7 +414,7 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
             or config.external_jwt_public_key:
         from .services.identity.external_auth import ExternalAuth  # reads and checks the key file too
         try:
-            ExternalAuth.from_config(config)
+            ExternalAuth.check_config(config)
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
     return args.command, config

@@ -27,9 +27,11 @@ from ..delivery.events import CHAT, NOTIFY, dumps, iso
 from ..delivery.hub import Hub
 from ..storage.ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
 from ..operations.metrics import Metrics
-from ..delivery.notifications import (NotificationService, content_preview, insert_notifications, new_message_payload,
-                            silent, unread_states)
-from ..delivery.preferences import mute_state_of
+from ..delivery.control import MembersChanged
+from ..delivery.notifications import (NotificationService, Notified, content_preview, insert_notifications,
+                                      new_message_payload, silent, unread_states)
+from ..delivery.preferences import PreferenceService, mute_state_of
+from ..operations.usage import MessageQuota
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
 
@@ -415,8 +417,9 @@ class MessageWriter:
 class ChatService:
     """Chats, messages, read state and typing for every transport."""
 
-    def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService,
-                 notifications: NotificationService, max_message_length: int = 4000,
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService, notifications: NotificationService,
+                 preferences: PreferenceService, quota: MessageQuota, on_notified: Notified,
+                 max_message_length: int = 4000,
                  rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits()):
         self.dbx = dbx
         self.limits = limits
@@ -436,10 +439,9 @@ class ChatService:
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
         self.writer.on_committed = self._publish_committed
-        # Set by build_services (issue 11): mutes and Do Not Disturb, and the push offer of each notification.
-        self.preferences = None
-        self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
-        self.on_notified: Optional[Callable[[int, dict, bool], None]] = None
+        self.preferences = preferences  # mutes and Do Not Disturb (issue 11)
+        self.quota = quota  # messages per user and UTC day (issue 20)
+        self.on_notified = on_notified  # the push offer of each new_message notification
 
     def start(self) -> None:
         """Start the group-commit writer."""
@@ -528,9 +530,7 @@ class ChatService:
         event on their chat streams (sent after the control message, so the removed members
         get it before the gate closes for them), and the removed ones a fresh ``unread``.
         """
-        message = {"t": "members", "c": chat_id, "a": list(added), "r": list(removed)}
-        self.on_control(message)
-        await self.hub.control(message)
+        await self.hub.control(MembersChanged(chat_id, tuple(added), tuple(removed)))  # here at once, then everywhere
         try:
             members = await self.members(chat_id)
         except NotFound:
@@ -544,16 +544,14 @@ class ChatService:
         if removed:
             await self.notifications.deliver_unread(await self.dbx.read(unread_states, list(removed)))
 
-    def on_control(self, message: dict) -> None:
-        """Apply a ``members`` control message (from any process; other kinds are ignored)."""
-        if message.get("t") != "members":
-            return
-        chat_id = int(message["c"])
+    def on_members_changed(self, message: MembersChanged) -> None:
+        """Apply a ``MembersChanged`` control message (from any process; ControlDispatch)."""
+        chat_id = message.chat_id
         self._members.pop(chat_id, None)
         self._members_epoch += 1
-        for uid in message.get("a") or ():
-            self._left.pop((chat_id, int(uid)), None)
-        removed = [int(uid) for uid in message.get("r") or ()]
+        for uid in message.added:
+            self._left.pop((chat_id, uid), None)
+        removed = message.removed
         if not removed:
             return
         now = time.monotonic()
@@ -773,9 +771,6 @@ class ChatService:
             raise RateLimited("You are sending messages too fast; slow down",
                               retry_after=self._limiter.retry_after(user_id))
         quota = self.quota
-        if quota is None:
-            return (await self._send(user_id, chat_id, recipient_id, content, message_type, client_id,
-                                     exclude_conn)).message
         await quota.reserve(user_id)  # O(1) but for a user's first send of the day
         created = False
         try:
@@ -818,7 +813,7 @@ class ChatService:
         active = await self.hub.active_users(chat_id, others) if others else set()
         notify_ids = [m for m in others if m not in active]
         silent_ids = frozenset()
-        if notify_ids and self.preferences is not None:
+        if notify_ids:
             notify_ids, silent_ids = await self._audience(chat_id, notify_ids)
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
                           content=content, message_type=message_type, client_id=client_id,
@@ -851,8 +846,7 @@ class ChatService:
                                    exclude=req.exclude, since=req.accepted_at, chat_id=req.chat_id)
             if res.notifications:
                 await self.notifications.deliver_stored(res.notifications)
-                if self.on_notified is not None:
-                    self._offer_pushes(req, res)
+                self._offer_pushes(req, res)
         await self.notifications.deliver_unread(unread)
 
     def _offer_pushes(self, req: SendRequest, res: SendResult) -> None:

@@ -43,7 +43,8 @@ import threading
 import time
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 import jwt
@@ -52,7 +53,10 @@ from jwt import PyJWKSet
 from ...errors import Unauthorized, ValidationError
 from ...tasks import spawn
 from .auth import Claims
-from .users import ACCOUNT_DELETED, check_avatar_url, check_external_id, external_display_name
+from .users import ACCOUNT_DELETED, UserService, check_avatar_url, check_external_id, external_display_name
+
+if TYPE_CHECKING:
+    from ...config import Config
 
 log = logging.getLogger("squall.external_auth")
 
@@ -127,21 +131,36 @@ def _shutdown(sock) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class ExternalSettings:
+    """What ``ExternalAuth.check_config`` read from the options (one key source: secret, public key or JWKS URL)."""
+
+    mode: str
+    issuer: str
+    audience: str
+    algorithms: Tuple[str, ...]
+    leeway: float
+    max_token_bytes: int
+    secret: str = ""
+    public_key: object = None  # a cryptography public key read from --external-jwt-public-key
+    jwks_url: str = ""
+    min_refetch: float = 60.0
+    timeout: float = 5.0
+
+
 class ExternalAuth:
     """Verifies the product's tokens; turns them into Squall's ``Claims`` (provisioning the user)."""
 
-    def __init__(self, mode: str, issuer: str, audience: str, algorithms: tuple, leeway: float,
-                 max_token_bytes: int, secret: str = "", public_key=None, jwks_url: str = "",
-                 min_refetch: float = 60.0, timeout: float = 5.0):
-        self.mode = mode
-        self.issuer, self.audience = issuer, audience
-        self.algorithms = list(algorithms)
-        self.leeway = leeway
-        self.max_token_bytes = max_token_bytes
-        self._static_key = secret or public_key  # None with a JWKS
-        self.jwks_url = jwks_url
-        self.min_refetch = min_refetch
-        self.timeout = timeout
+    def __init__(self, settings: ExternalSettings, users: UserService):
+        self.mode = settings.mode
+        self.issuer, self.audience = settings.issuer, settings.audience
+        self.algorithms = list(settings.algorithms)
+        self.leeway = settings.leeway
+        self.max_token_bytes = settings.max_token_bytes
+        self._static_key = settings.secret or settings.public_key  # None with a JWKS
+        jwks_url = self.jwks_url = settings.jwks_url
+        self.min_refetch = settings.min_refetch
+        self.timeout = settings.timeout
         self._client = bool(jwks_url)  # True: keys come from a JWKS URL
         self.jwks_max_bytes = JWKS_MAX_BYTES
         self._keys: Dict[str, object] = {}  # kid -> PyJWK (asymmetric keys only)
@@ -149,14 +168,23 @@ class ExternalAuth:
         self._fetch: Optional[asyncio.Future] = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="squall-jwks") if jwks_url else None
         self.fetches = 0  # JWKS fetch attempts (tests, metrics)
-        self.users = None  # UserService, set by build_services
+        self.users = users  # provisions the product's users from their tokens
         self._subs: Dict[str, int] = {}  # external id -> user id (this process)
 
     # Configuration --------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config) -> Optional["ExternalAuth"]:
+    def from_config(cls, config: Config, users: UserService) -> Optional[ExternalAuth]:
         """The verifier of ``config`` (None in builtin mode). Raises ValueError with a clear message."""
+        settings = cls.check_config(config)
+        return None if settings is None else cls(settings, users)
+
+    @staticmethod
+    def check_config(config: Config) -> Optional[ExternalSettings]:
+        """The settings of the verifier of ``config`` (None in builtin mode).
+
+        Raises ValueError with a clear message (``parse_args`` checks the options with it).
+        """
         mode = config.auth_mode
         if mode not in MODES:
             raise ValueError("--auth-mode must be builtin, external or both")
@@ -210,10 +238,10 @@ class ExternalAuth:
             kind = "the HMAC secret takes only HS256, HS384, HS512" if secret else \
                 "public keys take only RS*, PS*, ES* and EdDSA (never none, never HMAC)"
             raise ValueError(f"--external-jwt-algorithms: {', '.join(wrong)} not allowed: {kind}")
-        return cls(mode, config.external_jwt_issuer, config.external_jwt_audience, algorithms,
-                   config.external_jwt_leeway, config.external_max_token_bytes, secret=secret,
-                   public_key=public_key, jwks_url=jwks_url, min_refetch=config.external_jwks_min_refetch,
-                   timeout=config.external_jwks_timeout)
+        return ExternalSettings(mode, config.external_jwt_issuer, config.external_jwt_audience, algorithms,
+                                config.external_jwt_leeway, config.external_max_token_bytes, secret=secret,
+                                public_key=public_key, jwks_url=jwks_url,
+                                min_refetch=config.external_jwks_min_refetch, timeout=config.external_jwks_timeout)
 
     # Which tokens are external ----------------------------------------------------------------
 

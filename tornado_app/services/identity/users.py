@@ -15,6 +15,8 @@ from models.user import BUILTIN, DELETED, EXTERNAL
 from ...errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from ...tasks import Batcher
 from .auth import AuthService
+from ..delivery.control import UserChanged
+from ..delivery.hub import Hub
 from ..storage.db import DatabaseExecutor
 from ..operations.ratelimit import RateLimiter, address_key
 
@@ -149,7 +151,7 @@ class UserService:
     costs a hash too) and registrations per address. Addresses are keyed by ``address_key``.
     """
 
-    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, login_failures_per_minute: int = 10,
+    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, hub: Hub, login_failures_per_minute: int = 10,
                  login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10,
                  logins_per_address_per_minute: int = 60):
         self.dbx = dbx
@@ -161,9 +163,7 @@ class UserService:
         # check on every request is one falsy test.
         self._refused: Dict[int, str] = {}
         self._revoked_at: Dict[int, int] = {}
-        # Set by build_services: the hub (control messages) and the process's control handler.
-        self.hub = None
-        self.apply_control = None
+        self.hub = hub  # control messages (announce_changed)
         self._login_failures = RateLimiter(login_failures_per_minute / 60.0, login_failures_per_minute)
         self._address_failures = RateLimiter(login_failures_per_address_per_minute / 60.0,
                                              login_failures_per_address_per_minute)
@@ -346,15 +346,9 @@ class UserService:
 
         Profile, disabled, deleted and revocation time are read again on next use; the live
         streams of a user now disabled or deleted are closed (4001 ``account_disabled`` /
-        ``account_deleted``, SSE ``auth_expired``). Control message ``{"t": "user", "u": id}``.
+        ``account_deleted``, SSE ``auth_expired``). Control message ``UserChanged``.
         """
-        message = {"t": "user", "u": int(user_id)}
-        if self.apply_control is not None:
-            self.apply_control(message)
-        else:
-            self.forget(user_id)
-        if self.hub is not None:
-            await self.hub.control(message)
+        await self.hub.control(UserChanged(int(user_id)))
 
     async def check_version(self, user_id: int, version: int) -> None:
         """Refuse a token whose user is gone (``unknown_user``) or whose version is not the user's.

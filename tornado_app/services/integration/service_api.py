@@ -32,6 +32,7 @@ from models.user import DELETED, DELETED_NAME, SYSTEM
 from ...errors import Conflict, NotFound, ValidationError
 from ..chat.service import ChatService
 from ..storage.db import DatabaseExecutor
+from ..delivery.control import PreferencesChanged
 from ..delivery.events import iso
 from ..delivery.hub import Hub
 from ..storage.ids import require_ids
@@ -86,7 +87,7 @@ class ServiceApi:
     """The product backend's operations on users, chats, messages and notifications (service token)."""
 
     def __init__(self, dbx: DatabaseExecutor, users: UserService, sessions: SessionService, chat: ChatService,
-                 notifications: NotificationService, preferences: Optional[PreferenceService], hub: Hub,
+                 notifications: NotificationService, preferences: PreferenceService, hub: Hub,
                  max_publish_external_ids: int = 1000):
         self.dbx = dbx
         self.users = users
@@ -169,9 +170,7 @@ class ServiceApi:
         # every process reads the user again, now of kind "deleted": their streams close
         # (account_deleted) and their tokens are refused with that code
         await self.users.announce_changed(user_id)
-        if self.preferences is not None:
-            self.preferences.forget(user_id)
-            await self.hub.control({"t": "prefs", "u": user_id})
+        await self.hub.control(PreferencesChanged(user_id))  # forgets here at once, then everywhere
         for chat_id in chats:
             await self.chat.members_changed(chat_id, [], [user_id])
         log.info("deleted user %s (by the service API)", user_id)

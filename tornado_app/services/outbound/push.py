@@ -42,6 +42,7 @@ from ...config import Config
 from ...errors import NotFound, ValidationError
 from ...tasks import spawn
 from ..storage.db import DatabaseExecutor
+from ..delivery.control import SubscriptionsChanged
 from ..delivery.hub import Hub
 from ..operations.metrics import Metrics
 from ..delivery.preferences import PreferenceService
@@ -259,7 +260,7 @@ class PushService:
 
     async def _subscriptions_changed(self, user_id: int, count: int) -> None:
         self.preferences.subscriptions_changed(user_id, count)
-        await self.hub.control({"t": "subs", "u": user_id})
+        await self.hub.control(SubscriptionsChanged(user_id))
 
     # Pushing ---------------------------------------------------------------------------------
 
