@@ -6,7 +6,7 @@ An envelope is a dict (JSON-safe):
      "n": [user ids everyone leaves out] (optional: a broadcast's muted and DND users)}
 
 Kind "ctl" is a control message for the services (session revocation, used stream tickets,
-see services/identity/sessions.py), never delivered to a connection.
+cached users, preferences, chat members: services/delivery/control.py), never delivered to a connection.
 
 Every process subscribes to every envelope and delivers to its own connections.
 Presence ("user U is active in chat C somewhere") is shared through the broker too,
