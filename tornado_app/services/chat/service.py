@@ -100,8 +100,7 @@ class SendResult:
 
 def _on_postgres() -> bool:
     """True when messages live in PostgreSQL (the models' database is a proxy to the real one)."""
-    db = Message._meta.database
-    return is_postgres(getattr(db, "obj", db))
+    return is_postgres(Message._meta.database)
 
 
 def _quote(name: str) -> str:

@@ -116,13 +116,14 @@ class Hub:
                 if listeners is not None:
                     listeners.control(decode(envelope["d"]))
                 return
-            event = Event(envelope["k"], envelope["d"], envelope.get("i"))
+            kind: str = envelope["k"]
+            event = Event(kind, envelope["d"], envelope.get("i"))
             user_ids = envelope.get("u")
             if user_ids and "c" in envelope and listeners is not None:
                 user_ids = listeners.chat_gate(envelope["c"], user_ids)
             delivered = self.registry.deliver(event, user_ids, envelope.get("x"), envelope.get("n"))
             if delivered and "t" in envelope:
-                metrics.delivery[event.kind].observe(time.time() - envelope["t"])
+                metrics.delivery[kind].observe(time.time() - envelope["t"])
         except ControlError as exc:  # from the broker: logged without its text
             log.warning("dropped a control message that is not one of this version: %s", exc)
         except Exception:

@@ -194,10 +194,12 @@ class NotificationService:
             raise ValidationError("'broadcast' must be true or false")
         if broadcast == (user_ids is not None):
             raise ValidationError("give either 'user_ids' or 'broadcast': true")
+        targets: List[int] = []  # the users of a targeted publish, each once, in order
         if not broadcast:
-            if not require_ids(user_ids, "user_ids"):
+            given = require_ids(user_ids, "user_ids")
+            if not given:
                 raise ValidationError("'user_ids' must not be empty")
-            user_ids = list(dict.fromkeys(user_ids))
+            targets = list(dict.fromkeys(given))
         if not isinstance(ntype, str) or not ntype or len(ntype) > 64:
             raise ValidationError("'type' must be a string of 1-64 characters")
         if ntype in ("unread", "resync", "new_message"):
@@ -210,7 +212,7 @@ class NotificationService:
         if not isinstance(push, bool):
             raise ValidationError("'push' must be true or false")
         now = utcnow()
-        payload_obj = {"type": ntype, "message": message, "timestamp": iso(now)}
+        payload_obj: Dict[str, object] = {"type": ntype, "message": message, "timestamp": iso(now)}
         if data is not None:
             payload_obj["data"] = data
         payload = dumps(payload_obj)
@@ -221,23 +223,24 @@ class NotificationService:
             skipped, quiet_ids = await self.preferences.broadcast_exceptions(ntype)
             quiet = set(quiet_ids)
         else:
-            prefs = await self.preferences.many(user_ids)
-            skipped = [u for u in user_ids if ntype in prefs[u].muted_types]
-            quiet = {u for u in user_ids if prefs[u].dnd()}
-        recipients = [None] if broadcast else [u for u in user_ids if u not in skipped]
+            prefs = await self.preferences.many(targets)
+            skipped = [u for u in targets if ntype in prefs[u].muted_types]
+            quiet = {u for u in targets if prefs[u].dnd()}
+        kept = [u for u in targets if u not in skipped]  # who gets a row of a targeted publish
+        recipients: List[Optional[int]] = [None] if broadcast else list(kept)
         payloads = [silent(payload) if r in quiet else payload for r in recipients]
         # Stored with the other publishes of the moment in one transaction (PublishWriter);
         # raises NotFound for unknown user ids (this request alone, muted ones included).
-        ids = await self.publisher.store(None if broadcast else user_ids, ntype, payloads, now,
-                                         recipients=None if broadcast else recipients,
+        ids = await self.publisher.store(None if broadcast else targets, ntype, payloads, now,
+                                         recipients=None if broadcast else kept,
                                          hidden=skipped if broadcast else None)
         if broadcast and (skipped or quiet):
             await self.deliver_broadcast(ids[0], payload, skipped, sorted(quiet))
         else:
             await self.deliver_stored(list(zip(ids, recipients, payloads)))
         if push and not broadcast:
-            for nid, r in zip(ids, recipients):
-                self.on_notified(r, {"id": nid, **payload_obj}, r in quiet)
+            for nid, uid in zip(ids, kept):
+                self.on_notified(uid, {"id": nid, **payload_obj}, uid in quiet)
         return {"ids": ids, "skipped": skipped}
 
     async def notify_user(self, user_id: int, ntype: str, message: str, data: Optional[dict] = None) -> dict:

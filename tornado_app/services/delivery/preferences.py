@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from models import ChatMember, PushSubscription, UserPreference, utcnow
+from models import ChatMember, PushSubscription, UserPreference, tuples, utcnow
 from ...errors import ValidationError
 from ..storage.db import DatabaseExecutor
 from .control import ChatMuteChanged, PreferencesChanged, SubscriptionsChanged
@@ -32,7 +32,7 @@ from .notifications import unread_states
 
 log = logging.getLogger("squall.preferences")
 
-DEFAULTS = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": []}
+DEFAULTS: Dict[str, object] = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": []}
 FOREVER = datetime.datetime(9999, 12, 31)  # muted_until stored for "until I unmute"
 FOREVER_TS = calendar.timegm(FOREVER.timetuple())
 CACHE_USERS = 100_000
@@ -81,15 +81,16 @@ class UserPrefs:
         return self.dnd_until > (time.time() if now is None else now)
 
 
-def _load_users(user_ids: List[int]):
+def _load_users(user_ids: List[int]) -> Tuple[Dict[int, Dict[str, object]], Dict[int, int]]:
     # Call on a database thread: preferences rows and push subscription counts of ``user_ids``.
     import peewee
     data = {uid: dict(DEFAULTS) for uid in user_ids}
-    for uid, raw in UserPreference.select(UserPreference.user, UserPreference.data).where(
-            UserPreference.user.in_(user_ids)).tuples():
+    for uid, raw in tuples(UserPreference.select(UserPreference.user, UserPreference.data).where(
+            UserPreference.user.in_(user_ids))):
         data[uid].update(json.loads(raw))
-    subs = dict(PushSubscription.select(PushSubscription.user, peewee.fn.COUNT(PushSubscription.id))
-                .where(PushSubscription.user.in_(user_ids)).group_by(PushSubscription.user).tuples())
+    subs: Dict[int, int] = dict(tuples(
+        PushSubscription.select(PushSubscription.user, peewee.fn.COUNT(PushSubscription.id))
+        .where(PushSubscription.user.in_(user_ids)).group_by(PushSubscription.user)))
     return data, subs
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 from models import Notification, NotificationState, User, is_postgres
 from ...errors import NotFound
@@ -25,13 +25,12 @@ IDS_PER_STATEMENT = 1000  # user ids per existence check
 
 
 def _placeholder() -> str:
-    db = Notification._meta.database
-    return "%s" if is_postgres(getattr(db, "obj", db)) else "?"
+    return "%s" if is_postgres(Notification._meta.database) else "?"
 
 
 def existing_users(user_ids: List[int]) -> set:
     """Which of ``user_ids`` exist (one statement per thousand). Database thread."""
-    found = set()
+    found: Set[int] = set()
     if not user_ids:
         return found
     mark = _placeholder()

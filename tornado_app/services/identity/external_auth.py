@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 import jwt
-from jwt import PyJWKSet
+from jwt import PyJWK, PyJWKSet
 
 from ...errors import Unauthorized, ValidationError
 from ...tasks import spawn
@@ -100,7 +100,7 @@ def check_jwks_url(url: str) -> str:
     raise ValueError("--external-jwks-url must be an https:// URL")
 
 
-def _key_algorithms(key) -> tuple:
+def _key_algorithms(key: object) -> Tuple[str, ...]:
     """The algorithms a PEM public key signs with."""
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
     if isinstance(key, rsa.RSAPublicKey):
@@ -163,7 +163,7 @@ class ExternalAuth:
         self.timeout = settings.timeout
         self._client = bool(jwks_url)  # True: keys come from a JWKS URL
         self.jwks_max_bytes = JWKS_MAX_BYTES
-        self._keys: Dict[str, object] = {}  # kid -> PyJWK (asymmetric keys only)
+        self._keys: Dict[str, PyJWK] = {}  # kid -> key (asymmetric keys only)
         self._fetched_at: Optional[float] = None  # monotonic time of the last fetch attempt
         self._fetch: Optional[asyncio.Future] = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="squall-jwks") if jwks_url else None
@@ -214,6 +214,8 @@ class ExternalAuth:
         if not TOKEN_BYTES_BOUNDS[0] <= config.external_max_token_bytes <= TOKEN_BYTES_BOUNDS[1]:
             raise ValueError("--external-max-token-bytes must be between %d and %d" % TOKEN_BYTES_BOUNDS)
         secret, public_key, jwks_url = config.external_jwt_secret, None, ""
+        allowed: Tuple[str, ...]
+        derived: Tuple[str, ...]
         if secret:
             if len(secret) < MIN_SECRET:
                 raise ValueError(f"--external-jwt-secret must be at least {MIN_SECRET} characters")
@@ -363,7 +365,7 @@ class ExternalAuth:
         try:
             data = await asyncio.wait_for(loop.run_in_executor(self._pool, self._download, deadline),
                                           self.timeout)
-            keys = {}
+            keys: Dict[str, PyJWK] = {}
             for key in PyJWKSet.from_dict(data).keys:
                 # never an HMAC key from a JWKS (kty "oct"): asymmetric keys only
                 if key.key_id and key.key_type != "oct" and key.algorithm_name in self.algorithms:
@@ -385,14 +387,15 @@ class ExternalAuth:
         socket down then, so a server sending a byte now and then cannot hold the thread), at most
         ``jwks_max_bytes`` read. Raises on any failure (HTTPError for a status other than 200)."""
         parts = urlsplit(self.jwks_url)
+        host = parts.hostname or ""  # never empty: check_jwks_url refused URLs without a host
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("JWKS fetch deadline")
+        conn: http.client.HTTPConnection
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=left,
-                                               context=ssl.create_default_context())
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=left, context=ssl.create_default_context())
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=left)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=left)
         conn.connect()
         sock = conn.sock
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shutdown, (sock,))

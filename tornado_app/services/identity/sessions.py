@@ -87,7 +87,7 @@ class SessionService:
         self.registry = registry
         self.refresh_ttl = refresh_ttl
         self.notice = token_expiring_notice
-        self.installation_id: Optional[str] = None
+        self._installation: Optional[str] = None  # read by start()
         self._revoked: Dict[str, float] = {}  # sid -> epoch until which its tokens are refused
         self._used_tickets: Dict[str, float] = {}  # jti -> epoch after which it expired anyway
         self._pruned_at = 0.0
@@ -100,7 +100,7 @@ class SessionService:
 
     async def start(self) -> None:
         """Read (or create) the installation id; load sessions revoked while tokens may still live."""
-        self.installation_id = await self.dbx.write(self._installation_id)
+        self._installation = await self.dbx.write(self._installation_id)
         self.auth.issuer = f"squall:{self.installation_id}"
         now = utcnow()
         since = now - datetime.timedelta(seconds=self.auth.token_ttl + 1)
@@ -122,6 +122,13 @@ class SessionService:
             else:
                 self._revoked[sid] = _epoch(revoked_at) + self.auth.token_ttl + 1
 
+    @property
+    def installation_id(self) -> str:
+        """This database's installation id (``iss`` of every token, broker scope). Raises RuntimeError before start."""
+        if self._installation is None:
+            raise RuntimeError("SessionService.installation_id before start")
+        return self._installation
+
     @staticmethod
     def _installation_id() -> str:
         """Generated once per database; every token carries it (``iss``)."""
@@ -136,6 +143,8 @@ class SessionService:
 
     def _pair(self, user_id: int, sid: str, refresh_token: str) -> dict:
         version = self.users.token_version(user_id)
+        if version is None:  # callers load the user first (login, register, refresh)
+            raise Unauthorized("The account of this token no longer exists", "unknown_user")
         access, exp = self.auth.issue_access(user_id, sid, version)
         return {"access_token": access, "token_type": "bearer", "expires_in": self.auth.token_ttl,
                 "expires_at": exp, "refresh_token": refresh_token, "refresh_expires_in": self.refresh_ttl}
@@ -316,6 +325,7 @@ class SessionService:
 
     async def _end_refused(self, user_id: int) -> None:
         """After a change of ``user_id``: end its streams here if it is now disabled or deleted."""
+        reason: Optional[str]
         try:
             await self.users.get(user_id)
         except NotFound:

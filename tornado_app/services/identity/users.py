@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from models import User, username_key
+from models import User, tuples, username_key
 from models.user import BUILTIN, DELETED, EXTERNAL
 from ...errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from ...tasks import Batcher
@@ -109,13 +109,18 @@ ACCOUNT_DELETED = "account_deleted"
 _REFUSALS = {ACCOUNT_DISABLED: "This account is disabled", ACCOUNT_DELETED: "This account has been deleted"}
 
 
-def _string(body: dict, name: str, required: bool = True) -> Optional[str]:
-    value = body.get(name)
+def _string(body: dict, name: str) -> str:
+    """The string ``body[name]``. Raises ValidationError when it is missing or not a string."""
+    value = _optional_string(body, name)
     if value is None:
-        if required:
-            raise ValidationError(f"'{name}' is required")
-        return None
-    if not isinstance(value, str):
+        raise ValidationError(f"'{name}' is required")
+    return value
+
+
+def _optional_string(body: dict, name: str) -> Optional[str]:
+    """The string ``body[name]``, or None when it is missing or null. Raises ValidationError for another type."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
         raise ValidationError(f"'{name}' must be a string")
     return value
 
@@ -183,7 +188,7 @@ class UserService:
         """
         username = _string(body, "username")
         password = _string(body, "password")
-        display_name = _string(body, "display_name", required=False)
+        display_name = _optional_string(body, "display_name")
         username = check_username(username)
         if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
             raise ValidationError(f"'password' must be at least {MIN_PASSWORD} characters")
@@ -288,7 +293,7 @@ class UserService:
                         continue  # created by a concurrent request (or another process): read it
                 if user.kind != EXTERNAL:
                     raise NotFound("This user has been deleted", "user_deleted")
-                fields = {}
+                fields: Dict[str, object] = {}
                 if display_name is not None and display_name != user.display_name:
                     fields["display_name"] = display_name
                 if clear_avatar and user.avatar_url is not None:
@@ -469,5 +474,5 @@ def set_admin(username: str, admin: bool) -> Optional[str]:
 
 def list_admins() -> List[str]:
     """The usernames (as registered) of every admin, sorted by identity (call with the database open)."""
-    return [name for (name,) in User.select(User.username).where(User.is_admin == True)  # noqa: E712
-            .order_by(User.username_key).tuples()]
+    return [name for (name,) in tuples(User.select(User.username).where(User.is_admin == True)  # noqa: E712
+                                       .order_by(User.username_key))]
