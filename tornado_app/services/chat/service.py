@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import peewee
 
@@ -98,6 +98,12 @@ class SendResult:
     notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
 
 
+# What one send of a committed batch came to: its result, or the exception it failed with alone.
+Outcome = Union[SendResult, Exception]
+# ``(batch, outcomes, unread frames)``: publishes a committed batch (ChatService._publish_committed)
+OnCommitted = Callable[[List[SendRequest], Sequence[Outcome], Dict[int, str]], Awaitable[None]]
+
+
 def _on_postgres() -> bool:
     """True when messages live in PostgreSQL (the models' database is a proxy to the real one)."""
     return is_postgres(Message._meta.database)
@@ -177,16 +183,17 @@ class MessageWriter:
     fails (e.g. a constraint) fails alone: each runs in its own savepoint.
     """
 
-    def __init__(self, dbx: DatabaseExecutor, listening: Callable[[Iterable[int]], Optional[Set[int]]] = None,
+    def __init__(self, dbx: DatabaseExecutor, on_committed: OnCommitted,
+                 listening: Optional[Callable[[Iterable[int]], Optional[Set[int]]]] = None,
                  metrics: Optional[Metrics] = None):
         self.dbx = dbx
         self.metrics = metrics or Metrics()
         # Which users may have a notification stream (None: maybe anyone, in other processes).
-        self.listening = listening or (lambda user_ids: None)
+        self.listening: Callable[[Iterable[int]], Optional[Set[int]]] = listening or (lambda user_ids: None)
         self._batcher: Batcher[SendRequest, SendResult] = Batcher(self._commit, name="chat.writer",
                                                                   max_batch=MAX_BATCH, after=self._committed)
         self._closing = False
-        self.on_committed = None  # async callback(results, unread) set by ChatService
+        self.on_committed = on_committed  # publishes each committed batch (ChatService)
         # The unread frames of the batch just committed, for on_committed (None: the batch failed).
         self._unread: Optional[Dict[int, str]] = None
 
@@ -206,7 +213,7 @@ class MessageWriter:
         req.accepted_at = time.time()
         return await self._batcher.submit(req)
 
-    async def _commit(self, batch: List[SendRequest]) -> list:
+    async def _commit(self, batch: List[SendRequest]) -> List[Outcome]:
         """Store ``batch`` in one transaction: per send its SendResult or the exception it fails with."""
         # Asked on the loop in the same turn that queues the write: a stream that
         # subscribes later reads its unread state after this commit (on the writer
@@ -226,10 +233,10 @@ class MessageWriter:
                 metrics.send_commit.observe(now - req.accepted_at)
         return results
 
-    async def _committed(self, batch: List[SendRequest], results: list) -> None:
+    async def _committed(self, batch: List[SendRequest], results: Sequence[Outcome]) -> None:
         """Publish a committed batch (its senders have their acks first)."""
         unread, self._unread = self._unread, None
-        if self.on_committed is None or unread is None:
+        if unread is None:
             return
         try:
             await self.on_committed(batch, results, unread)
@@ -237,7 +244,8 @@ class MessageWriter:
             log.exception("publishing committed messages failed")
 
     @staticmethod
-    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None):
+    def _store(batch: List[SendRequest],
+               listeners: Optional[Set[int]] = None) -> Tuple[List[Outcome], Dict[int, str]]:
         """Store a batch (writer thread, inside one transaction): together, else send by send.
 
         Returns the results and the new ``unread`` frames of the members whose counts
@@ -262,11 +270,11 @@ class MessageWriter:
         return results, unread_states(touched)
 
     @staticmethod
-    def _store_together(batch: List[SendRequest]):
+    def _store_together(batch: List[SendRequest]) -> Tuple[List[Outcome], Set[int]]:
         """Store a batch with one statement per kind of row (raises if the database refuses any)."""
         now = utcnow()
         created_at = iso(now)
-        results: List[Optional[SendResult]] = [None] * len(batch)
+        made: Dict[int, SendResult] = {}  # index in the batch -> its result
         # A client_id stored by an earlier batch (a resend after a reconnect) violates the
         # unique (sender, client_id) index: the insert raises and ``_store_each`` answers
         # with the stored message. No query is spent looking for such rare repeats.
@@ -281,7 +289,7 @@ class MessageWriter:
                     continue
                 first[key] = i
             new.append(i)
-        touched_users = set()
+        touched_users: Set[int] = set()
         if new:
             rows = [{"chat": batch[i].chat_id, "sender": batch[i].sender_id, "content": batch[i].content,
                      "message_type": batch[i].message_type, "client_id": batch[i].client_id, "created_at": now}
@@ -290,25 +298,26 @@ class MessageWriter:
             unread: Dict[Tuple[int, int], int] = {}     # (chat, sender) -> messages
             last_read: Dict[Tuple[int, int], int] = {}  # (chat, sender) -> newest message id
             last_in_chat: Dict[int, int] = {}           # chat -> newest message id
-            notify_rows, notify_of = [], []
+            notify_rows: List[dict] = []
+            notify_of: List[Tuple[SendResult, int, str]] = []  # (result, recipient, payload) of each row
             for i, mid in zip(new, ids):
                 req = batch[i]
-                key = (req.chat_id, req.sender_id)
-                unread[key] = unread.get(key, 0) + 1
-                last_read[key] = mid
+                pair = (req.chat_id, req.sender_id)
+                unread[pair] = unread.get(pair, 0) + 1
+                last_read[pair] = mid
                 last_in_chat[req.chat_id] = mid
                 message = {"id": mid, "chat_id": req.chat_id, "sender_id": req.sender_id,
                            "sender_name": req.sender_name, "content": req.content,
                            "message_type": req.message_type, "client_id": req.client_id,
                            "created_at": created_at}
-                results[i] = SendResult(message, True, [])
+                result = made[i] = SendResult(message, True, [])
                 if req.notify_ids:
                     payload = new_message_payload(message)
                     for uid in req.notify_ids:
                         p = silent(payload) if uid in req.silent_ids else payload
                         notify_rows.append({"recipient": uid, "type": "new_message", "payload": p,
                                             "chat_id": req.chat_id, "message_id": mid, "created_at": now})
-                        notify_of.append((i, uid, p))
+                        notify_of.append((result, uid, p))
                 touched_users.update(req.others)
                 touched_users.add(req.sender_id)
             # A sender has read their chat up to their own newest message: what stays unread
@@ -332,19 +341,19 @@ class MessageWriter:
             _update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
                                 ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
             if notify_rows:
-                for nid, (i, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
-                    results[i].notifications.append((nid, uid, payload))
+                for nid, (result, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
+                    result.notifications.append((nid, uid, payload))
         for i, j in repeats:
-            results[i] = SendResult(results[j].message, False, [])
-        return results, touched_users
+            made[i] = SendResult(made[j].message, False, [])
+        return [made[i] for i in range(len(batch))], touched_users
 
     @staticmethod
-    def _store_each(batch: List[SendRequest]):
+    def _store_each(batch: List[SendRequest]) -> Tuple[List[Outcome], Set[int]]:
         """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
         db = Message._meta.database
-        results = []
-        touched_users = set()
-        seen: Dict[Tuple[int, str], SendResult] = {}
+        results: List[Outcome] = []
+        touched_users: Set[int] = set()
+        seen: Dict[Tuple[int, Optional[str]], SendResult] = {}
         for req in batch:
             try:
                 key = (req.sender_id, req.client_id)
@@ -373,7 +382,7 @@ class MessageWriter:
                                "sender_name": req.sender_name, "content": req.content,
                                "message_type": req.message_type, "client_id": req.client_id,
                                "created_at": iso(now)}
-                    stored = []
+                    stored: List[Tuple[int, int, str]] = []
                     if req.notify_ids:
                         payload = new_message_payload(message)
                         rows = [{"recipient": uid, "type": "new_message", "chat_id": req.chat_id, "message_id": mid,
@@ -436,8 +445,8 @@ class ChatService:
         self._left: Dict[Tuple[int, int], float] = {}  # (chat, user removed from it) -> monotonic time of removal
         self._kinds: Dict[int, str] = {}
         self._limiter = RateLimiter(rate_limit, rate_burst)
-        self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
-        self.writer.on_committed = self._publish_committed
+        self.writer = MessageWriter(dbx, self._publish_committed, lambda user_ids: hub.listening(NOTIFY, user_ids),
+                                    hub.metrics)
         self.preferences = preferences  # mutes and Do Not Disturb (issue 11)
         self.quota = quota  # messages per user and UTC day (issue 20)
         self.on_notified = on_notified  # the push offer of each new_message notification
@@ -811,7 +820,7 @@ class ChatService:
         others = [m for m in members if m != user_id]
         active = await self.hub.active_users(chat_id, others) if others else set()
         notify_ids = [m for m in others if m not in active]
-        silent_ids = frozenset()
+        silent_ids: FrozenSet[int] = frozenset()
         if notify_ids:
             notify_ids, silent_ids = await self._audience(chat_id, notify_ids)
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
@@ -834,7 +843,8 @@ class ChatService:
                 silent_ids.append(uid)
         return notify_ids, frozenset(silent_ids)
 
-    async def _publish_committed(self, batch: List[SendRequest], results, unread: Dict[int, str]) -> None:
+    async def _publish_committed(self, batch: List[SendRequest], results: Sequence[Outcome],
+                                 unread: Dict[int, str]) -> None:
         """After a commit: messages to chat streams, notifications and unread state to the others."""
         for req, res in zip(batch, results):
             if isinstance(res, Exception) or not res.created:
