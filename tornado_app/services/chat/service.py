@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optiona
 
 import peewee
 
-from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
+from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, tuples, utcnow
 from models.user import DELETED_NAME
 from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ...tasks import Batcher, spawn
@@ -672,7 +672,7 @@ class ChatService:
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
                          before: Optional[int] = None) -> List[dict]:
-        def load():
+        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[int, Message]]:
             q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
@@ -690,10 +690,10 @@ class ChatService:
                 q = q.limit(limit)
             chats = list(q.objects())
             ids = [c.id for c in chats]
-            members: Dict[int, list] = {i: [] for i in ids}
+            members: Dict[int, List[int]] = {i: [] for i in ids}
             if ids:
-                for cid, uid in ChatMember.select(ChatMember.chat, ChatMember.user).where(
-                        ChatMember.chat.in_(ids)).order_by(ChatMember.id).tuples():
+                for cid, uid in tuples(ChatMember.select(ChatMember.chat, ChatMember.user).where(
+                        ChatMember.chat.in_(ids)).order_by(ChatMember.id)):
                     members[cid].append(uid)
             last_ids = [c.last_message_id for c in chats if c.last_message_id]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}

@@ -16,6 +16,7 @@ from typing import List, Optional, Set, Tuple
 from models import Notification, NotificationState, User, is_postgres
 from ...errors import NotFound
 from ...tasks import Batcher
+from ..storage.db import DatabaseExecutor
 
 log = logging.getLogger("squall.publisher")
 
@@ -117,7 +118,7 @@ def store_batch(batch: List[tuple]) -> list:
 class PublishWriter:
     """``await store(user_ids | None, type, payload(s), created_at, recipients=None)`` → ids, group-committed."""
 
-    def __init__(self, dbx):
+    def __init__(self, dbx: DatabaseExecutor) -> None:
         self.dbx = dbx
         # Each item: (user_ids, type, payloads, created_at, recipients, hidden), as store_batch takes it.
         self._batcher: Batcher[tuple, List[int]] = Batcher(self._write, name="publisher.store",
