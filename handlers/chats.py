@@ -1,4 +1,4 @@
-"""Chats over HTTP: list, create, history, send, mark read, typing, unread counts."""
+"""Chats over HTTP: list, create, history, send, mark read, typing, unread counts, message search."""
 from tornado_app.errors import ValidationError
 
 from .base import BaseHandler, authenticated
@@ -94,6 +94,24 @@ class UnreadHandler(BaseHandler):
         self.send_json(await self.services.chat.unread(self.user_id))
 
 
+class SearchHandler(BaseHandler):
+    """GET /api/search."""
+
+    @authenticated
+    async def get(self):
+        """Messages of the caller's chats matching ``q``: ``?q=&chat_id=&limit=&cursor=``.
+
+        Best match first; ``limit`` 20 by default, at most 50; ``cursor`` is the previous
+        page's ``next_cursor``. 404 for a ``chat_id`` the caller is not a member of.
+        """
+        chat_id = self.int_argument("chat_id")
+        if chat_id is not None:
+            await self.services.chat.require_member(self.user_id, chat_id)
+        limit = self.int_argument("limit", 20, 1, 50)
+        self.send_json(await self.services.search.search(
+            self.user_id, self.get_query_argument("q", None), chat_id, limit, self.get_query_argument("cursor", None)))
+
+
 ROUTES = [
     (r"/api/chats", ChatsHandler),
     (r"/api/chats/([0-9]{1,18})", ChatHandler),
@@ -101,4 +119,5 @@ ROUTES = [
     (r"/api/chats/([0-9]{1,18})/read", ReadHandler),
     (r"/api/chats/([0-9]{1,18})/typing", TypingHandler),
     (r"/api/unread", UnreadHandler),
+    (r"/api/search", SearchHandler),
 ]

@@ -19,6 +19,10 @@ Versions:
        token), user.kind (builtin | external | system | deleted), user.avatar_url,
        user.disabled, user.revoked_at (tokens issued at or before it are refused);
        chat.external_key (unique, the idempotency key of a chat created by the service API).
+    7  message search: on SQLite an FTS5 index ``message_fts`` over message.content (external
+       content, kept in step by triggers on insert, update of content and delete); on
+       PostgreSQL a stored generated column message.search_vector (``to_tsvector('simple',
+       content)``) with a GIN index. Built for the existing messages.
 """
 from __future__ import annotations
 
@@ -199,6 +203,48 @@ def to_v6(db: peewee.Database) -> None:
         db.execute_sql('CREATE UNIQUE INDEX "chat_external_key" ON "chat" ("external_key")')
 
 
+def search_objects_v7(db: peewee.Database) -> None:
+    """The message search index of version 7 (idempotent); also run on a new database's tables.
+
+    SQLite: FTS5 with ``message`` as its external content, so the text is stored once; the
+    three triggers are how every writer keeps it in step (a send, an edit that rewrites the
+    content, a delete that erases it). ``unicode61`` folds case, not accents (``remove_diacritics 0``).
+    PostgreSQL: the ``simple`` configuration (lower case, no stemming, no stop words, accents
+    kept), like SQLite's tokenizer, so the two databases find the same words.
+    """
+    if isinstance(db, peewee.PostgresqlDatabase):
+        db.execute_sql(
+            'ALTER TABLE "message" ADD COLUMN IF NOT EXISTS "search_vector" tsvector '
+            "GENERATED ALWAYS AS (to_tsvector('simple', \"content\")) STORED")
+        db.execute_sql('CREATE INDEX IF NOT EXISTS "message_search_vector" ON "message" USING GIN ("search_vector")')
+        return
+    exists = db.execute_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'message_fts'").fetchone()
+    db.execute_sql(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS \"message_fts\" USING fts5(\"content\", content='message', "
+        "content_rowid='id', tokenize='unicode61 remove_diacritics 0')")
+    db.execute_sql(
+        'CREATE TRIGGER IF NOT EXISTS "message_fts_insert" AFTER INSERT ON "message" BEGIN '
+        'INSERT INTO "message_fts" ("rowid", "content") VALUES (new."id", new."content"); END')
+    db.execute_sql(
+        'CREATE TRIGGER IF NOT EXISTS "message_fts_delete" AFTER DELETE ON "message" BEGIN '
+        'INSERT INTO "message_fts" ("message_fts", "rowid", "content") VALUES (\'delete\', old."id", old."content"); END')
+    db.execute_sql(
+        'CREATE TRIGGER IF NOT EXISTS "message_fts_update" AFTER UPDATE OF "content" ON "message" BEGIN '
+        'INSERT INTO "message_fts" ("message_fts", "rowid", "content") VALUES (\'delete\', old."id", old."content"); '
+        'INSERT INTO "message_fts" ("rowid", "content") VALUES (new."id", new."content"); END')
+    if not exists:
+        db.execute_sql('INSERT INTO "message_fts" ("message_fts") VALUES (\'rebuild\')')
+
+
+def to_v7(db: peewee.Database) -> None:
+    """Version 6 → 7: the message search index (``search_objects_v7``), built for every stored message."""
+    search_objects_v7(db)
+
+
+# Objects the models cannot declare (virtual tables, triggers, generated columns), created
+# with a new database's tables; each is the frozen function of the version that added it.
+CREATE_EXTRAS = (search_objects_v7,)
+
 # version -> function migrating from version - 1; append, never edit a released one
 MIGRATIONS = {
     2: to_v2,
@@ -206,4 +252,5 @@ MIGRATIONS = {
     4: to_v4,
     5: to_v5,
     6: to_v6,
+    7: to_v7,
 }

@@ -7,7 +7,7 @@ import peewee
 
 from . import ALL_MODELS, Setting
 from .base import is_postgres
-from .migrations import MIGRATIONS
+from .migrations import CREATE_EXTRAS, MIGRATIONS
 
 log = logging.getLogger("squall.schema")
 
@@ -52,6 +52,8 @@ def _migrate(db: peewee.Database) -> int:
     if version == 0 and not db.table_exists("user"):
         with db.atomic():
             db.create_tables(ALL_MODELS, safe=True)
+            for create in CREATE_EXTRAS:
+                create(db)
             set_version(SCHEMA_VERSION)
         log.info("created schema version %d", SCHEMA_VERSION)
         return SCHEMA_VERSION

@@ -118,6 +118,7 @@ class Config:
     # User directory (issue 20): GET /api/users by "prefix" (2+ characters), "exact" username, or "off" (403)
     user_search: str = "prefix"
     user_searches_per_minute: int = 30  # GET /api/users per user (burst as large), then 429
+    message_searches_per_minute: int = 30  # GET /api/search per user (burst as large), then 429
     log_sql: bool = False  # log SQL statements (never their parameters) at debug level
     # Notification preferences and Web Push (issue 11)
     vapid_private_key: str = ""  # base64url P-256 key; empty: generated once and kept in the database
@@ -268,6 +269,8 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
     ("user_search", "USER_SEARCH", str,
      "GET /api/users: prefix (at least 2 characters), exact (a whole username) or off (403)"),
     ("user_searches_per_minute", "USER_SEARCHES_PER_MINUTE", int, "GET /api/users per user per minute (then 429)"),
+    ("message_searches_per_minute", "MESSAGE_SEARCHES_PER_MINUTE", int,
+     "GET /api/search (messages) per user per minute (then 429)"),
     # Notification preferences and Web Push (issue 11)
     ("vapid_private_key", "VAPID_PRIVATE_KEY", str,
      "Web Push VAPID private key (base64url, raw P-256); generated once and kept in the database if unset"),
@@ -400,6 +403,8 @@ def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] =
         raise SystemExit("--admin-sample-seconds must be positive")
     if config.user_search not in ("prefix", "exact", "off") or config.user_searches_per_minute < 1:
         raise SystemExit("--user-search must be prefix, exact or off, and --user-searches-per-minute at least 1")
+    if config.message_searches_per_minute < 1:
+        raise SystemExit("--message-searches-per-minute must be at least 1")
     if (config.push_threads < 1 or config.push_queue < 1 or config.push_queue_per_user < 1
             or config.max_push_subscriptions < 1):
         raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"

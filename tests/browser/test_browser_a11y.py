@@ -64,6 +64,12 @@ def new_chat_dialog(page, site, people):
     expect(page.locator("#selected-users .chip")).to_have_text(["Alice Chen"])
 
 
+def message_search(page, site, people):
+    page.fill("#message-search", "lunch")
+    expect(page.locator("#message-search-results .search-result mark")).to_have_text(["Lunch"])
+    expect(page.locator("#message-search-status")).to_have_text("1 message found")
+
+
 def open_drawer(page, site, people):
     page.click(".menu-btn")
     expect(page.locator("#side-nav")).to_have_class(re.compile(r"\bopen\b"))
@@ -114,6 +120,7 @@ STATES = [
     ("chat-list", True, "/chat", None, BOTH),
     ("conversation", True, "/chat/{with_alice}", someone_typing, BOTH),
     ("new-chat", True, "/chat", new_chat_dialog, BOTH),
+    ("message-search", True, "/chat", message_search, BOTH),
     ("test-page", True, "/test-notifications", probe_done, BOTH),
     ("settings", True, "/settings", settings_ready, BOTH),
     ("mute-menu", True, "/chat/{with_alice}", mute_menu, BOTH),

@@ -190,9 +190,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database)
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     version, columns, indexes = read_back(old_database)
-    assert version == 6 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 7 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -242,6 +242,12 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     assert status == 201
     status, chats = await api.call("GET", "/api/chats", token=token)
     assert {c["id"]: c["unread_count"] for c in chats["chats"]}[private_id] == 3
+    # version 7: the messages stored before the upgrade are found, and so is the new one
+    group_id = max(expected["message_ids"])
+    status, found = await api.call("GET", "/api/search?q=m3", token=token)
+    assert status == 200 and [r["id"] for r in found["results"]] == [expected["message_ids"][group_id][0]]
+    status, found = await api.call("GET", "/api/search?q=after", token=token)
+    assert status == 200 and [r["chat_id"] for r in found["results"]] == [private_id]
 
 
 def test_migrate_command_upgrades_and_is_idempotent(old_database, tmp_path):

@@ -18,7 +18,7 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .chat import ChatLimits, ChatService
+from .chat import ChatLimits, ChatService, MessageSearch
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
 from .delivery.control import ControlDispatch, ControlHandlers
@@ -58,6 +58,7 @@ class Services:
     push: PushService
     open_state: OpenStateBatcher  # the first state of new streams, batched
     directory: UserDirectory  # GET /api/users (issue 20)
+    search: MessageSearch  # GET /api/search (issue 25)
     service_api: ServiceApi  # /api/service/* (issue 22)
     listeners: HubListeners  # what the hub tells the services built on it (control messages, chat gate, gaps)
     # The product's tokens (--auth-mode external|both; issue 22). None in builtin mode, the
@@ -231,6 +232,7 @@ def build_services(config: Config) -> Services:
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
+                    search=MessageSearch(dbx, users, config.message_searches_per_minute),
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
                     listeners=HubListeners(control, chat.admitted, chat.forget_members),

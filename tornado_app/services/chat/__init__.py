@@ -4,9 +4,11 @@
   membership (cached, and dropped on every process when it changes).
 - ``MessageWriter``: the group commit (many sends, one transaction, acks after the commit).
 - ``ChatLimits``: the sizes and rates a chat allows.
+- ``MessageSearch``: ``GET /api/search``, each database's own full-text engine.
 
 Uses ``storage``, ``operations``, ``delivery`` and ``identity``.
 """
+from .search import MessageSearch
 from .service import ChatLimits, ChatService, MessageWriter
 
-__all__ = ["ChatLimits", "ChatService", "MessageWriter"]
+__all__ = ["ChatLimits", "ChatService", "MessageSearch", "MessageWriter"]

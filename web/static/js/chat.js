@@ -1,6 +1,7 @@
 // Messages: the chat list (live unread counts and last messages) and the conversation
 // (history with "load earlier", composer, typing indicator, read receipts), new private and
-// group chats by username search. /chat/<id> opens a chat; switching chats keeps the page.
+// group chats by username search, message search. /chat/<id> opens a chat; switching chats
+// keeps the page.
 
 import { api, ApiError } from "./api.js";
 import { avatar, el, icon, linkify, shortTime, untilTime } from "./dom.js";
@@ -10,6 +11,8 @@ import { ChatConnection } from "./realtime.js";
 const PAGE = 30;
 const TYPING_SHOW_MS = 4000;
 const TYPING_SEND_MS = 2500;
+const SEARCH_DELAY_MS = 250;  // after the last keystroke
+const SEARCH_MIN_CHARS = 2;
 
 const state = {
   me: null,
@@ -24,6 +27,8 @@ const state = {
   lastTypingSent: 0,
   fetching: new Set(),
   markedRead: new Map(),   // chat id -> highest message id this tab marked read
+  search: { q: "", cursor: null, timer: 0, seq: 0, results: [] },
+  found: null,             // message id to show once its chat is open (a search result)
 };
 
 const ui = {};
@@ -534,6 +539,101 @@ function buildDialog() {
   return dialog;
 }
 
+// Message search ---------------------------------------------------------------------------
+
+/** A search result's content: the server's segments, the words found in <mark> (text only). */
+function highlighted(segments) {
+  return segments.map((s) => (s.match ? el("mark", { text: s.text }) : document.createTextNode(s.text)));
+}
+
+function renderSearch(status) {
+  const searching = state.search.q.length >= SEARCH_MIN_CHARS;
+  ui.list.hidden = searching;
+  ui.searchResults.hidden = !searching;
+  ui.searchStatus.textContent = status || "";
+  ui.searchMore.hidden = !searching || !state.search.cursor;
+  if (!searching) return;
+  ui.searchResults.replaceChildren(...state.search.results.map((r) => {
+    const chat = state.chats.get(r.chat_id);
+    const where = chat ? chat.title : "Chat";
+    return el("li", {}, el("a", { class: "search-result", href: `/chat/${r.chat_id}`, dataset: { chatId: r.chat_id, messageId: r.id } },
+      el("span", { class: "chat-item-top" },
+        el("span", { class: "chat-title", text: where }),
+        el("span", { class: "chat-time", text: shortTime(r.created_at) })),
+      el("span", { class: "search-sender", text: r.sender_id === state.me.id ? "You" : r.sender_name }),
+      el("span", { class: "search-snippet" }, highlighted(r.highlight))));
+  }));
+}
+
+async function runSearch(more = false) {
+  const q = state.search.q;
+  const seq = ++state.search.seq;  // a newer query makes older answers stale
+  if (q.length < SEARCH_MIN_CHARS) { state.search.results = []; state.search.cursor = null; renderSearch(""); return; }
+  const params = new URLSearchParams({ q });
+  if (more && state.search.cursor) params.set("cursor", state.search.cursor);
+  renderSearch("Searching…");
+  try {
+    const page = await api("GET", `/api/search?${params}`);
+    if (seq !== state.search.seq) return;
+    state.search.results = more ? state.search.results.concat(page.results) : page.results;
+    state.search.cursor = page.next_cursor;
+    const n = state.search.results.length;
+    renderSearch(n ? `${n}${page.next_cursor ? "+" : ""} message${n === 1 ? "" : "s"} found` : "No messages found");
+  } catch (err) {
+    if (seq !== state.search.seq) return;
+    const code = err instanceof ApiError ? err.code : "";
+    state.search.results = [];
+    state.search.cursor = null;
+    renderSearch(code === "rate_limited" ? "Too many searches: wait a moment."
+      : code === "invalid_query" ? "Type letters or digits to search for."
+        : err instanceof ApiError ? err.message : "Search failed: check your connection.");
+  }
+}
+
+function onSearchInput() {
+  state.search.q = ui.searchInput.value.trim();
+  clearTimeout(state.search.timer);
+  if (state.search.q.length < SEARCH_MIN_CHARS) { runSearch(); return; }
+  state.search.timer = setTimeout(() => runSearch(), SEARCH_DELAY_MS);
+}
+
+function clearSearch() {
+  ui.searchInput.value = "";
+  onSearchInput();
+}
+
+/** Once a chat is open, bring the message a search found into view (if it is in the loaded history). */
+function showFound() {
+  if (!state.found) return;
+  const node = ui.messages.querySelector(`.msg[data-message-id="${state.found}"]`);
+  state.found = null;
+  if (!node) return;
+  node.classList.add("found");
+  node.scrollIntoView({ block: "center" });
+}
+
+function buildSearch() {
+  ui.searchInput = el("input", { type: "search", id: "message-search", placeholder: "Search messages", autocomplete: "off",
+    maxlength: 200, "aria-describedby": "message-search-status", "aria-controls": "message-search-results", oninput: onSearchInput });
+  ui.searchInput.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && ui.searchInput.value) { e.preventDefault(); clearSearch(); }
+  });
+  ui.searchStatus = el("p", { class: "search-status small muted", id: "message-search-status", role: "status" });
+  ui.searchResults = el("ul", { class: "chat-list search-results", id: "message-search-results", "aria-label": "Search results", hidden: true });
+  ui.searchMore = el("button", { class: "btn btn-ghost search-more", type: "button", id: "message-search-more", hidden: true,
+    text: "More results", onclick: () => runSearch(true) });
+  ui.searchResults.addEventListener("click", (e) => {
+    const a = e.target.closest("a.search-result");
+    if (!a || e.metaKey || e.ctrlKey || e.shiftKey) return;
+    e.preventDefault();
+    state.found = Number(a.dataset.messageId);
+    openChat(Number(a.dataset.chatId)).then(showFound);
+  });
+  const form = el("form", { class: "chat-search", role: "search", onsubmit: (e) => { e.preventDefault(); clearTimeout(state.search.timer); runSearch(); } },
+    el("label", { for: "message-search", class: "sr-only", text: "Search messages" }), ui.searchInput);
+  return [form, ui.searchStatus, ui.searchResults, ui.searchMore];
+}
+
 // Page -------------------------------------------------------------------------------------
 
 function build() {
@@ -573,7 +673,7 @@ function build() {
   ui.conversation = el("section", { class: "conversation", id: "conversation" }, ui.empty, ui.active);
   ui.layout = el("div", { class: "chat-layout" },
     el("aside", { class: "chat-sidebar" },
-      el("div", { class: "sidebar-head" }, el("h1", { text: "Messages" }), newChat), ui.list),
+      el("div", { class: "sidebar-head" }, el("h1", { text: "Messages" }), newChat), buildSearch(), ui.list),
     ui.conversation);
   document.getElementById("main").append(ui.layout, ui.dialog);
 }
