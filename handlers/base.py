@@ -172,6 +172,18 @@ class ServicesMixin(HandlerMixinBase):
     accepts_ticket = False
 
     @property
+    def authenticated_user_id(self) -> int:
+        """``user_id`` once the caller is authenticated (``authenticate``, ``require_known_user``).
+
+        Raises Unauthorized before that, which a handler reached through ``@authenticated``
+        or a stream's ``prepare`` never sees.
+        """
+        user_id = self.user_id
+        if user_id is None:
+            raise Unauthorized("Authentication required: send a bearer token", "unauthorized")
+        return user_id
+
+    @property
     def services(self) -> Services:
         """The process's services container."""
         return self.application.settings["services"]
