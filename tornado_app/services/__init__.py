@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import peewee
 import tornado.ioloop
@@ -29,6 +29,9 @@ from .integration import ServiceApi
 from .operations import MessageQuota, Metrics, MetricsHub, Monitor, ReadLimit
 from .outbound import PushService
 from .storage import DatabaseExecutor
+
+if TYPE_CHECKING:  # the server is built on these services (application.make_http_server)
+    from ..httpserver import SquallHTTPServer
 
 log = logging.getLogger("squall.services")
 
@@ -65,7 +68,7 @@ class Services:
     # default: then no token is external and nothing is verified against the product's keys.
     external: Optional[ExternalAuth] = None
     # The SquallHTTPServer serving these services: None until a server (run.py, a test fixture) starts.
-    http_server: Optional[object] = None
+    http_server: Optional[SquallHTTPServer] = None
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
