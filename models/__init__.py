@@ -4,14 +4,15 @@ from .chat import GROUP, PRIVATE, Chat, ChatMember, Message
 from .notification import Notification, NotificationState, Setting
 from .preferences import PushSubscription, UserPreference
 from .session import RefreshToken
+from .upload import Upload
 from .user import User, new_token_version, username_key
 
 ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, Setting, RefreshToken,
-              UserPreference, PushSubscription]
+              UserPreference, PushSubscription, Upload]
 
 __all__ = [
     "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "tuples", "utcnow",
     "GROUP", "PRIVATE", "Chat", "ChatMember", "Message", "Notification", "NotificationState",
-    "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "new_token_version", "username_key",
+    "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "Upload", "new_token_version", "username_key",
     "ALL_MODELS",
 ]

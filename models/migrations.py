@@ -23,6 +23,9 @@ Versions:
        content, kept in step by triggers on insert, update of content and delete); on
        PostgreSQL a stored generated column message.search_vector (``to_tsvector('simple',
        content)``) with a GIN index. Built for the existing messages.
+    8  attachments: table ``upload`` (random text id, owner, size, content type, sanitized
+       filename, image width/height, thumbnail key, created_at; message and chat once a send
+       lists it), indexed for quota sums, history pages and the orphan sweep.
 """
 from __future__ import annotations
 
@@ -241,6 +244,48 @@ def to_v7(db: peewee.Database) -> None:
     search_objects_v7(db)
 
 
+def to_v8(db: peewee.Database) -> None:
+    """Version 7 → 8: the ``upload`` table (frozen here)."""
+
+    class UserV8(peewee.Model):
+        # only what the foreign keys need of "user", "chat" and "message"
+        class Meta:
+            database = db
+            table_name = "user"
+
+    class ChatV8(peewee.Model):
+        class Meta:
+            database = db
+            table_name = "chat"
+
+    class MessageV8(peewee.Model):
+        id = peewee.BigAutoField()
+
+        class Meta:
+            database = db
+            table_name = "message"
+
+    class UploadV8(peewee.Model):
+        id = peewee.CharField(max_length=32, primary_key=True)
+        owner = peewee.ForeignKeyField(UserV8, on_delete="CASCADE")
+        size = peewee.BigIntegerField()
+        content_type = peewee.CharField(max_length=64)
+        filename = peewee.CharField(max_length=255)
+        width = peewee.IntegerField(null=True)
+        height = peewee.IntegerField(null=True)
+        thumbnail_key = peewee.CharField(max_length=64, null=True)
+        created_at = peewee.DateTimeField()
+        message = peewee.ForeignKeyField(MessageV8, null=True, on_delete="CASCADE")
+        chat = peewee.ForeignKeyField(ChatV8, null=True, on_delete="CASCADE")
+
+        class Meta:
+            database = db
+            table_name = "upload"
+            indexes = ((("owner", "created_at"), False), (("message",), False), (("created_at",), False))
+
+    db.create_tables([UploadV8], safe=True)
+
+
 # Objects the models cannot declare (virtual tables, triggers, generated columns), created
 # with a new database's tables; each is the frozen function of the version that added it.
 CREATE_EXTRAS = (search_objects_v7,)
@@ -253,4 +298,5 @@ MIGRATIONS = {
     5: to_v5,
     6: to_v6,
     7: to_v7,
+    8: to_v8,
 }

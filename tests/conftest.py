@@ -112,7 +112,8 @@ def config(database_url, tmp_path, config_overrides):
                   registrations_per_address_per_minute=100_000, hash_per_address=64, hash_queue=256,
                   logins_per_address_per_minute=100_000, refreshes_per_address_per_minute=100_000,
                   refreshes_per_session_per_minute=100_000,
-                  max_handshakes_per_second=10_000, handshake_burst=10_000)
+                  max_handshakes_per_second=10_000, handshake_burst=10_000,
+                  upload_dir=str(tmp_path / "uploads"))
     values.update(config_overrides)
     return Config(**values)
 

@@ -102,6 +102,7 @@ def make_http_server(services: Services, app: tornado.web.Application) -> Squall
                               max_connections_per_address=config.max_connections_per_address,
                               trusted_proxies=config.trusted_proxies, cors=app.settings.get("cors"),
                               max_body_bytes=config.max_body_bytes, header_timeout=config.header_timeout,
+                              large_bodies={"/api/uploads": (config.max_upload_bytes, "upload_too_large")},
                               idle_timeout=config.idle_timeout, body_timeout=config.body_timeout)
     services.http_server = server
     return server

@@ -119,6 +119,13 @@ class Config:
     user_search: str = "prefix"
     user_searches_per_minute: int = 30  # GET /api/users per user (burst as large), then 429
     message_searches_per_minute: int = 30  # GET /api/search per user (burst as large), then 429
+    # Attachments (issue 25)
+    upload_dir: str = "./uploads"  # where uploaded files are stored (local disk store)
+    max_upload_bytes: int = 25 * 1024 * 1024  # one upload, then 413 upload_too_large
+    upload_quota_bytes: int = 1024 * 1024 * 1024  # all of a user's stored uploads, then 413 upload_quota_exceeded
+    upload_url_ttl: int = 300  # seconds a signed file link works
+    orphan_upload_ttl: float = 24 * 3600.0  # seconds an upload no message lists is kept
+    upload_timeout: float = 600.0  # seconds an upload's body may take (--body-timeout for everything else)
     log_sql: bool = False  # log SQL statements (never their parameters) at debug level
     # Notification preferences and Web Push (issue 11)
     vapid_private_key: str = ""  # base64url P-256 key; empty: generated once and kept in the database
@@ -271,6 +278,15 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
     ("user_searches_per_minute", "USER_SEARCHES_PER_MINUTE", int, "GET /api/users per user per minute (then 429)"),
     ("message_searches_per_minute", "MESSAGE_SEARCHES_PER_MINUTE", int,
      "GET /api/search (messages) per user per minute (then 429)"),
+    # Attachments (issue 25)
+    ("upload_dir", "UPLOAD_DIR", str, "directory of uploaded files (made on first upload)"),
+    ("max_upload_bytes", "MAX_UPLOAD_BYTES", int, "largest upload (POST /api/uploads), then 413 upload_too_large"),
+    ("upload_quota_bytes", "UPLOAD_QUOTA_BYTES", int,
+     "bytes of stored uploads per user, then 413 upload_quota_exceeded"),
+    ("upload_url_ttl", "UPLOAD_URL_TTL", int, "seconds a signed file link (GET /api/uploads/{id}/link) works"),
+    ("orphan_upload_ttl", "ORPHAN_UPLOAD_TTL", float,
+     "seconds an upload that no message lists is kept before it is deleted"),
+    ("upload_timeout", "UPLOAD_TIMEOUT", float, "seconds the body of one upload may take to arrive"),
     # Notification preferences and Web Push (issue 11)
     ("vapid_private_key", "VAPID_PRIVATE_KEY", str,
      "Web Push VAPID private key (base64url, raw P-256); generated once and kept in the database if unset"),
@@ -405,6 +421,10 @@ def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] =
         raise SystemExit("--user-search must be prefix, exact or off, and --user-searches-per-minute at least 1")
     if config.message_searches_per_minute < 1:
         raise SystemExit("--message-searches-per-minute must be at least 1")
+    if (config.max_upload_bytes < 1 or config.upload_quota_bytes < 1 or config.upload_url_ttl < 1
+            or config.orphan_upload_ttl <= 0 or config.upload_timeout <= 0 or not config.upload_dir):
+        raise SystemExit("--max-upload-bytes, --upload-quota-bytes and --upload-url-ttl must be at least 1, "
+                         "--orphan-upload-ttl and --upload-timeout positive, --upload-dir not empty")
     if (config.push_threads < 1 or config.push_queue < 1 or config.push_queue_per_user < 1
             or config.max_push_subscriptions < 1):
         raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"

@@ -19,7 +19,8 @@ subclass adds, per process:
   streams are counted per forwarded address at request time (services/delivery/admission.py);
 - ``413 payload_too_large`` in the JSON error shape for a body over ``max_body_bytes``, with
   a ``Content-Length`` or chunked, answered as soon as the limit is passed, then the
-  connection closes (the rest of the body is never read);
+  connection closes (the rest of the body is never read); the few paths in ``large_bodies``
+  (``POST /api/uploads``, streamed to disk by its handler) have their own limit and code;
 - an accept loop that backs off when ``accept`` fails for lack of descriptors and logs
   that at most once per 10 s, with a count.
 """
@@ -176,6 +177,9 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
     # what a page on an allowed origin needs to read our own refusals; a class default, set on
     # the instance only when CORS is on (one attribute less on every request's guard)
     cors_headers: tuple = ()
+    # the body limit of a path in ``server.large_bodies`` (set on the instance for those only)
+    limit: Optional[int] = None
+    code = "payload_too_large"
 
     def __init__(self, server: "SquallHTTPServer", server_conn, request_conn, inner):
         self.server, self.server_conn, self.request_conn, self.inner = server, server_conn, request_conn, inner
@@ -193,6 +197,11 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
             return self.refuse(503, "Service Unavailable", "server_busy",
                                "The server is at its connection limit; retry later", busy_retry_after(), has_body)
         limit = server.max_body_bytes
+        large = server.large_bodies.get(path)
+        if large is not None:  # a route that streams its body (uploads): its own limit
+            limit, self.code = large
+            self.limit = limit
+            self.request_conn.set_max_body_size(limit)
         length = headers.get("Content-Length")
         if length is not None:
             try:
@@ -200,7 +209,7 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
             except ValueError:
                 too_big = False  # Tornado answers the malformed header itself
             if too_big:
-                return self.refuse(413, "Payload Too Large", "payload_too_large",
+                return self.refuse(413, "Payload Too Large", self.code,
                                    f"The request body is over {limit} bytes")
         elif "Transfer-Encoding" in headers:
             # Count the chunks here: Tornado's own check would answer an empty 400.
@@ -227,10 +236,10 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         if self.refused:
             return None
         self.received += len(chunk)
-        if self.received > self.server.max_body_bytes:
+        limit = self.server.max_body_bytes if self.limit is None else self.limit
+        if self.received > limit:
             self.inner.on_connection_close()
-            return self.refuse(413, "Payload Too Large", "payload_too_large",
-                               f"The request body is over {self.server.max_body_bytes} bytes")
+            return self.refuse(413, "Payload Too Large", self.code, f"The request body is over {limit} bytes")
         return self.inner.data_received(chunk)
 
     def finish(self):
@@ -251,7 +260,8 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
     # server's own options beside HTTPServer's, which its typed signature cannot say.
     def initialize(self, request_callback, *, max_connections: int, max_body_bytes: int,  # type: ignore[override]
                    header_timeout: float, idle_timeout: float, body_timeout: float,
-                   max_connections_per_address: int = 0, trusted_proxies=(), cors=None, **kwargs):
+                   max_connections_per_address: int = 0, trusted_proxies=(), cors=None,
+                   large_bodies: Optional[dict] = None, **kwargs):
         super().initialize(request_callback, idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
                            max_body_size=max_body_bytes, **kwargs)
         self.max_connections = max_connections
@@ -260,6 +270,8 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
         self.proxies = TrustedProxies(trusted_proxies)
         self.per_address: "dict[str, int]" = {}  # address key -> open connections (trusted proxies not counted)
         self.max_body_bytes = max_body_bytes
+        # path -> (body limit, error code) for routes that stream large bodies to disk
+        self.large_bodies: "dict[str, tuple[int, str]]" = dict(large_bodies or {})
         self.open_connections = 0
         # Connections waiting for request headers, oldest first (the ones to shed at the cap).
         self.waiting: "OrderedDict[HTTP1ServerConnection, None]" = OrderedDict()

@@ -115,6 +115,11 @@ def _worktrees() -> str:
                           text=True, check=True).stdout
 
 
+def temporary_checkouts() -> set:
+    """The temporary checkouts of ``bench compare`` runs now on this machine."""
+    return {line for line in _worktrees().splitlines() if "squall-compare-" in line}
+
+
 def test_bench_compare_tiny_against_head(tmp_path):
     """``compare --ref HEAD --tiny``: both trees measured, interleaved, figures and verdicts stored and rendered."""
     from bench.compare import FIGURES, SIDES
@@ -122,10 +127,11 @@ def test_bench_compare_tiny_against_head(tmp_path):
     (tmp_path / "bench-results.json").write_text(json.dumps({"notes": "an earlier run, kept"}))
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
+    before = temporary_checkouts()  # another comparison running on this machine keeps its own
     proc = _bench(["compare", "--ref", "HEAD", "--tiny", "--size", "events=8", "--notes", "tiny, in the test"],
                   tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "squall-compare-" not in _worktrees()  # the temporary checkout is gone
+    assert temporary_checkouts() <= before  # the temporary checkout of this run is gone
     doc = json.loads((tmp_path / "bench-results.json").read_text())
     assert doc["notes"] == "an earlier run, kept"
     c = doc["compare"]
@@ -196,11 +202,12 @@ def test_bench_compare_ref_that_cannot_serve(tmp_path):
     blob = _git("hash-object", "-w", "--stdin", stdin='import sys\nsys.exit("run.py: error: unrecognized arguments")\n')
     tree = _git("mktree", stdin=f"100644 blob {blob}\trun.py\n")
     commit = _git("commit-tree", tree, "-m", "a run.py that serves nothing")
+    before = temporary_checkouts()
     proc = _bench(["compare", "--ref", commit, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "python -m bench compare: failed: before exited with 1" in proc.stderr
     assert "run.py: error: unrecognized arguments" in proc.stderr and "must accept the options" in proc.stderr
-    assert "squall-compare-" not in _worktrees()
+    assert temporary_checkouts() <= before
     assert not (tmp_path / "bench-results.json").exists()
 
 

@@ -203,7 +203,9 @@ def test_the_documents_have_curl_examples():
 @pytest.mark.parametrize("doc", [d for d in DOCUMENTS if curl_blocks(d)])
 def test_curl_examples_run_as_written(doc, server_factory, tmp_path):
     """Each document's curl blocks, in order, in one bash session against a fresh server."""
-    server = server_factory(SERVICE_TOKEN=SERVICE_TOKEN, DATABASE_URL=f"sqlite:///{tmp_path}/docs.db")
+    # uploads of the examples go to the test's folder, not the project's ./uploads
+    server = server_factory(SERVICE_TOKEN=SERVICE_TOKEN, DATABASE_URL=f"sqlite:///{tmp_path}/docs.db",
+                            UPLOAD_DIR=str(tmp_path / "uploads"))
     env = dict(os.environ)
     env.update(DOCTEST_DIR=str(tmp_path), DOCTEST_MAX_TIME="30",
                DOCTEST_FOREGROUND_STREAM=str(FOREGROUND_STREAM_SECONDS),

@@ -183,16 +183,16 @@ def read_back(url: str):
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_server_start_migrates_v1_database_with_data_intact(old_database, server_factory):
+async def test_server_start_migrates_v1_database_with_data_intact(old_database, server_factory, tmp_path):
     from tests.support.clients import ApiClient
     expected = build_v1(old_database)
     assert read_back(old_database)[0] == 1
-    server = server_factory("--database-url", old_database)
+    server = server_factory("--database-url", old_database, "--upload-dir", str(tmp_path / "uploads"))
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 7
+    assert SCHEMA_VERSION == 8
     version, columns, indexes = read_back(old_database)
-    assert version == 7 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 8 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -248,6 +248,13 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     assert status == 200 and [r["id"] for r in found["results"]] == [expected["message_ids"][group_id][0]]
     status, found = await api.call("GET", "/api/search?q=after", token=token)
     assert status == 200 and [r["chat_id"] for r in found["results"]] == [private_id]
+    # version 8: the upload table; a file is uploaded and attached to a message in a migrated chat
+    status, up = await api.call("POST", "/api/uploads?filename=n.txt", raw=b"notes", token=token,
+                                headers={"Content-Type": "application/octet-stream"})
+    assert status == 201, up
+    status, sent = await api.call("POST", f"/api/chats/{private_id}/messages",
+                                  {"content": "", "attachments": [up["id"]]}, token=token)
+    assert status == 201 and sent["message"]["attachments"][0]["id"] == up["id"]
 
 
 def test_migrate_command_upgrades_and_is_idempotent(old_database, tmp_path):

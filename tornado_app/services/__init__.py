@@ -18,7 +18,7 @@ from models import init_db
 from models.schema import migrate
 from ..config import Config
 from ..tasks import spawn
-from .chat import ChatLimits, ChatService, MessageSearch
+from .chat import ChatLimits, ChatService, LocalUploadStore, MessageSearch, UploadLimits, UploadService
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
 from .delivery.control import ControlDispatch, ControlHandlers
@@ -62,6 +62,7 @@ class Services:
     open_state: OpenStateBatcher  # the first state of new streams, batched
     directory: UserDirectory  # GET /api/users (issue 20)
     search: MessageSearch  # GET /api/search (issue 25)
+    uploads: UploadService  # attachments (issue 25)
     service_api: ServiceApi  # /api/service/* (issue 22)
     listeners: HubListeners  # what the hub tells the services built on it (control messages, chat gate, gaps)
     # The product's tokens (--auth-mode external|both; issue 22). None in builtin mode, the
@@ -89,6 +90,7 @@ class Services:
         await self.push.start()
         await self.hub.start(self.listeners)
         self.chat.start()
+        self.uploads.start()
         self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
@@ -166,6 +168,7 @@ class Services:
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
+        self.uploads.close()
         try:
             await self.hub.stop()
         except Exception:
@@ -205,8 +208,12 @@ def build_services(config: Config) -> Services:
     push = PushService(config, dbx, hub, preferences, metrics)
     notifications = NotificationService(dbx, hub, preferences, push.offer, config.replay_limit,
                                         config.notification_retention_days, config.test_notifications_per_minute)
-    chat = ChatService(dbx, hub, users, notifications, preferences, MessageQuota(dbx, config.messages_per_user_per_day),
-                       push.offer, config.max_message_length, config.rate_limit_per_second, config.rate_limit_burst,
+    uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
+        config.max_upload_bytes, config.upload_quota_bytes, config.upload_url_ttl, config.orphan_upload_ttl,
+        timeout=config.upload_timeout))
+    chat = ChatService(dbx, hub, users, notifications, preferences,
+                       MessageQuota(dbx, config.messages_per_user_per_day), uploads, push.offer,
+                       config.max_message_length, config.rate_limit_per_second, config.rate_limit_burst,
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
                                   config.mark_read_interval))
     # Every control message between processes, to the one service that applies it (Hub.start)
@@ -235,7 +242,7 @@ def build_services(config: Config) -> Services:
                     preferences=preferences, push=push,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
-                    search=MessageSearch(dbx, users, config.message_searches_per_minute),
+                    search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=uploads,
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
                     listeners=HubListeners(control, chat.admitted, chat.forget_members),

@@ -34,6 +34,7 @@ from ..delivery.preferences import PreferenceService, mute_state_of
 from ..operations.usage import MessageQuota
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
+from .uploads import AttachmentTaken, UploadService
 
 log = logging.getLogger("squall.chat")
 
@@ -44,11 +45,14 @@ MAX_BATCH = 512
 LEFT_MEMORY = 600.0
 
 
-def message_dict(m: Message, sender_name: str) -> dict:
-    """The public shape of a message."""
-    return {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
-            "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
-            "created_at": iso(m.created_at)}
+def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]] = None) -> dict:
+    """The public shape of a message (``attachments`` only when it has any)."""
+    out = {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
+           "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
+           "created_at": iso(m.created_at)}
+    if attachments:
+        out["attachments"] = attachments
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class SendRequest:
     exclude: Optional[str] = None  # the sending connection: it gets an ack instead
     accepted_at: float = 0.0  # time.time() when queued: send -> commit and send -> delivery latency
     silent_ids: frozenset = frozenset()  # of notify_ids: in Do Not Disturb, their notification is silent
+    # Upload ids attached in the message's transaction, and their public shape (checked before queueing)
+    attachments: Tuple[str, ...] = ()
+    attachment_info: Tuple[dict, ...] = ()
 
 
 @dataclass
@@ -174,6 +181,11 @@ def _param_order(model, fields, sql: str) -> List[str]:
     """The ``fields`` in the order their columns appear in an INSERT statement's column list."""
     columns = sql[sql.index("(") + 1:sql.index(")")]
     return sorted(fields, key=lambda f: columns.index('"%s"' % getattr(model, f).column_name))
+
+
+def _stored_message(m: Message, sender_name: str) -> dict:
+    """A message already stored (a resend's answer), with its attachments (writer thread; rare)."""
+    return message_dict(m, sender_name, UploadService.attachments_of([m.id]).get(m.id))
 
 
 class MessageWriter:
@@ -310,6 +322,9 @@ class MessageWriter:
                            "sender_name": req.sender_name, "content": req.content,
                            "message_type": req.message_type, "client_id": req.client_id,
                            "created_at": created_at}
+                if req.attachments:  # rare: the fast path costs one truth test
+                    UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
+                    message["attachments"] = list(req.attachment_info)
                 result = made[i] = SendResult(message, True, [])
                 if req.notify_ids:
                     payload = new_message_payload(message)
@@ -365,9 +380,9 @@ class MessageWriter:
                     existing = Message.get_or_none((Message.sender == req.sender_id)
                                                    & (Message.client_id == req.client_id))
                     if existing is not None:
-                        results.append(SendResult(message_dict(existing, req.sender_name), False, []))
+                        results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
                         continue
-                with db.atomic():
+                with db.atomic():  # AttachmentTaken raised inside rolls this send back alone
                     now = utcnow()
                     mid = Message.insert(chat=req.chat_id, sender=req.sender_id, content=req.content,
                                          message_type=req.message_type, client_id=req.client_id,
@@ -382,6 +397,9 @@ class MessageWriter:
                                "sender_name": req.sender_name, "content": req.content,
                                "message_type": req.message_type, "client_id": req.client_id,
                                "created_at": iso(now)}
+                    if req.attachments:
+                        UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
+                        message["attachments"] = list(req.attachment_info)
                     stored: List[Tuple[int, int, str]] = []
                     if req.notify_ids:
                         payload = new_message_payload(message)
@@ -397,6 +415,8 @@ class MessageWriter:
                 touched_users.update(req.others)
                 touched_users.add(req.sender_id)
                 results.append(result)
+            except AttachmentTaken as exc:
+                results.append(exc)
             except peewee.IntegrityError:
                 # another process stored the same (sender, client_id) first; without a
                 # client_id there is no such twin (``client_id == None`` would match any
@@ -404,7 +424,7 @@ class MessageWriter:
                 existing = None if req.client_id is None else Message.get_or_none(
                     (Message.sender == req.sender_id) & (Message.client_id == req.client_id))
                 if existing is not None:
-                    results.append(SendResult(message_dict(existing, req.sender_name), False, []))
+                    results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
                 elif not Chat.select().where(Chat.id == req.chat_id).exists():
                     results.append(NotFound("The chat no longer exists", "chat_not_found"))
                 else:
@@ -426,7 +446,8 @@ class ChatService:
     """Chats, messages, read state and typing for every transport."""
 
     def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService, notifications: NotificationService,
-                 preferences: PreferenceService, quota: MessageQuota, on_notified: Notified,
+                 preferences: PreferenceService, quota: MessageQuota, uploads: UploadService,
+                 on_notified: Notified,
                  max_message_length: int = 4000,
                  rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits()):
         self.dbx = dbx
@@ -450,6 +471,7 @@ class ChatService:
         self.preferences = preferences  # mutes and Do Not Disturb (issue 11)
         self.quota = quota  # messages per user and UTC day (issue 20)
         self.on_notified = on_notified  # the push offer of each new_message notification
+        self.uploads = uploads  # attachments (issue 25)
 
     def start(self) -> None:
         """Start the group-commit writer."""
@@ -672,7 +694,7 @@ class ChatService:
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
                          before: Optional[int] = None) -> List[dict]:
-        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[int, Message]]:
+        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[int, Message], Dict[int, List[dict]]]:
             q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
@@ -697,10 +719,10 @@ class ChatService:
                     members[cid].append(uid)
             last_ids = [c.last_message_id for c in chats if c.last_message_id]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            return chats, members, last
+            return chats, members, last, UploadService.attachments_of(last)
 
         epoch = self._members_epoch
-        chats, members, last = await self.dbx.read(load)
+        chats, members, last, files = await self.dbx.read(load)
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
@@ -717,7 +739,8 @@ class ChatService:
             lm = last.get(c.last_message_id)
             out.append({
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
-                "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", "")) if lm else None,
+                "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", ""),
+                                             files.get(lm.id)) if lm else None,
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
                 **mute_state_of(c.muted_until),
             })
@@ -737,20 +760,25 @@ class ChatService:
             q = Message.select().where(Message.chat == chat_id).order_by(Message.id.desc()).limit(limit)
             if before_id is not None:
                 q = q.where(Message.id < before_id)
-            return list(q)[::-1]
+            rows = list(q)[::-1]
+            return rows, UploadService.attachments_of(m.id for m in rows)
 
-        rows = await self.dbx.read(load)
+        rows, files = await self.dbx.read(load)
         people = await self.users.get_many({m.sender_id for m in rows})
-        return [message_dict(m, people.get(m.sender_id, {}).get("display_name", "")) for m in rows]
+        return [message_dict(m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id)) for m in rows]
 
-    def validate_message(self, body: dict) -> Tuple[str, str, Optional[str]]:
-        """``(content, message_type, client_id)`` from a send request. Raises ValidationError."""
-        content = body.get("content")
+    def validate_message(self, body: dict, attached: bool = False) -> Tuple[str, str, Optional[str]]:
+        """``(content, message_type, client_id)`` from a send request. Raises ValidationError.
+
+        ``attached``: the send lists attachments, so its content may be empty (a photo without
+        a caption); it defaults to "".
+        """
+        content = body.get("content", "" if attached else None)
         message_type = body.get("message_type", "text_message")
         client_id = body.get("client_id")
         if not isinstance(content, str):
             raise ValidationError("'content' must be a string", "invalid_content")
-        if not content.strip():
+        if not attached and not content.strip():
             raise ValidationError("'content' must not be empty", "empty_content")
         if len(content) > self.max_message_length:
             raise ValidationError(f"'content' is longer than {self.max_message_length} characters",
@@ -768,22 +796,32 @@ class ChatService:
         ``recipient_id`` (private chat, found or created). Returns once committed; a repeated
         ``client_id`` returns the message stored the first time. ``exclude_conn`` is the
         sending connection, which gets an ack instead of the ``message`` event.
-        Raises ValidationError, NotFound, Forbidden, RateLimited (``rate_limited``, or
-        ``quota_exceeded`` past the daily quota), Unavailable.
+        ``attachments`` (optional) lists upload ids of the sender's, not attached yet, at
+        most ``UploadLimits.max_attachments``; they are attached in the message's transaction.
+        Raises ValidationError (``invalid_attachments``, ``too_many_attachments``,
+        ``attachment_not_found``, ``attachment_already_used`` among them), NotFound, Forbidden,
+        RateLimited (``rate_limited``, or ``quota_exceeded`` past the daily quota), Unavailable.
         """
-        content, message_type, client_id = self.validate_message(body)
+        raw_attachments = body.get("attachments")
+        attachments: Tuple[str, ...] = ()
+        if raw_attachments is not None and raw_attachments != []:
+            attachments = tuple(self.uploads.validate_ids(raw_attachments))
+        content, message_type, client_id = self.validate_message(body, bool(attachments))
         chat_id, recipient_id = body.get("chat_id"), body.get("recipient_id")
         if (chat_id is None) == (recipient_id is None):
             raise ValidationError("give either 'chat_id' or 'recipient_id'")
         if not self._limiter.allow(user_id):
             raise RateLimited("You are sending messages too fast; slow down",
                               retry_after=self._limiter.retry_after(user_id))
+        info: Tuple[dict, ...] = ()
+        if attachments:
+            info = tuple(await self.uploads.check_attachable(user_id, attachments, client_id))
         quota = self.quota
         await quota.reserve(user_id)  # O(1) but for a user's first send of the day
         created = False
         try:
             result = await self._send(user_id, chat_id, recipient_id, content, message_type, client_id,
-                                      exclude_conn)
+                                      exclude_conn, attachments, info)
             created = result.created
         finally:
             if not created:
@@ -791,12 +829,14 @@ class ChatService:
         return result.message
 
     async def _send(self, user_id: int, chat_id, recipient_id, content: str, message_type: str,
-                    client_id: Optional[str], exclude_conn: Optional[str]) -> SendResult:
+                    client_id: Optional[str], exclude_conn: Optional[str], attachments: Tuple[str, ...] = (),
+                    info: Tuple[dict, ...] = ()) -> SendResult:
         """The validated part of ``send_message``: chat, audience, group commit."""
         if recipient_id is not None:
             chat_id = (await self.open_private_chat(user_id, recipient_id))["id"]
         members = await self.require_member(user_id, chat_id)
-        return await self._submit(user_id, chat_id, members, content, message_type, client_id, exclude_conn)
+        return await self._submit(user_id, chat_id, members, content, message_type, client_id, exclude_conn,
+                                  attachments, info)
 
     async def post(self, sender_id: int, chat_id: int, body: dict, member_only: bool = True) -> SendResult:
         """Store and deliver a message of the service API (issue 22): as a member, or as the system.
@@ -814,7 +854,8 @@ class ChatService:
         return await self._submit(sender_id, chat_id, members, content, message_type, client_id, None)
 
     async def _submit(self, user_id: int, chat_id: int, members, content: str, message_type: str,
-                      client_id: Optional[str], exclude_conn: Optional[str]) -> SendResult:
+                      client_id: Optional[str], exclude_conn: Optional[str], attachments: Tuple[str, ...] = (),
+                      info: Tuple[dict, ...] = ()) -> SendResult:
         """Audience (presence, mutes, DND) of a checked send, then the group commit."""
         sender = await self.users.get(user_id)
         others = [m for m in members if m != user_id]
@@ -825,7 +866,8 @@ class ChatService:
             notify_ids, silent_ids = await self._audience(chat_id, notify_ids)
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
                           content=content, message_type=message_type, client_id=client_id,
-                          notify_ids=notify_ids, others=others, exclude=exclude_conn, silent_ids=silent_ids)
+                          notify_ids=notify_ids, others=others, exclude=exclude_conn, silent_ids=silent_ids,
+                          attachments=attachments, attachment_info=info)
         return await self.writer.submit(req)
 
     async def _audience(self, chat_id: int, notify_ids: List[int]) -> Tuple[List[int], frozenset]:
@@ -871,15 +913,16 @@ class ChatService:
         """``message`` frames of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``."""
         def load():
             chat_ids = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
-            return list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
+            rows = list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
                         .order_by(Message.id).limit(limit + 1))
+            return rows, (UploadService.attachments_of(m.id for m in rows) if len(rows) <= limit else {})
 
-        rows = await self.dbx.read(load)
+        rows, files = await self.dbx.read(load)
         if len(rows) > limit:
             return None
         people = await self.users.get_many({m.sender_id for m in rows})
         return [(m.id, dumps({"type": "message", "message": message_dict(
-            m, people.get(m.sender_id, {}).get("display_name", ""))})) for m in rows]
+            m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id))})) for m in rows]
 
     async def latest_message_id(self) -> int:
         """The highest message id stored (0 when none)."""
