@@ -1,4 +1,4 @@
-"""``python -m bench {all,fanout,idle,chat,targeted,login,compare,report}``: run the benchmarks.
+"""``python -m bench {all,fanout,idle,chat,targeted,login,webhooks,compare,report}``: run the benchmarks.
 
 The results go into docs/bench-results.json, and docs/performance.md is rendered from it.
 
@@ -19,7 +19,7 @@ from .report import machine, render
 from .runner import TINY, Sizes, run
 from .servers import ROOT
 
-SCENARIOS = ("fanout", "idle", "chat", "targeted", "login")
+SCENARIOS = ("fanout", "idle", "chat", "targeted", "login", "webhooks")
 
 
 def parse(argv):
@@ -77,6 +77,8 @@ def main(argv=None) -> int:
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     results = run(scenarios, sizes, runs, not args.no_profile, None if args.no_pg else args.pg_url,
                   log=lambda msg: print(msg, flush=True), fanout_runs=args.runs)
+    if "webhooks" in results and args.notes:
+        results["webhooks"]["notes"] = args.notes  # kept with its section: a later run's notes replace the top one
     os.makedirs(args.out_dir, exist_ok=True)
     json_path = os.path.join(args.out_dir, "bench-results.json")
     doc = {}

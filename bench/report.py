@@ -451,6 +451,8 @@ def render(doc: dict) -> str:
         lines.append("")
         if _get(doc, "chat", "postgres_error"):
             lines += [f"PostgreSQL was not measured: {_get(doc, 'chat', 'postgres_error')}", ""]
+    if "webhooks" in doc:
+        lines += webhooks_section(doc["webhooks"], s)
     if "login" in doc:
         lg = doc["login"]
         lines += ["## Login under a flood (`python -m bench login`)", "",
@@ -531,7 +533,7 @@ def render(doc: dict) -> str:
         "pip install -r requirements-dev.txt",
         "python -m bench all                 # the full configuration, medians of 3 runs (about 10 minutes)",
         "python -m bench all --tiny --runs 1 # seconds: what tests/docs/test_bench.py runs",
-        "python -m bench fanout|idle|chat|targeted|login  # one scenario; merged into the existing results",
+        "python -m bench fanout|idle|chat|targeted|login|webhooks  # one scenario; merged into the existing results",
         "apt-get install libnginx-mod-nchan  # optional: Nchan as a peer (skipped with a note without it)",
         "```",
         "",
@@ -541,6 +543,38 @@ def render(doc: dict) -> str:
     ]
     lines += HOW_TO_COMPARE
     return "\n".join(lines)
+
+
+WEBHOOK_LABELS = {"off": "webhooks off", "receiver_ok": "receiver answers 200 at once",
+                  "receiver_stalled": "receiver never answers"}
+
+
+def webhooks_section(wh: dict, s: dict) -> list:
+    """The chat scenario with webhooks off, to a receiver that answers and to one that stalls (issue 23)."""
+    lines = ["## Chat while the webhook receiver stalls (`python -m bench webhooks`)", "",
+             "The chat scenario on SQLite, one server at a time: webhooks off; every message.created sent to a",
+             "receiver that answers 200 at once; and sent to one that accepts the connection and never answers",
+             "(each attempt times out after 10 s; the events wait in the outbox). A send only adds outbox rows",
+             "to its own transaction, so delivery to users should not depend on the receiver.", ""]
+    body = []
+    for label in ("off", "receiver_ok", "receiver_stalled"):
+        for case in ("burst", "rate"):
+            med = _get(wh, label, case, "median")
+            if med:
+                name = "as fast as accepted" if case == "burst" else f"steady {s.get('chat_rate')}/s"
+                runs = [r.get("delivery_p99_ms") for r in _get(wh, label, case, "runs") or []]
+                spread = ", ".join(fmt(v) for v in runs) if runs else "—"
+                body.append([WEBHOOK_LABELS[label], name] + [fmt(med.get(k)) for k, _ in CHAT_COLS] + [spread])
+    lines += table(["webhooks", "case"] + [h for _, h in CHAT_COLS] + ["delivery p99 ms of each run"], body)
+    received = wh.get("received") or {}
+    lines += ["", f"Requests the receivers got: {fmt(received.get('receiver_ok'))} answered, "
+                  f"{fmt(received.get('receiver_stalled'))} held without an answer."]
+    if wh.get("loadavg_at_end"):
+        lines += ["", f"Load average (1/5/15 min) when this scenario ended: {wh['loadavg_at_end']}."]
+    if wh.get("notes"):
+        lines += ["", f"Notes on this scenario: {wh['notes']}"]
+    lines.append("")
+    return lines
 
 
 HOW_TO_COMPARE = [

@@ -148,12 +148,12 @@ class Bench:
     # Servers ------------------------------------------------------------------------------
 
     def start_squall(self, name: str, database_url: str, n_users: Optional[int] = None,
-                     event_loop: str = "uvloop", root: str = ROOT) -> Server:
+                     event_loop: str = "uvloop", root: str = ROOT, extra_args: Optional[List[str]] = None) -> Server:
         """Start a Squall server and register the users every scenario needs (or ``n_users``).
 
         ``root``: the source tree to serve (``python -m bench compare`` points it at the other commit).
         """
-        server = squall(name, database_url, self.work, self.pin, event_loop, root).start()
+        server = squall(name, database_url, self.work, self.pin, event_loop, root, extra_args).start()
         s = self.sizes
         n = n_users or max(s.subscribers, 2 * s.chat_pairs)
         users = self.loadgen({"scenario": "users", "port": server.port, "n": n,
@@ -303,6 +303,34 @@ class Bench:
                 for label, by_case in raw.items()}
 
 
+    def webhooks(self, started: List[Server]) -> dict:
+        """Chat (the chat scenario's cases) on SQLite with webhooks off, sent to a receiver that answers
+        at once, and sent to one that never answers (issue 23, acceptance 6).
+
+        One server at a time (each pinned to the server core), so that one draining its webhooks
+        never takes the core from the one measured. ``{label: cases, "received": {label: requests}}``.
+        """
+        from .webhook_receiver import SECRET, Receiver
+        out: dict = {"received": {}}
+        with Receiver("ok") as ok, Receiver("stall") as stall:
+            for label, receiver in (("off", None), ("receiver_ok", ok), ("receiver_stalled", stall)):
+                extra = [] if receiver is None else [
+                    "--webhook-url", receiver.url, "--webhook-secret", SECRET, "--webhook-timeout", "10",
+                    "--unseen-delay", "604800"]  # message.created only: no unseen scan results in the way
+                db = f"sqlite:///{os.path.join(self.work, f'webhooks-{label}.db')}"
+                server = self.start_squall(f"squall-webhooks-{label}", db, 2 * self.sizes.chat_pairs,
+                                           extra_args=extra)
+                started.append(server)
+                try:
+                    out.update(self.chat_interleaved([(server, label)]))
+                finally:
+                    server.stop()
+                if receiver is not None:
+                    out["received"][label] = receiver.count
+        out["loadavg_at_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        return out
+
+
 def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Optional[str], log=print,
         fanout_runs: Optional[int] = None) -> dict:
     """Run the chosen scenarios; returns the results document (without the machine section)."""
@@ -392,6 +420,9 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
                                                           sizes.targeted_users)
             if ceiling.get("cases"):
                 results["targeted"]["baseline"] = ceiling["cases"]
+        if "webhooks" in scenarios:
+            log("chat with webhooks: off, to a receiver that answers, to one that stalls")
+            results["webhooks"] = bench.webhooks(started)
         if "login" in scenarios:
             from .login_flood import run_login_flood
             log("login under a flood")

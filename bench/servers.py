@@ -94,11 +94,12 @@ class Server:
 
 
 def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: str = "uvloop",
-           root: str = ROOT) -> Server:
+           root: str = ROOT, extra_args: Optional[List[str]] = None) -> Server:
     """Squall, one process, memory broker, fast password hashing, rate limits out of the way.
 
     ``root``: the source tree whose ``run.py`` serves (another commit's checkout for
-    ``python -m bench compare``); the same interpreter and options either way.
+    ``python -m bench compare``); the same interpreter and options either way. ``extra_args``
+    are added to the command line (the webhook scenario's ``--webhook-url``).
     """
     argv = [*pin["server"], sys.executable, os.path.join(root, "run.py"), "--port", "{port}",
             "--event-loop", event_loop,
@@ -111,7 +112,7 @@ def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: st
             # load generators open thousands of streams at once: no handshake pacing (0 = off)
             "--max-handshakes-per-second", "0",
             # ... all of them from 127.0.0.1: no per-address connection limit (0 = off)
-            "--max-connections-per-address", "0"]
+            "--max-connections-per-address", "0", *(extra_args or [])]
     # PYTHONPATH dropped: the tree at ``root`` imports its own modules, never this one's.
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BROKER_URL", "PORT", "PYTHONPATH")}
     return Server(name, argv, os.path.join(workdir, f"{name}.log"), env, cwd=root)

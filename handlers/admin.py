@@ -1,4 +1,5 @@
-"""The admin console's API: ``GET /api/admin/summary`` and ``POST /api/admin/announce`` (admins only)."""
+"""The admin console's API (admins only): ``GET /api/admin/summary``, ``POST /api/admin/announce``,
+``GET /api/admin/webhooks`` and ``POST /api/admin/webhooks/{id}/retry`` (issue 23)."""
 from tornado_app.errors import ValidationError
 
 from .base import BaseHandler, admin_only
@@ -34,7 +35,30 @@ class AnnounceHandler(BaseHandler):
                        201)
 
 
+class WebhooksHandler(BaseHandler):
+    """GET /api/admin/webhooks."""
+
+    @admin_only
+    async def get(self):
+        """``?status=pending|delivered|failed&limit=1..200`` (default 50): the newest deliveries, no bodies."""
+        status = self.get_query_argument("status", None) or None
+        limit = self.int_argument("limit", 50, maximum=200)
+        self.send_json(await self.services.webhooks.recent(limit, status))
+
+
+class WebhookRetryHandler(BaseHandler):
+    """POST /api/admin/webhooks/{id}/retry."""
+
+    @admin_only
+    async def post(self, raw_id):
+        """Send a failed delivery again (a fresh retry window): 200 with it; 404 ``delivery_not_found``,
+        409 ``not_failed`` or ``webhooks_disabled``."""
+        self.send_json(await self.services.webhooks.retry(self.path_id(raw_id, "id")))
+
+
 ROUTES = [
     (r"/api/admin/summary", SummaryHandler),
     (r"/api/admin/announce", AnnounceHandler),
+    (r"/api/admin/webhooks", WebhooksHandler),
+    (r"/api/admin/webhooks/([0-9]{1,18})/retry", WebhookRetryHandler),
 ]

@@ -26,6 +26,7 @@ Versions:
     8  attachments: table ``upload`` (random text id, owner, size, content type, sanitized
        filename, image width/height, thumbnail key, created_at; message and chat once a send
        lists it), indexed for quota sums, history pages and the orphan sweep.
+    9  webhooks (issue 23): tables webhook_event (the outbox) and webhook_presence.
 """
 from __future__ import annotations
 
@@ -286,6 +287,44 @@ def to_v8(db: peewee.Database) -> None:
     db.create_tables([UploadV8], safe=True)
 
 
+def to_v9(db: peewee.Database) -> None:
+    """Version 8 → 9: the webhook outbox and the presence the webhooks last told (frozen here)."""
+
+    class WebhookEventV9(peewee.Model):
+        id = peewee.BigAutoField()
+        event_id = peewee.CharField(max_length=40, unique=True)
+        type = peewee.CharField(max_length=32)
+        ordering_key = peewee.CharField(max_length=40)
+        body = peewee.TextField()
+        status = peewee.CharField(max_length=16, default="pending")
+        attempts = peewee.IntegerField(default=0)
+        next_attempt_at = peewee.DoubleField(default=0.0)
+        window_start = peewee.DoubleField(default=0.0)
+        lease_until = peewee.DoubleField(default=0.0)
+        leased_by = peewee.CharField(max_length=64, default="")
+        last_status = peewee.IntegerField(null=True)
+        last_error = peewee.CharField(max_length=200, default="")
+        created_at = peewee.DateTimeField()
+        delivered_at = peewee.DateTimeField(null=True)
+
+        class Meta:
+            database = db
+            table_name = "webhook_event"
+            indexes = ((("status", "next_attempt_at", "id"), False), (("ordering_key", "status", "id"), False))
+
+    class WebhookPresenceV9(peewee.Model):
+        user_id = peewee.IntegerField(primary_key=True)
+        online = peewee.BooleanField(default=False)
+        changed_at = peewee.DoubleField(default=0.0)
+        unseen_sent = peewee.BooleanField(default=False)
+
+        class Meta:
+            database = db
+            table_name = "webhook_presence"
+
+    db.create_tables([WebhookEventV9, WebhookPresenceV9], safe=True)
+
+
 # Objects the models cannot declare (virtual tables, triggers, generated columns), created
 # with a new database's tables; each is the frozen function of the version that added it.
 CREATE_EXTRAS = (search_objects_v7,)
@@ -299,4 +338,5 @@ MIGRATIONS = {
     6: to_v6,
     7: to_v7,
     8: to_v8,
+    9: to_v9,
 }

@@ -39,6 +39,7 @@ FOLDER_MARKERS = {
     "cluster": ("cluster",),
     "storage": ("storage",),
     "api": ("storage",),  # the HTTP API: every route reads and writes through the dialect's SQL
+    "outbound": ("storage",),  # webhooks: the outbox's claims and scans are SQL of each dialect
 }
 # Test modules outside tests/storage and tests/api whose outcome depends on the database
 # dialect: stream opens and resumes (openstate's and chat's SQL per dialect), group commit,

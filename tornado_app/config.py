@@ -156,6 +156,14 @@ class Config:
     external_jwks_min_refetch: float = 60.0  # at most one JWKS fetch per this many seconds (5 to 86400)
     external_jwks_timeout: float = 5.0  # seconds one JWKS fetch may take (0.5 to 30)
     external_max_token_bytes: int = 8192  # longer external tokens are refused unread (1024 to 65536)
+    # Webhooks to the product's backend (issue 23; services/outbound/webhooks.py, docs/integration.md)
+    webhook_url: str = ""  # http(s) URL the events are POSTed to; empty: no webhooks (no outbox rows)
+    webhook_secret: str = ""  # Standard Webhooks secret whsec_<base64 of 24-64 bytes>
+    webhook_timeout: float = 10.0  # seconds one delivery attempt may take (connect + answer)
+    webhook_retry_window: float = 86400.0  # seconds an event is retried (from its first attempt), then failed
+    webhook_concurrency: int = 8  # attempts in flight per process (one per chat or user at a time)
+    presence_grace: float = 5.0  # seconds without any stream anywhere before user.offline
+    unseen_delay: float = 600.0  # seconds of unread messages while connected nowhere before notification.unseen
 
     def replace(self, **changes) -> "Config":
         """A copy with some fields changed."""
@@ -323,6 +331,19 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
     ("external_jwks_min_refetch", "EXTERNAL_JWKS_MIN_REFETCH", float,
      "at most one JWKS fetch per this many seconds, however many unknown kids arrive (5-86400)"),
     ("external_jwks_timeout", "EXTERNAL_JWKS_TIMEOUT", float, "seconds one JWKS fetch may take (0.5-30)"),
+    # Webhooks (issue 23)
+    ("webhook_url", "WEBHOOK_URL", str,
+     "http:// or https:// URL that receives the signed webhooks (no user:password@); empty: off"),
+    ("webhook_secret", "WEBHOOK_SECRET", str,
+     "Standard Webhooks signing secret, whsec_ + base64 of 24 to 64 random bytes (required with --webhook-url)"),
+    ("webhook_timeout", "WEBHOOK_TIMEOUT", float, "seconds one webhook attempt may take (0.5 to 60)"),
+    ("webhook_retry_window", "WEBHOOK_RETRY_WINDOW", float,
+     "seconds a webhook is retried after timeouts, 5xx and 429 before it is marked failed (1 to 604800)"),
+    ("webhook_concurrency", "WEBHOOK_CONCURRENCY", int, "webhook attempts in flight per process (1 to 256)"),
+    ("presence_grace", "PRESENCE_GRACE", float,
+     "seconds a user has no stream anywhere before user.offline; a reconnect within it sends nothing (0 to 3600)"),
+    ("unseen_delay", "UNSEEN_DELAY", float,
+     "seconds a user has unread messages while connected nowhere before notification.unseen (1 to 604800)"),
     ("external_max_token_bytes", "EXTERNAL_MAX_TOKEN_BYTES", int,
      "longest external token accepted, in bytes; longer ones get 401 token_too_large (1024-65536)"),
 ]
@@ -429,6 +450,11 @@ def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] =
             or config.max_push_subscriptions < 1):
         raise SystemExit("--push-threads, --push-queue, --push-queue-per-user and --max-push-subscriptions"
                          " must be at least 1")
+    from .services.outbound.webhooks import check_webhook_config
+    try:
+        check_webhook_config(config)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if args.command == "admin":
         if args.args != ["list"] and (len(args.args) != 2 or args.args[0] not in ("grant", "revoke")):
             raise SystemExit("usage: python run.py admin grant|revoke USERNAME, or admin list")

@@ -76,10 +76,17 @@ def test_bench_tiny_reports_every_field(tmp_path):
             assert CHAT_FIELDS <= set(med), (db, case, sorted(med))
             assert med["complete"] and med["errors"] == 0, med
             assert med["acked"] == med["delivered"] == med["messages"], med
+    # Chat with webhooks off, to a receiver that answers, to one that stalls (issue 23, acceptance 6)
+    for label in ("off", "receiver_ok", "receiver_stalled"):
+        for case in ("burst", "rate"):
+            med = doc["webhooks"][label][case]["median"]
+            assert CHAT_FIELDS <= set(med), (label, case, sorted(med))
+            assert med["complete"] and med["errors"] == 0, med
+    assert doc["webhooks"]["received"]["receiver_ok"] > 0 and doc["webhooks"]["received"]["receiver_stalled"] > 0
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["python"]
     report = (tmp_path / "performance.md").read_text()
     for heading in ("## Machine", "## Targets (issues 6 and 13)", "## Notification fan-out", "## Idle connections",
-                    "## Targeted notifications", "## Chat"):
+                    "## Targeted notifications", "## Chat", "## Chat while the webhook receiver stalls"):
         assert heading in report
     targets = report.split("## Targets (issues 6 and 13)")[1].split("## Notification fan-out")[0]
     rows = [line.split(" | ") for line in targets.splitlines() if line.startswith("| 6.") or line.startswith("| 13.")]

@@ -190,9 +190,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database, "--upload-dir", str(tmp_path / "uploads"))
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 8
+    assert SCHEMA_VERSION == 9
     version, columns, indexes = read_back(old_database)
-    assert version == 8 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 9 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -206,6 +206,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE disabled OR external_id IS NOT NULL'
                               ' OR revoked_at IS NOT NULL').fetchone()[0] == 0
         assert db.execute_sql('SELECT COUNT(*) FROM "chat" WHERE external_key IS NOT NULL').fetchone()[0] == 0
+        # version 9: the webhook outbox and presence tables, empty
+        assert {"webhook_event", "webhook_presence"} <= set(db.get_tables())
+        assert db.execute_sql('SELECT COUNT(*) FROM "webhook_event"').fetchone()[0] == 0
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})

@@ -27,7 +27,7 @@ from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, 
 from .identity.jwt_secret import legacy_secret_path, stored_secret
 from .integration import ServiceApi
 from .operations import MessageQuota, Metrics, MetricsHub, Monitor, ReadLimit
-from .outbound import PushService
+from .outbound import PushService, WebhookService
 from .storage import DatabaseExecutor
 
 if TYPE_CHECKING:  # the server is built on these services (application.make_http_server)
@@ -59,6 +59,7 @@ class Services:
     reads: ReadLimit  # long-polls and GET /api/unread per user (issue 20)
     preferences: PreferenceService  # issue 11
     push: PushService
+    webhooks: WebhookService  # issue 23 (built always; enabled only with --webhook-url)
     open_state: OpenStateBatcher  # the first state of new streams, batched
     directory: UserDirectory  # GET /api/users (issue 20)
     search: MessageSearch  # GET /api/search (issue 25)
@@ -91,6 +92,7 @@ class Services:
         await self.hub.start(self.listeners)
         self.chat.start()
         self.uploads.start()
+        await self.webhooks.start()
         self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
@@ -174,6 +176,7 @@ class Services:
         except Exception:
             log.exception("stopping the broker")
         await self.push.close()
+        await self.webhooks.close()
         self.dbx.close()
         self.auth.close()
         if self.external is not None:
@@ -208,6 +211,8 @@ def build_services(config: Config) -> Services:
     push = PushService(config, dbx, hub, preferences, metrics)
     notifications = NotificationService(dbx, hub, preferences, push.offer, config.replay_limit,
                                         config.notification_retention_days, config.test_notifications_per_minute)
+    # Webhooks (issue 23): the hooks are given only when on, so a send does no extra work when off.
+    webhooks = WebhookService(config, dbx, hub, preferences, metrics)
     uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
         config.max_upload_bytes, config.upload_quota_bytes, config.upload_url_ttl, config.orphan_upload_ttl,
         timeout=config.upload_timeout))
@@ -215,7 +220,9 @@ def build_services(config: Config) -> Services:
                        MessageQuota(dbx, config.messages_per_user_per_day), uploads, push.offer,
                        config.max_message_length, config.rate_limit_per_second, config.rate_limit_burst,
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
-                                  config.mark_read_interval))
+                                  config.mark_read_interval),
+                       outbox=webhooks.message_rows if webhooks.enabled else None,
+                       on_read_stored=webhooks.read_row if webhooks.enabled else None)
     # Every control message between processes, to the one service that applies it (Hub.start)
     control = ControlDispatch(ControlHandlers(
         sessions_revoked=sessions.on_sessions_revoked,
@@ -239,11 +246,12 @@ def build_services(config: Config) -> Services:
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
                     reads=ReadLimit(config.reads_per_user_per_second, config.reads_burst),
-                    preferences=preferences, push=push,
+                    preferences=preferences, push=push, webhooks=webhooks,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
                     search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=uploads,
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
-                    listeners=HubListeners(control, chat.admitted, chat.forget_members),
+                    listeners=HubListeners(control, chat.admitted, chat.forget_members,
+                                           webhooks.presence_changed if webhooks.enabled else None),
                     external=external)

@@ -353,6 +353,8 @@ export declare class Http {
   url(path: string): string;
   wsUrl(path: string): string;
   authHeaders(): Record<string, string>;
+  /** One request, no refresh and no retry (Squall's pages: the cookie is the credential). */
+  once<T = any>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T>;
   request<T = any>(method: string, path: string, body?: unknown): Promise<T>;
   ticket(): Promise<string>;
 }

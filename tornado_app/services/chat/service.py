@@ -105,6 +105,8 @@ class SendResult:
     notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
 
 
+# ``[(chat_id, sender_id, message)]`` of the messages a transaction stored: the webhook outbox (issue 23)
+Outbox = Callable[[List[Tuple[int, int, dict]]], None]
 # What one send of a committed batch came to: its result, or the exception it failed with alone.
 Outcome = Union[SendResult, Exception]
 # ``(batch, outcomes, unread frames)``: publishes a committed batch (ChatService._publish_committed)
@@ -197,7 +199,7 @@ class MessageWriter:
 
     def __init__(self, dbx: DatabaseExecutor, on_committed: OnCommitted,
                  listening: Optional[Callable[[Iterable[int]], Optional[Set[int]]]] = None,
-                 metrics: Optional[Metrics] = None):
+                 metrics: Optional[Metrics] = None, outbox: Optional[Outbox] = None):
         self.dbx = dbx
         self.metrics = metrics or Metrics()
         # Which users may have a notification stream (None: maybe anyone, in other processes).
@@ -206,6 +208,9 @@ class MessageWriter:
                                                                   max_batch=MAX_BATCH, after=self._committed)
         self._closing = False
         self.on_committed = on_committed  # publishes each committed batch (ChatService)
+        # Called on the writer thread, inside the transaction, with ``(chat_id, sender_id, message)``
+        # of every message stored: the webhook outbox (issue 23). None (webhooks off): no work at all.
+        self.outbox = outbox
         # The unread frames of the batch just committed, for on_committed (None: the batch failed).
         self._unread: Optional[Dict[int, str]] = None
 
@@ -233,7 +238,7 @@ class MessageWriter:
         # is left stale.
         listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
         try:
-            results, self._unread = await self.dbx.write(self._store, batch, listeners)
+            results, self._unread = await self.dbx.write(self._store, batch, listeners, self.outbox)
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             self._unread = None
@@ -256,12 +261,13 @@ class MessageWriter:
             log.exception("publishing committed messages failed")
 
     @staticmethod
-    def _store(batch: List[SendRequest],
-               listeners: Optional[Set[int]] = None) -> Tuple[List[Outcome], Dict[int, str]]:
+    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None,
+               outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Dict[int, str]]:
         """Store a batch (writer thread, inside one transaction): together, else send by send.
 
         Returns the results and the new ``unread`` frames of the members whose counts
-        changed, for those among ``listeners`` (None: all of them).
+        changed, for those among ``listeners`` (None: all of them). ``outbox`` (webhooks) is
+        given each stored message in the same transaction: a message is never stored without it.
 
         The common case costs a handful of statements for the whole batch. When the database
         refuses any of it (a duplicate stored by another process, a deleted chat, bad text),
@@ -271,18 +277,18 @@ class MessageWriter:
         db = Message._meta.database
         try:
             with db.atomic():
-                results, touched = MessageWriter._store_together(batch)
+                results, touched = MessageWriter._store_together(batch, outbox)
         except Exception as exc:
             if is_unavailable(exc):
                 raise  # the database is unreachable or locked: every send of the batch fails (store_failed)
             log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
-            results, touched = MessageWriter._store_each(batch)
+            results, touched = MessageWriter._store_each(batch, outbox)
         if listeners is not None:
             touched &= listeners
         return results, unread_states(touched)
 
     @staticmethod
-    def _store_together(batch: List[SendRequest]) -> Tuple[List[Outcome], Set[int]]:
+    def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
         """Store a batch with one statement per kind of row (raises if the database refuses any)."""
         now = utcnow()
         created_at = iso(now)
@@ -358,12 +364,14 @@ class MessageWriter:
             if notify_rows:
                 for nid, (result, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
                     result.notifications.append((nid, uid, payload))
+            if outbox is not None:
+                outbox([(batch[i].chat_id, batch[i].sender_id, made[i].message) for i in new])
         for i, j in repeats:
             made[i] = SendResult(made[j].message, False, [])
         return [made[i] for i in range(len(batch))], touched_users
 
     @staticmethod
-    def _store_each(batch: List[SendRequest]) -> Tuple[List[Outcome], Set[int]]:
+    def _store_each(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
         """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
         db = Message._meta.database
         results: List[Outcome] = []
@@ -409,6 +417,8 @@ class MessageWriter:
                                 for uid in req.notify_ids]
                         ids = insert_notifications(rows)
                         stored = [(nid, row["recipient"], row["payload"]) for nid, row in zip(ids, rows)]
+                    if outbox is not None:
+                        outbox([(req.chat_id, req.sender_id, message)])
                 result = SendResult(message, True, stored)
                 if req.client_id is not None:
                     seen[key] = result
@@ -447,9 +457,9 @@ class ChatService:
 
     def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService, notifications: NotificationService,
                  preferences: PreferenceService, quota: MessageQuota, uploads: UploadService,
-                 on_notified: Notified,
-                 max_message_length: int = 4000,
-                 rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits()):
+                 on_notified: Notified, max_message_length: int = 4000, rate_limit: float = 30.0,
+                 rate_burst: int = 60, limits: ChatLimits = ChatLimits(), *, outbox: Optional[Outbox] = None,
+                 on_read_stored: Optional[Callable[[int, int, int], None]] = None):
         self.dbx = dbx
         self.limits = limits
         self._group_limiter = RateLimiter(limits.groups_per_hour / 3600.0, limits.groups_per_hour)
@@ -467,11 +477,14 @@ class ChatService:
         self._kinds: Dict[int, str] = {}
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self.writer = MessageWriter(dbx, self._publish_committed, lambda user_ids: hub.listening(NOTIFY, user_ids),
-                                    hub.metrics)
+                                    hub.metrics, outbox=outbox)
         self.preferences = preferences  # mutes and Do Not Disturb (issue 11)
         self.quota = quota  # messages per user and UTC day (issue 20)
         self.on_notified = on_notified  # the push offer of each new_message notification
         self.uploads = uploads  # attachments (issue 25)
+        # ``(user_id, chat_id, position)`` on the writer thread, inside the transaction that moved a
+        # read position forward: the webhook outbox's chat.read (issue 23). None: webhooks off.
+        self.on_read_stored = on_read_stored
 
     def start(self) -> None:
         """Start the group-commit writer."""
@@ -983,12 +996,16 @@ class ChatService:
 
     async def _apply_read(self, user_id: int, chat_id: int, message_id: int, members) -> dict:
         """Store the read position (one write), then the receipt and the unread update."""
+        on_read_stored = self.on_read_stored
+
         def apply():
             msg = Message.get_or_none((Message.id == message_id) & (Message.chat == chat_id))
             if msg is None:
                 raise NotFound(f"Message {message_id} is not in chat {chat_id}", "message_not_found")
             member = ChatMember.get((ChatMember.chat == chat_id) & (ChatMember.user == user_id))
             position = max(member.last_read_message_id, message_id)
+            if on_read_stored is not None and position > member.last_read_message_id:
+                on_read_stored(user_id, chat_id, position)
             unread = (Message.select().where((Message.chat == chat_id) & (Message.id > position)
                                              & (Message.sender != user_id)).count())
             ChatMember.update(last_read_message_id=position, unread_count=unread).where(

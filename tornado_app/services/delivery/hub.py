@@ -48,6 +48,9 @@ class HubListeners:
     chat_gate: Callable[[int, List[int]], List[int]]
     #: called after a broker gap, when control messages may have been lost (ChatService.forget_members)
     on_gap: Callable[[], None]
+    #: ``(user_id, online)`` when this process's first notification stream (or poll) of a user
+    #: opens, or its last closes: the webhooks' presence (issue 23). None: webhooks off, nobody listens
+    on_online: Optional[Callable[[int, bool], None]] = None
 
 
 class Hub:
@@ -154,12 +157,24 @@ class Hub:
     async def join(self, conn, chat_id: int) -> None:
         """``conn`` is now active in ``chat_id`` (notifications for it stop)."""
         if self.registry.join(conn, chat_id):
+            if chat_id == ONLINE:
+                self._online_changed(conn.user_id, True)
             await self.broker.presence_changed(conn.user_id, chat_id, True)
 
     async def leave(self, conn, chat_id: int) -> None:
         """``conn`` is no longer active in ``chat_id``."""
         if self.registry.leave(conn, chat_id):
+            if chat_id == ONLINE:
+                self._online_changed(conn.user_id, False)
             await self.broker.presence_changed(conn.user_id, chat_id, False)
+
+    def _online_changed(self, user_id: int, online: bool) -> None:
+        on_online = self._listeners.on_online if self._listeners is not None else None
+        if on_online is not None:
+            try:
+                on_online(user_id, online)
+            except Exception:
+                log.exception("reporting a presence change failed")
 
     def add(self, conn) -> None:
         """Register a connection with the local registry (a notification stream makes its user online)."""
@@ -168,8 +183,10 @@ class Hub:
             if claim is None:
                 claim = self._online[conn.user_id] = OnlineClaim(conn.user_id)
             claim.streams += 1
-            if claim.streams == 1 and self.registry.join(claim, ONLINE) and self.broker.distributed:
-                spawn(self._claim(conn.user_id, True), name="hub.online_claim")
+            if claim.streams == 1 and self.registry.join(claim, ONLINE):
+                self._online_changed(conn.user_id, True)
+                if self.broker.distributed:
+                    spawn(self._claim(conn.user_id, True), name="hub.online_claim")
         self.registry.add(conn)
 
     async def _claim(self, user_id: int, online: bool) -> None:
@@ -187,6 +204,7 @@ class Hub:
                 if claim.streams <= 0:
                     del self._online[conn.user_id]
                     if self.registry.leave(claim, ONLINE):
+                        self._online_changed(conn.user_id, False)
                         await self._claim(conn.user_id, False)
         for chat_id in self.registry.remove(conn):
             try:

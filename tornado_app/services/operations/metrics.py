@@ -60,8 +60,12 @@ SPEC = {
     "push_retries": ("counter", "Web Push requests retried after 429 or 5xx", ()),
     "push_skipped_online": ("counter", "Pushes not sent because the user had a stream open (any process)", ()),
     "push_queue": ("gauge", "Web Push requests waiting or in flight", ("process",)),
+    # Webhooks (issue 23); outcome: delivered (2xx), retried (timeout, network error, 5xx, 429: tried
+    # again later), failed (refused, or its retry window ended)
+    "webhook_deliveries": ("counter", "Webhook attempts by outcome", ("outcome",)),
 }
 PUSH_OUTCOMES = ("sent", "gone", "failed", "dropped")
+WEBHOOK_OUTCOMES = ("delivered", "retried", "failed")
 # The ``method`` label: the methods the API answers (OPTIONS for browsers' preflights), any
 # other one as "other". A client may send any token as a method; each would be a new series.
 HTTP_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
@@ -111,6 +115,7 @@ class Metrics:
         self.push_retries = 0
         self.push_skipped_online = 0
         self.push_queue = 0
+        self.webhooks = dict.fromkeys(WEBHOOK_OUTCOMES, 0)  # issue 23
 
     # Helpers for the colder paths (a dict key of a few strings) -------------------------------
 
@@ -157,6 +162,7 @@ class Metrics:
             "pushes": [[k, v] for k, v in self.pushes.items()],
             "push_retries": [[self.push_retries]],
             "push_skipped_online": [[self.push_skipped_online]],
+            "webhook_deliveries": [[k, v] for k, v in self.webhooks.items()],
         }
         g = {
             "connections": [[t, self.process, v] for t, v in self.connections.items()],

@@ -1,6 +1,7 @@
 // The admin console: live tiles and small SVG charts of the host's figures (from
-// GET /api/admin/summary, the same counters as /metrics), the worker processes, and a form
-// that publishes an announcement through the publish path.
+// GET /api/admin/summary, the same counters as /metrics), the worker processes, a form
+// that publishes an announcement through the publish path, and the recent webhook
+// deliveries (GET /api/admin/webhooks) with a retry button for the failed ones.
 
 import { api, ApiError } from "./api.js";
 import { el } from "./dom.js";
@@ -129,6 +130,57 @@ function announceForm() {
   return form;
 }
 
+/** The webhook deliveries card: status, attempts and last error of the newest ones (never a body). */
+function webhooksCard() {
+  const card = el("section", { class: "card admin-webhooks", id: "admin-webhooks" },
+    el("h2", { text: "Webhook deliveries" }));
+  const status = el("p", { class: "small", id: "webhooks-status", role: "status" });
+  const holder = el("div", { class: "scroll-x", role: "region", "aria-label": "Webhook deliveries", tabindex: 0 });
+  card.append(holder, status);
+  const load = async () => {
+    let res;
+    try {
+      res = await api("GET", "/api/admin/webhooks?limit=50");
+    } catch (err) {
+      status.textContent = `Could not load the deliveries: ${err.message}`;
+      return;
+    }
+    if (!res.enabled && !res.deliveries.length) {
+      holder.replaceChildren(el("p", { class: "muted", text: "Webhooks are off (no --webhook-url)." }));
+      return;
+    }
+    const rows = res.deliveries.map((d) => {
+      const action = el("td");
+      if (d.status === "failed") {
+        const button = el("button", { class: "btn btn-secondary", type: "button", text: "Retry",
+          "aria-label": `Retry delivery ${d.id}`, "data-retry": String(d.id) });
+        button.addEventListener("click", async () => {
+          button.disabled = true;
+          try {
+            await api("POST", `/api/admin/webhooks/${d.id}/retry`);
+            status.textContent = `Delivery ${d.id} queued again.`;
+          } catch (err) {
+            status.textContent = `Not retried: ${err.message}`;
+          }
+          load();
+        });
+        action.append(button);
+      }
+      return el("tr", { "data-delivery": String(d.id) },
+        el("td", { text: String(d.id) }), el("td", { text: d.type }),
+        el("td", {}, el("span", { class: `delivery-state ${d.status}`, text: d.status })),
+        el("td", { text: String(d.attempts) }),
+        el("td", { text: [d.last_status, d.last_error].filter((x) => x !== null && x !== "").join(" · ") || "–" }),
+        el("td", { text: d.created_at }), action);
+    });
+    holder.replaceChildren(el("table", { class: "admin-procs admin-deliveries" },
+      el("thead", {}, el("tr", {}, ...["#", "Event", "Status", "Attempts", "Last answer", "Queued", ""]
+        .map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...rows)));
+  };
+  return { card, load };
+}
+
 async function main() {
   const { me } = await startApp("admin");
   const main = document.getElementById("main");
@@ -139,16 +191,18 @@ async function main() {
     return;
   }
   const live = el("div", { id: "admin-live" });
+  const webhooks = webhooksCard();
   main.append(el("div", { class: "page" },
     el("div", { class: "page-head" }, el("div", {}, el("h1", { text: "Admin console" }),
       el("p", { class: "muted", text: "Every live worker of this host, sampled over the last 15 minutes." }))),
-    live, announceForm()));
+    live, announceForm(), webhooks.card));
   let delay = 5000;
   const refresh = async () => {
     try {
       const summary = await api("GET", "/api/admin/summary");
       delay = Math.max(1000, summary.sample_seconds * 1000);
       render(live, summary);
+      webhooks.load();
     } catch (err) {
       if (err instanceof ApiError && err.status === 403) { location.reload(); return; }
     }

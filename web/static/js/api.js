@@ -1,4 +1,5 @@
-// HTTP helper: JSON in and out, the login cookies ride along (same origin), one error type.
+// HTTP for the pages: @squall/client's Http (JSON in and out, one error type), the login
+// cookies riding along (same origin), plus the session's refresh.
 //
 // Sessions (docs/security.md): the access token lives minutes, in an HttpOnly cookie the
 // pages send on every same-origin request; the refresh token lives in another HttpOnly
@@ -6,39 +7,22 @@
 // token expires (a timer) and when a request answers 401 (once, then the request is retried).
 // Only when the refresh itself is refused does a 401 reach the caller (which goes to /login).
 
+import { Http, SquallError as ApiError } from "/static/squall-client/http.js";
+import { TokenSource } from "/static/squall-client/tokens.js";
+
 const EXPIRES_KEY = "squall.accessExpiresAt";  // ms epoch; not a secret, shared by the tabs
 const REFRESH_LOCK = "squall-refresh";
 
-/** An HTTP error with the server's ``{error: {code, message}}`` fields. */
-export class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message || code || `HTTP ${status}`);
-    this.status = status;
-    this.code = code;
-  }
-}
+/** An HTTP error with the server's ``{error: {code, message}}`` fields (the client package's). */
+export { ApiError };
 
-async function request(method, path, body) {
-  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-  // Every state-changing route takes JSON (the server refuses other types: no CSRF by form).
-  if (body === undefined && method !== "GET" && method !== "HEAD") body = {};
-  if (body !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  let resp;
-  try {
-    resp = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, "network_error", "The server cannot be reached");
-  }
-  let data = null;
-  try { data = await resp.json(); } catch { data = null; }
-  if (!resp.ok) {
-    const e = (data && data.error) || {};
-    throw new ApiError(resp.status, e.code || "http_error", e.message || `HTTP ${resp.status}`);
-  }
-  return data;
+// The client package's HTTP (clients/js/src/http.js): JSON in and out, one error type. No
+// token: ``getToken`` answers null, so the login cookie (same origin) is the credential.
+const http = new Http({ url: "", credentials: "same-origin", tokens: new TokenSource(() => null) });
+
+/** One request, no retry; every state-changing route takes JSON (no CSRF by form). */
+function request(method, path, body) {
+  return http.once(method, path, body);
 }
 
 /** ``method path`` with an optional JSON body; resolves with the parsed JSON answer. */
