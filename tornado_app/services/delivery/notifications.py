@@ -30,7 +30,6 @@ Notified = Callable[[int, dict, bool], None]
 log = logging.getLogger("squall.notifications")
 
 PREVIEW_CHARS = 100
-RESYNC = dumps({"type": "resync"})
 PRUNED_KEY = "notifications_pruned_through"
 
 
