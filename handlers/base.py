@@ -43,11 +43,12 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
 
 def public(method: Any) -> Any:
     """Mark a handler method as open to anyone (the route walk test checks every method is marked)."""
-    return _mark(method, "public")
+    return mark_access(method, "public")
 
 
-def _mark(method: Any, access: str) -> Any:
-    """``method`` marked ``squall_access = access`` (public, user, admin, service)."""
+def mark_access(method: Any, access: str) -> Any:
+    """``method`` marked ``squall_access = access`` (public, user, admin, service; the route walk
+    test reads it), e.g. a handler method checked in ``prepare`` rather than by a decorator."""
     method.squall_access = access
     return method
 
@@ -64,7 +65,7 @@ def _guarded(method, access: str, admins_only: bool = False):
         if inspect.isawaitable(result):
             result = await result
         return result
-    return _mark(wrapper, access)
+    return mark_access(wrapper, access)
 
 
 def authenticated(method):
@@ -81,7 +82,7 @@ def service_only(method):
         # 403 invalid_service_token; 429 after SERVICE_TOKEN_FAILURES_PER_ADDRESS_PER_MINUTE wrong ones
         self.services.auth.check_service_token(self.bearer_token(), self.request.remote_ip)
         return method(self, *args, **kwargs)
-    return _mark(wrapper, "service")
+    return mark_access(wrapper, "service")
 
 
 def admin_only(method):
