@@ -254,7 +254,7 @@ async def test_without_a_webhook_url_nothing_is_queued(api, users, services, ws_
     alice, bob = await users("alice", "bob")
     assert not services.webhooks.enabled
     assert services.chat.writer.outbox is None and services.chat.on_read_stored is None
-    # presence (issue 25) listens to Hub.on_online; a notification stream still queues nothing
+    # presence (issue 25) listens to the hub's on_online; a notification stream still queues nothing
     ws = await ws_connect("/ws/notifications", alice["token"])
     await ws.recv_type("unread")
     ws.close()

@@ -1,7 +1,7 @@
 """Presence (issue 25): who is online and when they were last seen, shown only to people who share a chat.
 
 Online means a notification stream (WebSocket, SSE or long-poll) open on any process: the
-same ``Hub.online_users`` that Web Push and the webhooks ask. ``Hub.on_online`` tells this
+same ``Hub.online_users`` that Web Push and the webhooks ask. ``HubListeners.on_online`` tells this
 process when its first stream of a user opens or its last one closes; then:
 
 - opened: co-members get ``{"type": "presence", "user_id", "online": true, "last_seen"}``,
@@ -96,7 +96,7 @@ class PresenceService:
             task.cancel()
 
     def changed(self, user_id: int, online: bool) -> None:
-        """``Hub.on_online``: this process's first notification stream of ``user_id`` opened, or its last closed."""
+        """``HubListeners.on_online``: this process's first notification stream of ``user_id`` opened, or its last closed."""
         if self._closed:
             return
         pending = self._offline_checks.pop(user_id, None)

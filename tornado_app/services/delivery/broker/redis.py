@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Iterable, Set
+from typing import Dict, Iterable, Optional, Set
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import redis.asyncio as aioredis
@@ -60,9 +60,9 @@ class RedisBroker(Broker):
         self.namespace = self.prefix  # every key and the channel start with it
         self.channel = f"{self.namespace}:events"
         self.presence_ttl = float(presence_ttl)
-        self._client = None
-        self._listener = None
-        self._refresher = None
+        self._client: Optional[aioredis.Redis] = None  # between start and stop
+        self._listener: Optional[asyncio.Task] = None
+        self._refresher: Optional[asyncio.Task] = None
         self._subscribed = asyncio.Event()
         self._stopping = False
         self._lost = False  # True from a lost subscription until the next one is established
@@ -95,6 +95,14 @@ class RedisBroker(Broker):
             # Start anyway: the listener keeps retrying and /readyz reports the broker down.
             log.error("Redis broker at %s is not reachable yet; retrying in the background", self._where())
 
+    @property
+    def _redis(self) -> aioredis.Redis:
+        """The client, between start and stop. Raises BrokerUnavailable otherwise."""
+        client = self._client
+        if client is None:
+            raise BrokerUnavailable("the Redis broker is not started")
+        return client
+
     def _where(self) -> str:
         parsed = urlparse(self.url)
         return f"{parsed.hostname}:{parsed.port or 6379}"
@@ -122,7 +130,7 @@ class RedisBroker(Broker):
         """Subscribe and dispatch; on any failure reconnect with capped backoff and resubscribe."""
         delay = BACKOFF_FIRST
         while not self._stopping:
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 if self._lost:
@@ -159,7 +167,7 @@ class RedisBroker(Broker):
         except ValueError:
             log.error("Redis broker: dropped a message that is not a JSON envelope")
             return
-        self._receiver(envelope)
+        self._hand_over(envelope)
 
     def _notify_gap(self) -> None:
         if self._on_gap is not None:
@@ -171,7 +179,7 @@ class RedisBroker(Broker):
     async def publish(self, envelope: dict) -> None:
         """PUBLISH the envelope; failures are logged, not raised (stored events resume from the database)."""
         try:
-            await asyncio.wait_for(self._client.publish(self.channel, json.dumps(envelope, separators=(",", ":"))),
+            await asyncio.wait_for(self._redis.publish(self.channel, json.dumps(envelope, separators=(",", ":"))),
                                    COMMAND_TIMEOUT)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             # The sender's data is already committed; receivers that missed this resume
@@ -199,12 +207,12 @@ class RedisBroker(Broker):
         key = self._presence_key(chat_id)
         try:
             if active:
-                async with self._client.pipeline(transaction=False) as pipe:
+                async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.zadd(key, {self._member(user_id): time.time() + self.presence_ttl})
                     pipe.expire(key, int(self.presence_ttl * 2) + 1)
                     await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
             else:
-                await asyncio.wait_for(self._client.zrem(key, self._member(user_id)), COMMAND_TIMEOUT)
+                await asyncio.wait_for(self._redis.zrem(key, self._member(user_id)), COMMAND_TIMEOUT)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             # A missed claim is renewed by the refresher; a missed removal expires by itself.
             log.warning("Redis broker: presence update failed (%s)", exc)
@@ -215,9 +223,11 @@ class RedisBroker(Broker):
         if not wanted:
             return set()
         members = await asyncio.wait_for(
-            self._client.zrangebyscore(self._presence_key(chat_id), time.time(), "+inf"), COMMAND_TIMEOUT)
-        active = set()
+            self._redis.zrangebyscore(self._presence_key(chat_id), time.time(), "+inf"), COMMAND_TIMEOUT)
+        active: Set[int] = set()
         for member in members:
+            if not isinstance(member, bytes):  # never: the client does not decode responses
+                continue
             uid = int(member.split(b"|", 1)[0])
             if uid in wanted:
                 active.add(uid)
@@ -230,10 +240,10 @@ class RedisBroker(Broker):
             return
         now = time.time()
         expiry = now + self.presence_ttl
-        by_chat = {}
+        by_chat: Dict[int, Dict[str, float]] = {}
         for user_id, chat_id in claims:
             by_chat.setdefault(chat_id, {})[self._member(user_id)] = expiry
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for chat_id, members in by_chat.items():
                 key = self._presence_key(chat_id)
                 pipe.zadd(key, members)
@@ -246,7 +256,7 @@ class RedisBroker(Broker):
             await asyncio.sleep(self.presence_ttl / 3)
             try:
                 await self._refresh_presence()
-                await self._client.ping()
+                await self._redis.ping()
                 self._recovered()
             except asyncio.CancelledError:
                 raise
@@ -257,7 +267,7 @@ class RedisBroker(Broker):
         claims = self._presence_source()
         if not claims:
             return
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for user_id, chat_id in claims:
                 pipe.zrem(self._presence_key(chat_id), self._member(user_id))
             await pipe.execute()
@@ -265,7 +275,7 @@ class RedisBroker(Broker):
     async def ping(self) -> None:
         """Raise BrokerUnavailable unless Redis answers and our subscription is live."""
         try:
-            await self._client.ping()
+            await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"Redis at {self._where()}: {exc}") from exc
         if not self._subscribed.is_set():
