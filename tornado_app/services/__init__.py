@@ -206,7 +206,7 @@ def build_services(config: Config) -> Services:
     chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
                        config.rate_limit_per_second, config.rate_limit_burst,
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
-                                  config.mark_read_interval))
+                                  config.mark_read_interval), config.edit_window)
     chat.quota = MessageQuota(dbx, config.messages_per_user_per_day)
     chat.uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
         config.max_upload_bytes, config.upload_quota_bytes, config.upload_url_ttl, config.orphan_upload_ttl,

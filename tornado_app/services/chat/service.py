@@ -32,6 +32,7 @@ from ..delivery.notifications import (NotificationService, content_preview, inse
 from ..delivery.preferences import mute_state_of
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
+from .edits import MessageChanges, reactions_of
 from .uploads import AttachmentTaken, UploadService
 
 log = logging.getLogger("squall.chat")
@@ -43,13 +44,25 @@ MAX_BATCH = 512
 LEFT_MEMORY = 600.0
 
 
-def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]] = None) -> dict:
-    """The public shape of a message (``attachments`` only when it has any)."""
+def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]] = None,
+                 reactions: Optional[List[dict]] = None) -> dict:
+    """The public shape of a message (``attachments``, ``reactions``, ``edited_at`` only when set).
+
+    A deleted message is a tombstone: ``deleted: true`` and no ``content``.
+    """
     out = {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
            "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
            "created_at": iso(m.created_at)}
+    if m.deleted_at is not None:
+        del out["content"]
+        out["deleted"] = True
+        return out
+    if m.edited_at is not None:
+        out["edited_at"] = iso(m.edited_at)
     if attachments:
         out["attachments"] = attachments
+    if reactions:
+        out["reactions"] = reactions
     return out
 
 
@@ -445,7 +458,8 @@ class ChatService:
 
     def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService,
                  notifications: NotificationService, max_message_length: int = 4000,
-                 rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits()):
+                 rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits(),
+                 edit_window: int = 48 * 3600):
         self.dbx = dbx
         self.limits = limits
         self._group_limiter = RateLimiter(limits.groups_per_hour / 3600.0, limits.groups_per_hour)
@@ -464,6 +478,9 @@ class ChatService:
         self._limiter = RateLimiter(rate_limit, rate_burst)
         self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
         self.writer.on_committed = self._publish_committed
+        # Edits, deletes and reactions (issue 25): events of the chat stream, in their own module.
+        self.changes = MessageChanges(dbx, hub, notifications, self.require_member, self.validate_message,
+                                      edit_window)
         # Set by build_services (issue 11): mutes and Do Not Disturb, and the push offer of each notification.
         self.preferences = None
         self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
@@ -761,15 +778,17 @@ class ChatService:
             raise ValidationError("'limit' must be between 1 and 200")
 
         def load():
-            q = Message.select().where(Message.chat == chat_id).order_by(Message.id.desc()).limit(limit)
+            q = (Message.select().where((Message.chat == chat_id) & Message.event.is_null())
+                 .order_by(Message.id.desc()).limit(limit))
             if before_id is not None:
                 q = q.where(Message.id < before_id)
             rows = list(q)[::-1]
-            return rows, UploadService.attachments_of(m.id for m in rows)
+            return rows, UploadService.attachments_of(m.id for m in rows), reactions_of(m.id for m in rows)
 
-        rows, files = await self.dbx.read(load)
+        rows, files, reactions = await self.dbx.read(load)
         people = await self.users.get_many({m.sender_id for m in rows})
-        return [message_dict(m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id)) for m in rows]
+        return [message_dict(m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id),
+                             reactions.get(m.id)) for m in rows]
 
     def validate_message(self, body: dict, attached: bool = False) -> Tuple[str, str, Optional[str]]:
         """``(content, message_type, client_id)`` from a send request. Raises ValidationError.
@@ -919,19 +938,31 @@ class ChatService:
                              uid in req.silent_ids)
 
     async def replay_messages(self, user_id: int, after_id: int, limit: int) -> Optional[List[Tuple[int, str]]]:
-        """``message`` frames of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``."""
+        """Chat stream events of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``.
+
+        ``message`` frames (in their current state: edited, or a tombstone) and the change
+        events stored since (``message_edited``, ``message_deleted``, ``reaction``), in id order.
+        """
         def load():
             chat_ids = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
             rows = list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
                         .order_by(Message.id).limit(limit + 1))
-            return rows, (UploadService.attachments_of(m.id for m in rows) if len(rows) <= limit else {})
+            if len(rows) > limit:
+                return rows, {}, {}, {}
+            plain = [m.id for m in rows if m.event is None]
+            changed = [m for m in rows if m.event is not None]
+            targets = {json.loads(m.event)["message_id"] for m in changed if m.message_type == "message_edited"}
+            current = {m.id: m for m in Message.select().where(Message.id.in_(list(targets)))} if targets else {}
+            return rows, UploadService.attachments_of(plain), reactions_of(plain), \
+                MessageChanges.replay_frames(changed, current)
 
-        rows, files = await self.dbx.read(load)
+        rows, files, reactions, changes = await self.dbx.read(load)
         if len(rows) > limit:
             return None
-        people = await self.users.get_many({m.sender_id for m in rows})
-        return [(m.id, dumps({"type": "message", "message": message_dict(
-            m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id))})) for m in rows]
+        people = await self.users.get_many({m.sender_id for m in rows if m.event is None})
+        return [(m.id, changes[m.id] if m.event is not None else dumps({"type": "message", "message": message_dict(
+            m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id), reactions.get(m.id))}))
+            for m in rows]
 
     async def latest_message_id(self) -> int:
         """The highest message id stored (0 when none)."""
@@ -1003,7 +1034,8 @@ class ChatService:
             if on_read_stored is not None and position > member.last_read_message_id:
                 on_read_stored(user_id, chat_id, position)
             unread = (Message.select().where((Message.chat == chat_id) & (Message.id > position)
-                                             & (Message.sender != user_id)).count())
+                                             & (Message.sender != user_id) & Message.event.is_null()
+                                             & Message.deleted_at.is_null()).count())
             ChatMember.update(last_read_message_id=position, unread_count=unread).where(
                 ChatMember.id == member.id).execute()
             Notification.update(read_at=utcnow()).where(
