@@ -29,7 +29,8 @@ Versions:
     9  webhooks (issue 23): tables webhook_event (the outbox) and webhook_presence.
     10 message changes (issue 25): message.edited_at, message.deleted_at, message.event (rows
        that are changes of a message, stored in the message table so that they share its ids),
-       table reaction (message, user, emoji; unique).
+       message.reply_to_id, message.mentions, chat_member.mention_count (0 for everyone), table
+       reaction (message, user, emoji; unique).
 """
 from __future__ import annotations
 
@@ -334,7 +335,10 @@ def to_v10(db: peewee.Database) -> None:
     columns = {c.name for c in db.get_columns("message")}
     operations = [migrator.add_column("message", name, field) for name, field in (
         ("edited_at", peewee.DateTimeField(null=True)), ("deleted_at", peewee.DateTimeField(null=True)),
-        ("event", peewee.TextField(null=True))) if name not in columns]
+        ("event", peewee.TextField(null=True)), ("reply_to_id", peewee.BigIntegerField(null=True)),
+        ("mentions", peewee.TextField(null=True))) if name not in columns]
+    if "mention_count" not in {c.name for c in db.get_columns("chat_member")}:
+        operations.append(migrator.add_column("chat_member", "mention_count", peewee.IntegerField(default=0)))
     migrate(*operations)
 
     class UserV10(peewee.Model):

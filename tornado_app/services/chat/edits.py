@@ -37,6 +37,7 @@ from .emoji import MAX_EMOJI_BYTES, is_emoji
 MAX_REACTION_USERS = 20
 
 EDITED, DELETED, REACTION = "message_edited", "message_deleted", "reaction"
+NOTIFIED = ("new_message", "mention")  # the notification types a message causes
 
 
 def _insert_change(chat_id: int, actor: int, event: dict) -> int:
@@ -58,6 +59,13 @@ def reactions_of(message_ids: Iterable[int]) -> Dict[int, List[dict]]:
         if len(entry["user_ids"]) < MAX_REACTION_USERS:
             entry["user_ids"].append(uid)
     return {mid: list(by_emoji.values()) for mid, by_emoji in out.items()}
+
+
+def mentions_after(user_id: int, chat_id: int, position: int) -> int:
+    """Unread mentions of ``user_id`` in ``chat_id``: its ``mention`` notifications after ``position``."""
+    return Notification.select().where(
+        (Notification.recipient == user_id) & (Notification.chat_id == chat_id) & (Notification.type == "mention")
+        & (Notification.message_id > position)).count()
 
 
 class MessageChanges:
@@ -106,7 +114,7 @@ class MessageChanges:
             eid = _insert_change(chat_id, user_id, event)
             preview = content_preview(text)
             rows = list(Notification.select(Notification.id, Notification.recipient, Notification.payload)
-                        .where((Notification.message_id == m.id) & (Notification.type == "new_message")).tuples())
+                        .where((Notification.message_id == m.id) & Notification.type.in_(NOTIFIED)).tuples())
             for nid, _, payload in rows:
                 body = json.loads(payload)
                 body["content_preview"] = preview
@@ -145,10 +153,17 @@ class MessageChanges:
             Upload.update(message=None, chat=None).where(Upload.message == m.id).execute()
             Reaction.delete().where(Reaction.message == m.id).execute()
             eid = _insert_change(chat_id, user_id, event)
-            withdrawn = list(Notification.select(Notification.id, Notification.recipient)
-                             .where((Notification.message_id == m.id) & (Notification.type == "new_message")).tuples())
+            withdrawn = list(Notification.select(Notification.id, Notification.recipient, Notification.type)
+                             .where((Notification.message_id == m.id) & Notification.type.in_(NOTIFIED)).tuples())
             if withdrawn:
-                Notification.delete().where(Notification.id.in_([nid for nid, _ in withdrawn])).execute()
+                Notification.delete().where(Notification.id.in_([nid for nid, _, _ in withdrawn])).execute()
+            for _, recipient, ntype in withdrawn:
+                if ntype == "mention":  # recounted: the read position decides what is still unread
+                    member = ChatMember.get_or_none((ChatMember.chat == chat_id) & (ChatMember.user == recipient))
+                    if member is not None:
+                        ChatMember.update(mention_count=mentions_after(recipient, chat_id, member.last_read_message_id)
+                                          ).where(ChatMember.id == member.id).execute()
+            withdrawn = [(nid, recipient) for nid, recipient, _ in withdrawn]
             # Those who had not read up to it counted it as unread: one less.
             counted = [uid for (uid,) in ChatMember.select(ChatMember.user).where(
                 (ChatMember.chat == chat_id) & (ChatMember.user != user_id)
@@ -156,7 +171,7 @@ class MessageChanges:
             if counted:
                 ChatMember.update(unread_count=ChatMember.unread_count - 1).where(
                     (ChatMember.chat == chat_id) & ChatMember.user.in_(counted)).execute()
-            return eid, {**event, "event_id": eid}, withdrawn, unread_states(counted)
+            return eid, {**event, "event_id": eid}, withdrawn, unread_states(set(counted) | {r for _, r in withdrawn})
 
         eid, event, withdrawn, unread = await self.dbx.write(apply)
         if eid is None:

@@ -256,7 +256,9 @@ def message_rows(created: List[Tuple[int, int, dict]]) -> int:
         data = {
             "chat": chats.get(chat_id, {"id": chat_id, "key": None, "kind": None}),
             "message": {"id": message["id"], "client_id": message.get("client_id"), "content": message["content"],
-                        "message_type": message.get("message_type"), "created_at": message["created_at"]},
+                        "message_type": message.get("message_type"), "created_at": message["created_at"],
+                        # a reply (issue 25): the id of the message it answers
+                        **({"reply_to": message["reply_to"]["id"]} if message.get("reply_to") else {})},
             "sender": people.get(sender_id) or {"id": sender_id, "username": None, "external_id": None},
             "members": [{"id": uid, "external_id": people[uid]["external_id"] if uid in people else None}
                         for uid in members.get(chat_id, [])],
