@@ -414,7 +414,8 @@ class MessageWriter:
             _update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
                                 "t.{chat} = v.c AND t.{user} = v.u",
                                 [(n, chat, uid) for (chat, uid), n in per_member.items()])
-            _update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n"},
+            # (a sender has read the mentions of them too; those of this batch are counted after this)
+            _update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n", "mention_count": "0"},
                                 ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
             _update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
                                 ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
@@ -456,7 +457,7 @@ class MessageWriter:
                                          created_at=now).execute()
                     ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
                         (ChatMember.chat == req.chat_id) & (ChatMember.user != req.sender_id)).execute()
-                    ChatMember.update(last_read_message_id=mid, unread_count=0).where(
+                    ChatMember.update(last_read_message_id=mid, unread_count=0, mention_count=0).where(
                         (ChatMember.chat == req.chat_id) & (ChatMember.user == req.sender_id)).execute()
                     Chat.update(last_message_id=mid, last_activity_at=now).where(
                         Chat.id == req.chat_id).execute()
