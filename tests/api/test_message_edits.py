@@ -236,3 +236,28 @@ async def test_reactions_counts_idempotence_and_the_emoji_rule(api, users):
     status, data = await api.call("PUT", path("👍"), token=bob["token"])
     assert (status, error_code(data)) == (409, "message_deleted")
     assert "reactions" not in (await history(api, alice, chat))[mid]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_notification_streams_hear_of_the_update_and_the_withdrawal(api, users, ws_url, http_port):
+    alice, bob = await users("alice", "bob")
+    chat = await private_chat(api, alice, bob)
+    notes = await WSClient.connect(ws_url, "/ws/notifications", bob["token"])
+    await notes.recv_type("unread")
+    sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/chat", bob["token"])
+    await sse.next_type("unread")
+    mid = await send(api, alice, chat, "draft")
+    note = await notes.recv_type("new_message")
+    await sse.next_type("message")
+
+    status, _ = await api.call("PATCH", f"/api/chats/{chat}/messages/{mid}", {"content": "final"}, token=alice["token"])
+    updated = await notes.recv_type("notification_updated")
+    assert (updated["notification_id"], updated["content_preview"]) == (note["id"], "final")
+    assert (await sse.next_type("message_edited"))["content"] == "final"
+    status, _ = await api.call("DELETE", f"/api/chats/{chat}/messages/{mid}", token=alice["token"])
+    withdrawn = await notes.recv_type("notification_withdrawn")
+    assert (withdrawn["notification_id"], withdrawn["message_id"]) == (note["id"], mid)
+    assert (await notes.recv_type("unread"))["total"] == 0
+    assert (await sse.next_type("message_deleted"))["message_id"] == mid
+    notes.close()
+    sse.writer.close()

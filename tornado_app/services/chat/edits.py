@@ -73,13 +73,15 @@ class MessageChanges:
 
     def __init__(self, dbx: DatabaseExecutor, hub: Hub, notifications: NotificationService,
                  require_member: Callable[[int, object], Awaitable[Sequence[int]]],
-                 validate_content: Callable[[dict], Tuple[str, str, Optional[str]]], edit_window: int):
+                 validate_content: Callable[[dict], Tuple[str, str, Optional[str]]], edit_window: int,
+                 offer_push: Callable[[int, dict], None]):
         self.dbx = dbx
         self.hub = hub
         self.notifications = notifications
         self.require_member = require_member
         self.validate_content = validate_content
         self.edit_window = edit_window
+        self.offer_push = offer_push  # (user_id, frame): Web Push decides, as for a notification
 
     @staticmethod
     def _target(chat_id: int, message_id: int) -> Message:
@@ -153,17 +155,19 @@ class MessageChanges:
             Upload.update(message=None, chat=None).where(Upload.message == m.id).execute()
             Reaction.delete().where(Reaction.message == m.id).execute()
             eid = _insert_change(chat_id, user_id, event)
-            withdrawn = list(Notification.select(Notification.id, Notification.recipient, Notification.type)
+            withdrawn = list(Notification.select(Notification.id, Notification.recipient, Notification.type,
+                                                 Notification.payload)
                              .where((Notification.message_id == m.id) & Notification.type.in_(NOTIFIED)).tuples())
             if withdrawn:
-                Notification.delete().where(Notification.id.in_([nid for nid, _, _ in withdrawn])).execute()
-            for _, recipient, ntype in withdrawn:
+                Notification.delete().where(Notification.id.in_([nid for nid, _, _, _ in withdrawn])).execute()
+            for _, recipient, ntype, _ in withdrawn:
                 if ntype == "mention":  # recounted: the read position decides what is still unread
                     member = ChatMember.get_or_none((ChatMember.chat == chat_id) & (ChatMember.user == recipient))
                     if member is not None:
                         ChatMember.update(mention_count=mentions_after(recipient, chat_id, member.last_read_message_id)
                                           ).where(ChatMember.id == member.id).execute()
-            withdrawn = [(nid, recipient) for nid, recipient, _ in withdrawn]
+            # (id, recipient, whether it was pushed: a silent one never was)
+            withdrawn = [(nid, recipient, '"silent":true' not in payload) for nid, recipient, _, payload in withdrawn]
             # Those who had not read up to it counted it as unread: one less.
             counted = [uid for (uid,) in ChatMember.select(ChatMember.user).where(
                 (ChatMember.chat == chat_id) & (ChatMember.user != user_id)
@@ -171,16 +175,18 @@ class MessageChanges:
             if counted:
                 ChatMember.update(unread_count=ChatMember.unread_count - 1).where(
                     (ChatMember.chat == chat_id) & ChatMember.user.in_(counted)).execute()
-            return eid, {**event, "event_id": eid}, withdrawn, unread_states(set(counted) | {r for _, r in withdrawn})
+            return eid, {**event, "event_id": eid}, withdrawn, unread_states(set(counted) | {r for _, r, _ in withdrawn})
 
         eid, event, withdrawn, unread = await self.dbx.write(apply)
         if eid is None:
             return event
         await self.hub.publish(CHAT, members, dumps(event), event_id=eid, chat_id=chat_id)
-        for nid, recipient in withdrawn:
-            await self.hub.publish(NOTIFY, [recipient], dumps({
-                "type": "notification_withdrawn", "notification_id": nid, "chat_id": chat_id,
-                "message_id": message_id}))
+        for nid, recipient, pushed in withdrawn:
+            frame = {"type": "notification_withdrawn", "notification_id": nid, "chat_id": chat_id,
+                     "message_id": message_id}
+            await self.hub.publish(NOTIFY, [recipient], dumps(frame))
+            if pushed:
+                self.offer_push(recipient, {**frame, "id": nid})
         await self.notifications.deliver_unread(unread)
         return event
 

@@ -540,7 +540,7 @@ class ChatService:
         # Edits, deletes and reactions (issue 25): events of the chat stream, in their own module.
         self.replies = Replies(dbx, users)
         self.changes = MessageChanges(dbx, hub, notifications, self.require_member, self.validate_message,
-                                      edit_window)
+                                      edit_window, self._offer_push)
         # Set by build_services (issue 11): mutes and Do Not Disturb, and the push offer of each notification.
         self.preferences = None
         self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
@@ -1023,6 +1023,11 @@ class ChatService:
                 if self.on_notified is not None:
                     self._offer_pushes(req, res)
         await self.notifications.deliver_unread(unread)
+
+    def _offer_push(self, user_id: int, frame: dict) -> None:
+        """Offer one frame to Web Push (a withdrawn notification); nothing when push is not wired."""
+        if self.on_notified is not None:
+            self.on_notified(user_id, frame, False)
 
     def _offer_pushes(self, req: SendRequest, res: SendResult) -> None:
         """Offer each new_message notification to Web Push (it decides, mostly from memory)."""
