@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import peewee
 
@@ -52,8 +52,10 @@ def reactions_of(message_ids: Iterable[int]) -> Dict[int, List[dict]]:
     out: Dict[int, Dict[str, dict]] = {}
     if not ids:
         return {}
-    for mid, emoji, uid in (Reaction.select(Reaction.message, Reaction.emoji, Reaction.user)
-                            .where(Reaction.message.in_(ids)).order_by(Reaction.id).tuples()):
+    query = (Reaction.select(Reaction.message, Reaction.emoji, Reaction.user)
+             .where(Reaction.message.in_(ids)).order_by(Reaction._meta.primary_key).tuples())
+    rows = cast(Iterable[Tuple[int, str, int]], query)
+    for mid, emoji, uid in rows:
         entry = out.setdefault(mid, {}).setdefault(emoji, {"emoji": emoji, "count": 0, "user_ids": []})
         entry["count"] += 1
         if len(entry["user_ids"]) < MAX_REACTION_USERS:
@@ -241,7 +243,7 @@ class MessageChanges:
         """
         out: Dict[int, Optional[str]] = {}
         for row in rows:
-            event = json.loads(row.event)
+            event = json.loads(cast(str, row.event))
             event["event_id"] = row.id
             if event["type"] == EDITED:
                 target = current.get(event["message_id"])

@@ -35,7 +35,7 @@ def quote(target: Optional[Message], target_id: int, sender_name: str) -> dict:
     """The quoted preview of the message replied to (``deleted`` once it is, or if it is gone)."""
     if target is None or target.deleted_at is not None:
         return {"id": target_id, "deleted": True}
-    return {"id": target.id, "sender_id": target.sender_id, "sender_name": sender_name,
+    return {"id": target.id, "sender_id": getattr(target, "sender_id"), "sender_name": sender_name,
             "content_preview": content_preview(target.content)}
 
 
