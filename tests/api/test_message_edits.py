@@ -5,6 +5,7 @@ Every route and frame with its errors; the events live and on resume on /ws/chat
 withdrawn notification gone from the list with the unread count right; reaction counts and the
 emoji rule at and past its byte limit. CI runs tests/api on SQLite and PostgreSQL.
 """
+import asyncio
 import json
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ import pytest
 
 from models import open_database
 from tests.support.clients import SSEClient, WSClient
+from tornado_app.services.chat.edits import MAX_REACTION_USERS
 from tornado_app.services.chat.emoji import MAX_EMOJI_BYTES
 
 
@@ -85,13 +87,18 @@ async def test_edit_and_delete_over_http_with_their_errors(api, users, database_
     assert (status, error_code(data)) == (409, "message_deleted")
 
 
-@pytest.mark.parametrize("config_overrides", [{"edit_window": 0}])
+@pytest.mark.parametrize("config_overrides", [{"edit_window": 2}])
 @pytest.mark.gen_test(timeout=60)
-async def test_edit_past_the_window_is_refused_but_delete_has_none(api, users):
+async def test_edit_within_and_past_the_window_but_delete_has_none(api, users):
     alice, bob = await users("alice", "bob")
     chat = await private_chat(api, alice, bob)
     mid = await send(api, alice, chat, "typo")
+    sent = asyncio.get_running_loop().time()
     status, data = await api.call("PATCH", f"/api/chats/{chat}/messages/{mid}", {"content": "fixed"},
+                                  token=alice["token"])
+    assert status == 200, data  # within the 2 s window
+    await asyncio.sleep(max(0.0, sent + 2.3 - asyncio.get_running_loop().time()))
+    status, data = await api.call("PATCH", f"/api/chats/{chat}/messages/{mid}", {"content": "fixed again"},
                                   token=alice["token"])
     assert (status, error_code(data)) == (403, "edit_window_passed")
     status, data = await api.call("DELETE", f"/api/chats/{chat}/messages/{mid}", token=alice["token"])
@@ -261,3 +268,22 @@ async def test_notification_streams_hear_of_the_update_and_the_withdrawal(api, u
     assert (await sse.next_type("message_deleted"))["message_id"] == mid
     notes.close()
     sse.writer.close()
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_who_reacted_is_capped_and_the_count_is_not(api, users):
+    people = await users(*[f"u{i}" for i in range(MAX_REACTION_USERS + 1)])
+    owner = people[0]
+    status, data = await api.call("POST", "/api/chats", {"member_ids": [u["id"] for u in people[1:]], "title": "All"},
+                                  token=owner["token"])
+    chat = data["chat"]["id"]
+    mid = await send(api, owner, chat, "vote")
+    for user in people[:MAX_REACTION_USERS]:
+        status, _ = await api.call("PUT", f"/api/chats/{chat}/messages/{mid}/reactions/{quote('👍')}", token=user["token"])
+        assert status == 200
+    [at] = (await history(api, owner, chat))[mid]["reactions"]
+    assert at["count"] == MAX_REACTION_USERS and at["user_ids"] == [u["id"] for u in people[:MAX_REACTION_USERS]]
+    status, _ = await api.call("PUT", f"/api/chats/{chat}/messages/{mid}/reactions/{quote('👍')}",
+                               token=people[-1]["token"])
+    [past] = (await history(api, owner, chat))[mid]["reactions"]
+    assert past["count"] == MAX_REACTION_USERS + 1 and past["user_ids"] == at["user_ids"]

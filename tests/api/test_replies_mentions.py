@@ -6,6 +6,7 @@ CI runs tests/api on SQLite and PostgreSQL."""
 import pytest
 
 from tests.support.clients import WSClient
+from tornado_app.services.chat.replies import MAX_MENTIONS
 
 
 async def group(api, owner, *others) -> int:
@@ -119,3 +120,15 @@ async def test_a_mention_in_do_not_disturb_is_stored_silently(api, users):
     await send(api, alice, chat, f"@{bob['username']} urgent")
     [note] = await notifications(api, bob)
     assert note["type"] == "mention" and note["silent"] is True
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_at_most_max_mentions_names_are_looked_up(api, users):
+    alice, bob = await users("alice", "bob")
+    chat = await group(api, alice, bob)
+    # names sort before bob's ("aaa…" < "bob_…"): past the limit, bob's is the one left as text
+    others = [f"@aaa{i:03d}" for i in range(MAX_MENTIONS - 1)]
+    at_limit = await send(api, alice, chat, " ".join(others + [f"@{bob['username']}"]))
+    assert at_limit["mentions"] == [bob["id"]]
+    past = await send(api, alice, chat, " ".join(others + ["@aaa999", f"@{bob['username']}"]))
+    assert "mentions" not in past
