@@ -287,3 +287,29 @@ async def test_who_reacted_is_capped_and_the_count_is_not(api, users):
                                token=people[-1]["token"])
     [past] = (await history(api, owner, chat))[mid]["reactions"]
     assert past["count"] == MAX_REACTION_USERS + 1 and past["user_ids"] == at["user_ids"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_deleted_messages_attachments_are_detached_and_no_longer_linked(api, users, database_url):
+    alice, bob = await users("alice", "bob")
+    chat = await private_chat(api, alice, bob)
+    status, up = await api.call("POST", "/api/uploads?filename=notes.txt", raw=b"private notes\n",
+                                token=alice["token"], headers={"Content-Type": "application/octet-stream"})
+    assert status == 201, up
+    status, data = await api.call("POST", f"/api/chats/{chat}/messages", {"content": "", "attachments": [up["id"]]},
+                                  token=alice["token"])
+    assert status == 201 and data["message"]["attachments"][0]["id"] == up["id"]
+    mid = data["message"]["id"]
+    status, _ = await api.call("GET", f"/api/uploads/{up['id']}/link", token=bob["token"])
+    assert status == 200
+
+    status, _ = await api.call("DELETE", f"/api/chats/{chat}/messages/{mid}", token=alice["token"])
+    assert status == 200
+    assert "attachments" not in (await history(api, bob, chat))[mid]
+    status, data = await api.call("GET", f"/api/uploads/{up['id']}/link", token=bob["token"])
+    assert status in (403, 404), data
+    db = open_database(database_url)
+    with db.connection_context():
+        row = db.execute_sql('SELECT message_id, chat_id FROM "upload" WHERE id = %s' % db.param, (up["id"],)).fetchone()
+    db.close()
+    assert row == (None, None)  # an orphan now: the sweep frees the file
