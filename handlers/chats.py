@@ -72,13 +72,13 @@ class MessageHandler(BaseHandler):
         """``{content}``: the sender edits within ``--edit-window``; answers the ``message_edited`` event."""
         body = self.json_body()
         self.send_json(await self.services.chat.changes.edit(
-            self.user_id, self.path_id(chat_id), self.path_id(message_id), body.get("content")))
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id"), body.get("content")))
 
     @authenticated
     async def delete(self, chat_id, message_id):
         """The sender deletes the message for everyone; answers the ``message_deleted`` event."""
         self.send_json(await self.services.chat.changes.delete(
-            self.user_id, self.path_id(chat_id), self.path_id(message_id)))
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id")))
 
 
 class ReactionHandler(BaseHandler):
@@ -88,13 +88,13 @@ class ReactionHandler(BaseHandler):
     async def put(self, chat_id, message_id, emoji):
         """Add the caller's ``emoji`` (URL-encoded); idempotent. Answers the ``reaction`` event."""
         self.send_json(await self.services.chat.changes.react(
-            self.user_id, self.path_id(chat_id), self.path_id(message_id), emoji, True))
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id"), emoji, True))
 
     @authenticated
     async def delete(self, chat_id, message_id, emoji):
         """Remove the caller's ``emoji``; idempotent."""
         self.send_json(await self.services.chat.changes.react(
-            self.user_id, self.path_id(chat_id), self.path_id(message_id), emoji, False))
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id"), emoji, False))
 
 
 class ReadHandler(BaseHandler):
