@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
-from tests.support.procs import ROOT, ServerProcess, free_port, start_server
+from tests.support.procs import ROOT, ServerProcess, free_port, start_server, stop_process
 
 SHOP = Path(ROOT) / "examples" / "flask_shop"
 CLIENT_SRC = Path(ROOT) / "clients" / "python" / "src"
@@ -82,13 +82,8 @@ class ShopProcess:
             return ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def start_squall_for_shop(tmp: Path, shop_port: int, *extra: str) -> ServerProcess:
