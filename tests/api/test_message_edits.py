@@ -313,3 +313,19 @@ async def test_a_deleted_messages_attachments_are_detached_and_no_longer_linked(
         row = db.execute_sql('SELECT message_id, chat_id FROM "upload" WHERE id = %s' % db.param, (up["id"],)).fetchone()
     db.close()
     assert row == (None, None)  # an orphan now: the sweep frees the file
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_deletes_at_once_make_one_event_and_one_correction(api, users):
+    alice, bob = await users("alice", "bob")
+    chat = await private_chat(api, alice, bob)
+    keep = await send(api, alice, chat, "stays")
+    mid = await send(api, alice, chat, "goes")
+    answers = await asyncio.gather(*[api.call("DELETE", f"/api/chats/{chat}/messages/{mid}", token=alice["token"])
+                                     for _ in range(4)])
+    assert [status for status, _ in answers] == [200] * 4
+    assert sum("event_id" in data for _, data in answers) == 1
+    status, unread = await api.call("GET", "/api/unread", token=bob["token"])
+    assert unread["chats"] == {str(chat): 1}
+    status, data = await api.call("GET", f"/poll/chat?last_event_id={keep}-0&timeout=0", token=bob["token"])
+    assert [e["type"] for e in data["events"] if e.get("type", "").startswith("message")] == ["message", "message_deleted"]

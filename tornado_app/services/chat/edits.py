@@ -113,7 +113,10 @@ class MessageChanges:
             now = utcnow()
             if now - m.created_at > datetime.timedelta(seconds=window):
                 raise Forbidden(f"A message can be edited for {window} seconds after sending", "edit_window_passed")
-            Message.update(content=text, edited_at=now).where(Message.id == m.id).execute()
+            # Conditional: a delete committed meanwhile by another process wins (PostgreSQL reads committed).
+            if not Message.update(content=text, edited_at=now).where(
+                    (Message.id == m.id) & Message.deleted_at.is_null()).execute():
+                raise Conflict("The message was deleted", "message_deleted")
             event = {"type": EDITED, "chat_id": chat_id, "message_id": m.id}
             eid = _insert_change(chat_id, user_id, event)
             preview = content_preview(text)
@@ -152,7 +155,9 @@ class MessageChanges:
                 return None, event, [], {}
             now = utcnow()
             # The search index follows content (triggers / generated column): erased here, gone there.
-            Message.update(content="", deleted_at=now).where(Message.id == m.id).execute()
+            if not Message.update(content="", deleted_at=now).where(
+                    (Message.id == m.id) & Message.deleted_at.is_null()).execute():
+                return None, event, [], {}  # deleted meanwhile by another process: once is enough
             # Detached, its files are orphans: the orphan sweep (uploads.py) frees them.
             Upload.update(message=None, chat=None).where(Upload.message == m.id).execute()
             Reaction.delete().where(Reaction.message == m.id).execute()
