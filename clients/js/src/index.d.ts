@@ -102,6 +102,20 @@ export interface Message {
   created_at: string;
   /** Present only on messages with files. */
   attachments?: Attachment[];
+  /** When the content was last edited. */
+  edited_at?: string;
+  /** A message deleted for everyone: no content, attachments, reactions or reply. */
+  deleted?: boolean;
+  reactions?: Reaction[];
+  /** The message this one answers: a preview, or ``{id, deleted: true}``. */
+  reply_to?: ReplyPreview;
+  /** Ids of the members ``@``-mentioned. */
+  mentions?: number[];
+}
+
+export interface Reaction { emoji: string; count: number; user_ids: number[] }
+export interface ReplyPreview {
+  id: number; sender_id?: number; sender_name?: string; content_preview?: string; deleted?: boolean;
 }
 
 export interface MessageFrame { type: "message"; message: Message }
@@ -307,6 +321,8 @@ export interface SendOptions {
   messageType?: string;
   /** Ids of the sender's own uploads (``Squall.upload``), at most 10; the content may then be empty. */
   attachments?: string[];
+  /** The id of a message of the same chat this one answers (quoted in history and events). */
+  replyTo?: number | null;
 }
 
 export declare class ChatConnection {
