@@ -1,6 +1,7 @@
 """Peewee models: the only place that knows tables."""
 from .base import BaseModel, database_proxy, init_db, is_postgres, open_database, tuples, utcnow
-from .chat import ADMIN, GROUP, MEMBER, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message
+from .chat import (ADMIN, GROUP, MEMBER, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message,
+                   Reaction)
 from .notification import Notification, NotificationState, Setting
 from .preferences import PushSubscription, UserPreference
 from .session import RefreshToken
@@ -9,7 +10,7 @@ from .user import User, new_token_version, username_key
 from .webhook import WebhookEvent, WebhookPresence
 
 ALL_MODELS = [User, Chat, ChatMember, ChatDeparture, Message, Notification, NotificationState, Setting, RefreshToken,
-              UserPreference, PushSubscription, Upload, WebhookEvent, WebhookPresence]
+              UserPreference, PushSubscription, Upload, WebhookEvent, WebhookPresence, Reaction]
 
 __all__ = [
     "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "tuples", "utcnow",
@@ -17,5 +18,5 @@ __all__ = [
     "Message", "Notification", "NotificationState",
     "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "Upload", "new_token_version", "username_key",
     "WebhookEvent", "WebhookPresence",
-    "ALL_MODELS",
+    "Reaction", "ALL_MODELS",
 ]

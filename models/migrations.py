@@ -27,7 +27,10 @@ Versions:
        filename, image width/height, thumbnail key, created_at; message and chat once a send
        lists it), indexed for quota sums, history pages and the orphan sweep.
     9  webhooks (issue 23): tables webhook_event (the outbox) and webhook_presence.
-    10 (reserved for edits and reactions, issue 25; merged separately)
+    10 message changes (issue 25): message.edited_at, message.deleted_at, message.event (rows
+       that are changes of a message, stored in the message table so that they share its ids),
+       message.reply_to_id, message.mentions, chat_member.mention_count (0 for everyone), table
+       reaction (message, user, emoji; unique).
     11 groups that change and presence (issue 25): chat_member.role (owner | admin | member),
        backfilled: in each group not made by the service API (chat.external_key NULL) the
        earliest member (lowest chat_member id: Squall did not record who created a group)
@@ -331,6 +334,44 @@ def to_v9(db: peewee.Database) -> None:
     db.create_tables([WebhookEventV9, WebhookPresenceV9], safe=True)
 
 
+def to_v10(db: peewee.Database) -> None:
+    """Version 9 → 10: edits, deletes and reactions (frozen here)."""
+    migrator = migrator_for(db)
+    columns = {c.name for c in db.get_columns("message")}
+    operations = [migrator.add_column("message", name, field) for name, field in (
+        ("edited_at", peewee.DateTimeField(null=True)), ("deleted_at", peewee.DateTimeField(null=True)),
+        ("event", peewee.TextField(null=True)), ("reply_to_id", peewee.BigIntegerField(null=True)),
+        ("mentions", peewee.TextField(null=True))) if name not in columns]
+    if "mention_count" not in {c.name for c in db.get_columns("chat_member")}:
+        operations.append(migrator.add_column("chat_member", "mention_count", peewee.IntegerField(default=0)))
+    migrate(*operations)
+
+    class UserV10(peewee.Model):
+        class Meta:
+            database = db
+            table_name = "user"
+
+    class MessageV10(peewee.Model):
+        id = peewee.BigAutoField()
+
+        class Meta:
+            database = db
+            table_name = "message"
+
+    class ReactionV10(peewee.Model):
+        message = peewee.ForeignKeyField(MessageV10, on_delete="CASCADE")
+        user = peewee.ForeignKeyField(UserV10, on_delete="CASCADE")
+        emoji = peewee.CharField(max_length=64)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "reaction"
+            indexes = ((("message", "emoji", "user"), True),)
+
+    db.create_tables([ReactionV10], safe=True)
+
+
 def to_v11(db: peewee.Database) -> None:
     """Version 10 → 11: roles, former members, system messages, last seen (idempotent)."""
     migrator = migrator_for(db)
@@ -388,5 +429,6 @@ MIGRATIONS = {
     7: to_v7,
     8: to_v8,
     9: to_v9,
+    10: to_v10,
     11: to_v11,
 }

@@ -64,11 +64,9 @@ def _migrate(db: peewee.Database) -> int:
         raise RuntimeError("the database has Squall tables but no schema version; "
                            "it was not created by Squall")
     while version < SCHEMA_VERSION:
-        step = MIGRATIONS.get(version + 1)
+        step = MIGRATIONS[version + 1]
         with db.atomic():
-            # A number with no step is reserved by a change not merged yet (10, issue 25).
-            if step is not None:
-                step(db)
+            step(db)
             set_version(version + 1)
         log.info("migrated schema from version %d to %d", version, version + 1)
         version += 1

@@ -214,6 +214,13 @@ async def test_users_cannot_send_system_messages(api, users):
     status, err = await call(api, bob, "POST", f"/api/chats/{chat['id']}/messages",
                              {"content": "Alice made Bob the owner", "message_type": "system"})
     assert (status, err["error"]["code"]) == (400, "invalid_message_type")
+    # nor change one, even its sender (who made the change)
+    status, _ = await call(api, alice, "PATCH", f"/api/chats/{chat['id']}", {"title": "New"})
+    status, history = await call(api, alice, "GET", f"/api/chats/{chat['id']}/messages")
+    system_id = history["messages"][-1]["id"]
+    for method, body in (("PATCH", {"content": "Alice did nothing"}), ("DELETE", None)):
+        status, err = await call(api, alice, method, f"/api/chats/{chat['id']}/messages/{system_id}", body)
+        assert (status, err["error"]["code"]) == (403, "system_message")
 
 
 @pytest.mark.gen_test(timeout=60)

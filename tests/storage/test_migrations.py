@@ -209,6 +209,10 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         # version 9: the webhook outbox and presence tables, empty
         assert {"webhook_event", "webhook_presence"} <= set(db.get_tables())
         assert db.execute_sql('SELECT COUNT(*) FROM "webhook_event"').fetchone()[0] == 0
+        # version 10: no message edited, deleted or reacted to; no change rows
+        assert db.execute_sql('SELECT COUNT(*) FROM "message" WHERE edited_at IS NOT NULL'
+                              ' OR deleted_at IS NOT NULL OR event IS NOT NULL').fetchone()[0] == 0
+        assert db.execute_sql('SELECT COUNT(*) FROM "reaction"').fetchone()[0] == 0
         # version 11: the group's earliest member owns it, everyone else (and private chats) are members;
         # nobody has left yet, no system message, nobody seen yet
         roles = db.execute_sql('SELECT c."kind", u."username", cm."role" FROM "chat_member" cm'
