@@ -225,6 +225,7 @@ class Subscriber(abc.ABC):
             conn_log.info("connection opened (%s)", self.transport,
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
         try:
+            await services.hub.subscribed(self)  # before the catch-up reads the database (issue 26)
             await self._catch_up(last_message_id, last_notification_id, replays, baselines)
         except BaseException:
             # Registry hygiene: a stream whose open failed (a database outage, a bad id) must

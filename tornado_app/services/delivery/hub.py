@@ -106,6 +106,8 @@ class Hub:
             if user_ids and "c" in envelope and self.chat_gate is not None:
                 user_ids = self.chat_gate(envelope["c"], user_ids)
             delivered = self.registry.deliver(event, user_ids, envelope.get("x"), envelope.get("n"))
+            if not delivered and user_ids is not None:
+                metrics.broker_discarded += 1  # read and decoded for nobody here
             if delivered and "t" in envelope:
                 metrics.delivery[event.kind].observe(time.time() - envelope["t"])
         except Exception:
@@ -155,7 +157,13 @@ class Hub:
                 log.exception("reporting a presence change failed")
 
     def add(self, conn) -> None:
-        """Register a connection with the local registry (a notification stream makes its user online)."""
+        """Register a connection with the local registry (a notification stream makes its user online).
+
+        The first connection of a user here makes the broker route the user's envelopes to this
+        process (``Broker.hold``); the stream then awaits ``subscribed`` before reading what it missed.
+        """
+        if conn not in self.registry.connections and self.registry.user_count(conn.user_id) == 0:
+            self.broker.hold(conn.user_id)
         if NOTIFY in conn.streams and conn not in self.registry.connections:
             claim = self._online.get(conn.user_id)
             if claim is None:
@@ -167,6 +175,15 @@ class Hub:
                     spawn(self._claim(conn.user_id, True), name="hub.online_claim")
         self.registry.add(conn)
 
+    async def subscribed(self, conn) -> None:
+        """Return once envelopes for ``conn``'s user published from now on reach this process.
+
+        Call after ``add`` and before reading missed events from the database: an event stored
+        after that read is published after it, so it arrives live (routing by user, issue 26).
+        Raises BrokerUnavailable when the broker does not confirm in time.
+        """
+        await self.broker.ready(conn.user_id)
+
     async def _claim(self, user_id: int, online: bool) -> None:
         try:
             await self.broker.presence_changed(user_id, ONLINE, online)
@@ -174,7 +191,9 @@ class Hub:
             log.warning("could not update the online presence of user %s", user_id)
 
     async def remove(self, conn) -> None:
-        """Unregister a connection and end its presence."""
+        """Unregister a connection and end its presence (the last of its user here: ``Broker.release``)."""
+        if conn in self.registry.connections and self.registry.user_count(conn.user_id) == 1:
+            self.broker.release(conn.user_id)
         if NOTIFY in conn.streams and conn in self.registry.connections:
             claim = self._online.get(conn.user_id)
             if claim is not None:
