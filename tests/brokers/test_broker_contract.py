@@ -12,7 +12,7 @@ from tests.support.scaleout import Collector, ThrowawayPostgres, redis_base_url,
 
 pytestmark = pytest.mark.same_in_both_runs  # this machine's servers, whatever the run's database
 
-BACKENDS = ["memory", "redis", "postgres"]
+BACKENDS = ["memory", "redis", "postgres", "redis-cluster"]
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,26 @@ def pg_broker_db():
     db.drop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory):
+    """A local Redis Cluster (3 masters, 3 replicas) for this module's cluster brokers."""
+    from tests.support.redis_cluster import LocalRedisCluster
+    cluster = LocalRedisCluster(str(tmp_path_factory.mktemp("redis-cluster")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(params=BACKENDS)
 def broker_url(request, pg_broker_db):
     """A broker URL of each backend, with a prefix of its own."""
     prefix = unique_prefix()
     if request.param == "memory":
         return "memory"
+    if request.param == "redis-cluster":
+        return with_prefix(request.getfixturevalue("redis_cluster").url, prefix)
     if request.param == "redis":
         return with_prefix(redis_base_url(), prefix)
     return with_prefix(pg_broker_db.url, prefix)
@@ -121,7 +135,7 @@ async def test_ping_answers(make_broker):
     await broker.ping()
 
 
-DISTRIBUTED = pytest.mark.parametrize("broker_url", ["redis", "postgres"], indirect=True)
+DISTRIBUTED = pytest.mark.parametrize("broker_url", ["redis", "postgres", "redis-cluster"], indirect=True)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -209,7 +223,7 @@ async def test_unreachable_broker_fails_ping_but_not_publish(io_loop):
             await broker.stop()
 
 
-SHARDED_ONLY = pytest.mark.parametrize("broker_url", ["redis"], indirect=True)
+SHARDED_ONLY = pytest.mark.parametrize("broker_url", ["redis", "redis-cluster"], indirect=True)
 
 
 @SHARDED_ONLY
@@ -272,7 +286,7 @@ async def test_envelope_past_the_fanout_limit_goes_on_the_broadcast_channel(make
 
 @pytest.mark.gen_test(timeout=60)
 async def test_routing_broadcast_switch_gets_everything(broker_url, io_loop):
-    if not broker_url.startswith("redis"):
+    if not broker_url.startswith(("redis://", "redis+cluster://")):
         pytest.skip("memory and PostgreSQL always broadcast")
     a = create_broker(broker_url, "origin-a", routing="broadcast")
     b = create_broker(broker_url, "origin-b", routing="broadcast")

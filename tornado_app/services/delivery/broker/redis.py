@@ -163,10 +163,7 @@ class RedisBroker(Broker):
         """Connect, subscribe (waits up to 10 s for the first subscription), start refreshing presence."""
         await super().start(receiver, presence_source, on_gap)
         self._stopping = False
-        # Keepalives and health checks: the subscription only reads, so a silently dropped
-        # connection must be noticed by the socket itself.
-        self._client = aioredis.from_url(self.url, socket_connect_timeout=5, socket_timeout=None,
-                                         socket_keepalive=True, health_check_interval=30)
+        self._client = self._connect()
         self._listener = spawn(self._listen_forever(), name="broker.redis.listen")
         self._refresher = spawn(self._refresh_forever(), name="broker.redis.refresh")
         try:
@@ -174,6 +171,13 @@ class RedisBroker(Broker):
         except asyncio.TimeoutError:
             # Start anyway: the listener keeps retrying and /readyz reports the broker down.
             log.error("Redis broker at %s is not reachable yet; retrying in the background", self._where())
+
+    def _connect(self) -> Any:
+        """The client (the cluster broker makes a cluster client)."""
+        # Keepalives and health checks: the subscription only reads, so a silently dropped
+        # connection must be noticed by the socket itself.
+        return aioredis.from_url(self.url, socket_connect_timeout=5, socket_timeout=None,
+                                 socket_keepalive=True, health_check_interval=30)
 
     def _where(self) -> str:
         parsed = urlparse(self.url)
