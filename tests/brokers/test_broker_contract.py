@@ -23,18 +23,6 @@ def pg_broker_db():
     db.drop()
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory):
-    """A local Redis Cluster (3 masters, 3 replicas) for this module's cluster brokers."""
-    from tests.support.redis_cluster import LocalRedisCluster
-    cluster = LocalRedisCluster(str(tmp_path_factory.mktemp("redis-cluster")))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture(params=BACKENDS)
 def broker_url(request, pg_broker_db):
     """A broker URL of each backend, with a prefix of its own."""

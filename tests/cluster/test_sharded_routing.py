@@ -18,14 +18,20 @@ import pytest
 from tests.support.checks import closed
 from tests.support.clients import ApiClient, WSClient
 from tests.support.metrics import scrape
-from tests.support.scaleout import SERVICE_TOKEN, publish_notification, register, start_cluster
+from tests.support.scaleout import SERVICE_TOKEN, broker_kind, publish_notification, register, start_cluster
 
 METRICS_TOKEN = "test-metrics-token"  # tests.support.metrics sends it
 
 
-def cluster_of(shared_db, server_factory, routing: str) -> list:
-    """Two servers sharing PostgreSQL and Redis with ``routing``; shards unsubscribe at once (no linger)."""
-    return start_cluster("redis", shared_db, server_factory, count=2, ROUTING=routing, BROKER_SHARD_LINGER="0",
+@pytest.fixture(params=["redis", "redis-cluster"])
+def kind(request) -> str:
+    """One Redis, or the local Redis Cluster (SPUBLISH/SSUBSCRIBE)."""
+    return broker_kind(request)
+
+
+def cluster_of(kind: str, shared_db, server_factory, routing: str) -> list:
+    """Two servers sharing PostgreSQL and a Redis broker with ``routing``; shards unsubscribe at once (no linger)."""
+    return start_cluster(kind, shared_db, server_factory, count=2, ROUTING=routing, BROKER_SHARD_LINGER="0",
                          METRICS_TOKEN=METRICS_TOKEN)
 
 
@@ -44,8 +50,8 @@ async def notified(ws: WSClient, nid: int) -> None:
 
 @pytest.mark.parametrize("routing", ["sharded", "broadcast"])
 @pytest.mark.gen_test(timeout=120)
-async def test_targeted_event_reaches_only_the_process_holding_its_user(routing, shared_db, server_factory):
-    p1, p2 = cluster_of(shared_db, server_factory, routing)
+async def test_targeted_event_reaches_only_the_process_holding_its_user(routing, kind, shared_db, server_factory):
+    p1, p2 = cluster_of(kind, shared_db, server_factory, routing)
     api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
     alice, bob = await register(api1, "alice"), await register(api1, "bob")
     a_ws = await WSClient.connect(p1.ws_url, "/ws/notifications", alice["token"])
@@ -74,8 +80,8 @@ async def test_targeted_event_reaches_only_the_process_holding_its_user(routing,
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_user_moving_between_processes_loses_nothing_and_gets_nothing_twice(shared_db, server_factory):
-    p1, p2 = cluster_of(shared_db, server_factory, "sharded")
+async def test_user_moving_between_processes_loses_nothing_and_gets_nothing_twice(kind, shared_db, server_factory):
+    p1, p2 = cluster_of(kind, shared_db, server_factory, "sharded")
     api = [ApiClient(p1.url), ApiClient(p2.url)]
     bob = await register(api[0], "bob")
     published: list = []
@@ -117,8 +123,8 @@ async def test_user_moving_between_processes_loses_nothing_and_gets_nothing_twic
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_broadcasts_reach_every_process(shared_db, server_factory):
-    p1, p2 = cluster_of(shared_db, server_factory, "sharded")
+async def test_broadcasts_reach_every_process(kind, shared_db, server_factory):
+    p1, p2 = cluster_of(kind, shared_db, server_factory, "sharded")
     api1 = ApiClient(p1.url)
     users = [await register(api1, name) for name in ("ann", "ben", "cat")]
     sockets = [await WSClient.connect(server.ws_url, "/ws/notifications", user["token"])
@@ -135,9 +141,10 @@ async def test_broadcasts_reach_every_process(shared_db, server_factory):
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_revocation_and_preferences_reach_a_process_holding_no_shard_of_the_user(shared_db, server_factory):
+async def test_revocation_and_preferences_reach_a_process_holding_no_shard_of_the_user(kind, shared_db,
+                                                                                       server_factory):
     # Control messages stay on the broadcast channel: p1, where the change is made, holds nobody.
-    p1, p2 = cluster_of(shared_db, server_factory, "sharded")
+    p1, p2 = cluster_of(kind, shared_db, server_factory, "sharded")
     api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
     alice = await register(api1, "alice")
     ws = await WSClient.connect(p2.ws_url, "/ws/notifications", alice["token"])
