@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from typing import List, Optional
+from typing import List
 
 import redis
 
@@ -62,6 +62,8 @@ class LocalRedisCluster:
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", os.path.join(node_dir, "nodes.conf"),
                  "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "", "--appendonly", "no",
+                 # a replica may take over however long ago it last heard its master, and syncs at once
+                 "--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0",
                  "--dir", node_dir, "--logfile", os.path.join(node_dir, "redis.log"), "--daemonize", "no"]))
         for port in self.ports:
             self._wait_ping(port)
@@ -70,6 +72,19 @@ class LocalRedisCluster:
                         "--cluster-replicas", "1", "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         self.wait_ok()
+        self.wait_replicas()
+
+    def wait_replicas(self, timeout: float = 60) -> None:
+        """Wait until every replica's link to its master is up (synced: ready to take over)."""
+        deadline = time.monotonic() + timeout
+        for port in self.live_ports():
+            while True:
+                info = redis.Redis(port=port, socket_connect_timeout=1).info("replication")
+                if info["role"] == "master" or info.get("master_link_status") == "up":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica on port {port} did not sync")
+                time.sleep(0.1)
 
     def _wait_ping(self, port: int, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -118,15 +133,22 @@ class LocalRedisCluster:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
-    def wait_promoted(self, dead_port: int, timeout: float = 60) -> Optional[int]:
-        """Wait until the replica of the dead master is a master and the cluster is ok again."""
+    def masters(self) -> List[int]:
+        """Ports of the masters that own slots, as a live node sees them (CLUSTER SLOTS)."""
+        client = redis.Redis(port=self.live_ports()[0], socket_connect_timeout=1)
+        return sorted({int(master[1]) for _, _, master, *_ in client.cluster("slots")})
+
+    def wait_promoted(self, dead_port: int, timeout: float = 60) -> None:
+        """Wait until the dead master owns no slot any more (its replica took over) and the cluster is ok."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.wait_ok(timeout=max(0.5, deadline - time.monotonic()))
-                return None
+                if dead_port not in self.masters():
+                    self.wait_ok(timeout=max(0.5, deadline - time.monotonic()))
+                    return
             except (RuntimeError, redis.RedisError):
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         raise RuntimeError(f"no replica took over from the master on port {dead_port}")
 
     def stop(self) -> None:
