@@ -86,15 +86,20 @@ def new_context(browser):  # noqa: F811
     return context
 
 
-def test_three_strictmode_tabs_one_stream_one_toast_each_and_a_lossless_handover(
-        browser, server_factory, database_url, site_factory):  # noqa: F811
-    site = site_factory("")
-    server = server_factory("--database-url", database_url, "--allowed-origin", site.origin)
+def alice_and_bob(site, server):
+    """Alice and Bob on ``server``, known to the example's site, with their private chat."""
     site.squall_url = server.url
     alice, bob = register(server, "alice"), register(server, "bob")
     site.add_user("alice", alice)
     site.add_user("bob", bob)
-    chat_id = open_chat(server, alice, bob)
+    return alice, bob, open_chat(server, alice, bob)
+
+
+def test_three_strictmode_tabs_one_stream_one_toast_each_and_a_lossless_handover(
+        browser, server_factory, database_url, site_factory):  # noqa: F811
+    site = site_factory("")
+    server = server_factory("--database-url", database_url, "--allowed-origin", site.origin)
+    alice, bob, chat_id = alice_and_bob(site, server)
     context = new_context(browser)
     try:
         tabs = []
@@ -155,11 +160,7 @@ def test_websocket_blocked_uses_sse_and_a_buffering_nginx_long_polling(
     site = site_factory("")
     # The WebSocket rung refused by the server: SSE, same hooks.
     blocked = server_factory("--database-url", database_url, "--allowed-origin", site.origin, "--block-websockets")
-    site.squall_url = blocked.url
-    alice, bob = register(blocked, "alice"), register(blocked, "bob")
-    site.add_user("alice", alice)
-    site.add_user("bob", bob)
-    chat_id = open_chat(blocked, alice, bob)
+    alice, bob, chat_id = alice_and_bob(site, blocked)
     context = new_context(browser)
     try:
         tab = Tab(context.new_page())
@@ -232,11 +233,7 @@ def test_five_second_tokens_a_minute_of_conversation_and_a_failing_get_token(
     site = site_factory("")
     server = server_factory("--database-url", database_url, "--allowed-origin", site.origin, "--token-ttl", "5",
                             "--refreshes-per-session-per-minute", "1000", "--refreshes-per-address-per-minute", "1000")
-    site.squall_url = server.url
-    alice, bob = register(server, "alice"), register(server, "bob")
-    site.add_user("alice", alice)
-    site.add_user("bob", bob)
-    chat_id = open_chat(server, alice, bob)
+    alice, bob, chat_id = alice_and_bob(site, server)
     context = new_context(browser)
     try:
         tab = Tab(context.new_page())

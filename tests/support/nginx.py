@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, stop_process
 
 NGINX = os.environ.get("SQUALL_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -96,10 +96,4 @@ class BufferingNginx:
 
     def close(self) -> None:
         """Stop nginx (its own child; QUIT, then KILL)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)

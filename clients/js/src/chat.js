@@ -130,9 +130,10 @@ export class ChatConnection {
    * (a ``message_ack`` over the WebSocket, the 201 over HTTP). Retried with the same
    * ``client_id`` across reconnects and after ``ackTimeoutMs``.
    */
-  send(chatId, content, { clientId = newClientId(), messageType } = {}) {
+  send(chatId, content, { clientId = newClientId(), messageType, attachments } = {}) {
     const request = { chat_id: chatId, content, client_id: clientId };
     if (messageType) request.message_type = messageType;
+    if (attachments && attachments.length) request.attachments = [...attachments];
     const promise = this.pending.add(request);
     this.dispatch(request);
     return promise;

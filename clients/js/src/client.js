@@ -208,6 +208,27 @@ export class Squall {
     return prefs;
   }
 
+  /**
+   * Upload a file for a later send's ``attachments``: resolves with ``{id, content_type,
+   * size, filename, width, height}``; ``onProgress(sent, total)`` follows it in a browser.
+   */
+  upload(file, options = {}) {
+    if (this.isUnauthorized()) return Promise.reject(new UnauthorizedError("unauthorized"));
+    return this.http.upload(file, options).catch((err) => {
+      if (err instanceof UnauthorizedError) this.onUnauthorized(err);
+      throw err;
+    });
+  }
+
+  /** Short-lived URLs of an attachment (``{url, thumbnail_url, expires_at}``), for members of its chat. */
+  attachmentLink(uploadId) {
+    return this.request("GET", `/api/uploads/${encodeURIComponent(uploadId)}/link`).then((link) => ({
+      ...link,
+      url: link.url ? this.http.url(link.url) : link.url,
+      thumbnail_url: link.thumbnail_url ? this.http.url(link.thumbnail_url) : link.thumbnail_url,
+    }));
+  }
+
   /** A chat connection (/ws/chat, or /sse/chat or /poll/chat plus HTTP) with this client's credentials. */
   chat(options = {}) {
     return new ChatConnection(this, options);

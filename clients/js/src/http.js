@@ -15,6 +15,15 @@ export class SquallError extends Error {
   }
 }
 
+/** The parsed answer of a finished request, or its SquallError. */
+async function answer(status, parse, retryAfter) {
+  let data = null;
+  try { data = await parse(); } catch { data = null; }
+  if (status >= 200 && status < 300) return data;
+  const e = (data && data.error) || {};
+  throw new SquallError(status, e.code || "http_error", e.message || `HTTP ${status}`, retryAfterMs(retryAfter));
+}
+
 export class Http {
   /** ``url``: the server's base URL ("" for this origin); ``tokens``: a TokenSource. */
   constructor({ url = "", fetch: fetchImpl, credentials = "same-origin", tokens }) {
@@ -86,6 +95,52 @@ export class Http {
         throw again;
       }
     }
+  }
+
+  /**
+   * Upload ``body`` (a Blob, File, ArrayBuffer or typed array) to ``POST /api/uploads``;
+   * resolves with the upload (``{id, content_type, size, …}``). With ``onProgress`` and an
+   * XMLHttpRequest (browsers), ``onProgress(sentBytes, totalBytes)`` follows the upload;
+   * elsewhere it is called once at the end. A 401 gets one fresh token and one retry.
+   */
+  async upload(body, { filename = "", onProgress = null, signal = null } = {}) {
+    const path = `/api/uploads?filename=${encodeURIComponent(filename || (body && body.name) || "")}`;
+    const generation = this.tokens.generation;
+    try {
+      return await this.uploadOnce(path, body, onProgress, signal);
+    } catch (err) {
+      if (!(err instanceof SquallError) || err.status !== 401) throw err;
+      await this.tokens.refresh("unauthorized", generation);
+      return this.uploadOnce(path, body, onProgress, signal);
+    }
+  }
+
+  uploadOnce(path, body, onProgress, signal) {
+    const headers = { Accept: "application/json", "Content-Type": "application/octet-stream", ...this.authHeaders() };
+    const XHR = globalThis.XMLHttpRequest;
+    if (!onProgress || !XHR) {
+      return this.fetch(this.url(path), { method: "POST", credentials: this.credentials, headers, body, signal: signal || undefined })
+        .catch((err) => {
+          if (signal && signal.aborted) throw err;
+          throw new SquallError(0, "network_error", "The server cannot be reached");
+        })
+        .then((resp) => answer(resp.status, () => resp.json(), resp.headers.get("Retry-After")))
+        .then((data) => { if (onProgress) onProgress(data.size, data.size); return data; });
+    }
+    return new Promise((resolve, reject) => {
+      const xhr = new XHR();
+      xhr.open("POST", this.url(path));
+      xhr.withCredentials = this.credentials === "include";
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      xhr.upload.onprogress = (e) => onProgress(e.loaded, e.lengthComputable ? e.total : 0);
+      xhr.onerror = () => reject(new SquallError(0, "network_error", "The server cannot be reached"));
+      xhr.onabort = () => reject(new SquallError(0, "aborted", "The upload was cancelled"));
+      xhr.onload = () => {
+        answer(xhr.status, () => JSON.parse(xhr.responseText), xhr.getResponseHeader("Retry-After")).then(resolve, reject);
+      };
+      if (signal) signal.addEventListener("abort", () => xhr.abort(), { once: true });
+      xhr.send(body);
+    });
   }
 
   /** A single-use stream ticket (for a WebSocket URL). */

@@ -67,6 +67,30 @@ export type NotificationStreamFrame =
 
 // ---- Protocol: chats (sections 2, 3, 5) -------------------------------------------------
 
+/** A file sent with a message (docs/protocol.md, "Attachments"); dimensions for images only. */
+export interface Attachment {
+  id: string;
+  content_type: string;
+  size: number;
+  filename: string;
+  width: number | null;
+  height: number | null;
+}
+
+/** ``POST /api/uploads``'s answer: an upload a send may list in ``attachments``. */
+export type Upload = Attachment;
+
+/** Short-lived URLs of an attachment (``GET /api/uploads/{id}/link``); ``thumbnail_url`` for images. */
+export interface AttachmentLink { url: string; thumbnail_url: string | null; expires_at: number }
+
+export interface UploadOptions {
+  /** The file's name (defaults to a File's ``name``). */
+  filename?: string;
+  /** Bytes sent so far and the total (0 when unknown); called as the upload goes in a browser. */
+  onProgress?: ((sent: number, total: number) => void) | null;
+  signal?: AbortSignal | null;
+}
+
 export interface Message {
   id: number;
   chat_id: number;
@@ -76,6 +100,8 @@ export interface Message {
   message_type: string;
   client_id: string | null;
   created_at: string;
+  /** Present only on messages with files. */
+  attachments?: Attachment[];
 }
 
 export interface MessageFrame { type: "message"; message: Message }
@@ -235,6 +261,10 @@ export declare class Squall {
   clearNotifications(type?: string | null): Promise<void>;
   markNotificationsRead(ids?: number[]): Promise<{ read: number }>;
   updatePreferences(changes: Partial<Preferences>): Promise<Preferences>;
+  /** Upload a file for a later send's ``attachments``. */
+  upload(file: Blob | ArrayBuffer | ArrayBufferView, options?: UploadOptions): Promise<Upload>;
+  /** Short-lived URLs of an attachment, for members of its chat (absolute when ``url`` was given). */
+  attachmentLink(uploadId: string): Promise<AttachmentLink>;
   chat(options?: ChatOptions): ChatConnection;
   handleFrame(frame: NotificationStreamFrame): void;
 }
@@ -256,7 +286,12 @@ export interface ChatEvents {
   status: ChatStatus;
 }
 
-export interface SendOptions { clientId?: string; messageType?: string }
+export interface SendOptions {
+  clientId?: string;
+  messageType?: string;
+  /** Ids of the sender's own uploads (``Squall.upload``), at most 10; the content may then be empty. */
+  attachments?: string[];
+}
 
 export declare class ChatConnection {
   constructor(squall: Squall, options?: ChatOptions);
@@ -357,6 +392,7 @@ export declare class Http {
   once<T = any>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T>;
   request<T = any>(method: string, path: string, body?: unknown): Promise<T>;
   ticket(): Promise<string>;
+  upload(body: Blob | ArrayBuffer | ArrayBufferView, options?: UploadOptions): Promise<Upload>;
 }
 
 export declare const DEFAULTS: Readonly<StreamOptions>;

@@ -171,6 +171,39 @@ test("chat: a send resolves with the stored message, the other member gets it an
   }
 });
 
+test("attachments: upload, send with the upload, the other member fetches it by its short-lived link", async () => {
+  const alice = await register(server.url, "files_alice");
+  const bob = await register(server.url, "files_bob");
+  const { chat } = await post(server.url, "/api/chats", { user_id: bob.id }, alice.token);
+  const a = createSquall({ url: server.url, getToken: alice.getToken, WebSocket: globalThis.WebSocket ?? null });
+  const b = createSquall({ url: server.url, getToken: bob.getToken, WebSocket: null });
+  const aChat = a.chat();
+  try {
+    await a.start();
+    await b.start();
+    const progress = [];
+    const upload = await a.upload(new Blob(["meeting notes\n"]), { filename: "notes.txt", onProgress: (sent, total) => progress.push([sent, total]) });
+    assert.equal(upload.content_type, "text/plain; charset=utf-8");
+    assert.equal(upload.filename, "notes.txt");
+    assert.equal(upload.size, 14);
+    assert.deepEqual(progress, [[14, 14]]);  // Node has no XMLHttpRequest: once, at the end
+    await aChat.start(chat.id);
+    const stored = await aChat.send(chat.id, "", { attachments: [upload.id] });
+    assert.deepEqual(stored.attachments.map((f) => f.id), [upload.id]);
+    const link = await b.attachmentLink(upload.id);
+    assert.ok(link.url.startsWith(`${server.url}/files/`));
+    assert.equal(link.thumbnail_url, null);
+    const file = await fetch(link.url);
+    assert.equal(file.status, 200);
+    assert.equal(await file.text(), "meeting notes\n");
+    // a refused upload rejects with the server's code
+    await assert.rejects(a.upload(new Uint8Array([0x4d, 0x5a, 0x90, 0, 3, 0, 0, 0]), { filename: "setup.png" }),
+      (err) => err.status === 415 && err.code === "unsupported_media_type");
+  } finally {
+    aChat.stop(); a.stop(); b.stop();
+  }
+});
+
 test("a refused token reports unauthorized and stops: no loop", async () => {
   let calls = 0;
   const squall = createSquall({ url: server.url, getToken: () => { calls += 1; return "not-a-token"; }, WebSocket: null });

@@ -1,18 +1,20 @@
 // Messages: the chat list (live unread counts and last messages) and the conversation
 // (history with "load earlier", composer, typing indicator, read receipts), new private and
-// group chats by username search, message search. /chat/<id> opens a chat; switching chats
-// keeps the page.
+// group chats by username search, message search, attachments (button, drop, paste; upload
+// progress; image thumbnails). /chat/<id> opens a chat; switching chats keeps the page.
 
 import { api, ApiError } from "./api.js";
 import { avatar, el, icon, linkify, shortTime, untilTime } from "./dom.js";
 import { startApp, trapTab } from "./layout.js";
-import { ChatConnection } from "./realtime.js";
+import { ChatConnection, squallClient } from "./realtime.js";
 
 const PAGE = 30;
 const TYPING_SHOW_MS = 4000;
 const TYPING_SEND_MS = 2500;
 const SEARCH_DELAY_MS = 250;  // after the last keystroke
 const SEARCH_MIN_CHARS = 2;
+const MAX_ATTACHMENTS = 10;  // the server's limit per message
+const LINK_MARGIN_MS = 30_000;  // ask for a new file link this long before the old one expires
 
 const state = {
   me: null,
@@ -29,6 +31,8 @@ const state = {
   markedRead: new Map(),   // chat id -> highest message id this tab marked read
   search: { q: "", cursor: null, timer: 0, seq: 0, results: [] },
   found: null,             // message id to show once its chat is open (a search result)
+  pending: [],             // files of the composer: {key, name, sent, total, upload, error, abort}
+  links: new Map(),        // upload id -> promise of {url, thumbnail_url, expires_at}
 };
 
 const ui = {};
@@ -57,7 +61,9 @@ function renderList() {
   ui.list.replaceChildren(...chats.map((c) => {
     const lm = c.last_message;
     const mine = lm && lm.sender_id === state.me.id;
-    const preview = lm ? `${mine ? "You: " : c.kind === "group" ? `${lm.sender_name}: ` : ""}${lm.content}` : "No messages yet";
+    const files = lm && lm.attachments ? lm.attachments.length : 0;
+    const text = lm && (lm.content || (files ? `Sent ${files === 1 ? "a file" : `${files} files`}` : ""));
+    const preview = lm ? `${mine ? "You: " : c.kind === "group" ? `${lm.sender_name}: ` : ""}${text}` : "No messages yet";
     const unread = c.unread_count || 0;
     const muted = isMuted(c);
     return el("li", {}, el("a", {
@@ -208,10 +214,103 @@ function messageNode(m, prev) {
   const mine = m.sender_id === state.me.id;
   const chat = state.chats.get(state.current);
   const showSender = !mine && chat && chat.kind === "group" && (!prev || prev.sender_id !== m.sender_id);
+  const files = m.attachments || [];
   return el("div", { class: `msg${mine ? " mine" : ""}`, dataset: { messageId: m.id } },
     showSender ? el("span", { class: "msg-sender", text: m.sender_name }) : null,
-    el("div", { class: "bubble" }, linkify(m.content)),
+    files.length ? el("div", { class: "msg-files" }, files.map(attachmentNode)) : null,
+    m.content ? el("div", { class: "bubble" }, linkify(m.content)) : null,
     el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
+}
+
+// Attachments -------------------------------------------------------------------------------
+
+function fileSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(bytes < 10 * 1024 ? 1 : 0)} KB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+}
+
+/** The file's short-lived links, asked for once and again shortly before they expire. */
+function linkOf(uploadId) {
+  const cached = state.links.get(uploadId);
+  if (cached && cached.expiresMs - LINK_MARGIN_MS > Date.now()) return cached.promise;
+  const promise = state.client.attachmentLink
+    ? state.client.attachmentLink(uploadId) : squallClient().attachmentLink(uploadId);
+  const entry = { promise, expiresMs: Infinity };
+  promise.then((link) => { entry.expiresMs = link.expires_at * 1000; }, () => state.links.delete(uploadId));
+  state.links.set(uploadId, entry);
+  return promise;
+}
+
+/** One attachment of a message: an image's thumbnail (a link to the image), or a file link. */
+function attachmentNode(file) {
+  const label = `${file.filename || "file"} (${fileSize(file.size)})`;
+  const isImage = !!(file.width && file.height);
+  // A fresh link at each click (links live minutes): an image opens in a new tab, another
+  // file downloads (the server sends it as an attachment).
+  const open = async (e) => {
+    e.preventDefault();
+    try {
+      const link = await linkOf(file.id);
+      if (isImage) { window.open(link.url, "_blank", "noopener"); return; }
+      const a = el("a", { href: link.url, download: file.filename || "file", hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+    } catch { /* the file is gone or the link refused: nothing to open */ }
+  };
+  if (isImage) {
+    const img = el("img", { alt: file.filename || "Image", width: Math.min(file.width, 240),
+      height: Math.round(Math.min(file.width, 240) * file.height / file.width), loading: "lazy" });
+    const a = el("a", { class: "msg-image", href: "#", "aria-label": `Open image ${label}`, onclick: open }, img);
+    linkOf(file.id).then((link) => { img.src = link.thumbnail_url || link.url; a.href = link.url; }, () => img.remove());
+    return a;
+  }
+  return el("a", { class: "msg-file", href: "#", onclick: open }, icon("file", 16), el("span", { text: label }));
+}
+
+function renderPending() {
+  ui.pending.hidden = !state.pending.length;
+  ui.pending.replaceChildren(...state.pending.map((p) => {
+    const done = !!p.upload;
+    const percent = p.total ? Math.round(100 * p.sent / p.total) : 0;
+    return el("li", { class: `pending-file${p.error ? " has-error" : ""}`, dataset: { key: p.key } },
+      el("span", { class: "pending-name", text: p.name }),
+      p.error ? el("span", { class: "pending-error", text: p.error })
+        : done ? el("span", { class: "pending-done", text: fileSize(p.upload.size) })
+          : el("progress", { max: 100, value: percent, "aria-label": `Uploading ${p.name}` }),
+      el("button", { class: "icon-btn pending-remove", type: "button", "aria-label": `Remove ${p.name}`,
+        onclick: () => removePending(p.key) }, icon("close", 14)));
+  }));
+}
+
+function removePending(key) {
+  const p = state.pending.find((x) => x.key === key);
+  if (p && p.abort && !p.upload) p.abort.abort();
+  state.pending = state.pending.filter((x) => x.key !== key);
+  renderPending();
+  ui.input.focus();
+}
+
+/** Upload ``files`` (a FileList or array) at once, each with its own progress. */
+function addFiles(files) {
+  const list = [...files];
+  if (!list.length || !state.current) return;
+  ui.composerError.textContent = "";
+  for (const file of list) {
+    if (state.pending.length >= MAX_ATTACHMENTS) {
+      ui.composerError.textContent = `At most ${MAX_ATTACHMENTS} files per message.`;
+      break;
+    }
+    const p = { key: `${Date.now()}-${Math.random()}`, name: file.name || "pasted image", sent: 0, total: file.size,
+      upload: null, error: "", abort: new AbortController() };
+    state.pending.push(p);
+    squallClient().upload(file, { filename: p.name, signal: p.abort.signal, onProgress: (sent, total) => {
+      p.sent = sent; p.total = total || p.total; renderPending();
+    } }).then((upload) => { p.upload = upload; renderPending(); },
+      (err) => { p.error = err instanceof ApiError ? err.message : "Upload failed"; renderPending(); });
+  }
+  renderPending();
 }
 
 /**
@@ -298,6 +397,11 @@ async function openChat(chatId, push = true) {
   if (push && location.pathname !== `/chat/${chatId || ""}`.replace(/\/$/, "")) {
     history.pushState({}, "", chatId ? `/chat/${chatId}` : "/chat");
   }
+  if (chatId !== state.current && state.pending.length) {  // files chosen for the chat being left
+    for (const p of state.pending) if (!p.upload) p.abort.abort();
+    state.pending = [];
+    renderPending();
+  }
   state.current = chatId;
   state.messages = [];
   state.messageIds = new Set();
@@ -361,15 +465,27 @@ async function loadEarlier() {
 async function send() {
   const content = ui.input.value;
   const chatId = state.current;
-  if (!content.trim() || !chatId) return;
+  const files = state.pending;
+  if ((!content.trim() && !files.length) || !chatId) return;
+  if (files.some((p) => !p.upload && !p.error)) {
+    ui.composerError.textContent = "Wait for the files to finish uploading.";
+    return;
+  }
+  if (files.some((p) => p.error)) {
+    ui.composerError.textContent = "Remove the files that could not be uploaded.";
+    return;
+  }
   ui.input.value = "";
   ui.composerError.textContent = "";
+  state.pending = [];
+  renderPending();
   try {
-    const message = await state.conn.send(chatId, content);
+    const message = await state.conn.send(chatId, content, files.map((p) => p.upload.id));
     noteMessage(message);
     if (state.current === chatId) addMessages([message]);
   } catch (err) {
     if (!ui.input.value) ui.input.value = content;
+    if (!state.pending.length) { state.pending = files; renderPending(); }
     ui.composerError.textContent = `Not sent: ${err.message}`;
   }
 }
@@ -652,7 +768,16 @@ function build() {
   ui.input = el("textarea", { id: "composer-input", placeholder: "Write a message…", rows: 1, maxlength: 4000, "aria-label": "Message" });
   ui.composerError = el("p", { class: "form-error small", id: "composer-error", role: "alert" });
   const sendBtn = el("button", { class: "btn", type: "submit", id: "send", "aria-label": "Send" }, icon("send", 16), el("span", { text: "Send" }));
-  const composer = el("form", { class: "composer", id: "composer" }, ui.input, sendBtn);
+  ui.fileInput = el("input", { type: "file", id: "file-input", multiple: true, hidden: true, tabindex: -1,
+    "aria-hidden": "true", onchange: () => { addFiles(ui.fileInput.files); ui.fileInput.value = ""; } });
+  const attachBtn = el("button", { class: "icon-btn attach-btn", type: "button", id: "attach", "aria-label": "Attach files",
+    onclick: () => ui.fileInput.click() }, icon("paperclip", 18));
+  ui.pending = el("ul", { class: "pending-files", id: "pending-files", "aria-label": "Files to send", hidden: true });
+  const composer = el("form", { class: "composer", id: "composer" }, attachBtn, ui.fileInput, ui.input, sendBtn);
+  ui.input.addEventListener("paste", (e) => {
+    const files = e.clipboardData ? [...e.clipboardData.files] : [];
+    if (files.length) { e.preventDefault(); addFiles(files); }
+  });
   composer.addEventListener("submit", (e) => { e.preventDefault(); send(); });
   ui.input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }
@@ -666,7 +791,18 @@ function build() {
   const back = el("button", { class: "icon-btn back-btn", type: "button", "aria-label": "Back to chats", onclick: () => openChat(null) }, icon("back"));
   ui.active = el("div", { class: "conv-active", hidden: true },
     el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub), buildMuteMenu()),
-    ui.messages, ui.typing, ui.composerError, composer);
+    ui.messages, ui.typing, ui.composerError, ui.pending, composer);
+  // Files dropped anywhere on the open conversation are attached.
+  ui.active.addEventListener("dragover", (e) => {
+    if (e.dataTransfer && [...e.dataTransfer.types].includes("Files")) { e.preventDefault(); ui.active.classList.add("dropping"); }
+  });
+  ui.active.addEventListener("dragleave", (e) => { if (e.target === ui.active) ui.active.classList.remove("dropping"); });
+  ui.active.addEventListener("drop", (e) => {
+    ui.active.classList.remove("dropping");
+    if (!e.dataTransfer || !e.dataTransfer.files.length) return;
+    e.preventDefault();
+    addFiles(e.dataTransfer.files);
+  });
   ui.empty = el("div", { class: "conv-empty" }, el("div", {},
     el("div", { class: "big" }, icon("chat", 28)), el("h2", { text: "Your messages" }),
     el("p", { class: "muted", text: "Pick a conversation, or start a new one." })));

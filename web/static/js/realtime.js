@@ -167,8 +167,8 @@ export class ChatConnection {
 
   setChat(chatId) { if (this.conn) this.conn.setChat(chatId); }
 
-  /** Send a message; resolves with the stored message (ack over WS, 201 over HTTP). */
-  send(chatId, content) { return this.conn.send(chatId, content); }
+  /** Send a message (with upload ids); resolves with the stored message (ack over WS, 201 over HTTP). */
+  send(chatId, content, attachments = []) { return this.conn.send(chatId, content, { attachments }); }
 
   typing(chatId) { this.conn.typing(chatId).catch(() => {}); }
 
