@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from .base import BrokerUnavailable
 from .redis import BACKOFF_FIRST, BACKOFF_MAX, COMMAND_TIMEOUT, RedisBroker
 
 log = logging.getLogger("squall.broker.cluster")
@@ -63,6 +64,14 @@ class RedisClusterBroker(RedisBroker):
         self._readers: Dict[str, Any] = {}  # master name -> its PubSub, while subscribed
         self._rebuild = asyncio.Event()  # a channel's owner is unknown to us: subscribe everything again
 
+    @property
+    def _cluster(self) -> RedisCluster:
+        """The cluster client, between start and stop. Raises BrokerUnavailable otherwise."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            raise BrokerUnavailable("the Redis Cluster broker is not started")
+        return client
+
     def _where(self) -> str:
         return "cluster " + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
 
@@ -74,9 +83,9 @@ class RedisClusterBroker(RedisBroker):
     async def _send(self, sends: List[Tuple[str, str]]) -> None:
         """SPUBLISH each ``(channel, text)`` to the master of its slot (concurrently when several)."""
         if len(sends) == 1:
-            await self._client.spublish(*sends[0])
+            await self._cluster.spublish(*sends[0])
             return
-        await asyncio.gather(*(self._client.spublish(channel, text) for channel, text in sends))
+        await asyncio.gather(*(self._cluster.spublish(channel, text) for channel, text in sends))
 
     async def _subscribe_shards(self, shards: List[int]) -> None:
         await self._ssubscribe([self.shard_channel(s) for s in shards])
@@ -84,15 +93,20 @@ class RedisClusterBroker(RedisBroker):
     async def _unsubscribe_shards(self, shards: List[int]) -> None:
         for shard in shards:
             channel = self.shard_channel(shard)
-            reader = self._readers.get(self._client.get_node_from_key(channel).name)
+            reader = self._reader_of(channel)
             if reader is not None:
                 await asyncio.wait_for(reader.sunsubscribe(channel), COMMAND_TIMEOUT)
+
+    def _reader_of(self, channel: str) -> Any:
+        """The subscription connection of the master owning ``channel``'s slot (None: not one we read)."""
+        node = self._cluster.get_node_from_key(channel)
+        return None if node is None else self._readers.get(node.name)
 
     async def _ssubscribe(self, channels: List[str]) -> None:
         if not self._readers:
             return  # the listener subscribes every wanted channel once it is (back) up
         for channel in channels:
-            reader = self._readers.get(self._client.get_node_from_key(channel).name)
+            reader = self._reader_of(channel)
             if reader is None:  # the slot moved to a master we do not read: start over
                 self._rebuild.set()
                 return
@@ -106,10 +120,10 @@ class RedisClusterBroker(RedisBroker):
             tasks: List[asyncio.Task] = []
             try:
                 self._rebuild.clear()
-                await self._client.initialize()  # connects the client the first time
-                await self._client.nodes_manager.initialize()  # the slots now (a replica may have taken over)
-                for node in self._client.get_primaries():
-                    readers[node.name] = Redis(host=node.host, port=node.port, ssl=self.tls, socket_connect_timeout=5,
+                await self._cluster.initialize()  # connects the client the first time
+                await self._cluster.nodes_manager.initialize()  # the slots now (a replica may have taken over)
+                for node in self._cluster.get_primaries():
+                    readers[node.name] = Redis(host=node.host, port=int(node.port), ssl=self.tls, socket_connect_timeout=5,
                                                socket_keepalive=True, health_check_interval=30).pubsub()
                 self._readers = readers
                 await self._ssubscribe([self.channel, *self._wanted_channels()])

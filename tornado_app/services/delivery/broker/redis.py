@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import redis.asyncio as aioredis
@@ -76,9 +76,9 @@ class RedisBroker(Broker):
         self._pubsub: Any = None  # the live subscription connection (sharded routing subscribes on it)
         self._name(self.prefix)
         self.presence_ttl = float(presence_ttl)
-        self._client = None
-        self._listener = None
-        self._refresher = None
+        self._client: Any = None  # between start and stop (a Redis or a RedisCluster client)
+        self._listener: Optional[asyncio.Task] = None
+        self._refresher: Optional[asyncio.Task] = None
         self._subscribed = asyncio.Event()
         self._stopping = False
         self._lost = False  # True from a lost subscription until the next one is established
@@ -351,7 +351,7 @@ class RedisBroker(Broker):
             return
         now = time.time()
         expiry = now + self.presence_ttl
-        by_chat = {}
+        by_chat: Dict[int, Dict[str, float]] = {}
         for user_id, chat_id in claims:
             by_chat.setdefault(chat_id, {})[self._member(user_id)] = expiry
         async with self._client.pipeline(transaction=False) as pipe:
