@@ -66,14 +66,14 @@ class ChatSocketHandler(BaseSocketHandler):
         """``join_chat``: this user is active in the chat (no notifications) while joined here."""
         chat_id = frame.get("chat_id")
         await self.services.chat.require_member(self.user_id, chat_id)
-        await self.services.hub.join(self, chat_id)
+        await self.services.hub.join(self.live_connection(), chat_id)
         self.send_json({"type": "joined", "chat_id": chat_id})
 
     async def do_leave(self, frame: dict) -> None:
         """``leave_chat``: no longer active in the chat on this connection."""
         chat_id = frame.get("chat_id")
         await self.services.chat.require_member(self.user_id, chat_id)
-        await self.services.hub.leave(self, chat_id)
+        await self.services.hub.leave(self.live_connection(), chat_id)
         self.send_json({"type": "left", "chat_id": chat_id})
 
     async def do_typing(self, frame: dict) -> None:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import re
 import zlib
-from typing import Optional
+from typing import Dict, List, Optional
 
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable, ValidationError
+from tornado_app.services.delivery.connection import EndReason
 from tornado_app.services.delivery.events import CHAT, NOTIFY, Event, dumps
 from tornado_app.services.delivery.hub import ONLINE
 
@@ -47,6 +48,7 @@ class BasePollHandler(Subscriber, BaseHandler):
 
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
     head_like_get = False  # HEAD cannot wait for events: 405
+    _answer: Optional[StreamEnd] = None  # set once the poll waits: "the answer is due"
 
     def prepare(self):
         """No body checks (a GET); 503 while shutting down, like the streams; failed authentications
@@ -85,11 +87,11 @@ class BasePollHandler(Subscriber, BaseHandler):
         # poller asks once per batch of events, which is not a reconnect storm).
         services.admission.check_user(self.user_id)
         self._user_reserved = True
-        self.init_subscriber(self.user_id)
-        self.events = []          # JSON texts, in delivery order
+        self._max_pending = services.config.max_pending_bytes
+        self.events: List[str] = []  # JSON texts, in delivery order
         self._body_bytes = 0
-        self._left_out = {}       # kind -> lowest event id left for the next poll (answer full)
-        self._answer = StreamEnd()
+        self._left_out: Dict[Optional[str], int] = {}  # kind -> lowest event id left for the next poll (answer full)
+        answer = self._answer = StreamEnd()
         self._gone = False
         lease = await services.poll_presence.hold(self.user_id, active_chat) if active_chat is not None else None
         # Between polls the user still has a notification stream (no Web Push) for the grace period.
@@ -97,14 +99,15 @@ class BasePollHandler(Subscriber, BaseHandler):
         try:
             try:
                 await self.start_streams(last_message_id, last_notification_id)
-                if not self._answer.is_set() and timeout > 0:
-                    timer = asyncio.get_running_loop().call_later(timeout, self._answer.set)
+                if not answer.is_set() and timeout > 0:
+                    timer = asyncio.get_running_loop().call_later(timeout, answer.set)
                     try:
-                        await self._answer.wait()
+                        await answer.wait()
                     finally:
                         timer.cancel()
             finally:
-                # Unsubscribed before the answer is built: whatever arrived up to here is in it.
+                # Ended before the answer is built: whatever arrived up to here is in it, and
+                # nothing more will be (the cursors stay as the answer's events left them).
                 await self.stop_streams()
         finally:
             if lease is not None:
@@ -122,7 +125,7 @@ class BasePollHandler(Subscriber, BaseHandler):
 
     def cursor(self, kind: str) -> int:
         """The last id of ``kind`` this answer covers: the next poll resumes after it."""
-        last = self.last_ids[kind]
+        last = self.connection.cursor(kind) if self.connection is not None else 0
         left_out = self._left_out.get(kind)
         return last if left_out is None else min(last, left_out - 1)
 
@@ -139,11 +142,12 @@ class BasePollHandler(Subscriber, BaseHandler):
         return ('{"events":[' + ",".join(self.events) + '],"last_event_id":' + dumps(self.last_event_id())
                 + ',"unread_tag":' + dumps(tag) + "}")
 
-    async def send_initial_state(self, last_notification_id: Optional[int]) -> None:
+    async def send_initial_state(self, last_notification_id: Optional[int]) -> Optional[int]:
         """The ``unread`` state at once, unless the poll's ``unread_tag`` shows the client has it already."""
         state = await self.services.notifications.unread_state(self.user_id)
         if self.client_tag is None or unread_tag(state) != self.client_tag:
-            self.send_state(state)
+            self.send_event(Event(NOTIFY, state))
+        return None
 
     def send_event(self, event: Event) -> None:
         """Add the event to the answer (which is then due); past the size limit, leave it for the next poll."""
@@ -152,27 +156,24 @@ class BasePollHandler(Subscriber, BaseHandler):
             if event.id is not None:
                 lowest = self._left_out.get(event.kind)
                 self._left_out[event.kind] = event.id if lowest is None else min(lowest, event.id)
-            self._answer.set()
+            self._due()
             return
         self.events.append(event.data)
         self._body_bytes += size
-        self._answer.set()
+        self._due()
 
-    def close_slow_consumer(self) -> None:
-        """Too much arrived during the replay: answer with what is in (the rest comes with the next poll)."""
-        self._answer.set()
+    def _due(self) -> None:
+        """The answer is due: the waiting poll resumes and answers."""
+        if self._answer is not None:
+            self._answer.set()
 
-    def shutdown(self) -> None:
-        """Server shutdown or a broker gap: answer now with what the poll has (the client resumes)."""
-        self._answer.set()
-
-    def auth_ended(self, reason: str) -> None:
-        """Logged out or the token expired while waiting: answer with ``auth_expired`` now."""
-        if not self._answer.is_set():
-            self.send_event(Event(None, dumps({"type": "auth_expired", "reason": reason})))
-
-    def token_expiring(self, expires_at: int) -> None:
-        """Nothing to do: a poll is short, and the next one brings the refreshed credentials."""
+    def close_for(self, reason: EndReason) -> None:
+        """Answer now with what the poll has: on shutdown or a broker gap (the client resumes),
+        for a slow consumer (too much arrived during the replay: the rest comes with the next
+        poll), and with ``auth_expired`` when logged out or the token expired while waiting."""
+        if reason.auth and self._answer is not None and not self._answer.is_set():
+            self.send_event(Event(None, reason.auth_frame()))
+        self._due()
 
     def on_finish(self) -> None:
         """Answered (or refused) before the poll registered: its per-user slot is free now."""
@@ -180,9 +181,9 @@ class BasePollHandler(Subscriber, BaseHandler):
 
     def on_connection_close(self) -> None:
         """The client went away: stop waiting, answer nobody."""
-        if hasattr(self, "_answer"):
+        if self._answer is not None:
             self._gone = True
-            self._answer.set()
+            self._due()
 
 
 class NotificationPollHandler(BasePollHandler):

@@ -14,7 +14,8 @@ import random
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable
-from tornado_app.services.delivery.events import CHAT, NOTIFY, Event, dumps, sse_encode
+from tornado_app.services.delivery.connection import EndReason
+from tornado_app.services.delivery.events import CHAT, NOTIFY, Event, sse_encode
 from tornado_app.tasks import spawn
 from tornado_app.tornado_io import break_handler_cycles
 
@@ -93,7 +94,6 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         self.set_header("Connection", "keep-alive")
         self.clear_header("Content-Encoding")
         self._closed = StreamEnd()
-        self.init_subscriber(self.user_id)
         # Random per stream: after a restart, clients do not all come back in the same instant.
         retry_ms = random.randint(config.sse_retry_ms, max(config.sse_retry_ms, config.sse_retry_max_ms))
         self.write(f"retry: {retry_ms}\n\n")
@@ -109,7 +109,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
-        except Exception as raised:
+        except Exception as raised:  # the connection ended (OPEN_FAILED) or ends here
             await self.stop_streams()
             if client_error(raised) is None:
                 raise
@@ -153,7 +153,7 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         spawn(self._end(), name="sse.end")
 
     async def _end(self) -> None:
-        """The stream ended (client gone, shutdown, slow consumer, logout): unsubscribe, then end the body."""
+        """The stream ended (client gone, or its connection ended): unsubscribe, then end the body."""
         try:
             await self.stop_streams()
         finally:
@@ -219,8 +219,8 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             self.track_write(*unsent)
 
     def heartbeat(self) -> None:
-        """Write a ``: ping`` comment so proxies keep an idle stream open."""
-        if not self._closed.is_set() and self._buffer is None:
+        """Write a ``: ping`` comment so proxies keep an idle stream open (not called during a replay)."""
+        if not self._closed.is_set():
             try:
                 unsent = write_direct(self._stream, self._ping)
             except StreamClosedError:
@@ -229,25 +229,24 @@ class BaseSSEHandler(Subscriber, BaseHandler):
             if unsent is not None:
                 self.track_write(*unsent)
 
-    def close_slow_consumer(self) -> None:
-        """Drop the connection; the browser reconnects with Last-Event-ID."""
-        self._closed.set()
-        self._stream.close()
+    def close_for(self, reason: EndReason) -> None:
+        """End the stream; the client reconnects and resumes with Last-Event-ID.
 
-    def shutdown(self) -> None:
-        """Server shutdown: end the stream (the client reconnects elsewhere and resumes)."""
-        self._closed.set()
-
-    def auth_ended(self, reason: str) -> None:
-        """Logged out or token expired: say so in an event, then end the stream with no error
-        status, so an EventSource does not loop on 401s; the client reconnects with new credentials."""
+        A slow consumer's connection is dropped at once (what is queued for it would only lag
+        further). An auth reason is said first in an ``auth_expired`` event, and the stream
+        ends with no error status, so an EventSource does not loop on 401s; the client
+        reconnects with new credentials. Otherwise (shutdown, broker gap, client gone) the
+        body ends after what is queued.
+        """
         if self._closed.is_set():
             return
-        self.send_event(Event(None, dumps({"type": "auth_expired", "reason": reason})))
+        if reason is EndReason.SLOW_CONSUMER:
+            self._closed.set()
+            self._stream.close()
+            return
+        if reason.auth:
+            self.send_event(Event(None, reason.auth_frame()))
         self._closed.set()
-
-    def token_expiring(self, expires_at: int) -> None:
-        """SSE has no way back to the server: the stream ends at expiry and the client resumes."""
 
     def on_finish(self) -> None:
         # An answer without a live stream (an error, a failed open): its slots are free now.
@@ -289,8 +288,8 @@ class ChatStreamHandler(BaseSSEHandler):
         await self.open_stream(last_m, last_n)
 
     async def on_open(self) -> None:
-        if self.active_chat is not None:
-            await self.services.hub.join(self, self.active_chat)
+        if self.active_chat is not None and self.connection is not None:
+            await self.services.hub.join(self.connection, self.active_chat)
 
     def shared_encoding(self, event: Event) -> bool:
         """Events with an id carry this stream's own ``M-N`` id; the others are shared."""
@@ -299,7 +298,9 @@ class ChatStreamHandler(BaseSSEHandler):
     def event_bytes(self, event: Event) -> bytes:
         if event.id is None:
             return event.sse
-        return sse_encode(event.data, f"{self.last_ids[CHAT]}-{self.last_ids[NOTIFY]}")
+        conn = self.connection
+        cursors = "0-0" if conn is None else f"{conn.last_chat}-{conn.last_notify}"
+        return sse_encode(event.data, cursors)
 
 
 ROUTES = [

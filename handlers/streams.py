@@ -1,30 +1,30 @@
-"""What every live connection shares: subscription, buffered replay, slow-consumer limit.
+"""What every stream handler shares: the handshake's checks, and the ``Connection`` it carries.
 
-A connection (WebSocket or SSE) is a *subscriber*: the registry calls ``deliver(event)``.
-While a resume replays stored events, live events are buffered and flushed afterwards,
-skipping any id the replay sent: no gap and no duplicate.
+A stream handler (WebSocket, SSE, long-poll) is a thin adapter: it authenticates and admits
+the client, then owns a ``Connection`` (tornado_app/services/delivery/connection.py) that
+holds the user, the cursors, the replay, dedup and backpressure, and is what the registry
+delivers to. The handler is that connection's ``Transport``: it writes frames in its framing
+and says goodbye for each ``EndReason`` (``close_for``).
 """
 from __future__ import annotations
 
 import abc
 import asyncio
-import itertools
-import logging
-import time
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from tornado import httputil
 
 from tornado_app.errors import Forbidden, Unauthorized, ValidationError
 from tornado_app.services.storage.ids import parse_int
-from tornado_app.services.delivery.events import CHAT, NOTIFY, Event
-from tornado_app.services.delivery.notifications import RESYNC
+from tornado_app.services.delivery.connection import Connection, EndReason
+from tornado_app.services.delivery.events import NOTIFY, Event
 from tornado_app.tornado_io import drop_response_headers
 
-log = logging.getLogger("squall.streams")
-conn_log = logging.getLogger("squall.connections")
+if TYPE_CHECKING:
+    import tornado.web
 
-_conn_ids = itertools.count(1)
+    from tornado_app.services import Services
+
 _NO_HEADERS = httputil.HTTPHeaders()  # what a live stream's request holds instead of its headers (never written)
 
 
@@ -48,12 +48,29 @@ def parse_last_event_id(raw: Optional[str]) -> Tuple[Optional[int], Optional[int
 
 
 # Handler attributes only the handshake reads (ours and Tornado's): dropped once a stream is open.
-_HANDSHAKE_ONLY = ("claims", "resume", "open_args", "open_kwargs", "path_args", "path_kwargs", "_user_reserved")
+_HANDSHAKE_ONLY = ("claims", "resume", "open_args", "open_kwargs", "path_args", "path_kwargs", "_user_reserved",
+                   "sid", "token_exp", "token_warn_at", "token_version")  # the Connection holds these now
 
 class Subscriber(abc.ABC):
-    """Mixin for connection handlers: identity, buffering during replay, pending-bytes limit."""
+    """Mixin for stream handlers: the handshake's checks and admission, and the ``Connection`` they carry."""
 
-    streams: tuple = ()
+    if TYPE_CHECKING:  # what the handler classes it is mixed into (ServicesMixin, RequestHandler) give it
+        @property
+        def services(self) -> Services: ...
+
+        request: httputil.HTTPServerRequest
+        application: tornado.web.Application
+        user_id: Optional[int]
+        auth_source: Optional[str]
+        sid: Optional[str]
+        token_exp: Optional[int]
+        token_warn_at: Optional[int]
+        token_version: Optional[int]
+
+        def authenticate(self) -> int: ...
+
+    connection: Optional[Connection] = None  # once the stream opens
+    streams: Tuple[str, ...] = ()
     # Sec-Fetch-Dest values a cookie-authenticated request may carry: what fetch(), XHR and
     # EventSource send ("empty"); WebSockets add "websocket". An <img>, <script>, <iframe> or
     # a navigation must not open a stream or a poll with the victim's cookie (issue 20, item 10).
@@ -116,172 +133,76 @@ class Subscriber(abc.ABC):
             key, self._address_slot = self._address_slot, None
             self.services.admission.release_address(key)
 
-    def init_subscriber(self, user_id: int) -> None:
-        """Set up the subscriber state for ``user_id`` (call before ``hub.add``)."""
-        self.user_id = user_id
-        self.conn_id = f"{self.services.origin}/{next(_conn_ids)}"
-        self.opened_at = time.monotonic()
-        # Only chat streams join chats; the others share one empty set (memory per connection).
-        self.joined_chats = ()  # chat ids; kept by ConnectionRegistry.join/leave
-        self._buffer: Optional[List[Event]] = None
-        self._pending = 0
-        self._max_pending = self.services.config.max_pending_bytes
-        self._overflowed = False
-        self._last_write = None  # resolves once everything written so far has left the process
-        self._buffered_bytes = 0
-        self.last_ids = {CHAT: 0, NOTIFY: 0}
-        # Ids sent by the replay (at most replay_limit per kind): the live copy of one of them
-        # may arrive during or after the replay, and must not be sent twice. Created by the
-        # first replay: most connections never replay, and idle ones should stay small.
-        self._replayed = None
+    def open_connection(self) -> Connection:
+        """The ``Connection`` this handler carries (call once the user is authenticated, before ``start_streams``)."""
+        services = self.services
+        if self.user_id is None:  # prepare() authenticated every stream route
+            raise RuntimeError("a stream opens for an authenticated user only")
+        self.connection = Connection(services, self, self.user_id, self.streams, self.transport,
+                                     self.sid, self.token_exp, self.token_warn_at, self.token_version,
+                                     services.origin)
+        return self.connection
 
-    def deliver(self, event: Event) -> None:
-        """Called by the registry for each event of this connection's streams."""
-        if self._buffer is not None:
-            self._buffer.append(event)
-            self._buffered_bytes += len(event.data)
-            if self._buffered_bytes > self._max_pending and not self._overflowed:
-                # Live events pile up while a slow client takes its replay: the same limit holds.
-                self._overflow(self._buffered_bytes)
-            return
-        self._emit(event)
+    def live_connection(self) -> Connection:
+        """This handler's connection; frames only arrive once it is open (a RuntimeError otherwise)."""
+        if self.connection is None:
+            raise RuntimeError("the stream is not open")
+        return self.connection
 
-    def _emit(self, event: Event) -> None:
-        if self._overflowed:
-            return
-        if event.id is not None:
-            if self._replayed is not None and event.id in self._replayed[event.kind]:
-                return  # already sent by the replay
-            # The cursor only moves forward. A live event with a lower id than one already
-            # sent (committed earlier, published later: another process, a slower broker)
-            # is still delivered, never dropped.
-            if event.id > self.last_ids[event.kind]:
-                self.last_ids[event.kind] = event.id
-        self.send_event(event)
+    @property
+    def conn_id(self) -> str:
+        """The id of this handler's connection (a send's ``exclude``: not echoed to its own socket)."""
+        return self.connection.conn_id if self.connection is not None else ""
+
+    def track_write(self, future: "asyncio.Future", size: int) -> None:
+        """Count a write the stream could not finish at once against the connection's limit."""
+        connection = self.connection
+        if connection is not None:
+            connection.track_write(future, size)
+        elif not future.done():
+            future.add_done_callback(lambda f: f.exception())
+        else:
+            future.exception()
+
+    async def start_streams(self, last_message_id: Optional[int], last_notification_id: Optional[int]) -> None:
+        """Start the connection: subscribe, state, replay, live (``Connection.start``)."""
+        await self.open_connection().start(last_message_id, last_notification_id, self.release_admission)
+
+    async def stop_streams(self) -> None:
+        """End the connection (idempotent) and wait until it is unregistered; the address slot is free."""
+        self.release_address()
+        connection = self.connection
+        if connection is not None:
+            connection.end(EndReason.CLOSED)
+            await connection.finished()
+
+    def end_connection(self, reason: EndReason) -> None:
+        """End this handler's connection for ``reason`` (nothing before it opened)."""
+        if self.connection is not None:
+            self.connection.end(reason)
+
+    # Transport (what the Connection calls; each adapter overrides what its transport has) -----
 
     @abc.abstractmethod
     def send_event(self, event: Event) -> None:
         """Write one event in this transport's framing."""
 
-    def track_write(self, future, size: int) -> None:
-        """Count ``size`` unsent bytes until ``future`` resolves; close a consumer that lags too far.
-
-        The count is an upper bound: a write is counted whole until the stream has sent all of
-        it. A write the stream finished at once (the kernel took the rest) is not counted.
-        """
-        if future.done():
-            future.exception()  # a closed stream is handled by on_close; mark the error as seen
-            return
-        self._pending += size
-        if self._pending > self._max_pending:
-            self._overflow(self._pending)
-            return
-        self._last_write = future
-        future.add_done_callback(lambda f: self._written(f, size))
-
-    def _overflow(self, unsent: int) -> None:
-        self._overflowed = True
-        self.services.hub.metrics.slow_consumer[self.transport] += 1
-        log.warning("closing a slow consumer (user %s): %d bytes unsent", self.user_id, unsent)
-        self.close_slow_consumer()
-
-    async def _drained(self) -> None:
-        """Wait until at most half the limit is unsent.
-
-        A replay paces itself to the client this way: it may hold far more than the limit
-        (a client resuming after being closed as slow), and must not trip it.
-        """
-        while self._pending > self._max_pending // 2 and not self._overflowed:
-            try:
-                await self._last_write
-            except Exception:  # the stream closed: on_close / on_connection_close clean up
-                return
-            await asyncio.sleep(0)  # let the done callbacks update the count
-
-    def _written(self, future, size: int) -> None:
-        self._pending -= size
-        future.exception()  # a closed stream is handled by on_close; mark the error as seen
-
     @abc.abstractmethod
-    def close_slow_consumer(self) -> None:
-        """Drop this connection; the client resumes with its last event id."""
+    def close_for(self, reason: EndReason) -> None:
+        """Say goodbye for ``reason`` in this transport's framing."""
 
-    def send_state(self, data: str) -> None:
-        """Send an id-less state frame (``unread``, ``resync``)."""
-        self.send_event(Event(NOTIFY, data))
+    def heartbeat(self) -> None:
+        """No heartbeat but on SSE."""
 
-    async def start_streams(self, last_message_id: Optional[int], last_notification_id: Optional[int]) -> None:
-        """Subscribe, send the unread state, replay what was missed, then go live.
+    def send_ping(self) -> bool:
+        """No protocol ping but on a WebSocket."""
+        return False
 
-        For each stream kind: with a last id, replay stored events after it (or send
-        ``resync`` when the server no longer has them all); without one, start from now.
-        """
-        services = self.services
-        self._buffer = []
-        replays, baselines = [], {}
-        services.hub.add(self)
-        self.release_admission()  # the registry counts it from here
-        if conn_log.isEnabledFor(logging.INFO):
-            conn_log.info("connection opened (%s)", self.transport,
-                          extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
-        try:
-            await services.hub.subscribed(self)  # before the catch-up reads the database (issue 26)
-            await self._catch_up(last_message_id, last_notification_id, replays, baselines)
-        except BaseException:
-            # Registry hygiene: a stream whose open failed (a database outage, a bad id) must
-            # not stay registered with no socket behind it.
-            self._buffer = None
-            await self.stop_streams()
-            raise
-        # A fresh stream starts "now": everything that arrived since subscribing is sent, and
-        # the baselines seed the cursors first, so that the composite ids of /sse/chat sent
-        # from here on resume from now (not from 0) on both kinds.
-        buffered, self._buffer = self._buffer, None
-        for kind, baseline in baselines.items():
-            self.last_ids[kind] = max(self.last_ids[kind], baseline)
-        for event in buffered:
-            self._emit(event)
+    def check_pong(self, pinged_at: float) -> None:
+        """No protocol ping but on a WebSocket."""
 
-    async def _catch_up(self, last_message_id, last_notification_id, replays, baselines) -> None:
-        """The unread state, the baselines of fresh streams and the replays of resumed ones."""
-        services = self.services
-        latest = None
-        if NOTIFY in self.streams:
-            latest = await self.send_initial_state(last_notification_id)
-        if CHAT in self.streams:
-            if last_message_id is None:
-                baselines[CHAT] = await services.chat.latest_message_id()
-            else:
-                self.last_ids[CHAT] = last_message_id
-                replays.append((CHAT, await services.chat.replay_messages(
-                    self.user_id, last_message_id, services.config.replay_limit)))
-        if NOTIFY in self.streams:
-            if last_notification_id is None:
-                if latest is not None:
-                    baselines[NOTIFY] = latest
-                elif self.notify_baseline:
-                    baselines[NOTIFY] = await services.notifications.latest_id(self.user_id)
-            else:
-                self.last_ids[NOTIFY] = last_notification_id
-                replays.append((NOTIFY, await services.notifications.replay(
-                    self.user_id, last_notification_id)))
-        metrics = services.hub.metrics
-        for kind, rows in replays:
-            if rows is None:
-                metrics.resyncs += 1
-                self.send_state(RESYNC)
-                # The client reloads over HTTP; this kind of the stream runs from now on,
-                # so the next resume (a long-poll's very next request) starts from here.
-                baselines[kind] = await (services.chat.latest_message_id() if kind == CHAT
-                                         else services.notifications.latest_id(self.user_id))
-                continue
-            metrics.replayed[kind] += len(rows)
-            if self._replayed is None:
-                self._replayed = {CHAT: set(), NOTIFY: set()}
-            for event_id, data in rows:
-                await self._drained()
-                self._emit(Event(kind, data, event_id))
-                self._replayed[kind].add(event_id)
+    def token_expiring(self, expires_at: int) -> None:
+        """Only a WebSocket can be refreshed in place: elsewhere the stream ends at expiry."""
 
     def shed_handshake(self, headers_sent: bool) -> None:
         """Drop what only the handshake needed, so an idle connection keeps less (issue 13).
@@ -319,16 +240,5 @@ class Subscriber(abc.ABC):
         """
         want = last_notification_id is None and self.notify_baseline
         state, latest = await self.services.open_state.state(self.user_id, want)
-        self.send_state(state)
+        self.send_event(Event(NOTIFY, state))
         return latest
-
-    async def stop_streams(self) -> None:
-        """Unsubscribe (idempotent); the first call logs the close with its duration and code."""
-        if self in self.services.registry.connections and conn_log.isEnabledFor(logging.INFO):
-            duration_ms = round(1000 * (time.monotonic() - self.opened_at), 1)
-            code = self.closed_with()
-            conn_log.info("connection closed (%s, %.0f ms, code %s)", self.transport, duration_ms, code,
-                          extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id,
-                                 "duration_ms": duration_ms, "close_code": code})
-        self.release_address()
-        await self.services.hub.remove(self)

@@ -5,6 +5,7 @@ import json
 import logging
 import struct
 import time
+from typing import Optional
 from urllib.parse import urlparse
 
 import tornado.ioloop
@@ -12,6 +13,7 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import BadJSON, Forbidden, SquallError, Unauthorized, Unavailable, ValidationError
+from tornado_app.services.delivery.connection import EndReason
 from tornado_app.services.delivery.events import Event, dumps
 from tornado_app.tasks import spawn
 from tornado_app.tornado_io import detached_protocol
@@ -22,9 +24,7 @@ from .streams import Subscriber
 
 log = logging.getLogger("squall.ws")
 
-SHUTDOWN_CODE = 1001
-SLOW_CONSUMER_CODE = 4008  # application code: the client reconnects and resumes
-AUTH_ENDED_CODE = 4001  # application code: logged_out or token_expired (reason); new credentials needed
+# The other close codes (1001 shutdown, 4008 slow consumer, 4001 auth ended) are EndReason's.
 OPEN_FAILED_CODE = 1011  # the server could not start the stream (e.g. database unavailable); reason = code
 
 
@@ -46,6 +46,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
     fetch_dests = frozenset(("empty", "websocket"))
     _closed_early = False  # the client went away before open(): nothing may register
+    sent_close_code: Optional[int] = None  # the close code this side sent (for the connection log)
 
     async def prepare(self):
         """Refuse before the upgrade: 401 JSON for a missing/bad/expired token."""
@@ -116,7 +117,6 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             # The socket closed during the handshake (Tornado still calls open): registering now
             # would hold one of the user's stream slots with no socket behind it, for good.
             return
-        self.init_subscriber(self.user_id)
         self.set_nodelay(True)
         try:
             resume, self.resume = self.resume, None
@@ -126,7 +126,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             if self.services.closing:
                 # The server began to shut down while this socket opened: its shutdown closed the
                 # streams registered then, and Tornado's own drain does not see upgraded sockets.
-                self.shutdown()
+                self.end_connection(EndReason.SHUTDOWN)
         except Exception as raised:
             exc = client_error(raised)
             if exc is None:
@@ -140,19 +140,20 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         """``(last message id, last notification id)`` to resume from; None means from now."""
         return None, None
 
-    def close(self, code=None, reason=None) -> None:
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Close the connection, remembering the code we sent (for the connection log)."""
         self.sent_close_code = code
         super().close(code, reason)
 
-    def closed_with(self):
+    def closed_with(self) -> Optional[int]:
         """The code the client sent back, else the one we sent; 1006 for a connection that just dropped."""
-        return self.close_code or getattr(self, "sent_close_code", None) or 1006
+        return self.close_code or self.sent_close_code or 1006
 
-    def on_close(self):
-        """Unsubscribe; presence held by this connection ends. Before open(): free its slots now."""
-        if hasattr(self, "conn_id"):
-            spawn(self.stop_streams(), name="ws.stop_streams")
+    def on_close(self) -> None:
+        """The connection ends (unregistered; its presence ends). Before open(): free its slots now."""
+        if self.connection is not None:
+            self.release_address()
+            self.connection.end(EndReason.CLOSED)
             return
         # A handshake aborted before its stream opened: Tornado calls on_close once, here, and
         # still calls open() afterwards; without this the user's slot stayed reserved (10 s) or,
@@ -190,17 +191,11 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         self.services.hub.metrics.error(exc.code)
         self.send_json({"type": "error", **exc.to_dict(), "client_id": client_id})
 
-    def close_slow_consumer(self) -> None:
-        """Close with 4008; the client reconnects with its last event id."""
-        self.close(SLOW_CONSUMER_CODE, "slow consumer: reconnect and resume")
-
-    def shutdown(self) -> None:
-        """Server shutdown: close with 1001 (going away)."""
-        self.close(SHUTDOWN_CODE, "server shutting down")
-
-    def auth_ended(self, reason: str) -> None:
-        """The session was logged out or the token expired: close with 4001 and the reason."""
-        self.close(AUTH_ENDED_CODE, reason)
+    def close_for(self, reason: EndReason) -> None:
+        """Close with the reason's code (1001 shutdown, 4008 slow consumer, 4001 and the auth reason);
+        nothing for a socket closed already, or a failed open (``open`` closes it with 1011)."""
+        if reason.close_code is not None:
+            self.close(reason.close_code, reason.close_text)
 
     def token_expiring(self, expires_at: int) -> None:
         """Warn the client, which answers with a ``refresh`` frame carrying a new token."""
@@ -236,19 +231,20 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
     def _extend(self, claims) -> None:
         """Extend this connection with a verified token's ``claims`` (of this user). Raises SquallError."""
         services = self.services
-        if self.ws_connection is None:
+        connection = self.connection
+        if self.ws_connection is None or connection is None:
             return
         if claims.user_id != self.user_id:
             raise Forbidden("The token belongs to another user", "wrong_user")
         if services.users.token_version(claims.user_id) != claims.version:
             raise Unauthorized("The access token is invalid", "invalid_token")
-        services.registry.reauthenticate(self, claims.sid, claims.exp,
+        services.registry.reauthenticate(connection, claims.sid, claims.exp,
                                          services.sessions.warn_at(time.time(), claims.exp), claims.version)
         self.send_json({"type": "refreshed", "expires_at": claims.exp})
 
     pong_at = 0.0  # monotonic time of the last pong (set on the instance by the first one)
 
-    def wheel_ping(self) -> bool:
+    def send_ping(self) -> bool:
         """Send a ping (the services' ping timer, one for every socket); False when the socket is closing."""
         conn = self.ws_connection
         if conn is None or conn.is_closing():
@@ -259,7 +255,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             return False
         return True
 
-    def wheel_check(self, pinged_at: float) -> None:
+    def check_pong(self, pinged_at: float) -> None:
         """Close the socket if no pong came since the ping sent at ``pinged_at`` (as Tornado's own pinging would)."""
         conn = self.ws_connection
         if conn is not None and not conn.is_closing() and self.pong_at < pinged_at:

@@ -24,6 +24,7 @@ from .cors import CorsPolicy
 from .httpserver import SquallHTTPServer, default_max_connections, raise_descriptor_limit
 from .proxies import TrustedProxies
 from .services import Services
+from .services.delivery import EndReason
 
 log = logging.getLogger("squall.app")
 
@@ -177,7 +178,7 @@ def close_connections(services: Services) -> None:
     """Close every WebSocket with 1001, end every SSE stream, answer every waiting poll."""
     for conn in list(services.registry.connections):
         try:
-            conn.shutdown()
+            conn.end(EndReason.SHUTDOWN)
         except Exception:
             log.exception("closing a connection on shutdown")
 

@@ -159,6 +159,7 @@ def test_admitted_handshakes_count_against_the_cap_until_their_stream_registers(
     admission.check_user(8)  # another user is unaffected
     class Conn:
         user_id, streams, joined_chats, transport = 7, (), (), "ws_chat"
+        sid = token_exp = token_warn_at = None
 
     conns = [Conn() for _ in range(3)]
     for conn in conns:  # the three open: reservations become registrations

@@ -131,7 +131,7 @@ async def test_a_poll_waits_for_a_group_commit_queued_before_it(api, users, serv
                                                                              "content": "queued"}))
         await wait_until(lambda: services.dbx._last_write is not held, what="the send queued on the writer")
         polled = asyncio.ensure_future(api.call("GET", "/poll/chat?timeout=0", token=bob["token"]))
-        await wait_until(lambda: polled.done() or any(c.user_id == bob["id"] and hasattr(c, "events")
+        await wait_until(lambda: polled.done() or any(c.user_id == bob["id"] and c.transport.startswith("poll_")
                                                       for c in services.registry.connections),
                          what="bob's poll subscribed")
         # The poll asked for its unread state in the turn it subscribed: before the commit.

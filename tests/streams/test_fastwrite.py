@@ -22,7 +22,8 @@ async def test_websocket_and_sse_streams_take_the_direct_write_path(users, ws_co
     await wait_until(lambda: services.registry.count() == 2)
     kinds = {}
     for conn in services.registry.connections:
-        stream = conn.ws_connection.stream if conn.transport.startswith("ws_") else conn._stream
+        handler = conn.wire  # the handler is the connection's transport
+        stream = handler.ws_connection.stream if conn.transport.startswith("ws_") else handler._stream
         kinds[conn.transport] = type(stream)
     assert set(kinds) == {"ws_notifications", "sse_notifications"}
     assert all(kind in _PLAIN for kind in kinds.values()), kinds

@@ -49,7 +49,7 @@ async def publish(api, user_ids, message="hello"):
 async def pending_polls(services, user_id, n=1):
     """Wait until ``n`` polls of ``user_id`` are registered (waiting) on the server."""
     await wait_until(lambda: sum(1 for c in services.registry.connections
-                                 if c.user_id == user_id and hasattr(c, "events")) >= n,
+                                 if c.user_id == user_id and c.transport.startswith("poll_")) >= n,
                      what=f"{n} pending poll(s)")
 
 

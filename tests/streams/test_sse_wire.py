@@ -210,8 +210,8 @@ async def test_a_stream_the_server_ends_finishes_its_body_then_closes(api, users
     baseline = http_server.open_connections
     reader, writer = await open_raw_stream(http_port, alice["token"], version)
     await wait_for(lambda: services.registry.count() == 1
-                   and all(conn.request.connection is None for conn in services.registry.connections))
-    handler = weakref.ref(next(iter(services.registry.connections)))
+                   and all(conn.wire.request.connection is None for conn in services.registry.connections))
+    handler = weakref.ref(next(iter(services.registry.connections)).wire)
     await asyncio.sleep(3 * PING_INTERVAL)  # heartbeats, written by the detached stream
     status, _ = await api.call("POST", "/api/auth/logout", {}, token=alice["token"])
     assert status == 200
@@ -239,7 +239,7 @@ async def test_a_client_that_goes_away_is_noticed_without_a_heartbeat(users, htt
     baseline = http_server.open_connections
     streams = [await open_raw_stream(http_port, user["token"], "HTTP/1.1") for user in (alice, bob)]
     await wait_for(lambda: services.registry.count() == 2
-                   and all(conn.request.connection is None for conn in services.registry.connections))
+                   and all(conn.wire.request.connection is None for conn in services.registry.connections))
     streams[1][1].close()
     await wait_for(lambda: services.registry.count() == 1 and http_server.open_connections == baseline + 1)
     assert services.registry.has_user("notify", alice["id"]) and not services.registry.has_user("notify", bob["id"])
@@ -259,8 +259,8 @@ async def test_the_end_of_a_stream_waits_for_what_is_queued(api, users, http_por
     (bob,) = await users("bob")
     reader, writer = await open_raw_stream(http_port, bob["token"], version, rcvbuf=4096)
     await wait_for(lambda: services.registry.count() == 1
-                   and all(conn.request.connection is None for conn in services.registry.connections))
-    conn = next(iter(services.registry.connections))
+                   and all(conn.wire.request.connection is None for conn in services.registry.connections))
+    conn = next(iter(services.registry.connections)).wire  # the handler
     published = []
 
     async def publish(message: str) -> None:

@@ -67,9 +67,9 @@ async def test_slow_consumer_is_closed_while_reader_gets_everything(api, users, 
         # the reading client gets each one, in order, while the other stalls
         frame = await reader_ws.recv(timeout=15)
         assert frame["id"] == body["ids"][0] and frame["message"] == f"big {i}"
-        if slow._overflowed:
+        if slow.overflowed:
             break
-    assert slow._overflowed, "the stalled connection was never closed"
+    assert slow.overflowed, "the stalled connection was never closed"
     assert len(published) * 30000 > LIMIT  # it took more than the limit (kernel buffers hold some)
 
     # the reading client keeps receiving after the slow one was dropped
@@ -139,7 +139,7 @@ async def test_a_replay_larger_than_the_limit_is_paced_not_closed(api, users, se
     async def replay(user_id, after_id):
         for conn in services.registry.connections:
             if conn.user_id == bob["id"]:
-                conn.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                conn.wire.ws_connection.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         return await original(user_id, after_id)
     services.notifications.replay = replay
     # a reading client behind a small receive window resumes from before all of them

@@ -240,7 +240,7 @@ def test_importing_under_an_untested_tornado_fails_at_import():
 
 def _ws_handler(services, transport="ws_notifications"):
     (conn,) = [c for c in services.registry.connections if c.transport == transport]
-    return conn
+    return conn.wire  # the handler is the connection's transport
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -305,7 +305,7 @@ async def test_response_headers_are_dropped_from_an_open_stream(users, http_port
     sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/notifications", alice["token"])
     await sse.next_type("unread")
     await wait_until(lambda: services.registry.count() == 1)
-    (handler,) = services.registry.connections
+    (handler,) = [conn.wire for conn in services.registry.connections]
     assert len(tornado_io.response_headers(handler)) == 0  # the stream's were dropped
     handler.set_header("X-Probe", "1")
     assert tornado_io.response_headers(handler)["X-Probe"] == "1"
@@ -322,7 +322,7 @@ async def test_an_ended_sse_stream_is_freed_without_the_cycle_collector(users, h
     sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/notifications", alice["token"])
     await sse.next_type("unread")
     await wait_until(lambda: services.registry.count() == 1)
-    (handler,) = services.registry.connections
+    (handler,) = [conn.wire for conn in services.registry.connections]
     assert handler.ui is None
     gone = weakref.ref(handler)
     del handler

@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import peewee
 import tornado.ioloop
@@ -21,6 +21,7 @@ from ..tasks import spawn
 from .chat import ChatLimits, ChatService, LocalUploadStore, MessageSearch, UploadLimits, UploadService
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
+from .delivery.connection import Connection  # what the registry holds (the ping timer's list)
 from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
 from .identity.jwt_secret import legacy_secret_path, stored_secret
 from .integration import ServiceApi
@@ -116,26 +117,23 @@ class Services:
     def _ping_websockets(self) -> None:
         """Ping every WebSocket; those without a pong ``ws_ping_timeout`` later are closed."""
         pinged_at = time.monotonic()
-        pinged = [conn for conn in list(self.registry.connections)
-                  if getattr(conn, "wheel_ping", None) is not None and conn.wheel_ping()]
+        pinged = [conn for conn in list(self.registry.connections) if conn.ping()]
         if pinged:
             timeout = min(self.config.ws_ping_timeout, self.config.ws_ping_interval)
             tornado.ioloop.IOLoop.current().call_later(timeout, self._check_pongs, pinged, pinged_at)
 
     @staticmethod
-    def _check_pongs(pinged, pinged_at: float) -> None:
+    def _check_pongs(pinged: List[Connection], pinged_at: float) -> None:
         for conn in pinged:
             try:
-                conn.wheel_check(pinged_at)
+                conn.check_pong(pinged_at)
             except Exception:
                 log.exception("closing a WebSocket that missed its pong")
 
     def _beat(self) -> None:
         """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
         for conn in list(self.registry.connections):
-            heartbeat = getattr(conn, "heartbeat", None)
-            if heartbeat is not None:
-                heartbeat()
+            conn.heartbeat()
 
     async def _prune_forever(self) -> None:
         while True:

@@ -24,6 +24,7 @@ from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, V
 from ...tasks import Batcher, spawn
 from ..storage.db import DatabaseExecutor, is_unavailable
 from ..delivery.events import CHAT, NOTIFY, dumps, iso
+from ..delivery.connection import Connection
 from ..delivery.hub import Hub
 from ..storage.ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
 from ..operations.metrics import Metrics
@@ -598,7 +599,7 @@ class ChatService:
                 if chat_id in conn.joined_chats:
                     spawn(self._leave(conn, chat_id), name="chat.leave_removed")
 
-    async def _leave(self, conn, chat_id: int) -> None:
+    async def _leave(self, conn: Connection, chat_id: int) -> None:
         try:
             await self.hub.leave(conn, chat_id)
         except Exception:  # the claim expires by itself if the broker is down

@@ -1,6 +1,8 @@
 """Delivery: getting an event from the service that made it to every connection that wants it.
 
 - ``Event`` (``events``): JSON built once per fan-out, with its WebSocket and SSE encodings.
+- ``Connection`` (``connection``): one live connection, whatever carries it (its ``Transport``):
+  cursors, replay then live, dedup, backpressure, and the one ``end(reason)`` (``EndReason``).
 - ``ConnectionRegistry``: this process's live connections by user, session, chat and expiry.
 - ``Hub`` and the brokers (``broker``: memory, Redis, PostgreSQL): every process gets every
   envelope; control messages between processes ride the same channel.
@@ -13,6 +15,7 @@ Uses ``storage`` and ``operations``.
 """
 from .admission import StreamAdmission
 from .broker import Broker, create_broker
+from .connection import Connection, EndReason, Transport
 from .events import Event
 from .hub import Hub
 from .notifications import NotificationService
@@ -22,5 +25,5 @@ from .preferences import PreferenceService
 from .publisher import PublishWriter
 from .registry import ConnectionRegistry
 
-__all__ = ["StreamAdmission", "Broker", "create_broker", "Event", "Hub", "NotificationService",
+__all__ = ["StreamAdmission", "Broker", "create_broker", "Connection", "EndReason", "Transport", "Event", "Hub", "NotificationService",
            "OpenStateBatcher", "PollPresence", "PreferenceService", "PublishWriter", "ConnectionRegistry"]

@@ -8,13 +8,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Callable, Iterable, Optional, Set
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Set
 
 from ...tasks import spawn
 from .broker import Broker
+from .connection import EndReason
 from .events import NOTIFY, Event
 from ..operations.metrics import Metrics
-from .registry import ConnectionRegistry
+from .registry import ConnectionRegistry, Group, PresenceHolder
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 log = logging.getLogger("squall.hub")
 
@@ -25,13 +29,14 @@ ONLINE = 0
 
 
 class OnlineClaim:
-    """Stands in the registry's presence count for a user's notification streams of this process."""
+    """Stands in the registry's presence count for a user's notification streams of this process
+    (a ``registry.PresenceHolder``)."""
 
     __slots__ = ("user_id", "joined_chats", "streams")
 
-    def __init__(self, user_id: int):
+    def __init__(self, user_id: int) -> None:
         self.user_id = user_id
-        self.joined_chats = ()  # what ConnectionRegistry.join/leave keep for a connection
+        self.joined_chats: Group = ()  # what ConnectionRegistry.join/leave keep for a connection
         self.streams = 0  # this process's notification streams of the user
 
 
@@ -51,7 +56,7 @@ class Hub:
         self.chat_gate: Optional[Callable[[int, list], list]] = None
         # Called after a broker gap (control messages may have been lost): ChatService.forget_members
         self.on_gap: Optional[Callable[[], None]] = None
-        self._online: dict = {}  # user_id -> OnlineClaim, while the user has a notification stream here
+        self._online: Dict[int, OnlineClaim] = {}  # user_id -> OnlineClaim, while the user has a notification stream here
         # ``(user_id, online)`` when this process's first notification stream (or poll) of a user
         # opens, or its last closes: the webhooks' presence (issue 23). None: nobody listens.
         self.on_online: Optional[Callable[[int, bool], None]] = None
@@ -129,20 +134,20 @@ class Hub:
         log.warning("broker reconnected; asking %d connection(s) to resume", len(conns))
         for conn in conns:
             try:
-                conn.shutdown()
+                conn.end(EndReason.BROKER_GAP)
             except Exception:
                 log.exception("closing a connection after a broker gap")
 
     # Presence -----------------------------------------------------------------------------
 
-    async def join(self, conn, chat_id: int) -> None:
+    async def join(self, conn: PresenceHolder, chat_id: int) -> None:
         """``conn`` is now active in ``chat_id`` (notifications for it stop)."""
         if self.registry.join(conn, chat_id):
             if chat_id == ONLINE:
                 self._online_changed(conn.user_id, True)
             await self.broker.presence_changed(conn.user_id, chat_id, True)
 
-    async def leave(self, conn, chat_id: int) -> None:
+    async def leave(self, conn: PresenceHolder, chat_id: int) -> None:
         """``conn`` is no longer active in ``chat_id``."""
         if self.registry.leave(conn, chat_id):
             if chat_id == ONLINE:
@@ -156,7 +161,7 @@ class Hub:
             except Exception:
                 log.exception("reporting a presence change failed")
 
-    def add(self, conn) -> None:
+    def add(self, conn: Connection) -> None:
         """Register a connection with the local registry (a notification stream makes its user online).
 
         The first connection of a user here makes the broker route the user's envelopes to this
@@ -175,7 +180,7 @@ class Hub:
                     spawn(self._claim(conn.user_id, True), name="hub.online_claim")
         self.registry.add(conn)
 
-    async def subscribed(self, conn) -> None:
+    async def subscribed(self, conn: Connection) -> None:
         """Return once envelopes for ``conn``'s user published from now on reach this process.
 
         Call after ``add`` and before reading missed events from the database: an event stored
@@ -190,8 +195,13 @@ class Hub:
         except Exception:  # the claim expires by itself if the broker is down
             log.warning("could not update the online presence of user %s", user_id)
 
-    async def remove(self, conn) -> None:
-        """Unregister a connection and end its presence (the last of its user here: ``Broker.release``)."""
+    def detach(self, conn: Connection) -> List[int]:
+        """Unregister ``conn`` now; the chat ids (``ONLINE`` among them) whose presence of its user
+        ended in this process, for ``announce_left`` to tell the other processes.
+
+        The last connection of its user here: ``Broker.release`` (its shard lingers, then goes).
+        """
+        left: List[int] = []
         if conn in self.registry.connections and self.registry.user_count(conn.user_id) == 1:
             self.broker.release(conn.user_id)
         if NOTIFY in conn.streams and conn in self.registry.connections:
@@ -202,12 +212,24 @@ class Hub:
                     del self._online[conn.user_id]
                     if self.registry.leave(claim, ONLINE):
                         self._online_changed(conn.user_id, False)
-                        await self._claim(conn.user_id, False)
-        for chat_id in self.registry.remove(conn):
+                        left.append(ONLINE)
+        left.extend(self.registry.remove(conn))
+        return left
+
+    async def announce_left(self, user_id: int, chat_ids: Iterable[int]) -> None:
+        """Tell the broker ``user_id`` is no longer active in ``chat_ids`` here (``detach``'s answer)."""
+        for chat_id in chat_ids:
+            if chat_id == ONLINE:
+                await self._claim(user_id, False)
+                continue
             try:
-                await self.broker.presence_changed(conn.user_id, chat_id, False)
+                await self.broker.presence_changed(user_id, chat_id, False)
             except Exception:  # the claim expires by itself if the broker is down
-                log.warning("could not clear presence of user %s in chat %s", conn.user_id, chat_id)
+                log.warning("could not clear presence of user %s in chat %s", user_id, chat_id)
+
+    async def remove(self, conn: Connection) -> None:
+        """Unregister a connection and end its presence (``detach``, then ``announce_left``)."""
+        await self.announce_left(conn.user_id, self.detach(conn))
 
     async def online_users(self, user_ids: Iterable[int]) -> Set[int]:
         """Which of ``user_ids`` have a notification stream (or a poll within its grace) on any process."""

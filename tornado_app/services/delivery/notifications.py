@@ -24,7 +24,6 @@ from ..operations.ratelimit import RateLimiter
 log = logging.getLogger("squall.notifications")
 
 PREVIEW_CHARS = 100
-RESYNC = dumps({"type": "resync"})
 PRUNED_KEY = "notifications_pruned_through"
 
 

@@ -19,19 +19,20 @@ import tornado.ioloop
 
 from ...tasks import spawn
 from .hub import Hub
+from .registry import Group
 
 log = logging.getLogger("squall.poll_presence")
 
 
 class PresenceLease:
-    """Stands in the registry's presence count for one user polling one chat."""
+    """Stands in the registry's presence count for one user polling one chat (a ``registry.PresenceHolder``)."""
 
     __slots__ = ("user_id", "chat_id", "joined_chats", "pending", "expires")
 
-    def __init__(self, user_id: int, chat_id: int):
+    def __init__(self, user_id: int, chat_id: int) -> None:
         self.user_id = user_id
         self.chat_id = chat_id
-        self.joined_chats = ()  # what ConnectionRegistry.join/leave keep for a connection
+        self.joined_chats: Group = ()  # what ConnectionRegistry.join/leave keep for a connection
         self.pending = 0           # polls of this lease waiting right now
         self.expires = 0.0         # monotonic time the lease ends at once no poll is pending
 

@@ -47,6 +47,7 @@ from ...errors import NotFound, RateLimited, Unauthorized
 from ...tasks import spawn
 from .auth import AuthService, Claims
 from ..storage.db import DatabaseExecutor
+from ..delivery.connection import Connection, EndReason
 from ..delivery.hub import Hub
 from ..operations.ratelimit import RateLimiter, address_key
 from ..delivery.registry import ConnectionRegistry
@@ -331,9 +332,9 @@ class SessionService:
                 self._end(conn, reason)
 
     @staticmethod
-    def _end(conn, reason: str) -> None:
+    def _end(conn: Connection, reason: str) -> None:
         try:
-            conn.auth_ended(reason)
+            conn.end(EndReason.for_auth(reason))
         except Exception:
             log.exception("closing a connection of a revoked session")
 
@@ -377,7 +378,7 @@ class SessionService:
         warn, expired = self.registry.due(int(now))
         for conn in warn:
             try:
-                conn.token_expiring(conn.token_exp)
+                conn.token_expiring()
             except Exception:
                 log.exception("token_expiring")
         for conn in expired:
