@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from ....tasks import spawn
 from .base import BrokerUnavailable
 from .redis import BACKOFF_FIRST, BACKOFF_MAX, COMMAND_TIMEOUT, RedisBroker
 
@@ -53,6 +54,12 @@ def parse_cluster_url(url: str) -> Tuple[List[Tuple[str, int]], bool]:
     if parsed.path not in ("", "/"):
         raise ValueError("a Redis Cluster has one database: give no /db in the URL")
     return nodes, parsed.scheme == "rediss+cluster"
+
+
+def _outcome_taken(task: asyncio.Task) -> None:
+    """A reader task ended: its error (if any) is raised in the listener, which logs it once."""
+    if not task.cancelled():
+        task.exception()
 
 
 class RedisClusterBroker(RedisBroker):
@@ -127,8 +134,10 @@ class RedisClusterBroker(RedisBroker):
                                                socket_keepalive=True, health_check_interval=30).pubsub()
                 self._readers = readers
                 await self._ssubscribe([self.channel, *self._wanted_channels()])
-                tasks = [asyncio.ensure_future(self._read(name, pubsub)) for name, pubsub in readers.items()]
-                tasks.append(asyncio.ensure_future(self._rebuild.wait()))
+                # The listener takes each reader's outcome itself (asyncio.wait below): done=_outcome_taken.
+                tasks = [spawn(self._read(name, pubsub), name="broker.cluster.read", done=_outcome_taken)
+                         for name, pubsub in readers.items()]
+                tasks.append(spawn(self._rebuild.wait(), name="broker.cluster.rebuild", done=_outcome_taken))
                 if self._lost:
                     log.warning("Redis broker: resubscribed on %d master(s) of the %s", len(readers), self._where())
                     self._lost = False

@@ -34,6 +34,8 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Dict, List, Optional, Set, Tuple
 
+from ....tasks import spawn
+
 log = logging.getLogger("squall.broker.shards")
 
 SHARDED, BROADCAST = "sharded", "broadcast"
@@ -140,9 +142,9 @@ class ShardInterest:
         subscribe, self._to_subscribe = sorted(self._to_subscribe), set()
         unsubscribe, self._to_unsubscribe = sorted(self._to_unsubscribe), set()
         if unsubscribe:
-            asyncio.ensure_future(self._send(self._unsubscribe, unsubscribe, "unsubscribe"))
+            spawn(self._send(self._unsubscribe, unsubscribe, "unsubscribe"), name="broker.shards.unsubscribe")
         if subscribe:
-            asyncio.ensure_future(self._send(self._subscribe, subscribe, "subscribe"))
+            spawn(self._send(self._subscribe, subscribe, "subscribe"), name="broker.shards.subscribe")
 
     async def _send(self, command: Subscriber, shards: List[int], what: str) -> None:
         try:
