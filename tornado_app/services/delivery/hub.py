@@ -1,4 +1,4 @@
-"""The hub: services publish events here; it routes them through the broker to every process.
+"""The hub: services publish events here; it routes them through the broker to the processes of their users.
 
 Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each process)
       --> ConnectionRegistry.deliver --> connection.deliver (write or buffer).
