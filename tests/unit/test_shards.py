@@ -47,3 +47,44 @@ def test_routing_options_bounds(argv, ok):
 def test_routing_defaults():
     _, config = load_config([], {})
     assert (config.routing, config.broker_shards, config.broker_shard_linger) == ("sharded", 16384, 30.0)
+
+
+def test_ready_waits_for_the_confirmation_and_gives_up_after_its_timeout():
+    import asyncio
+
+    from tornado_app.services.delivery.broker.shards import ShardInterest
+
+    async def scenario():
+        sent = []
+
+        async def subscribe(shards):
+            sent.append(list(shards))
+
+        async def unsubscribe(shards):
+            sent.append([-s for s in shards])
+
+        interest = ShardInterest(1024, 0.0, subscribe, unsubscribe)
+        interest.hold(5)
+        interest.hold(1029)  # the same shard: one SUBSCRIBE
+        await asyncio.sleep(0.01)
+        assert sent == [[5]]
+        with pytest.raises(asyncio.TimeoutError):
+            await interest.ready(5, timeout=0.05)  # never confirmed
+        waiting = asyncio.ensure_future(interest.ready(5, timeout=5))
+        await asyncio.sleep(0.01)
+        interest.confirmed(5)
+        await waiting
+        assert interest.is_confirmed(1029) and interest.subscribed() == 1
+        # Lost connection: waiters go on (the resume after reconnecting covers them).
+        interest.reset()
+        waiting = asyncio.ensure_future(interest.ready(5, timeout=5))
+        await asyncio.sleep(0.01)
+        interest.reset()
+        await asyncio.wait_for(waiting, 1)
+        # Released by both users: unsubscribed after the (zero) linger.
+        interest.release(5)
+        interest.release(1029)
+        await asyncio.sleep(0.05)
+        assert sent == [[5], [-5]] and interest.wanted == set()
+
+    asyncio.run(scenario())

@@ -112,7 +112,9 @@ class RedisBroker(Broker):
 
     async def ready(self, user_id: int) -> None:
         """Wait until the shard of ``user_id`` is subscribed. Raises BrokerUnavailable after READY_TIMEOUT."""
-        if self._interest is None:
+        if self._interest is None or self._lost:
+            # Lost: once back, the listener subscribes every wanted shard, then makes every local
+            # stream resume (on_gap), which covers this one's window.
             return
         try:
             await self._interest.ready(user_id)

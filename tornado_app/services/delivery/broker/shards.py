@@ -163,8 +163,17 @@ class ShardInterest:
                 future.set_result(None)
 
     def reset(self) -> None:
-        """The subscription connection was lost: no shard is confirmed until subscribed again."""
+        """The subscription connection was lost: no shard is confirmed until subscribed again.
+
+        Waiting streams go on at once: once the broker is back it subscribes every wanted shard
+        and then asks every local stream to resume (``on_gap``), which covers their window.
+        """
         self._confirmed.clear()
+        waiters, self._waiters = self._waiters, {}
+        for futures in waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.set_result(None)
 
     def subscribed(self) -> int:
         """How many shards are confirmed."""
