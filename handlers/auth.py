@@ -1,4 +1,6 @@
 """Accounts and sessions over HTTP: register, login, refresh, logout, logout-all, stream tickets, me."""
+from typing import TYPE_CHECKING
+
 from tornado_app.errors import Forbidden, Unauthorized
 from tornado_app.services.identity.external_auth import SESSION_PREFIX as EXTERNAL_SID
 
@@ -10,7 +12,13 @@ from .base import REFRESH_COOKIE, REFRESH_COOKIE_PATH, TOKEN_COOKIE, BaseHandler
 SESSION_MARKER_COOKIE = "squall_session"
 
 
-class TokenResponseMixin:
+if TYPE_CHECKING:  # mixed into BaseHandlers (see HandlerMixinBase in handlers/base.py)
+    TokenResponseBase = BaseHandler
+else:
+    TokenResponseBase = object
+
+
+class TokenResponseMixin(TokenResponseBase):
     """Answer with a user and a token pair, and set the browser's two cookies.
 
     ``squall_token`` (access, Path=/, lives as long as the access token) lets the pages'

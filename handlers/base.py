@@ -5,7 +5,7 @@ import functools
 import inspect
 import json
 import logging
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import urlparse
 
 import tornado.web
@@ -23,6 +23,14 @@ from .headers import HeadLikeGet
 
 log = logging.getLogger("squall.handlers")
 
+# The mixins below are mixed into Tornado handlers (RequestHandler, WebSocketHandler); to the
+# type checker they are handlers, at run time plain classes (the handler base comes later in
+# each handler's bases, as Tornado expects).
+if TYPE_CHECKING:
+    HandlerMixinBase = tornado.web.RequestHandler
+else:
+    HandlerMixinBase = object
+
 TOKEN_COOKIE = "squall_token"  # the access token for the pages (HttpOnly, SameSite=Strict, Path=/)
 REFRESH_COOKIE = "squall_refresh"  # the refresh token (HttpOnly, SameSite=Strict, Path=/api/auth)
 REFRESH_COOKIE_PATH = "/api/auth"
@@ -33,9 +41,15 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
                  429: "rate_limited", 503: "unavailable"}
 
 
-def public(method):
+def public(method: Any) -> Any:
     """Mark a handler method as open to anyone (the route walk test checks every method is marked)."""
-    method.squall_access = "public"
+    return mark_access(method, "public")
+
+
+def mark_access(method: Any, access: str) -> Any:
+    """``method`` marked ``squall_access = access`` (public, user, admin, service; the route walk
+    test reads it), e.g. a handler method checked in ``prepare`` rather than by a decorator."""
+    method.squall_access = access
     return method
 
 
@@ -51,8 +65,7 @@ def _guarded(method, access: str, admins_only: bool = False):
         if inspect.isawaitable(result):
             result = await result
         return result
-    wrapper.squall_access = access
-    return wrapper
+    return mark_access(wrapper, access)
 
 
 def authenticated(method):
@@ -69,8 +82,7 @@ def service_only(method):
         # 403 invalid_service_token; 429 after SERVICE_TOKEN_FAILURES_PER_ADDRESS_PER_MINUTE wrong ones
         self.services.auth.check_service_token(self.bearer_token(), self.request.remote_ip)
         return method(self, *args, **kwargs)
-    wrapper.squall_access = "service"
-    return wrapper
+    return mark_access(wrapper, "service")
 
 
 def admin_only(method):
@@ -143,7 +155,7 @@ def count_error(handler, code: str) -> None:
         metrics.handshake_refused(transport, code)
 
 
-class ServicesMixin:
+class ServicesMixin(HandlerMixinBase):
     """Reach the shared services and resolve the caller's identity (HTTP, WebSocket, SSE, polls alike)."""
 
     user_id: Optional[int] = None
@@ -159,6 +171,18 @@ class ServicesMixin:
     # ``?ticket=``. A ticket is a URL credential for what cannot send a header; accepted on
     # the API, it would be a second access token that rides in URLs.
     accepts_ticket = False
+
+    @property
+    def authenticated_user_id(self) -> int:
+        """``user_id`` once the caller is authenticated (``authenticate``, ``require_known_user``).
+
+        Raises Unauthorized before that, which a handler reached through ``@authenticated``
+        or a stream's ``prepare`` never sees.
+        """
+        user_id = self.user_id
+        if user_id is None:
+            raise Unauthorized("Authentication required: send a bearer token", "unauthorized")
+        return user_id
 
     @property
     def services(self) -> Services:
@@ -228,12 +252,12 @@ class ServicesMixin:
         if content_type.split(";", 1)[0].strip().lower() != "application/json":
             raise UnsupportedMediaType("Send the body as JSON with 'Content-Type: application/json'")
 
-    def authenticate(self) -> int:
+    def authenticate(self) -> Optional[int]:
         """Set and return ``self.user_id`` from a ticket, a bearer header, the query or the cookie.
 
         Checks the signature, kind, installation and expiry of the token, the single use of a
         ticket, and the revocation list (all in memory). Raises Unauthorized, Forbidden
-        (cookie use from another site).
+        (cookie use from another site). None: an external token ``require_known_user`` settles.
         """
         if self.user_id is not None or self._external_token is not None:
             return self.user_id
@@ -250,13 +274,13 @@ class ServicesMixin:
             if external is not None and token and external.owns(token):
                 # The product's token (--auth-mode external|both): verified here when its key and
                 # user are in memory; else require_known_user finishes (JWKS fetch, provisioning).
-                claims = external.claims_now(token)
-                if claims is None:
+                settled = external.claims_now(token)
+                if settled is None:
                     if source == "cookie":
                         self._check_cookie_use()
                     self._external_token, self.auth_source = token, source
                     return None
-                claims = services.sessions.check(claims)
+                claims = services.sessions.check(settled)
             else:
                 claims = services.sessions.check(services.auth.verify_access(token))
         if source == "cookie":
@@ -285,8 +309,11 @@ class ServicesMixin:
         """
         if self._external_token is not None:
             token, self._external_token = self._external_token, None
+            external = self.services.external
+            if external is None:  # never: only ExternalAuth.owns() leaves a token here
+                raise Unauthorized("The access token is invalid", "invalid_token")
             try:
-                claims = self.services.sessions.check(await self.services.external.claims(token))
+                claims = self.services.sessions.check(await external.claims(token))
             except Unauthorized:
                 if self.accepts_ticket:  # a stream route: failures count against the address
                     self.services.admission.failed_auth(self.request.remote_ip)
@@ -294,10 +321,12 @@ class ServicesMixin:
             self.claims = claims
             self.user_id = claims.user_id
             self.sid, self.token_exp, self.token_version = claims.sid, claims.exp, claims.version
+        if self.user_id is None or self.token_version is None:  # never after authenticate()
+            raise Unauthorized("Authentication required: send a bearer token", "unauthorized")
         await self.services.users.check_version(self.user_id, self.token_version)
 
 
-class CorsPreflight:
+class CorsPreflight(ServicesMixin):
     """A mixin: ``OPTIONS`` answers a CORS preflight on ``/api/*``, ``/sse/*`` and ``/poll/*``.
 
     Public on purpose: a browser sends a preflight without credentials, and it changes

@@ -5,6 +5,7 @@ import logging
 
 from tornado_app.errors import SquallError, ValidationError
 from tornado_app.services.delivery.events import CHAT
+from tornado_app.services.storage.ids import require_id
 
 from .base import client_error
 from .streams import parse_last_event_id
@@ -51,38 +52,40 @@ class ChatSocketHandler(BaseSocketHandler):
         except SquallError as exc:
             self.send_error_frame(exc, client_id if client_id is not None else getattr(exc, "client_id", None))
         except Exception as raised:
-            exc = client_error(raised)
-            if exc is None:
+            known = client_error(raised)
+            if known is None:
                 log.error("chat frame failed (%s)", type(raised).__name__, exc_info=raised)
-                exc = SquallError("Something went wrong on the server", "internal_error", 500)
-            self.send_error_frame(exc, client_id)
+                known = SquallError("Something went wrong on the server", "internal_error", 500)
+            self.send_error_frame(known, client_id)
 
     async def do_send(self, frame: dict) -> None:
         """``send_message``: ack to this socket after commit; ``message`` to every other socket."""
-        message = await self.services.chat.send_message(self.user_id, frame, exclude_conn=self.conn_id)
+        message = await self.services.chat.send_message(self.authenticated_user_id, frame,
+                                                        exclude_conn=self.conn_id)
         self.send_json({"type": "message_ack", "client_id": message["client_id"], "message": message})
 
     async def do_join(self, frame: dict) -> None:
         """``join_chat``: this user is active in the chat (no notifications) while joined here."""
-        chat_id = frame.get("chat_id")
-        await self.services.chat.require_member(self.user_id, chat_id)
+        chat_id = require_id(frame.get("chat_id"), "chat_id")
+        await self.services.chat.require_member(self.authenticated_user_id, chat_id)
         await self.services.hub.join(self.live_connection(), chat_id)
         self.send_json({"type": "joined", "chat_id": chat_id})
 
     async def do_leave(self, frame: dict) -> None:
         """``leave_chat``: no longer active in the chat on this connection."""
-        chat_id = frame.get("chat_id")
-        await self.services.chat.require_member(self.user_id, chat_id)
+        chat_id = require_id(frame.get("chat_id"), "chat_id")
+        await self.services.chat.require_member(self.authenticated_user_id, chat_id)
         await self.services.hub.leave(self.live_connection(), chat_id)
         self.send_json({"type": "left", "chat_id": chat_id})
 
     async def do_typing(self, frame: dict) -> None:
         """``typing``: tell the other members."""
-        await self.services.chat.typing(self.user_id, frame.get("chat_id"))
+        await self.services.chat.typing(self.authenticated_user_id, frame.get("chat_id"))
 
     async def do_mark_read(self, frame: dict) -> None:
         """``mark_read``: move the read position; receipts to the others."""
-        await self.services.chat.mark_read(self.user_id, frame.get("chat_id"), frame.get("message_id"), wait=False)
+        await self.services.chat.mark_read(self.authenticated_user_id, frame.get("chat_id"), frame.get("message_id"),
+                                           wait=False)
 
     async def do_ping(self, frame: dict) -> None:
         """``ping`` → ``pong``."""

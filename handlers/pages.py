@@ -5,6 +5,7 @@ year and gzipped when the client accepts it (see ``handlers/assets.py``).
 """
 import gzip
 import os
+from typing import Dict, List, Tuple, Type
 
 import tornado.web
 
@@ -118,7 +119,9 @@ class StaticHandler(tornado.web.StaticFileHandler):
     hash) it is revalidated each time. Compressed when the client accepts gzip.
     """
 
-    def initialize(self, path: str, assets: AssetCatalog):
+    # Tornado hands a route's keywords to initialize(); this route's are the directory and the
+    # catalog, not StaticFileHandler's own options (which its typed signature names).
+    def initialize(self, path: str, assets: AssetCatalog) -> None:  # type: ignore[override]
         super().initialize(path)
         self.assets = assets
 
@@ -167,10 +170,13 @@ class StaticHandler(tornado.web.StaticFileHandler):
                                      if status_code == 404 else status_reason(self)}}))
 
 
-def routes(web_dir: str):
+Route = Tuple[str, Type[tornado.web.RequestHandler], Dict[str, object]]
+
+
+def routes(web_dir: str) -> List[Route]:
     """Page routes plus the static files of ``web_dir/static``, sharing one asset catalog."""
     assets = AssetCatalog(web_dir)
-    out = [(r"/static/squall-client/(.*)", StaticHandler, {"path": assets.client_dir, "assets": assets}),
+    out: List[Route] = [(r"/static/squall-client/(.*)", StaticHandler, {"path": assets.client_dir, "assets": assets}),
            (r"/static/(.*)", StaticHandler, {"path": assets.static_dir, "assets": assets})]
     out += [(r"/chat/[0-9]{1,18}", PageHandler, {"page": "chat.html", "assets": assets})]
     out += [(path, PageHandler, {"page": page, "assets": assets}) for path, page in PAGES.items()]

@@ -85,7 +85,7 @@ class BasePollHandler(Subscriber, BaseHandler):
         services = self.services
         # A waiting poll counts as one of the user's streams (no handshake-rate budget: a busy
         # poller asks once per batch of events, which is not a reconnect storm).
-        services.admission.check_user(self.user_id)
+        services.admission.check_user(self.authenticated_user_id)
         self._user_reserved = True
         self._max_pending = services.config.max_pending_bytes
         self.events: List[str] = []  # JSON texts, in delivery order
@@ -93,9 +93,10 @@ class BasePollHandler(Subscriber, BaseHandler):
         self._left_out: Dict[Optional[str], int] = {}  # kind -> lowest event id left for the next poll (answer full)
         answer = self._answer = StreamEnd()
         self._gone = False
-        lease = await services.poll_presence.hold(self.user_id, active_chat) if active_chat is not None else None
+        user_id = self.authenticated_user_id
+        lease = await services.poll_presence.hold(user_id, active_chat) if active_chat is not None else None
         # Between polls the user still has a notification stream (no Web Push) for the grace period.
-        online = await services.poll_presence.hold(self.user_id, ONLINE)
+        online = await services.poll_presence.hold(user_id, ONLINE)
         try:
             try:
                 await self.start_streams(last_message_id, last_notification_id)
@@ -144,7 +145,7 @@ class BasePollHandler(Subscriber, BaseHandler):
 
     async def send_initial_state(self, last_notification_id: Optional[int]) -> Optional[int]:
         """The ``unread`` state at once, unless the poll's ``unread_tag`` shows the client has it already."""
-        state = await self.services.notifications.unread_state(self.user_id)
+        state = await self.services.notifications.unread_state(self.authenticated_user_id)
         if self.client_tag is None or unread_tag(state) != self.client_tag:
             self.send_event(Event(NOTIFY, state))
         return None

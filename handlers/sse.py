@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from tornado_app.errors import Unavailable
@@ -104,18 +105,21 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         # Tornado chunks a body without Content-Length for HTTP/1.1 clients; events written
         # straight to the stream are framed the same way (each event is one chunk).
         self._chunked = self.request.version == "HTTP/1.1"
-        self._stream = self.request.connection.stream
+        connection = self.request.connection
+        if not isinstance(connection, HTTP1Connection):  # never: Tornado serves HTTP/1 only
+            raise RuntimeError("an SSE stream needs an HTTP/1 connection")
+        self._stream = connection.stream
         self._ping = PING_CHUNK if self._chunked else PING
         try:
             await self.start_streams(last_message_id, last_notification_id)
             await self.on_open()
         except Exception as raised:  # the connection ended (OPEN_FAILED) or ends here
             await self.stop_streams()
-            if client_error(raised) is None:
+            known = client_error(raised)
+            if known is None:
                 raise
             # The headers are sent: end the stream; the client reconnects after ``retry:``.
-            log.warning("a %s stream of user %s failed to open (%s)", self.request.path, self.user_id,
-                        client_error(raised).code)
+            log.warning("a %s stream of user %s failed to open (%s)", self.request.path, self.user_id, known.code)
             return
         except BaseException:  # cancelled (shutdown): unregistered all the same
             await self.stop_streams()

@@ -13,6 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING, Optional, Tuple
 
 from tornado import httputil
+from tornado.web import RequestHandler
 
 from tornado_app.errors import Forbidden, Unauthorized, ValidationError
 from tornado_app.services.storage.ids import parse_int
@@ -67,7 +68,10 @@ class Subscriber(abc.ABC):
         token_warn_at: Optional[int]
         token_version: Optional[int]
 
-        def authenticate(self) -> int: ...
+        def authenticate(self) -> Optional[int]: ...
+
+        @property
+        def authenticated_user_id(self) -> int: ...
 
     connection: Optional[Connection] = None  # once the stream opens
     streams: Tuple[str, ...] = ()
@@ -83,7 +87,7 @@ class Subscriber(abc.ABC):
     # events carry their own ids skip that read.
     notify_baseline: bool = True
 
-    def authenticate_stream(self) -> int:
+    def authenticate_stream(self) -> Optional[int]:
         """``authenticate()``, counting a failure against the client address. Raises Unauthorized
         (401), or RateLimited (429 ``too_many_failed_auths``) past the address's limit."""
         try:
@@ -111,21 +115,22 @@ class Subscriber(abc.ABC):
         """Hold a slot of the per-user cap until the stream registers, and one of its forwarded
         address (behind a trusted proxy) until it ends. Raises RateLimited, ServerBusy."""
         admission = self.services.admission
-        admission.check_user(self.user_id)
+        admission.check_user(self.authenticated_user_id)
         self._user_reserved = True
-        context = self.request.connection.context
+        context = getattr(self.request.connection, "context", None)  # Tornado's opaque per-connection object
         peer = getattr(context, "remote_ip", None)
         proxies = getattr(self.application, "proxies", None)
-        if peer is not None and proxies is not None and proxies.trusts(peer):
+        remote = self.request.remote_ip  # the forwarded client address (set for every HTTP/1 request)
+        if peer is not None and remote is not None and proxies is not None and proxies.trusts(peer):
             # The HTTP server does not count a trusted proxy's connections (they are everyone's):
             # count this stream by the address the proxy forwarded.
-            self._address_slot = admission.take_address(self.request.remote_ip)
+            self._address_slot = admission.take_address(remote)
 
     def release_admission(self) -> None:
         """The reserved per-user slot is taken by a registered stream, or the handshake ended (idempotent)."""
         if self._user_reserved:
             self._user_reserved = False
-            self.services.admission.opened(self.user_id)
+            self.services.admission.opened(self.authenticated_user_id)
 
     def release_address(self) -> None:
         """This stream no longer counts against its forwarded address (idempotent)."""
@@ -217,7 +222,7 @@ class Subscriber(abc.ABC):
         if request.query:
             request.uri, request.query = request.path, ""
             request.query_arguments, request.arguments = {}, {}
-        if headers_sent:
+        if headers_sent and isinstance(self, RequestHandler):  # what every stream handler is
             drop_response_headers(self)
         # The handler's attributes outnumber what a CPython instance dict holds with shared
         # keys (30): its dict doubled to 1.6 KB. Without what only the handshake read, it is
@@ -239,6 +244,6 @@ class Subscriber(abc.ABC):
         its baseline (else None).
         """
         want = last_notification_id is None and self.notify_baseline
-        state, latest = await self.services.open_state.state(self.user_id, want)
+        state, latest = await self.services.open_state.state(self.authenticated_user_id, want)
         self.send_event(Event(NOTIFY, state))
         return latest

@@ -18,7 +18,8 @@ from tornado_app.services.delivery.events import Event, dumps
 from tornado_app.tasks import spawn
 from tornado_app.tornado_io import detached_protocol
 
-from .base import BaseHandler, ServicesMixin, check_text, client_error, count_error, set_retry_after
+from .base import (BaseHandler, ServicesMixin, check_text, client_error, count_error, mark_access,
+                   set_retry_after)
 from .fastwrite import write_direct
 from .streams import Subscriber
 
@@ -88,7 +89,7 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         """
         return super().get(*args, **kwargs)
 
-    get.squall_access = "user"  # checked in prepare, not by the @authenticated wrapper
+    mark_access(get, "user")  # checked in prepare, not by the @authenticated wrapper
 
     # Errors before an upgrade (405 for HEAD or POST …) in the one JSON shape, not Tornado's HTML page.
     write_error = BaseHandler.write_error
@@ -176,7 +177,10 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             return
         frame = event.ws_frame if event.ws_frame is not None else event.set_ws_frame(ws_frame(event.data_bytes))
         try:
-            unsent = write_direct(conn.stream, frame)
+            stream = conn.stream
+            if stream is None:  # no socket yet (never once the connection is registered)
+                return
+            unsent = write_direct(stream, frame)
         except StreamClosedError:
             return
         if unsent is not None:
@@ -224,7 +228,10 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
     async def _refresh_external(self, token: str, frame: dict) -> None:
         try:
-            self._extend(self.services.sessions.check(await self.services.external.claims(token)))
+            external = self.services.external
+            if external is None:  # never: only ExternalAuth.owns() sends a token here
+                raise Unauthorized("The access token is invalid", "invalid_token")
+            self._extend(self.services.sessions.check(await external.claims(token)))
         except SquallError as exc:
             self.send_error_frame(exc, self.frame_client_id(frame))
 

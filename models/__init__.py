@@ -1,5 +1,5 @@
 """Peewee models: the only place that knows tables."""
-from .base import BaseModel, database_proxy, init_db, is_postgres, open_database, utcnow
+from .base import BaseModel, database_proxy, init_db, is_postgres, open_database, tuples, utcnow
 from .chat import GROUP, PRIVATE, Chat, ChatMember, Message
 from .notification import Notification, NotificationState, Setting
 from .preferences import PushSubscription, UserPreference
@@ -12,7 +12,7 @@ ALL_MODELS = [User, Chat, ChatMember, Message, Notification, NotificationState, 
               UserPreference, PushSubscription, Upload, WebhookEvent, WebhookPresence]
 
 __all__ = [
-    "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "utcnow",
+    "BaseModel", "database_proxy", "init_db", "is_postgres", "open_database", "tuples", "utcnow",
     "GROUP", "PRIVATE", "Chat", "ChatMember", "Message", "Notification", "NotificationState",
     "Setting", "User", "RefreshToken", "UserPreference", "PushSubscription", "Upload", "new_token_version", "username_key",
     "WebhookEvent", "WebhookPresence",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any, Iterable, Iterator, Tuple, cast
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import peewee
@@ -63,6 +64,14 @@ def init_db(url: str, max_connections: int = 16) -> peewee.Database:
     return db
 
 
-def is_postgres(db: peewee.Database) -> bool:
-    """True when ``db`` is a PostgreSQL database."""
+def tuples(query: peewee.BaseQuery) -> Iterator[Tuple[Any, ...]]:
+    """Run ``query`` and iterate over its rows as tuples (``query.tuples()``, typed as what it gives:
+    peewee's stubs type the rows of a model query as model instances whatever the row type)."""
+    return iter(cast(Iterable[Tuple[Any, ...]], query.tuples()))
+
+
+def is_postgres(db: object) -> bool:
+    """True when ``db`` (a database, or the proxy standing for one) is a PostgreSQL database."""
+    if isinstance(db, peewee.DatabaseProxy):
+        db = db.obj
     return isinstance(db, peewee.PostgresqlDatabase)

@@ -11,6 +11,7 @@ GROUP = "group"
 class Chat(BaseModel):
     """A private (two users) or group conversation."""
 
+    id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
     kind = peewee.CharField(max_length=16, default=GROUP)
     title = peewee.CharField(max_length=128, default="")
     # "<low user id>:<high user id>" for private chats, so find-or-create is unique
@@ -25,8 +26,11 @@ class Chat(BaseModel):
 class ChatMember(BaseModel):
     """Membership of a user in a chat, with that user's read position."""
 
+    id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
     chat = peewee.ForeignKeyField(Chat, backref="members", on_delete="CASCADE")
     user = peewee.ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+    chat_id: int  # the ids behind the foreign keys (peewee reads them without a join)
+    user_id: int
     last_read_message_id = peewee.BigIntegerField(default=0)
     # messages from others after last_read_message_id, kept up to date on send and read
     unread_count = peewee.IntegerField(default=0)
@@ -44,6 +48,9 @@ class Message(BaseModel):
     id = peewee.BigAutoField()
     chat = peewee.ForeignKeyField(Chat, backref="messages", on_delete="CASCADE")
     sender = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    # The ids behind the foreign keys, which peewee reads without a join (declared for the type checker)
+    chat_id: int
+    sender_id: int
     content = peewee.TextField()
     message_type = peewee.CharField(max_length=32, default="text_message")
     client_id = peewee.CharField(max_length=64, null=True)

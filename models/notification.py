@@ -40,6 +40,7 @@ class Notification(BaseModel):
 class NotificationState(BaseModel):
     """A user's read/cleared state of a broadcast notification (personal ones keep it in their row)."""
 
+    id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
     user = peewee.ForeignKeyField(User, on_delete="CASCADE")
     notification = peewee.ForeignKeyField(Notification, on_delete="CASCADE")
     read_at = peewee.DateTimeField(null=True)

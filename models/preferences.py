@@ -22,7 +22,9 @@ class UserPreference(BaseModel):
 class PushSubscription(BaseModel):
     """One browser's Web Push subscription (``PushSubscription.toJSON()``) for a user."""
 
+    id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
     user = peewee.ForeignKeyField(User, on_delete="CASCADE", index=True)
+    user_id: int  # the id behind the foreign key (peewee reads it without a join)
     endpoint = peewee.TextField()
     endpoint_hash = peewee.CharField(max_length=64, unique=True)  # sha256 hex: endpoints are long
     p256dh = peewee.CharField(max_length=128)

@@ -13,8 +13,10 @@ class RefreshToken(BaseModel):
     theft detection): access tokens of that ``family`` are refused until they expire.
     """
 
+    id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
     token_hash = peewee.CharField(max_length=64, unique=True)
     user = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    user_id: int  # the id behind the foreign key (peewee reads it without a join)
     family = peewee.CharField(max_length=32, index=True)
     created_at = peewee.DateTimeField(default=utcnow)
     last_used_at = peewee.DateTimeField(default=utcnow)

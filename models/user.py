@@ -27,6 +27,7 @@ DELETED_NAME = "Deleted user"  # the display name of a deleted user (their messa
 class User(BaseModel):
     """An account: unique username (case-insensitively, after NFKC), shown by its display name."""
 
+    id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
     username = peewee.CharField(max_length=32, unique=True)
     username_key = peewee.CharField(max_length=64, unique=True)
     display_name = peewee.CharField(max_length=64)

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .cors import MAX_AGE_LIMIT, parse_origins
 
@@ -185,7 +185,8 @@ class Config:
 
 
 # name -> (env variable, type, help); the flag is --name-with-dashes
-_OPTIONS = [
+# (field, environment variable, parser of the text, help)
+_OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
     ("host", "SQUALL_HOST", str, "interface to listen on"),
     ("port", "PORT", int, "TCP port"),
     ("database_url", "DATABASE_URL", str, "sqlite:///path.db or postgresql://user@host/db"),
@@ -404,7 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
+def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] = None
+                ) -> Tuple[Union[str, Tuple[str, ...]], Config]:
     """Parse flags and environment into ``(command, Config)``."""
     environ = os.environ if environ is None else environ
     args = build_parser().parse_args(list(argv))
@@ -481,7 +483,7 @@ def load_config(argv: Sequence[str] = (), environ: Mapping[str, str] = None):
             or config.external_jwt_public_key:
         from .services.identity.external_auth import ExternalAuth  # reads and checks the key file too
         try:
-            ExternalAuth.from_config(config)
+            ExternalAuth.check_config(config)
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
     return args.command, config

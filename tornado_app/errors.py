@@ -5,15 +5,18 @@ WebSocket: ``{"type": "error", "code": "...", "message": "...", "client_id": ...
 """
 from __future__ import annotations
 
+from typing import Optional
+
 
 class SquallError(Exception):
     """An error a client caused or may see: a status, a snake_case code and a sentence."""
 
     status = 400
     code = "bad_request"
-    retry_after = None  # seconds; sent as a Retry-After header (HTTP) or field (WebSocket frames)
+    retry_after: Optional[float] = None  # seconds; sent as a Retry-After header (HTTP) or field (WebSocket frames)
 
-    def __init__(self, message: str, code: str = None, status: int = None, retry_after: float = None):
+    def __init__(self, message: str, code: Optional[str] = None, status: Optional[int] = None,
+                 retry_after: Optional[float] = None):
         super().__init__(message)
         self.message = message
         if code:

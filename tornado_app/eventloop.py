@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Optional
+from typing import Any, Callable, Coroutine, Optional, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger("squall.loop")
 
@@ -30,7 +32,7 @@ def loop_factory(name: str) -> Optional[Callable[[], asyncio.AbstractEventLoop]]
     return None
 
 
-def run(main: Awaitable, name: str):
+def run(main: Coroutine[Any, Any, T], name: str) -> T:
     """Run the coroutine ``main`` to completion on a new loop of kind ``name``; returns its result."""
     with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
         return runner.run(main)

@@ -34,13 +34,13 @@ import resource
 import socket
 import time
 from collections import OrderedDict
-from typing import Optional
+from typing import Dict, List, Optional, Set
 
 import tornado.httpserver
 import tornado.httputil
 import tornado.ioloop
 import tornado.iostream
-from tornado.http1connection import HTTP1ConnectionParameters
+from tornado.http1connection import HTTP1ConnectionParameters, HTTP1ServerConnection
 
 from .proxies import TrustedProxies
 from .services.delivery.events import dumps
@@ -111,7 +111,7 @@ def error_response(status: int, reason: str, code: str, message: str, retry_afte
                    headers=()) -> bytes:
     """A complete ``HTTP/1.1`` answer ``{"error": {...}}`` that closes the connection; ``headers``
     are extra ``(name, value)`` pairs (the CORS headers of the request's route and origin)."""
-    error = {"code": code, "message": message}
+    error: Dict[str, object] = {"code": code, "message": message}
     head = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json; charset=utf-8",
             "Cache-Control: no-store", "Connection: close"]
     head.extend(f"{name}: {value}" for name, value in headers)
@@ -158,7 +158,7 @@ class CountedIOStream(LeanIOStream):
 
     def __init__(self, sock, server: "SquallHTTPServer", address_key=None, **kwargs):
         super().__init__(sock, **kwargs)
-        self.squall_server = server
+        self.squall_server: Optional[SquallHTTPServer] = server  # None once closed (counted once)
         self.address_key = address_key  # the per-address count this connection is in (None: not counted)
         server.open_connections += 1
 
@@ -256,7 +256,9 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
 class SquallHTTPServer(tornado.httpserver.HTTPServer):
     """HTTPServer with timeouts, a connection cap, a body limit and a patient accept loop."""
 
-    def initialize(self, request_callback, *, max_connections: int, max_body_bytes: int,
+    # Tornado's Configurable hands the constructor's keywords to initialize(); ours takes the
+    # server's own options beside HTTPServer's, which its typed signature cannot say.
+    def initialize(self, request_callback, *, max_connections: int, max_body_bytes: int,  # type: ignore[override]
                    header_timeout: float, idle_timeout: float, body_timeout: float,
                    max_connections_per_address: int = 0, trusted_proxies=(), cors=None,
                    large_bodies: Optional[dict] = None, **kwargs):
@@ -272,15 +274,12 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
         self.large_bodies: "dict[str, tuple[int, str]]" = dict(large_bodies or {})
         self.open_connections = 0
         # Connections waiting for request headers, oldest first (the ones to shed at the cap).
-        self.waiting: "OrderedDict[object, None]" = OrderedDict()
-        self._served = set()  # server connections that have started a request before
+        self.waiting: "OrderedDict[HTTP1ServerConnection, None]" = OrderedDict()
+        self._served: Set[HTTP1ServerConnection] = set()  # server connections that have started a request before
         self._trusted_downstream = frozenset(self.trusted_downstream or ())
-        params = dict(decompress=self.conn_params.decompress, chunk_size=self.conn_params.chunk_size,
-                      max_header_size=self.conn_params.max_header_size, max_body_size=max_body_bytes,
-                      body_timeout=body_timeout, no_keep_alive=self.conn_params.no_keep_alive)
-        self._first_params = HTTP1ConnectionParameters(header_timeout=header_timeout, **params)
-        self._next_params = HTTP1ConnectionParameters(header_timeout=idle_timeout, **params)
-        self._listeners = []  # (socket, fd)
+        self._first_params = self._params(header_timeout, max_body_bytes, body_timeout)
+        self._next_params = self._params(idle_timeout, max_body_bytes, body_timeout)
+        self._listeners: List[socket.socket] = []
         self._paused = False
         self._accept_failures = 0
         self._last_failure_log = 0.0
@@ -322,13 +321,22 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
                 self._accepted(connection, address)
         return on_readable
 
+    def _params(self, header_timeout: float, max_body_bytes: int, body_timeout: float) -> HTTP1ConnectionParameters:
+        """The HTTP/1 parameters of a connection waiting ``header_timeout`` for its request headers."""
+        own = self.conn_params
+        return HTTP1ConnectionParameters(decompress=own.decompress, chunk_size=own.chunk_size,
+                                         max_header_size=own.max_header_size, max_body_size=max_body_bytes,
+                                         body_timeout=body_timeout, no_keep_alive=own.no_keep_alive,
+                                         header_timeout=header_timeout)
+
     def _descriptor_shortage(self, exc: OSError) -> None:
         """Pause accepting briefly (the socket stays readable: retrying now would spin)."""
         self._accept_failures += 1
         now = time.monotonic()
         if now - self._last_failure_log >= LOG_EVERY:
             log.error("accept failed %d time(s) in the last %.0f s (%s): out of descriptors; "
-                      "pausing new connections", self._accept_failures, LOG_EVERY, errno.errorcode.get(exc.errno))
+                      "pausing new connections", self._accept_failures, LOG_EVERY,
+                      errno.errorcode.get(exc.errno) if exc.errno is not None else None)
             self._accept_failures = 0
             self._last_failure_log = now
         if self._paused:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from typing import List
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -25,7 +26,7 @@ class ScrubbingFormatter(logging.Formatter):
     def formatException(self, ei) -> str:
         typ, value, tb = ei
         frames = "".join(traceback.format_tb(tb)) if tb is not None else ""
-        chain = []
+        chain: List[str] = []
         cause = value.__cause__ or value.__context__ if value is not None else None
         while cause is not None and len(chain) < 5:
             chain.append(type(cause).__name__)

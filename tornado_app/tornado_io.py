@@ -160,8 +160,10 @@ class LeanIOStream(tornado.iostream.IOStream):
         super()._handle_write()
         buffer = self._write_buffer
         if buffer is not None and not buffer and not self._write_futures:
-            self._write_futures = NO_WRITES  # all sent: back to no queues
-            buffer._buffers = NO_WRITES
+            # All sent: back to no queues. Tornado types its private queues as deques; the stand-in
+            # reads as an empty one (_NoWrites), which the type checker cannot know.
+            self._write_futures = NO_WRITES  # type: ignore[assignment]
+            buffer._buffers = NO_WRITES  # type: ignore[assignment]
 
 
 def write_queues_released(stream: tornado.iostream.IOStream) -> bool:

@@ -90,14 +90,14 @@ def run_worker(config, serve: Callable, reserved: socket.socket) -> int:
 class Supervisor:
     """Forks the workers, restarts the ones that die, forwards SIGTERM/SIGINT."""
 
-    def __init__(self, config, serve: Callable):
+    def __init__(self, config, serve: Callable, reserved: socket.socket):
         self.config = config
         self.serve = serve
+        self.reserved = reserved  # holds the port between worker restarts (reserve_port)
         self.workers: Dict[int, int] = {}  # pid -> worker slot (0..N-1)
         self.started_at: Dict[int, float] = {}  # slot -> when its current process started
         self.delay: Dict[int, float] = {}  # slot -> restart delay while it keeps crashing
         self.stopping = False
-        self.reserved = None
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -120,14 +120,12 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until told to stop; returns the process exit code."""
-        if self.reserved is None:
-            self.reserved = reserve_port(self.config.host, self.config.port)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("starting %d workers on http://%s:%d", self.config.processes, self.config.host, self.config.port)
         for slot in range(self.config.processes):
             self.spawn(slot)
-        pending = {}  # slot -> monotonic time at which to restart it
+        pending: Dict[int, float] = {}  # slot -> monotonic time at which to restart it
         while not self.stopping:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
@@ -138,9 +136,10 @@ class Supervisor:
                         self.spawn(slot)
                 time.sleep(0.1)
                 continue
-            slot = self.workers.pop(pid, None)
-            if slot is None:
+            ended = self.workers.pop(pid, None)
+            if ended is None:
                 continue
+            slot = ended
             forget_worker(self.config.metrics_dir, slot)  # its connections are gone
             code = os.waitstatus_to_exitcode(status)
             # A worker that lived a while restarts at once; a crash loop backs off.
@@ -186,10 +185,9 @@ def run_workers(config, serve: Callable) -> int:
     if not config.metrics_dir:
         # Workers share their metrics here; any worker answers /metrics for all of them.
         config = config.replace(metrics_dir=tempfile.mkdtemp(prefix="squall-metrics-"))
-    supervisor = Supervisor(config, serve)
     try:
-        supervisor.reserved = reserve_port(config.host, config.port)
+        reserved = reserve_port(config.host, config.port)
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 1
-    return supervisor.run()
+    return Supervisor(config, serve, reserved).run()

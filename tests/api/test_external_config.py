@@ -39,7 +39,7 @@ def rsa_pem(tmp_path):
 
 def test_builtin_is_the_default_and_has_no_verifier():
     config = load()
-    assert config.auth_mode == "builtin" and ExternalAuth.from_config(config) is None
+    assert config.auth_mode == "builtin" and ExternalAuth.from_config(config, users=None) is None
     assert "need --auth-mode external or both" in refused("--external-jwt-secret", SECRET)
 
 
@@ -52,7 +52,7 @@ def test_mode_and_key_sources(rsa_pem):
     assert "--external-jwt-issuer and --external-jwt-audience" in refused(
         "--auth-mode", "both", "--external-jwt-secret", SECRET, "--external-jwt-audience", "squall")
     config = load(*BASE, "--external-jwt-secret", SECRET)
-    assert ExternalAuth.from_config(config).algorithms == ["HS256"]
+    assert ExternalAuth.from_config(config, users=None).algorithms == ["HS256"]
     # the environment works as the flags do
     config = load(environ={"AUTH_MODE": "both", "EXTERNAL_JWT_SECRET": SECRET, "EXTERNAL_JWT_ISSUER": "i",
                            "EXTERNAL_JWT_AUDIENCE": "a", "EXTERNAL_JWT_ALGORITHMS": "HS256,HS512"})
@@ -71,8 +71,8 @@ def test_algorithm_allowlist_never_none_and_no_confusion(rsa_pem):
     for algs in ("none", "RS256", "EdDSA"):
         assert "not allowed" in refused(*BASE, "--external-jwt-secret", SECRET, "--external-jwt-algorithms", algs)
     config = load(*BASE, "--external-jwt-public-key", pem, "--external-jwt-algorithms", "RS256,PS256")
-    assert ExternalAuth.from_config(config).algorithms == ["RS256", "PS256"]
-    assert ExternalAuth.from_config(load(*BASE, "--external-jwt-public-key", pem)).algorithms == ["RS256"]
+    assert ExternalAuth.from_config(config, users=None).algorithms == ["RS256", "PS256"]
+    assert ExternalAuth.from_config(load(*BASE, "--external-jwt-public-key", pem), users=None).algorithms == ["RS256"]
 
 
 def test_public_key_file_errors(tmp_path):
@@ -101,7 +101,7 @@ def test_public_key_file_errors(tmp_path):
 def test_jwks_url(url, ok):
     argv = (*BASE, "--external-jwks-url", url)
     if ok:
-        assert ExternalAuth.from_config(load(*argv)).jwks_url == url
+        assert ExternalAuth.from_config(load(*argv), users=None).jwks_url == url
     else:
         assert "--external-jwks-url" in refused(*argv)
 
@@ -121,7 +121,7 @@ def test_limits_at_and_past_their_bounds(flag, good, bad):
 
 def _verifier(**changes) -> ExternalAuth:
     return ExternalAuth.from_config(Config(auth_mode="external", external_jwt_secret=SECRET,
-                                           external_jwt_issuer="i", external_jwt_audience="a", **changes))
+                                           external_jwt_issuer="i", external_jwt_audience="a", **changes), users=None)
 
 
 def test_token_size_limit_at_and_past():
@@ -139,7 +139,7 @@ def test_token_size_counts_utf8_bytes():
     characters than the limit but more bytes is too large; in both modes, before any parsing."""
     for mode in ("external", "both"):
         verifier = ExternalAuth.from_config(Config(auth_mode=mode, external_jwt_secret=SECRET, external_jwt_issuer="i",
-                                                   external_jwt_audience="a", external_max_token_bytes=2048))
+                                                   external_jwt_audience="a", external_max_token_bytes=2048), users=None)
         at = "a." + "\u00e9" * 1022 + "aa"  # 1026 characters, 2048 UTF-8 bytes
         past = at + "a"  # 2049 bytes, 1027 characters
         assert len(past.encode()) == 2049 and len(past) < 2048

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from models import User, utcnow
 from tornado_app.errors import Unauthorized
-from tornado_app.services.identity.external_auth import JWKS_MAX_BYTES, ExternalAuth
+from tornado_app.services.identity.external_auth import JWKS_MAX_BYTES, ExternalAuth, ExternalSettings
 
 ISSUER = "https://product.example"
 AUDIENCE = "squall"
@@ -107,8 +107,9 @@ def raw_jwks():
 
 
 def verifier(url: str, timeout: float = 0.5) -> ExternalAuth:
-    return ExternalAuth("external", ISSUER, AUDIENCE, ("RS256",), 0.0, 8192, jwks_url=url, min_refetch=1.0,
-                        timeout=timeout)
+    settings = ExternalSettings("external", ISSUER, AUDIENCE, ("RS256",), 0.0, 8192, jwks_url=url, min_refetch=1.0,
+                                timeout=timeout)
+    return ExternalAuth(settings, users=None)  # these tests fetch keys and refuse tokens: no user is looked up
 
 
 async def refusal(external: ExternalAuth, token: str) -> str:

@@ -206,7 +206,8 @@ def test_ec_and_ed25519_key_files(curve, tmp_path):
     path = tmp_path / "k.pem"
     path.write_bytes(pem_of(key))
     verifier = ExternalAuth.from_config(Config(auth_mode="external", external_jwt_public_key=str(path),
-                                               external_jwt_issuer=ISSUER, external_jwt_audience=AUDIENCE))
+                                               external_jwt_issuer=ISSUER, external_jwt_audience=AUDIENCE),
+                                        users=None)  # verify_now looks no user up
     assert verifier.algorithms == [curve]
     assert verifier.verify_now(mint("k", key=key, alg=curve))["sub"] == "k"
     with pytest.raises(Unauthorized) as info:

@@ -20,6 +20,7 @@ from tests.support.clients import SSEClient
 from tests.conftest import SERVICE_TOKEN
 from tornado_app.config import Config
 from tornado_app.services.chat.service import LEFT_MEMORY
+from tornado_app.services.delivery.control import MembersChanged
 from tornado_app.services.delivery.events import CHAT, dumps
 from tornado_app.services.identity.users import tombstone, username_key
 from tornado_app.startup import service_token_warning
@@ -549,14 +550,14 @@ async def test_user_token_or_no_token_is_refused(api, users, services, method, p
 @pytest.mark.gen_test(timeout=30)
 async def test_removal_gate_forgets_after_its_memory_and_after_a_broker_gap(services):
     chat = services.chat
-    chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
+    chat.on_members_changed(MembersChanged(7, (), (5,)))
     assert chat.admitted(7, [5, 6]) == [6] and chat.admitted(8, [5, 6]) == [5, 6]
-    chat.on_control({"t": "members", "c": 7, "a": [5], "r": []})  # added back
+    chat.on_members_changed(MembersChanged(7, (5,), ()))  # added back
     assert chat.admitted(7, [5, 6]) == [5, 6]
-    chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
+    chat.on_members_changed(MembersChanged(7, (), (5,)))
     chat._left[(7, 5)] -= LEFT_MEMORY  # as if removed LEFT_MEMORY seconds ago
     assert chat.admitted(7, [5, 6]) == [5, 6]
-    chat.on_control({"t": "members", "c": 7, "a": [], "r": [5]})
+    chat.on_members_changed(MembersChanged(7, (), (5,)))
     services.hub._gap()  # the broker reconnected: control messages may have been lost
     assert chat.admitted(7, [5, 6]) == [5, 6]
 

@@ -113,8 +113,13 @@ def test_bench_login_flood_tiny(tmp_path):
 # python -m bench compare (issue 21, acceptance 5) ----------------------------------------------
 
 def _bench(args, tmp_path, timeout=240):
+    # Temporary files (the compare's checkout) under the test's own folder: another
+    # comparison running on this machine meanwhile is told apart by its place.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
     return subprocess.run([sys.executable, "-m", "bench", *args, "--out-dir", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TMPDIR": str(scratch)})
 
 
 def _worktrees() -> str:
@@ -122,9 +127,9 @@ def _worktrees() -> str:
                           text=True, check=True).stdout
 
 
-def temporary_checkouts() -> set:
-    """The temporary checkouts of ``bench compare`` runs now on this machine."""
-    return {line for line in _worktrees().splitlines() if "squall-compare-" in line}
+def temporary_checkouts(tmp_path) -> set:
+    """The temporary checkouts of ``bench compare`` runs of this test (made under its folder)."""
+    return {line for line in _worktrees().splitlines() if "squall-compare-" in line and str(tmp_path) in line}
 
 
 def test_bench_compare_tiny_against_head(tmp_path):
@@ -134,11 +139,10 @@ def test_bench_compare_tiny_against_head(tmp_path):
     (tmp_path / "bench-results.json").write_text(json.dumps({"notes": "an earlier run, kept"}))
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
-    before = temporary_checkouts()  # another comparison running on this machine keeps its own
     proc = _bench(["compare", "--ref", "HEAD", "--tiny", "--size", "events=8", "--notes", "tiny, in the test"],
                   tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert temporary_checkouts() <= before  # the temporary checkout of this run is gone
+    assert temporary_checkouts(tmp_path) == set()  # the temporary checkout of this run is gone
     doc = json.loads((tmp_path / "bench-results.json").read_text())
     assert doc["notes"] == "an earlier run, kept"
     c = doc["compare"]
@@ -183,13 +187,12 @@ def test_bench_compare_tiny_against_head(tmp_path):
 
 def test_bench_compare_unknown_ref_is_a_clear_error(tmp_path):
     """An unknown commit stops the comparison before anything runs, with its name in the message."""
-    before = _worktrees()
     for ref, said in (("no-such-commit-i21", "unknown ref 'no-such-commit-i21'"), ("-x", "not a commit: '-x'"),
                       ("0" * 40, f"unknown ref '{'0' * 40}'")):
         proc = _bench(["compare", f"--ref={ref}", "--tiny"], tmp_path, timeout=60)
         assert proc.returncode == 2 and said in proc.stderr, (ref, proc.stderr)
     assert not (tmp_path / "bench-results.json").exists()
-    assert _worktrees() == before
+    assert temporary_checkouts(tmp_path) == set()  # nothing checked out
     proc = _bench(["compare", "--tiny"], tmp_path, timeout=60)
     assert proc.returncode == 2 and "compare needs --ref" in proc.stderr, proc.stderr
     proc = _bench(["fanout", "--ref", "HEAD"], tmp_path, timeout=60)
@@ -209,12 +212,11 @@ def test_bench_compare_ref_that_cannot_serve(tmp_path):
     blob = _git("hash-object", "-w", "--stdin", stdin='import sys\nsys.exit("run.py: error: unrecognized arguments")\n')
     tree = _git("mktree", stdin=f"100644 blob {blob}\trun.py\n")
     commit = _git("commit-tree", tree, "-m", "a run.py that serves nothing")
-    before = temporary_checkouts()
     proc = _bench(["compare", "--ref", commit, "--tiny", "--scenarios", "targeted"], tmp_path, timeout=120)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "python -m bench compare: failed: before exited with 1" in proc.stderr
     assert "run.py: error: unrecognized arguments" in proc.stderr and "must accept the options" in proc.stderr
-    assert temporary_checkouts() <= before
+    assert temporary_checkouts(tmp_path) == set()
     assert not (tmp_path / "bench-results.json").exists()
 
 

@@ -254,7 +254,7 @@ async def test_without_a_webhook_url_nothing_is_queued(api, users, services):
     alice, bob = await users("alice", "bob")
     assert not services.webhooks.enabled
     assert services.chat.writer.outbox is None and services.chat.on_read_stored is None
-    assert services.hub.on_online is None
+    assert services.listeners.on_online is None  # the hub tells nobody of presence
     chat_id = await private_chat(api, alice, bob)
     message = await send(api, alice, chat_id, "quiet")
     status, _ = await api.call("POST", f"/api/chats/{chat_id}/read", {"message_id": message["id"]}, token=bob["token"])

@@ -3,6 +3,7 @@ and every end reason (issue 21, item 1). No socket: the registry, the hub and th
 are the real ones; the stored history is a stand-in whose reads the test holds open, so that live
 events arrive exactly when a replay is under way."""
 import asyncio
+import dataclasses
 import json
 import time
 from types import SimpleNamespace
@@ -13,7 +14,8 @@ import pytest
 from tornado_app.services.delivery.broker import create_broker
 from tornado_app.services.delivery.connection import ENDED, RESYNC, Connection, EndReason
 from tornado_app.services.delivery.events import CHAT, NOTIFY, Event, dumps
-from tornado_app.services.delivery.hub import ONLINE, Hub
+from tornado_app.services.delivery.control import ControlDispatch, ControlHandlers
+from tornado_app.services.delivery.hub import ONLINE, Hub, HubListeners
 from tornado_app.services.delivery.registry import ConnectionRegistry
 from tornado_app.services.identity.sessions import SessionService
 
@@ -329,7 +331,10 @@ def test_every_reason_has_its_documented_close_code_and_frame():
 async def test_each_reason_ends_once_closes_the_transport_and_unregisters(world, reason):
     world.history.messages = [1]
     online = []
-    world.hub.on_online = lambda user_id, is_online: online.append((user_id, is_online))
+    # the hub's listeners (built after it, so given to start): only the presence hook matters here
+    ignore = ControlHandlers(**{field.name: (lambda message: None) for field in dataclasses.fields(ControlHandlers)})
+    await world.hub.start(HubListeners(ControlDispatch(ignore), lambda chat_id, user_ids: user_ids, lambda: None,
+                                       lambda user_id, is_online: online.append((user_id, is_online))))
     conn, wire = world.make(streams=(CHAT, NOTIFY), sid="s1", token_exp=int(time.time()) + 60)
     await conn.start(None, None)
     assert online == [(7, True)]

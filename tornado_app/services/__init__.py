@@ -9,7 +9,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import peewee
 import tornado.ioloop
@@ -21,6 +21,8 @@ from ..tasks import spawn
 from .chat import ChatLimits, ChatService, LocalUploadStore, MessageSearch, UploadLimits, UploadService
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
                        PreferenceService, StreamAdmission, create_broker)
+from .delivery.control import ControlDispatch, ControlHandlers
+from .delivery.hub import HubListeners
 from .delivery.connection import Connection  # what the registry holds (the ping timer's list)
 from .identity import AuthService, ExternalAuth, RefreshLimits, SessionService, UserDirectory, UserService
 from .identity.jwt_secret import legacy_secret_path, stored_secret
@@ -28,6 +30,9 @@ from .integration import ServiceApi
 from .operations import MessageQuota, Metrics, MetricsHub, Monitor, ReadLimit
 from .outbound import PushService, WebhookService
 from .storage import DatabaseExecutor
+
+if TYPE_CHECKING:  # the server is built on these services (application.make_http_server)
+    from ..httpserver import SquallHTTPServer
 
 log = logging.getLogger("squall.services")
 
@@ -51,18 +56,22 @@ class Services:
     metrics: MetricsHub
     monitor: Monitor
     poll_presence: PollPresence
-    admission: Optional[StreamAdmission] = None
-    reads: Optional[ReadLimit] = None  # long-polls and GET /api/unread per user (issue 20)
-    preferences: Optional[PreferenceService] = None  # issue 11
-    push: Optional[PushService] = None
-    webhooks: Optional[WebhookService] = None  # issue 23 (off without --webhook-url)
-    open_state: Optional[OpenStateBatcher] = None  # the first state of new streams, batched
-    directory: Optional[UserDirectory] = None  # GET /api/users (issue 20)
-    search: Optional[MessageSearch] = None  # GET /api/search (issue 25)
-    uploads: Optional[UploadService] = None  # attachments (issue 25)
-    service_api: Optional[ServiceApi] = None  # /api/service/* (issue 22)
-    external: Optional[ExternalAuth] = None  # the product's tokens (--auth-mode external|both; issue 22)
-    http_server: Optional[object] = None  # the SquallHTTPServer serving these services, once started
+    admission: StreamAdmission
+    reads: ReadLimit  # long-polls and GET /api/unread per user (issue 20)
+    preferences: PreferenceService  # issue 11
+    push: PushService
+    webhooks: WebhookService  # issue 23 (built always; enabled only with --webhook-url)
+    open_state: OpenStateBatcher  # the first state of new streams, batched
+    directory: UserDirectory  # GET /api/users (issue 20)
+    search: MessageSearch  # GET /api/search (issue 25)
+    uploads: UploadService  # attachments (issue 25)
+    service_api: ServiceApi  # /api/service/* (issue 22)
+    listeners: HubListeners  # what the hub tells the services built on it (control messages, chat gate, gaps)
+    # The product's tokens (--auth-mode external|both; issue 22). None in builtin mode, the
+    # default: then no token is external and nothing is verified against the product's keys.
+    external: Optional[ExternalAuth] = None
+    # The SquallHTTPServer serving these services: None until a server (run.py, a test fixture) starts.
+    http_server: Optional[SquallHTTPServer] = None
     closing: bool = False
     _prune_task: Optional[asyncio.Task] = None
     _heartbeat: Optional[tornado.ioloop.PeriodicCallback] = None
@@ -81,12 +90,10 @@ class Services:
         # share a Redis or a broker database never receive each other's events (issue 20).
         self.broker.scope(self.sessions.installation_id)
         await self.push.start()
-        await self.hub.start()
+        await self.hub.start(self.listeners)
         self.chat.start()
-        if self.uploads is not None:
-            self.uploads.start()
-        if self.webhooks is not None:
-            await self.webhooks.start()
+        self.uploads.start()
+        await self.webhooks.start()
         self._prune_task = spawn(self._prune_forever(), name="services.prune")
         # Here rather than in the server, so that every server of these services (run.py,
         # the test fixtures) keeps idle SSE streams alive.
@@ -161,15 +168,13 @@ class Services:
         if self._prune_task is not None:
             self._prune_task.cancel()
         await self.chat.close()
-        if self.uploads is not None:
-            self.uploads.close()
+        self.uploads.close()
         try:
             await self.hub.stop()
         except Exception:
             log.exception("stopping the broker")
         await self.push.close()
-        if self.webhooks is not None:
-            await self.webhooks.close()
+        await self.webhooks.close()
         self.dbx.close()
         self.auth.close()
         if self.external is not None:
@@ -195,22 +200,40 @@ def build_services(config: Config) -> Services:
                        hash_threads=config.hash_threads, hash_queue=config.hash_queue,
                        hash_per_address=config.hash_per_address,
                        service_token_failures_per_minute=config.service_token_failures_per_address_per_minute)
-    users = UserService(dbx, auth, config.login_failures_per_minute, config.login_failures_per_address_per_minute,
-                        config.registrations_per_address_per_minute, config.logins_per_address_per_minute)
+    users = UserService(dbx, auth, hub, config.login_failures_per_minute,
+                        config.login_failures_per_address_per_minute, config.registrations_per_address_per_minute,
+                        config.logins_per_address_per_minute)
     sessions = SessionService(dbx, auth, users, hub, registry, config.refresh_ttl, config.token_expiring_notice,
                               RefreshLimits(config.refreshes_per_address_per_minute,
                                             config.refreshes_per_session_per_minute, config.refresh_reuse_window))
-    hub.on_control = sessions.on_control
-    notifications = NotificationService(dbx, hub, config.replay_limit, config.notification_retention_days,
-                                        config.test_notifications_per_minute)
-    chat = ChatService(dbx, hub, users, notifications, config.max_message_length,
-                       config.rate_limit_per_second, config.rate_limit_burst,
-                       ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
-                                  config.mark_read_interval))
-    chat.quota = MessageQuota(dbx, config.messages_per_user_per_day)
-    chat.uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
+    # Notification preferences and Web Push (issue 11): what notifications and chat consult
+    preferences = PreferenceService(dbx, hub, config.max_muted_types)
+    push = PushService(config, dbx, hub, preferences, metrics)
+    notifications = NotificationService(dbx, hub, preferences, push.offer, config.replay_limit,
+                                        config.notification_retention_days, config.test_notifications_per_minute)
+    # Webhooks (issue 23): the hooks are given only when on, so a send does no extra work when off.
+    webhooks = WebhookService(config, dbx, hub, preferences, metrics)
+    uploads = UploadService(dbx, LocalUploadStore(config.upload_dir), lambda: auth.secret, UploadLimits(
         config.max_upload_bytes, config.upload_quota_bytes, config.upload_url_ttl, config.orphan_upload_ttl,
         timeout=config.upload_timeout))
+    chat = ChatService(dbx, hub, users, notifications, preferences,
+                       MessageQuota(dbx, config.messages_per_user_per_day), uploads, push.offer,
+                       config.max_message_length, config.rate_limit_per_second, config.rate_limit_burst,
+                       ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
+                                  config.mark_read_interval),
+                       outbox=webhooks.message_rows if webhooks.enabled else None,
+                       on_read_stored=webhooks.read_row if webhooks.enabled else None)
+    # Every control message between processes, to the one service that applies it (Hub.start)
+    control = ControlDispatch(ControlHandlers(
+        sessions_revoked=sessions.on_sessions_revoked,
+        token_version_changed=sessions.on_token_version_changed,
+        user_changed=sessions.on_user_changed,
+        ticket_used=sessions.on_ticket_used,
+        preferences_changed=preferences.on_preferences_changed,
+        chat_mute_changed=preferences.on_chat_mute_changed,
+        subscriptions_changed=preferences.on_subscriptions_changed,
+        members_changed=chat.on_members_changed,  # issue 22
+    ))
     admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
                                 config.handshake_burst, config.failed_stream_auths_per_address_per_minute,
                                 config.max_connections_per_address)
@@ -218,29 +241,7 @@ def build_services(config: Config) -> Services:
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
     poll_presence = PollPresence(hub, config.poll_presence_grace)
-    # Notification preferences and Web Push (issue 11)
-    preferences = PreferenceService(dbx, hub, config.max_muted_types)
-    push = PushService(config, dbx, hub, preferences, metrics)
-    chat.preferences = notifications.preferences = preferences
-    chat.on_notified = notifications.on_notified = push.offer
-    # Webhooks (issue 23): the hooks are set only when on, so a send does no extra work when off.
-    webhooks = WebhookService(config, dbx, hub, preferences, metrics)
-    if webhooks.enabled:
-        chat.writer.outbox = webhooks.message_rows
-        chat.on_read_stored = webhooks.read_row
-        hub.on_online = webhooks.presence_changed
-
-    def on_control(message: dict) -> None:
-        sessions.on_control(message)
-        preferences.on_control(message)
-        chat.on_control(message)  # members of a chat changed (issue 22)
-    hub.on_control = on_control
-    hub.chat_gate = chat.admitted
-    hub.on_gap = chat.forget_members
-    users.hub, users.apply_control = hub, on_control
-    external = ExternalAuth.from_config(config)  # None in builtin mode; ValueError for a bad setup
-    if external is not None:
-        external.users = users
+    external = ExternalAuth.from_config(config, users)  # None in builtin mode; ValueError for a bad setup
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,
                     users=users, notifications=notifications, chat=chat, sessions=sessions, origin=origin,
                     metrics=metrics_hub, monitor=monitor, poll_presence=poll_presence, admission=admission,
@@ -248,7 +249,9 @@ def build_services(config: Config) -> Services:
                     preferences=preferences, push=push, webhooks=webhooks,
                     open_state=OpenStateBatcher(dbx, broker.distributed),
                     directory=UserDirectory(dbx, users, config.user_search, config.user_searches_per_minute),
-                    search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=chat.uploads,
+                    search=MessageSearch(dbx, users, config.message_searches_per_minute), uploads=uploads,
                     service_api=ServiceApi(dbx, users, sessions, chat, notifications, preferences, hub,
                                            config.max_publish_external_ids),
+                    listeners=HubListeners(control, chat.admitted, chat.forget_members,
+                                           webhooks.presence_changed if webhooks.enabled else None),
                     external=external)

@@ -14,11 +14,11 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import peewee
 
-from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, utcnow
+from models import GROUP, PRIVATE, Chat, ChatMember, Message, Notification, is_postgres, tuples, utcnow
 from models.user import DELETED_NAME
 from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ...tasks import Batcher, spawn
@@ -28,9 +28,11 @@ from ..delivery.connection import Connection
 from ..delivery.hub import Hub
 from ..storage.ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
 from ..operations.metrics import Metrics
-from ..delivery.notifications import (NotificationService, content_preview, insert_notifications, new_message_payload,
-                            silent, unread_states)
-from ..delivery.preferences import mute_state_of
+from ..delivery.control import MembersChanged
+from ..delivery.notifications import (NotificationService, Notified, content_preview, insert_notifications,
+                                      new_message_payload, silent, unread_states)
+from ..delivery.preferences import PreferenceService, mute_state_of
+from ..operations.usage import MessageQuota
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
 from .uploads import AttachmentTaken, UploadService
@@ -104,10 +106,17 @@ class SendResult:
     notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
 
 
+# ``[(chat_id, sender_id, message)]`` of the messages a transaction stored: the webhook outbox (issue 23)
+Outbox = Callable[[List[Tuple[int, int, dict]]], None]
+# What one send of a committed batch came to: its result, or the exception it failed with alone.
+Outcome = Union[SendResult, Exception]
+# ``(batch, outcomes, unread frames)``: publishes a committed batch (ChatService._publish_committed)
+OnCommitted = Callable[[List[SendRequest], Sequence[Outcome], Dict[int, str]], Awaitable[None]]
+
+
 def _on_postgres() -> bool:
     """True when messages live in PostgreSQL (the models' database is a proxy to the real one)."""
-    db = Message._meta.database
-    return is_postgres(getattr(db, "obj", db))
+    return is_postgres(Message._meta.database)
 
 
 def _quote(name: str) -> str:
@@ -189,19 +198,20 @@ class MessageWriter:
     fails (e.g. a constraint) fails alone: each runs in its own savepoint.
     """
 
-    def __init__(self, dbx: DatabaseExecutor, listening: Callable[[Iterable[int]], Optional[Set[int]]] = None,
-                 metrics: Optional[Metrics] = None):
+    def __init__(self, dbx: DatabaseExecutor, on_committed: OnCommitted,
+                 listening: Optional[Callable[[Iterable[int]], Optional[Set[int]]]] = None,
+                 metrics: Optional[Metrics] = None, outbox: Optional[Outbox] = None):
         self.dbx = dbx
         self.metrics = metrics or Metrics()
         # Which users may have a notification stream (None: maybe anyone, in other processes).
-        self.listening = listening or (lambda user_ids: None)
+        self.listening: Callable[[Iterable[int]], Optional[Set[int]]] = listening or (lambda user_ids: None)
         self._batcher: Batcher[SendRequest, SendResult] = Batcher(self._commit, name="chat.writer",
                                                                   max_batch=MAX_BATCH, after=self._committed)
         self._closing = False
-        self.on_committed = None  # async callback(results, unread) set by ChatService
+        self.on_committed = on_committed  # publishes each committed batch (ChatService)
         # Called on the writer thread, inside the transaction, with ``(chat_id, sender_id, message)``
         # of every message stored: the webhook outbox (issue 23). None (webhooks off): no work at all.
-        self.outbox: Optional[Callable[[List[Tuple[int, int, dict]]], None]] = None
+        self.outbox = outbox
         # The unread frames of the batch just committed, for on_committed (None: the batch failed).
         self._unread: Optional[Dict[int, str]] = None
 
@@ -221,7 +231,7 @@ class MessageWriter:
         req.accepted_at = time.time()
         return await self._batcher.submit(req)
 
-    async def _commit(self, batch: List[SendRequest]) -> list:
+    async def _commit(self, batch: List[SendRequest]) -> List[Outcome]:
         """Store ``batch`` in one transaction: per send its SendResult or the exception it fails with."""
         # Asked on the loop in the same turn that queues the write: a stream that
         # subscribes later reads its unread state after this commit (on the writer
@@ -241,10 +251,10 @@ class MessageWriter:
                 metrics.send_commit.observe(now - req.accepted_at)
         return results
 
-    async def _committed(self, batch: List[SendRequest], results: list) -> None:
+    async def _committed(self, batch: List[SendRequest], results: Sequence[Outcome]) -> None:
         """Publish a committed batch (its senders have their acks first)."""
         unread, self._unread = self._unread, None
-        if self.on_committed is None or unread is None:
+        if unread is None:
             return
         try:
             await self.on_committed(batch, results, unread)
@@ -252,7 +262,8 @@ class MessageWriter:
             log.exception("publishing committed messages failed")
 
     @staticmethod
-    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None, outbox=None):
+    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None,
+               outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Dict[int, str]]:
         """Store a batch (writer thread, inside one transaction): together, else send by send.
 
         Returns the results and the new ``unread`` frames of the members whose counts
@@ -278,11 +289,11 @@ class MessageWriter:
         return results, unread_states(touched)
 
     @staticmethod
-    def _store_together(batch: List[SendRequest], outbox=None):
+    def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
         """Store a batch with one statement per kind of row (raises if the database refuses any)."""
         now = utcnow()
         created_at = iso(now)
-        results: List[Optional[SendResult]] = [None] * len(batch)
+        made: Dict[int, SendResult] = {}  # index in the batch -> its result
         # A client_id stored by an earlier batch (a resend after a reconnect) violates the
         # unique (sender, client_id) index: the insert raises and ``_store_each`` answers
         # with the stored message. No query is spent looking for such rare repeats.
@@ -297,7 +308,7 @@ class MessageWriter:
                     continue
                 first[key] = i
             new.append(i)
-        touched_users = set()
+        touched_users: Set[int] = set()
         if new:
             rows = [{"chat": batch[i].chat_id, "sender": batch[i].sender_id, "content": batch[i].content,
                      "message_type": batch[i].message_type, "client_id": batch[i].client_id, "created_at": now}
@@ -306,12 +317,13 @@ class MessageWriter:
             unread: Dict[Tuple[int, int], int] = {}     # (chat, sender) -> messages
             last_read: Dict[Tuple[int, int], int] = {}  # (chat, sender) -> newest message id
             last_in_chat: Dict[int, int] = {}           # chat -> newest message id
-            notify_rows, notify_of = [], []
+            notify_rows: List[dict] = []
+            notify_of: List[Tuple[SendResult, int, str]] = []  # (result, recipient, payload) of each row
             for i, mid in zip(new, ids):
                 req = batch[i]
-                key = (req.chat_id, req.sender_id)
-                unread[key] = unread.get(key, 0) + 1
-                last_read[key] = mid
+                pair = (req.chat_id, req.sender_id)
+                unread[pair] = unread.get(pair, 0) + 1
+                last_read[pair] = mid
                 last_in_chat[req.chat_id] = mid
                 message = {"id": mid, "chat_id": req.chat_id, "sender_id": req.sender_id,
                            "sender_name": req.sender_name, "content": req.content,
@@ -320,14 +332,14 @@ class MessageWriter:
                 if req.attachments:  # rare: the fast path costs one truth test
                     UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
                     message["attachments"] = list(req.attachment_info)
-                results[i] = SendResult(message, True, [])
+                result = made[i] = SendResult(message, True, [])
                 if req.notify_ids:
                     payload = new_message_payload(message)
                     for uid in req.notify_ids:
                         p = silent(payload) if uid in req.silent_ids else payload
                         notify_rows.append({"recipient": uid, "type": "new_message", "payload": p,
                                             "chat_id": req.chat_id, "message_id": mid, "created_at": now})
-                        notify_of.append((i, uid, p))
+                        notify_of.append((result, uid, p))
                 touched_users.update(req.others)
                 touched_users.add(req.sender_id)
             # A sender has read their chat up to their own newest message: what stays unread
@@ -351,21 +363,21 @@ class MessageWriter:
             _update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
                                 ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
             if notify_rows:
-                for nid, (i, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
-                    results[i].notifications.append((nid, uid, payload))
+                for nid, (result, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
+                    result.notifications.append((nid, uid, payload))
             if outbox is not None:
-                outbox([(batch[i].chat_id, batch[i].sender_id, results[i].message) for i in new])
+                outbox([(batch[i].chat_id, batch[i].sender_id, made[i].message) for i in new])
         for i, j in repeats:
-            results[i] = SendResult(results[j].message, False, [])
-        return results, touched_users
+            made[i] = SendResult(made[j].message, False, [])
+        return [made[i] for i in range(len(batch))], touched_users
 
     @staticmethod
-    def _store_each(batch: List[SendRequest], outbox=None):
+    def _store_each(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
         """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
         db = Message._meta.database
-        results = []
-        touched_users = set()
-        seen: Dict[Tuple[int, str], SendResult] = {}
+        results: List[Outcome] = []
+        touched_users: Set[int] = set()
+        seen: Dict[Tuple[int, Optional[str]], SendResult] = {}
         for req in batch:
             try:
                 key = (req.sender_id, req.client_id)
@@ -397,7 +409,7 @@ class MessageWriter:
                     if req.attachments:
                         UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
                         message["attachments"] = list(req.attachment_info)
-                    stored = []
+                    stored: List[Tuple[int, int, str]] = []
                     if req.notify_ids:
                         payload = new_message_payload(message)
                         rows = [{"recipient": uid, "type": "new_message", "chat_id": req.chat_id, "message_id": mid,
@@ -444,9 +456,11 @@ class MessageWriter:
 class ChatService:
     """Chats, messages, read state and typing for every transport."""
 
-    def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService,
-                 notifications: NotificationService, max_message_length: int = 4000,
-                 rate_limit: float = 30.0, rate_burst: int = 60, limits: ChatLimits = ChatLimits()):
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, users: UserService, notifications: NotificationService,
+                 preferences: PreferenceService, quota: MessageQuota, uploads: UploadService,
+                 on_notified: Notified, max_message_length: int = 4000, rate_limit: float = 30.0,
+                 rate_burst: int = 60, limits: ChatLimits = ChatLimits(), *, outbox: Optional[Outbox] = None,
+                 on_read_stored: Optional[Callable[[int, int, int], None]] = None):
         self.dbx = dbx
         self.limits = limits
         self._group_limiter = RateLimiter(limits.groups_per_hour / 3600.0, limits.groups_per_hour)
@@ -463,16 +477,15 @@ class ChatService:
         self._left: Dict[Tuple[int, int], float] = {}  # (chat, user removed from it) -> monotonic time of removal
         self._kinds: Dict[int, str] = {}
         self._limiter = RateLimiter(rate_limit, rate_burst)
-        self.writer = MessageWriter(dbx, lambda user_ids: hub.listening(NOTIFY, user_ids), hub.metrics)
-        self.writer.on_committed = self._publish_committed
-        # Set by build_services (issue 11): mutes and Do Not Disturb, and the push offer of each notification.
-        self.preferences = None
-        self.quota = None  # MessageQuota (issue 20): messages per user and UTC day; set by build_services
-        self.uploads: Optional[UploadService] = None  # attachments (issue 25); set by build_services
-        self.on_notified: Optional[Callable[[int, dict, bool], None]] = None
+        self.writer = MessageWriter(dbx, self._publish_committed, lambda user_ids: hub.listening(NOTIFY, user_ids),
+                                    hub.metrics, outbox=outbox)
+        self.preferences = preferences  # mutes and Do Not Disturb (issue 11)
+        self.quota = quota  # messages per user and UTC day (issue 20)
+        self.on_notified = on_notified  # the push offer of each new_message notification
+        self.uploads = uploads  # attachments (issue 25)
         # ``(user_id, chat_id, position)`` on the writer thread, inside the transaction that moved a
         # read position forward: the webhook outbox's chat.read (issue 23). None: webhooks off.
-        self.on_read_stored: Optional[Callable[[int, int, int], None]] = None
+        self.on_read_stored = on_read_stored
 
     def start(self) -> None:
         """Start the group-commit writer."""
@@ -561,9 +574,7 @@ class ChatService:
         event on their chat streams (sent after the control message, so the removed members
         get it before the gate closes for them), and the removed ones a fresh ``unread``.
         """
-        message = {"t": "members", "c": chat_id, "a": list(added), "r": list(removed)}
-        self.on_control(message)
-        await self.hub.control(message)
+        await self.hub.control(MembersChanged(chat_id, tuple(added), tuple(removed)))  # here at once, then everywhere
         try:
             members = await self.members(chat_id)
         except NotFound:
@@ -577,16 +588,14 @@ class ChatService:
         if removed:
             await self.notifications.deliver_unread(await self.dbx.read(unread_states, list(removed)))
 
-    def on_control(self, message: dict) -> None:
-        """Apply a ``members`` control message (from any process; other kinds are ignored)."""
-        if message.get("t") != "members":
-            return
-        chat_id = int(message["c"])
+    def on_members_changed(self, message: MembersChanged) -> None:
+        """Apply a ``MembersChanged`` control message (from any process; ControlDispatch)."""
+        chat_id = message.chat_id
         self._members.pop(chat_id, None)
         self._members_epoch += 1
-        for uid in message.get("a") or ():
-            self._left.pop((chat_id, int(uid)), None)
-        removed = [int(uid) for uid in message.get("r") or ()]
+        for uid in message.added:
+            self._left.pop((chat_id, uid), None)
+        removed = message.removed
         if not removed:
             return
         now = time.monotonic()
@@ -699,7 +708,7 @@ class ChatService:
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
                          before: Optional[int] = None) -> List[dict]:
-        def load():
+        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[int, Message], Dict[int, List[dict]]]:
             q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
@@ -717,10 +726,10 @@ class ChatService:
                 q = q.limit(limit)
             chats = list(q.objects())
             ids = [c.id for c in chats]
-            members: Dict[int, list] = {i: [] for i in ids}
+            members: Dict[int, List[int]] = {i: [] for i in ids}
             if ids:
-                for cid, uid in ChatMember.select(ChatMember.chat, ChatMember.user).where(
-                        ChatMember.chat.in_(ids)).order_by(ChatMember.id).tuples():
+                for cid, uid in tuples(ChatMember.select(ChatMember.chat, ChatMember.user).where(
+                        ChatMember.chat.in_(ids)).order_by(ChatMember.id)):
                     members[cid].append(uid)
             last_ids = [c.last_message_id for c in chats if c.last_message_id]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
@@ -810,8 +819,6 @@ class ChatService:
         raw_attachments = body.get("attachments")
         attachments: Tuple[str, ...] = ()
         if raw_attachments is not None and raw_attachments != []:
-            if self.uploads is None:
-                raise ValidationError("Attachments are not enabled", "invalid_attachments")
             attachments = tuple(self.uploads.validate_ids(raw_attachments))
         content, message_type, client_id = self.validate_message(body, bool(attachments))
         chat_id, recipient_id = body.get("chat_id"), body.get("recipient_id")
@@ -821,12 +828,9 @@ class ChatService:
             raise RateLimited("You are sending messages too fast; slow down",
                               retry_after=self._limiter.retry_after(user_id))
         info: Tuple[dict, ...] = ()
-        if attachments and self.uploads is not None:
+        if attachments:
             info = tuple(await self.uploads.check_attachable(user_id, attachments, client_id))
         quota = self.quota
-        if quota is None:
-            return (await self._send(user_id, chat_id, recipient_id, content, message_type, client_id,
-                                     exclude_conn, attachments, info)).message
         await quota.reserve(user_id)  # O(1) but for a user's first send of the day
         created = False
         try:
@@ -871,8 +875,8 @@ class ChatService:
         others = [m for m in members if m != user_id]
         active = await self.hub.active_users(chat_id, others) if others else set()
         notify_ids = [m for m in others if m not in active]
-        silent_ids = frozenset()
-        if notify_ids and self.preferences is not None:
+        silent_ids: FrozenSet[int] = frozenset()
+        if notify_ids:
             notify_ids, silent_ids = await self._audience(chat_id, notify_ids)
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
                           content=content, message_type=message_type, client_id=client_id,
@@ -895,7 +899,8 @@ class ChatService:
                 silent_ids.append(uid)
         return notify_ids, frozenset(silent_ids)
 
-    async def _publish_committed(self, batch: List[SendRequest], results, unread: Dict[int, str]) -> None:
+    async def _publish_committed(self, batch: List[SendRequest], results: Sequence[Outcome],
+                                 unread: Dict[int, str]) -> None:
         """After a commit: messages to chat streams, notifications and unread state to the others."""
         for req, res in zip(batch, results):
             if isinstance(res, Exception) or not res.created:
@@ -906,8 +911,7 @@ class ChatService:
                                    exclude=req.exclude, since=req.accepted_at, chat_id=req.chat_id)
             if res.notifications:
                 await self.notifications.deliver_stored(res.notifications)
-                if self.on_notified is not None:
-                    self._offer_pushes(req, res)
+                self._offer_pushes(req, res)
         await self.notifications.deliver_unread(unread)
 
     def _offer_pushes(self, req: SendRequest, res: SendResult) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ...errors import RateLimited, ServerBusy
 from ..operations.ratelimit import RateLimiter, address_key
@@ -52,7 +52,7 @@ class StreamAdmission:
             raise ServerBusy("Too many new connections right now; retry shortly",
                              retry_after=random.randint(1, 5))
 
-    def failed_auth(self, address: str) -> None:
+    def failed_auth(self, address: Optional[str]) -> None:
         """Count a failed authentication from ``address``. Raises RateLimited (429
         ``too_many_failed_auths``) past the per-address limit; below it, returns (the caller
         answers its 401)."""

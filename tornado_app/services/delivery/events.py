@@ -53,10 +53,10 @@ class Event:
         self.kind = kind
         self.data = data
         self.id = id
-        self._sse = None
-        self._bytes = None
-        self.ws_frame = None  # set by the WebSocket transport on first use
-        self.sse_chunk = None  # the SSE encoding as one HTTP chunk, set by the SSE transport
+        self._sse: Optional[bytes] = None
+        self._bytes: Optional[bytes] = None
+        self.ws_frame: Optional[bytes] = None  # set by the WebSocket transport on first use
+        self.sse_chunk: Optional[bytes] = None  # the SSE encoding as one HTTP chunk, set by the SSE transport
 
     def set_ws_frame(self, frame: bytes) -> bytes:
         """Remember the WebSocket frame of this event for the next connections."""
@@ -66,13 +66,15 @@ class Event:
     @property
     def data_bytes(self) -> bytes:
         """The JSON text as UTF-8, encoded once for every connection."""
-        if self._bytes is None:
-            self._bytes = self.data.encode("utf-8")
-        return self._bytes
+        encoded = self._bytes
+        if encoded is None:
+            encoded = self._bytes = self.data.encode("utf-8")
+        return encoded
 
     @property
     def sse(self) -> bytes:
         """The SSE encoding with this event's own id, shared by every SSE connection."""
-        if self._sse is None:
-            self._sse = sse_encode(self.data, None if self.id is None else str(self.id))
-        return self._sse
+        encoded = self._sse
+        if encoded is None:
+            encoded = self._sse = sse_encode(self.data, None if self.id is None else str(self.id))
+        return encoded

@@ -5,14 +5,15 @@ Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each proce
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Set
 
 from ...tasks import spawn
 from .broker import Broker
 from .connection import EndReason
+from .control import ControlDispatch, ControlError, ControlMessage, decode, encode
 from .events import NOTIFY, Event
 from ..operations.metrics import Metrics
 from .registry import ConnectionRegistry, Group, PresenceHolder
@@ -40,6 +41,23 @@ class OnlineClaim:
         self.streams = 0  # this process's notification streams of the user
 
 
+@dataclass(frozen=True, slots=True)
+class HubListeners:
+    """What the services built on the hub hear from it; given to ``Hub.start``, as they are built after it."""
+
+    #: applies every control message (``ControlDispatch``: sessions, users, preferences, chat members)
+    control: ControlDispatch
+    #: ``(chat_id, user_ids) -> user_ids``: drops members removed from a chat from its events
+    #: (ChatService.admitted), so that an event published on another process with an older
+    #: member list never reaches them (issue 22: removal takes effect at once everywhere)
+    chat_gate: Callable[[int, List[int]], List[int]]
+    #: called after a broker gap, when control messages may have been lost (ChatService.forget_members)
+    on_gap: Callable[[], None]
+    #: ``(user_id, online)`` when this process's first notification stream (or poll) of a user
+    #: opens, or its last closes: the webhooks' presence (issue 23). None: webhooks off, nobody listens
+    on_online: Optional[Callable[[int, bool], None]] = None
+
+
 class Hub:
     """Publishes events to users' connections in every process and tracks presence."""
 
@@ -48,21 +66,13 @@ class Hub:
         self.broker = broker
         self.origin = broker.origin
         self.metrics: Metrics = registry.metrics
-        # Receives control messages (session revocation, used tickets): SessionService.on_control
-        self.on_control: Optional[Callable[[dict], None]] = None
-        # ``(chat_id, user_ids) -> user_ids``: drops members removed from a chat from its events
-        # (ChatService.admitted), so that an event published on another process with an older
-        # member list never reaches them (issue 22: removal takes effect at once everywhere).
-        self.chat_gate: Optional[Callable[[int, list], list]] = None
-        # Called after a broker gap (control messages may have been lost): ChatService.forget_members
-        self.on_gap: Optional[Callable[[], None]] = None
-        self._online: Dict[int, OnlineClaim] = {}  # user_id -> OnlineClaim, while the user has a notification stream here
-        # ``(user_id, online)`` when this process's first notification stream (or poll) of a user
-        # opens, or its last closes: the webhooks' presence (issue 23). None: nobody listens.
-        self.on_online: Optional[Callable[[int, bool], None]] = None
+        # Set once by start(): the services that listen are built on this hub, so after it.
+        self._listeners: Optional[HubListeners] = None
+        self._online: Dict[int, OnlineClaim] = {}  # while the user has a notification stream here
 
-    async def start(self) -> None:
-        """Start receiving envelopes from the broker."""
+    async def start(self, listeners: HubListeners) -> None:
+        """Start receiving envelopes from the broker; ``listeners`` get control messages, gates and gaps."""
+        self._listeners = listeners
         await self.broker.start(self._receive, self.registry.local_presence, self._gap)
 
     async def stop(self) -> None:
@@ -92,29 +102,40 @@ class Hub:
         self.metrics.broker_out += 1
         await self.broker.publish(envelope)
 
-    async def control(self, message: dict) -> None:
-        """Send a control message (not an event: no connection gets it) to every process."""
+    async def control(self, message: ControlMessage) -> None:
+        """Apply a control message here at once, then send it to every process (not an event: no connection gets it).
+
+        The broker brings it back to this process too; applying it twice is harmless (every
+        handler is idempotent). Raises RuntimeError before ``start``.
+        """
+        if self._listeners is None:
+            raise RuntimeError("Hub.control before Hub.start")
+        self._listeners.control(message)
         await self.broker.publish({"o": self.origin, "k": CONTROL, "u": None, "x": None, "i": None,
-                                   "d": json.dumps(message, separators=(",", ":"))})
+                                   "d": encode(message)})
 
     def _receive(self, envelope: dict) -> None:
         """Deliver one envelope from the broker to this process's connections."""
         metrics = self.metrics
         metrics.broker_in += 1
         try:
+            listeners = self._listeners
             if envelope["k"] == CONTROL:
-                if self.on_control is not None:
-                    self.on_control(json.loads(envelope["d"]))
+                if listeners is not None:
+                    listeners.control(decode(envelope["d"]))
                 return
-            event = Event(envelope["k"], envelope["d"], envelope.get("i"))
+            kind: str = envelope["k"]
+            event = Event(kind, envelope["d"], envelope.get("i"))
             user_ids = envelope.get("u")
-            if user_ids and "c" in envelope and self.chat_gate is not None:
-                user_ids = self.chat_gate(envelope["c"], user_ids)
+            if user_ids and "c" in envelope and listeners is not None:
+                user_ids = listeners.chat_gate(envelope["c"], user_ids)
             delivered = self.registry.deliver(event, user_ids, envelope.get("x"), envelope.get("n"))
             if not delivered and user_ids is not None:
                 metrics.broker_discarded += 1  # read and decoded for nobody here
             if delivered and "t" in envelope:
-                metrics.delivery[event.kind].observe(time.time() - envelope["t"])
+                metrics.delivery[kind].observe(time.time() - envelope["t"])
+        except ControlError as exc:  # from the broker: logged without its text
+            log.warning("dropped a control message that is not one of this version: %s", exc)
         except Exception:
             log.exception("delivering an envelope failed")
 
@@ -124,9 +145,9 @@ class Hub:
         Messages and notifications are stored before they are published, so a client that
         reconnects with its last event id gets exactly what it missed.
         """
-        if self.on_gap is not None:
+        if self._listeners is not None:
             try:
-                self.on_gap()
+                self._listeners.on_gap()
             except Exception:
                 log.exception("forgetting cached state after a broker gap")
         conns = list(self.registry.connections)
@@ -155,9 +176,10 @@ class Hub:
             await self.broker.presence_changed(conn.user_id, chat_id, False)
 
     def _online_changed(self, user_id: int, online: bool) -> None:
-        if self.on_online is not None:
+        on_online = self._listeners.on_online if self._listeners is not None else None
+        if on_online is not None:
             try:
-                self.on_online(user_id, online)
+                on_online(user_id, online)
             except Exception:
                 log.exception("reporting a presence change failed")
 

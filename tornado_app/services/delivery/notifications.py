@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import peewee
 
@@ -20,6 +20,12 @@ from .hub import Hub
 from .publisher import PublishWriter
 from ..storage.ids import require_ids
 from ..operations.ratelimit import RateLimiter
+
+if TYPE_CHECKING:  # preferences imports this module (unread_states)
+    from .preferences import PreferenceService
+
+# ``(user_id, notification frame, silent)``: a notification was delivered (PushService.offer)
+Notified = Callable[[int, dict, bool], None]
 
 log = logging.getLogger("squall.notifications")
 
@@ -118,16 +124,15 @@ def insert_notifications(rows: List[dict]) -> List[int]:
 class NotificationService:
     """Creates, delivers, replays and prunes notifications."""
 
-    def __init__(self, dbx: DatabaseExecutor, hub: Hub, replay_limit: int = 1000,
-                 retention_days: float = 30.0, test_per_minute: int = 30):
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, preferences: PreferenceService, on_notified: Notified,
+                 replay_limit: int = 1000, retention_days: float = 30.0, test_per_minute: int = 30):
         self.dbx = dbx
         self.hub = hub
         self.replay_limit = replay_limit
         self.retention_days = retention_days
         self._test_limiter = RateLimiter(test_per_minute / 60.0, test_per_minute)
-        # Set by build_services (issue 11): preferences (muted types, DND) and the push offer.
-        self.preferences = None
-        self.on_notified = None  # callable(user_id, frame dict, silent)
+        self.preferences = preferences  # muted types and Do Not Disturb (issue 11)
+        self.on_notified = on_notified  # the push offer of each delivered notification
         self.publisher = PublishWriter(dbx)  # group commit of the publish API (issue 13)
 
     # Delivery ---------------------------------------------------------------------------
@@ -188,10 +193,12 @@ class NotificationService:
             raise ValidationError("'broadcast' must be true or false")
         if broadcast == (user_ids is not None):
             raise ValidationError("give either 'user_ids' or 'broadcast': true")
+        targets: List[int] = []  # the users of a targeted publish, each once, in order
         if not broadcast:
-            if not require_ids(user_ids, "user_ids"):
+            given = require_ids(user_ids, "user_ids")
+            if not given:
                 raise ValidationError("'user_ids' must not be empty")
-            user_ids = list(dict.fromkeys(user_ids))
+            targets = list(dict.fromkeys(given))
         if not isinstance(ntype, str) or not ntype or len(ntype) > 64:
             raise ValidationError("'type' must be a string of 1-64 characters")
         if ntype in ("unread", "resync", "new_message"):
@@ -204,36 +211,35 @@ class NotificationService:
         if not isinstance(push, bool):
             raise ValidationError("'push' must be true or false")
         now = utcnow()
-        payload_obj = {"type": ntype, "message": message, "timestamp": iso(now)}
+        payload_obj: Dict[str, object] = {"type": ntype, "message": message, "timestamp": iso(now)}
         if data is not None:
             payload_obj["data"] = data
         payload = dumps(payload_obj)
         if len(payload) > 32 * 1024:
             raise ValidationError("the notification is too large (32 KiB at most)")
 
-        skipped, quiet = [], set()
-        if self.preferences is not None:
-            if broadcast:
-                skipped, quiet_ids = await self.preferences.broadcast_exceptions(ntype)
-                quiet = set(quiet_ids)
-            else:
-                prefs = await self.preferences.many(user_ids)
-                skipped = [u for u in user_ids if ntype in prefs[u].muted_types]
-                quiet = {u for u in user_ids if prefs[u].dnd()}
-        recipients = [None] if broadcast else [u for u in user_ids if u not in skipped]
+        if broadcast:
+            skipped, quiet_ids = await self.preferences.broadcast_exceptions(ntype)
+            quiet = set(quiet_ids)
+        else:
+            prefs = await self.preferences.many(targets)
+            skipped = [u for u in targets if ntype in prefs[u].muted_types]
+            quiet = {u for u in targets if prefs[u].dnd()}
+        kept = [u for u in targets if u not in skipped]  # who gets a row of a targeted publish
+        recipients: List[Optional[int]] = [None] if broadcast else list(kept)
         payloads = [silent(payload) if r in quiet else payload for r in recipients]
         # Stored with the other publishes of the moment in one transaction (PublishWriter);
         # raises NotFound for unknown user ids (this request alone, muted ones included).
-        ids = await self.publisher.store(None if broadcast else user_ids, ntype, payloads, now,
-                                         recipients=None if broadcast else recipients,
+        ids = await self.publisher.store(None if broadcast else targets, ntype, payloads, now,
+                                         recipients=None if broadcast else kept,
                                          hidden=skipped if broadcast else None)
         if broadcast and (skipped or quiet):
             await self.deliver_broadcast(ids[0], payload, skipped, sorted(quiet))
         else:
             await self.deliver_stored(list(zip(ids, recipients, payloads)))
-        if push and not broadcast and self.on_notified is not None:
-            for nid, r in zip(ids, recipients):
-                self.on_notified(r, {"id": nid, **payload_obj}, r in quiet)
+        if push and not broadcast:
+            for nid, uid in zip(ids, kept):
+                self.on_notified(uid, {"id": nid, **payload_obj}, uid in quiet)
         return {"ids": ids, "skipped": skipped}
 
     async def notify_user(self, user_id: int, ntype: str, message: str, data: Optional[dict] = None) -> dict:
@@ -266,7 +272,7 @@ class NotificationService:
         in Do Not Disturb, as a targeted notification stored during it is.
         """
         limit = self.replay_limit
-        quiet = self.preferences is not None and (await self.preferences.get(user_id)).dnd()
+        quiet = (await self.preferences.get(user_id)).dnd()
 
         def load():
             pruned = Setting.get_or_none(Setting.key == PRUNED_KEY)

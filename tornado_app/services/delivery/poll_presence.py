@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import tornado.ioloop
 
@@ -44,13 +44,13 @@ class PollPresence:
         self.hub = hub
         self.grace = float(grace)
         self._leases: Dict[Tuple[int, int], PresenceLease] = {}
-        self._sweeper = None
+        self._sweeper: Optional[tornado.ioloop.PeriodicCallback] = None  # between start and stop
 
     def start(self) -> None:
         """Start the sweep (several times per grace period, at most once a second)."""
         period = min(1.0, max(0.05, self.grace / 4))
-        self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep_soon, period * 1000)
-        self._sweeper.start()
+        sweeper = self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep_soon, period * 1000)
+        sweeper.start()
 
     def stop(self) -> None:
         """Stop the sweep; the broker drops this process's claims when it stops."""

@@ -4,7 +4,8 @@ Delivery asks these questions for every notification it may create, so the answe
 from memory: a user's preferences and a chat's mutes are read from the database once, then
 kept (bounded LRU caches) and updated in place by every change. A change made in one
 process reaches the caches of the others as a control message over the broker
-(``{"t": "prefs", "u": user}`` drops a user's entry, ``{"t": "mute", ...}`` updates a chat's).
+(``PreferencesChanged`` and ``SubscriptionsChanged`` drop a user's entry, ``ChatMuteChanged``
+updates a chat's; see ``control``).
 
 Shapes:
     _users[user_id] -> UserPrefs                      (LRU, at most CACHE_USERS)
@@ -21,16 +22,17 @@ import time
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from models import ChatMember, PushSubscription, UserPreference, utcnow
+from models import ChatMember, PushSubscription, UserPreference, tuples, utcnow
 from ...errors import ValidationError
 from ..storage.db import DatabaseExecutor
+from .control import ChatMuteChanged, PreferencesChanged, SubscriptionsChanged
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
 from .notifications import unread_states
 
 log = logging.getLogger("squall.preferences")
 
-DEFAULTS = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": []}
+DEFAULTS: Dict[str, object] = {"sound": True, "toasts": True, "push": True, "dnd_until": None, "muted_types": []}
 FOREVER = datetime.datetime(9999, 12, 31)  # muted_until stored for "until I unmute"
 FOREVER_TS = calendar.timegm(FOREVER.timetuple())
 CACHE_USERS = 100_000
@@ -79,15 +81,16 @@ class UserPrefs:
         return self.dnd_until > (time.time() if now is None else now)
 
 
-def _load_users(user_ids: List[int]):
+def _load_users(user_ids: List[int]) -> Tuple[Dict[int, Dict[str, object]], Dict[int, int]]:
     # Call on a database thread: preferences rows and push subscription counts of ``user_ids``.
     import peewee
     data = {uid: dict(DEFAULTS) for uid in user_ids}
-    for uid, raw in UserPreference.select(UserPreference.user, UserPreference.data).where(
-            UserPreference.user.in_(user_ids)).tuples():
+    for uid, raw in tuples(UserPreference.select(UserPreference.user, UserPreference.data).where(
+            UserPreference.user.in_(user_ids))):
         data[uid].update(json.loads(raw))
-    subs = dict(PushSubscription.select(PushSubscription.user, peewee.fn.COUNT(PushSubscription.id))
-                .where(PushSubscription.user.in_(user_ids)).group_by(PushSubscription.user).tuples())
+    subs: Dict[int, int] = dict(tuples(
+        PushSubscription.select(PushSubscription.user, peewee.fn.COUNT(PushSubscription.id))
+        .where(PushSubscription.user.in_(user_ids)).group_by(PushSubscription.user)))
     return data, subs
 
 
@@ -273,7 +276,7 @@ class PreferenceService:
 
         data = await self.dbx.write(apply)
         self._remember(user_id, data, subscriptions)
-        await self.hub.control({"t": "prefs", "u": user_id})
+        await self.hub.control(PreferencesChanged(user_id))
         public = self._public(data)
         await self.hub.publish(NOTIFY, (user_id,), dumps({"type": "preferences", **public}))
         return public
@@ -303,29 +306,31 @@ class PreferenceService:
         return await self._changed(user_id, chat_id, 0.0)
 
     async def _changed(self, user_id: int, chat_id: int, until: float) -> dict:
-        message = {"t": "mute", "c": chat_id, "u": user_id, "e": until}
-        self.on_control(message)  # here at once; the broker brings it to the other processes
-        await self.hub.control(message)
+        await self.hub.control(ChatMuteChanged(chat_id, user_id, until))  # here at once, then everywhere
         state = mute_state(until)
         await self.hub.publish(NOTIFY, (user_id,), dumps({"type": "mute", "chat_id": chat_id, **state}))
         # the red dot counts this chat again (or no longer)
         await self.hub.publish(NOTIFY, (user_id,), (await self.dbx.read(unread_states, [user_id]))[user_id])
         return {"chat_id": chat_id, **state}
 
-    def on_control(self, message: dict) -> None:
-        """Apply a control message from any process (other kinds are ignored)."""
-        kind = message.get("t")
-        if kind == "prefs":
-            self.forget(int(message["u"]))
-        elif kind == "mute":
-            mutes = self._mutes.get(int(message["c"]))
-            if mutes is not None:
-                if message["e"] > time.time():
-                    mutes[int(message["u"])] = float(message["e"])
-                else:
-                    mutes.pop(int(message["u"]), None)
-        elif kind == "subs":
-            self.forget(int(message["u"]))
+    # Control messages from any process (ControlDispatch) --------------------------------------
+
+    def on_preferences_changed(self, message: PreferencesChanged) -> None:
+        """Forget the user's cached preferences (read again on next use)."""
+        self.forget(message.user_id)
+
+    def on_subscriptions_changed(self, message: SubscriptionsChanged) -> None:
+        """Forget the user's cached preferences, which count its push subscriptions."""
+        self.forget(message.user_id)
+
+    def on_chat_mute_changed(self, message: ChatMuteChanged) -> None:
+        """Update the cached mutes of the chat (when cached)."""
+        mutes = self._mutes.get(message.chat_id)
+        if mutes is not None:
+            if message.until > time.time():
+                mutes[message.user_id] = message.until
+            else:
+                mutes.pop(message.user_id, None)
 
     def subscriptions_changed(self, user_id: int, count: int) -> None:
         """This process changed the push subscriptions of ``user_id``: ``count`` remain."""

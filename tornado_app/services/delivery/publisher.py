@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime
 import logging
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 from models import Notification, NotificationState, User, is_postgres
 from ...errors import NotFound
 from ...tasks import Batcher
+from ..storage.db import DatabaseExecutor
 
 log = logging.getLogger("squall.publisher")
 
@@ -25,13 +26,12 @@ IDS_PER_STATEMENT = 1000  # user ids per existence check
 
 
 def _placeholder() -> str:
-    db = Notification._meta.database
-    return "%s" if is_postgres(getattr(db, "obj", db)) else "?"
+    return "%s" if is_postgres(Notification._meta.database) else "?"
 
 
 def existing_users(user_ids: List[int]) -> set:
     """Which of ``user_ids`` exist (one statement per thousand). Database thread."""
-    found = set()
+    found: Set[int] = set()
     if not user_ids:
         return found
     mark = _placeholder()
@@ -118,7 +118,7 @@ def store_batch(batch: List[tuple]) -> list:
 class PublishWriter:
     """``await store(user_ids | None, type, payload(s), created_at, recipients=None)`` → ids, group-committed."""
 
-    def __init__(self, dbx):
+    def __init__(self, dbx: DatabaseExecutor) -> None:
         self.dbx = dbx
         # Each item: (user_ids, type, payloads, created_at, recipients, hidden), as store_batch takes it.
         self._batcher: Batcher[tuple, List[int]] = Batcher(self._write, name="publisher.store",

@@ -258,7 +258,10 @@ class ConnectionRegistry:
                 if conns:
                     targets.extend(conns)
         n = 0
-        delivered = self.metrics.delivered[event.kind]
+        kind = event.kind
+        if kind is None:  # a connection's own frame (auth_expired, errors) is never fanned out
+            return 0
+        delivered = self.metrics.delivered[kind]
         for conn in targets:
             if exclude is not None and conn.conn_id == exclude:
                 continue

@@ -98,7 +98,7 @@ class AuthService:
     async def _in_pool(self, address: Optional[str], fn, *args):
         """Run ``fn`` on a hashing thread. Raises ServerBusy when the pool or the address (``address_key``) is full."""
         address = address_key(address)
-        per_address = self._hashing_by_address.get(address, 0)
+        per_address = 0 if address is None else self._hashing_by_address.get(address, 0)
         if self._hashing >= self._hash_capacity or (address is not None and per_address >= self._hash_per_address):
             raise ServerBusy("Too many sign-ins are being checked right now; try again in a second",
                              retry_after=1)
@@ -220,8 +220,9 @@ class AuthService:
 
     def is_service_token(self, token: Optional[str]) -> bool:
         """True when ``token`` is the configured service token (constant-time compare)."""
-        return bool(self.service_token and token) and hmac.compare_digest(
-            self.service_token.encode(), token.encode())
+        if not self.service_token or not token:
+            return False
+        return hmac.compare_digest(self.service_token.encode(), token.encode())
 
     def check_service_token(self, token: Optional[str], address: Optional[str]) -> None:
         """Accept ``token`` if it is the service token, else count a failure of ``address``.

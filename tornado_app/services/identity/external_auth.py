@@ -43,16 +43,20 @@ import threading
 import time
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, Optional
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 import jwt
-from jwt import PyJWKSet
+from jwt import PyJWK, PyJWKSet
 
 from ...errors import Unauthorized, ValidationError
 from ...tasks import spawn
 from .auth import Claims
-from .users import ACCOUNT_DELETED, check_avatar_url, check_external_id, external_display_name
+from .users import ACCOUNT_DELETED, UserService, check_avatar_url, check_external_id, external_display_name
+
+if TYPE_CHECKING:
+    from ...config import Config
 
 log = logging.getLogger("squall.external_auth")
 
@@ -96,7 +100,7 @@ def check_jwks_url(url: str) -> str:
     raise ValueError("--external-jwks-url must be an https:// URL")
 
 
-def _key_algorithms(key) -> tuple:
+def _key_algorithms(key: object) -> Tuple[str, ...]:
     """The algorithms a PEM public key signs with."""
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
     if isinstance(key, rsa.RSAPublicKey):
@@ -127,36 +131,60 @@ def _shutdown(sock) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class ExternalSettings:
+    """What ``ExternalAuth.check_config`` read from the options (one key source: secret, public key or JWKS URL)."""
+
+    mode: str
+    issuer: str
+    audience: str
+    algorithms: Tuple[str, ...]
+    leeway: float
+    max_token_bytes: int
+    secret: str = ""
+    public_key: object = None  # a cryptography public key read from --external-jwt-public-key
+    jwks_url: str = ""
+    min_refetch: float = 60.0
+    timeout: float = 5.0
+
+
 class ExternalAuth:
     """Verifies the product's tokens; turns them into Squall's ``Claims`` (provisioning the user)."""
 
-    def __init__(self, mode: str, issuer: str, audience: str, algorithms: tuple, leeway: float,
-                 max_token_bytes: int, secret: str = "", public_key=None, jwks_url: str = "",
-                 min_refetch: float = 60.0, timeout: float = 5.0):
-        self.mode = mode
-        self.issuer, self.audience = issuer, audience
-        self.algorithms = list(algorithms)
-        self.leeway = leeway
-        self.max_token_bytes = max_token_bytes
-        self._static_key = secret or public_key  # None with a JWKS
-        self.jwks_url = jwks_url
-        self.min_refetch = min_refetch
-        self.timeout = timeout
+    def __init__(self, settings: ExternalSettings, users: UserService):
+        self.mode = settings.mode
+        self.issuer, self.audience = settings.issuer, settings.audience
+        self.algorithms = list(settings.algorithms)
+        self.leeway = settings.leeway
+        self.max_token_bytes = settings.max_token_bytes
+        self._static_key = settings.secret or settings.public_key  # None with a JWKS
+        jwks_url = self.jwks_url = settings.jwks_url
+        self.min_refetch = settings.min_refetch
+        self.timeout = settings.timeout
         self._client = bool(jwks_url)  # True: keys come from a JWKS URL
         self.jwks_max_bytes = JWKS_MAX_BYTES
-        self._keys: Dict[str, object] = {}  # kid -> PyJWK (asymmetric keys only)
+        self._keys: Dict[str, PyJWK] = {}  # kid -> key (asymmetric keys only)
         self._fetched_at: Optional[float] = None  # monotonic time of the last fetch attempt
         self._fetch: Optional[asyncio.Future] = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="squall-jwks") if jwks_url else None
         self.fetches = 0  # JWKS fetch attempts (tests, metrics)
-        self.users = None  # UserService, set by build_services
+        self.users = users  # provisions the product's users from their tokens
         self._subs: Dict[str, int] = {}  # external id -> user id (this process)
 
     # Configuration --------------------------------------------------------------------------
 
     @classmethod
-    def from_config(cls, config) -> Optional["ExternalAuth"]:
+    def from_config(cls, config: Config, users: UserService) -> Optional[ExternalAuth]:
         """The verifier of ``config`` (None in builtin mode). Raises ValueError with a clear message."""
+        settings = cls.check_config(config)
+        return None if settings is None else cls(settings, users)
+
+    @staticmethod
+    def check_config(config: Config) -> Optional[ExternalSettings]:
+        """The settings of the verifier of ``config`` (None in builtin mode).
+
+        Raises ValueError with a clear message (``parse_args`` checks the options with it).
+        """
         mode = config.auth_mode
         if mode not in MODES:
             raise ValueError("--auth-mode must be builtin, external or both")
@@ -186,6 +214,8 @@ class ExternalAuth:
         if not TOKEN_BYTES_BOUNDS[0] <= config.external_max_token_bytes <= TOKEN_BYTES_BOUNDS[1]:
             raise ValueError("--external-max-token-bytes must be between %d and %d" % TOKEN_BYTES_BOUNDS)
         secret, public_key, jwks_url = config.external_jwt_secret, None, ""
+        allowed: Tuple[str, ...]
+        derived: Tuple[str, ...]
         if secret:
             if len(secret) < MIN_SECRET:
                 raise ValueError(f"--external-jwt-secret must be at least {MIN_SECRET} characters")
@@ -210,10 +240,10 @@ class ExternalAuth:
             kind = "the HMAC secret takes only HS256, HS384, HS512" if secret else \
                 "public keys take only RS*, PS*, ES* and EdDSA (never none, never HMAC)"
             raise ValueError(f"--external-jwt-algorithms: {', '.join(wrong)} not allowed: {kind}")
-        return cls(mode, config.external_jwt_issuer, config.external_jwt_audience, algorithms,
-                   config.external_jwt_leeway, config.external_max_token_bytes, secret=secret,
-                   public_key=public_key, jwks_url=jwks_url, min_refetch=config.external_jwks_min_refetch,
-                   timeout=config.external_jwks_timeout)
+        return ExternalSettings(mode, config.external_jwt_issuer, config.external_jwt_audience, algorithms,
+                                config.external_jwt_leeway, config.external_max_token_bytes, secret=secret,
+                                public_key=public_key, jwks_url=jwks_url,
+                                min_refetch=config.external_jwks_min_refetch, timeout=config.external_jwks_timeout)
 
     # Which tokens are external ----------------------------------------------------------------
 
@@ -335,7 +365,7 @@ class ExternalAuth:
         try:
             data = await asyncio.wait_for(loop.run_in_executor(self._pool, self._download, deadline),
                                           self.timeout)
-            keys = {}
+            keys: Dict[str, PyJWK] = {}
             for key in PyJWKSet.from_dict(data).keys:
                 # never an HMAC key from a JWKS (kty "oct"): asymmetric keys only
                 if key.key_id and key.key_type != "oct" and key.algorithm_name in self.algorithms:
@@ -357,14 +387,15 @@ class ExternalAuth:
         socket down then, so a server sending a byte now and then cannot hold the thread), at most
         ``jwks_max_bytes`` read. Raises on any failure (HTTPError for a status other than 200)."""
         parts = urlsplit(self.jwks_url)
+        host = parts.hostname or ""  # never empty: check_jwks_url refused URLs without a host
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("JWKS fetch deadline")
+        conn: http.client.HTTPConnection
         if parts.scheme == "https":
-            conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=left,
-                                               context=ssl.create_default_context())
+            conn = http.client.HTTPSConnection(host, parts.port, timeout=left, context=ssl.create_default_context())
         else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=left)
+            conn = http.client.HTTPConnection(host, parts.port, timeout=left)
         conn.connect()
         sock = conn.sock
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), _shutdown, (sock,))

@@ -20,13 +20,10 @@ sessions revoked longer ago than an access token lives.
 Checks on every request stay in memory: the revocation list (``sid -> until``), the used
 tickets (``jti -> until``) and the users' token versions (UserService's cache).
 
-Control messages (``Hub.control``), JSON objects:
-    {"t": "revoke", "s": [sid, ...], "e": until (epoch s), "r": reason}
-    {"t": "version", "u": user id, "v": new token version, "r": reason[, "ra": revoked_at]}
-                      (``ra``: unix seconds; external tokens issued at or before it are refused)
-    {"t": "user", "u": user id}   (UserService.announce_changed: forget the cached user; the
-                      streams of a user now disabled or deleted close)
-    {"t": "ticket", "j": jti, "e": until}
+Control messages (``Hub.control``; the classes and their wire format are in
+services/delivery/control.py): ``SessionsRevoked`` (logout), ``TokenVersionChanged`` (log out
+everywhere, the service API's revoke), ``UserChanged`` (UserService.announce_changed: the
+streams of a user now disabled or deleted close), ``TicketUsed``.
 """
 from __future__ import annotations
 
@@ -47,6 +44,7 @@ from ...errors import NotFound, RateLimited, Unauthorized
 from ...tasks import spawn
 from .auth import AuthService, Claims
 from ..storage.db import DatabaseExecutor
+from ..delivery.control import SessionsRevoked, TicketUsed, TokenVersionChanged, UserChanged
 from ..delivery.connection import Connection, EndReason
 from ..delivery.hub import Hub
 from ..operations.ratelimit import RateLimiter, address_key
@@ -90,7 +88,7 @@ class SessionService:
         self.registry = registry
         self.refresh_ttl = refresh_ttl
         self.notice = token_expiring_notice
-        self.installation_id: Optional[str] = None
+        self._installation: Optional[str] = None  # read by start()
         self._revoked: Dict[str, float] = {}  # sid -> epoch until which its tokens are refused
         self._used_tickets: Dict[str, float] = {}  # jti -> epoch after which it expired anyway
         self._pruned_at = 0.0
@@ -103,7 +101,7 @@ class SessionService:
 
     async def start(self) -> None:
         """Read (or create) the installation id; load sessions revoked while tokens may still live."""
-        self.installation_id = await self.dbx.write(self._installation_id)
+        self._installation = await self.dbx.write(self._installation_id)
         self.auth.issuer = f"squall:{self.installation_id}"
         now = utcnow()
         since = now - datetime.timedelta(seconds=self.auth.token_ttl + 1)
@@ -125,6 +123,13 @@ class SessionService:
             else:
                 self._revoked[sid] = _epoch(revoked_at) + self.auth.token_ttl + 1
 
+    @property
+    def installation_id(self) -> str:
+        """This database's installation id (``iss`` of every token, broker scope). Raises RuntimeError before start."""
+        if self._installation is None:
+            raise RuntimeError("SessionService.installation_id before start")
+        return self._installation
+
     @staticmethod
     def _installation_id() -> str:
         """Generated once per database; every token carries it (``iss``)."""
@@ -139,6 +144,8 @@ class SessionService:
 
     def _pair(self, user_id: int, sid: str, refresh_token: str) -> dict:
         version = self.users.token_version(user_id)
+        if version is None:  # callers load the user first (login, register, refresh)
+            raise Unauthorized("The account of this token no longer exists", "unknown_user")
         access, exp = self.auth.issue_access(user_id, sid, version)
         return {"access_token": access, "token_type": "bearer", "expires_in": self.auth.token_ttl,
                 "expires_at": exp, "refresh_token": refresh_token, "refresh_expires_in": self.refresh_ttl}
@@ -267,9 +274,7 @@ class SessionService:
             await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
                 (RefreshToken.family == sid) & RefreshToken.revoked_at.is_null()).execute())
             until = time.time() + self.auth.token_ttl + 1
-        message = {"t": "revoke", "s": [sid], "e": until, "r": LOGGED_OUT}
-        self.on_control(message)  # at once here; the broker brings it to the other processes
-        await self.hub.control(message)
+        await self.hub.control(SessionsRevoked((sid,), float(until), LOGGED_OUT))
 
     async def revoke_user(self, user_id: int, reason: str = LOGGED_OUT, revoke_tokens: bool = False) -> None:
         """"Log out everywhere": bump the token version, revoke every refresh family of the user.
@@ -288,39 +293,40 @@ class SessionService:
         version = await self.users.bump_token_version(user_id)
         await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
             (RefreshToken.user == user_id) & RefreshToken.revoked_at.is_null()).execute())
-        message = {"t": "version", "u": user_id, "v": version, "r": reason}
-        if revoked_at is not None:
-            message["ra"] = revoked_at
-        self.on_control(message)
-        await self.hub.control(message)
+        await self.hub.control(TokenVersionChanged(user_id, version, reason, revoked_at))
 
-    def on_control(self, message: dict) -> None:
-        """Apply a control message (from this process or another one, through the broker)."""
-        kind = message.get("t")
-        if kind == "revoke":
-            until = float(message["e"])
-            for sid in message["s"]:
-                self._revoked[sid] = max(until, self._revoked.get(sid, 0.0))
-                for conn in list(self.registry.session_connections(sid)):
-                    self._end(conn, message.get("r") or LOGGED_OUT)
-        elif kind == "version":
-            user_id, version = int(message["u"]), int(message["v"])
-            if message.get("ra") is not None:
-                self.users.set_revoked_at(user_id, int(message["ra"]))
-            self.users.set_token_version(user_id, version)
-            for conn in list(self.registry.user_connections(user_id)):
-                if conn.token_version is not None and conn.token_version < version:
-                    self._end(conn, message.get("r") or LOGGED_OUT)
-        elif kind == "ticket":
-            self._used_tickets[message["j"]] = float(message["e"])
-        elif kind == "user":
-            user_id = int(message["u"])
-            self.users.forget(user_id)
-            if self.registry.user_connections(user_id):
-                spawn(self._end_refused(user_id), name="sessions.end_refused")
+    # Control messages (from this process or another one, through the broker; ControlDispatch) ----
+
+    def on_sessions_revoked(self, message: SessionsRevoked) -> None:
+        """Refuse the sessions' tokens until ``message.until``; end their streams here."""
+        for sid in message.sids:
+            self._revoked[sid] = max(message.until, self._revoked.get(sid, 0.0))
+            for conn in list(self.registry.session_connections(sid)):
+                self._end(conn, message.reason or LOGGED_OUT)
+
+    def on_token_version_changed(self, message: TokenVersionChanged) -> None:
+        """Remember the user's new token version (and revocation time); end older streams here."""
+        user_id, version = message.user_id, message.version
+        if message.revoked_at is not None:
+            self.users.set_revoked_at(user_id, message.revoked_at)
+        self.users.set_token_version(user_id, version)
+        for conn in list(self.registry.user_connections(user_id)):
+            if conn.token_version is not None and conn.token_version < version:
+                self._end(conn, message.reason or LOGGED_OUT)
+
+    def on_ticket_used(self, message: TicketUsed) -> None:
+        """The ticket was spent on some process: refuse it here too."""
+        self._used_tickets[message.jti] = message.until
+
+    def on_user_changed(self, message: UserChanged) -> None:
+        """Forget the cached user; end its streams here if it is now disabled or deleted."""
+        self.users.forget(message.user_id)
+        if self.registry.user_connections(message.user_id):
+            spawn(self._end_refused(message.user_id), name="sessions.end_refused")
 
     async def _end_refused(self, user_id: int) -> None:
         """After a change of ``user_id``: end its streams here if it is now disabled or deleted."""
+        reason: Optional[str]
         try:
             await self.users.get(user_id)
         except NotFound:
@@ -363,7 +369,7 @@ class SessionService:
         # Other processes learn of the use over the broker (a ticket is single use everywhere,
         # but the same ticket presented to two processes within the broker's latency is the
         # window this leaves; see docs/security.md).
-        spawn(self.hub.control({"t": "ticket", "j": claims.jti, "e": until}), name="sessions.ticket_used")
+        spawn(self.hub.control(TicketUsed(claims.jti, until)), name="sessions.ticket_used")
         return self.check(claims)
 
     # Live connections: one sweep per second for all of them ----------------------------------

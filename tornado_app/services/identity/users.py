@@ -10,11 +10,13 @@ from urllib.parse import urlsplit
 
 import peewee
 
-from models import User, username_key
+from models import User, tuples, username_key
 from models.user import BUILTIN, DELETED, EXTERNAL
 from ...errors import Conflict, NotFound, RateLimited, Unauthorized, ValidationError
 from ...tasks import Batcher
 from .auth import AuthService
+from ..delivery.control import UserChanged
+from ..delivery.hub import Hub
 from ..storage.db import DatabaseExecutor
 from ..operations.ratelimit import RateLimiter, address_key
 
@@ -107,13 +109,18 @@ ACCOUNT_DELETED = "account_deleted"
 _REFUSALS = {ACCOUNT_DISABLED: "This account is disabled", ACCOUNT_DELETED: "This account has been deleted"}
 
 
-def _string(body: dict, name: str, required: bool = True) -> Optional[str]:
-    value = body.get(name)
+def _string(body: dict, name: str) -> str:
+    """The string ``body[name]``. Raises ValidationError when it is missing or not a string."""
+    value = _optional_string(body, name)
     if value is None:
-        if required:
-            raise ValidationError(f"'{name}' is required")
-        return None
-    if not isinstance(value, str):
+        raise ValidationError(f"'{name}' is required")
+    return value
+
+
+def _optional_string(body: dict, name: str) -> Optional[str]:
+    """The string ``body[name]``, or None when it is missing or null. Raises ValidationError for another type."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
         raise ValidationError(f"'{name}' must be a string")
     return value
 
@@ -149,7 +156,7 @@ class UserService:
     costs a hash too) and registrations per address. Addresses are keyed by ``address_key``.
     """
 
-    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, login_failures_per_minute: int = 10,
+    def __init__(self, dbx: DatabaseExecutor, auth: AuthService, hub: Hub, login_failures_per_minute: int = 10,
                  login_failures_per_address_per_minute: int = 30, registrations_per_address_per_minute: int = 10,
                  logins_per_address_per_minute: int = 60):
         self.dbx = dbx
@@ -161,9 +168,7 @@ class UserService:
         # check on every request is one falsy test.
         self._refused: Dict[int, str] = {}
         self._revoked_at: Dict[int, int] = {}
-        # Set by build_services: the hub (control messages) and the process's control handler.
-        self.hub = None
-        self.apply_control = None
+        self.hub = hub  # control messages (announce_changed)
         self._login_failures = RateLimiter(login_failures_per_minute / 60.0, login_failures_per_minute)
         self._address_failures = RateLimiter(login_failures_per_address_per_minute / 60.0,
                                              login_failures_per_address_per_minute)
@@ -183,7 +188,7 @@ class UserService:
         """
         username = _string(body, "username")
         password = _string(body, "password")
-        display_name = _string(body, "display_name", required=False)
+        display_name = _optional_string(body, "display_name")
         username = check_username(username)
         if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
             raise ValidationError(f"'password' must be at least {MIN_PASSWORD} characters")
@@ -288,7 +293,7 @@ class UserService:
                         continue  # created by a concurrent request (or another process): read it
                 if user.kind != EXTERNAL:
                     raise NotFound("This user has been deleted", "user_deleted")
-                fields = {}
+                fields: Dict[str, object] = {}
                 if display_name is not None and display_name != user.display_name:
                     fields["display_name"] = display_name
                 if clear_avatar and user.avatar_url is not None:
@@ -346,15 +351,9 @@ class UserService:
 
         Profile, disabled, deleted and revocation time are read again on next use; the live
         streams of a user now disabled or deleted are closed (4001 ``account_disabled`` /
-        ``account_deleted``, SSE ``auth_expired``). Control message ``{"t": "user", "u": id}``.
+        ``account_deleted``, SSE ``auth_expired``). Control message ``UserChanged``.
         """
-        message = {"t": "user", "u": int(user_id)}
-        if self.apply_control is not None:
-            self.apply_control(message)
-        else:
-            self.forget(user_id)
-        if self.hub is not None:
-            await self.hub.control(message)
+        await self.hub.control(UserChanged(int(user_id)))
 
     async def check_version(self, user_id: int, version: int) -> None:
         """Refuse a token whose user is gone (``unknown_user``) or whose version is not the user's.
@@ -475,5 +474,5 @@ def set_admin(username: str, admin: bool) -> Optional[str]:
 
 def list_admins() -> List[str]:
     """The usernames (as registered) of every admin, sorted by identity (call with the database open)."""
-    return [name for (name,) in User.select(User.username).where(User.is_admin == True)  # noqa: E712
-            .order_by(User.username_key).tuples()]
+    return [name for (name,) in tuples(User.select(User.username).where(User.is_admin == True)  # noqa: E712
+                                       .order_by(User.username_key))]

@@ -27,11 +27,12 @@ from typing import Dict, List, Optional, Tuple
 import peewee
 
 from models import (Chat, ChatMember, GROUP, PRIVATE, Notification, NotificationState, PushSubscription,
-                    RefreshToken, User, UserPreference, username_key)
+                    RefreshToken, User, UserPreference, tuples, username_key)
 from models.user import DELETED, DELETED_NAME, SYSTEM
 from ...errors import Conflict, NotFound, ValidationError
 from ..chat.service import ChatService
 from ..storage.db import DatabaseExecutor
+from ..delivery.control import PreferencesChanged
 from ..delivery.events import iso
 from ..delivery.hub import Hub
 from ..storage.ids import require_ids
@@ -86,7 +87,7 @@ class ServiceApi:
     """The product backend's operations on users, chats, messages and notifications (service token)."""
 
     def __init__(self, dbx: DatabaseExecutor, users: UserService, sessions: SessionService, chat: ChatService,
-                 notifications: NotificationService, preferences: Optional[PreferenceService], hub: Hub,
+                 notifications: NotificationService, preferences: PreferenceService, hub: Hub,
                  max_publish_external_ids: int = 1000):
         self.dbx = dbx
         self.users = users
@@ -169,9 +170,7 @@ class ServiceApi:
         # every process reads the user again, now of kind "deleted": their streams close
         # (account_deleted) and their tokens are refused with that code
         await self.users.announce_changed(user_id)
-        if self.preferences is not None:
-            self.preferences.forget(user_id)
-            await self.hub.control({"t": "prefs", "u": user_id})
+        await self.hub.control(PreferencesChanged(user_id))  # forgets here at once, then everywhere
         for chat_id in chats:
             await self.chat.members_changed(chat_id, [], [user_id])
         log.info("deleted user %s (by the service API)", user_id)
@@ -237,11 +236,11 @@ class ServiceApi:
             if len(members) != 2:
                 raise ValidationError("A private chat has exactly two different members", "invalid_members")
         else:
-            title = body.get("title")
-            if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE or _has_controls(title):
+            given = body.get("title")
+            if not isinstance(given, str) or not given.strip() or len(given) > MAX_TITLE or _has_controls(given):
                 raise ValidationError(f"'title' must be a non-empty string of at most {MAX_TITLE} characters",
                                       "invalid_title")
-            title = title.strip()
+            title = given.strip()
         # a key naming another chat is refused before anyone is provisioned (a 409 creates nobody)
         if key is not None and not await self.dbx.read(_key_fits, key, kind, members):
             raise Conflict("This key (or this pair's private chat) names a chat with other members",
@@ -349,16 +348,18 @@ class ServiceApi:
 def _ids_of(external_ids: List[str]) -> List[Tuple[str, int]]:
     rows: List[Tuple[str, int]] = []
     for at in range(0, len(external_ids), 500):
-        rows.extend(User.select(User.external_id, User.id)
-                    .where(User.external_id.in_(external_ids[at:at + 500])).tuples())
+        rows.extend(tuples(User.select(User.external_id, User.id)
+                           .where(User.external_id.in_(external_ids[at:at + 500]))))
     return rows
 
 
-def _keys_and_externals(chat_ids: List[int], user_ids: List[int]):
-    keys = dict(Chat.select(Chat.id, Chat.external_key).where(Chat.id.in_(chat_ids)).tuples()) if chat_ids else {}
-    externals = {}
+def _keys_and_externals(chat_ids: List[int],
+                        user_ids: List[int]) -> Tuple[Dict[int, Optional[str]], Dict[int, Optional[str]]]:
+    keys: Dict[int, Optional[str]] = dict(tuples(Chat.select(Chat.id, Chat.external_key)
+                                                 .where(Chat.id.in_(chat_ids)))) if chat_ids else {}
+    externals: Dict[int, Optional[str]] = {}
     for at in range(0, len(user_ids), 500):
-        externals.update(User.select(User.id, User.external_id).where(User.id.in_(user_ids[at:at + 500])).tuples())
+        externals.update(tuples(User.select(User.id, User.external_id).where(User.id.in_(user_ids[at:at + 500]))))
     return keys, externals
 
 
@@ -367,8 +368,8 @@ def _key_fits(key: str, kind: str, external_ids: List[str]) -> bool:
     chat = Chat.get_or_none(Chat.external_key == key)
     if chat is None:
         return True
-    members = {ext for (ext,) in (User.select(User.external_id).join(ChatMember, on=(ChatMember.user == User.id))
-                                  .where(ChatMember.chat == chat.id).tuples())}
+    members = {ext for (ext,) in tuples(User.select(User.external_id).join(ChatMember, on=(ChatMember.user == User.id))
+                                        .where(ChatMember.chat == chat.id))}
     return chat.kind == kind and members == set(external_ids)
 
 
@@ -377,9 +378,9 @@ def _chat_view(chat_id: int) -> Optional[dict]:
     if chat is None:
         return None
     members = [{"id": uid, "external_id": ext, "display_name": name}
-               for uid, ext, name in (User.select(User.id, User.external_id, User.display_name)
-                                      .join(ChatMember, on=(ChatMember.user == User.id))
-                                      .where(ChatMember.chat == chat_id).order_by(User.id).tuples())]
+               for uid, ext, name in tuples(User.select(User.id, User.external_id, User.display_name)
+                                            .join(ChatMember, on=(ChatMember.user == User.id))
+                                            .where(ChatMember.chat == chat_id).order_by(User.id))]
     return {"id": chat.id, "kind": chat.kind, "title": chat.title, "key": chat.external_key,
             "members": members, "created_at": iso(chat.created_at)}
 
@@ -435,7 +436,7 @@ def erase(user_id: int) -> List[int]:
 
     Returns the ids of the chats they were in. Writer thread.
     """
-    chats = [cid for (cid,) in ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id).tuples()]
+    chats = [cid for (cid,) in tuples(ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id))]
     ChatMember.delete().where(ChatMember.user == user_id).execute()
     NotificationState.delete().where(NotificationState.user == user_id).execute()
     Notification.delete().where(Notification.recipient == user_id).execute()

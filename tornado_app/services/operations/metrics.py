@@ -23,10 +23,10 @@ import json
 import logging
 import os
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 log = logging.getLogger("squall.metrics")
 
@@ -184,17 +184,19 @@ class Metrics:
 
 def merge(snapshots: Iterable[dict]) -> dict:
     """Sum snapshots of several processes (same label values add up)."""
-    out = {"counters": {}, "gauges": {}, "histograms": {}, "processes": []}
+    processes: List[dict] = []
+    # section -> metric name -> label values -> value (histograms: [bucket counts, sum])
+    sections: Dict[str, Dict[str, Dict[tuple, Any]]] = {"counters": {}, "gauges": {}, "histograms": {}}
     for snap in snapshots:
-        out["processes"].append({k: snap[k] for k in ("pid", "process", "started", "time")})
+        processes.append({k: snap[k] for k in ("pid", "process", "started", "time")})
         for section in ("counters", "gauges"):
             for name, rows in snap[section].items():
-                acc = out[section].setdefault(name, {})
+                acc = sections[section].setdefault(name, {})
                 for row in rows:
                     key = tuple(row[:-1])
                     acc[key] = acc.get(key, 0) + row[-1]
         for name, rows in snap["histograms"].items():
-            acc = out["histograms"].setdefault(name, {})
+            acc = sections["histograms"].setdefault(name, {})
             for row in rows:
                 key = tuple(row[:-2])
                 counts, total = row[-2], row[-1]
@@ -204,32 +206,34 @@ def merge(snapshots: Iterable[dict]) -> dict:
                 else:
                     have[0] = [a + b for a, b in zip(have[0], counts)]
                     have[1] += total
-    return out
+    return {**sections, "processes": processes}
 
 
 def families(merged: dict) -> List:
     """prometheus_client metric families for a merged snapshot."""
-    fams = []
+    fams: List[Metric] = []
     for name, (kind, help_text, labels) in SPEC.items():
         full = "squall_" + name
         if name == "processes":
-            fam = GaugeMetricFamily(full, help_text)
-            fam.add_metric([], len(merged["processes"]))
+            gauge = GaugeMetricFamily(full, help_text)
+            gauge.add_metric([], len(merged["processes"]))
+            fams.append(gauge)
         elif kind == "histogram":
-            fam = HistogramMetricFamily(full, help_text, labels=list(labels))
+            histogram = HistogramMetricFamily(full, help_text, labels=list(labels))
             for key, (counts, total) in sorted(merged["histograms"].get(name, {}).items()):
                 cumulative, buckets = 0, []
                 for bound, n in zip([*map(_fmt_bound, BUCKETS), "+Inf"], counts):
                     cumulative += n
                     buckets.append((bound, cumulative))
-                fam.add_metric(list(key), buckets, total)
+                histogram.add_metric(list(key), buckets, total)
+            fams.append(histogram)
         else:
-            cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-            fam = cls(full, help_text, labels=list(labels))
+            fam = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(full, help_text,
+                                                                                      labels=list(labels))
             section = "counters" if kind == "counter" else "gauges"
             for key, value in sorted(merged[section].get(name, {}).items()):
                 fam.add_metric(list(key), value)
-        fams.append(fam)
+            fams.append(fam)
     return fams
 
 

@@ -11,7 +11,7 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Deque, Dict, Optional
 
 from ...tasks import spawn
 from .metrics import SPEC, TRANSPORTS, MetricsHub, quantile
@@ -31,7 +31,7 @@ class Monitor:
         self.sample_seconds = sample_seconds
         self.probe_database = probe_database
         self.probe_broker = probe_broker
-        self.history = collections.deque(maxlen=max(2, int(HISTORY_SECONDS / sample_seconds) + 1))
+        self.history: Deque[dict] = collections.deque(maxlen=max(2, int(HISTORY_SECONDS / sample_seconds) + 1))
         self._task: Optional[asyncio.Task] = None
 
     def start(self) -> None:
@@ -72,7 +72,7 @@ class Monitor:
         merged = self.hub.merged()
         counters, gauges, hists = merged["counters"], merged["gauges"], merged["histograms"]
         connections = dict.fromkeys(TRANSPORTS, 0)
-        by_process = {}
+        by_process: Dict[str, Dict[str, int]] = {}
         for (transport, process), n in gauges.get("connections", {}).items():
             connections[transport] = connections.get(transport, 0) + n
             by_process.setdefault(process, dict.fromkeys(TRANSPORTS, 0))[transport] = n

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, overload
 
 
 class RateLimiter:
@@ -59,6 +59,12 @@ class RateLimiter:
     def reset(self, key) -> None:
         """Forget ``key`` (e.g. after a successful login)."""
         self._buckets.pop(key, None)
+
+
+@overload
+def address_key(address: str) -> str: ...
+@overload
+def address_key(address: None) -> None: ...
 
 
 def address_key(address: Optional[str]) -> Optional[str]:

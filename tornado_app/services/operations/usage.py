@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 from models import Message
 from ...errors import RateLimited
@@ -63,7 +63,7 @@ class MessageQuota:
         self.dbx = dbx
         self.per_day = per_day
         self._clock = clock
-        self._day = None  # the UTC day (days since the epoch) the counts belong to
+        self._day: Optional[int] = None  # the UTC day (days since the epoch) the counts belong to
         self._counts: Dict[int, int] = {}
         self._seeding: Dict[int, asyncio.Task] = {}  # user id -> the read of that user's count
 

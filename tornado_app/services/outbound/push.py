@@ -29,7 +29,7 @@ import re
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, Optional, Set
 
 import urllib3
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +42,7 @@ from ...config import Config
 from ...errors import NotFound, ValidationError
 from ...tasks import spawn
 from ..storage.db import DatabaseExecutor
+from ..delivery.control import SubscriptionsChanged
 from ..delivery.hub import Hub
 from ..operations.metrics import Metrics
 from ..delivery.preferences import PreferenceService
@@ -160,7 +161,7 @@ class PushService:
         self._per_user: Dict[int, int] = {}  # user id -> that user's share of _queued
         self._ready: "OrderedDict[int, Deque[QueuedPush]]" = OrderedDict()  # user id -> pushes, in turn
         self._sending = 0  # pushes on a thread (at most push_threads: the pool's own queue stays empty)
-        self._tasks = set()
+        self._tasks: Set[asyncio.Task] = set()
         self._closed = False
         self.backoff_first = 1.0
         for name in CLIENT_LOGGERS:
@@ -259,7 +260,7 @@ class PushService:
 
     async def _subscriptions_changed(self, user_id: int, count: int) -> None:
         self.preferences.subscriptions_changed(user_id, count)
-        await self.hub.control({"t": "subs", "u": user_id})
+        await self.hub.control(SubscriptionsChanged(user_id))
 
     # Pushing ---------------------------------------------------------------------------------
 
@@ -390,7 +391,10 @@ class PushService:
         pusher = WebPusher({"endpoint": sub.endpoint, "keys": {"p256dh": sub.p256dh, "auth": sub.auth}})
         body = pusher.encode(push.data, "aes128gcm")["body"]
         claims = {"sub": self.config.vapid_subject, "aud": target.origin, "exp": int(time.time()) + VAPID_LIFETIME}
-        headers = {**self.vapid.sign(claims), "TTL": str(self.config.push_ttl), "Content-Encoding": "aes128gcm",
+        vapid = self.vapid
+        if vapid is None:  # start() loads the key before any push can be queued
+            raise RuntimeError("PushService used before start")
+        headers = {**vapid.sign(claims), "TTL": str(self.config.push_ttl), "Content-Encoding": "aes128gcm",
                    "Topic": push.topic, "Urgency": push.urgency}
         try:
             status, retry_after = post(target, addresses, body, headers, self.config.push_timeout)

@@ -97,7 +97,8 @@ def parse_endpoint(endpoint, allow_http: bool, hosts: tuple) -> PushTarget:
         raise _refuse("'endpoint' is not a valid URL") from None
     schemes = ("https", "http") if allow_http else ("https",)
     authority = AUTHORITY.match(endpoint)
-    if url.scheme not in schemes or not url.host or not authority:
+    scheme = url.scheme
+    if scheme is None or scheme not in schemes or not url.host or not authority:
         raise _refuse("'endpoint' must be an https:// URL")
     if url.auth is not None or "@" in authority.group(1):
         raise _refuse("'endpoint' must not carry a user name or password")
@@ -116,8 +117,8 @@ def parse_endpoint(endpoint, allow_http: bool, hosts: tuple) -> PushTarget:
             raise _refuse("'endpoint' must use port 443")
     elif literal is None and not _dns_name(host, strict=False):
         raise _refuse("'endpoint' must name a host or an IP address")
-    port = url.port or (HTTPS_PORT if url.scheme == "https" else 80)
-    return PushTarget(url.scheme, str(literal) if literal is not None else host, port, url.request_uri)
+    port = url.port or (HTTPS_PORT if scheme == "https" else 80)
+    return PushTarget(scheme, str(literal) if literal is not None else host, port, url.request_uri)
 
 
 def is_public(address: str) -> bool:
@@ -142,7 +143,8 @@ def resolve(target: PushTarget, allow_private: bool) -> List[str]:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError):
         raise PushRefused("the host does not resolve") from None
-    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    # str(): the first item of a socket address (an IPv4 or IPv6 text; typeshed also allows an int)
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise PushRefused("the host does not resolve")
     if not allow_private and not all(is_public(a) for a in addresses):
@@ -176,8 +178,9 @@ def post(target: PushTarget, addresses: List[str], body: bytes, headers: dict,
 
 def _pool(target: PushTarget, address: str, timeout: float) -> urllib3.HTTPConnectionPool:
     """A one-connection pool to the checked ``address``; TLS checks the endpoint's host name."""
-    options = dict(port=target.port, timeout=urllib3.Timeout(total=timeout), retries=False, maxsize=1)
+    limit = urllib3.Timeout(total=timeout)
     if target.scheme == "http":
-        return urllib3.HTTPConnectionPool(address, **options)
-    return urllib3.HTTPSConnectionPool(address, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
-                                       server_hostname=target.host, **options)
+        return urllib3.HTTPConnectionPool(address, port=target.port, timeout=limit, retries=False, maxsize=1)
+    return urllib3.HTTPSConnectionPool(address, port=target.port, timeout=limit, retries=False, maxsize=1,
+                                       cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+                                       server_hostname=target.host)

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional
 
 import peewee
+from playhouse.pool import PooledDatabase
 
 from models import is_postgres
 
@@ -139,9 +140,10 @@ class DatabaseExecutor:
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         try:
-            if self.pooled:
-                self.db.close_all()
+            db = self.db
+            if isinstance(db, PooledDatabase):  # PostgreSQL (open_database pools it): every pooled connection
+                db.close_all()
             else:
-                self.db.close()
+                db.close()
         except Exception:  # closing on shutdown must not mask the real exit reason
             log.exception("closing the database")

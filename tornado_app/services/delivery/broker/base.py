@@ -6,7 +6,7 @@ An envelope is a dict (JSON-safe):
      "n": [user ids everyone leaves out] (optional: a broadcast's muted and DND users)}
 
 Kind "ctl" is a control message for the services (session revocation, used stream tickets,
-see services/identity/sessions.py), never delivered to a connection.
+cached users, preferences, chat members: services/delivery/control.py), never delivered to a connection.
 
 Routing (issue 26, broker/shards.py): with ``routing="sharded"`` (the Redis brokers' default) a
 process receives only the envelopes of the users it holds (``hold``/``release``, from the hub)
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import Callable, Iterable, List, Set, Tuple
+from typing import Callable, Iterable, List, Optional, Set, Tuple
 
 Receiver = Callable[[dict], None]
 PresenceSource = Callable[[], List[Tuple[int, int]]]
@@ -63,12 +63,12 @@ class Broker(abc.ABC):
 
     def __init__(self, origin: str):
         self.origin = origin
-        self._receiver: Receiver = None
+        self._receiver: Optional[Receiver] = None  # until start
         self._presence_source: PresenceSource = lambda: []
-        self._on_gap: GapHandler = None
+        self._on_gap: Optional[GapHandler] = None
 
-    async def start(self, receiver: Receiver, presence_source: PresenceSource = None,
-                    on_gap: GapHandler = None) -> None:
+    async def start(self, receiver: Receiver, presence_source: Optional[PresenceSource] = None,
+                    on_gap: Optional[GapHandler] = None) -> None:
         """Connect and begin calling ``receiver(envelope)`` for every envelope, ours included.
 
         ``on_gap()`` is called when envelopes may have been missed (the broker was unreachable
@@ -78,6 +78,11 @@ class Broker(abc.ABC):
         if presence_source is not None:
             self._presence_source = presence_source
         self._on_gap = on_gap
+
+    def _hand_over(self, envelope: dict) -> None:
+        """Give ``envelope`` to the receiver (dropped before ``start``: nobody receives yet)."""
+        if self._receiver is not None:
+            self._receiver(envelope)
 
     def scope(self, installation_id: str) -> None:
         """Put this deployment's installation id into every name (call before ``start``).

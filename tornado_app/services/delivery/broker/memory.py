@@ -14,5 +14,4 @@ class MemoryBroker(Broker):
 
     async def publish(self, envelope: dict) -> None:
         """Deliver ``envelope`` to this process's receiver, synchronously and in order."""
-        if self._receiver is not None:
-            self._receiver(envelope)
+        self._hand_over(envelope)

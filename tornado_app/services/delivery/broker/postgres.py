@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Set
+from typing import Iterable, List, Optional, Set
 from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
 
 import psycopg2
@@ -75,16 +75,24 @@ class PostgresBroker(Broker):
         self.url, self.prefix = split_prefix(url, prefix or DEFAULT_PREFIX)
         self.presence_ttl = float(presence_ttl)
         self._name(self.prefix)
-        self._executor = None
+        self._executor: Optional[ThreadPoolExecutor] = None  # between start and stop
         self._work = None  # used only on the executor thread
         self._listen = None
         self._listen_fd = None  # kept: a broken connection can no longer tell its fileno()
-        self._loop = None
-        self._queue: asyncio.Queue = None
-        self._tasks = []
+        self._started_loop: Optional[asyncio.AbstractEventLoop] = None
+        self._queue: asyncio.Queue[str] = asyncio.Queue()  # notification payloads (a new one at each start)
+        self._tasks: List[asyncio.Task] = []
         self._stopping = False
         self._listening = False
         self._gap_pending = False  # something was missed; clients resume once we listen again
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the broker was started on. Raises BrokerUnavailable before start."""
+        loop = self._started_loop
+        if loop is None:
+            raise BrokerUnavailable("the PostgreSQL broker is not started")
+        return loop
 
     def _name(self, namespace: str) -> None:
         self.namespace = namespace
@@ -137,7 +145,7 @@ class PostgresBroker(Broker):
     async def start(self, receiver, presence_source=None, on_gap=None) -> None:
         """Create the broker tables, LISTEN, start delivering and refreshing presence."""
         await super().start(receiver, presence_source, on_gap)
-        self._loop = asyncio.get_running_loop()
+        self._started_loop = asyncio.get_running_loop()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="squall-pg-broker")
         self._queue = asyncio.Queue()
         self._stopping = False
@@ -243,7 +251,7 @@ class PostgresBroker(Broker):
                         continue
                 else:
                     data = payload[1:]
-                self._receiver(json.loads(data))
+                self._hand_over(json.loads(data))
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -76,7 +76,7 @@ class RedisBroker(Broker):
         self._pubsub: Any = None  # the live subscription connection (sharded routing subscribes on it)
         self._name(self.prefix)
         self.presence_ttl = float(presence_ttl)
-        self._client: Any = None  # between start and stop (a Redis or a RedisCluster client)
+        self._client: Optional[aioredis.Redis] = None  # between start and stop (a RedisCluster in the cluster broker)
         self._listener: Optional[asyncio.Task] = None
         self._refresher: Optional[asyncio.Task] = None
         self._subscribed = asyncio.Event()
@@ -181,6 +181,14 @@ class RedisBroker(Broker):
         return aioredis.from_url(self.url, socket_connect_timeout=5, socket_timeout=None,
                                  socket_keepalive=True, health_check_interval=30)
 
+    @property
+    def _redis(self) -> aioredis.Redis:
+        """The client, between start and stop. Raises BrokerUnavailable otherwise."""
+        client = self._client
+        if client is None:
+            raise BrokerUnavailable("the Redis broker is not started")
+        return client
+
     def _where(self) -> str:
         parsed = urlparse(self.url)
         return f"{parsed.hostname}:{parsed.port or 6379}"
@@ -210,7 +218,7 @@ class RedisBroker(Broker):
         """Subscribe and dispatch; on any failure reconnect with capped backoff and resubscribe."""
         delay = BACKOFF_FIRST
         while not self._stopping:
-            pubsub = self._client.pubsub()
+            pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 self._pubsub = pubsub
@@ -264,7 +272,7 @@ class RedisBroker(Broker):
         except ValueError:
             log.error("Redis broker: dropped a message that is not a JSON envelope")
             return
-        self._receiver(envelope)
+        self._hand_over(envelope)
 
     def _notify_gap(self) -> None:
         if self._on_gap is not None:
@@ -301,9 +309,9 @@ class RedisBroker(Broker):
     async def _send(self, sends: List[Tuple[str, str]]) -> None:
         """PUBLISH each ``(channel, text)``: one command, or one pipelined round trip for several."""
         if len(sends) == 1:
-            await self._client.publish(*sends[0])
+            await self._redis.publish(*sends[0])
             return
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for channel, text in sends:
                 pipe.publish(channel, text)
             await pipe.execute()
@@ -322,12 +330,12 @@ class RedisBroker(Broker):
         key = self._presence_key(chat_id)
         try:
             if active:
-                async with self._client.pipeline(transaction=False) as pipe:
+                async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.zadd(key, {self._member(user_id): time.time() + self.presence_ttl})
                     pipe.expire(key, int(self.presence_ttl * 2) + 1)
                     await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
             else:
-                await asyncio.wait_for(self._client.zrem(key, self._member(user_id)), COMMAND_TIMEOUT)
+                await asyncio.wait_for(self._redis.zrem(key, self._member(user_id)), COMMAND_TIMEOUT)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             # A missed claim is renewed by the refresher; a missed removal expires by itself.
             log.warning("Redis broker: presence update failed (%s)", exc)
@@ -338,9 +346,11 @@ class RedisBroker(Broker):
         if not wanted:
             return set()
         members = await asyncio.wait_for(
-            self._client.zrangebyscore(self._presence_key(chat_id), time.time(), "+inf"), COMMAND_TIMEOUT)
-        active = set()
+            self._redis.zrangebyscore(self._presence_key(chat_id), time.time(), "+inf"), COMMAND_TIMEOUT)
+        active: Set[int] = set()
         for member in members:
+            if not isinstance(member, bytes):  # never: the client does not decode responses
+                continue
             uid = int(member.split(b"|", 1)[0])
             if uid in wanted:
                 active.add(uid)
@@ -356,7 +366,7 @@ class RedisBroker(Broker):
         by_chat: Dict[int, Dict[str, float]] = {}
         for user_id, chat_id in claims:
             by_chat.setdefault(chat_id, {})[self._member(user_id)] = expiry
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for chat_id, members in by_chat.items():
                 key = self._presence_key(chat_id)
                 pipe.zadd(key, members)
@@ -369,7 +379,7 @@ class RedisBroker(Broker):
             await asyncio.sleep(self.presence_ttl / 3)
             try:
                 await self._refresh_presence()
-                await self._client.ping()
+                await self._redis.ping()
                 self._recovered()
             except asyncio.CancelledError:
                 raise
@@ -380,7 +390,7 @@ class RedisBroker(Broker):
         claims = self._presence_source()
         if not claims:
             return
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for user_id, chat_id in claims:
                 pipe.zrem(self._presence_key(chat_id), self._member(user_id))
             await pipe.execute()
@@ -388,7 +398,7 @@ class RedisBroker(Broker):
     async def ping(self) -> None:
         """Raise BrokerUnavailable unless Redis answers and our subscription is live."""
         try:
-            await self._client.ping()
+            await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise BrokerUnavailable(f"Redis at {self._where()}: {exc}") from exc
         if not self._subscribed.is_set():

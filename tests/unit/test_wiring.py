@@ -1,0 +1,34 @@
+"""Services are wired at construction (issue 21, item 3): nothing in the container is optional but
+what may truly be absent, and the services built by ``build_services`` are all there (the control
+dispatch, built there too, refuses a kind without its handler: tests/unit/test_control.py)."""
+from __future__ import annotations
+
+import dataclasses
+
+from tornado_app.config import Config
+from tornado_app.services import Services, build_services
+
+# What may be absent, and why: the product's tokens only exist with --auth-mode external|both;
+# the HTTP server and the timers and task exist once start() (or a server) made them.
+MAY_BE_ABSENT = {"external", "http_server", "_prune_task", "_heartbeat", "_sweeper", "_pinger"}
+
+
+def optional_fields() -> set:
+    # the annotations as written (the module postpones them): "Optional[...]" marks what may be None
+    return {field.name for field in dataclasses.fields(Services) if str(field.type).startswith("Optional[")}
+
+
+def test_only_what_may_be_absent_is_optional():
+    assert optional_fields() == MAY_BE_ABSENT
+
+
+def test_built_services_are_all_there(tmp_path):
+    services = build_services(Config(database_url=f"sqlite:///{tmp_path}/wiring.db"))
+    try:
+        for field in dataclasses.fields(Services):
+            if field.name not in MAY_BE_ABSENT:
+                assert getattr(services, field.name) is not None, field.name
+        assert services.external is None  # builtin auth mode: no product tokens
+    finally:
+        services.dbx.close()
+        services.auth.close()
