@@ -87,6 +87,25 @@ class ChatSocketHandler(BaseSocketHandler):
         await self.services.chat.mark_read(self.authenticated_user_id, frame.get("chat_id"), frame.get("message_id"),
                                            wait=False)
 
+    async def do_edit(self, frame: dict) -> None:
+        """``edit_message`` (``chat_id``, ``message_id``, ``content``) → ``message_edited`` to every member's stream."""
+        await self.services.chat.changes.edit(self.authenticated_user_id, frame.get("chat_id"), frame.get("message_id"),
+                                              frame.get("content"))
+
+    async def do_delete(self, frame: dict) -> None:
+        """``delete_message`` (``chat_id``, ``message_id``) → ``message_deleted`` to every member's stream."""
+        await self.services.chat.changes.delete(self.authenticated_user_id, frame.get("chat_id"), frame.get("message_id"))
+
+    async def do_react(self, frame: dict) -> None:
+        """``react`` (``chat_id``, ``message_id``, ``emoji``) → ``reaction`` (nothing when already there)."""
+        await self.services.chat.changes.react(self.authenticated_user_id, frame.get("chat_id"), frame.get("message_id"),
+                                               frame.get("emoji"), True)
+
+    async def do_unreact(self, frame: dict) -> None:
+        """``unreact`` (``chat_id``, ``message_id``, ``emoji``) → ``reaction`` with ``added: false``."""
+        await self.services.chat.changes.react(self.authenticated_user_id, frame.get("chat_id"), frame.get("message_id"),
+                                               frame.get("emoji"), False)
+
     async def do_ping(self, frame: dict) -> None:
         """``ping`` → ``pong``."""
         self.send_json({"type": "pong"})
@@ -103,6 +122,10 @@ class ChatSocketHandler(BaseSocketHandler):
         "typing": do_typing,
         "mark_read": do_mark_read,
         "ping": do_ping,
+        "edit_message": do_edit,
+        "delete_message": do_delete,
+        "react": do_react,
+        "unreact": do_unreact,
     }
 
 

@@ -64,6 +64,39 @@ class MessagesHandler(BaseHandler):
         self.send_json({"message": message}, 201)
 
 
+class MessageHandler(BaseHandler):
+    """PATCH/DELETE /api/chats/{id}/messages/{message_id}: edit, delete for everyone (issue 25)."""
+
+    @authenticated
+    async def patch(self, chat_id, message_id):
+        """``{content}``: the sender edits within ``--edit-window``; answers the ``message_edited`` event."""
+        body = self.json_body()
+        self.send_json(await self.services.chat.changes.edit(
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id"), body.get("content")))
+
+    @authenticated
+    async def delete(self, chat_id, message_id):
+        """The sender deletes the message for everyone; answers the ``message_deleted`` event."""
+        self.send_json(await self.services.chat.changes.delete(
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id")))
+
+
+class ReactionHandler(BaseHandler):
+    """PUT/DELETE /api/chats/{id}/messages/{message_id}/reactions/{emoji} (issue 25)."""
+
+    @authenticated
+    async def put(self, chat_id, message_id, emoji):
+        """Add the caller's ``emoji`` (URL-encoded); idempotent. Answers the ``reaction`` event."""
+        self.send_json(await self.services.chat.changes.react(
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id"), emoji, True))
+
+    @authenticated
+    async def delete(self, chat_id, message_id, emoji):
+        """Remove the caller's ``emoji``; idempotent."""
+        self.send_json(await self.services.chat.changes.react(
+            self.user_id, self.path_id(chat_id), self.path_id(message_id, "message_id"), emoji, False))
+
+
 class ReadHandler(BaseHandler):
     """POST /api/chats/{id}/read."""
 
@@ -116,6 +149,8 @@ ROUTES = [
     (r"/api/chats", ChatsHandler),
     (r"/api/chats/([0-9]{1,18})", ChatHandler),
     (r"/api/chats/([0-9]{1,18})/messages", MessagesHandler),
+    (r"/api/chats/([0-9]{1,18})/messages/([0-9]{1,18})", MessageHandler),
+    (r"/api/chats/([0-9]{1,18})/messages/([0-9]{1,18})/reactions/([^/]{1,200})", ReactionHandler),
     (r"/api/chats/([0-9]{1,18})/read", ReadHandler),
     (r"/api/chats/([0-9]{1,18})/typing", TypingHandler),
     (r"/api/unread", UnreadHandler),

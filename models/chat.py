@@ -37,6 +37,8 @@ class ChatMember(BaseModel):
     joined_at = peewee.DateTimeField(default=utcnow)
     # muted until then (no new_message notification, not in the unread total); far future = until unmuted
     muted_until = peewee.DateTimeField(null=True)
+    # unread notifications of type "mention" (a mention of the user, or a reply to them) in this chat
+    mention_count = peewee.IntegerField(default=0)
 
     class Meta:
         indexes = ((("chat", "user"), True), (("user", "chat"), False))
@@ -55,9 +57,30 @@ class Message(BaseModel):
     message_type = peewee.CharField(max_length=32, default="text_message")
     client_id = peewee.CharField(max_length=64, null=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    edited_at = peewee.DateTimeField(null=True)   # last edit by the sender (issue 25)
+    deleted_at = peewee.DateTimeField(null=True)  # deleted for everyone: content erased, a tombstone
+    reply_to_id = peewee.BigIntegerField(null=True)  # the message of the same chat this one answers
+    mentions = peewee.TextField(null=True)  # JSON list of the user ids mentioned with @username
+    # Not NULL: this row is not a message but a change of one (edit, delete, reaction) stored so
+    # that it takes the next id of the chat stream and is replayed in order on resume. Its JSON is
+    # ``{"type", "chat_id", "message_id", ...}`` without any content. Such rows are skipped by
+    # history, unread counts and quotas (docs/architecture.md, "Message changes are events").
+    event = peewee.TextField(null=True)
 
     class Meta:
         indexes = (
             (("chat", "id"), False),             # history of a chat by id
             (("sender", "client_id"), True),     # idempotent sends (NULLs never collide)
         )
+
+
+class Reaction(BaseModel):
+    """One emoji of one user on one message (at most one of each)."""
+
+    message = peewee.ForeignKeyField(Message, on_delete="CASCADE")
+    user = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    emoji = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("message", "emoji", "user"), True),)

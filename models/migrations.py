@@ -27,6 +27,10 @@ Versions:
        filename, image width/height, thumbnail key, created_at; message and chat once a send
        lists it), indexed for quota sums, history pages and the orphan sweep.
     9  webhooks (issue 23): tables webhook_event (the outbox) and webhook_presence.
+    10 message changes (issue 25): message.edited_at, message.deleted_at, message.event (rows
+       that are changes of a message, stored in the message table so that they share its ids),
+       message.reply_to_id, message.mentions, chat_member.mention_count (0 for everyone), table
+       reaction (message, user, emoji; unique).
 """
 from __future__ import annotations
 
@@ -325,6 +329,44 @@ def to_v9(db: peewee.Database) -> None:
     db.create_tables([WebhookEventV9, WebhookPresenceV9], safe=True)
 
 
+def to_v10(db: peewee.Database) -> None:
+    """Version 9 → 10: edits, deletes and reactions (frozen here)."""
+    migrator = migrator_for(db)
+    columns = {c.name for c in db.get_columns("message")}
+    operations = [migrator.add_column("message", name, field) for name, field in (
+        ("edited_at", peewee.DateTimeField(null=True)), ("deleted_at", peewee.DateTimeField(null=True)),
+        ("event", peewee.TextField(null=True)), ("reply_to_id", peewee.BigIntegerField(null=True)),
+        ("mentions", peewee.TextField(null=True))) if name not in columns]
+    if "mention_count" not in {c.name for c in db.get_columns("chat_member")}:
+        operations.append(migrator.add_column("chat_member", "mention_count", peewee.IntegerField(default=0)))
+    migrate(*operations)
+
+    class UserV10(peewee.Model):
+        class Meta:
+            database = db
+            table_name = "user"
+
+    class MessageV10(peewee.Model):
+        id = peewee.BigAutoField()
+
+        class Meta:
+            database = db
+            table_name = "message"
+
+    class ReactionV10(peewee.Model):
+        message = peewee.ForeignKeyField(MessageV10, on_delete="CASCADE")
+        user = peewee.ForeignKeyField(UserV10, on_delete="CASCADE")
+        emoji = peewee.CharField(max_length=64)
+        created_at = peewee.DateTimeField()
+
+        class Meta:
+            database = db
+            table_name = "reaction"
+            indexes = ((("message", "emoji", "user"), True),)
+
+    db.create_tables([ReactionV10], safe=True)
+
+
 # Objects the models cannot declare (virtual tables, triggers, generated columns), created
 # with a new database's tables; each is the frozen function of the version that added it.
 CREATE_EXTRAS = (search_objects_v7,)
@@ -339,4 +381,5 @@ MIGRATIONS = {
     7: to_v7,
     8: to_v8,
     9: to_v9,
+    10: to_v10,
 }

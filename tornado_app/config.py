@@ -41,6 +41,7 @@ class Config:
     processes: int = 1
     # Limits
     max_message_length: int = 4000  # characters of message content
+    edit_window: int = 48 * 3600  # seconds after sending during which the sender may edit (0: never)
     max_frame_bytes: int = 64 * 1024  # WebSocket frames above this close with 1009
     max_body_bytes: int = 64 * 1024  # JSON request bodies above this get 413
     max_pending_bytes: int = 1024 * 1024  # per connection, before a slow consumer is closed
@@ -205,6 +206,7 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
     ("log_level", "LOG_LEVEL", str, "debug, info, warning or error"),
     ("processes", "PROCESSES", int, "worker processes sharing the port (needs a shared broker)"),
     ("max_message_length", "MAX_MESSAGE_LENGTH", int, "longest message content, in characters"),
+    ("edit_window", "EDIT_WINDOW", int, "seconds after sending during which a message may be edited (0: never)"),
     ("max_frame_bytes", "MAX_FRAME_BYTES", int, "largest WebSocket frame accepted"),
     ("max_pending_bytes", "MAX_PENDING_BYTES", int, "unsent bytes per connection before it is closed"),
     ("rate_limit_per_second", "RATE_LIMIT_PER_SECOND", float, "message sends per user per second"),

@@ -190,9 +190,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database, "--upload-dir", str(tmp_path / "uploads"))
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 9
+    assert SCHEMA_VERSION == 10
     version, columns, indexes = read_back(old_database)
-    assert version == 9 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 10 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -209,6 +209,10 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         # version 9: the webhook outbox and presence tables, empty
         assert {"webhook_event", "webhook_presence"} <= set(db.get_tables())
         assert db.execute_sql('SELECT COUNT(*) FROM "webhook_event"').fetchone()[0] == 0
+        # version 10: no message edited, deleted or reacted to; no change rows
+        assert db.execute_sql('SELECT COUNT(*) FROM "message" WHERE edited_at IS NOT NULL'
+                              ' OR deleted_at IS NOT NULL OR event IS NOT NULL').fetchone()[0] == 0
+        assert db.execute_sql('SELECT COUNT(*) FROM "reaction"').fetchone()[0] == 0
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})

@@ -222,7 +222,8 @@ def build_services(config: Config) -> Services:
                        ChatLimits(config.max_group_members, config.groups_per_hour, config.typing_interval,
                                   config.mark_read_interval),
                        outbox=webhooks.message_rows if webhooks.enabled else None,
-                       on_read_stored=webhooks.read_row if webhooks.enabled else None)
+                       on_read_stored=webhooks.read_row if webhooks.enabled else None,
+                       edit_window=config.edit_window)
     # Every control message between processes, to the one service that applies it (Hub.start)
     control = ControlDispatch(ControlHandlers(
         sessions_revoked=sessions.on_sessions_revoked,

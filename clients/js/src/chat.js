@@ -9,6 +9,9 @@ import { ChatCursor } from "./resume.js";
 import { Reconnector } from "./stream.js";
 import { SquallError } from "./http.js";
 
+// Events that change a stored message (edits, deletes, reactions), each with an ``event_id``.
+const CHANGE_EVENTS = new Set(["message_edited", "message_deleted", "reaction"]);
+
 export class ChatConnection {
   constructor(squall, { chatId = null, lastMessageId = null, ackTimeoutMs = 10_000 } = {}) {
     this.squall = squall;
@@ -107,6 +110,10 @@ export class ChatConnection {
     if (!data || typeof data !== "object") return;
     if ((data.type === "message" || data.type === "message_ack") && data.message) {
       this.cursor.acceptMessage(data.message.id);
+    } else if (CHANGE_EVENTS.has(data.type) && data.event_id != null) {
+      // A change of a message has an id of its own in the messages' sequence (docs/protocol.md,
+      // "Changing a message"): resume after it, or it comes again.
+      this.cursor.acceptMessage(data.event_id);
     }
     if (this.pending.match(data, this.selfId)) {
       if (data.type === "message_ack" || data.type === "error") return;
@@ -114,7 +121,7 @@ export class ChatConnection {
     if (data.type === "unread" && (this.transport === "sse" || this.transport === "poll")) this.setJoined(this.chatId);
     else if (data.type === "joined" && data.chat_id === this.chatId) this.setJoined(data.chat_id);
     this.emit("frame", data);
-    if (["message", "typing", "read", "left", "error"].includes(data.type)) this.emit(data.type, data);  // "joined": presence, see setJoined
+    if (["message", "typing", "read", "left", "error", ...CHANGE_EVENTS].includes(data.type)) this.emit(data.type, data);  // "joined": presence, see setJoined
   }
 
   /** A page of history, oldest to newest (``beforeId``: page back). */
@@ -130,10 +137,11 @@ export class ChatConnection {
    * (a ``message_ack`` over the WebSocket, the 201 over HTTP). Retried with the same
    * ``client_id`` across reconnects and after ``ackTimeoutMs``.
    */
-  send(chatId, content, { clientId = newClientId(), messageType, attachments } = {}) {
+  send(chatId, content, { clientId = newClientId(), messageType, attachments, replyTo } = {}) {
     const request = { chat_id: chatId, content, client_id: clientId };
     if (messageType) request.message_type = messageType;
     if (attachments && attachments.length) request.attachments = [...attachments];
+    if (replyTo != null) request.reply_to = replyTo;
     const promise = this.pending.add(request);
     this.dispatch(request);
     return promise;

@@ -102,6 +102,20 @@ export interface Message {
   created_at: string;
   /** Present only on messages with files. */
   attachments?: Attachment[];
+  /** When the content was last edited. */
+  edited_at?: string;
+  /** A message deleted for everyone: no content, attachments, reactions or reply. */
+  deleted?: boolean;
+  reactions?: Reaction[];
+  /** The message this one answers: a preview, or ``{id, deleted: true}``. */
+  reply_to?: ReplyPreview;
+  /** Ids of the members ``@``-mentioned. */
+  mentions?: number[];
+}
+
+export interface Reaction { emoji: string; count: number; user_ids: number[] }
+export interface ReplyPreview {
+  id: number; sender_id?: number; sender_name?: string; content_preview?: string; deleted?: boolean;
 }
 
 export interface MessageFrame { type: "message"; message: Message }
@@ -128,9 +142,22 @@ export interface ErrorFrame {
   retry_after?: number;
 }
 
+/** A message's content changed (section 2, "Changing a message"); ``deleted`` on a replay of one deleted since. */
+export interface MessageEditedFrame {
+  type: "message_edited"; chat_id: number; message_id: number; event_id?: number;
+  content?: string; edited_at?: string; deleted?: boolean;
+}
+/** A message deleted for everyone (its content erased); no ``event_id`` when it already was. */
+export interface MessageDeletedFrame { type: "message_deleted"; chat_id: number; message_id: number; event_id?: number }
+/** A reaction added (``added``) or removed; ``count`` is the emoji's count on the message after it. */
+export interface ReactionFrame {
+  type: "reaction"; chat_id: number; message_id: number; user_id: number; emoji: string; added: boolean;
+  count: number; changed?: boolean; event_id?: number;
+}
+
 export type ChatFrame =
   | MessageFrame | MessageAckFrame | TypingFrame | ReadFrame | JoinedFrame | LeftFrame | ErrorFrame
-  | PongFrame | NotificationStreamFrame;
+  | MessageEditedFrame | MessageDeletedFrame | ReactionFrame | PongFrame | NotificationStreamFrame;
 
 /** A long-poll answer (section 7). */
 export interface PollAnswer<F = NotificationStreamFrame> { events: F[]; last_event_id: string; unread_tag?: string }
@@ -280,6 +307,9 @@ export interface ChatEvents {
   message: MessageFrame;
   typing: TypingFrame;
   read: ReadFrame;
+  message_edited: MessageEditedFrame;
+  message_deleted: MessageDeletedFrame;
+  reaction: ReactionFrame;
   joined: number | null;
   left: LeftFrame;
   error: ErrorFrame;
@@ -291,6 +321,8 @@ export interface SendOptions {
   messageType?: string;
   /** Ids of the sender's own uploads (``Squall.upload``), at most 10; the content may then be empty. */
   attachments?: string[];
+  /** The id of a message of the same chat this one answers (quoted in history and events). */
+  replyTo?: number | null;
 }
 
 export declare class ChatConnection {

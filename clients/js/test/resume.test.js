@@ -54,3 +54,21 @@ test("the client drops frames it already handled (leader's frame forwarded, repl
   assert.deepEqual(squall.getState().notifications.map((n) => n.id), [3, 2, 1]);
   assert.equal(squall.hasUnreadMessages(), true);
 });
+
+test("a change of a message (edit, delete, reaction) moves the chat cursor by its event_id", () => {
+  const squall = createSquall({ url: "http://127.0.0.1:9", getToken: () => "t", WebSocket: null });
+  const chat = squall.chat();
+  const seen = [];
+  chat.on("message_edited", (f) => seen.push(f.type));
+  chat.on("reaction", (f) => seen.push(f.type));
+  chat.handleFrame({ type: "message", message: { id: 5, chat_id: 1 } });
+  assert.equal(chat.cursor.wsLastEventId(), 5);
+  chat.handleFrame({ type: "message_edited", chat_id: 1, message_id: 5, event_id: 6, content: "x" });
+  assert.equal(chat.cursor.wsLastEventId(), 6);
+  chat.handleFrame({ type: "reaction", chat_id: 1, message_id: 5, event_id: 8, emoji: "👍", added: true, count: 1 });
+  chat.handleFrame({ type: "message_deleted", chat_id: 1, message_id: 5 });  // already deleted: no event_id
+  assert.equal(chat.cursor.wsLastEventId(), 8);
+  chat.handleFrame({ type: "message_edited", chat_id: 1, message_id: 5, event_id: 7 });  // older: no step back
+  assert.equal(chat.cursor.wsLastEventId(), 8);
+  assert.deepEqual(seen, ["message_edited", "reaction", "message_edited"]);
+});

@@ -30,11 +30,13 @@ from ..storage.ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_I
 from ..operations.metrics import Metrics
 from ..delivery.control import MembersChanged
 from ..delivery.notifications import (NotificationService, Notified, content_preview, insert_notifications,
-                                      new_message_payload, silent, unread_states)
+                                      mention_payload, new_message_payload, silent, unread_states)
 from ..delivery.preferences import PreferenceService, mute_state_of
 from ..operations.usage import MessageQuota
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
+from .edits import MessageChanges, mentions_after, reactions_of
+from .replies import Replies, mentions_of, quote, targets_of
 from .uploads import AttachmentTaken, UploadService
 
 log = logging.getLogger("squall.chat")
@@ -46,13 +48,30 @@ MAX_BATCH = 512
 LEFT_MEMORY = 600.0
 
 
-def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]] = None) -> dict:
-    """The public shape of a message (``attachments`` only when it has any)."""
+def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]] = None,
+                 reactions: Optional[List[dict]] = None, reply: Optional[dict] = None) -> dict:
+    """The public shape of a message (``attachments``, ``reactions``, ``edited_at``, ``reply_to``,
+    ``mentions`` only when set; ``reply`` is the quoted preview of ``m.reply_to_id``).
+
+    A deleted message is a tombstone: ``deleted: true`` and no ``content``.
+    """
     out = {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
            "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
            "created_at": iso(m.created_at)}
+    if m.deleted_at is not None:
+        del out["content"]
+        out["deleted"] = True
+        return out
+    if m.edited_at is not None:
+        out["edited_at"] = iso(m.edited_at)
+    if m.reply_to_id is not None:
+        out["reply_to"] = reply or {"id": m.reply_to_id, "deleted": True}
+    if m.mentions:
+        out["mentions"] = mentions_of(m)
     if attachments:
         out["attachments"] = attachments
+    if reactions:
+        out["reactions"] = reactions
     return out
 
 
@@ -95,6 +114,47 @@ class SendRequest:
     # Upload ids attached in the message's transaction, and their public shape (checked before queueing)
     attachments: Tuple[str, ...] = ()
     attachment_info: Tuple[dict, ...] = ()
+    # Replies and mentions (issue 25; checked before queueing). ``called``: of notify_ids, those
+    # mentioned or replied to, whose notification has type "mention" (sent even in a muted chat).
+    reply_to: Optional[dict] = None  # the quoted preview of the message replied to
+    mentions: Tuple[int, ...] = ()
+    called: frozenset = frozenset()
+
+
+def _store_extras(req: SendRequest, mid: int, message: dict) -> None:
+    """Reply and mentions of a send that has them (writer thread; one UPDATE, never for a plain send)."""
+    Message.update(reply_to_id=req.reply_to["id"] if req.reply_to else None,
+                   mentions=json.dumps(list(req.mentions)) if req.mentions else None).where(
+        Message.id == mid).execute()
+    if req.reply_to:
+        message["reply_to"] = req.reply_to
+    if req.mentions:
+        message["mentions"] = list(req.mentions)
+
+
+def _notification_rows(req: SendRequest, mid: int, message: dict, now) -> List[dict]:
+    """The notification rows of a stored send: ``new_message``, or ``mention`` for the called members."""
+    payload = new_message_payload(message)
+    called = req.called
+    mention = mention_payload(message) if called else payload
+    rows = []
+    for uid in req.notify_ids:
+        ntype, p = ("mention", mention) if uid in called else ("new_message", payload)
+        rows.append({"recipient": uid, "type": ntype, "payload": silent(p) if uid in req.silent_ids else p,
+                     "chat_id": req.chat_id, "message_id": mid, "created_at": now})
+    return rows
+
+
+def _count_mentions(rows: List[dict]) -> None:
+    """One more unread mention in the chat for each ``mention`` row (writer thread; rare)."""
+    per_member: Dict[Tuple[int, int], int] = {}
+    for row in rows:
+        if row["type"] == "mention":
+            key = (row["chat_id"], row["recipient"])
+            per_member[key] = per_member.get(key, 0) + 1
+    _update_from_values(ChatMember, {"mention_count": "t.{mention_count} + v.n"}, ("n", "c", "u"),
+                        "t.{chat} = v.c AND t.{user} = v.u",
+                        [(n, chat, uid) for (chat, uid), n in per_member.items()])
 
 
 @dataclass
@@ -319,6 +379,7 @@ class MessageWriter:
             last_in_chat: Dict[int, int] = {}           # chat -> newest message id
             notify_rows: List[dict] = []
             notify_of: List[Tuple[SendResult, int, str]] = []  # (result, recipient, payload) of each row
+            any_mention = False  # some notification of the batch has type "mention"
             for i, mid in zip(new, ids):
                 req = batch[i]
                 pair = (req.chat_id, req.sender_id)
@@ -332,14 +393,22 @@ class MessageWriter:
                 if req.attachments:  # rare: the fast path costs one truth test
                     UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
                     message["attachments"] = list(req.attachment_info)
+                if req.reply_to is not None or req.mentions:  # rare too
+                    _store_extras(req, mid, message)
                 result = made[i] = SendResult(message, True, [])
                 if req.notify_ids:
-                    payload = new_message_payload(message)
-                    for uid in req.notify_ids:
-                        p = silent(payload) if uid in req.silent_ids else payload
-                        notify_rows.append({"recipient": uid, "type": "new_message", "payload": p,
-                                            "chat_id": req.chat_id, "message_id": mid, "created_at": now})
-                        notify_of.append((result, uid, p))
+                    if req.called:
+                        called_rows = _notification_rows(req, mid, message, now)
+                        notify_rows.extend(called_rows)
+                        notify_of.extend((result, row["recipient"], row["payload"]) for row in called_rows)
+                        any_mention = True
+                    else:
+                        payload = new_message_payload(message)
+                        for uid in req.notify_ids:
+                            p = silent(payload) if uid in req.silent_ids else payload
+                            notify_rows.append({"recipient": uid, "type": "new_message", "payload": p,
+                                                "chat_id": req.chat_id, "message_id": mid, "created_at": now})
+                            notify_of.append((result, uid, p))
                 touched_users.update(req.others)
                 touched_users.add(req.sender_id)
             # A sender has read their chat up to their own newest message: what stays unread
@@ -358,13 +427,16 @@ class MessageWriter:
             _update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
                                 "t.{chat} = v.c AND t.{user} = v.u",
                                 [(n, chat, uid) for (chat, uid), n in per_member.items()])
-            _update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n"},
+            # (a sender has read the mentions of them too; those of this batch are counted after this)
+            _update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n", "mention_count": "0"},
                                 ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
             _update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
                                 ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
             if notify_rows:
                 for nid, (result, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
                     result.notifications.append((nid, uid, payload))
+                if any_mention:
+                    _count_mentions(notify_rows)
             if outbox is not None:
                 outbox([(batch[i].chat_id, batch[i].sender_id, made[i].message) for i in new])
         for i, j in repeats:
@@ -398,7 +470,7 @@ class MessageWriter:
                                          created_at=now).execute()
                     ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
                         (ChatMember.chat == req.chat_id) & (ChatMember.user != req.sender_id)).execute()
-                    ChatMember.update(last_read_message_id=mid, unread_count=0).where(
+                    ChatMember.update(last_read_message_id=mid, unread_count=0, mention_count=0).where(
                         (ChatMember.chat == req.chat_id) & (ChatMember.user == req.sender_id)).execute()
                     Chat.update(last_message_id=mid, last_activity_at=now).where(
                         Chat.id == req.chat_id).execute()
@@ -409,15 +481,15 @@ class MessageWriter:
                     if req.attachments:
                         UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
                         message["attachments"] = list(req.attachment_info)
+                    if req.reply_to is not None or req.mentions:
+                        _store_extras(req, mid, message)
                     stored: List[Tuple[int, int, str]] = []
                     if req.notify_ids:
-                        payload = new_message_payload(message)
-                        rows = [{"recipient": uid, "type": "new_message", "chat_id": req.chat_id, "message_id": mid,
-                                 "payload": silent(payload) if uid in req.silent_ids else payload,
-                                 "created_at": now}
-                                for uid in req.notify_ids]
+                        rows = _notification_rows(req, mid, message, now)
                         ids = insert_notifications(rows)
                         stored = [(nid, row["recipient"], row["payload"]) for nid, row in zip(ids, rows)]
+                        if req.called:
+                            _count_mentions(rows)
                     if outbox is not None:
                         outbox([(req.chat_id, req.sender_id, message)])
                 result = SendResult(message, True, stored)
@@ -460,7 +532,7 @@ class ChatService:
                  preferences: PreferenceService, quota: MessageQuota, uploads: UploadService,
                  on_notified: Notified, max_message_length: int = 4000, rate_limit: float = 30.0,
                  rate_burst: int = 60, limits: ChatLimits = ChatLimits(), *, outbox: Optional[Outbox] = None,
-                 on_read_stored: Optional[Callable[[int, int, int], None]] = None):
+                 on_read_stored: Optional[Callable[[int, int, int], None]] = None, edit_window: int = 48 * 3600):
         self.dbx = dbx
         self.limits = limits
         self._group_limiter = RateLimiter(limits.groups_per_hour / 3600.0, limits.groups_per_hour)
@@ -483,6 +555,10 @@ class ChatService:
         self.quota = quota  # messages per user and UTC day (issue 20)
         self.on_notified = on_notified  # the push offer of each new_message notification
         self.uploads = uploads  # attachments (issue 25)
+        # Edits, deletes and reactions (issue 25): events of the chat stream, in their own module.
+        self.replies = Replies(dbx, users)
+        self.changes = MessageChanges(dbx, hub, notifications, self.require_member, self.validate_message,
+                                      edit_window, self._offer_push)
         # ``(user_id, chat_id, position)`` on the writer thread, inside the transaction that moved a
         # read position forward: the webhook outbox's chat.read (issue 23). None: webhooks off.
         self.on_read_stored = on_read_stored
@@ -708,7 +784,7 @@ class ChatService:
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
                          before: Optional[int] = None) -> List[dict]:
-        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[int, Message], Dict[int, List[dict]]]:
+        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[int, Message], Dict[int, List[dict]], Dict[int, Message]]:
             q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
@@ -733,10 +809,11 @@ class ChatService:
                     members[cid].append(uid)
             last_ids = [c.last_message_id for c in chats if c.last_message_id]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            return chats, members, last, UploadService.attachments_of(last)
+            return chats, members, last, UploadService.attachments_of(last), targets_of(last.values())
 
         epoch = self._members_epoch
-        chats, members, last, files = await self.dbx.read(load)
+        chats, members, last, files, targets = await self.dbx.read(load)
+        rendered = {m["id"]: m for m in await self._render(list(last.values()), files, {}, targets)}
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
@@ -753,8 +830,7 @@ class ChatService:
             lm = last.get(c.last_message_id)
             out.append({
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
-                "last_message": message_dict(lm, people.get(lm.sender_id, {}).get("display_name", ""),
-                                             files.get(lm.id)) if lm else None,
+                "last_message": rendered.get(lm.id) if lm else None,
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
                 **mute_state_of(c.muted_until),
             })
@@ -771,15 +847,33 @@ class ChatService:
             raise ValidationError("'limit' must be between 1 and 200")
 
         def load():
-            q = Message.select().where(Message.chat == chat_id).order_by(Message.id.desc()).limit(limit)
+            q = (Message.select().where((Message.chat == chat_id) & Message.event.is_null())
+                 .order_by(Message.id.desc()).limit(limit))
             if before_id is not None:
                 q = q.where(Message.id < before_id)
             rows = list(q)[::-1]
-            return rows, UploadService.attachments_of(m.id for m in rows)
+            return (rows, UploadService.attachments_of(m.id for m in rows), reactions_of(m.id for m in rows),
+                    targets_of(rows))
 
-        rows, files = await self.dbx.read(load)
-        people = await self.users.get_many({m.sender_id for m in rows})
-        return [message_dict(m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id)) for m in rows]
+        rows, files, reactions, targets = await self.dbx.read(load)
+        return await self._render(rows, files, reactions, targets)
+
+    async def _render(self, rows: List[Message], files: Dict[int, List[dict]], reactions: Dict[int, List[dict]],
+                      targets: Dict[int, Message]) -> List[dict]:
+        """``message_dict`` of each of ``rows`` (messages, not change rows) with the names of their senders."""
+        people = await self.users.get_many({m.sender_id for m in rows} | {t.sender_id for t in targets.values()})
+
+        def name(uid: int) -> str:
+            return people.get(uid, {}).get("display_name", "")
+
+        out = []
+        for m in rows:
+            reply = None
+            if m.reply_to_id is not None:
+                target = targets.get(m.reply_to_id)
+                reply = quote(target, m.reply_to_id, name(target.sender_id) if target is not None else "")
+            out.append(message_dict(m, name(m.sender_id), files.get(m.id), reactions.get(m.id), reply))
+        return out
 
     def validate_message(self, body: dict, attached: bool = False) -> Tuple[str, str, Optional[str]]:
         """``(content, message_type, client_id)`` from a send request. Raises ValidationError.
@@ -830,12 +924,13 @@ class ChatService:
         info: Tuple[dict, ...] = ()
         if attachments:
             info = tuple(await self.uploads.check_attachable(user_id, attachments, client_id))
+        reply_to = body.get("reply_to")
         quota = self.quota
         await quota.reserve(user_id)  # O(1) but for a user's first send of the day
         created = False
         try:
             result = await self._send(user_id, chat_id, recipient_id, content, message_type, client_id,
-                                      exclude_conn, attachments, info)
+                                      exclude_conn, attachments, info, reply_to)
             created = result.created
         finally:
             if not created:
@@ -844,13 +939,13 @@ class ChatService:
 
     async def _send(self, user_id: int, chat_id, recipient_id, content: str, message_type: str,
                     client_id: Optional[str], exclude_conn: Optional[str], attachments: Tuple[str, ...] = (),
-                    info: Tuple[dict, ...] = ()) -> SendResult:
+                    info: Tuple[dict, ...] = (), reply_to: object = None) -> SendResult:
         """The validated part of ``send_message``: chat, audience, group commit."""
         if recipient_id is not None:
             chat_id = (await self.open_private_chat(user_id, recipient_id))["id"]
         members = await self.require_member(user_id, chat_id)
         return await self._submit(user_id, chat_id, members, content, message_type, client_id, exclude_conn,
-                                  attachments, info)
+                                  attachments, info, reply_to)
 
     async def post(self, sender_id: int, chat_id: int, body: dict, member_only: bool = True) -> SendResult:
         """Store and deliver a message of the service API (issue 22): as a member, or as the system.
@@ -869,30 +964,50 @@ class ChatService:
 
     async def _submit(self, user_id: int, chat_id: int, members, content: str, message_type: str,
                       client_id: Optional[str], exclude_conn: Optional[str], attachments: Tuple[str, ...] = (),
-                      info: Tuple[dict, ...] = ()) -> SendResult:
-        """Audience (presence, mutes, DND) of a checked send, then the group commit."""
+                      info: Tuple[dict, ...] = (), reply_to: object = None) -> SendResult:
+        """Audience (presence, mutes, DND) of a checked send, then the group commit.
+
+        A reply (``reply_to``) is checked here (400 ``invalid_reply_to``), and the ``@username``
+        of members resolved: both only when present (replies.py), so a plain send costs nothing more.
+        """
+        reply: Optional[dict] = None
+        called: FrozenSet[int] = frozenset()
+        if reply_to is not None:
+            reply, replied = await self.replies.reply_target(chat_id, reply_to)
+            called = frozenset((replied,))
+        mentions: Tuple[int, ...] = ()
+        if "@" in content:
+            mentions = await self.replies.mentioned(members, content)
+        if mentions:
+            called = called | frozenset(mentions)
         sender = await self.users.get(user_id)
         others = [m for m in members if m != user_id]
         active = await self.hub.active_users(chat_id, others) if others else set()
         notify_ids = [m for m in others if m not in active]
         silent_ids: FrozenSet[int] = frozenset()
         if notify_ids:
-            notify_ids, silent_ids = await self._audience(chat_id, notify_ids)
+            notify_ids, silent_ids = await self._audience(chat_id, notify_ids, called)
         req = SendRequest(chat_id=chat_id, sender_id=user_id, sender_name=sender["display_name"],
                           content=content, message_type=message_type, client_id=client_id,
                           notify_ids=notify_ids, others=others, exclude=exclude_conn, silent_ids=silent_ids,
-                          attachments=attachments, attachment_info=info)
+                          attachments=attachments, attachment_info=info, reply_to=reply, mentions=mentions,
+                          called=frozenset(u for u in called if u in notify_ids))
         return await self.writer.submit(req)
 
-    async def _audience(self, chat_id: int, notify_ids: List[int]) -> Tuple[List[int], frozenset]:
-        """``(who gets a new_message notification, which of them silently)``: mutes and DND, from caches."""
+    async def _audience(self, chat_id: int, notify_ids: List[int],
+                        called: frozenset = frozenset()) -> Tuple[List[int], frozenset]:
+        """``(who gets a notification, which of them silently)``: mutes and DND, from caches.
+
+        A member ``called`` (mentioned or replied to) is notified even in a muted chat; Do Not
+        Disturb still makes their notification silent.
+        """
         prefs = self.preferences
         now = time.time()
         mutes = prefs.mutes_cached(chat_id)
         if mutes is None:
             mutes = await prefs.chat_mutes(chat_id)
         if mutes:
-            notify_ids = [m for m in notify_ids if not prefs.is_muted(mutes, m, now)]
+            notify_ids = [m for m in notify_ids if m in called or not prefs.is_muted(mutes, m, now)]
         silent_ids = []
         for uid, p in (await prefs.many(notify_ids)).items():
             if p.dnd(now):
@@ -914,29 +1029,47 @@ class ChatService:
                 self._offer_pushes(req, res)
         await self.notifications.deliver_unread(unread)
 
+    def _offer_push(self, user_id: int, frame: dict) -> None:
+        """Offer one frame to Web Push (a withdrawn notification); nothing when push is not wired."""
+        if self.on_notified is not None:
+            self.on_notified(user_id, frame, False)
+
     def _offer_pushes(self, req: SendRequest, res: SendResult) -> None:
         """Offer each new_message notification to Web Push (it decides, mostly from memory)."""
         message = res.message
         preview = content_preview(message["content"])
         for nid, uid, _ in res.notifications:
-            self.on_notified(uid, {"id": nid, "type": "new_message", "chat_id": req.chat_id,
+            self.on_notified(uid, {"id": nid, "type": "mention" if uid in req.called else "new_message",
+                                   "chat_id": req.chat_id,
                                    "sender_name": req.sender_name, "content_preview": preview},
                              uid in req.silent_ids)
 
     async def replay_messages(self, user_id: int, after_id: int, limit: int) -> Optional[List[Tuple[int, str]]]:
-        """``message`` frames of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``."""
+        """Chat stream events of every chat of ``user_id`` with id > ``after_id``; None if over ``limit``.
+
+        ``message`` frames (in their current state: edited, or a tombstone) and the change
+        events stored since (``message_edited``, ``message_deleted``, ``reaction``), in id order.
+        """
         def load():
             chat_ids = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
             rows = list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
                         .order_by(Message.id).limit(limit + 1))
-            return rows, (UploadService.attachments_of(m.id for m in rows) if len(rows) <= limit else {})
+            if len(rows) > limit:
+                return rows, {}, {}, {}, {}
+            plain = [m for m in rows if m.event is None]
+            changed = [m for m in rows if m.event is not None]
+            edited = {json.loads(m.event)["message_id"] for m in changed if m.message_type == "message_edited"}
+            current = {m.id: m for m in Message.select().where(Message.id.in_(list(edited)))} if edited else {}
+            ids = [m.id for m in plain]
+            return rows, UploadService.attachments_of(ids), reactions_of(ids), targets_of(plain), \
+                MessageChanges.replay_frames(changed, current)
 
-        rows, files = await self.dbx.read(load)
+        rows, files, reactions, targets, changes = await self.dbx.read(load)
         if len(rows) > limit:
             return None
-        people = await self.users.get_many({m.sender_id for m in rows})
-        return [(m.id, dumps({"type": "message", "message": message_dict(
-            m, people.get(m.sender_id, {}).get("display_name", ""), files.get(m.id))})) for m in rows]
+        plain = iter(await self._render([m for m in rows if m.event is None], files, reactions, targets))
+        return [(m.id, changes[m.id] if m.event is not None else dumps({"type": "message", "message": next(plain)}))
+                for m in rows]
 
     async def latest_message_id(self) -> int:
         """The highest message id stored (0 when none)."""
@@ -1008,12 +1141,16 @@ class ChatService:
             if on_read_stored is not None and position > member.last_read_message_id:
                 on_read_stored(user_id, chat_id, position)
             unread = (Message.select().where((Message.chat == chat_id) & (Message.id > position)
-                                             & (Message.sender != user_id)).count())
+                                             & (Message.sender != user_id) & Message.event.is_null()
+                                             & Message.deleted_at.is_null()).count())
             ChatMember.update(last_read_message_id=position, unread_count=unread).where(
                 ChatMember.id == member.id).execute()
             Notification.update(read_at=utcnow()).where(
                 (Notification.recipient == user_id) & (Notification.chat_id == chat_id)
                 & (Notification.message_id <= position) & Notification.read_at.is_null()).execute()
+            if member.mention_count:  # the mentions after the new position stay counted
+                ChatMember.update(mention_count=mentions_after(user_id, chat_id, position)).where(
+                    ChatMember.id == member.id).execute()
             return position, unread_states([user_id])
 
         position, unread = await self.dbx.write(apply)

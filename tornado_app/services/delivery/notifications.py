@@ -64,6 +64,23 @@ def new_message_payload(message: dict) -> str:
     })
 
 
+def mention_payload(message: dict) -> str:
+    """The payload of a ``mention`` notification: a message that mentions the recipient or replies to them.
+
+    The same fields as ``new_message`` (issue 25): clients that know only ``new_message`` show it alike.
+    """
+    return dumps({
+        "type": "mention",
+        "message": f"{message['sender_name']} mentioned you",
+        "chat_id": message["chat_id"],
+        "sender_id": message["sender_id"],
+        "sender_name": message["sender_name"],
+        "content_preview": content_preview(message["content"]),
+        "message_type": message["message_type"],
+        "timestamp": message["created_at"],
+    })
+
+
 def silent(payload: str) -> str:
     """A stored payload marked ``"silent": true`` (Do Not Disturb: no toast, sound or push)."""
     return payload[:-1] + ',"silent":true}'
@@ -80,14 +97,17 @@ def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
     """The ``unread`` frame of each user (one query for all). Call on a database thread.
 
     Counts of muted chats are left out of ``total`` (the red dot) and listed in ``muted``.
+    ``mentions`` (only when some chat has any): unread mentions and replies to the user per chat.
     """
     user_ids = list(set(user_ids))
     counts: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
     muted: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    mentions: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
     now = utcnow()
     now_text = str(now)
     if user_ids:
-        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count, ChatMember.muted_until)
+        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count, ChatMember.muted_until,
+                                   ChatMember.mention_count)
                  .where(ChatMember.user.in_(user_ids[:1]) & (ChatMember.unread_count > 0)))
         # Peewee builds one parameter at a time (milliseconds for a group commit's hundreds
         # of users): build the statement for one user and widen its IN list instead.
@@ -100,15 +120,18 @@ def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
                 break
         else:
             rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count,
-                                      ChatMember.muted_until)
+                                      ChatMember.muted_until, ChatMember.mention_count)
                     .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0)).tuples())
-        for uid, chat_id, n, muted_until in rows:
+        for uid, chat_id, n, muted_until, mentioned in rows:
             counts[uid][str(chat_id)] = n
+            if mentioned:
+                mentions[uid][str(chat_id)] = mentioned
             if _muted_now(muted_until, now, now_text):
                 muted[uid][str(chat_id)] = n
     # "muted" only when some muted chat has unread messages (most frames stay as they were)
     return {uid: dumps({"type": "unread", "total": sum(c.values()) - sum(muted[uid].values()), "chats": c,
-                        **({"muted": muted[uid]} if muted[uid] else {})})
+                        **({"muted": muted[uid]} if muted[uid] else {}),
+                        **({"mentions": mentions[uid]} if mentions[uid] else {})})
             for uid, c in counts.items()}
 
 

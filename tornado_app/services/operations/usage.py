@@ -53,7 +53,8 @@ def messages_since(user_id: int, since: datetime.datetime) -> int:
 
     Uses the index on the sender; runs once per user and day in each process.
     """
-    return Message.select().where((Message.sender == user_id) & (Message.created_at >= since)).count()
+    return Message.select().where((Message.sender == user_id) & (Message.created_at >= since)
+                                  & Message.event.is_null()).count()
 
 
 class MessageQuota:

@@ -121,11 +121,17 @@ def public_key_of(vapid: Vapid02) -> str:
 
 def push_payload(frame: dict) -> dict:
     """What a push carries for a notification frame (documented in docs/protocol.md)."""
-    if frame.get("type") == "new_message":
+    if frame.get("type") in ("new_message", "mention"):
         chat_id = frame.get("chat_id")
-        return {"type": "new_message", "id": frame.get("id"), "title": frame.get("sender_name", "Squall"),
+        return {"type": frame["type"], "id": frame.get("id"), "title": frame.get("sender_name", "Squall"),
                 "body": frame.get("content_preview", "")[:BODY_CHARS], "chat_id": chat_id,
                 "url": f"/chat/{chat_id}", "tag": f"chat-{chat_id}"}
+    if frame.get("type") == "notification_withdrawn":
+        # Same tag (and so Topic) as the notification it withdraws: the push service replaces a push
+        # not yet delivered, and the service worker closes a shown notification whose id is ``id``.
+        chat_id = frame.get("chat_id")
+        return {"type": "notification_withdrawn", "id": frame.get("id"), "title": "", "body": "",
+                "chat_id": chat_id, "url": f"/chat/{chat_id}", "tag": f"chat-{chat_id}"}
     return {"type": frame.get("type"), "id": frame.get("id"), "title": "Squall",
             "body": str(frame.get("message", ""))[:BODY_CHARS], "chat_id": None, "url": "/",
             "tag": f"type-{frame.get('type')}"[:32]}
@@ -297,7 +303,7 @@ class PushService:
             return
         data = _shrink(push_payload(frame))
         topic = push_payload(frame)["tag"].replace("_", "-")[:32]
-        urgency = "high" if frame.get("type") == "new_message" else "normal"
+        urgency = "high" if frame.get("type") in ("new_message", "mention", "notification_withdrawn") else "normal"
         for sub in subs:
             if (self._queued >= self.config.push_queue
                     or self._per_user.get(user_id, 0) >= self.config.push_queue_per_user):

@@ -256,7 +256,9 @@ def message_rows(created: List[Tuple[int, int, dict]]) -> int:
         data = {
             "chat": chats.get(chat_id, {"id": chat_id, "key": None, "kind": None}),
             "message": {"id": message["id"], "client_id": message.get("client_id"), "content": message["content"],
-                        "message_type": message.get("message_type"), "created_at": message["created_at"]},
+                        "message_type": message.get("message_type"), "created_at": message["created_at"],
+                        # a reply (issue 25): the id of the message it answers
+                        **({"reply_to": message["reply_to"]["id"]} if message.get("reply_to") else {})},
             "sender": people.get(sender_id) or {"id": sender_id, "username": None, "external_id": None},
             "members": [{"id": uid, "external_id": people[uid]["external_id"] if uid in people else None}
                         for uid in members.get(chat_id, [])],
@@ -321,7 +323,8 @@ def unseen_candidates(now: float, delay: float, limit: int, after_user: int = 0)
     oldest = peewee.fn.MIN(Message.created_at)
     query = (ChatMember.select(ChatMember.user)
              .join(Message, on=((Message.chat == ChatMember.chat) & (Message.id > ChatMember.last_read_message_id)
-                                & (Message.sender != ChatMember.user)))
+                                & (Message.sender != ChatMember.user) & Message.event.is_null()
+                                & Message.deleted_at.is_null()))
              .where((ChatMember.unread_count > 0) & _not_muted(now_dt) & ChatMember.user.not_in(excluded)
                     & (ChatMember.user > after_user))
              .group_by(ChatMember.user)
@@ -350,7 +353,8 @@ def unseen_row(user_id: int, now: float, delay: float) -> bool:
     previews = _all(Message.select(Message.id, Message.chat, Message.sender, Message.content, Message.created_at)
                     .join(ChatMember, on=((ChatMember.chat == Message.chat) & (ChatMember.user == user_id)))
                     .where((Message.id > ChatMember.last_read_message_id) & (Message.sender != user_id)
-                           & (ChatMember.unread_count > 0) & _not_muted(now_dt))
+                           & (ChatMember.unread_count > 0) & _not_muted(now_dt) & Message.event.is_null()
+                           & Message.deleted_at.is_null())
                     .order_by(Message.id.desc()).limit(PREVIEWS))
     people = _people([user_id, *(m.sender_id for m in previews)])
     data = {

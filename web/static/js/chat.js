@@ -15,6 +15,7 @@ const SEARCH_DELAY_MS = 250;  // after the last keystroke
 const SEARCH_MIN_CHARS = 2;
 const MAX_ATTACHMENTS = 10;  // the server's limit per message
 const LINK_MARGIN_MS = 30_000;  // ask for a new file link this long before the old one expires
+const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🎉"];
 
 const state = {
   me: null,
@@ -33,6 +34,8 @@ const state = {
   found: null,             // message id to show once its chat is open (a search result)
   pending: [],             // files of the composer: {key, name, sent, total, upload, error, abort}
   links: new Map(),        // upload id -> promise of {url, thumbnail_url, expires_at}
+  replyTo: null,           // the message the composer answers
+  editing: null,           // the message the composer edits
 };
 
 const ui = {};
@@ -214,12 +217,185 @@ function messageNode(m, prev) {
   const mine = m.sender_id === state.me.id;
   const chat = state.chats.get(state.current);
   const showSender = !mine && chat && chat.kind === "group" && (!prev || prev.sender_id !== m.sender_id);
-  const files = m.attachments || [];
-  return el("div", { class: `msg${mine ? " mine" : ""}`, dataset: { messageId: m.id } },
+  const files = m.deleted ? [] : m.attachments || [];
+  const reply = m.reply_to && !m.deleted ? el("div", { class: "msg-quote" },
+    m.reply_to.deleted ? el("em", { text: "Deleted message" })
+      : [el("strong", { text: m.reply_to.sender_name || "" }), " ", el("span", { text: m.reply_to.content_preview || "" })]) : null;
+  const body = m.deleted ? el("div", { class: "bubble deleted" }, el("em", { text: "This message was deleted" }))
+    : m.content ? el("div", { class: "bubble" }, linkify(m.content)) : null;
+  const reactions = !m.deleted && m.reactions && m.reactions.length ? el("div", { class: "msg-reactions" },
+    m.reactions.map((r) => {
+      const me = r.user_ids.includes(state.me.id);
+      return el("button", { class: `reaction${me ? " mine" : ""}`, type: "button", "aria-pressed": String(me),
+        "aria-label": `${r.emoji} ${r.count} ${r.count === 1 ? "reaction" : "reactions"}${me ? ", including yours" : ""}`,
+        onclick: () => react(m, r.emoji, !me) }, `${r.emoji} ${r.count}`);
+    })) : null;
+  const actions = m.deleted ? null : el("button", { class: "icon-btn msg-actions", type: "button", "aria-haspopup": "menu",
+    "aria-expanded": "false", "aria-label": `Actions for the message of ${mine ? "you" : m.sender_name}, ${shortTime(m.created_at)}`,
+    onclick: (e) => openMessageMenu(m, e.currentTarget) }, icon("more", 16));
+  return el("div", { class: `msg${mine ? " mine" : ""}${m.deleted ? " is-deleted" : ""}`, dataset: { messageId: m.id } },
     showSender ? el("span", { class: "msg-sender", text: m.sender_name }) : null,
+    reply,
     files.length ? el("div", { class: "msg-files" }, files.map(attachmentNode)) : null,
-    m.content ? el("div", { class: "bubble" }, linkify(m.content)) : null,
-    el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
+    el("div", { class: "msg-row" }, body, actions),
+    reactions,
+    el("span", { class: "msg-meta", text: shortTime(m.created_at) + (m.edited_at && !m.deleted ? " · edited" : "") }));
+}
+
+// Message actions: reply, react, edit, delete ------------------------------------------------
+
+function closeMessageMenu(focusButton) {
+  const menu = ui.msgMenu;
+  if (menu.hidden) return;
+  menu.hidden = true;
+  if (menu.owner) {
+    menu.owner.setAttribute("aria-expanded", "false");
+    if (focusButton && menu.owner.isConnected) menu.owner.focus();
+  }
+  menu.owner = null;
+}
+
+function openMessageMenu(m, button) {
+  const menu = ui.msgMenu;
+  if (!menu.hidden && menu.owner === button) { closeMessageMenu(true); return; }
+  closeMessageMenu(false);
+  const mine = m.sender_id === state.me.id;
+  const item = (label, fn, extra = {}) => el("button", { class: "menu-item", type: "button", role: "menuitem", tabindex: -1,
+    onclick: () => { closeMessageMenu(false); fn(); }, ...extra }, label);
+  const items = [item("Reply", () => startReply(m))];
+  for (const emoji of QUICK_REACTIONS) {
+    const had = (m.reactions || []).some((r) => r.emoji === emoji && r.user_ids.includes(state.me.id));
+    items.push(item(`${had ? "Remove" : "React"} ${emoji}`, () => react(m, emoji, !had), { dataset: { emoji } }));
+  }
+  if (mine) {
+    items.push(item("Edit", () => startEdit(m)));
+    items.push(item("Delete", () => deleteMessage(m), { class: "menu-item danger" }));
+  }
+  menu.replaceChildren(...items);
+  menu.owner = button;
+  button.setAttribute("aria-expanded", "true");
+  button.after(menu);
+  menu.hidden = false;
+  menu.querySelector("[role=menuitem]").focus();
+}
+
+function buildMessageMenu() {
+  const menu = el("div", { class: "menu msg-menu", id: "message-menu", role: "menu", "aria-label": "Message actions", hidden: true });
+  menu.owner = null;
+  menu.addEventListener("keydown", (e) => {
+    const items = [...menu.querySelectorAll("[role=menuitem]")];
+    const at = items.indexOf(document.activeElement);
+    if (e.key === "Escape") { e.preventDefault(); e.stopPropagation(); closeMessageMenu(true); }
+    else if (e.key === "ArrowDown") { e.preventDefault(); items[(at + 1) % items.length].focus(); }
+    else if (e.key === "ArrowUp") { e.preventDefault(); items[(at - 1 + items.length) % items.length].focus(); }
+    else if (e.key === "Tab") closeMessageMenu(false);
+  });
+  document.addEventListener("click", (e) => {
+    if (!menu.hidden && !menu.contains(e.target) && !(menu.owner && menu.owner.contains(e.target))) closeMessageMenu(false);
+  });
+  return menu;
+}
+
+function messagePath(m) { return `/api/chats/${m.chat_id}/messages/${m.id}`; }
+
+async function react(m, emoji, add) {
+  try {
+    const ev = await api(add ? "PUT" : "DELETE", `${messagePath(m)}/reactions/${encodeURIComponent(emoji)}`);
+    applyChange(ev);
+  } catch (err) {
+    ui.composerError.textContent = `Reaction not saved: ${err.message}`;
+  }
+}
+
+async function deleteMessage(m) {
+  if (!window.confirm("Delete this message for everyone?")) return;
+  try {
+    applyChange(await api("DELETE", messagePath(m)));
+  } catch (err) {
+    ui.composerError.textContent = `Not deleted: ${err.message}`;
+  }
+}
+
+function renderComposerMode() {
+  const target = state.editing || state.replyTo;
+  ui.mode.hidden = !target;
+  if (!target) { ui.mode.replaceChildren(); return; }
+  const what = state.editing ? "Editing your message"
+    : `Replying to ${target.sender_id === state.me.id ? "yourself" : target.sender_name}`;
+  ui.mode.replaceChildren(el("span", { class: "mode-text" }, el("strong", { text: what }), " ",
+    el("span", { class: "mode-preview", text: target.content || "" })),
+  el("button", { class: "icon-btn", type: "button", id: "cancel-mode", "aria-label": state.editing ? "Cancel editing" : "Cancel reply",
+    onclick: () => cancelMode() }, icon("close", 14)));
+}
+
+function startReply(m) {
+  state.editing = null;
+  state.replyTo = m;
+  renderComposerMode();
+  ui.input.focus();
+}
+
+function startEdit(m) {
+  state.replyTo = null;
+  state.editing = m;
+  ui.input.value = m.content;
+  renderComposerMode();
+  ui.input.focus();
+}
+
+function cancelMode() {
+  if (state.editing) ui.input.value = "";
+  state.editing = null;
+  state.replyTo = null;
+  renderComposerMode();
+  ui.input.focus();
+}
+
+async function saveEdit() {
+  const m = state.editing;
+  const content = ui.input.value;
+  if (!content.trim()) { ui.composerError.textContent = "A message cannot be empty: delete it instead."; return; }
+  try {
+    applyChange(await api("PATCH", messagePath(m), { content }));
+    state.editing = null;
+    ui.input.value = "";
+    renderComposerMode();
+  } catch (err) {
+    ui.composerError.textContent = `Not saved: ${err.message}`;
+  }
+}
+
+/** A message_edited, message_deleted or reaction event (live, or the answer to this page's own change). */
+function applyChange(ev) {
+  if (!ev || ev.chat_id !== state.current) return;
+  const m = state.messages.find((x) => x.id === ev.message_id);
+  if (!m) return;
+  if (ev.type === "message_edited" && !ev.deleted) {
+    m.content = ev.content;
+    m.edited_at = ev.edited_at;
+  } else if (ev.type === "message_deleted" || (ev.type === "message_edited" && ev.deleted)) {
+    Object.assign(m, { deleted: true, content: "", attachments: [], reactions: [], reply_to: null });
+    if (state.editing && state.editing.id === m.id) cancelMode();
+    if (state.replyTo && state.replyTo.id === m.id) cancelMode();
+  } else if (ev.type === "reaction" && ev.changed !== false) {
+    const list = m.reactions = m.reactions || [];
+    let r = list.find((x) => x.emoji === ev.emoji);
+    if (!r) { r = { emoji: ev.emoji, count: 0, user_ids: [] }; list.push(r); }
+    r.user_ids = r.user_ids.filter((u) => u !== ev.user_id);
+    if (ev.added) r.user_ids.push(ev.user_id);
+    r.count = ev.count;
+    m.reactions = list.filter((x) => x.count > 0);
+  } else {
+    return;
+  }
+  closeMessageMenu(false);  // the rebuild below replaces the node it belongs to
+  // Quotes of it in later messages follow the change.
+  for (const other of state.messages) {
+    if (other.reply_to && other.reply_to.id === m.id) {
+      other.reply_to = m.deleted ? { id: m.id, deleted: true } : { ...other.reply_to, content_preview: m.content };
+    }
+  }
+  renderMessages({ keepScroll: true });
 }
 
 // Attachments -------------------------------------------------------------------------------
@@ -397,6 +573,11 @@ async function openChat(chatId, push = true) {
   if (push && location.pathname !== `/chat/${chatId || ""}`.replace(/\/$/, "")) {
     history.pushState({}, "", chatId ? `/chat/${chatId}` : "/chat");
   }
+  if (chatId !== state.current && (state.replyTo || state.editing)) {
+    if (state.editing) ui.input.value = "";
+    state.replyTo = state.editing = null;
+    renderComposerMode();
+  }
   if (chatId !== state.current && state.pending.length) {  // files chosen for the chat being left
     for (const p of state.pending) if (!p.upload) p.abort.abort();
     state.pending = [];
@@ -463,6 +644,7 @@ async function loadEarlier() {
 }
 
 async function send() {
+  if (state.editing) { await saveEdit(); return; }
   const content = ui.input.value;
   const chatId = state.current;
   const files = state.pending;
@@ -479,13 +661,17 @@ async function send() {
   ui.composerError.textContent = "";
   state.pending = [];
   renderPending();
+  const replyTo = state.replyTo;
+  state.replyTo = null;
+  renderComposerMode();
   try {
-    const message = await state.conn.send(chatId, content, files.map((p) => p.upload.id));
+    const message = await state.conn.send(chatId, content, files.map((p) => p.upload.id), replyTo ? replyTo.id : null);
     noteMessage(message);
     if (state.current === chatId) addMessages([message]);
   } catch (err) {
     if (!ui.input.value) ui.input.value = content;
     if (!state.pending.length) { state.pending = files; renderPending(); }
+    if (replyTo && !state.replyTo) { state.replyTo = replyTo; renderComposerMode(); }
     ui.composerError.textContent = `Not sent: ${err.message}`;
   }
 }
@@ -510,6 +696,8 @@ function onChatFrame(data) {
     state.typing.set(data.user_id, { name: data.user_name, until: Date.now() + TYPING_SHOW_MS });
     renderTyping();
     setTimeout(renderTyping, TYPING_SHOW_MS + 50);
+  } else if (data.type === "message_edited" || data.type === "message_deleted" || data.type === "reaction") {
+    applyChange(data);
   } else if (data.type === "read" && data.chat_id === state.current) {
     state.readBy.set(data.user_id, Math.max(state.readBy.get(data.user_id) || 0, data.message_id));
     renderReceipt();
@@ -773,6 +961,11 @@ function build() {
   const attachBtn = el("button", { class: "icon-btn attach-btn", type: "button", id: "attach", "aria-label": "Attach files",
     onclick: () => ui.fileInput.click() }, icon("paperclip", 18));
   ui.pending = el("ul", { class: "pending-files", id: "pending-files", "aria-label": "Files to send", hidden: true });
+  ui.mode = el("div", { class: "composer-mode", id: "composer-mode", role: "status", hidden: true });
+  ui.msgMenu = buildMessageMenu();
+  ui.input.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && (state.editing || state.replyTo)) { e.preventDefault(); cancelMode(); }
+  });
   const composer = el("form", { class: "composer", id: "composer" }, attachBtn, ui.fileInput, ui.input, sendBtn);
   ui.input.addEventListener("paste", (e) => {
     const files = e.clipboardData ? [...e.clipboardData.files] : [];
@@ -791,7 +984,7 @@ function build() {
   const back = el("button", { class: "icon-btn back-btn", type: "button", "aria-label": "Back to chats", onclick: () => openChat(null) }, icon("back"));
   ui.active = el("div", { class: "conv-active", hidden: true },
     el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub), buildMuteMenu()),
-    ui.messages, ui.typing, ui.composerError, ui.pending, composer);
+    ui.messages, ui.typing, ui.composerError, ui.pending, ui.mode, composer);
   // Files dropped anywhere on the open conversation are attached.
   ui.active.addEventListener("dragover", (e) => {
     if (e.dataTransfer && [...e.dataTransfer.types].includes("Files")) { e.preventDefault(); ui.active.classList.add("dropping"); }

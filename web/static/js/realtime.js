@@ -168,7 +168,7 @@ export class ChatConnection {
   setChat(chatId) { if (this.conn) this.conn.setChat(chatId); }
 
   /** Send a message (with upload ids); resolves with the stored message (ack over WS, 201 over HTTP). */
-  send(chatId, content, attachments = []) { return this.conn.send(chatId, content, { attachments }); }
+  send(chatId, content, attachments = [], replyTo = null) { return this.conn.send(chatId, content, { attachments, replyTo }); }
 
   typing(chatId) { this.conn.typing(chatId).catch(() => {}); }
 

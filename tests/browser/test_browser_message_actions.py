@@ -1,0 +1,114 @@
+"""Changing messages from the chat page (issue 25, items 1-3 and 9): the keyboard alone opens a
+message's actions to edit, react, reply and delete; the other member sees each change live,
+quotes follow, axe finds nothing on the new states, at desktop and phone widths."""
+import pytest
+from playwright.sync_api import expect
+
+from tests.support.browser import (DESKTOP, PHONE, axe_violations, browser, open_chat, register,  # noqa: F401
+                                   signed_in_context, wait_live)
+from tests.support.procs import start_server
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("actions")
+    server = start_server(tmp, "--database-url", f"sqlite:///{tmp}/actions.db")
+    yield server
+    server.kill()
+
+
+def message(page, text):
+    return page.locator("#messages .msg").filter(has=page.locator(".bubble", has_text=text))
+
+
+def open_actions(page, msg):
+    """Focus the message's actions button and open its menu with Enter; the first item has the focus."""
+    msg.locator(".msg-actions").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#message-menu [role=menuitem]").first).to_be_focused()
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_edit_react_reply_delete_by_keyboard_seen_live_by_the_other(browser, site, size):
+    alice, bob = register(site, "alice", "Alice Wu"), register(site, "bob", "Bob Stone")
+    chat = open_chat(site, alice, bob)
+    a_ctx = signed_in_context(browser, site, alice, viewport=size)
+    b_ctx = signed_in_context(browser, site, bob, viewport=size)
+    try:
+        a, b = a_ctx.new_page(), b_ctx.new_page()
+        a.on("dialog", lambda dialog: dialog.accept())  # "Delete this message for everyone?"
+        for page in (a, b):
+            page.goto(f"{site.url}/chat/{chat}")
+            wait_live(page, "WebSocket")
+            expect(page.locator("#conversation")).to_have_attribute("data-loaded", str(chat))
+        a.locator("#composer-input").fill("hello wrold")
+        a.keyboard.press("Enter")
+        expect(message(b, "hello wrold")).to_have_count(1)
+
+        # Alice edits: the last item but one (ArrowUp wraps to Delete, then Edit)
+        open_actions(a, message(a, "hello wrold"))
+        assert axe_violations(a) == []
+        a.keyboard.press("ArrowUp")
+        a.keyboard.press("ArrowUp")
+        expect(a.locator("#message-menu [role=menuitem]:focus")).to_have_text("Edit")
+        a.keyboard.press("Enter")
+        expect(a.locator("#composer-mode")).to_contain_text("Editing your message")
+        expect(a.locator("#composer-input")).to_have_value("hello wrold")
+        a.locator("#composer-input").fill("hello world")
+        a.keyboard.press("Enter")
+        for page in (a, b):
+            expect(message(page, "hello world").locator(".msg-meta")).to_contain_text("edited")
+        expect(a.locator("#composer-mode")).to_be_hidden()
+
+        # Bob reacts with the second item (React 👍), Alice adds hers with the chip
+        open_actions(b, message(b, "hello world"))
+        b.keyboard.press("ArrowDown")
+        expect(b.locator("#message-menu [role=menuitem]:focus")).to_have_text("React 👍")
+        b.keyboard.press("Enter")
+        for page in (a, b):
+            expect(message(page, "hello world").locator(".reaction")).to_have_text(["👍 1"])
+        chip = message(a, "hello world").locator(".reaction")
+        expect(chip).to_have_attribute("aria-pressed", "false")
+        chip.focus()
+        a.keyboard.press("Enter")
+        for page in (a, b):
+            expect(message(page, "hello world").locator(".reaction")).to_have_text(["👍 2"])
+        expect(message(a, "hello world").locator(".reaction")).to_have_attribute("aria-pressed", "true")
+
+        # Bob replies: Reply is the first item
+        open_actions(b, message(b, "hello world"))
+        b.keyboard.press("Enter")
+        expect(b.locator("#composer-mode")).to_contain_text("Replying to Alice Wu")
+        expect(b.locator("#composer-input")).to_be_focused()
+        b.keyboard.type("indeed")
+        b.keyboard.press("Enter")
+        for page in (a, b):
+            expect(message(page, "indeed").locator(".msg-quote")).to_have_text("Alice Wu hello world")
+        assert axe_violations(b) == []
+
+        # Escape leaves a reply unsent
+        open_actions(b, message(b, "indeed"))
+        b.keyboard.press("Enter")
+        expect(b.locator("#composer-mode")).to_be_visible()
+        b.keyboard.press("Escape")
+        expect(b.locator("#composer-mode")).to_be_hidden()
+
+        # Alice deletes hers: the last item; the quote and the message become tombstones everywhere
+        open_actions(a, message(a, "hello world"))
+        a.keyboard.press("ArrowUp")
+        expect(a.locator("#message-menu [role=menuitem]:focus")).to_have_text("Delete")
+        a.keyboard.press("Enter")
+        for page in (a, b):
+            expect(page.locator("#messages .bubble.deleted")).to_have_text(["This message was deleted"])
+            expect(message(page, "indeed").locator(".msg-quote")).to_have_text("Deleted message")
+            expect(page.locator("#messages .reaction")).to_have_count(0)
+        assert axe_violations(a) == []
+
+        # after a reload the history shows the same
+        b.reload()
+        expect(b.locator("#conversation")).to_have_attribute("data-loaded", str(chat))
+        expect(b.locator("#messages .bubble.deleted")).to_have_count(1)
+        expect(message(b, "indeed").locator(".msg-quote")).to_have_text("Deleted message")
+    finally:
+        a_ctx.close()
+        b_ctx.close()
