@@ -202,6 +202,18 @@ def server_factory(tmp_path):
         proc.kill()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A local Redis Cluster (6 redis-server: 3 masters, 3 replicas), started once for the run on first use."""
+    from tests.support.redis_cluster import LocalRedisCluster
+    cluster = LocalRedisCluster(str(tmp_path_factory.mktemp("redis-cluster")))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="module")
 def shared_db():
     """One throw-away PostgreSQL database for a module of multi-process tests, emptied per test."""

@@ -29,6 +29,11 @@ class Config:
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = "memory"
     broker_prefix: str = ""  # starts every broker name (empty: "squall", or the URL's ?prefix=)
+    # Routing between processes (issue 26, services/delivery/broker/shards.py): "sharded" (each
+    # process receives its own users' envelopes) or "broadcast" (every process receives all)
+    routing: str = "sharded"
+    broker_shards: int = 16384  # users hashed into this many shard channels (same on every process)
+    broker_shard_linger: float = 30.0  # seconds a shard stays subscribed after its last user left
     jwt_secret: str = ""
     token_ttl: int = 900  # seconds an access token lives (sessions: see docs/security.md)
     service_token: str = ""  # publish API; empty disables it (403)
@@ -191,6 +196,11 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
     ("broker_prefix", "BROKER_PREFIX", str,
      "first part of every Redis key/channel or PostgreSQL broker table/channel (default squall); "
      "the installation id follows it"),
+    ("routing", "ROUTING", str, "sharded (a process receives only its users' events) or broadcast (every "
+     "process receives every event); Redis brokers only"),
+    ("broker_shards", "BROKER_SHARDS", int, "shard channels users are hashed into (the same on every process)"),
+    ("broker_shard_linger", "BROKER_SHARD_LINGER", float,
+     "seconds a shard channel stays subscribed after its last user left"),
     ("jwt_secret", "JWT_SECRET", str, "HS256 secret; generated once and kept in the database if unset"),
     ("token_ttl", "TOKEN_TTL", int, "access token lifetime in seconds"),
     ("service_token", "SERVICE_TOKEN", str, "bearer token for the publish API (unset: API answers 403)"),
@@ -438,6 +448,12 @@ def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] =
     # The rule of services/delivery/broker/base.py check_prefix (part of PostgreSQL identifiers)
     if config.broker_prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", config.broker_prefix):
         raise SystemExit("--broker-prefix must be 1-32 letters, digits and underscores, starting with a letter")
+    if config.routing not in ("sharded", "broadcast"):
+        raise SystemExit("--routing must be sharded or broadcast")
+    if not 1 <= config.broker_shards <= 1 << 20:  # broker/shards.py MAX_SHARDS
+        raise SystemExit(f"--broker-shards must be from 1 to {1 << 20}")
+    if not 0 <= config.broker_shard_linger <= 3600:
+        raise SystemExit("--broker-shard-linger must be from 0 to 3600 seconds")
     if config.log_format not in ("text", "json"):
         raise SystemExit("--log-format must be text or json")
     if config.event_loop not in ("asyncio", "uvloop"):

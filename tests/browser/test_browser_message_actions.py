@@ -112,3 +112,51 @@ def test_edit_react_reply_delete_by_keyboard_seen_live_by_the_other(browser, sit
     finally:
         a_ctx.close()
         b_ctx.close()
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_mention_completion_by_keyboard_and_the_mention_mark(browser, site, size):
+    from tests.support.browser import http_json
+    alice, bob, bea = register(site, "alice", "Alice Wu"), register(site, "bob", "Bob Stone"), \
+        register(site, "bea", "Bea Lopez")
+    status, data = http_json(site, "POST", "/api/chats", {"member_ids": [bob["id"], bea["id"]], "title": "Team"},
+                             token=alice["token"])
+    assert status == 201, data
+    group = data["chat"]["id"]
+    a_ctx = signed_in_context(browser, site, alice, viewport=size)
+    b_ctx = signed_in_context(browser, site, bob, viewport=size)
+    try:
+        a, b = a_ctx.new_page(), b_ctx.new_page()
+        a.goto(f"{site.url}/chat/{group}")
+        b.goto(f"{site.url}/chat")  # Bob looks at his chat list
+        for page in (a, b):
+            wait_live(page, "WebSocket")
+        expect(a.locator("#conversation")).to_have_attribute("data-loaded", str(group))
+        box = a.locator("#composer-input")
+        box.focus()
+        a.keyboard.type("thanks @b")
+        options = a.locator("#mention-list [role=option]")
+        expect(options).to_have_count(2)  # Bea and Bob, never Alice herself
+        expect(box).to_have_attribute("aria-expanded", "true")
+        assert axe_violations(a) == []
+        a.keyboard.type("o")
+        expect(options).to_have_count(1)
+        expect(options.first).to_have_attribute("aria-selected", "true")
+        a.keyboard.press("Enter")  # completes, does not send
+        expect(box).to_have_value(f"thanks @{bob['username']} ")
+        expect(a.locator("#mention-list")).to_be_hidden()
+        a.keyboard.type("for the review")
+        a.keyboard.press("Escape")  # nothing to close: the text stays
+        expect(box).to_have_value(f"thanks @{bob['username']} for the review")
+        a.keyboard.press("Enter")  # sends
+        expect(message(a, "for the review")).to_have_count(1)
+        row = b.locator(f"#chat-list a[data-chat-id='{group}']")
+        expect(row.locator(".mention-mark")).to_have_text("@")
+        expect(row).to_contain_text("you were mentioned")
+        status, unread = http_json(site, "GET", "/api/unread", token=bob["token"])
+        assert unread["mentions"] == {str(group): 1}
+        row.click()  # reading clears it
+        expect(b.locator(f"#chat-list a[data-chat-id='{group}'] .mention-mark")).to_have_count(0)
+    finally:
+        a_ctx.close()
+        b_ctx.close()

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 
 from tests.support.clients import ApiClient, SSEClient, WSClient
-from tests.support.scaleout import open_private_chat, publish_notification, register, start_cluster
+from tests.support.scaleout import broker_kind, open_private_chat, publish_notification, register, start_cluster
 
 
-@pytest.fixture(params=["redis", "postgres"])
+@pytest.fixture(params=["redis", "postgres", "redis-cluster"])
 def cluster(request, shared_db, server_factory):
     """Three servers on three ports, one database, one broker of each kind."""
-    return start_cluster(request.param, shared_db, server_factory)
+    return start_cluster(broker_kind(request), shared_db, server_factory)
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -7,15 +7,16 @@ import asyncio
 import pytest
 
 from tests.support.clients import ApiClient, SSEClient, WSClient
-from tests.support.scaleout import open_private_chat, publish_notification, register, send_http, start_cluster
+from tests.support.scaleout import (broker_kind, open_private_chat, publish_notification, register, send_http,
+                                    start_cluster)
 
 PRESENCE_TTL = 2.0
 
 
-@pytest.fixture(params=["redis", "postgres"])
+@pytest.fixture(params=["redis", "postgres", "redis-cluster"])
 def cluster(request, shared_db, server_factory):
     """Three servers with a short presence expiry."""
-    return start_cluster(request.param, shared_db, server_factory, PRESENCE_TTL=PRESENCE_TTL)
+    return start_cluster(broker_kind(request), shared_db, server_factory, PRESENCE_TTL=PRESENCE_TTL)
 
 
 @pytest.mark.slow

@@ -7,14 +7,14 @@ import time
 import pytest
 
 from tests.support.clients import ApiClient, SSEClient, WSClient
-from tests.support.scaleout import publish_notification, register, start_cluster
+from tests.support.scaleout import broker_kind, publish_notification, register, start_cluster
 from tests.support.checks import closed
 
 
-@pytest.fixture(params=["redis", "postgres"])
+@pytest.fixture(params=["redis", "postgres", "redis-cluster"])
 def cluster(request, shared_db, server_factory):
     """Two servers sharing a database and a broker."""
-    return start_cluster(request.param, shared_db, server_factory, count=2)
+    return start_cluster(broker_kind(request), shared_db, server_factory, count=2)
 
 
 @pytest.mark.gen_test(timeout=120)

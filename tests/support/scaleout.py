@@ -110,8 +110,22 @@ async def publish_notification(api, user_ids, message: str, data=None) -> list:
     return out["ids"]
 
 
+def broker_kind(request) -> str:
+    """What ``start_cluster`` takes for a fixture parametrized with "redis", "postgres" or "redis-cluster"
+    (the session's local Redis Cluster, tests/conftest.py ``redis_cluster``, started on first use)."""
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster").url
+    return request.param
+
+
 def start_cluster(broker_kind: str, shared_db: "ThrowawayPostgres", server_factory, count: int = 3, **env) -> list:
-    """``count`` servers sharing ``shared_db`` (emptied first) and a Redis or PostgreSQL broker."""
+    """``count`` servers sharing ``shared_db`` (emptied first) and a broker: "redis", "postgres", or a
+    ``redis+cluster://`` URL (``broker_kind(request)``)."""
     shared_db.reset()
-    broker = redis_broker_url() if broker_kind == "redis" else with_prefix(shared_db.url, unique_prefix())
+    if broker_kind.startswith("redis+cluster://"):
+        broker = with_prefix(broker_kind, unique_prefix())
+    elif broker_kind == "redis":
+        broker = redis_broker_url()
+    else:
+        broker = with_prefix(shared_db.url, unique_prefix())
     return [server_factory("--database-url", shared_db.url, "--broker-url", broker, **env) for _ in range(count)]

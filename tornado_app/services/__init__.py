@@ -193,7 +193,9 @@ def build_services(config: Config) -> Services:
     metrics = Metrics(process=str(config.worker))
     registry = ConnectionRegistry(metrics)
     broker = create_broker(config.broker_url, origin, presence_ttl=config.presence_ttl,
-                           database_url=config.database_url, prefix=config.broker_prefix)
+                           database_url=config.database_url, prefix=config.broker_prefix,
+                           routing=config.routing, shards=config.broker_shards,
+                           shard_linger=config.broker_shard_linger)
     hub = Hub(registry, broker)
     # Without --jwt-secret, start() replaces this unguessable stand-in with the database's secret.
     auth = AuthService(config.jwt_secret or secrets.token_urlsafe(48), config.token_ttl, config.service_token,

@@ -49,7 +49,7 @@ export class Squall {
     this.state = {
       status: { state: "idle", transport: null, role: "follower", wsBlocked: false, sseHeldBack: false,
                 pollRttMs: null, retryInMs: null, lastEventId: this.cursor.lastEventId },
-      unread: { total: 0, chats: {}, muted: {} },
+      unread: { total: 0, chats: {}, muted: {}, mentions: {} },
       unreadKnown: false,
       notifications: [],
       preferences: null,
@@ -336,7 +336,7 @@ export class Squall {
       return;
     }
     if (data.type === "unread") {
-      const unread = { total: data.total || 0, chats: data.chats || {}, muted: data.muted || {} };
+      const unread = { total: data.total || 0, chats: data.chats || {}, muted: data.muted || {}, mentions: data.mentions || {} };
       this.update({ unread, unreadKnown: true });
       this.emit("unread", unread);
     } else if (data.type === "resync") {

@@ -40,9 +40,13 @@ export interface Unread {
   chats: UnreadCounts;
   /** Counts of muted chats (grey; not in `total`). */
   muted: UnreadCounts;
+  /** Unread mentions of the user and replies to them, per chat (only chats that have some). */
+  mentions: UnreadCounts;
 }
 
-export interface UnreadEvent { type: "unread"; total: number; chats: UnreadCounts; muted?: UnreadCounts }
+export interface UnreadEvent {
+  type: "unread"; total: number; chats: UnreadCounts; muted?: UnreadCounts; mentions?: UnreadCounts;
+}
 export interface ResyncEvent { type: "resync" }
 
 export interface Preferences {

@@ -365,6 +365,9 @@ class Connection:
             conn_log.info("connection opened (%s)", self.transport,
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
         try:
+            # The broker routes this user's envelopes here before the catch-up reads the database:
+            # nothing stored after that read can miss this connection (routing by user, issue 26).
+            await self.services.hub.subscribed(self)
             await self._catch_up(last_message_id, last_notification_id, replays, baselines)
         except BaseException:
             self.end(EndReason.OPEN_FAILED)

@@ -1,4 +1,4 @@
-"""The hub: services publish events here; it routes them through the broker to every process.
+"""The hub: services publish events here; it routes them through the broker to the processes of their users.
 
 Flow: service --publish--> Hub --envelope--> Broker --> Hub._receive (each process)
       --> ConnectionRegistry.deliver --> connection.deliver (write or buffer).
@@ -130,6 +130,8 @@ class Hub:
             if user_ids and "c" in envelope and listeners is not None:
                 user_ids = listeners.chat_gate(envelope["c"], user_ids)
             delivered = self.registry.deliver(event, user_ids, envelope.get("x"), envelope.get("n"))
+            if not delivered and user_ids is not None:
+                metrics.broker_discarded += 1  # read and decoded for nobody here
             if delivered and "t" in envelope:
                 metrics.delivery[kind].observe(time.time() - envelope["t"])
         except ControlError as exc:  # from the broker: logged without its text
@@ -182,7 +184,13 @@ class Hub:
                 log.exception("reporting a presence change failed")
 
     def add(self, conn: Connection) -> None:
-        """Register a connection with the local registry (a notification stream makes its user online)."""
+        """Register a connection with the local registry (a notification stream makes its user online).
+
+        The first connection of a user here makes the broker route the user's envelopes to this
+        process (``Broker.hold``); the stream then awaits ``subscribed`` before reading what it missed.
+        """
+        if conn not in self.registry.connections and self.registry.user_count(conn.user_id) == 0:
+            self.broker.hold(conn.user_id)
         if NOTIFY in conn.streams and conn not in self.registry.connections:
             claim = self._online.get(conn.user_id)
             if claim is None:
@@ -194,6 +202,15 @@ class Hub:
                     spawn(self._claim(conn.user_id, True), name="hub.online_claim")
         self.registry.add(conn)
 
+    async def subscribed(self, conn: Connection) -> None:
+        """Return once envelopes for ``conn``'s user published from now on reach this process.
+
+        Call after ``add`` and before reading missed events from the database: an event stored
+        after that read is published after it, so it arrives live (routing by user, issue 26).
+        Raises BrokerUnavailable when the broker does not confirm in time.
+        """
+        await self.broker.ready(conn.user_id)
+
     async def _claim(self, user_id: int, online: bool) -> None:
         try:
             await self.broker.presence_changed(user_id, ONLINE, online)
@@ -202,8 +219,13 @@ class Hub:
 
     def detach(self, conn: Connection) -> List[int]:
         """Unregister ``conn`` now; the chat ids (``ONLINE`` among them) whose presence of its user
-        ended in this process, for ``announce_left`` to tell the other processes."""
+        ended in this process, for ``announce_left`` to tell the other processes.
+
+        The last connection of its user here: ``Broker.release`` (its shard lingers, then goes).
+        """
         left: List[int] = []
+        if conn in self.registry.connections and self.registry.user_count(conn.user_id) == 1:
+            self.broker.release(conn.user_id)
         if NOTIFY in conn.streams and conn in self.registry.connections:
             claim = self._online.get(conn.user_id)
             if claim is not None:

@@ -53,6 +53,8 @@ SPEC = {
     "database_up": ("gauge", "1 when the database answered the last probe", ("process",)),
     "broker_up": ("gauge", "1 when the broker answered the last probe", ("process",)),
     "broker_messages": ("counter", "Envelopes published to (out) and received from (in) the broker", ("direction",)),
+    "broker_discarded": ("counter", "Targeted envelopes received that named no connection of this process "
+                         "(routing waste: sharded routing keeps it near 0, broadcast routing does not)", ()),
     "broker_reconnects": ("counter", "Broker reconnects after which streams were asked to resume", ()),
     "processes": ("gauge", "Serving processes whose numbers are included", ()),
     # Web Push (issue 11); outcome: sent, gone (404/410: subscription deleted), failed, dropped (queue full)
@@ -110,6 +112,7 @@ class Metrics:
         self.broker_up = 1
         self.broker_in = 0
         self.broker_out = 0
+        self.broker_discarded = 0
         self.broker_reconnects = 0
         self.pushes = dict.fromkeys(PUSH_OUTCOMES, 0)  # Web Push (issue 11)
         self.push_retries = 0
@@ -158,6 +161,7 @@ class Metrics:
             "errors": [[k, v] for k, v in self.errors.items()],
             "http_requests": [[*k, v] for k, v in self.http.items()],
             "broker_messages": [["in", self.broker_in], ["out", self.broker_out]],
+            "broker_discarded": [[self.broker_discarded]],
             "broker_reconnects": [[self.broker_reconnects]],
             "pushes": [[k, v] for k, v in self.pushes.items()],
             "push_retries": [[self.push_retries]],

@@ -34,6 +34,8 @@ const state = {
   found: null,             // message id to show once its chat is open (a search result)
   pending: [],             // files of the composer: {key, name, sent, total, upload, error, abort}
   links: new Map(),        // upload id -> promise of {url, thumbnail_url, expires_at}
+  mentions: {},            // chat id (string) -> unread mentions of me (the unread state's "mentions")
+  completion: { open: false, items: [], active: 0, start: 0 },  // @name completion in the composer
   replyTo: null,           // the message the composer answers
   editing: null,           // the message the composer edits
 };
@@ -82,7 +84,9 @@ function renderList() {
         el("span", { class: "chat-last", text: preview }),
         // a muted chat's count is grey and does not light the red dot
         unread ? el("span", { class: `unread-count${muted ? " muted-count" : ""}`, "aria-hidden": "true", text: String(unread) }) : null,
-        unread ? el("span", { class: "sr-only", text: `, ${unread} unread` }) : null))));
+        unread ? el("span", { class: "sr-only", text: `, ${unread} unread` }) : null,
+        state.mentions[String(c.id)] ? el("span", { class: "mention-mark", "aria-hidden": "true", text: "@" }) : null,
+        state.mentions[String(c.id)] ? el("span", { class: "sr-only", text: ", you were mentioned" }) : null))));
   }));
 }
 
@@ -112,6 +116,7 @@ async function ensureChat(chatId) {
 
 function applyUnread(unread, render = true) {
   for (const c of state.chats.values()) c.unread_count = unread.chats[String(c.id)] || 0;
+  state.mentions = unread.mentions || {};
   for (const id of Object.keys(unread.chats)) {
     if (!state.chats.has(Number(id))) ensureChat(Number(id)).catch(() => {});
   }
@@ -240,6 +245,75 @@ function messageNode(m, prev) {
     el("div", { class: "msg-row" }, body, actions),
     reactions,
     el("span", { class: "msg-meta", text: shortTime(m.created_at) + (m.edited_at && !m.deleted ? " · edited" : "") }));
+}
+
+// @name completion ----------------------------------------------------------------------------
+
+const MENTION_AT_CARET = /(^|[^\p{L}\p{N}_.@-])@([\p{L}\p{N}_.-]{0,32})$/u;
+const MAX_COMPLETIONS = 6;
+
+/** The members of the open group whose username or name starts with what follows the "@" at the caret. */
+function updateCompletion() {
+  const chat = state.chats.get(state.current);
+  const before = ui.input.value.slice(0, ui.input.selectionStart);
+  const match = chat && chat.kind === "group" && ui.input.selectionStart === ui.input.selectionEnd
+    ? before.match(MENTION_AT_CARET) : null;
+  if (!match) { closeCompletion(); return; }
+  const q = match[2].toLowerCase();
+  const items = chat.members.filter((u) => u.id !== state.me.id && (u.username.toLowerCase().startsWith(q)
+    || (u.display_name || "").toLowerCase().startsWith(q))).slice(0, MAX_COMPLETIONS);
+  if (!items.length) { closeCompletion(); return; }
+  state.completion = { open: true, items, active: 0, start: before.length - match[2].length - 1 };
+  renderCompletion();
+}
+
+function renderCompletion() {
+  const c = state.completion;
+  ui.mentionList.hidden = !c.open;
+  ui.input.setAttribute("aria-expanded", String(c.open));
+  if (!c.open) { ui.input.removeAttribute("aria-activedescendant"); ui.mentionList.replaceChildren(); return; }
+  ui.mentionList.replaceChildren(...c.items.map((u, i) => el("li", { id: `mention-option-${u.id}`, role: "option",
+    class: "mention-option", "aria-selected": String(i === c.active),
+    onmousedown: (e) => { e.preventDefault(); c.active = i; completeMention(); } },
+  avatar(u.display_name || u.username), el("span", { text: u.display_name || u.username }),
+  el("span", { class: "muted small", text: ` @${u.username}` }))));
+  ui.input.setAttribute("aria-activedescendant", `mention-option-${c.items[c.active].id}`);
+}
+
+function closeCompletion() {
+  if (!state.completion.open) return;
+  state.completion = { open: false, items: [], active: 0, start: 0 };
+  renderCompletion();
+}
+
+/** Put "@username " in place of the "@" and what was typed after it. */
+function completeMention() {
+  const c = state.completion;
+  const user = c.items[c.active];
+  const value = ui.input.value;
+  const insert = `@${user.username} `;
+  ui.input.value = value.slice(0, c.start) + insert + value.slice(ui.input.selectionStart);
+  const caret = c.start + insert.length;
+  ui.input.setSelectionRange(caret, caret);
+  closeCompletion();
+  ui.input.focus();
+}
+
+function onCompletionKey(e) {
+  const c = state.completion;
+  if (!c.open) return;
+  if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    c.active = (c.active + (e.key === "ArrowDown" ? 1 : c.items.length - 1)) % c.items.length;
+    renderCompletion();
+  } else if (e.key === "Enter" || e.key === "Tab") {
+    completeMention();
+  } else if (e.key === "Escape") {
+    closeCompletion();
+  } else {
+    return;
+  }
+  e.preventDefault();
+  e.stopImmediatePropagation();  // not a send, not a focus move, not the end of a reply
 }
 
 // Message actions: reply, react, edit, delete ------------------------------------------------
@@ -962,6 +1036,14 @@ function build() {
     onclick: () => ui.fileInput.click() }, icon("paperclip", 18));
   ui.pending = el("ul", { class: "pending-files", id: "pending-files", "aria-label": "Files to send", hidden: true });
   ui.mode = el("div", { class: "composer-mode", id: "composer-mode", role: "status", hidden: true });
+  ui.mentionList = el("ul", { class: "mention-list", id: "mention-list", role: "listbox", "aria-label": "Members to mention", hidden: true });
+  ui.input.setAttribute("role", "combobox");
+  ui.input.setAttribute("aria-autocomplete", "list");
+  ui.input.setAttribute("aria-controls", "mention-list");
+  ui.input.setAttribute("aria-expanded", "false");
+  ui.input.addEventListener("keydown", onCompletionKey, { capture: true });
+  ui.input.addEventListener("input", updateCompletion);
+  ui.input.addEventListener("blur", () => setTimeout(closeCompletion, 150));
   ui.msgMenu = buildMessageMenu();
   ui.input.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && (state.editing || state.replyTo)) { e.preventDefault(); cancelMode(); }
@@ -984,7 +1066,7 @@ function build() {
   const back = el("button", { class: "icon-btn back-btn", type: "button", "aria-label": "Back to chats", onclick: () => openChat(null) }, icon("back"));
   ui.active = el("div", { class: "conv-active", hidden: true },
     el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub), buildMuteMenu()),
-    ui.messages, ui.typing, ui.composerError, ui.pending, ui.mode, composer);
+    ui.messages, ui.typing, ui.composerError, ui.pending, ui.mode, ui.mentionList, composer);
   // Files dropped anywhere on the open conversation are attached.
   ui.active.addEventListener("dragover", (e) => {
     if (e.dataTransfer && [...e.dataTransfer.types].includes("Files")) { e.preventDefault(); ui.active.classList.add("dropping"); }

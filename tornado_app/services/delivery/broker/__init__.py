@@ -9,7 +9,7 @@ __all__ = ["Broker", "BrokerUnavailable", "create_broker"]
 
 
 def create_broker(url: str, origin: str, **options) -> Broker:
-    """The broker for ``url`` (memory, redis://, postgresql://); drivers import lazily.
+    """The broker for ``url`` (memory, redis://, redis+cluster://, postgresql://); drivers import lazily.
 
     ``prefix=`` (``--broker-prefix``) starts every name; a URL's ``?prefix=`` does the same,
     and giving both is refused (ValueError): one of them would be silently ignored.
@@ -24,6 +24,9 @@ def create_broker(url: str, origin: str, **options) -> Broker:
     if url in ("memory", "memory://", ""):
         from .memory import MemoryBroker
         return MemoryBroker(origin)
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from .cluster import RedisClusterBroker
+        return RedisClusterBroker(origin, url, **options)
     if url.startswith(("redis://", "rediss://", "unix://")):
         try:
             from .redis import RedisBroker
@@ -33,4 +36,4 @@ def create_broker(url: str, origin: str, **options) -> Broker:
     if url.startswith(("postgres://", "postgresql://")):
         from .postgres import PostgresBroker
         return PostgresBroker(origin, url, **options)
-    raise ValueError(f"unsupported broker URL {url!r}: use memory, redis://… or postgresql://…")
+    raise ValueError(f"unsupported broker URL {url!r}: use memory, redis://…, redis+cluster://… or postgresql://…")

@@ -8,7 +8,11 @@ An envelope is a dict (JSON-safe):
 Kind "ctl" is a control message for the services (session revocation, used stream tickets,
 cached users, preferences, chat members: services/delivery/control.py), never delivered to a connection.
 
-Every process subscribes to every envelope and delivers to its own connections.
+Routing (issue 26, broker/shards.py): with ``routing="sharded"`` (the Redis brokers' default) a
+process receives only the envelopes of the users it holds (``hold``/``release``, from the hub)
+plus broadcasts and control messages; with ``"broadcast"`` (the memory and PostgreSQL brokers,
+and ``--routing broadcast``) every process receives every envelope and delivers to its own
+connections.
 Presence ("user U is active in chat C somewhere") is shared through the broker too,
 with claims that expire when the process that made them stops refreshing them.
 
@@ -54,6 +58,8 @@ class Broker(abc.ABC):
 
     #: True when other processes may exist (presence must be asked of the broker)
     distributed = False
+    #: "sharded" or "broadcast" (broker/shards.py)
+    routing = "broadcast"
 
     def __init__(self, origin: str):
         self.origin = origin
@@ -99,6 +105,22 @@ class Broker(abc.ABC):
     async def active_users(self, chat_id: int, user_ids: Iterable[int]) -> Set[int]:
         """Which of ``user_ids`` are active in ``chat_id`` in other processes."""
         return set()
+
+    def hold(self, user_id: int) -> None:
+        """``user_id`` has its first connection in this process: its envelopes must reach us."""
+
+    def release(self, user_id: int) -> None:
+        """``user_id``'s last connection in this process closed."""
+
+    async def ready(self, user_id: int) -> None:
+        """Return once envelopes of ``user_id`` published from now on reach this process.
+
+        Raises BrokerUnavailable when the subscription is not confirmed in time.
+        """
+
+    def subscribed_shards(self) -> int:
+        """How many shard channels this process is subscribed to (0 with broadcast routing)."""
+        return 0
 
     async def ping(self) -> None:
         """Raise if the broker is unreachable (for /readyz)."""
