@@ -211,7 +211,9 @@ def build_services(config: Config) -> Services:
                               RefreshLimits(config.refreshes_per_address_per_minute,
                                             config.refreshes_per_session_per_minute, config.refresh_reuse_window))
     # Notification preferences and Web Push (issue 11): what notifications and chat consult
-    preferences = PreferenceService(dbx, hub, config.max_muted_types)
+    # The presence service reads preferences and hears when sharing changes: built next, called late.
+    preferences = PreferenceService(dbx, hub, config.max_muted_types,
+                                    on_share_presence=lambda user_id, shares: presence.sharing_changed(user_id, shares))
     push = PushService(config, dbx, hub, preferences, metrics)
     notifications = NotificationService(dbx, hub, preferences, push.offer, config.replay_limit,
                                         config.notification_retention_days, config.test_notifications_per_minute)
@@ -220,7 +222,6 @@ def build_services(config: Config) -> Services:
     # Presence (issue 25): co-members hear when a user comes online or goes offline; with webhooks on,
     # the same moments feed user.online/user.offline.
     presence = PresenceService(dbx, hub, preferences, config.presence_grace)
-    preferences.on_share_presence = presence.sharing_changed
     tell_webhooks = webhooks.presence_changed if webhooks.enabled else None
 
     def on_online(user_id: int, online: bool) -> None:

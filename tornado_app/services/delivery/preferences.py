@@ -100,7 +100,8 @@ def _load_users(user_ids: List[int]) -> Tuple[Dict[int, Dict[str, object]], Dict
 class PreferenceService:
     """Preferences (GET/PATCH), chat mutes, and the cached answers delivery needs."""
 
-    def __init__(self, dbx: DatabaseExecutor, hub: Hub, max_muted_types: int = 50):
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, max_muted_types: int = 50, *,
+                 on_share_presence: Optional[Callable[[int, bool], Awaitable[None]]] = None):
         self.dbx = dbx
         self.hub = hub
         self.max_muted_types = max_muted_types
@@ -108,8 +109,9 @@ class PreferenceService:
         self._data: Dict[int, dict] = {}  # the JSON view of the cached users (same keys as _users)
         self._mutes: "OrderedDict[int, Dict[int, float]]" = OrderedDict()
         self._generation = 0  # bumped by every forget: a load that overlapped one is not cached
-        # ``(user_id, share_presence)`` after a change of share_presence (PresenceService.sharing_changed)
-        self.on_share_presence: Optional[Callable[[int, bool], Awaitable[None]]] = None
+        # ``(user_id, shares)`` when a user turns share_presence on or off (issue 25): the presence
+        # service tells their co-members at once. None: nobody listens (tests of preferences alone).
+        self.on_share_presence = on_share_presence
 
     # The cached answers ---------------------------------------------------------------------
 
