@@ -45,14 +45,14 @@ test("useChatNotifications: the red dot follows the unread total; notifications 
 
 test("useUnread and useWebSocket read the client's state", () => {
   const c = client();
-  c.handleFrame({ type: "unread", total: 2, chats: { 4: 2 }, muted: {} });
+  c.handleFrame({ type: "unread", total: 2, chats: { 4: 2 }, muted: {}, mentions: { 4: 1 } });
   c.handleFrame({ id: 7, type: "test", message: "x", timestamp: "t" });
   const out = parsed(render(c, h(Probe, { hook: () => {
     const { socket, status, transport, notifications, setOnNewMessage } = useWebSocket();
     return { unread: useUnread(), same: socket === c, status, transport, n: notifications.length,
              set: typeof setOnNewMessage };
   } })));
-  assert.deepEqual(out, { unread: { total: 2, chats: { 4: 2 }, muted: {}, known: true }, same: true, status: "idle",
+  assert.deepEqual(out, { unread: { total: 2, chats: { 4: 2 }, muted: {}, mentions: { 4: 1 }, known: true }, same: true, status: "idle",
                           transport: null, n: 1, set: "function" });
 });
 
