@@ -49,6 +49,7 @@ class BasePollHandler(Subscriber, BaseHandler):
     accepts_ticket = True  # a stream route (see ServicesMixin.accepts_ticket)
     head_like_get = False  # HEAD cannot wait for events: 405
     _answer: Optional[StreamEnd] = None  # set once the poll waits: "the answer is due"
+    _answered: Optional[asyncio.Event] = None  # set once the answer is written (or the client gone)
 
     def prepare(self):
         """No body checks (a GET); 503 while shutting down, like the streams; failed authentications
@@ -92,6 +93,7 @@ class BasePollHandler(Subscriber, BaseHandler):
         self._body_bytes = 0
         self._left_out: Dict[Optional[str], int] = {}  # kind -> lowest event id left for the next poll (answer full)
         answer = self._answer = StreamEnd()
+        self._answered = asyncio.Event()
         self._gone = False
         user_id = self.authenticated_user_id
         lease = await services.poll_presence.hold(user_id, active_chat) if active_chat is not None else None
@@ -176,15 +178,24 @@ class BasePollHandler(Subscriber, BaseHandler):
             self.send_event(Event(None, reason.auth_frame()))
         self._due()
 
+    async def said_goodbye(self) -> None:
+        """Wait until this poll's answer is written (or its client went away)."""
+        if self._answered is not None:
+            await self._answered.wait()
+
     def on_finish(self) -> None:
         """Answered (or refused) before the poll registered: its per-user slot is free now."""
         self.release_admission()
+        if self._answered is not None:
+            self._answered.set()
 
     def on_connection_close(self) -> None:
         """The client went away: stop waiting, answer nobody."""
         if self._answer is not None:
             self._gone = True
             self._due()
+        if self._answered is not None:
+            self._answered.set()
 
 
 class NotificationPollHandler(BasePollHandler):

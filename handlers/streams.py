@@ -196,6 +196,10 @@ class Subscriber(abc.ABC):
     def close_for(self, reason: EndReason) -> None:
         """Say goodbye for ``reason`` in this transport's framing."""
 
+    async def said_goodbye(self) -> None:
+        """At once: WebSocket and SSE write their goodbye in ``close_for`` (a poll waits for its answer)."""
+        return None
+
     def heartbeat(self) -> None:
         """No heartbeat but on SSE."""
 

@@ -23,7 +23,7 @@ if os.environ.get("TEST_EVENT_LOOP", "asyncio") == "uvloop":
     # pytest-tornado's io_loop fixture makes each test's loop with the policy's new_event_loop.
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-from tornado_app.application import close_connections, make_app  # noqa: E402
+from tornado_app.application import close_connections, make_app, said_goodbye  # noqa: E402
 from tornado_app.config import Config  # noqa: E402
 from tornado_app.services import build_services  # noqa: E402
 
@@ -127,7 +127,7 @@ def services(io_loop, config):
     yield svc
 
     async def stop():
-        close_connections(svc)
+        await said_goodbye(close_connections(svc), 10)
         await svc.stop()
     io_loop.run_sync(stop, timeout=30)
 

@@ -10,7 +10,7 @@ import asyncio
 import gc
 import logging
 import socket
-from typing import Optional
+from typing import Awaitable, List, Optional
 
 import tornado.httpserver
 import tornado.netutil
@@ -150,9 +150,12 @@ class SquallServer:
             self.http_server.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
-        close_connections(self.services)
+        goodbyes = close_connections(self.services)
         # Let in-flight requests (a send waiting for its commit) finish.
         await self.services.chat.close()
+        # Waiting polls answer in their own requests' coroutines: let them write before the
+        # sockets close (a poll cut off would only be retried, a little later, elsewhere).
+        await said_goodbye(goodbyes, drain_seconds)
         if self.http_server is not None:
             try:
                 await asyncio.wait_for(self.http_server.close_all_connections(), drain_seconds)
@@ -174,13 +177,30 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 1000)
 
 
-def close_connections(services: Services) -> None:
-    """Close every WebSocket with 1001, end every SSE stream, answer every waiting poll."""
+async def said_goodbye(goodbyes: List[Awaitable[None]], timeout: float) -> None:
+    """Wait, at most ``timeout`` seconds, for the goodbyes ``close_connections`` returned."""
+    if not goodbyes:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*goodbyes), timeout)
+    except asyncio.TimeoutError:
+        log.warning("streams still saying goodbye after %.0f s", timeout)
+
+
+def close_connections(services: Services) -> List[Awaitable[None]]:
+    """Close every WebSocket with 1001, end every SSE stream, answer every waiting poll.
+
+    Returns what to await for every goodbye to be written (``Transport.said_goodbye``).
+    """
+    goodbyes: List[Awaitable[None]] = []
     for conn in list(services.registry.connections):
+        wire = conn.wire  # ``end`` drops it
         try:
             conn.end(EndReason.SHUTDOWN)
+            goodbyes.append(wire.said_goodbye())
         except Exception:
             log.exception("closing a connection on shutdown")
+    return goodbyes
 
 
 def bind_socket(host: str, port: int, reuse_port: bool = False, backlog: int = 4096) -> list:

@@ -104,6 +104,11 @@ class Transport(Protocol):
     def close_for(self, reason: EndReason) -> None:
         """Say goodbye for ``reason`` in this transport's framing (close code, last frame), once."""
 
+    async def said_goodbye(self) -> None:
+        """Return once what ``close_for`` asked is written to the socket: a waiting poll's answer
+        is built in its request's own coroutine, so a server that stops must wait for it before
+        it closes the sockets. At once for the transports that write the goodbye in ``close_for``."""
+
     def closed_with(self) -> Optional[int]:
         """The WebSocket close code of a closed connection (None for event streams and polls)."""
 
@@ -132,6 +137,9 @@ class _Ended:
         return None
 
     def close_for(self, reason: EndReason) -> None:
+        return None
+
+    async def said_goodbye(self) -> None:
         return None
 
     def closed_with(self) -> Optional[int]:
