@@ -351,6 +351,8 @@ export class Squall {
       this.emit("preferences", data);
     } else if (data.type === "mute") {
       this.emit("mute", data);
+    } else if (data.type === "presence") {
+      this.emit("presence", data);
     }
   }
 }

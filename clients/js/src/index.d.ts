@@ -209,9 +209,13 @@ export interface SquallEvents {
   resync: null;
   preferences: PreferencesEvent;
   mute: MuteEvent;
+  /** A co-member came online or went offline (only people who share a chat and their presence). */
+  presence: PresenceEvent;
   unauthorized: UnauthorizedError;
   error: unknown;
 }
+
+export interface PresenceEvent { type: "presence"; user_id: number; online: boolean; last_seen: string | null }
 
 // ---- Options ----------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ const state = {
   pending: [],             // files of the composer: {key, name, sent, total, upload, error, abort}
   links: new Map(),        // upload id -> promise of {url, thumbnail_url, expires_at}
   mentions: {},            // chat id (string) -> unread mentions of me (the unread state's "mentions")
+  presence: new Map(),     // user id -> {online, last_seen} of the co-members who share it
   completion: { open: false, items: [], active: 0, start: 0 },  // @name completion in the composer
   replyTo: null,           // the message the composer answers
   editing: null,           // the message the composer edits
@@ -71,13 +72,17 @@ function renderList() {
     const preview = lm ? `${mine ? "You: " : c.kind === "group" ? `${lm.sender_name}: ` : ""}${text}` : "No messages yet";
     const unread = c.unread_count || 0;
     const muted = isMuted(c);
+    const partner = c.kind === "private" ? c.members.find((u) => u.id !== state.me.id) : null;
+    const online = partner && (state.presence.get(partner.id) || {}).online;
     return el("li", {}, el("a", {
       class: `chat-item${c.id === state.current ? " active" : ""}${unread ? " has-unread" : ""}${muted ? " is-muted" : ""}`,
       href: `/chat/${c.id}`, dataset: { chatId: c.id, muted: String(muted) },
-    }, avatar(c.title),
+    }, el("span", { class: "avatar-wrap" }, avatar(c.title),
+      online ? el("span", { class: "presence-dot", "aria-hidden": "true" }) : null),
     el("span", { class: "chat-item-main" },
       el("span", { class: "chat-item-top" },
         el("span", { class: "chat-title", text: c.title || "Chat" }),
+        online ? el("span", { class: "sr-only", text: ", online" }) : null,
         muted ? el("span", { class: "muted-icon", title: "Muted" }, icon("bellOff", 14), el("span", { class: "sr-only", text: ", muted" })) : null,
         el("span", { class: "chat-time", text: shortTime(lastActivity(c)) })),
       el("span", { class: "chat-item-bottom" },
@@ -90,9 +95,15 @@ function renderList() {
   }));
 }
 
+/** Remember a chat summary (and the presence of its members that it shows). */
+function keepChat(chat) {
+  state.chats.set(chat.id, chat);
+  for (const u of chat.members || []) if (u.presence) state.presence.set(u.id, u.presence);
+}
+
 async function loadChats() {
   const { chats } = await api("GET", "/api/chats");
-  for (const c of chats) state.chats.set(c.id, c);
+  for (const c of chats) keepChat(c);
   if (state.client.unreadKnown) applyUnread(state.client.unread, false);
   renderList();
 }
@@ -105,7 +116,7 @@ async function ensureChat(chatId) {
     const { chat } = await api("GET", `/api/chats/${chatId}`);
     const unread = state.client.unread.chats[String(chatId)];
     if (unread !== undefined) chat.unread_count = unread;
-    state.chats.set(chat.id, chat);
+    keepChat(chat);
     renderList();
     if (chat.id === state.current) renderHead();
     return chat;
@@ -213,9 +224,156 @@ function renderHead() {
   ui.muteBtn.setAttribute("aria-label", muted
     ? `Muted${chat.muted_until ? ` until ${untilTime(chat.muted_until)}` : ""}: change` : "Mute notifications");
   const others = chat.members.filter((u) => u.id !== state.me.id);
+  const seen = others.length ? state.presence.get(others[0].id) : null;
+  const presence = !seen ? "" : seen.online ? " · Online" : seen.last_seen ? ` · Last seen ${shortTime(seen.last_seen)}` : "";
   ui.headSub.textContent = chat.kind === "group"
     ? `${chat.members.length} members · ${chat.members.map((u) => u.display_name).join(", ")}`
-    : others.length ? `@${others[0].username}` : "";
+    : others.length ? `@${others[0].username}${presence}` : "";
+  ui.settingsBtn.hidden = chat.kind !== "group";
+}
+
+function applyPresence(ev) {
+  state.presence.set(ev.user_id, { online: ev.online, last_seen: ev.last_seen });
+  renderList();
+  if (state.current) renderHead();
+}
+
+// Group settings: title, members and roles, add, remove, leave -------------------------------
+
+const ROLE_NAMES = { owner: "Owner", admin: "Admin", member: "Member" };
+
+function myRole(chat) {
+  const me = chat.members.find((u) => u.id === state.me.id);
+  return me ? me.role || "member" : null;
+}
+
+/** Re-read a chat (after a change of its members or title); a chat the user left goes from the list. */
+async function refreshChat(chatId) {
+  try {
+    const { chat } = await api("GET", `/api/chats/${chatId}`);
+    const old = state.chats.get(chatId);
+    if (old) chat.unread_count = old.unread_count;
+    keepChat(chat);
+  } catch (err) {
+    if (!(err instanceof ApiError) || err.status !== 403) throw err;
+    state.chats.delete(chatId);  // no longer a member (its history up to then stays readable)
+  }
+  renderList();
+  if (state.current === chatId) renderHead();
+  if (ui.groupDialog.open && ui.groupDialog.dataset.chatId === String(chatId)) renderGroupDialog();
+}
+
+function renderGroupDialog() {
+  const dialog = ui.groupDialog;
+  const chat = state.chats.get(Number(dialog.dataset.chatId));
+  if (!chat) { dialog.close(); return; }
+  const role = myRole(chat);
+  const canEdit = role === "owner" || role === "admin";
+  dialog.querySelector("#group-title-input").disabled = !canEdit;
+  dialog.querySelector("#save-title").hidden = !canEdit;
+  dialog.querySelector("#add-member-field").hidden = !canEdit;
+  const list = dialog.querySelector("#group-members");
+  list.replaceChildren(...chat.members.map((u) => {
+    const theirs = u.role || "member";
+    const me = u.id === state.me.id;
+    const canRemove = !me && (role === "owner" ? theirs !== "owner" : role === "admin" && theirs === "member");
+    const canPromote = !me && role === "owner" && theirs !== "owner";
+    const name = u.display_name || u.username;
+    return el("li", { class: "group-member", dataset: { userId: u.id } },
+      avatar(name, "sm"),
+      el("span", { class: "group-member-name" }, el("strong", { text: me ? `${name} (you)` : name }), " ",
+        el("span", { class: "muted small", text: ROLE_NAMES[theirs] || theirs })),
+      canPromote ? el("button", { class: "btn btn-ghost btn-sm", type: "button",
+        text: theirs === "admin" ? "Make member" : "Make admin", "aria-label": `${theirs === "admin" ? "Make member" : "Make admin"}: ${name}`,
+        onclick: () => groupCall("PATCH", `/api/chats/${chat.id}/members/${u.id}`, { role: theirs === "admin" ? "member" : "admin" }) }) : null,
+      canRemove ? el("button", { class: "btn btn-ghost btn-sm danger", type: "button", text: "Remove",
+        "aria-label": `Remove ${name}`, onclick: () => groupCall("DELETE", `/api/chats/${chat.id}/members/${u.id}`) }) : null);
+  }));
+}
+
+async function groupCall(method, path, body) {
+  const dialog = ui.groupDialog;
+  const chatId = Number(dialog.dataset.chatId);
+  const error = dialog.querySelector("#group-error");
+  error.textContent = "";
+  try {
+    await api(method, path, body);
+    await refreshChat(chatId);
+    return true;
+  } catch (err) {
+    error.textContent = err.message;
+    return false;
+  }
+}
+
+function buildGroupDialog() {
+  const titleInput = el("input", { type: "text", id: "group-title-input", maxlength: 128 });
+  const save = el("button", { class: "btn btn-secondary", type: "button", id: "save-title", text: "Rename" });
+  const addInput = el("input", { type: "search", id: "add-member", autocomplete: "off", placeholder: "Username or name",
+    "aria-describedby": "add-member-status" });
+  const addStatus = el("p", { class: "muted small", id: "add-member-status", role: "status" });
+  const found = el("ul", { class: "add-member-results", id: "add-member-results", "aria-label": "People to add" });
+  const leave = el("button", { class: "btn btn-ghost danger", type: "button", id: "leave-group", text: "Leave group" });
+  const close = el("button", { class: "btn", type: "button", id: "close-group", text: "Close" });
+  const dialog = el("dialog", { id: "group-dialog", "aria-labelledby": "group-dialog-title" },
+    el("div", { class: "dialog-body" },
+      el("h2", { id: "group-dialog-title", text: "Group settings" }),
+      el("label", { for: "group-title-input", text: "Group name" }),
+      el("div", { class: "group-title-row" }, titleInput, save),
+      el("h3", { class: "small-heading", text: "Members" }),
+      el("ul", { class: "group-members", id: "group-members", "aria-label": "Members" }),
+      el("div", { id: "add-member-field" }, el("label", { for: "add-member", text: "Add someone" }), addInput, addStatus, found),
+      el("p", { class: "form-error", id: "group-error", role: "alert" }),
+      el("div", { class: "dialog-actions" }, leave, close)));
+  save.addEventListener("click", () => groupCall("PATCH", `/api/chats/${dialog.dataset.chatId}`, { title: titleInput.value }));
+  titleInput.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); save.click(); } });
+  let timer = null;
+  addInput.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const q = addInput.value.trim();
+      if (q.length < 2) { found.replaceChildren(); addStatus.textContent = q ? "Type at least 2 characters." : ""; return; }
+      try {
+        const chat = state.chats.get(Number(dialog.dataset.chatId));
+        const { users } = await api("GET", `/api/users?q=${encodeURIComponent(q)}&limit=8`);
+        const fresh = users.filter((u) => !chat.members.some((m) => m.id === u.id));
+        found.replaceChildren(...fresh.map((u) => el("li", {}, el("button", { class: "btn btn-ghost add-member-option", type: "button",
+          dataset: { userId: u.id }, "aria-label": `Add ${u.display_name} (@${u.username})`,
+          onclick: async () => {
+            if (await groupCall("POST", `/api/chats/${chat.id}/members`, { user_id: u.id })) {
+              addInput.value = ""; found.replaceChildren(); addStatus.textContent = `${u.display_name} was added.`;
+            }
+          } }, avatar(u.display_name, "sm"), el("span", { text: `${u.display_name} @${u.username}` })))));
+        addStatus.textContent = fresh.length ? `${fresh.length} found.` : "No one to add.";
+      } catch (err) { addStatus.textContent = err.message; }
+    }, 200);
+  });
+  leave.addEventListener("click", async () => {
+    if (!window.confirm("Leave this group? You keep its history up to now.")) return;
+    const chatId = Number(dialog.dataset.chatId);
+    try {
+      await api("DELETE", `/api/chats/${chatId}/members/${state.me.id}`);
+      dialog.close();
+      state.chats.delete(chatId);
+      openChat(null);
+    } catch (err) { dialog.querySelector("#group-error").textContent = err.message; }
+  });
+  close.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("keydown", trapTab);
+  dialog.addEventListener("close", () => { if (ui.settingsBtn.isConnected) ui.settingsBtn.focus(); });
+  dialog.openFor = (chatId) => {
+    const chat = state.chats.get(chatId);
+    dialog.dataset.chatId = String(chatId);
+    titleInput.value = chat ? chat.title : "";
+    addInput.value = "";
+    found.replaceChildren();
+    addStatus.textContent = "";
+    dialog.querySelector("#group-error").textContent = "";
+    renderGroupDialog();
+    dialog.showModal();
+    (titleInput.disabled ? close : titleInput).focus();
+  };
+  return dialog;
 }
 
 function messageNode(m, prev) {
@@ -238,6 +396,10 @@ function messageNode(m, prev) {
   const actions = m.deleted ? null : el("button", { class: "icon-btn msg-actions", type: "button", "aria-haspopup": "menu",
     "aria-expanded": "false", "aria-label": `Actions for the message of ${mine ? "you" : m.sender_name}, ${shortTime(m.created_at)}`,
     onclick: (e) => openMessageMenu(m, e.currentTarget) }, icon("more", 16));
+  if (m.message_type === "system") {
+    return el("div", { class: "msg system", dataset: { messageId: m.id } },
+      el("p", { class: "system-text", text: m.content }), el("span", { class: "msg-meta", text: shortTime(m.created_at) }));
+  }
   return el("div", { class: `msg${mine ? " mine" : ""}${m.deleted ? " is-deleted" : ""}`, dataset: { messageId: m.id } },
     showSender ? el("span", { class: "msg-sender", text: m.sender_name }) : null,
     reply,
@@ -770,6 +932,10 @@ function onChatFrame(data) {
     state.typing.set(data.user_id, { name: data.user_name, until: Date.now() + TYPING_SHOW_MS });
     renderTyping();
     setTimeout(renderTyping, TYPING_SHOW_MS + 50);
+  } else if (data.type === "members" || data.type === "chat_updated" || data.type === "chat_members") {
+    const removedMe = (data.removed || []).includes(state.me.id);
+    if (removedMe && data.chat_id === state.current) ui.composerError.textContent = "You are no longer a member of this group.";
+    refreshChat(data.chat_id).catch(() => {});
   } else if (data.type === "message_edited" || data.type === "message_deleted" || data.type === "reaction") {
     applyChange(data);
   } else if (data.type === "read" && data.chat_id === state.current) {
@@ -1064,8 +1230,12 @@ function build() {
     }
   });
   const back = el("button", { class: "icon-btn back-btn", type: "button", "aria-label": "Back to chats", onclick: () => openChat(null) }, icon("back"));
+  ui.settingsBtn = el("button", { class: "icon-btn", type: "button", id: "group-settings", "aria-label": "Group settings", hidden: true,
+    "aria-haspopup": "dialog", onclick: () => ui.groupDialog.openFor(state.current) }, icon("users"));
+  ui.groupDialog = buildGroupDialog();
   ui.active = el("div", { class: "conv-active", hidden: true },
-    el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub), buildMuteMenu()),
+    el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub),
+      ui.settingsBtn, buildMuteMenu()),
     ui.messages, ui.typing, ui.composerError, ui.pending, ui.mode, ui.mentionList, composer);
   // Files dropped anywhere on the open conversation are attached.
   ui.active.addEventListener("dragover", (e) => {
@@ -1086,7 +1256,7 @@ function build() {
     el("aside", { class: "chat-sidebar" },
       el("div", { class: "sidebar-head" }, el("h1", { text: "Messages" }), newChat), buildSearch(), ui.list),
     ui.conversation);
-  document.getElementById("main").append(ui.layout, ui.dialog);
+  document.getElementById("main").append(ui.layout, ui.dialog, ui.groupDialog);
 }
 
 async function main() {
@@ -1108,6 +1278,7 @@ async function main() {
   state.conn.start(chatIdFromPath(), newest || null);
   client.on("unread", (u) => applyUnread(u));
   client.on("mute", applyMute);
+  client.on("presence", applyPresence);
   client.on("new_message", (n) => {
     const chat = state.chats.get(n.chat_id);
     if (!chat) { ensureChat(n.chat_id).catch(() => {}); return; }

@@ -1,0 +1,127 @@
+"""Groups that change and presence in the chat page (issue 25, items 7-9): the group settings
+dialog by keyboard (rename, add, roles, remove, leave) with each right shown only to whom
+it belongs, the other member's page following live, system messages; presence dots and
+"last seen"; axe at desktop and phone widths."""
+import pytest
+from playwright.sync_api import expect
+
+from tests.support.browser import (DESKTOP, PHONE, axe_violations, browser, http_json, open_chat,  # noqa: F401
+                                   register, signed_in_context, wait_live)
+from tests.support.procs import start_server
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("groups")
+    server = start_server(tmp, "--database-url", f"sqlite:///{tmp}/groups.db", "--presence-grace", "1")
+    yield server
+    server.kill()
+
+
+def opened(page, site, chat_id):
+    page.goto(f"{site.url}/chat/{chat_id}")
+    wait_live(page, "WebSocket")
+    expect(page.locator("#conversation")).to_have_attribute("data-loaded", str(chat_id))
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_group_settings_by_keyboard_with_each_right_where_it_belongs(browser, site, size):
+    alice, bob, carol = register(site, "alice", "Alice Wu"), register(site, "bob", "Bob Stone"), \
+        register(site, "carol", "Carol Diaz")
+    status, data = http_json(site, "POST", "/api/chats", {"member_ids": [bob["id"]], "title": "Draft"},
+                             token=alice["token"])
+    assert status == 201, data
+    group = data["chat"]["id"]
+    a_ctx = signed_in_context(browser, site, alice, viewport=size)
+    b_ctx = signed_in_context(browser, site, bob, viewport=size)
+    try:
+        a, b = a_ctx.new_page(), b_ctx.new_page()
+        b.on("dialog", lambda dialog: dialog.accept())  # "Leave this group?"
+        opened(a, site, group)
+        opened(b, site, group)
+
+        # Alice (owner) renames by keyboard
+        a.locator("#group-settings").focus()
+        a.keyboard.press("Enter")
+        dialog = a.locator("#group-dialog")
+        expect(dialog).to_be_visible()
+        expect(a.locator("#group-title-input")).to_be_focused()
+        assert axe_violations(a) == []
+        a.keyboard.press("Control+a")
+        a.keyboard.type("Launch")
+        a.keyboard.press("Enter")
+        for page in (a, b):
+            expect(page.locator("#conv-title")).to_have_text("Launch")
+            expect(page.locator("#messages .msg.system .system-text").last).to_contain_text("Launch")
+
+        # adds Carol from the search, by keyboard
+        a.locator("#add-member").focus()
+        a.keyboard.type(carol["username"])  # unique: other runs of this module made Carols too
+        option = a.locator(".add-member-option")
+        expect(option).to_have_count(1)
+        option.focus()
+        a.keyboard.press("Enter")
+        expect(a.locator("#add-member-status")).to_have_text("Carol Diaz was added.")
+        members = a.locator("#group-members .group-member")
+        expect(members).to_have_count(3)
+        expect(b.locator("#conv-sub")).to_contain_text("3 members")
+
+        # makes Bob an admin
+        a.get_by_role("button", name="Make admin: Bob Stone").click()
+        expect(a.locator("#group-members .group-member[data-user-id='%d']" % bob["id"])).to_contain_text("Admin")
+        a.keyboard.press("Escape")
+        expect(dialog).to_be_hidden()
+        expect(a.locator("#group-settings")).to_be_focused()
+
+        # Bob, an admin: may remove Carol (a member), not Alice (the owner), and promotes no one
+        b.locator("#group-settings").click()
+        expect(b.locator("#group-dialog")).to_be_visible()
+        expect(b.get_by_role("button", name="Remove Carol Diaz")).to_be_visible()
+        expect(b.get_by_role("button", name="Remove Alice Wu")).to_have_count(0)
+        expect(b.get_by_role("button", name="Make admin: Carol Diaz")).to_have_count(0)
+        assert axe_violations(b) == []
+        b.get_by_role("button", name="Remove Carol Diaz").click()
+        for page in (a, b):
+            expect(page.locator("#conv-sub")).to_contain_text("2 members")
+
+        # Bob leaves: the group goes from his list, Alice sees the system message
+        b.locator("#leave-group").click()
+        expect(b.locator(f"#chat-list a[data-chat-id='{group}']")).to_have_count(0)
+        expect(a.locator("#messages .msg.system .system-text").last).to_contain_text("Bob Stone")
+        expect(a.locator("#conv-sub")).to_contain_text("1 members")
+    finally:
+        a_ctx.close()
+        b_ctx.close()
+
+
+def test_presence_dot_and_last_seen_follow_the_other_member(browser, site):
+    alice, dave = register(site, "alice", "Alice Wu"), register(site, "dave", "Dave Kim")
+    chat = open_chat(site, alice, dave)
+    a_ctx = signed_in_context(browser, site, alice, viewport=DESKTOP)
+    d_ctx = signed_in_context(browser, site, dave, viewport=DESKTOP)
+    try:
+        a = a_ctx.new_page()
+        opened(a, site, chat)
+        row = a.locator(f"#chat-list a[data-chat-id='{chat}']")
+        expect(row.locator(".presence-dot")).to_have_count(0)
+        d = d_ctx.new_page()
+        opened(d, site, chat)  # Dave comes online
+        expect(row.locator(".presence-dot")).to_have_count(1)
+        expect(row).to_contain_text("online")
+        expect(a.locator("#conv-sub")).to_contain_text("Online")
+        d.close()  # Dave goes: offline after the grace period, with a last seen time
+        expect(row.locator(".presence-dot")).to_have_count(0)
+        expect(a.locator("#conv-sub")).to_contain_text("Last seen")
+        # Dave hides his presence: Alice sees none of it, even when he is back
+        status, _ = http_json(site, "PATCH", "/api/me/preferences", {"share_presence": False}, token=dave["token"])
+        assert status == 200
+        d = d_ctx.new_page()
+        opened(d, site, chat)
+        a.reload()
+        expect(a.locator("#conversation")).to_have_attribute("data-loaded", str(chat))
+        expect(a.locator("#conv-sub")).not_to_contain_text("Online")
+        expect(a.locator("#conv-sub")).not_to_contain_text("Last seen")
+        expect(row.locator(".presence-dot")).to_have_count(0)
+    finally:
+        a_ctx.close()
+        d_ctx.close()
