@@ -108,6 +108,7 @@ class Config:
     max_connections_per_user: int = 32  # /ws/* and /sse/* streams per user and process
     max_handshakes_per_second: float = 500.0  # new WebSocket/SSE streams per process
     handshake_burst: int = 100
+    concurrent_opens: int = 8  # streams subscribing, reading their state and replaying at once; the rest wait in order
     # failed authentications of /ws/*, /sse/* and /poll/* per client address (IPv6: its /64), then 429
     failed_stream_auths_per_address_per_minute: int = 60
     # open connections per client address (IPv6: its /64); behind --trusted-proxies, streams per
@@ -279,6 +280,9 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
      "connections the kernel queues until accepted (capped by net.core.somaxconn)"),
     ("max_handshakes_per_second", "MAX_HANDSHAKES_PER_SECOND", float, "new WebSocket/SSE streams per second"),
     ("handshake_burst", "HANDSHAKE_BURST", int, "burst of new WebSocket/SSE streams above the rate"),
+    ("concurrent_opens", "CONCURRENT_OPENS", int,
+     "admitted streams that subscribe, read their state and replay at the same time (the rest wait in "
+     "order; 1 to 1000)"),
     ("failed_stream_auths_per_address_per_minute", "FAILED_STREAM_AUTHS_PER_ADDRESS_PER_MINUTE", int,
      "failed authentications of stream and long-poll requests per client address per minute (then 429)"),
     ("max_connections_per_address", "MAX_CONNECTIONS_PER_ADDRESS", int,
@@ -445,6 +449,8 @@ def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] =
         raise SystemExit(f"--cors-max-age must be from 0 to {MAX_AGE_LIMIT} seconds")
     if config.processes < 1:
         raise SystemExit("--processes must be at least 1")
+    if not 1 <= config.concurrent_opens <= 1000:
+        raise SystemExit("--concurrent-opens must be from 1 to 1000")
     # The rule of services/delivery/broker/base.py check_prefix (part of PostgreSQL identifiers)
     if config.broker_prefix and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", config.broker_prefix):
         raise SystemExit("--broker-prefix must be 1-32 letters, digits and underscores, starting with a letter")

@@ -52,6 +52,10 @@ log = logging.getLogger("squall.server")
 # Paths answered even past max_connections: load balancers must see the process as alive.
 HEALTH_PATHS = frozenset(("/healthz", "/readyz"))
 ACCEPT_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# Connections accepted per turn of the event loop while more wait (the socket stays readable,
+# so the loop comes back at its next turn): a storm of new connections is taken in slices,
+# with the established connections' events served between them (issue 26).
+ACCEPT_BATCH = 16
 ACCEPT_PAUSE = 0.1  # seconds without accepting after a descriptor shortage
 LOG_EVERY = 10.0  # seconds between log lines about descriptor shortage
 UNLIMITED_BODY = 1 << 62  # Tornado's own body limit is replaced by BodyGuard's
@@ -306,7 +310,7 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
 
     def _accept_ready(self, sock):
         def on_readable(fd, events):
-            for _ in range(128):
+            for _ in range(ACCEPT_BATCH):
                 try:
                     connection, address = sock.accept()
                 except BlockingIOError:

@@ -16,14 +16,21 @@ import pytest
 from tests.support.clients import ApiClient, WSClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.procs import ROOT, start_server
+from tests.support.stream_requests import KeepAliveApi
 
 STREAMS = 2000
 USERS = 100  # 20 streams each, under the per-user cap of 32
 RATE, BURST = 300, 50
+BASELINE_PROBES = 25
+WORST_MS = 100  # issue 26: the worst notification latency of an established client in the storm
 
 
 async def latency(api, watchers, user_id) -> float:
-    """Seconds from publishing a notification to the user until all their sockets have it."""
+    """Seconds from publishing a notification to the user until all their sockets have it.
+
+    ``api`` is a KeepAliveApi: the publishing backend holds its connection, as a pooled HTTP
+    client does, so the figure is the established connections' (a new connection's request
+    first waits its turn in the accept queue behind the storm's)."""
     t0 = time.monotonic()
     status, body = await api.call("POST", "/api/notifications", {"user_ids": [user_id], "message": "probe"},
                                   token=SERVICE_TOKEN)
@@ -55,7 +62,14 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
         users = [await api.register(f"s{n}_{stamp}") for n in range(USERS)]
         watcher = await api.register(f"watch_{stamp}")
         watchers = [await WSClient.connect(server.ws_url, "/ws/notifications", watcher["token"]) for _ in range(3)]
-        baseline = statistics.median([await latency(api, watchers, watcher["id"]) for _ in range(7)])
+        # the baseline: the same probes, at the same pace, before the storm (on a busy machine
+        # its worst case holds the scheduling delays the storm's figure would hold anyway)
+        quiet = []
+        publisher = KeepAliveApi(server.port)
+        for _ in range(BASELINE_PROBES):
+            quiet.append(await latency(publisher, watchers, watcher["id"]))
+            await asyncio.sleep(0.2)
+        baseline = statistics.median(quiet)
 
         tokens_file = tmp_path / "tokens.json"
         tokens_file.write_text(json.dumps([users[n % USERS]["token"] for n in range(STREAMS)]))
@@ -79,9 +93,10 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
         during = []
         while not storm.done():
             await broadcast(api, ids)
-            during.append(await latency(api, watchers, watcher["id"]))
+            during.append(await latency(publisher, watchers, watcher["id"]))
             await asyncio.sleep(0.2)
         again = storm.result()
+        publisher.close()
         for _ in range(2):
             await broadcast(api, ids)
         report = await command("report " + json.dumps(ids))
@@ -94,6 +109,12 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
         assert report == {"duplicates": 0, "missing": 0, "out_of_order": 0, "streams": STREAMS}
         assert len(during) >= 3
         assert statistics.median(during) < max(5 * baseline, 0.25), (baseline, during)
+        # issue 26: no stall: the worst latency of an established client during the storm stays
+        # under 100 ms, or on a machine already too busy for that, under twice the worst of the
+        # quiet probes (docs/performance.md, "Reconnect storms")
+        print(f"storm: established client latency, quiet worst {max(quiet) * 1000:.1f} ms "
+              f"(median {baseline * 1000:.1f}), storm worst {max(during) * 1000:.1f} ms of {len(during)} probes")
+        assert max(during) < max(WORST_MS / 1000, 2 * max(quiet)), (sorted(quiet), sorted(during))
     finally:
         if helper is not None and helper.poll() is None:
             helper.kill()

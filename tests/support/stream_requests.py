@@ -45,3 +45,36 @@ async def stream_request(port: int, path: str, headers: Optional[dict] = None,
     writer.write(request_head(port, path, headers))
     status, answer_headers, body = await read_answer(reader)
     return status, answer_headers, body, writer
+
+
+class KeepAliveApi:
+    """JSON API calls on one kept-alive connection, as a backend's pooled HTTP client makes them
+    (Tornado's AsyncHTTPClient opens a new connection per request, which waits in the accept
+    queue behind whatever else is connecting)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
+
+    async def call(self, method: str, path: str, body=None, token: Optional[str] = None) -> Tuple[int, Optional[dict]]:
+        """``(status, JSON body)`` of one request on the kept connection (opened on first use)."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        data = json.dumps(body).encode() if body is not None else b""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", "Connection: keep-alive",
+                 "Content-Type: application/json", f"Content-Length: {len(data)}"]
+        if token:
+            lines.append(f"Authorization: Bearer {token}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+        assert self.reader is not None
+        status, headers, answer = await read_answer(self.reader)
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, answer
+
+    def close(self) -> None:
+        """Close the kept connection (the next call opens a new one)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None

@@ -81,8 +81,10 @@ class History:
         self.hold: Optional[asyncio.Event] = None
         self.reading = asyncio.Event()  # set when a replay read has begun
         self.fail = False
+        self.reads = 0  # replay reads begun
 
     async def _wait(self) -> None:
+        self.reads += 1
         self.reading.set()
         if self.fail:
             raise ConnectionError("the database went away")
@@ -117,14 +119,16 @@ def world():
     hub = Hub(registry, create_broker("memory", "test"))
     history = History()
     services = SimpleNamespace(hub=hub, chat=history, notifications=history,
-                               config=SimpleNamespace(max_pending_bytes=LIMIT, replay_limit=3))
+                               config=SimpleNamespace(max_pending_bytes=LIMIT, replay_limit=3),
+                               admission=SimpleNamespace(opening_slots=asyncio.Semaphore(2)))
 
     def make(streams=(NOTIFY,), user_id: int = 7, **kwargs):
         transport = FakeTransport(**{k: kwargs.pop(k) for k in ("notify_baseline", "latest") if k in kwargs})
         conn = Connection(services, transport, user_id, streams, "ws_notifications", origin="here", **kwargs)
         transport.connection = conn
         return conn, transport
-    return SimpleNamespace(registry=registry, hub=hub, history=history, make=make, metrics=hub.metrics)
+    return SimpleNamespace(registry=registry, hub=hub, history=history, make=make, metrics=hub.metrics,
+                           slots=services.admission.opening_slots)
 
 
 def publish(world, event: Event, user_id: int = 7) -> int:
@@ -393,6 +397,44 @@ async def test_an_end_during_the_replay_stops_it(world):
     world.history.hold.set()
     await started
     assert wire.ids() == [] and world.registry.count() == 0
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_opens_past_the_slots_wait_their_turn_and_lose_nothing(world):
+    # 2 opening slots (StreamAdmission.opening_slots): a third stream waits, registered, with
+    # live events buffered, until one of the first two has replayed.
+    world.history.notifications = [1, 2]
+    world.history.hold = asyncio.Event()
+    opened = [world.make(user_id=u) for u in (1, 2, 3)]
+    starts = [asyncio.ensure_future(conn.start(None, 0)) for conn, _ in opened]
+    await world.history.reading.wait()
+    await asyncio.sleep(0.05)
+    assert world.slots.locked() and world.registry.count() == 3
+    third_conn, third = opened[2]
+    publish(world, notification(3), user_id=3)  # live while the third waits for a slot
+    assert third.sent == []
+    world.history.hold.set()
+    await asyncio.gather(*starts)
+    assert third.ids() == [1, 2, 3]
+    assert all(wire.ids() == [1, 2] for _, wire in opened[:2])
+    assert not world.slots.locked()
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_stream_that_ends_while_waiting_for_a_slot_reads_nothing(world):
+    world.history.notifications = [1]
+    world.history.hold = asyncio.Event()
+    first = [world.make(user_id=u) for u in (1, 2)]
+    starts = [asyncio.ensure_future(conn.start(None, 0)) for conn, _ in first]
+    await world.history.reading.wait()
+    waiting, wire = world.make(user_id=3)
+    started = asyncio.ensure_future(waiting.start(None, 0))
+    await asyncio.sleep(0.05)
+    waiting.end(EndReason.CLOSED)  # the client left before its turn
+    world.history.hold.set()
+    await asyncio.gather(*starts, started)
+    assert wire.ids() == [] and world.history.reads == 2  # the first two only: no replay read for it
+    assert world.registry.count() == 2 and not world.slots.locked()
 
 
 def test_a_connection_has_slots_only():

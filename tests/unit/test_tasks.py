@@ -11,7 +11,7 @@ import pathlib
 import pytest
 
 from tornado_app.logs import json_formatter
-from tornado_app.tasks import Batcher, running_tasks, spawn
+from tornado_app.tasks import SWEEP_SLICE, Batcher, running_tasks, sliced, spawn
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -247,3 +247,34 @@ async def test_drain_waits_for_everything_queued_and_a_cancelled_waiter_leaves_t
     assert waiters[1].cancelled()
     await batcher.drain()  # idle: returns at once
     assert len(batcher) == 0
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_sweep_in_slices_gives_the_loop_a_turn_between_slices_and_keeps_the_order():
+    # what the ping, heartbeat and pong sweeps use: another task runs between the slices
+    seen: list = []
+
+    async def other() -> None:
+        while len(seen) < 10:
+            seen.append("turn")
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(other())
+    out = await sliced(list(range(10)), lambda n: seen.append(n) or n * 2, per_turn=4)
+    task.cancel()
+    assert out == [n * 2 for n in range(10)]
+    numbers = [x for x in seen if x != "turn"]
+    assert numbers == list(range(10))
+    # no turn inside a slice of 4, and at least one turn between consecutive slices
+    for start in (0, 4, 8):
+        block = seen[seen.index(start):seen.index(min(start + 3, 9)) + 1]
+        assert "turn" not in block
+    assert seen.index("turn", seen.index(3)) < seen.index(4)
+    assert seen.index("turn", seen.index(7)) < seen.index(8)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_sweep_of_no_more_than_one_slice_takes_no_turn():
+    assert await sliced([1, 2, 3], lambda n: n + 1, per_turn=3) == [2, 3, 4]
+    assert await sliced([], lambda n: n) == []
+    assert SWEEP_SLICE == 500

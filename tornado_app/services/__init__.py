@@ -17,7 +17,7 @@ import tornado.ioloop
 from models import init_db
 from models.schema import migrate
 from ..config import Config
-from ..tasks import spawn
+from ..tasks import sliced, spawn
 from .chat import (ChatLimits, ChatService, GroupService, LocalUploadStore, MessageSearch, PresenceService,
                    UploadLimits, UploadService)
 from .delivery import (Broker, ConnectionRegistry, Hub, NotificationService, OpenStateBatcher, PollPresence,
@@ -124,26 +124,31 @@ class Services:
         else:
             log.info("JWT_SECRET is not set: tokens are signed with the generated secret kept in the database")
 
-    def _ping_websockets(self) -> None:
-        """Ping every WebSocket; those without a pong ``ws_ping_timeout`` later are closed."""
+    async def _ping_websockets(self) -> None:
+        """Ping every WebSocket; those without a pong ``ws_ping_timeout`` later are closed.
+
+        In slices (``tasks.sliced``): one turn of the loop never holds every connection's ping.
+        """
         pinged_at = time.monotonic()
-        pinged = [conn for conn in list(self.registry.connections) if conn.ping()]
+        connections = list(self.registry.connections)
+        pinged = [conn for conn, sent in zip(connections, await sliced(connections, lambda conn: conn.ping())) if sent]
         if pinged:
             timeout = min(self.config.ws_ping_timeout, self.config.ws_ping_interval)
-            tornado.ioloop.IOLoop.current().call_later(timeout, self._check_pongs, pinged, pinged_at)
+            tornado.ioloop.IOLoop.current().call_later(
+                timeout, lambda: spawn(self._check_pongs(pinged, pinged_at), name="ws.pongs"))
 
     @staticmethod
-    def _check_pongs(pinged: List[Connection], pinged_at: float) -> None:
-        for conn in pinged:
+    async def _check_pongs(pinged: List[Connection], pinged_at: float) -> None:
+        def check(conn: Connection) -> None:
             try:
                 conn.check_pong(pinged_at)
             except Exception:
                 log.exception("closing a WebSocket that missed its pong")
+        await sliced(pinged, check)
 
-    def _beat(self) -> None:
-        """One timer for every SSE stream's ``: ping`` comment (not one timer per connection)."""
-        for conn in list(self.registry.connections):
-            conn.heartbeat()
+    async def _beat(self) -> None:
+        """One timer for every SSE stream's ``: ping`` comment (not one timer per connection), in slices."""
+        await sliced(list(self.registry.connections), lambda conn: conn.heartbeat())
 
     async def _prune_forever(self) -> None:
         while True:
@@ -252,7 +257,7 @@ def build_services(config: Config) -> Services:
     ))
     admission = StreamAdmission(registry, config.max_connections_per_user, config.max_handshakes_per_second,
                                 config.handshake_burst, config.failed_stream_auths_per_address_per_minute,
-                                config.max_connections_per_address)
+                                config.max_connections_per_address, config.concurrent_opens)
     metrics_hub = MetricsHub(metrics, config.metrics_dir or None)
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
                       lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)

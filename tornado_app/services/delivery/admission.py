@@ -18,6 +18,7 @@ server counts connections per peer address, and a proxy's peer address is everyo
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from typing import Dict, List, Optional
@@ -34,8 +35,14 @@ class StreamAdmission:
     """Decides whether a new stream may open now. Raises ServerBusy or RateLimited."""
 
     def __init__(self, registry: ConnectionRegistry, max_per_user: int, handshakes_per_second: float,
-                 burst: int, failed_auths_per_minute: int = 0, max_per_address: int = 0):
+                 burst: int, failed_auths_per_minute: int = 0, max_per_address: int = 0,
+                 concurrent_opens: int = 8):
         self.registry = registry
+        # Streams past their handshake that subscribe, read their state and replay at the same
+        # time; the others wait their turn in order. A reconnect storm's opens are sliced so
+        # that no turn of the event loop holds hundreds of replays, and established
+        # connections keep being served in between (issue 26).
+        self.opening_slots = asyncio.Semaphore(max(1, concurrent_opens))
         self.max_per_user = max_per_user
         self.max_per_address = max_per_address
         self._handshakes = RateLimiter(handshakes_per_second, max(1, burst))

@@ -204,6 +204,16 @@ class ConnectionServices(Protocol):
     @property
     def config(self) -> StreamLimits: ...
 
+    @property
+    def admission(self) -> OpeningSlots: ...
+
+
+class OpeningSlots(Protocol):
+    """Where opening streams wait their turn (``StreamAdmission``: ``opening_slots``)."""
+
+    @property
+    def opening_slots(self) -> asyncio.Semaphore: ...
+
 
 class Connection:
     """One live connection of ``user_id`` carrying ``streams`` (``events.CHAT`` / ``events.NOTIFY``)."""
@@ -372,25 +382,30 @@ class Connection:
         if conn_log.isEnabledFor(logging.INFO):
             conn_log.info("connection opened (%s)", self.transport,
                           extra={"transport": self.transport, "conn_id": self.conn_id, "user_id": self.user_id})
-        try:
-            # The broker routes this user's envelopes here before the catch-up reads the database:
-            # nothing stored after that read can miss this connection (routing by user, issue 26).
-            await self.services.hub.subscribed(self)
-            await self._catch_up(last_message_id, last_notification_id, replays, baselines)
-        except BaseException:
-            self.end(EndReason.OPEN_FAILED)
-            await self.finished()
-            raise
-        if self.ended is not None:
-            return
-        # A fresh stream starts "now": everything that arrived since subscribing is sent, and
-        # the baselines seed the cursors first, so that the composite ids of /sse/chat sent
-        # from here on resume from now (not from 0) on both kinds.
-        buffered, self._buffer = self._buffer, None
-        for kind, baseline in baselines.items():
-            self._move_cursor(kind, max(self.cursor(kind), baseline))
-        for event in buffered or ():
-            self._emit(event)
+        # A few streams open at a time (StreamAdmission.opening_slots); live events that arrive
+        # meanwhile wait in the buffer like those that arrive during the catch-up.
+        async with self.services.admission.opening_slots:
+            if self.ended is not None:  # the client left while waiting its turn
+                return
+            try:
+                # The broker routes this user's envelopes here before the catch-up reads the database:
+                # nothing stored after that read can miss this connection (routing by user, issue 26).
+                await self.services.hub.subscribed(self)
+                await self._catch_up(last_message_id, last_notification_id, replays, baselines)
+            except BaseException:
+                self.end(EndReason.OPEN_FAILED)
+                await self.finished()
+                raise
+            if self.ended is not None:
+                return
+            # A fresh stream starts "now": everything that arrived since subscribing is sent, and
+            # the baselines seed the cursors first, so that the composite ids of /sse/chat sent
+            # from here on resume from now (not from 0) on both kinds.
+            buffered, self._buffer = self._buffer, None
+            for kind, baseline in baselines.items():
+                self._move_cursor(kind, max(self.cursor(kind), baseline))
+            for event in buffered or ():
+                self._emit(event)
 
     async def _catch_up(self, last_message_id: Optional[int], last_notification_id: Optional[int],
                         replays: List[Tuple[str, Rows]], baselines: Dict[str, int]) -> None:
