@@ -9,16 +9,17 @@ message to members' chat streams, notifications and unread state to notification
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import peewee
 
-from models import (GROUP, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatMember, Message, Notification, is_postgres,
+from models import (GROUP, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message, Notification, is_postgres,
                     tuples, utcnow)
 from models.user import DELETED_NAME
 from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
@@ -781,44 +782,83 @@ class ChatService:
         chat_id = await self.dbx.write(create)
         return await self.chat_summary(user_id, chat_id)
 
-    async def chat_summary(self, user_id: int, chat_id: int) -> dict:
-        """One chat as listed by ``GET /api/chats``."""
-        chats = await self._summaries(user_id, [chat_id])
+    async def chat_summary(self, user_id: int, chat_id: int, former: bool = False) -> dict:
+        """One chat as listed by ``GET /api/chats``; ``former``: also one the user left or was removed from.
+
+        Raises NotFound (``chat_not_found``).
+        """
+        chats = await self._summaries(user_id, [chat_id], former=former)
         if not chats:
             raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
         return chats[0]
 
-    async def list_chats(self, user_id: int, limit: int = 100, before: Optional[int] = None) -> List[dict]:
-        """A page of ``user_id``'s chats, most recent activity first (three queries in all).
+    async def visible_chat(self, user_id: int, chat_id) -> dict:
+        """``GET /api/chats/{id}``: a chat of ``user_id``, or one they left (``"member": false``).
 
+        Raises ValidationError, NotFound, Forbidden ``not_a_member`` (never a member, or
+        a former member of a chat whose departure was forgotten).
+        """
+        try:
+            await self.require_member(user_id, chat_id)
+        except Forbidden:
+            if await self.dbx.read(former_limit, user_id, chat_id) is None:
+                raise
+        return await self.chat_summary(user_id, chat_id, former=True)
+
+    async def list_chats(self, user_id: int, limit: int = 100, before: Optional[int] = None) -> List[dict]:
+        """A page of ``user_id``'s chats, most recent activity first (four queries in all).
+
+        The groups the user left or was removed from come too, marked ``"member": false``
+        with ``left_at`` and ``removed_at_message_id``; they are placed by the time of the
+        departure and show what the user could see then (the departure's system message as
+        the last message, no members, no unread count).
         ``before`` is the id of the last chat of the previous page: the page continues after
         it in the same order. Raises ValidationError (``before`` not one of the user's chats).
         """
         if before is not None:
             require_id(before, "before")
-        return await self._summaries(user_id, None, limit, before)
+        return await self._summaries(user_id, None, limit, before, former=True)
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
-                         before: Optional[int] = None) -> List[dict]:
+                         before: Optional[int] = None, former: bool = False) -> List[dict]:
         def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[Tuple[int, int], str], Dict[int, Message],
-                            Dict[int, List[dict]], Dict[int, Message]]:
+                            Dict[int, List[dict]], Dict[int, Message], Dict[int, Tuple[datetime.datetime, int]]]:
             q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
                  .order_by(Chat.last_activity_at.desc(), Chat.id.desc()))
+            # the groups left: one more query, on the (user, chat) index of chat_departure
+            fq = (Chat.select(Chat, ChatDeparture.left_at, ChatDeparture.last_message_id.alias("departed_at_id"))
+                  .join(ChatDeparture, on=(ChatDeparture.chat == Chat.id))
+                  .where(ChatDeparture.user == user_id)
+                  .order_by(ChatDeparture.left_at.desc(), Chat.id.desc()))
             if only is not None:
                 q = q.where(Chat.id.in_(only))
+                fq = fq.where(Chat.id.in_(only))
             if before is not None:
                 mark = (Chat.select(Chat.last_activity_at).join(ChatMember, on=(ChatMember.chat == Chat.id))
                         .where((Chat.id == before) & (ChatMember.user == user_id)).tuples().first())
+                if mark is None and former:
+                    mark = (ChatDeparture.select(ChatDeparture.left_at)
+                            .where((ChatDeparture.chat == before) & (ChatDeparture.user == user_id)).tuples().first())
                 if mark is None:
                     raise ValidationError("'before' must be the id of one of your chats")
                 q = q.where((Chat.last_activity_at < mark[0])
                             | ((Chat.last_activity_at == mark[0]) & (Chat.id < before)))
+                fq = fq.where((ChatDeparture.left_at < mark[0])
+                              | ((ChatDeparture.left_at == mark[0]) & (Chat.id < before)))
             if limit is not None:
                 q = q.limit(limit)
+                fq = fq.limit(limit)
             chats = list(q.objects())
-            ids = [c.id for c in chats]
+            left: Dict[int, Tuple[datetime.datetime, int]] = {}
+            if former:
+                gone: List[Any] = list(fq.objects())  # Chat rows with the departure's two columns
+                left = {c.id: (c.left_at, c.departed_at_id) for c in gone}
+                # the newest of both lists (activity for a member, the departure for a former member)
+                chats = sorted(chats + gone, key=lambda c: (left[c.id][0] if c.id in left else c.last_activity_at,
+                                                            c.id), reverse=True)[:limit]
+            ids = [c.id for c in chats if c.id not in left]
             members: Dict[int, List[int]] = {i: [] for i in ids}
             roles: Dict[Tuple[int, int], str] = {}
             if ids:
@@ -826,18 +866,30 @@ class ChatService:
                                              .where(ChatMember.chat.in_(ids)).order_by(ChatMember.id)):
                     members[cid].append(uid)
                     roles[(cid, uid)] = role
-            last_ids = [c.last_message_id for c in chats if c.last_message_id]
+            # a former member's last message is the one of their departure: nothing later shows
+            last_ids = [left[c.id][1] if c.id in left else c.last_message_id for c in chats]
+            last_ids = [i for i in last_ids if i]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            return chats, members, roles, last, UploadService.attachments_of(last), targets_of(last.values())
+            return chats, members, roles, last, UploadService.attachments_of(last), targets_of(last.values()), left
 
         epoch = self._members_epoch
-        chats, members, roles, last, files, targets = await self.dbx.read(load)
+        chats, members, roles, last, files, targets, left = await self.dbx.read(load)
         rendered = {m["id"]: m for m in await self._render(list(last.values()), files, {}, targets)}
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
         out = []
         for c in chats:
+            if c.id in left:
+                left_at, upto = left[c.id]
+                lm = last.get(upto)
+                out.append({
+                    "id": c.id, "kind": c.kind, "title": c.title, "members": [],
+                    "last_message": rendered.get(lm.id) if lm else None,
+                    "unread_count": 0, "created_at": iso(c.created_at), **mute_state_of(None),
+                    "member": False, "left_at": iso(left_at), "removed_at_message_id": upto or None,
+                })
+                continue
             member_list = [{**people[u], "role": roles[(c.id, u)]} for u in members[c.id] if u in people]
             if epoch == self._members_epoch:
                 self._members.setdefault(c.id, tuple(sorted(members[c.id])))
@@ -851,7 +903,7 @@ class ChatService:
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
                 "last_message": rendered.get(lm.id) if lm else None,
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
-                **mute_state_of(c.muted_until),
+                **mute_state_of(c.muted_until), "member": True,
             })
         if self.presence is not None and out:
             await self.presence.annotate(user_id, out)
