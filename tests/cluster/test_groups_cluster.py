@@ -113,6 +113,9 @@ async def test_group_changes_on_two_processes(cluster):
         assert [m["id"] for m in found["results"]] == [before["id"]]
         status, err = await call(api, carol, "POST", f"/api/chats/{cid}/messages", {"content": "hi"})
         assert (status, err["error"]["code"]) == (403, "not_a_member")
+        status, listed = await call(api, carol, "GET", "/api/chats")  # listed, read-only, as at the removal
+        former = {c["id"]: c for c in listed["chats"]}[cid]
+        assert former["member"] is False and former["last_message"]["id"] == gone["removed_at_message_id"]
     # leaving on p1, heard on p2
     status, _ = await call(api1, dave, "DELETE", f"/api/chats/{cid}/members/{dave['id']}")
     assert status == 200
