@@ -444,7 +444,7 @@ function messageNode(m, prev) {
         return el("span", { class: `reaction${me ? " mine" : ""}` }, el("span", { "aria-hidden": "true", text: `${r.emoji} ${r.count}` }),
           el("span", { class: "sr-only", text: `${r.emoji} ${r.count} ${r.count === 1 ? "reaction" : "reactions"}${me ? ", including yours" : ""}` }));
       }
-      return el("button", { class: `reaction${me ? " mine" : ""}`, type: "button", "aria-pressed": String(me),
+      return el("button", { class: `reaction${me ? " mine" : ""}`, type: "button", "aria-pressed": String(me), dataset: { emoji: r.emoji },
         "aria-label": `${r.emoji} ${r.count} ${r.count === 1 ? "reaction" : "reactions"}${me ? ", including yours" : ""}`,
         onclick: () => react(m, r.emoji, !me) }, `${r.emoji} ${r.count}`);
     })) : null;
@@ -551,15 +551,17 @@ function openMessageMenu(m, button) {
   if (!menu.hidden && menu.owner === button) { closeMessageMenu(true); return; }
   closeMessageMenu(false);
   const mine = m.sender_id === state.me.id;
-  const item = (label, fn, extra = {}) => el("button", { class: "menu-item", type: "button", role: "menuitem", tabindex: -1,
-    onclick: () => { closeMessageMenu(false); fn(); }, ...extra }, label);
-  const items = [item("Reply", () => startReply(m))];
+  // back to the message's actions button after a reaction or a delete (applyChange keeps it there);
+  // reply and edit take the focus to the composer
+  const item = (label, fn, extra = {}, back = true) => el("button", { class: "menu-item", type: "button", role: "menuitem", tabindex: -1,
+    onclick: () => { closeMessageMenu(back); fn(); }, ...extra }, label);
+  const items = [item("Reply", () => startReply(m), {}, false)];
   for (const emoji of QUICK_REACTIONS) {
     const had = (m.reactions || []).some((r) => r.emoji === emoji && r.user_ids.includes(state.me.id));
     items.push(item(`${had ? "Remove" : "React"} ${emoji}`, () => react(m, emoji, !had), { dataset: { emoji } }));
   }
   if (mine) {
-    items.push(item("Edit", () => startEdit(m)));
+    items.push(item("Edit", () => startEdit(m), {}, false));
     items.push(item("Delete", () => deleteMessage(m), { class: "menu-item danger" }));
   }
   menu.replaceChildren(...items);
@@ -656,6 +658,22 @@ async function saveEdit() {
   }
 }
 
+/** Where the focus is among the messages (a message's actions button or reaction), to keep it across a rebuild. */
+function messageFocus() {
+  const active = document.activeElement;
+  if (!active || active === ui.messages || !ui.messages.contains(active)) return null;
+  const node = active.closest(".msg");
+  return node ? { id: node.dataset.messageId, emoji: active.classList.contains("reaction") ? active.dataset.emoji : null } : null;
+}
+
+/** Focus the same control of the rebuilt message: its reaction, else its actions button, else the log. */
+function restoreMessageFocus(at) {
+  if (!at) return;
+  const node = ui.messages.querySelector(`.msg[data-message-id="${at.id}"]`);
+  const chip = node && at.emoji ? [...node.querySelectorAll("button.reaction")].find((b) => b.dataset.emoji === at.emoji) : null;
+  (chip || (node && node.querySelector(".msg-actions")) || ui.messages).focus();
+}
+
 /** A message_edited, message_deleted or reaction event (live, or the answer to this page's own change). */
 function applyChange(ev) {
   if (!ev || ev.chat_id !== state.current) return;
@@ -679,6 +697,7 @@ function applyChange(ev) {
   } else {
     return;
   }
+  const focus = messageFocus();
   closeMessageMenu(false);  // the rebuild below replaces the node it belongs to
   // Quotes of it in later messages follow the change.
   for (const other of state.messages) {
@@ -687,6 +706,7 @@ function applyChange(ev) {
     }
   }
   renderMessages({ keepScroll: true });
+  restoreMessageFocus(focus);
 }
 
 // Attachments -------------------------------------------------------------------------------
