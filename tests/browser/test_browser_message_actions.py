@@ -5,8 +5,8 @@ quotes follow, axe finds nothing on the new states, at desktop and phone widths.
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.browser import (DESKTOP, PHONE, axe_violations, browser, open_chat, register,  # noqa: F401
-                                   signed_in_context, wait_live)
+from tests.support.browser import (DESKTOP, PHONE, axe_violations, browser, http_json, open_chat,  # noqa: F401
+                                   register, send, signed_in_context, wait_live)
 from tests.support.procs import start_server
 
 
@@ -265,4 +265,53 @@ def test_keyboard_only_from_the_composer_edit_react_reply_delete(browser, site, 
         assert axe_violations(a) == []
     finally:
         a_ctx.close()
+        b_ctx.close()
+
+
+@pytest.mark.parametrize("size", [DESKTOP, PHONE], ids=["desktop", "phone"])
+def test_an_edit_updates_and_a_delete_withdraws_the_toast_and_the_listed_notification(browser, site, size):
+    """Bob is on Home (a toast, the list, the unread count) with a second tab on the test page (a
+    follower of the first tab's stream): Alice's edit changes the preview in both, her delete
+    takes the toast and the listed notification away and the count down."""
+    alice, bob = register(site, "alice", "Alice Wu"), register(site, "bob", "Bob Stone")
+    chat = open_chat(site, alice, bob)
+    b_ctx = signed_in_context(browser, site, bob, viewport=size)
+    try:
+        home = b_ctx.new_page()
+        home.goto(site.url + "/")
+        wait_live(home, "WebSocket")
+        other_tab = b_ctx.new_page()
+        other_tab.goto(site.url + "/test-notifications")
+        expect(other_tab.locator("#conn-pill")).to_have_attribute("data-state", "open")
+        kept = send(site, alice, chat, "see you at 10")
+        gone = send(site, alice, chat, "meant for someone else")
+        toasts = home.locator(".toast:not(.leaving) .toast-text")
+        expect(toasts).to_have_text(["see you at 10", "meant for someone else"])
+        listed = home.locator("#recent-notifications .notif")
+        expect(listed).to_have_count(2)
+        expect(home.locator("#unread-total")).to_have_text("2")
+
+        status, _ = http_json(site, "PATCH", f"/api/chats/{chat}/messages/{kept['id']}", {"content": "see you at 11"},
+                              token=alice["token"])
+        assert status == 200
+        expect(toasts).to_have_text(["see you at 11", "meant for someone else"])
+        expect(home.locator("#recent-notifications")).to_contain_text("see you at 11")
+        expect(home.locator("#recent-notifications")).not_to_contain_text("see you at 10")
+        expect(other_tab.locator("#test-notifications")).to_contain_text("see you at 11")
+
+        status, _ = http_json(site, "DELETE", f"/api/chats/{chat}/messages/{gone['id']}", token=alice["token"])
+        assert status == 200
+        expect(toasts).to_have_text(["see you at 11"])
+        expect(listed).to_have_count(1)
+        expect(home.locator("#recent-notifications")).not_to_contain_text("meant for someone else")
+        expect(home.locator("#unread-total")).to_have_text("1")
+        expect(other_tab.locator("#test-notifications .notif[data-type=new_message]")).to_have_count(1)
+        expect(other_tab.locator("#test-notifications")).not_to_contain_text("meant for someone else")
+        assert axe_violations(home) == []
+        # after a reload the server's list agrees
+        home.reload()
+        wait_live(home, "WebSocket")
+        expect(home.locator("#recent-notifications .notif")).to_have_count(1)
+        expect(home.locator("#recent-notifications")).to_contain_text("see you at 11")
+    finally:
         b_ctx.close()
