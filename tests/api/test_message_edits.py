@@ -393,3 +393,37 @@ async def test_clients_offline_during_the_changes_get_them_on_resume_on_each_tra
     status, again = await api.call("GET", f"/poll/chat?last_event_id={answer['last_event_id']}&timeout=0",
                                    token=bob["token"])
     assert [e for e in again["events"] if e.get("type") in order] == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_reaction_is_an_event_never_a_notification(api, users, ws_url):
+    """Alice's message gets Bob's reaction: her chat stream has the ``reaction`` event, her
+    notification stream nothing, her notifications and unread counts stay as they were."""
+    alice, bob = await users("alice", "bob")
+    chat = await private_chat(api, alice, bob)
+    mid = await send(api, alice, chat, "shipped!")
+    notes = await WSClient.connect(ws_url, "/ws/notifications", alice["token"])
+    before = await notes.recv_type("unread")
+    chat_ws = await WSClient.connect(ws_url, "/ws/chat", alice["token"])
+    status, before_list = await api.call("GET", "/api/notifications", token=alice["token"])
+    assert status == 200
+
+    status, data = await api.call("PUT", f"/api/chats/{chat}/messages/{mid}/reactions/{quote('🎉')}",
+                                  token=bob["token"])
+    assert status == 200, data
+    event = await chat_ws.recv_type("reaction")
+    assert (event["message_id"], event["user_id"], event["emoji"]) == (mid, bob["id"], "🎉")
+    # then a message from Bob: the first frame on her notification stream is its notification
+    await send(api, bob, chat, "marker")
+    seen = []
+    while not seen or seen[-1].get("content_preview") != "marker":
+        seen.append(await notes.recv_type("new_message", "mention", "notification_updated", "unread"))
+    assert [f["type"] for f in seen] == ["new_message"], seen  # nothing (not even an unread) for the reaction
+    assert before["total"] == 0
+    status, after_list = await api.call("GET", "/api/notifications", token=alice["token"])
+    assert [n["content_preview"] for n in after_list["notifications"]] == \
+        ["marker"] + [n["content_preview"] for n in before_list["notifications"]]
+    status, unread = await api.call("GET", "/api/unread", token=alice["token"])
+    assert unread["total"] == 1 and unread["chats"] == {str(chat): 1}
+    notes.close()
+    chat_ws.close()
