@@ -194,3 +194,43 @@ def test_removed_member_sees_the_group_read_only_live_and_after_a_reload(browser
         expect(msg.locator(".msg-actions")).to_have_count(1)
     finally:
         e_ctx.close()
+
+
+def test_a_former_group_open_over_sse_keeps_the_chat_stream(browser, server_factory, database_url):
+    """With WebSockets blocked the chat connection is /sse/chat, whose ``chat_id`` a former member
+    may not give: the page opens the group read-only without it, and live messages of the
+    user's other chats keep coming, before and after a removal seen live."""
+    server = server_factory("--database-url", database_url, "--block-websockets")
+    alice, erin = register(server, "alice", "Alice Wu"), register(server, "erin", "Erin Moss")
+    status, data = http_json(server, "POST", "/api/chats", {"member_ids": [erin["id"]], "title": "Ops"},
+                             token=alice["token"])
+    assert status == 201, data
+    group = data["chat"]["id"]
+    private = open_chat(server, alice, erin)
+    send(server, alice, private, "hello")
+    ctx = signed_in_context(browser, server, erin)
+    try:
+        e = ctx.new_page()
+        e.goto(f"{server.url}/chat/{group}")
+        wait_live(e, "SSE")
+        expect(e.locator("#conversation")).to_have_attribute("data-loaded", str(group))
+        expect(e.locator("#conversation")).to_have_attribute("data-transport", "sse")
+        status, _ = http_json(server, "DELETE", f"/api/chats/{group}/members/{erin['id']}", token=alice["token"])
+        assert status == 200
+        expect(e.locator("#former-notice")).to_have_text("You are no longer a member of this group")
+        row = e.locator(f"#chat-list a[data-chat-id='{private}']")
+        send(server, alice, private, "still live after the removal")
+        expect(row).to_contain_text("still live after the removal")
+        e.reload()  # opened read-only from the start
+        expect(e.locator("#conversation")).to_have_attribute("data-loaded", str(group))
+        expect(e.locator("#former-notice")).to_have_text("You are no longer a member of this group")
+        expect(e.locator("#conversation")).to_have_attribute("data-transport", "sse")
+        send(server, alice, private, "and after a reload")
+        expect(row).to_contain_text("and after a reload")
+        e.locator(f"#chat-list a[data-chat-id='{private}']").click()
+        expect(e.locator("#conversation")).to_have_attribute("data-loaded", str(private))
+        expect(e.locator("#composer")).to_be_visible()
+        expect(e.locator("#former-notice")).to_have_text("")
+        expect(e.locator("#conversation")).to_have_attribute("data-joined", str(private))
+    finally:
+        ctx.close()

@@ -254,6 +254,7 @@ function renderAccess() {
   const was = ui.active.dataset.former === "true" && ui.active.dataset.accessOf === String(state.current);
   ui.active.dataset.former = String(former);
   ui.active.dataset.accessOf = String(state.current);
+  state.conn.setChat(former ? null : state.current);  // a former member may not join it
   if (former) {
     if (state.replyTo || state.editing) {
       if (state.editing) ui.input.value = "";
@@ -901,7 +902,8 @@ async function openChat(chatId, push = true) {
   state.typing = new Map();
   ui.layout.classList.toggle("has-chat", !!chatId);
   ui.conversation.dataset.chatId = chatId || "";
-  state.conn.setChat(chatId);
+  // presence in the chat (join_chat, or /sse/chat?chat_id=): not in a group I left (refused)
+  state.conn.setChat(isFormer(state.chats.get(chatId)) ? null : chatId);
   renderList();
   renderTyping();
   ui.composerError.textContent = "";
