@@ -806,7 +806,7 @@ class ChatService:
         return await self.chat_summary(user_id, chat_id, former=True)
 
     async def list_chats(self, user_id: int, limit: int = 100, before: Optional[int] = None) -> List[dict]:
-        """A page of ``user_id``'s chats, most recent activity first (four queries in all).
+        """A page of ``user_id``'s chats, most recent activity first.
 
         The groups the user left or was removed from come too, marked ``"member": false``
         with ``left_at`` and ``removed_at_message_id``; they are placed by the time of the
