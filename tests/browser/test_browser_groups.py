@@ -90,6 +90,8 @@ def test_group_settings_by_keyboard_with_each_right_where_it_belongs(browser, si
         expect(b.locator(f"#chat-list a[data-chat-id='{group}']")).to_have_attribute("data-member", "false")
         expect(b.locator("#former-notice")).to_have_text("You are no longer a member of this group")
         expect(b.locator("#composer")).to_be_hidden()
+        expect(b.locator("#group-dialog")).to_be_hidden()
+        expect(b.locator("#messages")).to_be_focused()  # not lost to the page's start
         expect(a.locator("#messages .msg.system .system-text").last).to_contain_text("Bob Stone")
         expect(a.locator("#conv-sub")).to_contain_text("1 members")
     finally:
@@ -160,6 +162,7 @@ def test_removed_member_sees_the_group_read_only_live_and_after_a_reload(browser
         expect(notice).to_have_text("You are no longer a member of this group")
         expect(notice).to_have_attribute("role", "status")
         expect(e.locator("#composer")).to_be_hidden()
+        expect(e.locator("#messages")).to_be_focused()  # the composer had it
         expect(e.locator("#conv-sub")).to_have_text("You are no longer a member")
         expect(e.locator("#group-settings")).to_be_hidden()
         expect(e.locator("#mute-button")).to_be_hidden()
