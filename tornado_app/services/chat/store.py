@@ -172,38 +172,45 @@ def _stored_message(m: Message, sender_name: str) -> dict:
 
 
 def store_sends(batch: List[SendRequest], listeners: Optional[Set[int]] = None,
-           outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Dict[int, str]]:
-    """Store a batch (writer thread, inside one transaction): together, else send by send.
+                outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Dict[int, str]]:
+    """Store a batch of sends (writer thread, inside one transaction): per send its outcome.
 
     Returns the results and the new ``unread`` frames of the members whose counts
     changed, for those among ``listeners`` (None: all of them). ``outbox`` (webhooks) is
     given each stored message in the same transaction: a message is never stored without it.
 
-    The common case costs a handful of statements for the whole batch. When the database
-    refuses any of it (a duplicate stored by another process, a deleted chat, bad text),
-    that attempt is rolled back to its savepoint and each send is stored in its own, so
-    a send that cannot be stored fails alone.
+    One storage path, ``_store``: the whole batch costs a handful of set-wise statements.
+    When the database refuses any of it (a duplicate stored by another process, a deleted
+    chat, bad text), that attempt is rolled back to its savepoint and each send is stored
+    again by the same path as a batch of one in a savepoint of its own (``_store_alone``),
+    so a send that cannot be stored fails alone.
     """
     db = Message._meta.database
     try:
         with db.atomic():
-            results, touched = _store_together(batch, outbox)
+            results, touched = _store(batch, outbox)
     except Exception as exc:
         if is_unavailable(exc):
             raise  # the database is unreachable or locked: every send of the batch fails (store_failed)
         log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
-        results, touched = _store_each(batch, outbox)
+        results, touched = _store_alone(batch, outbox)
     if listeners is not None:
         touched &= listeners
     return results, unread_states(touched)
 
-def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
-    """Store a batch with one statement per kind of row (raises if the database refuses any)."""
+
+def _store(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
+    """Store a batch with one statement per kind of row (raises if the database refuses any).
+
+    The members' counters are the database's: every member of a chat but the sender gets
+    the chat's new messages as unread (whoever joined or left since the send was checked);
+    a sender has read their chat up to their own newest message.
+    """
     now = utcnow()
     created_at = iso(now) or ""
     made: Dict[int, SendResult] = {}  # index in the batch -> its result
     # A client_id stored by an earlier batch (a resend after a reconnect) violates the
-    # unique (sender, client_id) index: the insert raises and ``_store_each`` answers
+    # unique (sender, client_id) index: the insert raises and ``_store_alone`` answers
     # with the stored message. No query is spent looking for such rare repeats.
     new: List[int] = []          # indexes of the sends to insert
     repeats: List[Tuple[int, int]] = []  # (index, index of the first send with its client_id)
@@ -222,18 +229,15 @@ def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -
                  "message_type": batch[i].message_type, "client_id": batch[i].client_id, "created_at": now}
                 for i in new]
         ids = insert_returning_ids(Message, MESSAGE_FIELDS, rows)
-        unread: Dict[Tuple[int, int], int] = {}     # (chat, sender) -> messages
+        in_chat: Dict[int, List[Tuple[int, int]]] = {}  # chat -> (message id, sender) of its new messages
         last_read: Dict[Tuple[int, int], int] = {}  # (chat, sender) -> newest message id
-        last_in_chat: Dict[int, int] = {}           # chat -> newest message id
         notify_rows: List[dict] = []
         notify_of: List[Tuple[SendResult, int, str]] = []  # (result, recipient, payload) of each row
         any_mention = False  # some notification of the batch has type "mention"
         for i, mid in zip(new, ids):
             req = batch[i]
-            pair = (req.chat_id, req.sender_id)
-            unread[pair] = unread.get(pair, 0) + 1
-            last_read[pair] = mid
-            last_in_chat[req.chat_id] = mid
+            in_chat.setdefault(req.chat_id, []).append((mid, req.sender_id))
+            last_read[(req.chat_id, req.sender_id)] = mid
             if req.attachments:  # rare: the fast path costs one truth test
                 UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
             if req.reply_to is not None or req.mentions:  # rare too
@@ -255,27 +259,18 @@ def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -
                         notify_of.append((result, uid, p))
             touched_users.update(req.others)
             touched_users.add(req.sender_id)
-        # A sender has read their chat up to their own newest message: what stays unread
-        # for them are the later messages of others in this same batch.
-        in_chat: Dict[int, List[Tuple[int, int]]] = {}
-        for i, mid in zip(new, ids):
-            in_chat.setdefault(batch[i].chat_id, []).append((mid, batch[i].sender_id))
+        # Every member gets the chat's new messages as unread (one row per chat); then each
+        # sender's row is set: read up to their newest message, what stays unread for them
+        # being the later messages of others in this same batch (and the mentions of them
+        # read too; those of this batch are counted after this).
+        update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c"), "t.{chat} = v.c",
+                           [(len(sent), chat) for chat, sent in in_chat.items()])
         read_rows = [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)
                      for (chat, sender), mid in last_read.items()]
-        chat_rows = [(mid, now, chat) for chat, mid in last_in_chat.items()]
-        others_of = {(batch[i].chat_id, batch[i].sender_id): batch[i].others for i in new}
-        per_member: Dict[Tuple[int, int], int] = {}
-        for (chat, sender), n in unread.items():
-            for uid in others_of[(chat, sender)]:
-                per_member[(chat, uid)] = per_member.get((chat, uid), 0) + n
-        update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
-                            "t.{chat} = v.c AND t.{user} = v.u",
-                            [(n, chat, uid) for (chat, uid), n in per_member.items()])
-        # (a sender has read the mentions of them too; those of this batch are counted after this)
         update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n", "mention_count": "0"},
-                            ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
-        update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
-                            ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
+                           ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
+        update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"}, ("m", "ts", "c"),
+                           "t.{id} = v.c", [(sent[-1][0], now, chat) for chat, sent in in_chat.items()])
         if notify_rows:
             for nid, (result, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
                 result.notifications.append((nid, uid, payload))
@@ -287,61 +282,29 @@ def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -
         made[i] = SendResult(made[j].message, False, [])
     return [made[i] for i in range(len(batch))], touched_users
 
-def _store_each(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
-    """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
+
+def _store_alone(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
+    """Each send of a refused batch by ``_store`` as a batch of one, in its own savepoint (writer thread).
+
+    A send whose ``(sender, client_id)`` is stored already (by an earlier batch, or another
+    process) is answered with the stored message; one the database refuses otherwise fails alone.
+    """
     db = Message._meta.database
     results: List[Outcome] = []
     touched_users: Set[int] = set()
-    seen: Dict[Tuple[int, Optional[str]], SendResult] = {}
+    seen: Dict[Tuple[int, str], SendResult] = {}
     for req in batch:
+        if req.client_id is not None and (req.sender_id, req.client_id) in seen:
+            results.append(SendResult(seen[(req.sender_id, req.client_id)].message, False, []))
+            continue
         try:
-            key = (req.sender_id, req.client_id)
-            if req.client_id is not None:
-                if key in seen:
-                    prior = seen[key]
-                    results.append(SendResult(prior.message, False, []))
-                    continue
-                existing = Message.get_or_none((Message.sender == req.sender_id)
-                                               & (Message.client_id == req.client_id))
-                if existing is not None:
-                    results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
-                    continue
-            with db.atomic():  # AttachmentTaken raised inside rolls this send back alone
-                now = utcnow()
-                mid = Message.insert(chat=req.chat_id, sender=req.sender_id, content=req.content,
-                                     message_type=req.message_type, client_id=req.client_id,
-                                     created_at=now).execute()
-                ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
-                    (ChatMember.chat == req.chat_id) & (ChatMember.user != req.sender_id)).execute()
-                ChatMember.update(last_read_message_id=mid, unread_count=0, mention_count=0).where(
-                    (ChatMember.chat == req.chat_id) & (ChatMember.user == req.sender_id)).execute()
-                Chat.update(last_message_id=mid, last_activity_at=now).where(
-                    Chat.id == req.chat_id).execute()
-                if req.attachments:
-                    UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
-                if req.reply_to is not None or req.mentions:
-                    _store_extras(req, mid)
-                message = _new_message(req, mid, iso(now) or "")
-                stored: List[Tuple[int, int, str]] = []
-                if req.notify_ids:
-                    rows = _notification_rows(req, mid, message, now)
-                    ids = insert_notifications(rows)
-                    stored = [(nid, row["recipient"], row["payload"]) for nid, row in zip(ids, rows)]
-                    if req.called:
-                        _count_mentions(rows)
-                if outbox is not None:
-                    outbox([(req.chat_id, req.sender_id, message)])
-            result = SendResult(message, True, stored)
-            if req.client_id is not None:
-                seen[key] = result
-            touched_users.update(req.others)
-            touched_users.add(req.sender_id)
-            results.append(result)
+            with db.atomic():  # a refusal (AttachmentTaken, a constraint) rolls this send back alone
+                outcomes, touched = _store([req], outbox)
         except AttachmentTaken as exc:
             results.append(exc)
         except peewee.IntegrityError:
-            # another process stored the same (sender, client_id) first; without a
-            # client_id there is no such twin (``client_id == None`` would match any
+            # the same (sender, client_id) was stored first (an earlier batch, another process);
+            # without a client_id there is no such twin (``client_id == None`` would match any
             # earlier message of the sender and acknowledge a send that was not stored)
             existing = None if req.client_id is None else Message.get_or_none(
                 (Message.sender == req.sender_id) & (Message.client_id == req.client_id))
@@ -356,6 +319,12 @@ def _store_each(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tu
             # Its savepoint is rolled back: this send fails alone, the rest of the batch commits.
             log.exception("storing a message of user %s in chat %s failed", req.sender_id, req.chat_id)
             results.append(Unavailable("The message could not be stored", "store_failed"))
+        else:
+            result = outcomes[0]
+            if req.client_id is not None and isinstance(result, SendResult):
+                seen[(req.sender_id, req.client_id)] = result
+            touched_users |= touched
+            results.append(result)
     return results, touched_users
 
 

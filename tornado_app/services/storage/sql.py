@@ -12,7 +12,9 @@ dialect difference lives here:
   of 32,766 parameters;
 - an ``IN (...)`` list widened from a one-id statement Peewee built (``widened``).
 
-Call every function on a database thread; the writes inside a transaction.
+Call every function on a database thread; the writes inside a transaction. A statement the
+database refuses raises Peewee's error (``peewee.IntegrityError``, ...), as Peewee's own
+queries do: the callers tell a duplicate from an outage by it.
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ from models import is_postgres
 
 IN_CHUNK = 900  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
 SQLITE_PARAMETERS = 30000  # parameters per statement on SQLite (its limit is 32,766)
+# Peewee's own wrapper (what ``Database.execute_sql`` runs a statement in): the driver's errors
+# raised as Peewee's (``peewee.IntegrityError``, ...), for the statements run on a raw cursor.
+DRIVER_ERRORS_AS_PEEWEES = getattr(peewee, "__exception_wrapper__")
 
 
 def database(model) -> peewee.Database:
@@ -62,10 +67,11 @@ def update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ...
     sets = ", ".join(f"{columns[f]} = {expr.format(**columns)}" for f, expr in assignments.items())
     head = f"UPDATE {quote(model._meta.table_name)} AS t SET {sets} FROM "
     tail = f" WHERE {where.format(**columns)}"
-    cursor = database(model).cursor()
+    db = database(model)
     if on_postgres(model):
         from psycopg2.extras import execute_values
-        execute_values(cursor, f"{head}(VALUES %s) AS v({', '.join(names)}){tail}", rows, page_size=1000)
+        with DRIVER_ERRORS_AS_PEEWEES:
+            execute_values(db.cursor(), f"{head}(VALUES %s) AS v({', '.join(names)}){tail}", rows, page_size=1000)
         return
     # SQLite names VALUES columns column1, column2, ...: a subquery gives them their names.
     renamed = ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
@@ -73,7 +79,7 @@ def update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ...
     per_statement = max(1, SQLITE_PARAMETERS // len(names))
     for at in range(0, len(rows), per_statement):
         chunk = rows[at:at + per_statement]
-        cursor.execute(f"{head}(SELECT {renamed} FROM (VALUES {', '.join([group] * len(chunk))})) AS v{tail}",
+        db.execute_sql(f"{head}(SELECT {renamed} FROM (VALUES {', '.join([group] * len(chunk))})) AS v{tail}",
                        [value for row in chunk for value in row])
 
 
@@ -92,9 +98,8 @@ def insert_returning_ids(model, fields: Sequence[str], rows: List[dict]) -> List
     group = sql[group_at:returning_at]
     if len(params) == len(fields) and group == "(" + ", ".join([param(model)] * len(fields)) + ")":
         order = _param_order(model, fields, sql)
-        cursor = database(model).cursor()
-        cursor.execute(sql[:group_at] + ", ".join([group] * len(rows)) + sql[returning_at:],
-                       [row[f] for row in rows for f in order])
+        cursor = database(model).execute_sql(sql[:group_at] + ", ".join([group] * len(rows)) + sql[returning_at:],
+                                             [row[f] for row in rows for f in order])
         # One statement numbers its rows in order; sorting guards against any reordering.
         return sorted(r[0] for r in cursor.fetchall())
     cursor = model.insert_many(rows).returning(pk).execute()
