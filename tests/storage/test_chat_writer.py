@@ -1,5 +1,6 @@
 """The group-commit writer: a send that cannot be stored fails alone, not with its whole batch."""
 import asyncio
+import json
 
 import pytest
 
@@ -66,3 +67,34 @@ async def test_one_storage_path_counts_alike_whole_or_send_by_send(services):
         assert [m["content"] for m in history] == ["one", "two", "three"]
         summary = (await services.chat.chat_summary(alice["id"], cid))
         assert summary["last_message"]["content"] == "three" and summary["unread_count"] == 3
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_message_has_one_shape_whichever_path_returns_it(services):
+    """The answer to a send, its resend (same client_id), history, replay and search give the
+    same message: the quoted preview, mentions, reactions in the shape of history (docs/protocol.md).
+    """
+    alice = await services.users.register({"username": "alice", "password": "password123"})
+    bob = await services.users.register({"username": "bob", "password": "password123", "display_name": "Bob B"})
+    chat = await services.chat.open_private_chat(alice["id"], bob["id"])
+    cid = chat["id"]
+    first = await services.chat.send_message(bob["id"], {"chat_id": cid, "content": "where is the wombat"})
+    body = {"chat_id": cid, "content": "@bob the wombat is here", "client_id": "r-1", "reply_to": first["id"]}
+    sent = await services.chat.send_message(alice["id"], body)
+    assert sent["reply_to"] == {"id": first["id"], "sender_id": bob["id"], "sender_name": "Bob B",
+                                "content_preview": "where is the wombat"}
+    assert sent["mentions"] == [bob["id"]]
+    assert await services.chat.send_message(alice["id"], body) == sent  # a resend: the stored message
+    (history,) = [m for m in await services.chat.history(bob["id"], cid) if m["id"] == sent["id"]]
+    assert history == sent
+    replayed = dict(await services.chat.replay_messages(bob["id"], first["id"], 10))
+    assert json.loads(replayed[sent["id"]]) == {"type": "message", "message": sent}
+    found = await services.search.search(bob["id"], "wombat here")
+    assert [r["id"] for r in found["results"]] == [sent["id"]]
+    result = found["results"][0]
+    assert result.pop("highlight") and result == sent
+    await services.chat.changes.react(bob["id"], cid, sent["id"], "👍", True)
+    (history,) = [m for m in await services.chat.history(bob["id"], cid) if m["id"] == sent["id"]]
+    result = (await services.search.search(bob["id"], "wombat here"))["results"][0]
+    result.pop("highlight")
+    assert history["reactions"] == [{"emoji": "👍", "count": 1, "user_ids": [bob["id"]]}] and result == history

@@ -142,8 +142,8 @@ def _count_mentions(rows: List[dict]) -> None:
             key = (row["chat_id"], row["recipient"])
             per_member[key] = per_member.get(key, 0) + 1
     update_from_values(ChatMember, {"mention_count": "t.{mention_count} + v.n"}, ("n", "c", "u"),
-                        "t.{chat} = v.c AND t.{user} = v.u",
-                        [(n, chat, uid) for (chat, uid), n in per_member.items()])
+                       "t.{chat} = v.c AND t.{user} = v.u",
+                       [(n, chat, uid) for (chat, uid), n in per_member.items()])
 
 
 @dataclass
@@ -159,6 +159,8 @@ class SendResult:
 Outbox = Callable[[List[Tuple[int, int, dict]]], None]
 # What one send of a committed batch came to: its result, or the exception it failed with alone.
 Outcome = Union[SendResult, Exception]
+
+
 def _stored_message(m: Message, sender_name: str) -> dict:
     """A message already stored (a resend's answer) in the shape of history (writer thread; rare)."""
     extras = load_extras([m])
