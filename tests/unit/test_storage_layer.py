@@ -39,7 +39,9 @@ NOT_YET = {
     # reads of co-members move to group_store there.
     ("chat/presence.py", "ChatMember"),
     # uploads: an upload's own aggregate (the ``upload`` table) has no database store yet; its
-    # checks read the first message of a resend and the membership of the upload's chat.
+    # checks read the first message of a resend and the membership of the upload's chat. They
+    # cannot call the chat's stores as they are (those import uploads.py: the message's
+    # attachments): they move with the upload queries into an uploads store of their own.
     ("chat/uploads.py", "Message"), ("chat/uploads.py", "ChatMember"),
 }
 PACKAGES_WITH_STORES = ("chat", "identity", "delivery")
