@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 
-from models import (PRIVATE, SYSTEM_MESSAGE)
+from models import PRIVATE, SYSTEM_MESSAGE
 from models.user import DELETED_NAME
 from ...errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ...tasks import Batcher, spawn
