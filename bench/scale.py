@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import subprocess
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
@@ -49,6 +51,7 @@ class ScaleSizes:
     cluster_notifications: int = 8000  # per configuration, one user per request
     cluster_rate: float = 400.0  # notifications/s, the fixed total rate
     cluster_idle_window: float = 3.0  # seconds of no traffic measured per process (its idle CPU is subtracted)
+    cluster_settle: float = 0.5  # seconds after the streams open, and after the last arrival (strays)
     connections: int = 50000
     connection_workers: int = 4  # --processes of the server
     connection_holders: int = 4  # load-generator processes
@@ -57,9 +60,23 @@ class ScaleSizes:
 
 
 SCALE_TINY = ScaleSizes(cluster_max_n=2, cluster_users=8, cluster_notifications=40, cluster_rate=200.0,
-                        cluster_idle_window=0.5,
+                        cluster_idle_window=0.3, cluster_settle=0.1,
                         connections=200, connection_workers=2, connection_holders=2, connection_users=20,
                         timeout=30.0)
+
+
+def stop_all(servers: List[Server]) -> None:
+    """SIGTERM to every server at once, then wait for each (SIGKILL to one still running after 30 s)."""
+    for srv in servers:
+        if srv.proc is not None and srv.proc.poll() is None:
+            srv.proc.send_signal(signal.SIGTERM)
+    for srv in servers:
+        if srv.proc is None:
+            continue
+        try:
+            srv.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            srv.stop(0.1)  # SIGKILL to its process group
 
 
 def cluster_ns(max_n: int) -> List[int]:
@@ -116,10 +133,12 @@ def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: Lis
             group += [squall(f"cluster-n{n}-{routing}-p{k}", db, bench.work, bench.pin, extra_args=extra)
                       for k in range(procs)]
             started.extend(group)
-            group[0].start()  # first alone: it creates or migrates the schema
-            for srv in group[1:]:
-                srv.launch()
-            for srv in group[1:]:
+            if users is None:
+                group[0].start()  # the first alone: it creates the schema
+            for srv in group:
+                if srv.proc is None:
+                    srv.launch()
+            for srv in group:
                 srv.wait_healthy()
             try:
                 if users is None:
@@ -129,7 +148,8 @@ def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: Lis
                 placed = [{**u, "proc": i % procs} for i, u in enumerate(users[:len(users) // share])]
                 r = bench.loadgen({
                     "scenario": "cluster", "timeout": sizes.timeout, "path": WS_PATH,
-                    "idle_window": sizes.cluster_idle_window,
+                    "idle_window": sizes.cluster_idle_window, "settle": sizes.cluster_settle,
+                    "linger": sizes.cluster_settle,
                     "processes": [{"name": f"p{k}", "port": s.port, "pid": s.pid} for k, s in enumerate(group[1:])],
                     "ingress": {"name": "ingress", "port": group[0].port, "pid": group[0].pid},
                     "users": placed, "notifications": sizes.cluster_notifications // share,
@@ -137,8 +157,7 @@ def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: Lis
                     "publish_path": "/api/notifications", "service_token": SERVICE_TOKEN,
                     "metrics_token": METRICS_TOKEN})
             finally:
-                for srv in group:
-                    srv.stop()
+                stop_all(group)
             config = {"n": n, "routing": routing, **r}
             config["summary"] = summarise(config)
             configs.append(config)
