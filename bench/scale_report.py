@@ -12,6 +12,8 @@ def _fmt(v) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
+        if v.is_integer():
+            return f"{int(v):,}"
         return f"{v:,.2f}" if abs(v) < 1000 else f"{v:,.0f}"
     return str(v)
 
