@@ -30,7 +30,7 @@ import resource
 import signal
 import subprocess
 from dataclasses import asdict, dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from tornado_app.httpserver import default_max_connections
 
@@ -176,7 +176,7 @@ def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: Lis
     sharded = [c["summary"]["cpu_us_per_delivered"] for c in configs if c["routing"] == "sharded"]
     broadcast = [c["summary"]["cpu_us_per_delivered"] for c in configs if c["routing"] == "broadcast"]
     # A process of N against one process alone with the same users and events (N = 1: the cluster of one)
-    vs_alone = {}
+    vs_alone: Dict[str, List[float]] = {}
     for n in cluster_ns(sizes.cluster_max_n):
         alone = next(c["summary"] for c in configs if c["n"] == n and c["routing"] == ("alone" if n > 1 else "sharded"))
         for routing in ("sharded", "broadcast"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import re
 import time
 import urllib.request
@@ -252,9 +253,9 @@ def worker_pids(master: int) -> List[int]:
         return []
 
 
-def rss_kb(pids: List[int]) -> int:
-    """Summed VmRSS of ``pids``."""
-    return sum(ProcStat(p).memory()["rss_kb"] for p in pids)
+def open_descriptors(pid: int) -> int:
+    """How many descriptors ``pid`` has open (its connections and a few dozen more)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 async def run_connections(spec: dict) -> dict:
@@ -286,8 +287,8 @@ async def run_connections(spec: dict) -> dict:
         cpu1 = sum(ProcStat(p).cpu_seconds() for p in workers)
         await asyncio.sleep(spec.get("settle", 1.0))
         rss1 = {p: ProcStat(p).memory()["rss_kb"] for p in workers}
-        per_worker = [{"pid": p, "rss_before_mb": round(rss0[p] / 1024, 1), "rss_after_mb": round(rss1[p] / 1024, 1)}
-                      for p in workers]
+        per_worker = [{"pid": p, "rss_before_mb": round(rss0[p] / 1024, 1), "rss_after_mb": round(rss1[p] / 1024, 1),
+                       "descriptors": open_descriptors(p)} for p in workers]
         for p in pipes:
             p.send("arm")
         for p in pipes:

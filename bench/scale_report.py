@@ -133,7 +133,9 @@ def connections_section(r: dict) -> List[str]:
                       f"{_fmt(r.get('rss_before_mb'))} → {_fmt(r.get('rss_after_mb'))} MB",
                       _fmt(r.get("kb_per_connection"))]])
     lines.append("")
-    workers = ", ".join(f"{_fmt(w['rss_before_mb'])} → {_fmt(w['rss_after_mb'])} MB" for w in r.get("per_worker", []))
+    workers = ", ".join(f"{_fmt(w['rss_before_mb'])} → {_fmt(w['rss_after_mb'])} MB"
+                        + (f" ({_fmt(w['descriptors'])} descriptors open)" if "descriptors" in w else "")
+                        for w in r.get("per_worker", []))
     lines += [f"Per worker RSS: {workers}. Per holder held: "
               + ", ".join(_fmt(h) for h in r.get("held_per_holder", [])) + ".", ""]
     if r.get("connect_error_samples"):

@@ -316,6 +316,9 @@ def test_bench_connections_tiny(tmp_path):
     assert r["connect_errors"] == 0 and r["dropped"] == 0 and not r["publish_errors"], r
     assert r["workers"] == 2 and r["holders"] == 2 and r["held_per_holder"] == [100, 100], r
     assert len(set(r["sources"])) == 2  # each holder from its own source address
+    # the kernel spread the connections over both workers, each under its cap (and its descriptor limit)
+    assert sum(w["descriptors"] for w in r["per_worker"]) >= 200, r["per_worker"]
+    assert all(w["descriptors"] < r["worker_connections_cap"] for w in r["per_worker"]), r["per_worker"]
     assert r["rss_after_mb"] > r["rss_before_mb"] > 0 and r["kb_per_connection"] > 0, r
     report = (tmp_path / "performance.md").read_text()
     assert "## 200 connections on one host (issue 26)" in report
