@@ -13,11 +13,11 @@ process when its first stream of a user opens or its last one closes; then:
 The work is batched, as a busy server sees thousands of streams open a second: ``changed``
 only notes the user's new state (the latest wins; an offline check that has not been told
 yet is simply dropped by a reconnect), and one flush at a time, ``LINGER`` seconds after the
-first change it takes, tells a batch of up to ``MAX_BATCH`` users: one UPDATE of ``last_seen`` for all of them, one read of the
-co-members of all of them (with the ``share_presence`` switches of both sides), one online
-check across processes for those going offline, then one publish per user who has someone
-to tell. The grace periods share one timer (their deadlines come in the order they were
-set). Nothing is kept per online user here: the hub's claim is what says "online".
+first change it takes, tells a batch of up to ``MAX_BATCH`` users: one online check across
+processes for those going offline, then on the writer thread in one trip one UPDATE of
+``last_seen`` for all of them and one read of the co-members of all of them (with the
+``share_presence`` switches of both sides), then one publish per user who has someone to tell. The grace periods share one timer (their
+deadlines come in the order they were set). Nothing is kept per online user here: the hub's claim is what says "online".
 
 ``last_seen`` is kept to the minute (UTC, seconds cut off), to limit how closely one user
 can follow another. Privacy works both ways: a user whose ``share_presence`` preference is
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import itertools
 import json
 import logging
@@ -234,8 +235,10 @@ class PresenceService:
         if not told:
             return
         seen = to_minute(utcnow())
-        await self.dbx.write(store_last_seen, told, seen)
-        who = await self.dbx.read(audiences, told)
+        # One trip to the writer thread: no reader thread is woken for presence (nor started: each
+        # holds a database connection and its cache).
+        who = await self.dbx.write_then_read(functools.partial(store_last_seen, told, seen),
+                                             functools.partial(audiences, told))
         if not who:
             return
         stamp = iso(seen)
