@@ -166,6 +166,11 @@ class PresenceService:
         if self._flusher is not None:
             self._flusher.cancel()
 
+    async def drain(self) -> None:
+        """Return once every change queued so far has been told (offline checks still in their grace period aside)."""
+        while self._flusher is not None:
+            await asyncio.wait((self._flusher,))
+
     def changed(self, user_id: int, online: bool) -> None:
         """``HubListeners.on_online``: this process's first notification stream of ``user_id`` opened, or its last closed."""
         if self._closed:
