@@ -1,4 +1,7 @@
-"""``python -m bench {all,fanout,idle,chat,targeted,login,webhooks,compare,report}``: run the benchmarks.
+"""``python -m bench {all,fanout,idle,chat,targeted,login,webhooks,cluster,connections50k,compare,report}``.
+
+Runs the benchmarks. ``cluster`` and ``connections50k`` (issue 26, bench/scale.py) run only
+when named: ``all`` leaves them out (they start many processes and take minutes).
 
 The results go into docs/bench-results.json, and docs/performance.md is rendered from it.
 
@@ -20,6 +23,7 @@ from .runner import TINY, Sizes, run
 from .servers import ROOT
 
 SCENARIOS = ("fanout", "idle", "chat", "targeted", "login", "webhooks")
+SCALE_SCENARIOS = ("cluster", "connections50k")  # bench/scale.py; not part of "all"
 MAX_LABEL = 100  # characters of a comparison's --label (its heading in the report)
 
 
@@ -42,7 +46,7 @@ def store_compare(doc: dict, result: dict, label=None) -> dict:
 def parse(argv):
     """The command line."""
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("scenario", choices=("all",) + SCENARIOS + ("compare", "report"), nargs="?", default="all",
+    p.add_argument("scenario", choices=("all",) + SCENARIOS + SCALE_SCENARIOS + ("compare", "report"), nargs="?", default="all",
                    help="what to run; 'report' only rewrites performance.md from bench-results.json; 'compare' "
                         "measures --ref against this tree")
     p.add_argument("--ref", default=None, help="compare: the commit to measure before this tree (a sha, tag, branch)")
@@ -96,6 +100,8 @@ def main(argv=None) -> int:
     raise_fd_limit()
     if args.scenario == "compare":
         return run_compare(args)
+    if args.scenario in SCALE_SCENARIOS:
+        return run_scale_scenario(args)
     sizes = TINY if args.tiny else Sizes()
     runs = args.runs or (1 if args.tiny else 3)
     scenarios = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
@@ -128,6 +134,30 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
         f.write(render(doc))
     print(f"wrote {json_path} and performance.md", flush=True)
+    return 0
+
+
+def run_scale_scenario(args) -> int:
+    """``cluster`` or ``connections50k``: its section replaces the stored one; the rest of the results stay."""
+    from .scale import SCALE_TINY, ScaleSizes, run_scale
+    sizes = SCALE_TINY if args.tiny else ScaleSizes()
+    section = run_scale(args.scenario, sizes, args.runs or 1, None if args.no_pg else args.pg_url,
+                        log=lambda msg: print(msg, flush=True))
+    name = next(iter(section))
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    section[name].update({"machine": machine(), "measured_at": now, "notes": args.notes})
+    os.makedirs(args.out_dir, exist_ok=True)
+    json_path = os.path.join(args.out_dir, "bench-results.json")
+    doc = {}
+    if os.path.exists(json_path):
+        with open(json_path) as f:
+            doc = json.load(f)
+    doc.update(section)
+    with open(json_path, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    with open(os.path.join(args.out_dir, "performance.md"), "w") as f:
+        f.write(render(doc))
+    print(f"wrote {name} into {json_path} and performance.md", flush=True)
     return 0
 
 

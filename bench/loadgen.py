@@ -2,7 +2,8 @@
 
 It runs pinned to the core the server does not use. Scenarios: ``users`` (register
 accounts), ``fanout`` (subscribers + broadcast notifications), ``idle`` (many quiet
-connections) and ``chat`` (pairs of users on ``/ws/chat``). Every wait is bounded by the
+connections), ``chat`` (pairs of users on ``/ws/chat``), ``targeted``, and the scale-out
+ones of bench/scale_load.py (``cluster``, ``connections``). Every wait is bounded by the
 spec's ``timeout``; the process reports what it saw and exits by itself.
 """
 from __future__ import annotations
@@ -585,7 +586,9 @@ def main(argv=None) -> int:
         loop_name = "uvloop"
     except ImportError:
         loop_name = "asyncio"
-    result = asyncio.run(asyncio.wait_for(SCENARIOS[spec["scenario"]](spec), spec.get("deadline", 600)))
+    from .scale_load import SCENARIOS as SCALE  # imported here: it imports this module's helpers
+    scenario = {**SCENARIOS, **SCALE}[spec["scenario"]]
+    result = asyncio.run(asyncio.wait_for(scenario(spec), spec.get("deadline", 600)))
     result["loop"] = loop_name
     out = json.dumps(result)
     if spec.get("result_path"):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from typing import List, Optional
 
+from .scale_report import cluster_section, connections_section
+
 
 def machine() -> dict:
     """What the numbers were measured on."""
@@ -465,6 +467,10 @@ def render(doc: dict) -> str:
                          f"{fmt(lg.get('good_login_flood_max_ms'))} ms", fmt(lg.get("good_login_statuses")),
                          fmt(lg.get("flood_statuses"))]])
         lines.append("")
+    if doc.get("cluster"):
+        lines += cluster_section(doc["cluster"])
+    if doc.get("connections"):
+        lines += connections_section(doc["connections"])
     if doc.get("compare") or doc.get("comparisons"):
         lines += before_and_after(doc["compare"]) if doc.get("compare") else [COMPARE_HEADING, ""]
         for label, kept in doc.get("comparisons", {}).items():  # --label: each under its own heading
@@ -536,6 +542,8 @@ def render(doc: dict) -> str:
         "python -m bench all                 # the full configuration, medians of 3 runs (about 10 minutes)",
         "python -m bench all --tiny --runs 1 # seconds: what tests/docs/test_bench.py runs",
         "python -m bench fanout|idle|chat|targeted|login|webhooks  # one scenario; merged into the existing results",
+        "python -m bench cluster             # issue 26: N = 1, 2, 4, 8 processes, sharded vs broadcast (minutes)",
+        "python -m bench connections50k      # issue 26: 50,000 WebSockets over --processes workers (minutes)",
         "apt-get install libnginx-mod-nchan  # optional: Nchan as a peer (skipped with a note without it)",
         "```",
         "",

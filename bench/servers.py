@@ -48,9 +48,17 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> "Server":
         """Start and wait until ``/healthz`` answers."""
+        return self.launch().wait_healthy(timeout)
+
+    def launch(self) -> "Server":
+        """Start the process without waiting (``wait_healthy`` waits): several start side by side."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> "Server":
+        """Wait until ``/healthz`` answers; RuntimeError with the end of its log if it exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

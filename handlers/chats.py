@@ -38,9 +38,8 @@ class ChatHandler(BaseHandler):
 
     @authenticated
     async def get(self, chat_id):
-        """One chat of the caller."""
-        await self.services.chat.require_member(self.user_id, self.path_id(chat_id))
-        self.send_json({"chat": await self.services.chat.chat_summary(self.user_id, self.path_id(chat_id))})
+        """One chat of the caller, or a group they left or were removed from (``"member": false``)."""
+        self.send_json({"chat": await self.services.chat.visible_chat(self.user_id, self.path_id(chat_id))})
 
     @authenticated
     async def patch(self, chat_id):

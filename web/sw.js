@@ -1,6 +1,7 @@
 /* Squall's service worker (scope /): shows Web Push notifications and opens their chat.
  * A classic script without imports (workers do not get the pages' import map).
- * A push carries {type, id, title, body, chat_id, url, tag} (docs/protocol.md "Web Push"). */
+ * A push carries {type, id, title, body, chat_id, url, tag} (docs/protocol.md "Web Push");
+ * type "notification_withdrawn" closes the notification ``id`` instead of showing one. */
 "use strict";
 
 self.addEventListener("install", () => self.skipWaiting());
@@ -12,6 +13,14 @@ self.addEventListener("push", (event) => {
     data = event.data ? event.data.json() : {};
   } catch (err) {
     data = { body: event.data ? event.data.text() : "" };
+  }
+  if (data.type === "notification_withdrawn") {
+    // Its message was deleted: close the notification it showed, if still shown (a later
+    // message of the chat may have replaced it under the same tag: that one stays).
+    event.waitUntil(self.registration.getNotifications({ tag: data.tag || undefined }).then((shown) => {
+      for (const n of shown) if (n.data && n.data.id === data.id) n.close();
+    }));
+    return;
   }
   const title = data.title || "Squall";
   const options = {

@@ -191,19 +191,29 @@ async def test_removed_member_keeps_history_up_to_removal_and_nothing_after(api,
     assert status == 200 and [m["id"] for m in found["results"]] == [before["id"]]
     status, found = await call(api, bob, "GET", "/api/search?q=zebracrossing")
     assert sorted(m["id"] for m in found["results"]) == [before["id"], after["id"]]
-    # no sending, no unread, not in the chat list
+    # no sending, no unread; in the chat list as a former member, as it was at the removal
     status, err = await call(api, carol, "POST", f"/api/chats/{cid}/messages", {"content": "hello?"})
     assert (status, err["error"]["code"]) == (403, "not_a_member")
     status, unread = await call(api, carol, "GET", "/api/unread")
     assert str(cid) not in unread["chats"]
     status, listed = await call(api, carol, "GET", "/api/chats")
-    assert cid not in [c_["id"] for c_ in listed["chats"]]
+    former = {c_["id"]: c_ for c_ in listed["chats"]}[cid]
+    assert former["member"] is False and former["removed_at_message_id"] == gone["removed_at_message_id"]
+    assert former["last_message"]["id"] == gone["removed_at_message_id"]  # not the later "after"
+    assert former["members"] == [] and former["unread_count"] == 0 and former["left_at"]
+    status, one = await call(api, carol, "GET", f"/api/chats/{cid}")
+    assert status == 200 and one["chat"] == former
+    status, _ = await call(api, carol, "POST", f"/api/chats/{cid}/read", {"message_id": before["id"]})
+    assert status == 403
     # added back: a member again, the whole history, the departure forgotten
     status, _ = await call(api, alice, "POST", f"/api/chats/{cid}/members", {"user_id": carol["id"]})
     assert status == 201
     assert ChatDeparture.select().where(ChatDeparture.chat == cid).count() == 0
     status, history = await call(api, carol, "GET", f"/api/chats/{cid}/messages")
     assert after["id"] in [m["id"] for m in history["messages"]]
+    status, listed = await call(api, carol, "GET", "/api/chats")
+    back = {c_["id"]: c_ for c_ in listed["chats"]}[cid]
+    assert back["member"] is True and "left_at" not in back and len(back["members"]) == 3
     assert ChatMember.get((ChatMember.chat == cid) & (ChatMember.user == carol["id"])).role == "member"
 
 
@@ -246,3 +256,35 @@ async def test_adding_at_and_past_max_group_members(api, users, config_overrides
     assert status == 201  # three members: at the limit
     status, err = await call(api, alice, "POST", f"/api/chats/{chat['id']}/members", {"user_id": dave["id"]})
     assert (status, err["error"]["code"]) == (400, "too_many_members")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_chat_list_pages_member_and_former_chats_together(api, users):
+    """The chats left come in the list by the time of the departure, and ``before`` pages through both kinds."""
+    alice, bob = await users("alice", "bob")
+    first = await make_group(api, alice, [bob], "First")
+    left = await make_group(api, alice, [bob], "Left")
+    last = await make_group(api, alice, [bob], "Last")
+    await send(api, alice, first["id"], "one")
+    status, _ = await call(api, bob, "DELETE", f"/api/chats/{left['id']}/members/{bob['id']}")
+    assert status == 200
+    await send(api, alice, left["id"], "after bob left")  # moves the group for Alice, not for Bob
+    await send(api, alice, last["id"], "three")
+    status, listed = await call(api, bob, "GET", "/api/chats")
+    assert [(c["id"], c["member"]) for c in listed["chats"]] == [
+        (last["id"], True), (left["id"], False), (first["id"], True)]
+    status, listed = await call(api, alice, "GET", "/api/chats")
+    assert [c["id"] for c in listed["chats"]] == [last["id"], left["id"], first["id"]]
+    assert all(c["member"] for c in listed["chats"])
+    seen = []
+    before = None
+    while True:
+        status, page = await call(api, bob, "GET", "/api/chats?limit=1" + (f"&before={before}" if before else ""))
+        assert status == 200, page
+        seen += [c["id"] for c in page["chats"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert seen == [last["id"], left["id"], first["id"]]
+    status, err = await call(api, alice, "GET", f"/api/chats?before={10**9}")
+    assert status == 400

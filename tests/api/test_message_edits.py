@@ -329,3 +329,101 @@ async def test_deletes_at_once_make_one_event_and_one_correction(api, users):
     assert unread["chats"] == {str(chat): 1}
     status, data = await api.call("GET", f"/poll/chat?last_event_id={keep}-0&timeout=0", token=bob["token"])
     assert [e["type"] for e in data["events"] if e.get("type", "").startswith("message")] == ["message", "message_deleted"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_clients_offline_during_the_changes_get_them_on_resume_on_each_transport(api, users, ws_url,
+                                                                                        http_port):
+    """Bob reads on WebSocket, SSE and long-polling, goes offline on all three; Alice edits,
+    reacts and deletes meanwhile; each transport, resumed from the cursor it had itself, brings
+    each change once, in order, and none of the messages it had already."""
+    alice, bob = await users("alice", "bob")
+    chat = await private_chat(api, alice, bob)
+    kept = await send(api, alice, chat, "see you at 10")
+    gone = await send(api, alice, chat, "my password is hunter2")
+
+    # each transport reads up to ``gone`` live and keeps its own cursor
+    ws = await WSClient.connect(ws_url, "/ws/chat", bob["token"], last_event_id=str(kept - 1))
+    while (await ws.recv_type("message"))["message"]["id"] != gone:
+        pass
+    ws.close()
+    ws_cursor = str(gone)  # a /ws/chat client resumes from the last message id it saw
+    sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/chat", bob["token"], last_event_id=f"{kept - 1}-0")
+    while (await sse.next_type("message"))["message"]["id"] != gone:
+        pass
+    sse_cursor = sse.last_event_id
+    sse.writer.close()
+    status, answer = await api.call("GET", f"/poll/chat?last_event_id={kept - 1}-0&timeout=0", token=bob["token"])
+    assert status == 200 and gone in [e["message"]["id"] for e in answer["events"] if e.get("type") == "message"]
+    poll_cursor = answer["last_event_id"]
+
+    # offline everywhere: the changes happen
+    await asyncio.sleep(0.2)
+    status, edited = await api.call("PATCH", f"/api/chats/{chat}/messages/{kept}", {"content": "see you at 11"},
+                                    token=alice["token"])
+    assert status == 200, edited
+    status, reacted = await api.call("PUT", f"/api/chats/{chat}/messages/{kept}/reactions/{quote('👍')}",
+                                     token=alice["token"])
+    assert status == 200, reacted
+    status, deleted = await api.call("DELETE", f"/api/chats/{chat}/messages/{gone}", token=alice["token"])
+    assert status == 200, deleted
+    order = ["message_edited", "reaction", "message_deleted"]
+    ids = [edited["event_id"], reacted["event_id"], deleted["event_id"]]
+
+    def check(events):
+        assert [e.get("type") for e in events if e.get("type") in order] == order
+        changes = [e for e in events if e.get("type") in order]
+        assert [e["event_id"] for e in changes] == ids
+        assert changes[0]["content"] == "see you at 11" and changes[2]["message_id"] == gone
+        assert not [e for e in events if e.get("type") == "message"]  # nothing it had is sent again
+        assert "hunter2" not in json.dumps(events)
+
+    ws = await WSClient.connect(ws_url, "/ws/chat", bob["token"], last_event_id=ws_cursor)
+    got = [await ws.recv_type(*order, "message") for _ in order]
+    check(got)
+    ws.close()
+    sse = await SSEClient.connect("127.0.0.1", http_port, "/sse/chat", bob["token"], last_event_id=sse_cursor)
+    got = [await sse.next_type(*order, "message") for _ in order]
+    check(got)
+    assert sse.last_event_id.split("-")[0] == str(deleted["event_id"])  # its cursor moved past the changes
+    sse.writer.close()
+    status, answer = await api.call("GET", f"/poll/chat?last_event_id={poll_cursor}&timeout=0", token=bob["token"])
+    assert status == 200, answer
+    check(answer["events"])
+    status, again = await api.call("GET", f"/poll/chat?last_event_id={answer['last_event_id']}&timeout=0",
+                                   token=bob["token"])
+    assert [e for e in again["events"] if e.get("type") in order] == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_reaction_is_an_event_never_a_notification(api, users, ws_url):
+    """Alice's message gets Bob's reaction: her chat stream has the ``reaction`` event, her
+    notification stream nothing, her notifications and unread counts stay as they were."""
+    alice, bob = await users("alice", "bob")
+    chat = await private_chat(api, alice, bob)
+    mid = await send(api, alice, chat, "shipped!")
+    notes = await WSClient.connect(ws_url, "/ws/notifications", alice["token"])
+    before = await notes.recv_type("unread")
+    chat_ws = await WSClient.connect(ws_url, "/ws/chat", alice["token"])
+    status, before_list = await api.call("GET", "/api/notifications", token=alice["token"])
+    assert status == 200
+
+    status, data = await api.call("PUT", f"/api/chats/{chat}/messages/{mid}/reactions/{quote('🎉')}",
+                                  token=bob["token"])
+    assert status == 200, data
+    event = await chat_ws.recv_type("reaction")
+    assert (event["message_id"], event["user_id"], event["emoji"]) == (mid, bob["id"], "🎉")
+    # then a message from Bob: the first frame on her notification stream is its notification
+    await send(api, bob, chat, "marker")
+    seen = []
+    while not seen or seen[-1].get("content_preview") != "marker":
+        seen.append(await notes.recv_type("new_message", "mention", "notification_updated", "unread"))
+    assert [f["type"] for f in seen] == ["new_message"], seen  # nothing (not even an unread) for the reaction
+    assert before["total"] == 0
+    status, after_list = await api.call("GET", "/api/notifications", token=alice["token"])
+    assert [n["content_preview"] for n in after_list["notifications"]] == \
+        ["marker"] + [n["content_preview"] for n in before_list["notifications"]]
+    status, unread = await api.call("GET", "/api/unread", token=alice["token"])
+    assert unread["total"] == 1 and unread["chats"] == {str(chat): 1}
+    notes.close()
+    chat_ws.close()

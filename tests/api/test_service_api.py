@@ -341,6 +341,13 @@ async def test_members_add_and_remove(api, services, ws_connect):
     err = await cid_ws.recv()  # its next frame: neither "after" nor the typing came first
     assert err["type"] == "error" and err["code"] == "not_a_member"
     assert not services.registry.is_active(cid_id, chat["id"])
+    # their list still has the group, as a former member's: no members, nothing after the removal
+    status, listed = await svc(api, "GET", f"/api/service/users/{cid}/chats")
+    assert status == 200, listed
+    former = {c["id"]: c for c in listed["chats"]}[chat["id"]]
+    assert former["member"] is False and former["members"] == [] and former["unread_count"] == 0
+    # removed before any message: none to show ("after" came later), no removal message either
+    assert former["last_message"] is None and former["removed_at_message_id"] is None
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -211,7 +211,8 @@ def test_push_switch_asks_only_when_switched_on_and_shows_denied(browser, server
 
 def test_service_worker_shows_push_and_click_opens_chat(browser, server_factory, database_url):
     """6: /sw.js registers; pushes delivered by the DevTools protocol show one notification per chat;
-    a click opens /chat/<id>."""
+    a click opens /chat/<id>; a withdrawal (issue 25: the message was deleted) closes its notification
+    and shows none."""
     server = server_factory("--database-url", database_url)
     bob = register(server, "bob")
     ctx = signed_in_context(browser, server, bob)
@@ -265,6 +266,18 @@ def test_service_worker_shows_push_and_click_opens_chat(browser, server_factory,
           self.dispatchEvent(new NotificationEvent("notificationclick", { notification: n }));
         }""")
         expect(page).to_have_url(re.compile(r"/chat/9$"))
+        shown_when(lambda found: [n["tag"] for n in found] == ["chat-7"])  # the click closed chat-9's
+
+        # a deleted message's withdrawal closes its notification, not a later one shown under the tag
+        push({"type": "notification_withdrawn", "id": 1, "title": "", "body": "", "chat_id": 7, "url": "/chat/7",
+              "tag": "chat-7"})
+        push({"type": "new_message", "id": 4, "title": "Dave", "body": "marker", "chat_id": 11, "url": "/chat/11",
+              "tag": "chat-11"})
+        found = shown_when(lambda found: len(found) == 2)
+        assert sorted((n["tag"], n["body"]) for n in found) == [("chat-11", "marker"), ("chat-7", "second")]
+        push({"type": "notification_withdrawn", "id": 2, "title": "", "body": "", "chat_id": 7, "url": "/chat/7",
+              "tag": "chat-7"})
+        found = shown_when(lambda found: [n["tag"] for n in found] == ["chat-11"])
     finally:
         ctx.close()
 

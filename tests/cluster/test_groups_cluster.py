@@ -113,6 +113,9 @@ async def test_group_changes_on_two_processes(cluster):
         assert [m["id"] for m in found["results"]] == [before["id"]]
         status, err = await call(api, carol, "POST", f"/api/chats/{cid}/messages", {"content": "hi"})
         assert (status, err["error"]["code"]) == (403, "not_a_member")
+        status, listed = await call(api, carol, "GET", "/api/chats")  # listed, read-only, as at the removal
+        former = {c["id"]: c for c in listed["chats"]}[cid]
+        assert former["member"] is False and former["last_message"]["id"] == gone["removed_at_message_id"]
     # leaving on p1, heard on p2
     status, _ = await call(api1, dave, "DELETE", f"/api/chats/{cid}/members/{dave['id']}")
     assert status == 200
@@ -123,6 +126,38 @@ async def test_group_changes_on_two_processes(cluster):
             break
     for ws in (*carol_ws, alice_ws2):
         ws.close()
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_membership_checks_of_every_process_follow_a_change_at_once(cluster):
+    """Issue 21, acceptance 4: with the member list cached on both processes, a member removed
+    on one is refused by the other's membership check at once, and admitted again at once
+    when added back there (each process drops its cached list on the ``members`` control message).
+    """
+    p1, p2 = cluster
+    api1, api2 = ApiClient(p1.url), ApiClient(p2.url)
+    alice, bob, carol = [await register(api1, n) for n in ("alice", "bob", "carol")]
+    status, data = await call(api1, alice, "POST", "/api/chats", {"member_ids": [bob["id"], carol["id"]],
+                                                                   "title": "Team"})
+    cid = data["chat"]["id"]
+    for api in (api1, api2):  # a send checks membership: both processes now cache the member list
+        await send_http(api, carol, cid, "hello")
+
+    status, _ = await call(api1, alice, "DELETE", f"/api/chats/{cid}/members/{carol['id']}")
+    assert status == 200
+    # right after the answer, on the other process first: every membership check refuses Carol
+    for api in (api2, api1):
+        status, err = await call(api, carol, "POST", f"/api/chats/{cid}/messages", {"content": "still in?"})
+        assert (status, err["error"]["code"]) == (403, "not_a_member"), (api.base_url, status, err)
+        status, err = await call(api, carol, "POST", f"/api/chats/{cid}/read", {"message_id": 1})
+        assert status == 403 and err["error"]["code"] == "not_a_member"
+    assert (await send_http(api2, bob, cid, "bob still in"))["chat_id"] == cid  # the others are unchanged
+
+    status, _ = await call(api2, alice, "POST", f"/api/chats/{cid}/members", {"user_id": carol["id"]})
+    assert status == 201
+    # added back on p2: p1's check admits her at once (it had cached the list without her)
+    for api in (api1, api2):
+        assert (await send_http(api, carol, cid, "back"))["chat_id"] == cid
 
 
 @pytest.mark.gen_test(timeout=120)

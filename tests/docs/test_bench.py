@@ -307,3 +307,81 @@ def test_bench_labelled_comparisons_are_kept_and_rendered(tmp_path):
         < section.index("Before: `dddddddd`") < section.index("### The Connection core (issue 21)") \
         < section.index("Before: `cccccccc`")
     assert "bbbbbbbb" not in report and section.count("| idle memory, KB per WebSocket |") == 3
+
+
+# python -m bench cluster / connections50k (issue 26, items 3 and 4) --------------------------------
+
+def test_bench_cluster_tiny(tmp_path):
+    """``cluster --tiny``: N = 1 and 2 separate processes, sharded and broadcast routing, counted per process.
+
+    Counts are asserted, not timings: with sharded routing a process receives only its own users'
+    envelopes (none discarded: 8 users with consecutive ids in 16,384 shards share none); with
+    broadcast routing each of the 2 processes discards the other's 20 of the 40 notifications.
+    """
+    proc = subprocess.run([sys.executable, "-m", "bench", "cluster", "--tiny", "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c = json.loads((tmp_path / "bench-results.json").read_text())["cluster"]
+    assert [(x["n"], x["routing"]) for x in c["configs"]] == [(1, "sharded"), (1, "broadcast"), (2, "alone"),
+                                                              (2, "sharded"), (2, "broadcast")]
+    for x in c["configs"]:
+        procs, total = (1, 20) if x["routing"] == "alone" else (x["n"], 40)  # alone: what one of 2 holds
+        assert x["exactly_once"] and x["received"] == x["notifications"] == total, x
+        assert x["publish_errors"] == 0 and x["dropped"] == 0, x
+        holders = [p for p in x["processes"] if not p["ingress"]]
+        assert len(holders) == procs and [p["users"] for p in holders] == [4 if x["n"] == 2 else 8] * procs
+        assert all(p["delivered"] == total // procs for p in holders), holders  # each its own users' events
+        assert all(p["cpu_ms"] > 0 and p["cpu_us_per_delivered"] > 0 for p in holders), holders
+        sm = x["summary"]
+        assert sm["delivered"] == total and sm["cpu_us_per_delivered"] > 0, sm
+        if x["routing"] != "broadcast":
+            assert all(p["broker_in"] == p["delivered"] and p["discarded"] == 0 for p in holders), holders
+        else:  # the old design: every process reads every envelope, discards the others' users'
+            assert all(p["broker_in"] == 40 and p["discarded"] == 40 - p["delivered"] for p in holders), holders
+    assert c["configs"][3]["summary"]["vs_alone"] > 0 and c["configs"][4]["summary"]["vs_alone"] > 0
+    broadcast2 = c["configs"][4]["summary"]
+    assert broadcast2["discarded"] == 40 and broadcast2["cpu_us_per_discarded"] is not None
+    report = (tmp_path / "performance.md").read_text()
+    section = report.split("## Cluster simulation (issue 26)")[1].split("\n## ")[0]
+    assert "`python -m bench cluster --tiny" in section and "Host: " in section
+    main_table = section.split("<details>")[0]  # (the per-process table follows)
+    rows = [line for line in main_table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2 and "a process of N ÷ one process alone with its load" in section
+
+
+def test_bench_connections_tiny(tmp_path):
+    """``connections50k --tiny``: 200 WebSockets over 2 workers and 2 holder processes; one broadcast reaches all."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "connections50k", "--tiny", "--out-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads((tmp_path / "bench-results.json").read_text())["connections"]
+    assert r["held"] == r["connections"] == r["broadcast_reached"] == 200, r
+    assert r["connect_errors"] == 0 and r["dropped"] == 0 and not r["publish_errors"], r
+    assert r["workers"] == 2 and r["holders"] == 2 and r["held_per_holder"] == [100, 100], r
+    assert len(set(r["sources"])) == 2  # each holder from its own source address
+    # the kernel spread the connections over both workers, each under its cap (and its descriptor limit)
+    assert sum(w["descriptors"] for w in r["per_worker"]) >= 200, r["per_worker"]
+    assert all(w["descriptors"] < r["worker_connections_cap"] for w in r["per_worker"]), r["per_worker"]
+    assert r["rss_after_mb"] > r["rss_before_mb"] > 0 and r["kb_per_connection"] > 0, r
+    report = (tmp_path / "performance.md").read_text()
+    assert "## 200 connections on one host (issue 26)" in report
+
+
+def test_bench_connections_refuses_sizes_past_the_descriptor_limit():
+    """More connections per worker than a worker may hold (with a tenth of margin), or per holder process
+    than its descriptor limit, are refused before anything starts; at the limit they pass."""
+    from dataclasses import replace
+
+    from bench.scale import SCALE_TINY, check_connection_sizes
+    from tornado_app.httpserver import default_max_connections
+    limit = 20000
+    cap = default_max_connections(limit)
+    fits = int(cap / 1.1)  # per worker, at the margin
+    at = replace(SCALE_TINY, connections=fits * 4, connection_workers=4, connection_holders=8)
+    assert check_connection_sizes(at, limit) == cap
+    with pytest.raises(ValueError, match="need more workers or holders"):
+        check_connection_sizes(replace(at, connections=fits * 4 + 1), limit)
+    holder_at = replace(SCALE_TINY, connections=(limit - 100) * 2, connection_workers=100, connection_holders=2)
+    assert check_connection_sizes(holder_at, limit) == cap
+    with pytest.raises(ValueError, match="need more workers or holders"):
+        check_connection_sizes(replace(holder_at, connections=(limit - 100) * 2 + 2), limit)

@@ -353,6 +353,17 @@ export class Squall {
       this.emit("mute", data);
     } else if (data.type === "presence") {
       this.emit("presence", data);
+    } else if (data.type === "notification_withdrawn") {
+      // its message was deleted: the notification leaves the list (an ``unread`` follows)
+      const notifications = this.state.notifications.filter((n) => n.id !== data.notification_id);
+      if (notifications.length !== this.state.notifications.length) this.update({ notifications });
+      this.emit("withdrawn", data);
+    } else if (data.type === "notification_updated") {
+      // its message was edited: the new preview
+      const notifications = this.state.notifications.map((n) => (n.id === data.notification_id
+        ? { ...n, content_preview: data.content_preview } : n));
+      this.update({ notifications });
+      this.emit("updated", data);
     }
   }
 }

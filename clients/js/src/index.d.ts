@@ -211,10 +211,18 @@ export interface SquallEvents {
   mute: MuteEvent;
   /** A co-member came online or went offline (only people who share a chat and their presence). */
   presence: PresenceEvent;
+  /** The message behind a notification was deleted: it left `notifications` (an `unread` follows). */
+  withdrawn: NotificationWithdrawnEvent;
+  /** The message behind a notification was edited: its `content_preview` in `notifications` is the new one. */
+  updated: NotificationUpdatedEvent;
   unauthorized: UnauthorizedError;
   error: unknown;
 }
 
+export interface NotificationWithdrawnEvent { type: "notification_withdrawn"; notification_id: number; chat_id: number; message_id: number }
+export interface NotificationUpdatedEvent {
+  type: "notification_updated"; notification_id: number; chat_id: number; message_id: number; content_preview: string;
+}
 export interface PresenceEvent { type: "presence"; user_id: number; online: boolean; last_seen: string | null }
 
 // ---- Options ----------------------------------------------------------------------------

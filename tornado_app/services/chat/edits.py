@@ -28,7 +28,8 @@ from models import SYSTEM_MESSAGE, ChatMember, Message, Notification, Reaction, 
 from ...errors import Conflict, Forbidden, NotFound, ValidationError
 from ..delivery.events import CHAT, NOTIFY, dumps, iso
 from ..delivery.hub import Hub
-from ..delivery.notifications import NotificationService, content_preview, unread_states
+from ..delivery.notification_store import unread_states
+from ..delivery.notifications import NotificationService, content_preview
 from ..storage.db import DatabaseExecutor
 from ..storage.ids import require_id
 from .emoji import MAX_EMOJI_BYTES, is_emoji

@@ -31,11 +31,13 @@ from models import (ADMIN, GROUP, MEMBER, OWNER, SYSTEM_MESSAGE, Chat, ChatDepar
                     utcnow)
 from ...errors import Conflict, Forbidden, NotFound, RateLimited, ValidationError
 from ..delivery.events import CHAT, dumps, iso
-from ..delivery.notifications import NotificationService, unread_states
+from ..delivery.notification_store import unread_states
+from ..delivery.notifications import NotificationService
 from ..identity.users import UserService
 from ..operations.ratelimit import RateLimiter
 from ..storage.db import DatabaseExecutor
 from ..storage.ids import require_id
+from .shape import message_shape
 
 ROLES = (OWNER, ADMIN, MEMBER)
 MAX_TITLE = 128
@@ -148,8 +150,8 @@ def _store_system(chat_id: int, actor_id: int, actor_name: str, text: str, data:
         (ChatMember.chat == chat_id) & ChatMember.user.in_(skip)).execute()
     Chat.update(last_message_id=mid, last_activity_at=now).where(CHAT_ID == chat_id).execute()
     touched = _member_ids(chat_id)
-    message = {"id": mid, "chat_id": chat_id, "sender_id": actor_id, "sender_name": actor_name, "content": text,
-               "message_type": SYSTEM_MESSAGE, "client_id": None, "created_at": iso(now), "system": data}
+    message = message_shape(mid, chat_id, actor_id, actor_name, text, SYSTEM_MESSAGE, None, iso(now) or "",
+                            system=data)
     return message, touched
 
 

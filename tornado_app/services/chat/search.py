@@ -19,14 +19,14 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from models import Message, is_postgres
 
 from ...errors import RateLimited, ValidationError
 from ..identity import UserService
 from ..operations import RateLimiter
 from ..storage import DatabaseExecutor
 
-from .service import message_dict
+from . import store
+from .shape import Extras, load_extras, render
 
 # A word as both engines cut text: letters and digits (FTS5's unicode61 and PostgreSQL's
 # parser both split on "_" and punctuation).
@@ -123,13 +123,6 @@ def highlight(content: str, query: SearchQuery) -> List[Dict[str, object]]:
     return segments
 
 
-# The chats a user may search: theirs, and those they left or were removed from up to the
-# system message of their departure (issue 25), never a later message.
-CHATS_OF_USER = ('JOIN (SELECT "chat_id", NULL AS "upto" FROM "chat_member" WHERE "user_id" = {p} '
-                 'UNION ALL SELECT "chat_id", "last_message_id" FROM "chat_departure" WHERE "user_id" = {p}) cm '
-                 'ON cm."chat_id" = m."chat_id" AND (cm."upto" IS NULL OR m."id" <= cm."upto") ')
-
-
 class MessageSearch:
     """Ranked, paged, highlighted search over the messages of the chats a user belongs to."""
 
@@ -155,15 +148,12 @@ class MessageSearch:
         if not self._limiter.allow(user_id):
             raise RateLimited("You are searching too fast; wait before the next search",
                               retry_after=self._limiter.retry_after(user_id))
-        rows = await self.dbx.read(self._select, user_id, query, chat_id, limit + 1, offset)
+        rows, extras = await self.dbx.read(self._select, user_id, query, chat_id, limit + 1, offset)
         more = len(rows) > limit
         rows = rows[:limit]
-        people = await self.users.get_many({m.sender_id for m in rows})
-        results = []
-        for m in rows:
-            found = message_dict(m, people.get(m.sender_id, {}).get("display_name", ""))
+        results = await render(self.users, rows, extras)  # the shape of history
+        for m, found in zip(rows, results):
             found["highlight"] = highlight(m.content, query)
-            results.append(found)
         return {"results": results, "next_cursor": str(offset + limit) if more and offset + limit <= MAX_OFFSET
                 else None}
 
@@ -176,29 +166,9 @@ class MessageSearch:
         return int(cursor)
 
     def _select(self, user_id: int, query: SearchQuery, chat_id: Optional[int], limit: int,
-                offset: int) -> list:
+                offset: int) -> Tuple[list, Extras]:
         # Database thread. Membership is part of the query itself, so a chat the user left
-        # is not searched even if a cache elsewhere has not heard of it yet.
-        db = self.dbx.db
-        columns = ", ".join(f'm."{f.column_name}"' for f in Message._meta.sorted_fields)
-        chat_clause = ' AND m."chat_id" = {p}' if chat_id is not None else ""
-        if is_postgres(db):
-            sql = (f'SELECT {columns} FROM "message" m '
-                   + CHATS_OF_USER +
-                   "WHERE m.\"search_vector\" @@ to_tsquery('simple', {p})" + chat_clause +
-                   " ORDER BY ts_rank(m.\"search_vector\", to_tsquery('simple', {p})) DESC, m.\"id\" DESC "
-                   "LIMIT {p} OFFSET {p}")
-            params: list = [user_id, user_id, query.tsquery()]
-            if chat_id is not None:
-                params.append(chat_id)
-            params += [query.tsquery(), limit, offset]
-        else:
-            sql = (f'SELECT {columns} FROM "message_fts" f JOIN "message" m ON m."id" = f."rowid" '
-                   + CHATS_OF_USER +
-                   'WHERE "message_fts" MATCH {p}' + chat_clause +
-                   ' ORDER BY bm25("message_fts"), m."id" DESC LIMIT {p} OFFSET {p}')
-            params = [user_id, user_id, query.fts5()]
-            if chat_id is not None:
-                params.append(chat_id)
-            params += [limit, offset]
-        return list(Message.raw(sql.replace("{p}", db.param), *params))
+        # is not searched even if a cache elsewhere has not heard of it yet. ``limit`` is one
+        # more than the page (to tell whether there is a next one): that row needs no extras.
+        rows = store.search_rows(user_id, query.tsquery(), query.fts5(), chat_id, limit, offset)
+        return rows, load_extras(rows[:limit - 1])

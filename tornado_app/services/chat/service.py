@@ -9,38 +9,41 @@ message to members' chat streams, notifications and unread state to notification
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 import peewee
 
-from models import (GROUP, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatMember, Message, Notification, is_postgres,
+from models import (GROUP, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message, Notification,
                     tuples, utcnow)
 from models.user import DELETED_NAME
-from ...errors import Conflict, Forbidden, NotFound, RateLimited, Unavailable, ValidationError
+from ...errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ...tasks import Batcher, spawn
-from ..storage.db import DatabaseExecutor, is_unavailable
+from ..storage.db import DatabaseExecutor
 from ..delivery.events import CHAT, NOTIFY, dumps, iso
 from ..delivery.connection import Connection
 from ..delivery.hub import Hub
 from ..storage.ids import MAX_ID, is_id, is_int, require_id  # noqa: F401 (MAX_ID: re-exported)
 from ..operations.metrics import Metrics
 from ..delivery.control import MembersChanged
-from ..delivery.notifications import (NotificationService, Notified, content_preview, insert_notifications,
-                                      mention_payload, new_message_payload, silent, unread_states)
+from ..delivery.notifications import (NotificationService, Notified, content_preview, unread_states)
 from ..delivery.preferences import PreferenceService, mute_state_of
 from ..operations.usage import MessageQuota
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
-from .edits import MessageChanges, mentions_after, reactions_of
-from .replies import Replies, mentions_of, quote, targets_of
-from .groups import forget_departures, former_limit, record_departures, succeed_owner
+from .edits import MessageChanges, mentions_after
+from .replies import Replies
+from .groups import former_limit
 from .presence import PresenceService
-from .uploads import AttachmentTaken, UploadService
+from .shape import Extras, load_extras, message_dict, render  # noqa: F401 (message_dict: re-exported)
+from . import store
+from .store import Outbox, Outcome, SendRequest, SendResult, store_sends
+from .uploads import UploadService
 
 log = logging.getLogger("squall.chat")
 
@@ -49,35 +52,6 @@ MAX_BATCH = 512
 # Seconds a process keeps refusing a removed member the events of a chat (``ChatService.admitted``):
 # far longer than any send computed with the older member list can take to be published.
 LEFT_MEMORY = 600.0
-
-
-def message_dict(m: Message, sender_name: str, attachments: Optional[List[dict]] = None,
-                 reactions: Optional[List[dict]] = None, reply: Optional[dict] = None) -> dict:
-    """The public shape of a message (``attachments``, ``reactions``, ``edited_at``, ``reply_to``,
-    ``mentions`` only when set; ``reply`` is the quoted preview of ``m.reply_to_id``).
-
-    A deleted message is a tombstone: ``deleted: true`` and no ``content``.
-    """
-    out = {"id": m.id, "chat_id": m.chat_id, "sender_id": m.sender_id, "sender_name": sender_name,
-           "content": m.content, "message_type": m.message_type, "client_id": m.client_id,
-           "created_at": iso(m.created_at)}
-    if m.deleted_at is not None:
-        del out["content"]
-        out["deleted"] = True
-        return out
-    if m.edited_at is not None:
-        out["edited_at"] = iso(m.edited_at)
-    if m.reply_to_id is not None:
-        out["reply_to"] = reply or {"id": m.reply_to_id, "deleted": True}
-    if m.mentions:
-        out["mentions"] = mentions_of(m)
-    if attachments:
-        out["attachments"] = attachments
-    if reactions:
-        out["reactions"] = reactions
-    if m.system:  # a group change's system message (issue 25): its structured fields
-        out["system"] = json.loads(m.system)
-    return out
 
 
 @dataclass(frozen=True)
@@ -101,159 +75,8 @@ class _ReadSlot:
         self.future = None  # resolves with the result of the next write
 
 
-@dataclass
-class SendRequest:
-    """One message waiting for the next group commit."""
-
-    chat_id: int
-    sender_id: int
-    sender_name: str
-    content: str
-    message_type: str
-    client_id: Optional[str]
-    notify_ids: List[int]
-    others: List[int]
-    exclude: Optional[str] = None  # the sending connection: it gets an ack instead
-    accepted_at: float = 0.0  # time.time() when queued: send -> commit and send -> delivery latency
-    silent_ids: frozenset = frozenset()  # of notify_ids: in Do Not Disturb, their notification is silent
-    # Upload ids attached in the message's transaction, and their public shape (checked before queueing)
-    attachments: Tuple[str, ...] = ()
-    attachment_info: Tuple[dict, ...] = ()
-    # Replies and mentions (issue 25; checked before queueing). ``called``: of notify_ids, those
-    # mentioned or replied to, whose notification has type "mention" (sent even in a muted chat).
-    reply_to: Optional[dict] = None  # the quoted preview of the message replied to
-    mentions: Tuple[int, ...] = ()
-    called: frozenset = frozenset()
-
-
-def _store_extras(req: SendRequest, mid: int, message: dict) -> None:
-    """Reply and mentions of a send that has them (writer thread; one UPDATE, never for a plain send)."""
-    Message.update(reply_to_id=req.reply_to["id"] if req.reply_to else None,
-                   mentions=json.dumps(list(req.mentions)) if req.mentions else None).where(
-        Message.id == mid).execute()
-    if req.reply_to:
-        message["reply_to"] = req.reply_to
-    if req.mentions:
-        message["mentions"] = list(req.mentions)
-
-
-def _notification_rows(req: SendRequest, mid: int, message: dict, now) -> List[dict]:
-    """The notification rows of a stored send: ``new_message``, or ``mention`` for the called members."""
-    payload = new_message_payload(message)
-    called = req.called
-    mention = mention_payload(message) if called else payload
-    rows = []
-    for uid in req.notify_ids:
-        ntype, p = ("mention", mention) if uid in called else ("new_message", payload)
-        rows.append({"recipient": uid, "type": ntype, "payload": silent(p) if uid in req.silent_ids else p,
-                     "chat_id": req.chat_id, "message_id": mid, "created_at": now})
-    return rows
-
-
-def _count_mentions(rows: List[dict]) -> None:
-    """One more unread mention in the chat for each ``mention`` row (writer thread; rare)."""
-    per_member: Dict[Tuple[int, int], int] = {}
-    for row in rows:
-        if row["type"] == "mention":
-            key = (row["chat_id"], row["recipient"])
-            per_member[key] = per_member.get(key, 0) + 1
-    _update_from_values(ChatMember, {"mention_count": "t.{mention_count} + v.n"}, ("n", "c", "u"),
-                        "t.{chat} = v.c AND t.{user} = v.u",
-                        [(n, chat, uid) for (chat, uid), n in per_member.items()])
-
-
-@dataclass
-class SendResult:
-    """What one committed send produced."""
-
-    message: dict
-    created: bool
-    notifications: List[Tuple[int, int, str]]  # (id, recipient, payload)
-
-
-# ``[(chat_id, sender_id, message)]`` of the messages a transaction stored: the webhook outbox (issue 23)
-Outbox = Callable[[List[Tuple[int, int, dict]]], None]
-# What one send of a committed batch came to: its result, or the exception it failed with alone.
-Outcome = Union[SendResult, Exception]
 # ``(batch, outcomes, unread frames)``: publishes a committed batch (ChatService._publish_committed)
 OnCommitted = Callable[[List[SendRequest], Sequence[Outcome], Dict[int, str]], Awaitable[None]]
-
-
-def _on_postgres() -> bool:
-    """True when messages live in PostgreSQL (the models' database is a proxy to the real one)."""
-    return is_postgres(Message._meta.database)
-
-
-def _quote(name: str) -> str:
-    """A quoted SQL identifier (PostgreSQL and SQLite both use double quotes)."""
-    return '"%s"' % name.replace('"', '""')
-
-
-def _update_from_values(model, assignments: Dict[str, str], names: Tuple[str, ...], where: str,
-                        rows: List[tuple]) -> None:
-    """One ``UPDATE table AS t SET ... FROM (VALUES rows) AS v WHERE ...`` for all ``rows``.
-
-    ``assignments`` maps field names to SQL over ``t`` and ``v`` (``v``'s columns are
-    ``names``); ``{field}`` in them and in ``where`` stands for that field's quoted column.
-    Each target row must match one row of ``rows`` (the database applies only one match),
-    so callers aggregate per target first. One statement, not one per row: PostgreSQL plans
-    each statement, and on SQLite every statement hands the GIL back and forth with the loop.
-    """
-    if not rows:
-        return
-    columns = {name: _quote(field.column_name) for name, field in model._meta.fields.items()}
-    sets = ", ".join(f"{columns[f]} = {expr.format(**columns)}" for f, expr in assignments.items())
-    head = f"UPDATE {_quote(model._meta.table_name)} AS t SET {sets} FROM "
-    tail = f" WHERE {where.format(**columns)}"
-    cursor = model._meta.database.cursor()
-    if _on_postgres():
-        from psycopg2.extras import execute_values
-        execute_values(cursor, f"{head}(VALUES %s) AS v({', '.join(names)}){tail}", rows, page_size=1000)
-        return
-    # SQLite names VALUES columns column1, column2, ...: a subquery gives them their names.
-    renamed = ", ".join(f"column{i + 1} AS {n}" for i, n in enumerate(names))
-    group = "(" + ", ".join("?" * len(names)) + ")"
-    per_statement = max(1, 30000 // len(names))  # below SQLite's limit on parameters
-    for at in range(0, len(rows), per_statement):
-        chunk = rows[at:at + per_statement]
-        cursor.execute(f"{head}(SELECT {renamed} FROM (VALUES {', '.join([group] * len(chunk))})) AS v{tail}",
-                       [value for row in chunk for value in row])
-
-
-def _insert_messages(rows: List[dict]) -> List[int]:
-    """Insert message rows with one multi-row INSERT ... RETURNING; returns their ids in order.
-
-    The statement text is repeated from a one-row template made by Peewee, which is much
-    cheaper than having Peewee build a statement with thousands of parameters.
-    Call inside a transaction.
-    """
-    fields = ("chat", "sender", "content", "message_type", "client_id", "created_at")
-    sample = rows[0]
-    sql, params = Message.insert({f: (sample[f] if sample[f] is not None else "") for f in fields}) \
-        .returning(Message.id).sql()
-    group_at, returning_at = sql.find("VALUES (") + 7, sql.rfind(" RETURNING ")
-    group = sql[group_at:returning_at]
-    placeholder = "%s" if _on_postgres() else "?"
-    if len(params) == len(fields) and group == "(" + ", ".join([placeholder] * len(fields)) + ")":
-        order = _param_order(Message, fields, sql)
-        cursor = Message._meta.database.cursor()
-        cursor.execute(sql[:group_at] + ", ".join([group] * len(rows)) + sql[returning_at:],
-                       [row[f] for row in rows for f in order])
-        # One statement numbers its rows in order; sorting guards against any reordering.
-        return sorted(r[0] for r in cursor.fetchall())
-    cursor = Message.insert_many(rows).returning(Message.id).execute()
-    return sorted(r[0] if isinstance(r, tuple) else r.id for r in cursor)
-
-
-def _param_order(model, fields, sql: str) -> List[str]:
-    """The ``fields`` in the order their columns appear in an INSERT statement's column list."""
-    columns = sql[sql.index("(") + 1:sql.index(")")]
-    return sorted(fields, key=lambda f: columns.index('"%s"' % getattr(model, f).column_name))
-
-
-def _stored_message(m: Message, sender_name: str) -> dict:
-    """A message already stored (a resend's answer), with its attachments (writer thread; rare)."""
-    return message_dict(m, sender_name, UploadService.attachments_of([m.id]).get(m.id))
 
 
 class MessageWriter:
@@ -304,7 +127,7 @@ class MessageWriter:
         # is left stale.
         listeners = self.listening({u for req in batch for u in (req.sender_id, *req.others)})
         try:
-            results, self._unread = await self.dbx.write(self._store, batch, listeners, self.outbox)
+            results, self._unread = await self.dbx.write(store_sends, batch, listeners, self.outbox)
         except Exception:
             log.exception("storing a batch of %d messages failed", len(batch))
             self._unread = None
@@ -325,204 +148,6 @@ class MessageWriter:
             await self.on_committed(batch, results, unread)
         except Exception:
             log.exception("publishing committed messages failed")
-
-    @staticmethod
-    def _store(batch: List[SendRequest], listeners: Optional[Set[int]] = None,
-               outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Dict[int, str]]:
-        """Store a batch (writer thread, inside one transaction): together, else send by send.
-
-        Returns the results and the new ``unread`` frames of the members whose counts
-        changed, for those among ``listeners`` (None: all of them). ``outbox`` (webhooks) is
-        given each stored message in the same transaction: a message is never stored without it.
-
-        The common case costs a handful of statements for the whole batch. When the database
-        refuses any of it (a duplicate stored by another process, a deleted chat, bad text),
-        that attempt is rolled back to its savepoint and each send is stored in its own, so
-        a send that cannot be stored fails alone.
-        """
-        db = Message._meta.database
-        try:
-            with db.atomic():
-                results, touched = MessageWriter._store_together(batch, outbox)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise  # the database is unreachable or locked: every send of the batch fails (store_failed)
-            log.debug("storing %d messages together failed; storing them one by one", len(batch), exc_info=True)
-            results, touched = MessageWriter._store_each(batch, outbox)
-        if listeners is not None:
-            touched &= listeners
-        return results, unread_states(touched)
-
-    @staticmethod
-    def _store_together(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
-        """Store a batch with one statement per kind of row (raises if the database refuses any)."""
-        now = utcnow()
-        created_at = iso(now)
-        made: Dict[int, SendResult] = {}  # index in the batch -> its result
-        # A client_id stored by an earlier batch (a resend after a reconnect) violates the
-        # unique (sender, client_id) index: the insert raises and ``_store_each`` answers
-        # with the stored message. No query is spent looking for such rare repeats.
-        new: List[int] = []          # indexes of the sends to insert
-        repeats: List[Tuple[int, int]] = []  # (index, index of the first send with its client_id)
-        first: Dict[Tuple[int, str], int] = {}
-        for i, req in enumerate(batch):
-            if req.client_id is not None:
-                key = (req.sender_id, req.client_id)
-                if key in first:
-                    repeats.append((i, first[key]))
-                    continue
-                first[key] = i
-            new.append(i)
-        touched_users: Set[int] = set()
-        if new:
-            rows = [{"chat": batch[i].chat_id, "sender": batch[i].sender_id, "content": batch[i].content,
-                     "message_type": batch[i].message_type, "client_id": batch[i].client_id, "created_at": now}
-                    for i in new]
-            ids = _insert_messages(rows)
-            unread: Dict[Tuple[int, int], int] = {}     # (chat, sender) -> messages
-            last_read: Dict[Tuple[int, int], int] = {}  # (chat, sender) -> newest message id
-            last_in_chat: Dict[int, int] = {}           # chat -> newest message id
-            notify_rows: List[dict] = []
-            notify_of: List[Tuple[SendResult, int, str]] = []  # (result, recipient, payload) of each row
-            any_mention = False  # some notification of the batch has type "mention"
-            for i, mid in zip(new, ids):
-                req = batch[i]
-                pair = (req.chat_id, req.sender_id)
-                unread[pair] = unread.get(pair, 0) + 1
-                last_read[pair] = mid
-                last_in_chat[req.chat_id] = mid
-                message = {"id": mid, "chat_id": req.chat_id, "sender_id": req.sender_id,
-                           "sender_name": req.sender_name, "content": req.content,
-                           "message_type": req.message_type, "client_id": req.client_id,
-                           "created_at": created_at}
-                if req.attachments:  # rare: the fast path costs one truth test
-                    UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
-                    message["attachments"] = list(req.attachment_info)
-                if req.reply_to is not None or req.mentions:  # rare too
-                    _store_extras(req, mid, message)
-                result = made[i] = SendResult(message, True, [])
-                if req.notify_ids:
-                    if req.called:
-                        called_rows = _notification_rows(req, mid, message, now)
-                        notify_rows.extend(called_rows)
-                        notify_of.extend((result, row["recipient"], row["payload"]) for row in called_rows)
-                        any_mention = True
-                    else:
-                        payload = new_message_payload(message)
-                        for uid in req.notify_ids:
-                            p = silent(payload) if uid in req.silent_ids else payload
-                            notify_rows.append({"recipient": uid, "type": "new_message", "payload": p,
-                                                "chat_id": req.chat_id, "message_id": mid, "created_at": now})
-                            notify_of.append((result, uid, p))
-                touched_users.update(req.others)
-                touched_users.add(req.sender_id)
-            # A sender has read their chat up to their own newest message: what stays unread
-            # for them are the later messages of others in this same batch.
-            in_chat: Dict[int, List[Tuple[int, int]]] = {}
-            for i, mid in zip(new, ids):
-                in_chat.setdefault(batch[i].chat_id, []).append((mid, batch[i].sender_id))
-            read_rows = [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)
-                         for (chat, sender), mid in last_read.items()]
-            chat_rows = [(mid, now, chat) for chat, mid in last_in_chat.items()]
-            others_of = {(batch[i].chat_id, batch[i].sender_id): batch[i].others for i in new}
-            per_member: Dict[Tuple[int, int], int] = {}
-            for (chat, sender), n in unread.items():
-                for uid in others_of[(chat, sender)]:
-                    per_member[(chat, uid)] = per_member.get((chat, uid), 0) + n
-            _update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c", "u"),
-                                "t.{chat} = v.c AND t.{user} = v.u",
-                                [(n, chat, uid) for (chat, uid), n in per_member.items()])
-            # (a sender has read the mentions of them too; those of this batch are counted after this)
-            _update_from_values(ChatMember, {"last_read_message_id": "v.m", "unread_count": "v.n", "mention_count": "0"},
-                                ("m", "n", "c", "u"), "t.{chat} = v.c AND t.{user} = v.u", read_rows)
-            _update_from_values(Chat, {"last_message_id": "v.m", "last_activity_at": "v.ts"},
-                                ("m", "ts", "c"), "t.{id} = v.c", chat_rows)
-            if notify_rows:
-                for nid, (result, uid, payload) in zip(insert_notifications(notify_rows), notify_of):
-                    result.notifications.append((nid, uid, payload))
-                if any_mention:
-                    _count_mentions(notify_rows)
-            if outbox is not None:
-                outbox([(batch[i].chat_id, batch[i].sender_id, made[i].message) for i in new])
-        for i, j in repeats:
-            made[i] = SendResult(made[j].message, False, [])
-        return [made[i] for i in range(len(batch))], touched_users
-
-    @staticmethod
-    def _store_each(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[List[Outcome], Set[int]]:
-        """Store a batch send by send, each in its own savepoint (writer thread, in a transaction)."""
-        db = Message._meta.database
-        results: List[Outcome] = []
-        touched_users: Set[int] = set()
-        seen: Dict[Tuple[int, Optional[str]], SendResult] = {}
-        for req in batch:
-            try:
-                key = (req.sender_id, req.client_id)
-                if req.client_id is not None:
-                    if key in seen:
-                        prior = seen[key]
-                        results.append(SendResult(prior.message, False, []))
-                        continue
-                    existing = Message.get_or_none((Message.sender == req.sender_id)
-                                                   & (Message.client_id == req.client_id))
-                    if existing is not None:
-                        results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
-                        continue
-                with db.atomic():  # AttachmentTaken raised inside rolls this send back alone
-                    now = utcnow()
-                    mid = Message.insert(chat=req.chat_id, sender=req.sender_id, content=req.content,
-                                         message_type=req.message_type, client_id=req.client_id,
-                                         created_at=now).execute()
-                    ChatMember.update(unread_count=ChatMember.unread_count + 1).where(
-                        (ChatMember.chat == req.chat_id) & (ChatMember.user != req.sender_id)).execute()
-                    ChatMember.update(last_read_message_id=mid, unread_count=0, mention_count=0).where(
-                        (ChatMember.chat == req.chat_id) & (ChatMember.user == req.sender_id)).execute()
-                    Chat.update(last_message_id=mid, last_activity_at=now).where(
-                        Chat.id == req.chat_id).execute()
-                    message = {"id": mid, "chat_id": req.chat_id, "sender_id": req.sender_id,
-                               "sender_name": req.sender_name, "content": req.content,
-                               "message_type": req.message_type, "client_id": req.client_id,
-                               "created_at": iso(now)}
-                    if req.attachments:
-                        UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
-                        message["attachments"] = list(req.attachment_info)
-                    if req.reply_to is not None or req.mentions:
-                        _store_extras(req, mid, message)
-                    stored: List[Tuple[int, int, str]] = []
-                    if req.notify_ids:
-                        rows = _notification_rows(req, mid, message, now)
-                        ids = insert_notifications(rows)
-                        stored = [(nid, row["recipient"], row["payload"]) for nid, row in zip(ids, rows)]
-                        if req.called:
-                            _count_mentions(rows)
-                    if outbox is not None:
-                        outbox([(req.chat_id, req.sender_id, message)])
-                result = SendResult(message, True, stored)
-                if req.client_id is not None:
-                    seen[key] = result
-                touched_users.update(req.others)
-                touched_users.add(req.sender_id)
-                results.append(result)
-            except AttachmentTaken as exc:
-                results.append(exc)
-            except peewee.IntegrityError:
-                # another process stored the same (sender, client_id) first; without a
-                # client_id there is no such twin (``client_id == None`` would match any
-                # earlier message of the sender and acknowledge a send that was not stored)
-                existing = None if req.client_id is None else Message.get_or_none(
-                    (Message.sender == req.sender_id) & (Message.client_id == req.client_id))
-                if existing is not None:
-                    results.append(SendResult(_stored_message(existing, req.sender_name), False, []))
-                elif not Chat.select().where(Chat.id == req.chat_id).exists():
-                    results.append(NotFound("The chat no longer exists", "chat_not_found"))
-                else:
-                    log.error("the database refused a message of user %s in chat %s", req.sender_id, req.chat_id)
-                    results.append(Unavailable("The message could not be stored", "store_failed"))
-            except Exception:
-                # Its savepoint is rolled back: this send fails alone, the rest of the batch commits.
-                log.exception("storing a message of user %s in chat %s failed", req.sender_id, req.chat_id)
-                results.append(Unavailable("The message could not be stored", "store_failed"))
-        return results, touched_users
 
     async def close(self) -> None:
         """Finish every queued send (each is stored and acknowledged), then stop."""
@@ -586,14 +211,8 @@ class ChatService:
         if cached is not None:
             return cached
 
-        def load():
-            if not Chat.select().where(Chat.id == chat_id).exists():
-                return None
-            return tuple(uid for (uid,) in ChatMember.select(ChatMember.user)
-                         .where(ChatMember.chat == chat_id).order_by(ChatMember.user).tuples())
-
         epoch = self._members_epoch
-        members = await self.dbx.read(load)
+        members = await self.dbx.read(store.member_ids, chat_id)
         if members is None:
             raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
         if len(self._members) > 100_000:
@@ -625,32 +244,7 @@ class ChatService:
         add, remove = set(add), set(remove)
         limit = self.limits.max_group_members
 
-        def apply():
-            chat = Chat.get_or_none(Chat.id == chat_id)
-            if chat is None:
-                raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
-            if chat.kind != GROUP:
-                raise Conflict(f"Chat {chat_id} is a private chat: its members never change", "not_a_group")
-            current = {uid for (uid,) in ChatMember.select(ChatMember.user).where(ChatMember.chat == chat_id).tuples()}
-            added, removed = sorted(add - current), sorted(remove & current)
-            if len(current) + len(added) - len(removed) > limit:
-                raise ValidationError(f"A group chat has at most {limit} members", "too_many_members")
-            if removed:
-                owner_removed = ChatMember.select().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)
-                                                          & (ChatMember.role == OWNER)).exists()
-                ChatMember.delete().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)).execute()
-                # They keep the history up to now, and a removed owner passes the group on (issue 25).
-                record_departures(chat_id, removed, chat.last_message_id or 0)
-                if owner_removed:
-                    succeed_owner(chat_id)
-            if added:
-                read_to = chat.last_message_id or 0
-                ChatMember.insert_many([{"chat": chat_id, "user": uid, "last_read_message_id": read_to}
-                                        for uid in added]).on_conflict_ignore().execute()
-                forget_departures(chat_id, added)
-            return added, removed
-
-        added, removed = await self.dbx.write(apply)
+        added, removed = await self.dbx.write(store.change_members, chat_id, add, remove, limit)
         if added or removed:
             await self.members_changed(chat_id, added, removed)
         return added, removed
@@ -781,44 +375,83 @@ class ChatService:
         chat_id = await self.dbx.write(create)
         return await self.chat_summary(user_id, chat_id)
 
-    async def chat_summary(self, user_id: int, chat_id: int) -> dict:
-        """One chat as listed by ``GET /api/chats``."""
-        chats = await self._summaries(user_id, [chat_id])
+    async def chat_summary(self, user_id: int, chat_id: int, former: bool = False) -> dict:
+        """One chat as listed by ``GET /api/chats``; ``former``: also one the user left or was removed from.
+
+        Raises NotFound (``chat_not_found``).
+        """
+        chats = await self._summaries(user_id, [chat_id], former=former)
         if not chats:
             raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
         return chats[0]
 
-    async def list_chats(self, user_id: int, limit: int = 100, before: Optional[int] = None) -> List[dict]:
-        """A page of ``user_id``'s chats, most recent activity first (three queries in all).
+    async def visible_chat(self, user_id: int, chat_id) -> dict:
+        """``GET /api/chats/{id}``: a chat of ``user_id``, or one they left (``"member": false``).
 
+        Raises ValidationError, NotFound, Forbidden ``not_a_member`` (never a member, or
+        a former member of a chat whose departure was forgotten).
+        """
+        try:
+            await self.require_member(user_id, chat_id)
+        except Forbidden:
+            if await self.dbx.read(former_limit, user_id, chat_id) is None:
+                raise
+        return await self.chat_summary(user_id, chat_id, former=True)
+
+    async def list_chats(self, user_id: int, limit: int = 100, before: Optional[int] = None) -> List[dict]:
+        """A page of ``user_id``'s chats, most recent activity first.
+
+        The groups the user left or was removed from come too, marked ``"member": false``
+        with ``left_at`` and ``removed_at_message_id``; they are placed by the time of the
+        departure and show what the user could see then (the departure's system message as
+        the last message, no members, no unread count).
         ``before`` is the id of the last chat of the previous page: the page continues after
         it in the same order. Raises ValidationError (``before`` not one of the user's chats).
         """
         if before is not None:
             require_id(before, "before")
-        return await self._summaries(user_id, None, limit, before)
+        return await self._summaries(user_id, None, limit, before, former=True)
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
-                         before: Optional[int] = None) -> List[dict]:
+                         before: Optional[int] = None, former: bool = False) -> List[dict]:
         def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[Tuple[int, int], str], Dict[int, Message],
-                            Dict[int, List[dict]], Dict[int, Message]]:
+                            Extras, Dict[int, Tuple[datetime.datetime, int]]]:
             q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
                  .join(ChatMember, on=(ChatMember.chat == Chat.id))
                  .where(ChatMember.user == user_id)
                  .order_by(Chat.last_activity_at.desc(), Chat.id.desc()))
+            # the groups left: one more query, on the (user, chat) index of chat_departure
+            fq = (Chat.select(Chat, ChatDeparture.left_at, ChatDeparture.last_message_id.alias("departed_at_id"))
+                  .join(ChatDeparture, on=(ChatDeparture.chat == Chat.id))
+                  .where(ChatDeparture.user == user_id)
+                  .order_by(ChatDeparture.left_at.desc(), Chat.id.desc()))
             if only is not None:
                 q = q.where(Chat.id.in_(only))
+                fq = fq.where(Chat.id.in_(only))
             if before is not None:
                 mark = (Chat.select(Chat.last_activity_at).join(ChatMember, on=(ChatMember.chat == Chat.id))
                         .where((Chat.id == before) & (ChatMember.user == user_id)).tuples().first())
+                if mark is None and former:
+                    mark = (ChatDeparture.select(ChatDeparture.left_at)
+                            .where((ChatDeparture.chat == before) & (ChatDeparture.user == user_id)).tuples().first())
                 if mark is None:
                     raise ValidationError("'before' must be the id of one of your chats")
                 q = q.where((Chat.last_activity_at < mark[0])
                             | ((Chat.last_activity_at == mark[0]) & (Chat.id < before)))
+                fq = fq.where((ChatDeparture.left_at < mark[0])
+                              | ((ChatDeparture.left_at == mark[0]) & (Chat.id < before)))
             if limit is not None:
                 q = q.limit(limit)
+                fq = fq.limit(limit)
             chats = list(q.objects())
-            ids = [c.id for c in chats]
+            left: Dict[int, Tuple[datetime.datetime, int]] = {}
+            if former:
+                gone: List[Any] = list(fq.objects())  # Chat rows with the departure's two columns
+                left = {c.id: (c.left_at, c.departed_at_id) for c in gone}
+                # the newest of both lists (activity for a member, the departure for a former member)
+                chats = sorted(chats + gone, key=lambda c: (left[c.id][0] if c.id in left else c.last_activity_at,
+                                                            c.id), reverse=True)[:limit]
+            ids = [c.id for c in chats if c.id not in left]
             members: Dict[int, List[int]] = {i: [] for i in ids}
             roles: Dict[Tuple[int, int], str] = {}
             if ids:
@@ -826,18 +459,31 @@ class ChatService:
                                              .where(ChatMember.chat.in_(ids)).order_by(ChatMember.id)):
                     members[cid].append(uid)
                     roles[(cid, uid)] = role
-            last_ids = [c.last_message_id for c in chats if c.last_message_id]
+            # a former member's last message is the one of their departure: nothing later shows
+            last_ids = [left[c.id][1] if c.id in left else c.last_message_id for c in chats]
+            last_ids = [i for i in last_ids if i]
             last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            return chats, members, roles, last, UploadService.attachments_of(last), targets_of(last.values())
+            # a chat's last message without its reactions: a preview in the list
+            return chats, members, roles, last, load_extras(list(last.values()), with_reactions=False), left
 
         epoch = self._members_epoch
-        chats, members, roles, last, files, targets = await self.dbx.read(load)
-        rendered = {m["id"]: m for m in await self._render(list(last.values()), files, {}, targets)}
+        chats, members, roles, last, extras, left = await self.dbx.read(load)
+        rendered = {m["id"]: m for m in await render(self.users, list(last.values()), extras)}
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
         people = await self.users.get_many(all_users)
         out = []
         for c in chats:
+            if c.id in left:
+                left_at, upto = left[c.id]
+                lm = last.get(upto)
+                out.append({
+                    "id": c.id, "kind": c.kind, "title": c.title, "members": [],
+                    "last_message": rendered.get(lm.id) if lm else None,
+                    "unread_count": 0, "created_at": iso(c.created_at), **mute_state_of(None),
+                    "member": False, "left_at": iso(left_at), "removed_at_message_id": upto or None,
+                })
+                continue
             member_list = [{**people[u], "role": roles[(c.id, u)]} for u in members[c.id] if u in people]
             if epoch == self._members_epoch:
                 self._members.setdefault(c.id, tuple(sorted(members[c.id])))
@@ -851,7 +497,7 @@ class ChatService:
                 "id": c.id, "kind": c.kind, "title": title, "members": member_list,
                 "last_message": rendered.get(lm.id) if lm else None,
                 "unread_count": c.unread_count, "created_at": iso(c.created_at),
-                **mute_state_of(c.muted_until),
+                **mute_state_of(c.muted_until), "member": True,
             })
         if self.presence is not None and out:
             await self.presence.annotate(user_id, out)
@@ -884,28 +530,10 @@ class ChatService:
             if before_id is not None:
                 q = q.where(Message.id < before_id)
             rows = list(q)[::-1]
-            return (rows, UploadService.attachments_of(m.id for m in rows), reactions_of(m.id for m in rows),
-                    targets_of(rows))
+            return rows, load_extras(rows)
 
-        rows, files, reactions, targets = await self.dbx.read(load)
-        return await self._render(rows, files, reactions, targets)
-
-    async def _render(self, rows: List[Message], files: Dict[int, List[dict]], reactions: Dict[int, List[dict]],
-                      targets: Dict[int, Message]) -> List[dict]:
-        """``message_dict`` of each of ``rows`` (messages, not change rows) with the names of their senders."""
-        people = await self.users.get_many({m.sender_id for m in rows} | {t.sender_id for t in targets.values()})
-
-        def name(uid: int) -> str:
-            return people.get(uid, {}).get("display_name", "")
-
-        out = []
-        for m in rows:
-            reply = None
-            if m.reply_to_id is not None:
-                target = targets.get(m.reply_to_id)
-                reply = quote(target, m.reply_to_id, name(target.sender_id) if target is not None else "")
-            out.append(message_dict(m, name(m.sender_id), files.get(m.id), reactions.get(m.id), reply))
-        return out
+        rows, extras = await self.dbx.read(load)
+        return await render(self.users, rows, extras)
 
     def validate_message(self, body: dict, attached: bool = False) -> Tuple[str, str, Optional[str]]:
         """``(content, message_type, client_id)`` from a send request. Raises ValidationError.
@@ -1089,19 +717,17 @@ class ChatService:
             rows = list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
                         .order_by(Message.id).limit(limit + 1))
             if len(rows) > limit:
-                return rows, {}, {}, {}, {}
+                return rows, Extras(), {}
             plain = [m for m in rows if m.event is None]
             changed = [m for m in rows if m.event is not None]
             edited = {json.loads(m.event)["message_id"] for m in changed if m.message_type == "message_edited"}
             current = {m.id: m for m in Message.select().where(Message.id.in_(list(edited)))} if edited else {}
-            ids = [m.id for m in plain]
-            return rows, UploadService.attachments_of(ids), reactions_of(ids), targets_of(plain), \
-                MessageChanges.replay_frames(changed, current)
+            return rows, load_extras(plain), MessageChanges.replay_frames(changed, current)
 
-        rows, files, reactions, targets, changes = await self.dbx.read(load)
+        rows, extras, changes = await self.dbx.read(load)
         if len(rows) > limit:
             return None
-        plain = iter(await self._render([m for m in rows if m.event is None], files, reactions, targets))
+        plain = iter(await render(self.users, [m for m in rows if m.event is None], extras))
         return [(m.id, changes[m.id] if m.event is not None else dumps({"type": "message", "message": next(plain)}))
                 for m in rows]
 

@@ -10,6 +10,8 @@
   ``OpenStateBatcher`` (the first unread state of every stream opening at once),
   ``PreferenceService`` (preferences, mutes, Do Not Disturb), ``StreamAdmission`` (handshake
   rate, per-user caps), ``PollPresence`` (a long-poll's presence between polls).
+- ``notification_store``: the notifications aggregate's storage (unread state, notification
+  rows, the publish API's batch, the newest ids a stream starts from), fast paths included.
 
 Uses ``storage`` and ``operations``.
 """

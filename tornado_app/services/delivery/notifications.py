@@ -8,20 +8,21 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
 import peewee
 
-from models import ChatMember, Notification, NotificationState, Setting, utcnow
+from models import Notification, NotificationState, Setting, utcnow
 from ...errors import RateLimited, ValidationError
 from ..storage.db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
+from .notification_store import insert_notifications, unread_states
 from .publisher import PublishWriter
 from ..storage.ids import require_ids
 from ..operations.ratelimit import RateLimiter
 
-if TYPE_CHECKING:  # preferences imports this module (unread_states)
+if TYPE_CHECKING:  # only for the annotation: the container builds preferences first
     from .preferences import PreferenceService
 
 # ``(user_id, notification frame, silent)``: a notification was delivered (PushService.offer)
@@ -84,64 +85,6 @@ def mention_payload(message: dict) -> str:
 def silent(payload: str) -> str:
     """A stored payload marked ``"silent": true`` (Do Not Disturb: no toast, sound or push)."""
     return payload[:-1] + ',"silent":true}'
-
-
-def _muted_now(value, now: datetime.datetime, now_text: str) -> bool:
-    # chat_member.muted_until as a raw query returns it: a datetime, or text on SQLite
-    if value is None:
-        return False
-    return value > now_text if isinstance(value, str) else value > now
-
-
-def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
-    """The ``unread`` frame of each user (one query for all). Call on a database thread.
-
-    Counts of muted chats are left out of ``total`` (the red dot) and listed in ``muted``.
-    ``mentions`` (only when some chat has any): unread mentions and replies to the user per chat.
-    """
-    user_ids = list(set(user_ids))
-    counts: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
-    muted: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
-    mentions: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
-    now = utcnow()
-    now_text = str(now)
-    if user_ids:
-        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count, ChatMember.muted_until,
-                                   ChatMember.mention_count)
-                 .where(ChatMember.user.in_(user_ids[:1]) & (ChatMember.unread_count > 0)))
-        # Peewee builds one parameter at a time (milliseconds for a group commit's hundreds
-        # of users): build the statement for one user and widen its IN list instead.
-        sql, params = query.sql()
-        for mark in ("IN (?)", "IN (%s)"):
-            if sql.count(mark) == 1 and params[:1] == user_ids[:1] and len(params) == 2:
-                placeholder = mark[4:-1]
-                sql = sql.replace(mark, "IN (" + ", ".join([placeholder] * len(user_ids)) + ")")
-                rows = ChatMember._meta.database.execute_sql(sql, user_ids + params[1:])
-                break
-        else:
-            rows = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count,
-                                      ChatMember.muted_until, ChatMember.mention_count)
-                    .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0)).tuples())
-        for uid, chat_id, n, muted_until, mentioned in rows:
-            counts[uid][str(chat_id)] = n
-            if mentioned:
-                mentions[uid][str(chat_id)] = mentioned
-            if _muted_now(muted_until, now, now_text):
-                muted[uid][str(chat_id)] = n
-    # "muted" only when some muted chat has unread messages (most frames stay as they were)
-    return {uid: dumps({"type": "unread", "total": sum(c.values()) - sum(muted[uid].values()), "chats": c,
-                        **({"muted": muted[uid]} if muted[uid] else {}),
-                        **({"mentions": mentions[uid]} if mentions[uid] else {})})
-            for uid, c in counts.items()}
-
-
-def insert_notifications(rows: List[dict]) -> List[int]:
-    """Insert notification rows and return their ids, in order. Call inside a transaction."""
-    if not rows:
-        return []
-    # One INSERT ... RETURNING for all rows (SQLite >= 3.35 and PostgreSQL).
-    cursor = Notification.insert_many(rows).returning(Notification.id).execute()
-    return [r[0] if isinstance(r, tuple) else r.id for r in cursor]
 
 
 class NotificationService:

@@ -15,43 +15,14 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Optional, Tuple
 
-import peewee
 
-from models import Notification
 from ...tasks import Batcher
 from ..storage.db import DatabaseExecutor
-from .notifications import unread_states
+from .notification_store import latest_ids, unread_states
 
 log = logging.getLogger("squall.openstate")
 
 MAX_BATCH = 500  # users per statement (SQLite's parameter limit is 32,766; PostgreSQL's 65,535)
-
-
-def _widened(query, user_ids: List[int]):
-    """Execute ``query`` (built with ``IN (<first id>)``) for every id of ``user_ids``.
-
-    Peewee builds one parameter at a time; widening the placeholder list is much cheaper
-    for hundreds of ids (the same trick as ``unread_states``).
-    """
-    sql, params = query.sql()
-    for mark in ("IN (?)", "IN (%s)"):
-        if sql.count(mark) == 1 and params[:1] == user_ids[:1]:
-            placeholder = mark[4:-1]
-            sql = sql.replace(mark, "IN (" + ", ".join([placeholder] * len(user_ids)) + ")")
-            return Notification._meta.database.execute_sql(sql, user_ids + list(params[1:])).fetchall()
-    raise RuntimeError("unexpected SQL shape")  # pragma: no cover (both dialects are covered by tests)
-
-
-def latest_ids(user_ids: List[int]) -> Dict[int, int]:
-    """The newest notification id each user can see (0 when none): one grouped query. Database thread."""
-    if not user_ids:
-        return {}
-    broadcast = (Notification.select(peewee.fn.MAX(Notification.id))
-                 .where(Notification.recipient.is_null()).scalar() or 0)
-    query = (Notification.select(Notification.recipient, peewee.fn.MAX(Notification.id))
-             .where(Notification.recipient.in_(user_ids[:1])).group_by(Notification.recipient))
-    personal = dict(_widened(query, user_ids))
-    return {uid: max(broadcast, personal.get(uid) or 0) for uid in user_ids}
 
 
 def open_states(unread_for: List[int], latest_for: List[int]) -> Tuple[Dict[int, str], Dict[int, int]]:

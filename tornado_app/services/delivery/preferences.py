@@ -28,7 +28,7 @@ from ..storage.db import DatabaseExecutor
 from .control import ChatMuteChanged, PreferencesChanged, SubscriptionsChanged
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
-from .notifications import unread_states
+from .notification_store import unread_states
 
 log = logging.getLogger("squall.preferences")
 

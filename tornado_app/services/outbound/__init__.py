@@ -4,7 +4,8 @@
   in a bounded pool.
 - ``push_transport``: where a push may go (one URL parser, checked addresses, no redirects).
 - ``WebhookService``: signed webhooks to the product's backend from an outbox table written
-  with what caused each event (issue 23).
+  with what caused each event (issue 23); ``webhook_store``: the outbox's fast paths inside
+  the send path's transaction.
 
 Uses ``storage``, ``operations`` and ``delivery``.
 """

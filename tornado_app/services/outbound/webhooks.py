@@ -54,6 +54,7 @@ from models.webhook import DELIVERED, FAILED, PENDING
 from ...errors import Conflict, NotFound, ValidationError
 from ...tasks import Batcher, spawn
 from ..delivery.events import iso
+from . import webhook_store
 from ..delivery.hub import ONLINE, Hub
 from ..delivery.notifications import content_preview
 from ..delivery.preferences import PreferenceService
@@ -197,40 +198,6 @@ def _chats(chat_ids: Iterable[int]) -> Dict[int, dict]:
             for c in _all(Chat.select(chat_id, Chat.kind, Chat.external_key).where(chat_id.in_(ids)))} if ids else {}
 
 
-IN_CHUNK = 900  # ids per IN (...) list: far below SQLite's and PostgreSQL's parameter limits
-
-
-def _select_in(sql: str, ids: Iterable[int]) -> List[tuple]:
-    """``sql`` (one ``IN ({})``) for every id of ``ids``, in chunks; its rows as tuples.
-
-    Plain SQL with the placeholder list written out: Peewee builds a parameter at a time,
-    which for a batch of hundreds of messages cost more than the queries (the send path's
-    transaction is waiting on it).
-    """
-    db = WebhookEvent._meta.database
-    ids = list(ids)
-    rows: List[tuple] = []
-    for at in range(0, len(ids), IN_CHUNK):
-        chunk = ids[at:at + IN_CHUNK]
-        rows.extend(db.execute_sql(sql.format(", ".join([db.param] * len(chunk))), chunk).fetchall())
-    return rows
-
-
-INSERT_COLUMNS = ("event_id", "type", "ordering_key", "body", "status", "attempts", "next_attempt_at",
-                  "window_start", "lease_until", "leased_by", "last_error", "created_at")
-
-
-def _insert_events(rows: List[dict]) -> None:
-    """Insert outbox rows with multi-row INSERTs (one per few hundred rows), not Peewee's insert_many."""
-    db = WebhookEvent._meta.database
-    group = "(" + ", ".join([db.param] * len(INSERT_COLUMNS)) + ")"
-    head = 'INSERT INTO "webhook_event" (' + ", ".join(f'"{c}"' for c in INSERT_COLUMNS) + ") VALUES "
-    per_statement = 300
-    for at in range(0, len(rows), per_statement):
-        chunk = rows[at:at + per_statement]
-        db.execute_sql(head + ", ".join([group] * len(chunk)), [row[c] for row in chunk for c in INSERT_COLUMNS])
-
-
 def message_rows(created: List[Tuple[int, int, dict]]) -> int:
     """Queue ``message.created`` for each ``(chat_id, sender_id, message)`` just stored. Writer thread.
 
@@ -238,16 +205,8 @@ def message_rows(created: List[Tuple[int, int, dict]]) -> int:
     """
     if not created:
         return 0
-    chat_ids = {chat_id for chat_id, _, _ in created}
-    chats = {cid: {"id": cid, "key": key, "kind": kind} for cid, kind, key in _select_in(
-        'SELECT "id", "kind", "external_key" FROM "chat" WHERE "id" IN ({})', chat_ids)}
-    members: Dict[int, List[int]] = {cid: [] for cid in chat_ids}
-    for cid, uid in sorted(_select_in('SELECT "chat_id", "user_id" FROM "chat_member" WHERE "chat_id" IN ({})',
-                                      chat_ids)):
-        members[cid].append(uid)
-    user_ids = {uid for ms in members.values() for uid in ms} | {s for _, s, _ in created}
-    people = {uid: {"id": uid, "username": name, "external_id": ext} for uid, name, ext in _select_in(
-        'SELECT "id", "username", "external_id" FROM "user" WHERE "id" IN ({})', user_ids)}
+    chats, members, people = webhook_store.message_context({chat_id for chat_id, _, _ in created},
+                                                           {s for _, s, _ in created})
     now = time.time()
     at = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None)
     stamp = (at, iso(at))
@@ -264,7 +223,7 @@ def message_rows(created: List[Tuple[int, int, dict]]) -> int:
                         for uid in members.get(chat_id, [])],
         }
         rows.append(_row("message.created", f"chat:{chat_id}", data, now, stamp))
-    _insert_events(rows)
+    webhook_store.insert_events(rows)
     return len(rows)
 
 

@@ -2,6 +2,9 @@
 
 - ``DatabaseExecutor``: Peewee work on threads (one writer in one transaction at a time,
   N readers), ``read``/``write``/``read_after_writes``, the advisory write lock on PostgreSQL.
+- ``sql``: the written-out fast SQL paths every aggregate's store shares (multi-row
+  ``INSERT ... RETURNING``, ``UPDATE ... FROM (VALUES ...)``, widened ``IN`` lists), with the
+  SQLite/PostgreSQL differences.
 - ``ids``: ``require_id``, ``require_ids``, ``is_id``, ``MAX_ID`` (1 to 2^63-1).
 
 The lowest room: it imports no other capability.

@@ -48,6 +48,11 @@ function chatIdFromPath() {
   return m ? Number(m[1]) : null;
 }
 
+/** A group I left or was removed from: listed, its history up to then readable, nothing more. */
+function isFormer(chat) {
+  return !!chat && chat.member === false;
+}
+
 function lastActivity(chat) {
   return chat.last_message ? chat.last_message.created_at : chat.created_at;
 }
@@ -75,8 +80,8 @@ function renderList() {
     const partner = c.kind === "private" ? c.members.find((u) => u.id !== state.me.id) : null;
     const online = partner && (state.presence.get(partner.id) || {}).online;
     return el("li", {}, el("a", {
-      class: `chat-item${c.id === state.current ? " active" : ""}${unread ? " has-unread" : ""}${muted ? " is-muted" : ""}`,
-      href: `/chat/${c.id}`, dataset: { chatId: c.id, muted: String(muted) },
+      class: `chat-item${c.id === state.current ? " active" : ""}${unread ? " has-unread" : ""}${muted ? " is-muted" : ""}${isFormer(c) ? " is-former" : ""}`,
+      href: `/chat/${c.id}`, dataset: { chatId: c.id, muted: String(muted), member: String(!isFormer(c)) },
     }, el("span", { class: "avatar-wrap" }, avatar(c.title),
       online ? el("span", { class: "presence-dot", "aria-hidden": "true" }) : null),
     el("span", { class: "chat-item-main" },
@@ -84,6 +89,7 @@ function renderList() {
         el("span", { class: "chat-title", text: c.title || "Chat" }),
         online ? el("span", { class: "sr-only", text: ", online" }) : null,
         muted ? el("span", { class: "muted-icon", title: "Muted" }, icon("bellOff", 14), el("span", { class: "sr-only", text: ", muted" })) : null,
+        isFormer(c) ? el("span", { class: "former-mark", text: "Left" }, el("span", { class: "sr-only", text: ": you are no longer a member" })) : null,
         el("span", { class: "chat-time", text: shortTime(lastActivity(c)) })),
       el("span", { class: "chat-item-bottom" },
         el("span", { class: "chat-last", text: preview }),
@@ -188,7 +194,8 @@ function buildMuteMenu() {
   document.addEventListener("click", (e) => {
     if (!ui.muteMenu.hidden && !ui.muteMenu.contains(e.target) && !ui.muteBtn.contains(e.target)) closeMuteMenu(false);
   });
-  return el("div", { class: "menu-wrap" }, ui.muteBtn, ui.muteMenu);
+  ui.muteWrap = el("div", { class: "menu-wrap" }, ui.muteBtn, ui.muteMenu);
+  return ui.muteWrap;
 }
 
 function toggleMuteMenu() {
@@ -226,10 +233,54 @@ function renderHead() {
   const others = chat.members.filter((u) => u.id !== state.me.id);
   const seen = others.length ? state.presence.get(others[0].id) : null;
   const presence = !seen ? "" : seen.online ? " · Online" : seen.last_seen ? ` · Last seen ${shortTime(seen.last_seen)}` : "";
-  ui.headSub.textContent = chat.kind === "group"
-    ? `${chat.members.length} members · ${chat.members.map((u) => u.display_name).join(", ")}`
-    : others.length ? `@${others[0].username}${presence}` : "";
-  ui.settingsBtn.hidden = chat.kind !== "group";
+  ui.headSub.textContent = isFormer(chat) ? "You are no longer a member"
+    : chat.kind === "group" ? `${chat.members.length} members · ${chat.members.map((u) => u.display_name).join(", ")}`
+      : others.length ? `@${others[0].username}${presence}` : "";
+  ui.settingsBtn.hidden = chat.kind !== "group" || isFormer(chat);
+  ui.muteWrap.hidden = isFormer(chat);
+  renderAccess();
+}
+
+/**
+ * The open chat read-only when I am no longer a member of it: the composer (and what goes
+ * with it) gives way to a notice, announced (a status region that is always in the page),
+ * and the messages lose their actions. Follows a removal (or my leaving, or my being added
+ * back) live.
+ */
+function renderAccess() {
+  const chat = state.chats.get(state.current);
+  const former = isFormer(chat);
+  if (ui.active.dataset.former === String(former) && ui.active.dataset.accessOf === String(state.current)) return;
+  const was = ui.active.dataset.former === "true" && ui.active.dataset.accessOf === String(state.current);
+  ui.active.dataset.former = String(former);
+  ui.active.dataset.accessOf = String(state.current);
+  state.conn.setChat(former ? null : state.current);  // a former member may not join it
+  if (former) {
+    if (state.replyTo || state.editing) {
+      if (state.editing) ui.input.value = "";
+      state.replyTo = state.editing = null;
+      renderComposerMode();
+    }
+    for (const p of state.pending) if (!p.upload) p.abort.abort();
+    state.pending = [];
+    renderPending();
+    closeCompletion();
+    closeMessageMenu(false);
+    closeMuteMenu(false);
+    const focused = ui.composer.contains(document.activeElement) || ui.groupDialog.open;
+    if (ui.groupDialog.open) ui.groupDialog.close();
+    state.typing = new Map();
+    renderTyping();
+    ui.composer.hidden = true;
+    ui.composerError.textContent = "";
+    ui.formerNotice.textContent = "You are no longer a member of this group";
+    if (focused) ui.messages.focus();  // the focus does not fall to the page's start
+  } else {
+    ui.composer.hidden = false;
+    ui.formerNotice.textContent = "";
+  }
+  // the actions of the messages shown follow (none for a former member)
+  if (former || was) renderMessages({ keepScroll: true });
 }
 
 function applyPresence(ev) {
@@ -247,7 +298,7 @@ function myRole(chat) {
   return me ? me.role || "member" : null;
 }
 
-/** Re-read a chat (after a change of its members or title); a chat the user left goes from the list. */
+/** Re-read a chat (after a change of its members or title); one the user left stays, read-only (``member: false``). */
 async function refreshChat(chatId) {
   try {
     const { chat } = await api("GET", `/api/chats/${chatId}`);
@@ -256,7 +307,7 @@ async function refreshChat(chatId) {
     keepChat(chat);
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 403) throw err;
-    state.chats.delete(chatId);  // no longer a member (its history up to then stays readable)
+    state.chats.delete(chatId);  // never a member (or no longer a former one)
   }
   renderList();
   if (state.current === chatId) renderHead();
@@ -266,7 +317,7 @@ async function refreshChat(chatId) {
 function renderGroupDialog() {
   const dialog = ui.groupDialog;
   const chat = state.chats.get(Number(dialog.dataset.chatId));
-  if (!chat) { dialog.close(); return; }
+  if (!chat || isFormer(chat)) { dialog.close(); return; }
   const role = myRole(chat);
   const canEdit = role === "owner" || role === "admin";
   dialog.querySelector("#group-title-input").disabled = !canEdit;
@@ -353,14 +404,14 @@ function buildGroupDialog() {
     const chatId = Number(dialog.dataset.chatId);
     try {
       await api("DELETE", `/api/chats/${chatId}/members/${state.me.id}`);
-      dialog.close();
-      state.chats.delete(chatId);
-      openChat(null);
+      await refreshChat(chatId);  // stays open, read-only (renderAccess closes this dialog)
+      if (dialog.open) dialog.close();
+      if (state.current === chatId) ui.messages.focus();
     } catch (err) { dialog.querySelector("#group-error").textContent = err.message; }
   });
   close.addEventListener("click", () => dialog.close());
   dialog.addEventListener("keydown", trapTab);
-  dialog.addEventListener("close", () => { if (ui.settingsBtn.isConnected) ui.settingsBtn.focus(); });
+  dialog.addEventListener("close", () => { if (ui.settingsBtn.isConnected && !ui.settingsBtn.hidden) ui.settingsBtn.focus(); });
   dialog.openFor = (chatId) => {
     const chat = state.chats.get(chatId);
     dialog.dataset.chatId = String(chatId);
@@ -386,14 +437,19 @@ function messageNode(m, prev) {
       : [el("strong", { text: m.reply_to.sender_name || "" }), " ", el("span", { text: m.reply_to.content_preview || "" })]) : null;
   const body = m.deleted ? el("div", { class: "bubble deleted" }, el("em", { text: "This message was deleted" }))
     : m.content ? el("div", { class: "bubble" }, linkify(m.content)) : null;
+  const readOnly = isFormer(chat);
   const reactions = !m.deleted && m.reactions && m.reactions.length ? el("div", { class: "msg-reactions" },
     m.reactions.map((r) => {
       const me = r.user_ids.includes(state.me.id);
-      return el("button", { class: `reaction${me ? " mine" : ""}`, type: "button", "aria-pressed": String(me),
+      if (readOnly) {
+        return el("span", { class: `reaction${me ? " mine" : ""}` }, el("span", { "aria-hidden": "true", text: `${r.emoji} ${r.count}` }),
+          el("span", { class: "sr-only", text: `${r.emoji} ${r.count} ${r.count === 1 ? "reaction" : "reactions"}${me ? ", including yours" : ""}` }));
+      }
+      return el("button", { class: `reaction${me ? " mine" : ""}`, type: "button", "aria-pressed": String(me), dataset: { emoji: r.emoji },
         "aria-label": `${r.emoji} ${r.count} ${r.count === 1 ? "reaction" : "reactions"}${me ? ", including yours" : ""}`,
         onclick: () => react(m, r.emoji, !me) }, `${r.emoji} ${r.count}`);
     })) : null;
-  const actions = m.deleted ? null : el("button", { class: "icon-btn msg-actions", type: "button", "aria-haspopup": "menu",
+  const actions = m.deleted || readOnly ? null : el("button", { class: "icon-btn msg-actions", type: "button", "aria-haspopup": "menu",
     "aria-expanded": "false", "aria-label": `Actions for the message of ${mine ? "you" : m.sender_name}, ${shortTime(m.created_at)}`,
     onclick: (e) => openMessageMenu(m, e.currentTarget) }, icon("more", 16));
   if (m.message_type === "system") {
@@ -496,15 +552,17 @@ function openMessageMenu(m, button) {
   if (!menu.hidden && menu.owner === button) { closeMessageMenu(true); return; }
   closeMessageMenu(false);
   const mine = m.sender_id === state.me.id;
-  const item = (label, fn, extra = {}) => el("button", { class: "menu-item", type: "button", role: "menuitem", tabindex: -1,
-    onclick: () => { closeMessageMenu(false); fn(); }, ...extra }, label);
-  const items = [item("Reply", () => startReply(m))];
+  // back to the message's actions button after a reaction or a delete (applyChange keeps it there);
+  // reply and edit take the focus to the composer
+  const item = (label, fn, extra = {}, back = true) => el("button", { class: "menu-item", type: "button", role: "menuitem", tabindex: -1,
+    onclick: () => { closeMessageMenu(back); fn(); }, ...extra }, label);
+  const items = [item("Reply", () => startReply(m), {}, false)];
   for (const emoji of QUICK_REACTIONS) {
     const had = (m.reactions || []).some((r) => r.emoji === emoji && r.user_ids.includes(state.me.id));
     items.push(item(`${had ? "Remove" : "React"} ${emoji}`, () => react(m, emoji, !had), { dataset: { emoji } }));
   }
   if (mine) {
-    items.push(item("Edit", () => startEdit(m)));
+    items.push(item("Edit", () => startEdit(m), {}, false));
     items.push(item("Delete", () => deleteMessage(m), { class: "menu-item danger" }));
   }
   menu.replaceChildren(...items);
@@ -601,6 +659,22 @@ async function saveEdit() {
   }
 }
 
+/** Where the focus is among the messages (a message's actions button or reaction), to keep it across a rebuild. */
+function messageFocus() {
+  const active = document.activeElement;
+  if (!active || active === ui.messages || !ui.messages.contains(active)) return null;
+  const node = active.closest(".msg");
+  return node ? { id: node.dataset.messageId, emoji: active.classList.contains("reaction") ? active.dataset.emoji : null } : null;
+}
+
+/** Focus the same control of the rebuilt message: its reaction, else its actions button, else the log. */
+function restoreMessageFocus(at) {
+  if (!at) return;
+  const node = ui.messages.querySelector(`.msg[data-message-id="${at.id}"]`);
+  const chip = node && at.emoji ? [...node.querySelectorAll("button.reaction")].find((b) => b.dataset.emoji === at.emoji) : null;
+  (chip || (node && node.querySelector(".msg-actions")) || ui.messages).focus();
+}
+
 /** A message_edited, message_deleted or reaction event (live, or the answer to this page's own change). */
 function applyChange(ev) {
   if (!ev || ev.chat_id !== state.current) return;
@@ -624,6 +698,7 @@ function applyChange(ev) {
   } else {
     return;
   }
+  const focus = messageFocus();
   closeMessageMenu(false);  // the rebuild below replaces the node it belongs to
   // Quotes of it in later messages follow the change.
   for (const other of state.messages) {
@@ -632,6 +707,7 @@ function applyChange(ev) {
     }
   }
   renderMessages({ keepScroll: true });
+  restoreMessageFocus(focus);
 }
 
 // Attachments -------------------------------------------------------------------------------
@@ -707,7 +783,7 @@ function removePending(key) {
 /** Upload ``files`` (a FileList or array) at once, each with its own progress. */
 function addFiles(files) {
   const list = [...files];
-  if (!list.length || !state.current) return;
+  if (!list.length || !state.current || isFormer(state.chats.get(state.current))) return;
   ui.composerError.textContent = "";
   for (const file of list) {
     if (state.pending.length >= MAX_ATTACHMENTS) {
@@ -798,7 +874,7 @@ function markRead(force = false) {
   if (!state.current || document.visibilityState !== "visible") return;
   const last = state.messages[state.messages.length - 1];
   const chat = state.chats.get(state.current);
-  if (!last || !chat || last.id <= (state.markedRead.get(state.current) || 0) && !force) return;
+  if (!last || !chat || isFormer(chat) || last.id <= (state.markedRead.get(state.current) || 0) && !force) return;
   if (force || chat.unread_count > 0) {
     state.markedRead.set(state.current, last.id);
     state.conn.markRead(state.current, last.id);
@@ -826,7 +902,8 @@ async function openChat(chatId, push = true) {
   state.typing = new Map();
   ui.layout.classList.toggle("has-chat", !!chatId);
   ui.conversation.dataset.chatId = chatId || "";
-  state.conn.setChat(chatId);
+  // presence in the chat (join_chat, or /sse/chat?chat_id=): not in a group I left (refused)
+  state.conn.setChat(isFormer(state.chats.get(chatId)) ? null : chatId);
   renderList();
   renderTyping();
   ui.composerError.textContent = "";
@@ -859,7 +936,8 @@ async function openChat(chatId, push = true) {
   const lastMessage = state.messages[state.messages.length - 1];
   const opened = state.chats.get(chatId);
   if (lastMessage && (lastMessage.sender_id !== state.me.id || (opened && opened.unread_count > 0))) markRead(true);
-  ui.input.focus();
+  if (isFormer(opened)) ui.messages.focus();
+  else ui.input.focus();
 }
 
 async function loadEarlier() {
@@ -884,7 +962,7 @@ async function send() {
   const content = ui.input.value;
   const chatId = state.current;
   const files = state.pending;
-  if ((!content.trim() && !files.length) || !chatId) return;
+  if ((!content.trim() && !files.length) || !chatId || isFormer(state.chats.get(chatId))) return;
   if (files.some((p) => !p.upload && !p.error)) {
     ui.composerError.textContent = "Wait for the files to finish uploading.";
     return;
@@ -933,9 +1011,7 @@ function onChatFrame(data) {
     renderTyping();
     setTimeout(renderTyping, TYPING_SHOW_MS + 50);
   } else if (data.type === "members" || data.type === "chat_updated" || data.type === "chat_members") {
-    const removedMe = (data.removed || []).includes(state.me.id);
-    if (removedMe && data.chat_id === state.current) ui.composerError.textContent = "You are no longer a member of this group.";
-    refreshChat(data.chat_id).catch(() => {});
+    refreshChat(data.chat_id).catch(() => {});  // removed (or left): the chat turns read-only (renderAccess)
   } else if (data.type === "message_edited" || data.type === "message_deleted" || data.type === "reaction") {
     applyChange(data);
   } else if (data.type === "read" && data.chat_id === state.current) {
@@ -1214,7 +1290,9 @@ function build() {
   ui.input.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && (state.editing || state.replyTo)) { e.preventDefault(); cancelMode(); }
   });
-  const composer = el("form", { class: "composer", id: "composer" }, attachBtn, ui.fileInput, ui.input, sendBtn);
+  const composer = ui.composer = el("form", { class: "composer", id: "composer" }, attachBtn, ui.fileInput, ui.input, sendBtn);
+  // Always in the page (empty while I am a member), so that its text is announced when it comes.
+  ui.formerNotice = el("p", { class: "former-notice", id: "former-notice", role: "status" });
   ui.input.addEventListener("paste", (e) => {
     const files = e.clipboardData ? [...e.clipboardData.files] : [];
     if (files.length) { e.preventDefault(); addFiles(files); }
@@ -1236,7 +1314,7 @@ function build() {
   ui.active = el("div", { class: "conv-active", hidden: true },
     el("div", { class: "conv-head" }, back, ui.headAvatar, el("div", { class: "conv-title" }, ui.headTitle, ui.headSub),
       ui.settingsBtn, buildMuteMenu()),
-    ui.messages, ui.typing, ui.composerError, ui.pending, ui.mode, ui.mentionList, composer);
+    ui.messages, ui.typing, ui.composerError, ui.pending, ui.mode, ui.mentionList, composer, ui.formerNotice);
   // Files dropped anywhere on the open conversation are attached.
   ui.active.addEventListener("dragover", (e) => {
     if (e.dataTransfer && [...e.dataTransfer.types].includes("Files")) { e.preventDefault(); ui.active.classList.add("dropping"); }

@@ -54,6 +54,14 @@ export async function startApp(active, options = {}) {
   registerServiceWorker();
   await preferencesLoaded;
   client.on("unread", (u) => setBadge(u.total));
+  // a deleted message's toast goes; an edited one's shows the new text
+  client.on("withdrawn", (w) => { for (const t of toastsOf(w.notification_id)) t.dismiss(); });
+  client.on("updated", (u) => {
+    for (const t of toastsOf(u.notification_id)) {
+      const text = t.querySelector(".toast-text");
+      if (text && t.dataset.type === "new_message") text.textContent = u.content_preview || "";
+    }
+  });
   client.on("status", renderConnection);
   client.start();
   return { me, client };
@@ -149,6 +157,11 @@ function renderConnection(status) {
   const label = STATE_LABELS[status.state] || status.state;
   pill.querySelector(".conn-text").textContent = status.state === "open" && transport ? `${label} · ${transport}` : label;
   pill.title = `Notification stream: ${label}${transport ? ` over ${transport}` : ""}`;
+}
+
+/** The toasts shown for notification ``id`` (not those already leaving). */
+function toastsOf(id) {
+  return [...document.querySelectorAll("#toasts .toast:not(.leaving)")].filter((t) => t.dataset.notificationId === String(id));
 }
 
 /**

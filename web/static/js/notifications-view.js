@@ -32,5 +32,7 @@ export function bindNotificationList(list, client, { limit = 50, empty = "No not
   client.on("notification", render);
   client.on("cleared", render);
   client.on("resync", render);
+  client.on("withdrawn", render);
+  client.on("updated", render);
   return render;
 }

@@ -83,7 +83,7 @@ export function squallClient() {
 /**
  * The app-wide notification client, as the pages use it: events (``on(type, fn)``)
  * ``notification``, ``new_message``, ``unread`` ({total, chats, muted}), ``status``,
- * ``cleared``, ``resync``, ``history``, ``preferences`` and ``mute``; fields ``status``,
+ * ``cleared``, ``resync``, ``history``, ``preferences``, ``mute``, ``withdrawn`` and ``updated``; fields ``status``,
  * ``unread``, ``unreadKnown``, ``notifications``, ``lastEventId``, ``historyLoaded``.
  */
 export class NotificationClient {

@@ -1,0 +1,156 @@
+"""The notifications aggregate's storage: every statement of notifications and unread state.
+
+Called on a database thread (the writes inside a transaction) by ``NotificationService``,
+``PublishWriter`` (the publish API's group commit), ``OpenStateBatcher`` (a stream's first
+frames), the chat's group commit and the changes of messages and groups. The fast paths
+(a widened ``IN`` list, multi-row ``INSERT ... RETURNING`` written out) go through
+``storage.sql``, which holds the dialect differences.
+"""
+from __future__ import annotations
+
+import datetime
+from typing import Dict, Iterable, List, Tuple
+
+import peewee
+
+from models import ChatMember, Notification, NotificationState, User, tuples, utcnow
+from ...errors import NotFound
+from ..storage.sql import insert_values, quote, select_in, widened
+from .events import dumps
+
+ROWS_PER_STATEMENT = 1000  # notification rows per INSERT (4 parameters each: below every limit)
+IDS_PER_STATEMENT = 1000  # user ids per existence check
+
+
+def _muted_now(value, now: datetime.datetime, now_text: str) -> bool:
+    # chat_member.muted_until as a raw query returns it: a datetime, or text on SQLite
+    if value is None:
+        return False
+    return value > now_text if isinstance(value, str) else value > now
+
+
+def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
+    """The ``unread`` frame of each user (one query for all). Call on a database thread.
+
+    Counts of muted chats are left out of ``total`` (the red dot) and listed in ``muted``.
+    ``mentions`` (only when some chat has any): unread mentions and replies to the user per chat.
+    """
+    user_ids = list(set(user_ids))
+    counts: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    muted: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    mentions: Dict[int, Dict[str, int]] = {uid: {} for uid in user_ids}
+    now = utcnow()
+    now_text = str(now)
+    if user_ids:
+        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count, ChatMember.muted_until,
+                                   ChatMember.mention_count)
+                 .where(ChatMember.user.in_(user_ids[:1]) & (ChatMember.unread_count > 0)))
+        # Peewee builds one parameter at a time (milliseconds for a group commit's hundreds
+        # of users): build the statement for one user and widen its IN list instead.
+        rows = widened(query, user_ids, params_count=2)
+        if rows is None:
+            rows = list(tuples(ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count,
+                                                 ChatMember.muted_until, ChatMember.mention_count)
+                               .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0))))
+        for uid, chat_id, n, muted_until, mentioned in rows:
+            counts[uid][str(chat_id)] = n
+            if mentioned:
+                mentions[uid][str(chat_id)] = mentioned
+            if _muted_now(muted_until, now, now_text):
+                muted[uid][str(chat_id)] = n
+    # "muted" only when some muted chat has unread messages (most frames stay as they were)
+    return {uid: dumps({"type": "unread", "total": sum(c.values()) - sum(muted[uid].values()), "chats": c,
+                        **({"muted": muted[uid]} if muted[uid] else {}),
+                        **({"mentions": mentions[uid]} if mentions[uid] else {})})
+            for uid, c in counts.items()}
+
+
+def insert_notifications(rows: List[dict]) -> List[int]:
+    """Insert notification rows and return their ids, in order. Call inside a transaction."""
+    if not rows:
+        return []
+    # One INSERT ... RETURNING for all rows (SQLite >= 3.35 and PostgreSQL).
+    cursor = Notification.insert_many(rows).returning(Notification.id).execute()
+    return [r[0] if isinstance(r, tuple) else r.id for r in cursor]
+
+
+def latest_ids(user_ids: List[int]) -> Dict[int, int]:
+    """The newest notification id each user can see (0 when none): one grouped query. Database thread."""
+    if not user_ids:
+        return {}
+    broadcast = (Notification.select(peewee.fn.MAX(Notification.id))
+                 .where(Notification.recipient.is_null()).scalar() or 0)
+    query = (Notification.select(Notification.recipient, peewee.fn.MAX(Notification.id))
+             .where(Notification.recipient.in_(user_ids[:1])).group_by(Notification.recipient))
+    rows = widened(query, user_ids)
+    if rows is None:  # pragma: no cover (both dialects are covered by tests)
+        raise RuntimeError("unexpected SQL shape")
+    personal = dict(rows)
+    return {uid: max(broadcast, personal.get(uid) or 0) for uid in user_ids}
+
+
+def existing_users(user_ids: List[int]) -> set:
+    """Which of ``user_ids`` exist (one statement per thousand). Database thread."""
+    if not user_ids:
+        return set()
+    table, column = quote(User._meta.table_name), quote(User.id.column_name)
+    return {r[0] for r in select_in(User, f"SELECT {column} FROM {table} WHERE {column} IN ({{}})", user_ids,
+                                    IDS_PER_STATEMENT)}
+
+
+def insert_rows(rows: List[tuple]) -> List[int]:
+    """Insert ``(recipient, type, payload, created_at)`` rows; their ids in order. Inside a transaction.
+
+    The statement text is written out here rather than built by Peewee, which builds one
+    parameter at a time (milliseconds for a thousand rows).
+    """
+    columns = [getattr(Notification, f).column_name for f in ("recipient", "type", "payload", "created_at")]
+    return insert_values(Notification, columns, rows, ROWS_PER_STATEMENT, returning=True)
+
+
+def hide_broadcasts(hidden: List[Tuple[int, int, datetime.datetime]]) -> None:
+    """``(notification id, user id, when)``: that broadcast is read and cleared for that user. Inside a transaction."""
+    for at in range(0, len(hidden), ROWS_PER_STATEMENT // 4):
+        (NotificationState.insert_many(
+            [{"notification": nid, "user": uid, "read_at": when, "cleared_at": when}
+             for nid, uid, when in hidden[at:at + ROWS_PER_STATEMENT // 4]])
+         .on_conflict_ignore().execute())
+
+
+def store_batch(batch: List[tuple]) -> list:
+    """Store a batch of publishes (writer thread, inside one transaction).
+
+    Each publish is ``(user_ids or None for a broadcast, type, payload or one payload per
+    recipient, created_at, recipients[, hidden])``: every one of ``user_ids`` must exist, and
+    a row is stored for each of ``recipients`` (default: all of ``user_ids``; fewer when some
+    users muted the type). A broadcast's ``hidden`` users (who muted its type) get it as read
+    and cleared, so it is neither listed nor replayed to them. Returns, per publish, its
+    notification ids or the NotFound that refuses it.
+    """
+    batch = [tuple(item) + (None,) * (6 - len(item)) for item in batch]
+    to_db = Notification.created_at.db_value
+    wanted = sorted({u for user_ids, _, _, _, _, hidden in batch for u in (user_ids or hidden or ())})
+    found = existing_users(wanted)
+    rows: List[tuple] = []
+    spans: list = []
+    hides: list = []  # (index of the row, user id, when)
+    for user_ids, ntype, payloads, created_at, recipients, hidden in batch:
+        created = to_db(created_at)
+        if user_ids is None:
+            recipients = [None]
+            # a user deleted since the preferences were read has nothing left to hide
+            hides.extend((len(rows), u, created_at) for u in hidden or () if u in found)
+        else:
+            unknown = [u for u in user_ids if u not in found]
+            if unknown:
+                spans.append(NotFound(f"Unknown user ids: {unknown[:20]}", "user_not_found"))
+                continue
+            recipients = user_ids if recipients is None else recipients
+        if isinstance(payloads, str):
+            payloads = [payloads] * len(recipients)
+        spans.append((len(rows), len(rows) + len(recipients)))
+        rows.extend((u, ntype, p, created) for u, p in zip(recipients, payloads))
+    ids = insert_rows(rows) if rows else []
+    if hides:
+        hide_broadcasts([(ids[row], uid, when) for row, uid, when in hides])
+    return [span if isinstance(span, Exception) else ids[span[0]:span[1]] for span in spans]
