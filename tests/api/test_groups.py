@@ -288,3 +288,29 @@ async def test_chat_list_pages_member_and_former_chats_together(api, users):
     assert seen == [last["id"], left["id"], first["id"]]
     status, err = await call(api, alice, "GET", f"/api/chats?before={10**9}")
     assert status == 400
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_system_message_moves_the_counters_as_any_message_does(api, users):
+    """A group change's message is stored by the path of every message (``store_sends``): the actor
+    has read the chat up to it (the mentions of them before it too), the member it adds has read
+    it, every other member counts it as unread, and it is the chat's last message."""
+    alice, bob, carol, dave = await users("alice", "bob", "carol", "dave")
+    chat = await make_group(api, alice, [bob, carol])
+    cid = chat["id"]
+    await send(api, bob, cid, f"@{alice['username']} look")  # a mention of alice, unread
+    status, unread = await call(api, alice, "GET", "/api/unread")
+    assert unread["chats"][str(cid)] == 1 and unread["mentions"][str(cid)] == 1
+    status, data = await call(api, alice, "POST", f"/api/chats/{cid}/members", {"user_id": dave["id"]})
+    assert status == 201, data
+    last = data["chat"]["last_message"]
+    assert last["message_type"] == "system" and last["system"]["action"] == "added"
+    row = {m.user_id: m for m in ChatMember.select().where(ChatMember.chat == cid)}
+    assert (row[alice["id"]].last_read_message_id, row[alice["id"]].unread_count,
+            row[alice["id"]].mention_count) == (last["id"], 0, 0)
+    assert (row[dave["id"]].last_read_message_id, row[dave["id"]].unread_count) == (last["id"], 0)
+    assert row[bob["id"]].unread_count == 1 and row[carol["id"]].unread_count == 2
+    # a later message of another member is unread for alice, and her read mention stays read
+    await send(api, carol, cid, "hello")
+    status, unread = await call(api, alice, "GET", "/api/unread")
+    assert unread["chats"][str(cid)] == 1 and str(cid) not in unread.get("mentions", {})

@@ -32,3 +32,36 @@ def test_built_services_are_all_there(tmp_path):
     finally:
         services.dbx.close()
         services.auth.close()
+
+
+# Names the services give a connection, its transport or its handler (issue 21, acceptance 3).
+CONNECTION_NAMES = {"conn", "connection", "connections", "wire", "transport", "handler", "subscriber",
+                    "holder", "sub", "socket", "stream"}
+
+
+def probes_on_connections(source: str) -> list:
+    """``getattr``/``hasattr`` calls whose object is named like a connection, as (line, text)."""
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                and node.args):
+            target = node.args[0]
+            name = target.id if isinstance(target, ast.Name) else target.attr if isinstance(target, ast.Attribute) else ""
+            if name.lstrip("_") in CONNECTION_NAMES:
+                found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_no_getattr_or_hasattr_probe_on_connections_in_the_services():
+    import pathlib
+    services = pathlib.Path(__file__).resolve().parents[2] / "tornado_app" / "services"
+    probes = {str(path.relative_to(services)): found for path in sorted(services.rglob("*.py"))
+              if (found := probes_on_connections(path.read_text()))}
+    assert probes == {}, "the Transport protocol and PresenceHolder say what a connection has: " + repr(probes)
+
+
+def test_the_probe_scan_sees_what_it_forbids():
+    assert [text for _, text in probes_on_connections("getattr(conn, 'ping', None)\nhasattr(self.wire, 'x')\n"
+                                                      "getattr(message, 'kind')\n")] == \
+        ["getattr(conn, 'ping', None)", "hasattr(self.wire, 'x')"]

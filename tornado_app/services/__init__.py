@@ -255,7 +255,7 @@ def build_services(config: Config) -> Services:
                                 config.max_connections_per_address)
     metrics_hub = MetricsHub(metrics, config.metrics_dir or None)
     monitor = Monitor(metrics_hub, config.admin_sample_seconds,
-                      lambda: dbx.read(lambda: db.execute_sql("SELECT 1")), broker.ping)
+                      dbx.ping, broker.ping)
     poll_presence = PollPresence(hub, config.poll_presence_grace)
     external = ExternalAuth.from_config(config, users)  # None in builtin mode; ValueError for a bad setup
     return Services(config=config, db=db, dbx=dbx, registry=registry, broker=broker, hub=hub, auth=auth,

@@ -4,8 +4,10 @@
   membership (cached, and dropped on every process when it changes).
 - ``MessageWriter``: the group commit (many sends, one transaction, acks after the commit).
 - ``ChatLimits``: the sizes and rates a chat allows.
-- ``store``: the messages aggregate's storage (the group commit's set-wise statements, members,
-  search), every fast SQL path of the chat; ``shape``: the one shape of a message.
+- ``store``: the messages aggregate's storage (the group commit's set-wise statements: the one
+  path every message is stored by, search), every fast SQL path of the chat; ``group_store``
+  (chats, members, group changes), ``history_store`` (history, replay, summaries, read
+  positions), ``change_store`` (edits, deletes, reactions); ``shape``: the one shape of a message.
 - ``MessageSearch``: ``GET /api/search``, each database's own full-text engine.
 - ``GroupService``: groups that change (title, members, roles, leaving; system messages).
 - ``PresenceService``: online and last seen, for people who share a chat (``GET /api/presence``).

@@ -14,43 +14,21 @@ lookup only when ``reply_to`` is given, the member names only when the content h
 """
 from __future__ import annotations
 
-import json
 import re
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
-from models import Message, username_key
+from models import username_key
 from ...errors import ValidationError
-from ..delivery.notifications import content_preview
 from ..storage.db import DatabaseExecutor
 from ..storage.ids import is_id
 from ..identity.users import UserService
+from . import history_store
+from .shape import mentions_of, quote  # noqa: F401 (re-exported)
 
 # "@" then a username (users.USERNAME_RE's characters), not inside a word or an e-mail address
 MENTION_RE = re.compile(r"(?<![\w@.])@([A-Za-z0-9_.-]{3,32})")
 # Distinct names looked up per message: more @words than this are left as text.
 MAX_MENTIONS = 50
-
-
-def quote(target: Optional[Message], target_id: int, sender_name: str) -> dict:
-    """The quoted preview of the message replied to (``deleted`` once it is, or if it is gone)."""
-    if target is None or target.deleted_at is not None:
-        return {"id": target_id, "deleted": True}
-    return {"id": target.id, "sender_id": getattr(target, "sender_id"), "sender_name": sender_name,
-            "content_preview": content_preview(target.content)}
-
-
-def targets_of(rows: Iterable[Message]) -> Dict[int, Message]:
-    """The messages replied to by ``rows``, by id (one query; none when no row is a reply). Database thread."""
-    ids = {m.reply_to_id for m in rows if m.reply_to_id is not None}
-    if not ids:
-        return {}
-    return {m.id: m for m in Message.select(Message.id, Message.sender, Message.content, Message.deleted_at)
-            .where(Message.id.in_(list(ids)))}
-
-
-def mentions_of(m: Message) -> Optional[list]:
-    """The stored ``mentions`` of a message (None when it has none)."""
-    return json.loads(m.mentions) if m.mentions else None
 
 
 class Replies:
@@ -64,11 +42,7 @@ class Replies:
         """``(quoted preview, sender of the message replied to)``. Raises ValidationError ``invalid_reply_to``."""
         if not is_id(reply_to):
             raise ValidationError("'reply_to' must be a message id", "invalid_reply_to")
-
-        def load():
-            return Message.get_or_none((Message.id == reply_to) & (Message.chat == chat_id) & Message.event.is_null())
-
-        target = await self.dbx.read(load)
+        target = await self.dbx.read(history_store.reply_target, chat_id, reply_to)
         if target is None:
             raise ValidationError(f"'reply_to' must be a message of chat {chat_id}", "invalid_reply_to")
         people = await self.users.get_many([target.sender_id])

@@ -26,7 +26,8 @@ from ..operations import RateLimiter
 from ..storage import DatabaseExecutor
 
 from . import store
-from .shape import Extras, load_extras, render
+from .history_store import load_extras
+from .shape import Extras, render
 
 # A word as both engines cut text: letters and digits (FTS5's unicode61 and PostgreSQL's
 # parser both split on "_" and punctuation).

@@ -9,18 +9,15 @@ message to members' chat streams, notifications and unread state to notification
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Awaitable, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-import peewee
 
-from models import (GROUP, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, ChatDeparture, ChatMember, Message, Notification,
-                    tuples, utcnow)
+from models import PRIVATE, SYSTEM_MESSAGE
 from models.user import DELETED_NAME
 from ...errors import Forbidden, NotFound, RateLimited, Unavailable, ValidationError
 from ...tasks import Batcher, spawn
@@ -36,12 +33,11 @@ from ..delivery.preferences import PreferenceService, mute_state_of
 from ..operations.usage import MessageQuota
 from ..operations.ratelimit import RateLimiter
 from ..identity.users import UserService
-from .edits import MessageChanges, mentions_after
+from .edits import MessageChanges
 from .replies import Replies
-from .groups import former_limit
 from .presence import PresenceService
-from .shape import Extras, load_extras, message_dict, render  # noqa: F401 (message_dict: re-exported)
-from . import store
+from .shape import message_dict, render  # noqa: F401 (message_dict: re-exported)
+from . import group_store, history_store
 from .store import Outbox, Outcome, SendRequest, SendResult, store_sends
 from .uploads import UploadService
 
@@ -212,7 +208,7 @@ class ChatService:
             return cached
 
         epoch = self._members_epoch
-        members = await self.dbx.read(store.member_ids, chat_id)
+        members = await self.dbx.read(group_store.member_ids, chat_id)
         if members is None:
             raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
         if len(self._members) > 100_000:
@@ -244,7 +240,7 @@ class ChatService:
         add, remove = set(add), set(remove)
         limit = self.limits.max_group_members
 
-        added, removed = await self.dbx.write(store.change_members, chat_id, add, remove, limit)
+        added, removed = await self.dbx.write(group_store.change_members, chat_id, add, remove, limit)
         if added or removed:
             await self.members_changed(chat_id, added, removed)
         return added, removed
@@ -330,19 +326,7 @@ class ChatService:
         await self.users.get(other_id)  # NotFound for an unknown user
         key = f"{min(user_id, other_id)}:{max(user_id, other_id)}"
 
-        def find_or_create():
-            chat = Chat.get_or_none(Chat.private_key == key)
-            if chat is None:
-                try:
-                    with Chat._meta.database.atomic():
-                        chat = Chat.create(kind=PRIVATE, private_key=key)
-                        ChatMember.insert_many([{"chat": chat.id, "user": u}
-                                                for u in sorted({user_id, other_id})]).execute()
-                except peewee.IntegrityError:  # created meanwhile by another process
-                    chat = Chat.get(Chat.private_key == key)
-            return chat.id
-
-        chat_id = await self.dbx.write(find_or_create)
+        chat_id = await self.dbx.write(group_store.private_chat, key, [user_id, other_id])
         return await self.chat_summary(user_id, chat_id)
 
     async def create_group(self, user_id: int, member_ids, title) -> dict:
@@ -365,14 +349,7 @@ class ChatService:
         if missing:
             raise NotFound(f"Unknown user ids: {missing[:20]}", "user_not_found")
 
-        def create():
-            chat = Chat.create(kind=GROUP, title=title.strip())
-            # the creator owns the group (issue 25: roles)
-            ChatMember.insert_many([{"chat": chat.id, "user": u, "role": OWNER if u == user_id else "member"}
-                                    for u in members]).execute()
-            return chat.id
-
-        chat_id = await self.dbx.write(create)
+        chat_id = await self.dbx.write(group_store.create_group, user_id, members, title.strip())
         return await self.chat_summary(user_id, chat_id)
 
     async def chat_summary(self, user_id: int, chat_id: int, former: bool = False) -> dict:
@@ -394,7 +371,7 @@ class ChatService:
         try:
             await self.require_member(user_id, chat_id)
         except Forbidden:
-            if await self.dbx.read(former_limit, user_id, chat_id) is None:
+            if await self.dbx.read(group_store.former_limit, user_id, chat_id) is None:
                 raise
         return await self.chat_summary(user_id, chat_id, former=True)
 
@@ -414,60 +391,9 @@ class ChatService:
 
     async def _summaries(self, user_id: int, only: Optional[List[int]], limit: Optional[int] = None,
                          before: Optional[int] = None, former: bool = False) -> List[dict]:
-        def load() -> Tuple[List[Chat], Dict[int, List[int]], Dict[Tuple[int, int], str], Dict[int, Message],
-                            Extras, Dict[int, Tuple[datetime.datetime, int]]]:
-            q = (Chat.select(Chat, ChatMember.unread_count, ChatMember.muted_until)
-                 .join(ChatMember, on=(ChatMember.chat == Chat.id))
-                 .where(ChatMember.user == user_id)
-                 .order_by(Chat.last_activity_at.desc(), Chat.id.desc()))
-            # the groups left: one more query, on the (user, chat) index of chat_departure
-            fq = (Chat.select(Chat, ChatDeparture.left_at, ChatDeparture.last_message_id.alias("departed_at_id"))
-                  .join(ChatDeparture, on=(ChatDeparture.chat == Chat.id))
-                  .where(ChatDeparture.user == user_id)
-                  .order_by(ChatDeparture.left_at.desc(), Chat.id.desc()))
-            if only is not None:
-                q = q.where(Chat.id.in_(only))
-                fq = fq.where(Chat.id.in_(only))
-            if before is not None:
-                mark = (Chat.select(Chat.last_activity_at).join(ChatMember, on=(ChatMember.chat == Chat.id))
-                        .where((Chat.id == before) & (ChatMember.user == user_id)).tuples().first())
-                if mark is None and former:
-                    mark = (ChatDeparture.select(ChatDeparture.left_at)
-                            .where((ChatDeparture.chat == before) & (ChatDeparture.user == user_id)).tuples().first())
-                if mark is None:
-                    raise ValidationError("'before' must be the id of one of your chats")
-                q = q.where((Chat.last_activity_at < mark[0])
-                            | ((Chat.last_activity_at == mark[0]) & (Chat.id < before)))
-                fq = fq.where((ChatDeparture.left_at < mark[0])
-                              | ((ChatDeparture.left_at == mark[0]) & (Chat.id < before)))
-            if limit is not None:
-                q = q.limit(limit)
-                fq = fq.limit(limit)
-            chats = list(q.objects())
-            left: Dict[int, Tuple[datetime.datetime, int]] = {}
-            if former:
-                gone: List[Any] = list(fq.objects())  # Chat rows with the departure's two columns
-                left = {c.id: (c.left_at, c.departed_at_id) for c in gone}
-                # the newest of both lists (activity for a member, the departure for a former member)
-                chats = sorted(chats + gone, key=lambda c: (left[c.id][0] if c.id in left else c.last_activity_at,
-                                                            c.id), reverse=True)[:limit]
-            ids = [c.id for c in chats if c.id not in left]
-            members: Dict[int, List[int]] = {i: [] for i in ids}
-            roles: Dict[Tuple[int, int], str] = {}
-            if ids:
-                for cid, uid, role in tuples(ChatMember.select(ChatMember.chat, ChatMember.user, ChatMember.role)
-                                             .where(ChatMember.chat.in_(ids)).order_by(ChatMember.id)):
-                    members[cid].append(uid)
-                    roles[(cid, uid)] = role
-            # a former member's last message is the one of their departure: nothing later shows
-            last_ids = [left[c.id][1] if c.id in left else c.last_message_id for c in chats]
-            last_ids = [i for i in last_ids if i]
-            last = {m.id: m for m in Message.select().where(Message.id.in_(last_ids))} if last_ids else {}
-            # a chat's last message without its reactions: a preview in the list
-            return chats, members, roles, last, load_extras(list(last.values()), with_reactions=False), left
-
         epoch = self._members_epoch
-        chats, members, roles, last, extras, left = await self.dbx.read(load)
+        chats, members, roles, last, extras, left = await self.dbx.read(history_store.summaries, user_id, only, limit,
+                                                                        before, former)
         rendered = {m["id"]: m for m in await render(self.users, list(last.values()), extras)}
         # the last messages' senders too: the system user and deleted users are nobody's members
         all_users = {u for ms in members.values() for u in ms} | {m.sender_id for m in last.values()}
@@ -514,7 +440,7 @@ class ChatService:
         try:
             await self.require_member(user_id, chat_id)
         except Forbidden:
-            upto = await self.dbx.read(former_limit, user_id, chat_id)
+            upto = await self.dbx.read(group_store.former_limit, user_id, chat_id)
             if upto is None:
                 raise
         if before_id is not None:
@@ -524,15 +450,7 @@ class ChatService:
         if not is_int(limit) or not 1 <= limit <= 200:
             raise ValidationError("'limit' must be between 1 and 200")
 
-        def load():
-            q = (Message.select().where((Message.chat == chat_id) & Message.event.is_null())
-                 .order_by(Message.id.desc()).limit(limit))
-            if before_id is not None:
-                q = q.where(Message.id < before_id)
-            rows = list(q)[::-1]
-            return rows, load_extras(rows)
-
-        rows, extras = await self.dbx.read(load)
+        rows, extras = await self.dbx.read(history_store.history_page, chat_id, before_id, limit)
         return await render(self.users, rows, extras)
 
     def validate_message(self, body: dict, attached: bool = False) -> Tuple[str, str, Optional[str]]:
@@ -712,19 +630,7 @@ class ChatService:
         ``message`` frames (in their current state: edited, or a tombstone) and the change
         events stored since (``message_edited``, ``message_deleted``, ``reaction``), in id order.
         """
-        def load():
-            chat_ids = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
-            rows = list(Message.select().where(Message.chat.in_(chat_ids) & (Message.id > after_id))
-                        .order_by(Message.id).limit(limit + 1))
-            if len(rows) > limit:
-                return rows, Extras(), {}
-            plain = [m for m in rows if m.event is None]
-            changed = [m for m in rows if m.event is not None]
-            edited = {json.loads(m.event)["message_id"] for m in changed if m.message_type == "message_edited"}
-            current = {m.id: m for m in Message.select().where(Message.id.in_(list(edited)))} if edited else {}
-            return rows, load_extras(plain), MessageChanges.replay_frames(changed, current)
-
-        rows, extras, changes = await self.dbx.read(load)
+        rows, extras, changes = await self.dbx.read(history_store.replay_rows, user_id, after_id, limit)
         if len(rows) > limit:
             return None
         plain = iter(await render(self.users, [m for m in rows if m.event is None], extras))
@@ -733,7 +639,7 @@ class ChatService:
 
     async def latest_message_id(self) -> int:
         """The highest message id stored (0 when none)."""
-        return await self.dbx.read(lambda: Message.select(peewee.fn.MAX(Message.id)).scalar() or 0)
+        return await self.dbx.read(history_store.latest_message_id)
 
     # Read state and typing ----------------------------------------------------------------
 
@@ -749,10 +655,7 @@ class ChatService:
         members = await self.require_member(user_id, chat_id)
         message_id = require_id(message_id, "message_id")
 
-        def exists():
-            return Message.select(Message.id).where((Message.id == message_id) & (Message.chat == chat_id)).exists()
-
-        if not await self.dbx.read(exists):
+        if not await self.dbx.read(history_store.message_in_chat, chat_id, message_id):
             raise NotFound(f"Message {message_id} is not in chat {chat_id}", "message_not_found")
         key = (user_id, chat_id)
         slot = self._reads.get(key)
@@ -790,30 +693,8 @@ class ChatService:
 
     async def _apply_read(self, user_id: int, chat_id: int, message_id: int, members) -> dict:
         """Store the read position (one write), then the receipt and the unread update."""
-        on_read_stored = self.on_read_stored
-
-        def apply():
-            msg = Message.get_or_none((Message.id == message_id) & (Message.chat == chat_id))
-            if msg is None:
-                raise NotFound(f"Message {message_id} is not in chat {chat_id}", "message_not_found")
-            member = ChatMember.get((ChatMember.chat == chat_id) & (ChatMember.user == user_id))
-            position = max(member.last_read_message_id, message_id)
-            if on_read_stored is not None and position > member.last_read_message_id:
-                on_read_stored(user_id, chat_id, position)
-            unread = (Message.select().where((Message.chat == chat_id) & (Message.id > position)
-                                             & (Message.sender != user_id) & Message.event.is_null()
-                                             & Message.deleted_at.is_null()).count())
-            ChatMember.update(last_read_message_id=position, unread_count=unread).where(
-                ChatMember.id == member.id).execute()
-            Notification.update(read_at=utcnow()).where(
-                (Notification.recipient == user_id) & (Notification.chat_id == chat_id)
-                & (Notification.message_id <= position) & Notification.read_at.is_null()).execute()
-            if member.mention_count:  # the mentions after the new position stay counted
-                ChatMember.update(mention_count=mentions_after(user_id, chat_id, position)).where(
-                    ChatMember.id == member.id).execute()
-            return position, unread_states([user_id])
-
-        position, unread = await self.dbx.write(apply)
+        position, unread = await self.dbx.write(history_store.store_read, user_id, chat_id, message_id,
+                                                self.on_read_stored)
         others = [m for m in members if m != user_id]
         if others:
             await self.hub.publish(CHAT, others, dumps({"type": "read", "chat_id": chat_id,

@@ -8,8 +8,9 @@ docs/protocol.md ("Shapes used below", "Changing a message", "Replies and mentio
 after it.
 
 ``message_shape`` builds it from values (a send just stored, a system message);
-``message_dict`` from a stored row; ``load_extras`` (database thread) and ``render`` turn a
-page of rows into shapes with their attachments, reactions, quoted previews and names.
+``message_dict`` from a stored row; ``render`` turns a page of rows and their ``Extras``
+(``history_store.load_extras``, on a database thread) into shapes with their attachments,
+reactions, quoted previews and names.
 """
 from __future__ import annotations
 
@@ -19,10 +20,21 @@ from typing import Dict, List, Optional, Sequence
 
 from models import Message
 from ..delivery.events import iso
+from ..delivery.notifications import content_preview
 from ..identity.users import UserService
-from .edits import reactions_of
-from .replies import mentions_of, quote, targets_of
-from .uploads import UploadService
+
+
+def quote(target: Optional[Message], target_id: int, sender_name: str) -> dict:
+    """The quoted preview of the message replied to (``deleted`` once it is, or if it is gone)."""
+    if target is None or target.deleted_at is not None:
+        return {"id": target_id, "deleted": True}
+    return {"id": target.id, "sender_id": getattr(target, "sender_id"), "sender_name": sender_name,
+            "content_preview": content_preview(target.content)}
+
+
+def mentions_of(m: Message) -> Optional[list]:
+    """The stored ``mentions`` of a message (None when it has none)."""
+    return json.loads(m.mentions) if m.mentions else None
 
 
 def message_shape(mid: int, chat_id: int, sender_id: int, sender_name: str, content: str, message_type: str,
@@ -73,17 +85,6 @@ class Extras:
     files: Dict[int, List[dict]] = field(default_factory=dict)  # message id -> attachments
     reactions: Dict[int, List[dict]] = field(default_factory=dict)  # message id -> reactions
     targets: Dict[int, Message] = field(default_factory=dict)  # id -> a message replied to
-
-
-def load_extras(rows: Sequence[Message], with_reactions: bool = True) -> Extras:
-    """The attachments, reactions (unless not ``with_reactions``) and reply targets of ``rows``. Database thread.
-
-    One query each, none for a kind no row has (replies) or when ``rows`` is empty.
-    """
-    if not rows:
-        return Extras()
-    ids = [m.id for m in rows]
-    return Extras(UploadService.attachments_of(ids), reactions_of(ids) if with_reactions else {}, targets_of(rows))
 
 
 async def render(users: UserService, rows: Sequence[Message], extras: Extras) -> List[dict]:

@@ -6,9 +6,15 @@ thread (the writes inside the transaction ``DatabaseExecutor.write`` opens):
 - ``store_sends``: a group commit's batch of sends (messages, unread and read counters, the
   chats' last message, notifications, mentions, attachments, the webhook outbox) in a
   handful of set-wise statements (``storage.sql``: the written-out fast paths, with the
-  SQLite/PostgreSQL differences), each send failing alone when the database refuses it;
-- ``member_ids``, ``change_members``: the members of a chat;
+  SQLite/PostgreSQL differences), each send failing alone when the database refuses it.
+  It is the one path that stores a message: the system messages of group changes
+  (``group_store.store_system``) go through it too, as a batch of one in the change's
+  transaction;
 - ``search_rows``: full-text search over the messages of a user's chats.
+
+The other stores of the chat: ``group_store`` (chats and their members, group changes),
+``history_store`` (history, replay, summaries, read positions), ``change_store`` (edits,
+deletes, reactions).
 
 Messages with an ``event`` (change rows: edits, deletes, reactions) are events of the chat
 stream, not messages: every query over messages skips them (``event IS NULL``).
@@ -22,62 +28,21 @@ from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 import peewee
 
-from models import GROUP, OWNER, Chat, ChatMember, Message, User, is_postgres, tuples, utcnow
-from ...errors import Conflict, NotFound, Unavailable, ValidationError
+from models import Chat, ChatMember, Message, User, is_postgres, utcnow
+from ...errors import NotFound, Unavailable
 from ..delivery.events import iso
 from ..delivery.notification_store import insert_notifications, unread_states
 from ..delivery.notifications import mention_payload, new_message_payload, silent
 from ..storage.db import is_unavailable
 from ..storage.sql import insert_returning_ids, update_from_values
-from .groups import forget_departures, record_departures, succeed_owner
-from .replies import quote
-from .shape import load_extras, message_dict, message_shape
+from .history_store import load_extras
+from .shape import message_dict, message_shape, quote
 from .uploads import AttachmentTaken, UploadService
 
 log = logging.getLogger("squall.chat")
 
 # The columns a send stores with its one multi-row INSERT (reply and mentions: a rare UPDATE after)
 MESSAGE_FIELDS = ("chat", "sender", "content", "message_type", "client_id", "created_at")
-
-
-# Members ---------------------------------------------------------------------------------
-
-def member_ids(chat_id: int) -> Optional[Tuple[int, ...]]:
-    """The member ids of ``chat_id``, sorted; None when the chat does not exist. Database thread."""
-    if not Chat.select().where(Chat.id == chat_id).exists():
-        return None
-    return tuple(uid for (uid,) in tuples(ChatMember.select(ChatMember.user)
-                                          .where(ChatMember.chat == chat_id).order_by(ChatMember.user)))
-
-
-def change_members(chat_id: int, add: Set[int], remove: Set[int], limit: int) -> Tuple[List[int], List[int]]:
-    """Add ``add`` to and remove ``remove`` from group ``chat_id`` (writer thread): ``(added, removed)``.
-
-    Raises NotFound ``chat_not_found``, Conflict ``not_a_group``, ValidationError ``too_many_members``.
-    """
-    chat = Chat.get_or_none(Chat.id == chat_id)
-    if chat is None:
-        raise NotFound(f"Chat {chat_id} does not exist", "chat_not_found")
-    if chat.kind != GROUP:
-        raise Conflict(f"Chat {chat_id} is a private chat: its members never change", "not_a_group")
-    current = {uid for (uid,) in tuples(ChatMember.select(ChatMember.user).where(ChatMember.chat == chat_id))}
-    added, removed = sorted(add - current), sorted(remove & current)
-    if len(current) + len(added) - len(removed) > limit:
-        raise ValidationError(f"A group chat has at most {limit} members", "too_many_members")
-    if removed:
-        owner_removed = ChatMember.select().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)
-                                                  & (ChatMember.role == OWNER)).exists()
-        ChatMember.delete().where((ChatMember.chat == chat_id) & ChatMember.user.in_(removed)).execute()
-        # They keep the history up to now, and a removed owner passes the group on (issue 25).
-        record_departures(chat_id, removed, chat.last_message_id or 0)
-        if owner_removed:
-            succeed_owner(chat_id)
-    if added:
-        read_to = chat.last_message_id or 0
-        ChatMember.insert_many([{"chat": chat_id, "user": uid, "last_read_message_id": read_to}
-                                for uid in added]).on_conflict_ignore().execute()
-        forget_departures(chat_id, added)
-    return added, removed
 
 
 # Sends -----------------------------------------------------------------------------------
@@ -105,20 +70,31 @@ class SendRequest:
     reply_to: Optional[dict] = None  # the quoted preview of the message replied to
     mentions: Tuple[int, ...] = ()
     called: frozenset = frozenset()
+    # A group change's system message (issue 25; ``group_store.store_system``): its structured
+    # fields, and the members besides the sender who have read it already (those it adds, the
+    # one it removes: it is the last message they may read).
+    system: Optional[dict] = None
+    readers: Tuple[int, ...] = ()
 
 
 def _store_extras(req: SendRequest, mid: int) -> None:
-    """Reply and mentions of a send that has them (writer thread; one UPDATE, never for a plain send)."""
-    Message.update(reply_to_id=req.reply_to["id"] if req.reply_to else None,
-                   mentions=json.dumps(list(req.mentions)) if req.mentions else None).where(
-        Message.id == mid).execute()
+    """Reply, mentions and system fields of a send that has them (writer thread; one UPDATE, never
+    for a plain send)."""
+    fields: Dict[str, object] = {}
+    if req.reply_to is not None:
+        fields["reply_to_id"] = req.reply_to["id"]
+    if req.mentions:
+        fields["mentions"] = json.dumps(list(req.mentions))
+    if req.system is not None:
+        fields["system"] = json.dumps(req.system, separators=(",", ":"))
+    Message.update(**fields).where(Message.id == mid).execute()
 
 
 def _new_message(req: SendRequest, mid: int, created_at: str) -> dict:
     """The shape of a send just stored as message ``mid`` (``message_shape``, from the request's values)."""
     return message_shape(mid, req.chat_id, req.sender_id, req.sender_name, req.content, req.message_type,
                          req.client_id, created_at, reply_to=req.reply_to, mentions=list(req.mentions),
-                         attachments=list(req.attachment_info))
+                         attachments=list(req.attachment_info), system=req.system)
 
 
 def _notification_rows(req: SendRequest, mid: int, message: dict, now) -> List[dict]:
@@ -240,9 +216,11 @@ def _store(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[L
             req = batch[i]
             in_chat.setdefault(req.chat_id, []).append((mid, req.sender_id))
             last_read[(req.chat_id, req.sender_id)] = mid
+            for reader in req.readers:  # rare: a system message's members who have read it
+                last_read[(req.chat_id, reader)] = mid
             if req.attachments:  # rare: the fast path costs one truth test
                 UploadService.attach(req.sender_id, req.chat_id, mid, req.attachments)
-            if req.reply_to is not None or req.mentions:  # rare too
+            if req.reply_to is not None or req.mentions or req.system is not None:  # rare too
                 _store_extras(req, mid)
             message = _new_message(req, mid, created_at)
             result = made[i] = SendResult(message, True, [])
@@ -262,9 +240,9 @@ def _store(batch: List[SendRequest], outbox: Optional[Outbox] = None) -> Tuple[L
             touched_users.update(req.others)
             touched_users.add(req.sender_id)
         # Every member gets the chat's new messages as unread (one row per chat); then each
-        # sender's row is set: read up to their newest message, what stays unread for them
-        # being the later messages of others in this same batch (and the mentions of them
-        # read too; those of this batch are counted after this).
+        # sender's row (and each reader's) is set: read up to their newest message, what stays
+        # unread for them being the later messages of others in this same batch (and the
+        # mentions of them read too; those of this batch are counted after this).
         update_from_values(ChatMember, {"unread_count": "t.{unread_count} + v.n"}, ("n", "c"), "t.{chat} = v.c",
                            [(len(sent), chat) for chat, sent in in_chat.items()])
         read_rows = [(mid, sum(1 for m, s in in_chat[chat] if m > mid and s != sender), chat, sender)

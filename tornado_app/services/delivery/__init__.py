@@ -11,7 +11,9 @@
   ``PreferenceService`` (preferences, mutes, Do Not Disturb), ``StreamAdmission`` (handshake
   rate, per-user caps), ``PollPresence`` (a long-poll's presence between polls).
 - ``notification_store``: the notifications aggregate's storage (unread state, notification
-  rows, the publish API's batch, the newest ids a stream starts from), fast paths included.
+  rows, replay, read and cleared state, retention, the publish API's batch, the newest ids a
+  stream starts from), fast paths included; ``preference_store``: the preferences aggregate's
+  (preferences, push subscription counts, chat mutes).
 
 Uses ``storage`` and ``operations``.
 """

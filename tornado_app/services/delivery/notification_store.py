@@ -1,6 +1,7 @@
 """The notifications aggregate's storage: every statement of notifications and unread state.
 
-Called on a database thread (the writes inside a transaction) by ``NotificationService``,
+Called on a database thread (the writes inside a transaction) by ``NotificationService``
+(replay, history, read and cleared state, retention),
 ``PublishWriter`` (the publish API's group commit), ``OpenStateBatcher`` (a stream's first
 frames), the chat's group commit and the changes of messages and groups. The fast paths
 (a widened ``IN`` list, multi-row ``INSERT ... RETURNING`` written out) go through
@@ -9,17 +10,29 @@ frames), the chat's group commit and the changes of messages and groups. The fas
 from __future__ import annotations
 
 import datetime
-from typing import Dict, Iterable, List, Tuple
+import json
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import peewee
 
-from models import ChatMember, Notification, NotificationState, User, tuples, utcnow
+from models import ChatMember, Notification, NotificationState, Setting, User, tuples, utcnow
 from ...errors import NotFound
 from ..storage.sql import insert_values, quote, select_in, widened
 from .events import dumps
 
 ROWS_PER_STATEMENT = 1000  # notification rows per INSERT (4 parameters each: below every limit)
 IDS_PER_STATEMENT = 1000  # user ids per existence check
+PRUNED_KEY = "notifications_pruned_through"  # setting: the newest notification id pruned
+
+
+def frame(notification_id: int, payload: str) -> str:
+    """The stream frame of a stored notification: its payload with ``id`` first."""
+    return '{"id":%d,%s' % (notification_id, payload[1:]) if payload != "{}" else '{"id":%d}' % notification_id
+
+
+def silent(payload: str) -> str:
+    """A stored payload marked ``"silent": true`` (Do Not Disturb: no toast, sound or push)."""
+    return payload[:-1] + ',"silent":true}'
 
 
 def _muted_now(value, now: datetime.datetime, now_text: str) -> bool:
@@ -154,3 +167,104 @@ def store_batch(batch: List[tuple]) -> list:
     if hides:
         hide_broadcasts([(ids[row], uid, when) for row, uid, when in hides])
     return [span if isinstance(span, Exception) else ids[span[0]:span[1]] for span in spans]
+
+
+# Replay, history, state and retention (NotificationService) -----------------------------------
+
+def replay(user_id: int, after_id: int, limit: int, quiet: bool) -> Optional[List[Tuple[int, str]]]:
+    """Frames of ``user_id``'s notifications after ``after_id`` in order; None past the pruned ones or ``limit``.
+
+    Broadcasts the user cleared are left out; ``quiet`` (Do Not Disturb) makes broadcasts silent.
+    """
+    pruned = Setting.get_or_none(Setting.key == PRUNED_KEY)
+    if pruned is not None and after_id < int(pruned.value):
+        return None
+    personal = list(tuples(Notification.select(Notification.id, Notification.payload)
+                           .where((Notification.recipient == user_id) & (Notification.id > after_id)
+                                  & Notification.cleared_at.is_null())
+                           .order_by(Notification.id).limit(limit + 1)))
+    broadcasts = list(tuples(Notification.select(Notification.id, Notification.payload)
+                             .join(NotificationState, peewee.JOIN.LEFT_OUTER,
+                                   on=((NotificationState.notification == Notification.id)
+                                       & (NotificationState.user == user_id)))
+                             .where(Notification.recipient.is_null() & (Notification.id > after_id)
+                                    & NotificationState.cleared_at.is_null())
+                             .order_by(Notification.id).limit(limit + 1)))
+    if quiet:
+        broadcasts = [(nid, silent(payload)) for nid, payload in broadcasts]
+    rows = sorted(personal + broadcasts)
+    if len(rows) > limit:
+        return None
+    return [(nid, frame(nid, payload)) for nid, payload in rows]
+
+
+def history(user_id: int, before_id: Optional[int], limit: int) -> List[dict]:
+    """The user's notifications (personal and broadcast, not cleared) before ``before_id``, newest first."""
+    q = (Notification.select(Notification, NotificationState.read_at.alias("b_read"))
+         .join(NotificationState, peewee.JOIN.LEFT_OUTER,
+               on=((NotificationState.notification == Notification.id)
+                   & (NotificationState.user == user_id)))
+         .where(((Notification.recipient == user_id) & Notification.cleared_at.is_null())
+                | (Notification.recipient.is_null() & NotificationState.cleared_at.is_null()))
+         .where(Notification.type != "test")  # the test page's probes are not listed (issue 11)
+         .order_by(Notification.id.desc()).limit(limit))
+    if before_id is not None:
+        q = q.where(Notification.id < before_id)
+    out = []
+    n: Any
+    for n in q.objects():
+        item = json.loads(frame(n.id, n.payload))
+        read_at = n.read_at if n.recipient_id is not None else n.b_read
+        item["read"] = read_at is not None
+        out.append(item)
+    return out
+
+
+def set_state(user_id: int, ids: Optional[list], field: str, ntype: Optional[str], now: datetime.datetime) -> int:
+    """Set ``field`` (``read_at``, ``cleared_at``) to ``now`` on all or the given notifications of ``user_id``
+    (of type ``ntype`` only when given; broadcasts: one state row per user and notification). How many."""
+    column = getattr(Notification, field)
+    q = Notification.update({column: now}).where(
+        (Notification.recipient == user_id) & column.is_null())
+    if ids is not None:
+        q = q.where(Notification.id.in_(ids))
+    if ntype is not None:
+        q = q.where(Notification.type == ntype)
+    changed = q.execute()
+    # broadcasts: one state row per user and notification touched
+    bq = Notification.select(Notification.id).where(Notification.recipient.is_null())
+    if ids is not None:
+        bq = bq.where(Notification.id.in_(ids))
+    if ntype is not None:
+        bq = bq.where(Notification.type == ntype)
+    bids = [nid for (nid,) in tuples(bq)]
+    if bids:
+        rows = [{"user": user_id, "notification": nid, field: now} for nid in bids]
+        (NotificationState.insert_many(rows)
+         .on_conflict(conflict_target=[NotificationState.user, NotificationState.notification],
+                      update={getattr(NotificationState, field): now}).execute())
+        changed += len(bids)
+    return changed
+
+
+def prune_before(cutoff: datetime.datetime) -> int:
+    """Delete the notifications created before ``cutoff`` (and their state rows); how many.
+
+    Remembers the newest id deleted (``PRUNED_KEY``): a replay from before it answers None (resync).
+    """
+    newest = (Notification.select(peewee.fn.MAX(Notification.id))
+              .where(Notification.created_at < cutoff).scalar())
+    if newest is None:
+        return 0
+    NotificationState.delete().where(NotificationState.notification <= newest).execute()
+    deleted = Notification.delete().where(Notification.id <= newest).execute()
+    Setting.insert(key=PRUNED_KEY, value=str(newest)).on_conflict(
+        conflict_target=[Setting.key], update={Setting.value: str(newest)}).execute()
+    return deleted
+
+
+def latest_id(user_id: int) -> int:
+    """The newest notification id visible to ``user_id`` (0 when none)."""
+    return (Notification.select(peewee.fn.MAX(Notification.id))
+            .where((Notification.recipient == user_id) | Notification.recipient.is_null())
+            .scalar() or 0)

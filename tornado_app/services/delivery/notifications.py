@@ -10,14 +10,13 @@ import json
 import logging
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple
 
-import peewee
-
-from models import Notification, NotificationState, Setting, utcnow
+from models import utcnow
 from ...errors import RateLimited, ValidationError
 from ..storage.db import DatabaseExecutor
 from .events import NOTIFY, dumps, iso
 from .hub import Hub
-from .notification_store import insert_notifications, unread_states
+from . import notification_store as store
+from .notification_store import frame, insert_notifications, silent, unread_states  # noqa: F401 (re-exported)
 from .publisher import PublishWriter
 from ..storage.ids import require_ids
 from ..operations.ratelimit import RateLimiter
@@ -31,7 +30,6 @@ Notified = Callable[[int, dict, bool], None]
 log = logging.getLogger("squall.notifications")
 
 PREVIEW_CHARS = 100
-PRUNED_KEY = "notifications_pruned_through"
 
 
 def content_preview(content: str, limit: int = PREVIEW_CHARS) -> str:
@@ -44,11 +42,6 @@ def content_preview(content: str, limit: int = PREVIEW_CHARS) -> str:
     if space >= limit // 2:
         cut = cut[:space]
     return cut.rstrip(" ,.;:!?-") + "..."
-
-
-def frame(notification_id: int, payload: str) -> str:
-    """The stream frame of a stored notification: its payload with ``id`` first."""
-    return '{"id":%d,%s' % (notification_id, payload[1:]) if payload != "{}" else '{"id":%d}' % notification_id
 
 
 def new_message_payload(message: dict) -> str:
@@ -80,11 +73,6 @@ def mention_payload(message: dict) -> str:
         "message_type": message["message_type"],
         "timestamp": message["created_at"],
     })
-
-
-def silent(payload: str) -> str:
-    """A stored payload marked ``"silent": true`` (Do Not Disturb: no toast, sound or push)."""
-    return payload[:-1] + ',"silent":true}'
 
 
 class NotificationService:
@@ -240,53 +228,13 @@ class NotificationService:
         limit = self.replay_limit
         quiet = (await self.preferences.get(user_id)).dnd()
 
-        def load():
-            pruned = Setting.get_or_none(Setting.key == PRUNED_KEY)
-            if pruned is not None and after_id < int(pruned.value):
-                return None
-            personal = list(Notification.select(Notification.id, Notification.payload)
-                            .where((Notification.recipient == user_id) & (Notification.id > after_id)
-                                   & Notification.cleared_at.is_null())
-                            .order_by(Notification.id).limit(limit + 1).tuples())
-            broadcasts = list(Notification.select(Notification.id, Notification.payload)
-                              .join(NotificationState, peewee.JOIN.LEFT_OUTER,
-                                    on=((NotificationState.notification == Notification.id)
-                                        & (NotificationState.user == user_id)))
-                              .where(Notification.recipient.is_null() & (Notification.id > after_id)
-                                     & NotificationState.cleared_at.is_null())
-                              .order_by(Notification.id).limit(limit + 1).tuples())
-            if quiet:
-                broadcasts = [(nid, silent(payload)) for nid, payload in broadcasts]
-            rows = sorted(personal + broadcasts)
-            if len(rows) > limit:
-                return None
-            return [(nid, frame(nid, payload)) for nid, payload in rows]
-
-        return await self.dbx.read(load)
+        return await self.dbx.read(store.replay, user_id, after_id, limit, quiet)
 
     # History and state ----------------------------------------------------------------------
 
     async def history(self, user_id: int, before_id: Optional[int], limit: int) -> List[dict]:
         """The user's notifications (personal and broadcast, not cleared), newest first."""
-        def load():
-            q = (Notification.select(Notification, NotificationState.read_at.alias("b_read"))
-                 .join(NotificationState, peewee.JOIN.LEFT_OUTER,
-                       on=((NotificationState.notification == Notification.id)
-                           & (NotificationState.user == user_id)))
-                 .where(((Notification.recipient == user_id) & Notification.cleared_at.is_null())
-                        | (Notification.recipient.is_null() & NotificationState.cleared_at.is_null()))
-                 .where(Notification.type != "test")  # the test page's probes are not listed (issue 11)
-                 .order_by(Notification.id.desc()).limit(limit))
-            if before_id is not None:
-                q = q.where(Notification.id < before_id)
-            out = []
-            for n in q.objects():
-                item = json.loads(frame(n.id, n.payload))
-                read_at = n.read_at if n.recipient_id is not None else n.b_read
-                item["read"] = read_at is not None
-                out.append(item)
-            return out
-        return await self.dbx.read(load)
+        return await self.dbx.read(store.history, user_id, before_id, limit)
 
     async def _set_state(self, user_id: int, ids: Optional[list], field: str, ntype: Optional[str] = None) -> int:
         if ids is not None:
@@ -295,31 +243,7 @@ class NotificationService:
             raise ValidationError("'type' must be a string of 1-64 characters")
         now = utcnow()
 
-        def apply():
-            column = getattr(Notification, field)
-            q = Notification.update({column: now}).where(
-                (Notification.recipient == user_id) & column.is_null())
-            if ids is not None:
-                q = q.where(Notification.id.in_(ids))
-            if ntype is not None:
-                q = q.where(Notification.type == ntype)
-            changed = q.execute()
-            # broadcasts: one state row per user and notification touched
-            bq = Notification.select(Notification.id).where(Notification.recipient.is_null())
-            if ids is not None:
-                bq = bq.where(Notification.id.in_(ids))
-            if ntype is not None:
-                bq = bq.where(Notification.type == ntype)
-            bids = [nid for (nid,) in bq.tuples()]
-            if bids:
-                rows = [{"user": user_id, "notification": nid, field: now} for nid in bids]
-                (NotificationState.insert_many(rows)
-                 .on_conflict(conflict_target=[NotificationState.user, NotificationState.notification],
-                              update={getattr(NotificationState, field): now}).execute())
-                changed += len(bids)
-            return changed
-
-        return await self.dbx.write(apply)
+        return await self.dbx.write(store.set_state, user_id, ids, field, ntype, now)
 
     async def clear(self, user_id: int, ids: Optional[list] = None, ntype: Optional[str] = None) -> int:
         """Clear (hide) all or the given notifications of ``user_id``, of type ``ntype`` only when given.
@@ -338,26 +262,11 @@ class NotificationService:
         """Delete notifications older than the retention period; resumes from before them resync."""
         cutoff = older_than or (utcnow() - datetime.timedelta(days=self.retention_days))
 
-        def apply():
-            newest = (Notification.select(peewee.fn.MAX(Notification.id))
-                      .where(Notification.created_at < cutoff).scalar())
-            if newest is None:
-                return 0
-            NotificationState.delete().where(NotificationState.notification <= newest).execute()
-            deleted = Notification.delete().where(Notification.id <= newest).execute()
-            Setting.insert(key=PRUNED_KEY, value=str(newest)).on_conflict(
-                conflict_target=[Setting.key], update={Setting.value: str(newest)}).execute()
-            return deleted
-
-        deleted = await self.dbx.write(apply)
+        deleted = await self.dbx.write(store.prune_before, cutoff)
         if deleted:
             log.info("pruned %d notifications older than %s", deleted, iso(cutoff))
         return deleted
 
     async def latest_id(self, user_id: int) -> int:
         """The newest notification id visible to ``user_id`` (0 when none)."""
-        def load():
-            return (Notification.select(peewee.fn.MAX(Notification.id))
-                    .where((Notification.recipient == user_id) | Notification.recipient.is_null())
-                    .scalar() or 0)
-        return await self.dbx.read(load)
+        return await self.dbx.read(store.latest_id, user_id)

@@ -22,11 +22,12 @@ import time
 from collections import OrderedDict
 from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
 
-from models import ChatMember, PushSubscription, UserPreference, tuples, utcnow
+from models import utcnow
 from ...errors import ValidationError
 from ..storage.db import DatabaseExecutor
 from .control import ChatMuteChanged, PreferencesChanged, SubscriptionsChanged
 from .events import NOTIFY, dumps, iso
+from . import preference_store as store
 from .hub import Hub
 from .notification_store import unread_states
 
@@ -84,19 +85,6 @@ class UserPrefs:
         return self.dnd_until > (time.time() if now is None else now)
 
 
-def _load_users(user_ids: List[int]) -> Tuple[Dict[int, Dict[str, object]], Dict[int, int]]:
-    # Call on a database thread: preferences rows and push subscription counts of ``user_ids``.
-    import peewee
-    data = {uid: dict(DEFAULTS) for uid in user_ids}
-    for uid, raw in tuples(UserPreference.select(UserPreference.user, UserPreference.data).where(
-            UserPreference.user.in_(user_ids))):
-        data[uid].update(json.loads(raw))
-    subs: Dict[int, int] = dict(tuples(
-        PushSubscription.select(PushSubscription.user, peewee.fn.COUNT(PushSubscription.id))
-        .where(PushSubscription.user.in_(user_ids)).group_by(PushSubscription.user)))
-    return data, subs
-
-
 class PreferenceService:
     """Preferences (GET/PATCH), chat mutes, and the cached answers delivery needs."""
 
@@ -130,7 +118,7 @@ class PreferenceService:
                 out[uid] = prefs
         if missing:
             generation = self._generation
-            data, subs = await self.dbx.read(_load_users, missing)
+            data, subs = await self.dbx.read(store.load_users, missing, DEFAULTS)
             for uid in missing:
                 if generation == self._generation:
                     out[uid] = self._remember(uid, data[uid], subs.get(uid, 0))
@@ -145,15 +133,9 @@ class PreferenceService:
         a targeted notification would: skip the first, mark it silent for the second. One
         read of the preferences that could matter (the rest are defaults).
         """
-        def load():
-            # A coarse text filter first (a type may contain LIKE's "_"); the JSON decides.
-            query = UserPreference.select(UserPreference.user, UserPreference.data).where(
-                UserPreference.data.contains('"dnd_until":"') | UserPreference.data.contains(dumps(ntype)))
-            return list(query.tuples())
-
         now = time.time()
         muted, quiet = [], []
-        for uid, raw in await self.dbx.read(load):
+        for uid, raw in await self.dbx.read(store.broadcast_candidates, ntype):
             prefs = UserPrefs({**DEFAULTS, **json.loads(raw)}, 0)
             if ntype in prefs.muted_types:
                 muted.append(uid)
@@ -193,13 +175,7 @@ class PreferenceService:
         mutes = self.mutes_cached(chat_id)
         if mutes is not None:
             return mutes
-
-        def load():
-            now = utcnow()
-            return list(ChatMember.select(ChatMember.user, ChatMember.muted_until).where(
-                (ChatMember.chat == chat_id) & (ChatMember.muted_until > now)).tuples())
-
-        rows = await self.dbx.read(load)
+        rows = await self.dbx.read(store.chat_mutes, chat_id)
         mutes = self._mutes.get(chat_id)  # a change may have arrived meanwhile: keep it
         if mutes is None:
             mutes = {uid: epoch(until) for uid, until in rows}
@@ -221,7 +197,7 @@ class PreferenceService:
         await self.get(user_id)
         data = self._data.get(user_id)
         if data is None:  # evicted between the two lines above
-            data = (await self.dbx.read(_load_users, [user_id]))[0][user_id]
+            data = (await self.dbx.read(store.load_users, [user_id], DEFAULTS))[0][user_id]
         return self._public(data)
 
     @staticmethod
@@ -269,20 +245,7 @@ class PreferenceService:
         changes = self.validate(patch)
         before = await self.get(user_id)
         subscriptions = before.subscriptions
-
-        def apply():
-            row = UserPreference.get_or_none(UserPreference.user == user_id)
-            data = dict(DEFAULTS)
-            if row is not None:
-                data.update(json.loads(row.data))
-            data.update(changes)
-            (UserPreference.insert(user=user_id, data=dumps(data), updated_at=utcnow())
-             .on_conflict(conflict_target=[UserPreference.user],
-                          update={UserPreference.data: dumps(data), UserPreference.updated_at: utcnow()})
-             .execute())
-            return data
-
-        data = await self.dbx.write(apply)
+        data = await self.dbx.write(store.merge_preferences, user_id, changes, DEFAULTS)
         self._remember(user_id, data, subscriptions)
         await self.hub.control(PreferencesChanged(user_id))
         public = self._public(data)
@@ -300,19 +263,12 @@ class PreferenceService:
         fresh ``unread``), and every process's cache.
         """
         stored = FOREVER if until is None else until
-
-        def apply():
-            ChatMember.update(muted_until=stored).where(
-                (ChatMember.chat == chat_id) & (ChatMember.user == user_id)).execute()
-        await self.dbx.write(apply)
+        await self.dbx.write(store.set_muted_until, user_id, chat_id, stored)
         return await self._changed(user_id, chat_id, epoch(stored))
 
     async def clear_mute(self, user_id: int, chat_id: int) -> dict:
         """Unmute ``chat_id`` for ``user_id``."""
-        def apply():
-            ChatMember.update(muted_until=None).where(
-                (ChatMember.chat == chat_id) & (ChatMember.user == user_id)).execute()
-        await self.dbx.write(apply)
+        await self.dbx.write(store.set_muted_until, user_id, chat_id, None)
         return await self._changed(user_id, chat_id, 0.0)
 
     async def _changed(self, user_id: int, chat_id: int, until: float) -> dict:

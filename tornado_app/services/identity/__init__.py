@@ -5,6 +5,7 @@
   users provisioned just in time.
 - ``UserService``: users, their cache, token versions, ``upsert_external``.
 - ``SessionService``: refresh rotation, revocation everywhere, tickets, live-connection expiry.
+  Its statements are in ``session_store`` (refresh-token families, revocations).
 - ``UserDirectory``: who may find whom (``GET /api/users``).
 
 Uses ``storage``, ``operations`` and ``delivery`` (revocations travel as control messages).

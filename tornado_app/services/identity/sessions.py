@@ -33,13 +33,10 @@ import hmac
 import logging
 import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-import peewee
-
-from models import RefreshToken, Setting, User, utcnow
+from models import utcnow
 from ...errors import NotFound, RateLimited, Unauthorized
 from ...tasks import spawn
 from .auth import AuthService, Claims
@@ -49,6 +46,7 @@ from ..delivery.connection import Connection, EndReason
 from ..delivery.hub import Hub
 from ..operations.ratelimit import RateLimiter, address_key
 from ..delivery.registry import ConnectionRegistry
+from . import session_store as store
 from .external_auth import SESSION_PREFIX as EXTERNAL_SID
 from .users import ACCOUNT_DELETED, UserService
 
@@ -57,7 +55,6 @@ log = logging.getLogger("squall.sessions")
 LOGGED_OUT = "logged_out"
 TOKEN_EXPIRED = "token_expired"
 REFRESH_REUSED = "refresh_reused"
-_INSTALLATION_KEY = "installation_id"
 _PRUNE_EVERY = 60.0
 _PRUNE_BATCH = 5000  # refresh rows deleted per write transaction (the writer is shared)
 
@@ -101,19 +98,11 @@ class SessionService:
 
     async def start(self) -> None:
         """Read (or create) the installation id; load sessions revoked while tokens may still live."""
-        self._installation = await self.dbx.write(self._installation_id)
+        self._installation = await self.dbx.write(store.installation_id)
         self.auth.issuer = f"squall:{self.installation_id}"
         now = utcnow()
         since = now - datetime.timedelta(seconds=self.auth.token_ttl + 1)
-
-        def revoked():
-            return list(RefreshToken.select(RefreshToken.family, peewee.fn.MAX(RefreshToken.revoked_at),
-                                            peewee.fn.MAX(RefreshToken.expires_at))
-                        .where((RefreshToken.revoked_at >= since)
-                               | (RefreshToken.family.startswith(EXTERNAL_SID) & RefreshToken.revoked_at.is_null(False)
-                                  & (RefreshToken.expires_at > now)))
-                        .group_by(RefreshToken.family).tuples())
-        for sid, revoked_at, expires_at in await self.dbx.read(revoked):
+        for sid, revoked_at, expires_at in await self.dbx.read(store.revoked_families, since, now):
             if isinstance(revoked_at, str):  # SQLite aggregates come back as text
                 revoked_at = datetime.datetime.fromisoformat(revoked_at)
             if isinstance(expires_at, str):
@@ -129,12 +118,6 @@ class SessionService:
         if self._installation is None:
             raise RuntimeError("SessionService.installation_id before start")
         return self._installation
-
-    @staticmethod
-    def _installation_id() -> str:
-        """Generated once per database; every token carries it (``iss``)."""
-        Setting.insert(key=_INSTALLATION_KEY, value=uuid.uuid4().hex).on_conflict_ignore().execute()
-        return Setting.get(Setting.key == _INSTALLATION_KEY).value
 
     # Issuing and rotating ---------------------------------------------------------------------
 
@@ -156,9 +139,7 @@ class SessionService:
         refresh = secrets.token_urlsafe(32)
         now = utcnow()
         expires = now + datetime.timedelta(seconds=self.refresh_ttl)
-        await self.dbx.write(lambda: RefreshToken.create(
-            token_hash=self._hash(refresh), user=user["id"], family=sid, created_at=now, last_used_at=now,
-            expires_at=expires))
+        await self.dbx.write(store.create_session, self._hash(refresh), user["id"], sid, now, expires)
         return self._pair(user["id"], sid, refresh)
 
     async def refresh(self, refresh_token, address: Optional[str] = None) -> Tuple[dict, dict]:
@@ -179,27 +160,9 @@ class SessionService:
         fresh_hash = self._hash(fresh)
         ttl = self.refresh_ttl
 
-        def rotate():
-            row = RefreshToken.get_or_none(RefreshToken.token_hash == token_hash)
-            if row is None:
-                return "unknown", None, None
-            if row.replaced_by is not None:
-                return "reused", row.user_id, row.family
-            now = utcnow()
-            if row.revoked_at is not None or row.expires_at <= now:
-                return "invalid", row.user_id, row.family
-            if not self._session_refreshes.allow(row.family):
-                return "limited", row.user_id, row.family
-            spent = (RefreshToken.update(replaced_by=fresh_hash, last_used_at=now)
-                     .where((RefreshToken.id == row.id) & RefreshToken.replaced_by.is_null()
-                            & RefreshToken.revoked_at.is_null()).execute())
-            if spent != 1:  # a concurrent rotation of the same token won
-                return "reused", row.user_id, row.family
-            RefreshToken.create(token_hash=fresh_hash, user=row.user_id, family=row.family, created_at=now,
-                                last_used_at=now, expires_at=now + datetime.timedelta(seconds=ttl))
-            return "ok", User.get_by_id(row.user_id), row.family
-
-        outcome, user, sid = await self.dbx.write(rotate)
+        # the session's limiter is asked on the writer thread, once the token's session is known
+        outcome, user, sid = await self.dbx.write(store.rotate, token_hash, fresh_hash, ttl,
+                                                  self._session_refreshes.allow)
         if outcome == "reused":
             log.warning("a spent refresh token was presented again: revoking its session (user %s)", user)
             await self.revoke_session(sid, REFRESH_REUSED)
@@ -217,8 +180,7 @@ class SessionService:
         if not isinstance(refresh_token, str) or not refresh_token or len(refresh_token) > 256:
             return None
         token_hash = self._hash(refresh_token)
-        return await self.dbx.read(lambda: RefreshToken.select(RefreshToken.family).where(
-            RefreshToken.token_hash == token_hash).scalar())
+        return await self.dbx.read(store.family_of, token_hash)
 
     async def prune(self, now: Optional[datetime.datetime] = None) -> int:
         """Delete the refresh rows no answer needs any more; how many (run hourly with the services).
@@ -231,17 +193,9 @@ class SessionService:
         now = now or utcnow()
         spent_before = now - datetime.timedelta(seconds=self.limits.reuse_window)
         revoked_before = now - datetime.timedelta(seconds=self.auth.token_ttl + 60)
-        stale = ((RefreshToken.expires_at <= now)
-                 | (RefreshToken.replaced_by.is_null(False) & (RefreshToken.last_used_at < spent_before))
-                 | ((RefreshToken.revoked_at < revoked_before) & ~RefreshToken.family.startswith(EXTERNAL_SID)))
-
-        def delete_batch():
-            batch = RefreshToken.select(RefreshToken.id).where(stale).limit(_PRUNE_BATCH)
-            return RefreshToken.delete().where(RefreshToken.id.in_(batch)).execute()
-
         deleted = 0
         while True:
-            count = await self.dbx.write(delete_batch)
+            count = await self.dbx.write(store.delete_stale, now, spent_before, revoked_before, _PRUNE_BATCH)
             deleted += count
             if count < _PRUNE_BATCH:
                 break
@@ -265,14 +219,9 @@ class SessionService:
         if sid.startswith(EXTERNAL_SID) and user_id is not None and until is not None:
             expires = datetime.datetime.fromtimestamp(until, datetime.timezone.utc).replace(tzinfo=None)
             marker = hashlib.sha256(("revoked-external-token:" + sid).encode()).hexdigest()
-
-            def keep():
-                RefreshToken.insert(token_hash=marker, user=user_id, family=sid, created_at=now, last_used_at=now,
-                                    expires_at=expires, revoked_at=now).on_conflict_ignore().execute()
-            await self.dbx.write(keep)
+            await self.dbx.write(store.keep_external_logout, marker, user_id, sid, now, expires)
         else:
-            await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
-                (RefreshToken.family == sid) & RefreshToken.revoked_at.is_null()).execute())
+            await self.dbx.write(store.revoke_family, sid, now)
             until = time.time() + self.auth.token_ttl + 1
         await self.hub.control(SessionsRevoked((sid,), float(until), LOGGED_OUT))
 
@@ -288,11 +237,10 @@ class SessionService:
         revoked_at = None
         if revoke_tokens:
             revoked_at = int(time.time())
-            await self.dbx.write(lambda: User.update(revoked_at=revoked_at).where(User.id == user_id).execute())
+            await self.dbx.write(store.set_tokens_revoked_at, user_id, revoked_at)
             self.users.set_revoked_at(user_id, revoked_at)
         version = await self.users.bump_token_version(user_id)
-        await self.dbx.write(lambda: RefreshToken.update(revoked_at=now).where(
-            (RefreshToken.user == user_id) & RefreshToken.revoked_at.is_null()).execute())
+        await self.dbx.write(store.revoke_user_families, user_id, now)
         await self.hub.control(TokenVersionChanged(user_id, version, reason, revoked_at))
 
     # Control messages (from this process or another one, through the broker; ControlDispatch) ----

@@ -124,6 +124,10 @@ class DatabaseExecutor:
         """Run ``fn(*args)`` on the writer thread without an enclosing transaction."""
         return await self._queue_write(functools.partial(self._call, fn, args, {}))
 
+    async def ping(self) -> None:
+        """One ``SELECT 1`` on a reader thread: raises when the database does not answer (the monitor)."""
+        await self.read(lambda: self.db.execute_sql("SELECT 1"))
+
     async def check(self) -> None:
         """Raise unless the database could take a write now (``/readyz``).
 
