@@ -30,15 +30,15 @@ import asyncio
 import datetime
 import functools
 import itertools
-import json
 import logging
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from models import ChatMember, User, UserPreference, tuples, utcnow
+from models import ChatMember, User, utcnow
 from ...errors import ValidationError
 from ...tasks import spawn
 from ..delivery.events import NOTIFY, dumps, iso
 from ..delivery.hub import ONLINE, Hub
+from ..delivery.preference_store import hiding_presence
 from ..delivery.preferences import PreferenceService
 from ..storage.db import DatabaseExecutor
 
@@ -76,24 +76,10 @@ def co_members(user_id: int) -> List[int]:
             .where(ChatMember.chat.in_(chats) & (ChatMember.user != user_id)).tuples())]
 
 
-def hiding(user_ids: Iterable[int]) -> Set[int]:
-    """Which of ``user_ids`` turned ``share_presence`` off (reader thread).
-
-    Only the preference rows that mention it are read (no row, or none of it, means the
-    default: shared); their JSON decides.
-    """
-    out: Set[int] = set()
-    for chunk in _chunks(sorted(set(user_ids))):
-        for uid, raw in tuples(UserPreference.select(UserPreference.user, UserPreference.data).where(
-                UserPreference.user.in_(chunk) & UserPreference.data.contains("share_presence"))):
-            if json.loads(raw).get("share_presence") is False:
-                out.add(uid)
-    return out
-
-
 def audiences(user_ids: List[int]) -> Dict[int, List[int]]:
     """``{user: co-members who may see them}`` for those of ``user_ids`` who may be seen by anyone
-    (reader thread): one query for the pairs sharing a chat, one for the switches of everyone in them.
+    (a database thread; presence reads it on the writer): one query for the pairs sharing a chat, one
+    for the switches of everyone in them.
 
     A pair counts only while both share their presence; users without such a co-member are left out.
     """
@@ -105,7 +91,9 @@ def audiences(user_ids: List[int]) -> Dict[int, List[int]]:
                           .where(subject.user.in_(chunk) & (viewer.user != subject.user)).tuples()))
     if not pairs:
         return {}
-    hidden = hiding(itertools.chain(user_ids, (v for _, v in pairs)))
+    hidden: Set[int] = set()
+    for chunk in _chunks(sorted(set(itertools.chain(user_ids, (v for _, v in pairs))))):
+        hidden |= hiding_presence(chunk)
     out: Dict[int, List[int]] = {}
     for uid, other in pairs:
         if uid not in hidden and other not in hidden:
