@@ -33,7 +33,7 @@ import itertools
 import logging
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from models import ChatMember, User, utcnow
+from models import User, utcnow
 from ...errors import ValidationError
 from ...tasks import spawn
 from ..delivery.events import NOTIFY, dumps, iso
@@ -41,6 +41,7 @@ from ..delivery.hub import ONLINE, Hub
 from ..delivery.preference_store import hiding_presence
 from ..delivery.preferences import PreferenceService
 from ..storage.db import DatabaseExecutor
+from .group_store import co_members, shared_with, sharing_pairs
 
 log = logging.getLogger("squall.presence")
 
@@ -69,13 +70,6 @@ def to_minute(when: datetime.datetime) -> datetime.datetime:
     return when.replace(second=0, microsecond=0)
 
 
-def co_members(user_id: int) -> List[int]:
-    """Everyone who shares a chat with ``user_id`` (reader thread)."""
-    chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
-    return [uid for (uid,) in _all(ChatMember.select(ChatMember.user).distinct()
-            .where(ChatMember.chat.in_(chats) & (ChatMember.user != user_id)).tuples())]
-
-
 def audiences(user_ids: List[int]) -> Dict[int, List[int]]:
     """``{user: co-members who may see them}`` for those of ``user_ids`` who may be seen by anyone
     (a database thread; presence reads it on the writer): one query for the pairs sharing a chat, one
@@ -83,12 +77,7 @@ def audiences(user_ids: List[int]) -> Dict[int, List[int]]:
 
     A pair counts only while both share their presence; users without such a co-member are left out.
     """
-    subject, viewer = ChatMember.alias(), ChatMember.alias()
-    pairs: List[Tuple[int, int]] = []
-    for chunk in _chunks(user_ids):
-        pairs.extend(_all(subject.select(subject.user, viewer.user).distinct()
-                          .join(viewer, on=(viewer.chat == subject.chat))
-                          .where(subject.user.in_(chunk) & (viewer.user != subject.user)).tuples()))
+    pairs = sharing_pairs(user_ids)
     if not pairs:
         return {}
     hidden: Set[int] = set()
@@ -99,15 +88,6 @@ def audiences(user_ids: List[int]) -> Dict[int, List[int]]:
         if uid not in hidden and other not in hidden:
             out.setdefault(uid, []).append(other)
     return out
-
-
-def shared_with(viewer: int, user_ids: List[int]) -> Set[int]:
-    """Which of ``user_ids`` share a chat with ``viewer`` (reader thread)."""
-    if not user_ids:
-        return set()
-    chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == viewer)
-    return {uid for (uid,) in _all(ChatMember.select(ChatMember.user).distinct()
-            .where(ChatMember.chat.in_(chats) & ChatMember.user.in_(user_ids)).tuples())}
 
 
 def last_seen_of(user_ids: List[int]) -> Dict[int, Optional[datetime.datetime]]:
