@@ -24,6 +24,23 @@ from .servers import ROOT
 
 SCENARIOS = ("fanout", "idle", "chat", "targeted", "login", "webhooks")
 SCALE_SCENARIOS = ("cluster", "connections50k")  # bench/scale.py; not part of "all"
+MAX_LABEL = 100  # characters of a comparison's --label (its heading in the report)
+
+
+def valid_label(label: str) -> bool:
+    """A --label: one line of 1 to MAX_LABEL characters, not only spaces."""
+    return 0 < len(label) <= MAX_LABEL and label.strip() != "" and label.isprintable()
+
+
+def store_compare(doc: dict, result: dict, label=None) -> dict:
+    """``doc`` (bench-results.json) with ``result`` stored: as ``"compare"``, or under ``"comparisons"``
+    by its label (a comparison kept beside the others; the same label replaces it)."""
+    if label is None:
+        doc["compare"] = result
+    else:
+        result["label"] = label
+        doc.setdefault("comparisons", {})[label] = result
+    return doc
 
 
 def parse(argv):
@@ -48,6 +65,9 @@ def parse(argv):
     p.add_argument("--out-dir", default=os.path.join(ROOT, "docs"),
                    help="where performance.md and bench-results.json go")
     p.add_argument("--notes", default="", help="a sentence printed in the report (e.g. the machine was busy)")
+    p.add_argument("--label", default=None,
+                   help=f"compare: keep this comparison under its own heading (at most {MAX_LABEL} characters, one "
+                        "line) beside the others, instead of replacing the unlabelled one; the same label replaces it")
     args = p.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         p.error("--runs must be 1 or more")
@@ -63,8 +83,12 @@ def parse(argv):
         if unknown or not args.scenario_list:
             p.error(f"--scenarios: unknown {', '.join(unknown) or '(none given)'} "
                     f"(choose from {', '.join(comparison.COMPARE_SCENARIOS)})")
+        if args.label is not None and not valid_label(args.label):
+            p.error(f"--label: one line of 1 to {MAX_LABEL} characters")
     elif args.ref or args.size:
         p.error("--ref and --size belong to 'compare'")
+    elif args.label is not None:
+        p.error("--label belongs to 'compare'")
     return args
 
 
@@ -157,7 +181,7 @@ def run_compare(args) -> int:
     if os.path.exists(json_path):
         with open(json_path) as f:
             doc = json.load(f)
-    doc["compare"] = result
+    store_compare(doc, result, args.label)
     with open(json_path, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:

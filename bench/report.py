@@ -471,10 +471,12 @@ def render(doc: dict) -> str:
         lines += cluster_section(doc["cluster"])
     if doc.get("connections"):
         lines += connections_section(doc["connections"])
-    if doc.get("compare"):
-        lines += before_and_after(doc["compare"])
+    if doc.get("compare") or doc.get("comparisons"):
+        lines += before_and_after(doc["compare"]) if doc.get("compare") else [COMPARE_HEADING, ""]
+        for label, kept in doc.get("comparisons", {}).items():  # --label: each under its own heading
+            lines += before_and_after(kept, f"### {label}")
     else:
-        lines += ["## Before and after (`python -m bench compare`)", "",
+        lines += [COMPARE_HEADING, "",
                   "No comparison stored yet: `python -m bench compare --ref COMMIT` measures a commit and this",
                   "tree run by run and writes this section (see \"How to compare two commits\").", ""]
     lines += [
@@ -592,6 +594,7 @@ HOW_TO_COMPARE = [
     "python -m bench compare --ref main                 # main before, this tree (with its uncommitted changes) after",
     "python -m bench compare --ref 6de5f48 --runs 5 --size idle_ws=2000 --size idle_sse=2000 --notes 'quiet machine'",
     "python -m bench compare --ref HEAD --tiny          # seconds: what tests/docs/test_bench.py runs",
+    "python -m bench compare --ref c330d61 --label 'Presence (issue 25)'   # kept beside the others, own heading",
     "python -m bench report                             # re-render this file (the comparison too) from the JSON",
     "```",
     "",
@@ -624,16 +627,22 @@ HOW_TO_COMPARE = [
     "change larger than that range shows. A change smaller than the noise cannot be told from it by",
     "this machine: run more (`--runs 9`) on a quiet machine to narrow it. The results go under",
     "`\"compare\"` in bench-results.json (every run kept) and survive later `python -m bench` runs until",
-    "the next comparison.",
+    "the next comparison. With `--label TEXT` (one line, at most 100 characters) a comparison goes under",
+    "`\"comparisons\"` instead, kept beside the others and shown under its own heading in \"Before and",
+    "after\"; a later comparison with the same label replaces it.",
     "",
 ]
 
 
-def before_and_after(c: dict) -> List[str]:
-    """The "Before and after" section: both commits' medians and spreads, the ratio and the verdict."""
+COMPARE_HEADING = "## Before and after (`python -m bench compare`)"
+
+
+def before_and_after(c: dict, heading: str = COMPARE_HEADING) -> List[str]:
+    """The "Before and after" section (or a labelled comparison's, under ``heading``): both commits'
+    medians and spreads, the ratio and the verdict."""
     m = c.get("machine", {})
     dirty = " with uncommitted changes" if c.get("head_dirty") else ""
-    lines = ["## Before and after (`python -m bench compare`)", "",
+    lines = [heading, "",
              f"Before: `{c.get('ref')}` ({str(c.get('ref_commit', ''))[:12]}); after: this tree "
              f"({str(c.get('head', ''))[:12]}{dirty}). Measured {c.get('date')} on {m.get('cpu') or '?'}, "
              f"{m.get('cores')} cores, load average at the end {m.get('loadavg_at_end')}; {c.get('runs')} runs per"

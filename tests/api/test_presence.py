@@ -170,3 +170,85 @@ async def test_presence_lookup_input(api, users):
     assert status == 200 and data == {"presence": []}  # at the limit; nobody shares a chat with alice
     status, _ = await api.call("GET", "/api/presence?user_ids=1")
     assert status == 401
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.parametrize("extra, flushes", [(0, 1), (1, 2)])
+async def test_users_coming_online_together_are_told_in_batches_of_max_batch(api, users, ws_connect, services,
+                                                                                extra, flushes):
+    """The presence of a busy moment is told in batches of ``MAX_BATCH`` users (one UPDATE, one read
+    each): exactly ``MAX_BATCH`` users take one flush, one more a second; every one is told and stored."""
+    from models import ChatMember
+    from tornado_app.services.chat.presence import MAX_BATCH
+    alice, bob = await users("alice", "bob")
+    cid = await group(api, alice, [bob])
+    n = MAX_BATCH + extra
+    User.insert_many([{"username": f"p{i}_{cid}", "username_key": f"p{i}_{cid}", "display_name": "P",
+                       "password_hash": "x"} for i in range(n)]).execute()
+    ids = [u.id for u in User.select(User.id).where(User.username.startswith("p")).where(
+        User.username.endswith(f"_{cid}"))]
+    assert len(ids) == n
+    ChatMember.insert_many([{"chat": cid, "user": uid} for uid in ids]).execute()
+    b = await ws_connect("/ws/notifications", bob["token"])
+    await b.recv_type("unread")
+    presence = services.presence
+    await presence.drain()  # bob's own coming online is told
+    before = presence.flushes
+    for uid in ids:  # what the hub says when their first streams open in one loop turn
+        presence.changed(uid, True)
+    told = set()
+    while len(told) < n:
+        frame = await b.recv_type("presence")
+        assert frame["online"] is True and MINUTE.match(frame["last_seen"])
+        told.add(frame["user_id"])
+    assert told == set(ids)
+    await presence.drain()
+    assert presence.flushes - before == flushes
+    assert User.select().where(User.id.in_(ids) & User.last_seen.is_null(False)).count() == n
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"presence_grace": 0.0}])
+async def test_back_before_the_offline_check_is_told_says_nothing(api, users, ws_connect, services, config_overrides):
+    """An offline check already queued (grace over) is dropped, not followed by "online", when the
+    user comes back before the batch is told: nobody was told offline."""
+    alice, bob = await users("alice", "bob")
+    await group(api, alice, [bob])
+    b = await ws_connect("/ws/notifications", bob["token"])
+    await b.recv_type("unread")
+    presence = services.presence
+    await presence.drain()
+    presence.linger = 1.0  # the queued check waits long enough for the test to act
+    presence.changed(alice["id"], False)  # her last stream closed (she has none: offline if told)
+    await asyncio.sleep(0.05)  # the grace period (0) is over: the check is queued
+    presence.changed(alice["id"], True)  # back before it was told
+    await presence.drain()
+    assert await presences_until_marker(b, await marker(api, bob)) == []
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("config_overrides", [{"presence_grace": 0.6}])
+async def test_grace_periods_end_each_at_its_own_time(api, users, ws_connect, config_overrides):
+    """Offline checks share one timer: the second user's comes after the first's, each a grace period
+    after their own last stream closed."""
+    alice, bob, carol = await users("alice", "bob", "carol")
+    await group(api, alice, [bob, carol])
+    b = await ws_connect("/ws/notifications", bob["token"])
+    await b.recv_type("unread")
+    a = await ws_connect("/ws/notifications", alice["token"])
+    c = await ws_connect("/ws/notifications", carol["token"])
+    online = {(await b.recv_type("presence"))["user_id"] for _ in range(2)}
+    assert online == {alice["id"], carol["id"]}
+    loop = asyncio.get_running_loop()
+    a.close()
+    t_a = loop.time()
+    await asyncio.sleep(0.3)
+    c.close()
+    t_c = loop.time()
+    first = await b.recv_type("presence")
+    t1 = loop.time()
+    assert (first["user_id"], first["online"]) == (alice["id"], False)
+    assert t1 - t_a >= 0.6 and t1 - t_c < 0.6  # alice's grace is over, carol's is not
+    second = await b.recv_type("presence")
+    assert (second["user_id"], second["online"]) == (carol["id"], False)
+    assert loop.time() - t_c >= 0.6

@@ -266,6 +266,49 @@ def test_bench_compare_verdict_at_and_past_the_noise():
     assert verdict(stats([0.0, 0.0]), stats([1.0, 1.0]), True) == (None, None, "no verdict (before is 0)")
 
 
+def test_bench_compare_label_limits():
+    """``--label``: one line of 1 to 100 characters, and only with ``compare``."""
+    from bench.__main__ import MAX_LABEL, parse
+    assert MAX_LABEL == 100
+    assert parse(["compare", "--ref", "HEAD", "--label", "x" * MAX_LABEL]).label == "x" * MAX_LABEL
+    assert parse(["compare", "--ref", "HEAD"]).label is None
+    for bad in (["compare", "--ref", "HEAD", "--label", "x" * (MAX_LABEL + 1)],
+                ["compare", "--ref", "HEAD", "--label", "two\nlines"], ["compare", "--ref", "HEAD", "--label", " "],
+                ["idle", "--label", "Presence"]):
+        with pytest.raises(SystemExit):
+            parse(bad)
+
+
+def _comparison(ref: str, kb: float) -> dict:
+    figure = {"label": "idle memory, KB per WebSocket", "higher_is_better": False, "ratio": 1.0, "noise": 0.02,
+              "verdict": "within noise", "before": {"median": kb, "min": kb, "max": kb},
+              "after": {"median": kb, "min": kb, "max": kb}}
+    return {"ref": ref, "ref_commit": ref * 5, "head": "f" * 40, "date": "2026-12-04 19:00 UTC", "runs": 3,
+            "scenarios": ["idle"], "sizes": {}, "figures": [figure], "checks": {"before": {"idle": True},
+                                                                                "after": {"idle": True}}}
+
+
+def test_bench_labelled_comparisons_are_kept_and_rendered(tmp_path):
+    """A labelled comparison is kept beside the unlabelled one and the other labels; the same label replaces it."""
+    from bench.__main__ import store_compare
+    doc = store_compare({}, _comparison("aaaaaaaa", 9.5))
+    store_compare(doc, _comparison("bbbbbbbb", 9.6), "Presence (issue 25)")
+    store_compare(doc, _comparison("cccccccc", 9.7), "The Connection core (issue 21)")
+    store_compare(doc, _comparison("dddddddd", 9.8), "Presence (issue 25)")  # measured again: replaces
+    assert doc["compare"]["ref"] == "aaaaaaaa"
+    assert {k: v["ref"] for k, v in doc["comparisons"].items()} == {
+        "Presence (issue 25)": "dddddddd", "The Connection core (issue 21)": "cccccccc"}
+    (tmp_path / "bench-results.json").write_text(json.dumps(doc))
+    proc = _bench(["report"], tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "performance.md").read_text()
+    section = report.split("## Before and after (`python -m bench compare`)")[1].split("\n## ")[0]
+    assert section.index("Before: `aaaaaaaa`") < section.index("### Presence (issue 25)") \
+        < section.index("Before: `dddddddd`") < section.index("### The Connection core (issue 21)") \
+        < section.index("Before: `cccccccc`")
+    assert "bbbbbbbb" not in report and section.count("| idle memory, KB per WebSocket |") == 3
+
+
 # python -m bench cluster / connections50k (issue 26, items 3 and 4) --------------------------------
 
 def test_bench_cluster_tiny(tmp_path):

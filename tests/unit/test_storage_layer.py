@@ -35,9 +35,6 @@ QUERIES = {"select", "update", "insert", "insert_many", "insert_from", "replace"
            "get", "get_or_none", "get_by_id", "get_or_create", "create", "bulk_create", "bulk_update", "raw"}
 # (service module, model): queries not moved to the model's store yet, and why.
 NOT_YET = {
-    # chat/presence.py is being rewritten (batched presence) by a change of its own: its two
-    # reads of co-members move to group_store there.
-    ("chat/presence.py", "ChatMember"),
     # uploads: an upload's own aggregate (the ``upload`` table) has no database store yet; its
     # checks read the first message of a resend and the membership of the upload's chat. They
     # cannot call the chat's stores as they are (those import uploads.py: the message's

@@ -19,6 +19,7 @@ from models import (ADMIN, GROUP, MEMBER, OWNER, PRIVATE, SYSTEM_MESSAGE, Chat, 
                     tuples, utcnow)
 from ...errors import Conflict, Forbidden, NotFound, ValidationError
 from ..delivery.notification_store import unread_states
+from ..storage.sql import quote, select_in
 from .store import SendRequest, store_sends
 
 # Peewee's implicit ids, typed Any: its stubs do not know them
@@ -292,3 +293,32 @@ def set_role(user_id: int, chat_id: int, actor: dict, target_id: int, target: di
                                      {"action": "role", "actor_id": user_id, "user_ids": [target_id],
                                       "role": role}, [])
     return Change(chat_id, message, roles=roles, unread=frames)
+
+
+# Presence (issue 25, ``presence.py``): who shares a chat with whom ----------------------------
+
+def co_members(user_id: int) -> List[int]:
+    """Everyone who shares a chat with ``user_id``."""
+    chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
+    return [uid for (uid,) in tuples(ChatMember.select(ChatMember.user).distinct()
+            .where(ChatMember.chat.in_(chats) & (ChatMember.user != user_id)))]
+
+
+def shared_with(viewer: int, user_ids: List[int]) -> Set[int]:
+    """Which of ``user_ids`` share a chat with ``viewer``."""
+    if not user_ids:
+        return set()
+    chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == viewer)
+    return {uid for (uid,) in tuples(ChatMember.select(ChatMember.user).distinct()
+            .where(ChatMember.chat.in_(chats) & ChatMember.user.in_(user_ids)))}
+
+
+def sharing_pairs(user_ids: List[int]) -> List[Tuple[int, int]]:
+    """``(user, co-member)`` once per pair, for each of ``user_ids`` and everyone who shares a chat with
+    them: the statement written out, its id list widened per chunk (Peewee would build it a parameter
+    at a time, which for a presence batch of hundreds of users costs more than the query)."""
+    table, user, chat = (quote(ChatMember._meta.table_name), quote(ChatMember.user.column_name),
+                         quote(ChatMember.chat.column_name))
+    sql = (f"SELECT DISTINCT s.{user}, v.{user} FROM {table} AS s JOIN {table} AS v ON v.{chat} = s.{chat} "
+           f"WHERE s.{user} IN ({{}}) AND v.{user} <> s.{user}")
+    return [(a, b) for a, b in select_in(ChatMember, sql, user_ids)]

@@ -10,6 +10,15 @@ process when its first stream of a user opens or its last one closes; then:
 - closed: ``grace`` seconds later, if the user has no stream on any process, ``last_seen`` is
   stored and co-members get ``"online": false``.
 
+The work is batched, as a busy server sees thousands of streams open a second: ``changed``
+only notes the user's new state (the latest wins; an offline check that has not been told
+yet is simply dropped by a reconnect), and one flush at a time, ``LINGER`` seconds after the
+first change it takes, tells a batch of up to ``MAX_BATCH`` users: one online check across
+processes for those going offline, then on the writer thread in one trip one UPDATE of
+``last_seen`` for all of them and one read of the co-members of all of them (with the
+``share_presence`` switches of both sides), then one publish per user who has someone to tell. The grace periods share one timer (their
+deadlines come in the order they were set). Nothing is kept per online user here: the hub's claim is what says "online".
+
 ``last_seen`` is kept to the minute (UTC, seconds cut off), to limit how closely one user
 can follow another. Privacy works both ways: a user whose ``share_presence`` preference is
 false is shown to nobody and sees nobody (their lookups answer nothing, they get no events).
@@ -19,20 +28,30 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
+import itertools
 import logging
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
-from models import ChatMember, User, utcnow
+from models import User, utcnow
 from ...errors import ValidationError
 from ...tasks import spawn
 from ..delivery.events import NOTIFY, dumps, iso
 from ..delivery.hub import ONLINE, Hub
+from ..delivery.preference_store import hiding_presence
 from ..delivery.preferences import PreferenceService
 from ..storage.db import DatabaseExecutor
+from .group_store import co_members, shared_with, sharing_pairs
 
 log = logging.getLogger("squall.presence")
 
 MAX_LOOKUP = 100  # user ids per GET /api/presence
+# Users told per flush (one UPDATE, one read, one online check); the rest wait for the next
+# flush. Also the size of the id lists in one SQL statement (SQLite's limit on variables).
+MAX_BATCH = 500
+# Seconds a flush waits before it takes its batch, so that the streams of a busy moment share
+# it (at a thousand connects a second, some fifty users per batch); small beside a human's eye.
+LINGER = 0.05
 USER_ID: Any = User._meta.primary_key  # Peewee's implicit id (its stubs do not know it)
 
 
@@ -41,25 +60,34 @@ def _all(query: Any) -> List[Any]:
     return list(query)
 
 
+def _chunks(ids: List[int], size: int = MAX_BATCH) -> Iterable[List[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
 def to_minute(when: datetime.datetime) -> datetime.datetime:
     """``when`` with its seconds cut off: last seen is kept this coarse."""
     return when.replace(second=0, microsecond=0)
 
 
-def co_members(user_id: int) -> List[int]:
-    """Everyone who shares a chat with ``user_id`` (reader thread)."""
-    chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == user_id)
-    return [uid for (uid,) in _all(ChatMember.select(ChatMember.user).distinct()
-            .where(ChatMember.chat.in_(chats) & (ChatMember.user != user_id)).tuples())]
+def audiences(user_ids: List[int]) -> Dict[int, List[int]]:
+    """``{user: co-members who may see them}`` for those of ``user_ids`` who may be seen by anyone
+    (a database thread; presence reads it on the writer): one query for the pairs sharing a chat, one
+    for the switches of everyone in them.
 
-
-def shared_with(viewer: int, user_ids: List[int]) -> Set[int]:
-    """Which of ``user_ids`` share a chat with ``viewer`` (reader thread)."""
-    if not user_ids:
-        return set()
-    chats = ChatMember.select(ChatMember.chat).where(ChatMember.user == viewer)
-    return {uid for (uid,) in _all(ChatMember.select(ChatMember.user).distinct()
-            .where(ChatMember.chat.in_(chats) & ChatMember.user.in_(user_ids)).tuples())}
+    A pair counts only while both share their presence; users without such a co-member are left out.
+    """
+    pairs = sharing_pairs(user_ids)
+    if not pairs:
+        return {}
+    hidden: Set[int] = set()
+    for chunk in _chunks(sorted(set(itertools.chain(user_ids, (v for _, v in pairs))))):
+        hidden |= hiding_presence(chunk)
+    out: Dict[int, List[int]] = {}
+    for uid, other in pairs:
+        if uid not in hidden and other not in hidden:
+            out.setdefault(uid, []).append(other)
+    return out
 
 
 def last_seen_of(user_ids: List[int]) -> Dict[int, Optional[datetime.datetime]]:
@@ -69,82 +97,141 @@ def last_seen_of(user_ids: List[int]) -> Dict[int, Optional[datetime.datetime]]:
     return dict(_all(User.select(USER_ID, User.last_seen).where(USER_ID.in_(user_ids)).tuples()))
 
 
-def store_last_seen(user_id: int, when: datetime.datetime) -> None:
-    """Store ``last_seen`` (writer thread)."""
-    User.update(last_seen=when).where(USER_ID == user_id).execute()
+def store_last_seen(user_ids: List[int], when: datetime.datetime) -> None:
+    """Store ``last_seen`` of ``user_ids`` (writer thread): one statement per ``MAX_BATCH`` users."""
+    for chunk in _chunks(user_ids):
+        User.update(last_seen=when).where(USER_ID.in_(chunk)).execute()
 
 
 class PresenceService:
     """Presence events to co-members, presence lookups, and members' presence in chat summaries."""
 
-    def __init__(self, dbx: DatabaseExecutor, hub: Hub, preferences: PreferenceService, grace: float = 5.0):
+    def __init__(self, dbx: DatabaseExecutor, hub: Hub, preferences: PreferenceService, grace: float = 5.0,
+                 max_batch: int = MAX_BATCH, linger: float = LINGER):
         self.dbx = dbx
         self.hub = hub
         self.preferences = preferences
         self.grace = grace  # --presence-grace: seconds without any stream before "offline"
-        self._offline_checks: Dict[int, asyncio.TimerHandle] = {}  # user id -> pending offline check
-        self._tasks: Set[asyncio.Task] = set()  # presence being told: cancelled at shutdown
+        self.max_batch = max_batch
+        self.linger = linger
+        # user id -> state to tell at the next flush (True: came online; False: check, then tell offline)
+        self._changes: Dict[int, bool] = {}
+        # user id -> loop time of their offline check, in the order set (so in deadline order)
+        self._leaving: Dict[int, float] = {}
+        self._sweep: Optional[asyncio.TimerHandle] = None  # fires at the first deadline of _leaving
+        self._flusher: Optional[asyncio.Task] = None  # the one flush loop, while there is something to tell
         self._closed = False
+        self.flushes = 0  # batches told (tests check that the changes of a moment share one)
 
     def close(self) -> None:
-        """Cancel pending offline checks (shutdown)."""
+        """Drop pending offline checks and changes, stop the flush (shutdown)."""
         self._closed = True
-        for handle in self._offline_checks.values():
-            handle.cancel()
-        self._offline_checks.clear()
-        for task in list(self._tasks):
-            task.cancel()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        self._leaving.clear()
+        self._changes.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+
+    async def drain(self) -> None:
+        """Return once every change queued so far has been told (offline checks still in their grace period aside)."""
+        while self._flusher is not None:
+            await asyncio.wait((self._flusher,))
 
     def changed(self, user_id: int, online: bool) -> None:
         """``HubListeners.on_online``: this process's first notification stream of ``user_id`` opened, or its last closed."""
         if self._closed:
             return
-        pending = self._offline_checks.pop(user_id, None)
-        if pending is not None:
-            pending.cancel()
         if online:
-            if pending is None:  # back within the grace period: nobody was told offline
-                self._track(spawn(self._tell(user_id, True), name="presence.online"))
+            if self._leaving.pop(user_id, None) is not None:
+                return  # back within the grace period: nobody was told offline
+            if self._changes.get(user_id) is False:
+                del self._changes[user_id]  # back before the offline check ran: nobody was told offline
+                return
+            self._queue(user_id, True)
             return
         loop = asyncio.get_running_loop()
-        self._offline_checks[user_id] = loop.call_later(
-            self.grace, lambda: self._track(spawn(self._offline_if_gone(user_id), name="presence.offline")))
+        self._leaving.pop(user_id, None)
+        self._leaving[user_id] = loop.time() + self.grace
+        if self._sweep is None:
+            self._sweep = loop.call_at(self._leaving[user_id], self._due)
 
-    def _track(self, task: asyncio.Task) -> None:
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _due(self) -> None:
+        """The sweep: queue the offline checks whose grace period is over, then wait for the next one."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now = loop.time() + 0.001  # a timer may fire within the clock's resolution of its time
+        while self._leaving:
+            user_id, deadline = next(iter(self._leaving.items()))
+            if deadline > now:
+                self._sweep = loop.call_at(deadline, self._due)
+                return
+            del self._leaving[user_id]
+            self._queue(user_id, False)
 
-    async def _offline_if_gone(self, user_id: int) -> None:
-        self._offline_checks.pop(user_id, None)
-        if self.hub.registry.is_active(user_id, ONLINE):
+    def _queue(self, user_id: int, online: bool) -> None:
+        self._changes[user_id] = online
+        if self._flusher is None:
+            self._flusher = spawn(self._flush_all(), name="presence.flush")
+
+    async def _flush_all(self) -> None:
+        """Tell the queued changes, a batch at a time, until none is left."""
+        try:
+            while not self._closed:
+                if len(self._changes) < self.max_batch:
+                    await asyncio.sleep(self.linger)  # the changes of this moment join the batch
+                if not self._changes:
+                    break
+                batch = list(itertools.islice(self._changes.items(), self.max_batch))
+                for user_id, _ in batch:
+                    del self._changes[user_id]
+                try:
+                    await self._tell(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("telling the presence of %d user(s) failed (%s)", len(batch), type(exc).__name__)
+                self.flushes += 1
+        finally:
+            self._flusher = None
+
+    async def _tell(self, batch: List[Tuple[int, bool]]) -> None:
+        """Store ``last_seen`` and publish the presence of a batch of users to the co-members who may see it."""
+        coming = [user_id for user_id, online in batch if online]
+        # Offline only if no stream came back here, nor is open on another process.
+        going = [user_id for user_id, online in batch if not online and not self.hub.registry.is_active(user_id, ONLINE)]
+        if going:
+            elsewhere = await self.hub.online_users(going)
+            going = [user_id for user_id in going if user_id not in elsewhere]
+        told = coming + going
+        if not told:
             return
-        try:
-            if await self.hub.online_users([user_id]):
-                return  # still online on another process
-            await self._tell(user_id, False)
-        except Exception as exc:
-            log.warning("telling the presence of user %s failed (%s)", user_id, type(exc).__name__)
-
-    async def _tell(self, user_id: int, online: bool) -> None:
-        """Store ``last_seen`` and publish the presence of ``user_id`` to the co-members who may see it."""
-        try:
-            seen = to_minute(utcnow())
-            await self.dbx.write(store_last_seen, user_id, seen)
-            if not (await self.preferences.get(user_id)).share_presence:
-                return
-            audience = await self.dbx.read(co_members, user_id)
+        seen = to_minute(utcnow())
+        # One trip to the writer thread: no reader thread is woken for presence (nor started: each
+        # holds a database connection and its cache).
+        who = await self.dbx.write_then_read(functools.partial(store_last_seen, told, seen),
+                                             functools.partial(audiences, told))
+        if not who:
+            return
+        stamp = iso(seen)
+        publishes = []
+        for user_id, online in itertools.chain(((u, True) for u in coming), ((u, False) for u in going)):
+            audience = who.get(user_id)
             if not audience:
-                return
-            prefs = await self.preferences.many(audience)
-            audience = [uid for uid in audience if uid in prefs and prefs[uid].share_presence]
-            if audience:
-                data = dumps({"type": "presence", "user_id": user_id, "online": online, "last_seen": iso(seen)})
-                # Notification streams only: /sse/chat and /poll/chat carry them too, and a
-                # second publish on CHAT would reach those twice. /ws/chat clients open
-                # /ws/notifications beside it (as the web page does).
-                await self.hub.publish(NOTIFY, audience, data)
-        except Exception as exc:
-            log.warning("telling the presence of user %s failed (%s)", user_id, type(exc).__name__)
+                continue
+            here = self.hub.listening(NOTIFY, audience)  # one process: only those with a stream get it
+            if here is not None:
+                audience = [uid for uid in audience if uid in here]
+                if not audience:
+                    continue
+            data = dumps({"type": "presence", "user_id": user_id, "online": online, "last_seen": stamp})
+            # Notification streams only: /sse/chat and /poll/chat carry them too, and a
+            # second publish on CHAT would reach those twice. /ws/chat clients open
+            # /ws/notifications beside it (as the web page does).
+            publishes.append(self.hub.publish(NOTIFY, audience, data))
+        if publishes:
+            await asyncio.gather(*publishes)
 
     async def sharing_changed(self, user_id: int, share: bool) -> None:
         """``PreferenceService.on_share_presence``: co-members see the switch at once.

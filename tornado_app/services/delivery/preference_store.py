@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 import peewee
 
@@ -39,6 +39,17 @@ def broadcast_candidates(ntype: str) -> List[Tuple[int, str]]:
     query = UserPreference.select(UserPreference.user, UserPreference.data).where(
         UserPreference.data.contains('"dnd_until":"') | UserPreference.data.contains(dumps(ntype)))
     return list(tuples(query))
+
+
+def hiding_presence(user_ids: List[int]) -> Set[int]:
+    """Which of ``user_ids`` turned ``share_presence`` off (presence, issue 25).
+
+    Only the rows that mention it are read (no row, or none of it, means the default: shared);
+    their JSON decides.
+    """
+    return {uid for uid, raw in tuples(UserPreference.select(UserPreference.user, UserPreference.data).where(
+        UserPreference.user.in_(user_ids) & UserPreference.data.contains("share_presence")))
+        if json.loads(raw).get("share_presence") is False}
 
 
 def merge_preferences(user_id: int, changes: Mapping[str, object], defaults: Mapping[str, object]) -> dict:

@@ -96,16 +96,29 @@ class DatabaseExecutor:
         self._last_write = future
         return future
 
+    def _transaction(self, fn: Callable, *args, **kwargs) -> Any:
+        # On the writer thread: ``fn`` inside one transaction (ordered across processes on PostgreSQL).
+        with self.db.atomic():
+            if self.pooled:
+                self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_ORDER_LOCK,))
+            return fn(*args, **kwargs)
+
     async def write(self, fn: Callable, *args, **kwargs) -> Any:
         """Run ``fn(*args, **kwargs)`` on the writer thread, inside one transaction."""
+        return await self._queue_write(functools.partial(self._call, self._transaction, (fn, *args), kwargs))
 
-        def transactional():
-            with self.db.atomic():
-                if self.pooled:
-                    self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (WRITE_ORDER_LOCK,))
-                return fn(*args, **kwargs)
+    async def write_then_read(self, write: Callable[[], Any], read: Callable[[], Any]) -> Any:
+        """Run ``write()`` on the writer thread inside one transaction, then ``read()`` on the same
+        thread once it is committed (outside the transaction and its lock); returns what ``read`` returns.
 
-        return await self._queue_write(functools.partial(self._call, transactional, (), {}))
+        One trip to one thread, for background work that writes and then reads a little (presence:
+        last seen stored, co-members read): no reader thread is woken, or started, for it.
+        """
+        def both():
+            self._transaction(write)
+            return read()
+
+        return await self._queue_write(functools.partial(self._call, both, (), {}))
 
     async def write_raw(self, fn: Callable, *args) -> Any:
         """Run ``fn(*args)`` on the writer thread without an enclosing transaction."""
