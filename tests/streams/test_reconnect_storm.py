@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Tuple
 
 import pytest
 
@@ -22,7 +23,8 @@ STREAMS = 2000
 USERS = 100  # 20 streams each, under the per-user cap of 32
 RATE, BURST = 300, 50
 BASELINE_PROBES = 25
-P90_MS = 100  # issue 26: the latency of an established client during the storm, nine probes in ten
+WORST_MS = 100  # issue 26: the worst latency of an established client during the storm
+QUIET_OTHERS = 0.25  # cores other processes may use during the storm for the machine to count as quiet
 
 
 async def latency(api, watchers, user_id) -> float:
@@ -39,6 +41,20 @@ async def latency(api, watchers, user_id) -> float:
         while (await ws.recv_type("announcement"))["id"] != body["ids"][0]:
             pass
     return time.monotonic() - t0
+
+
+def cpu_ticks(*pids: int) -> Tuple[int, int]:
+    """(clock ticks the whole machine was busy, ticks of ``pids``) so far, from /proc."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    machine = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    own = 0
+    for pid in pids:
+        try:
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own += int(stat[11]) + int(stat[12])  # utime, stime
+    return machine, own
 
 
 async def broadcast(api, ids) -> None:
@@ -89,6 +105,8 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
             await broadcast(api, ids)
 
         # the storm: every stream drops and comes back at once, while events keep flowing
+        pids = (server.proc.pid, helper.pid, os.getpid())
+        ticks_before, started = cpu_ticks(*pids), time.monotonic()
         storm = asyncio.ensure_future(command("drop"))
         during = []
         while not storm.done():
@@ -96,6 +114,10 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
             during.append(await latency(publisher, watchers, watcher["id"]))
             await asyncio.sleep(0.2)
         again = storm.result()
+        ticks_after = cpu_ticks(*pids)
+        # the CPU other processes took from this 2-core-sized test while the storm ran, in cores
+        others = ((ticks_after[0] - ticks_before[0]) - (ticks_after[1] - ticks_before[1])) \
+            / os.sysconf("SC_CLK_TCK") / (time.monotonic() - started)
         publisher.close()
         for _ in range(2):
             await broadcast(api, ids)
@@ -109,16 +131,21 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
         assert report == {"duplicates": 0, "missing": 0, "out_of_order": 0, "streams": STREAMS}
         assert len(during) >= 3
         assert statistics.median(during) < max(5 * baseline, 0.25), (baseline, during)
-        # issue 26: established clients keep being served: nine probes in ten during the storm
-        # answer within 100 ms, or on a machine already too busy for that, within twice the
-        # worst of the quiet probes (docs/performance.md, "Reconnect storms", which also
-        # gives the worst case measured: it is not asserted, one probe in a few dozen still
-        # meets a longer turn of the loop)
+        # issue 26: no stall for the established clients. On a quiet machine (other processes
+        # took less than a quarter of a core during the storm) the worst probe is under 100 ms.
+        # On a busy one (CI runs its PostgreSQL pass beside this one) the scheduler's own delays
+        # reach hundreds of ms whatever the server does, so the bound is relative: nine probes
+        # in ten under 100 ms or twice the worst of the quiet probes (docs/performance.md,
+        # "Reconnect storms").
         ranked = sorted(during)
+        p90 = ranked[int(0.9 * len(ranked))]
         print(f"storm: established client latency, quiet worst {max(quiet) * 1000:.1f} ms "
-              f"(median {baseline * 1000:.1f}), storm p90 {ranked[int(0.9 * len(ranked))] * 1000:.1f} ms, "
-              f"worst {ranked[-1] * 1000:.1f} ms of {len(during)} probes")
-        assert ranked[int(0.9 * len(ranked))] < max(P90_MS / 1000, 2 * max(quiet)), (sorted(quiet), ranked)
+              f"(median {baseline * 1000:.1f}), storm p90 {p90 * 1000:.1f} ms, worst {ranked[-1] * 1000:.1f} ms "
+              f"of {len(during)} probes; other processes used {others:.2f} cores")
+        if others < QUIET_OTHERS:
+            assert ranked[-1] < WORST_MS / 1000, (others, sorted(quiet), ranked)
+        else:
+            assert p90 < max(WORST_MS / 1000, 2 * max(quiet)), (others, sorted(quiet), ranked)
     finally:
         if helper is not None and helper.poll() is None:
             helper.kill()
