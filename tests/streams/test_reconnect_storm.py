@@ -135,8 +135,8 @@ async def test_2000_streams_reconnect_together_without_loss_or_duplicate(tmp_pat
         # took less than a quarter of a core during the storm) the worst probe is under 100 ms.
         # On a busy one (CI runs its PostgreSQL pass beside this one) the scheduler's own delays
         # reach hundreds of ms whatever the server does, so the bound is relative: nine probes
-        # in ten under 100 ms or twice the worst of the quiet probes (docs/performance.md,
-        # "Reconnect storms").
+        # in ten under 100 ms or twice the worst of the quiet probes (docs/operations.md,
+        # "Reconnect storms: what was measured").
         ranked = sorted(during)
         p90 = ranked[int(0.9 * len(ranked))]
         print(f"storm: established client latency, quiet worst {max(quiet) * 1000:.1f} ms "
