@@ -120,7 +120,8 @@ def world():
     history = History()
     services = SimpleNamespace(hub=hub, chat=history, notifications=history,
                                config=SimpleNamespace(max_pending_bytes=LIMIT, replay_limit=3),
-                               admission=SimpleNamespace(opening_slots=asyncio.Semaphore(2)))
+                               admission=SimpleNamespace(opening_slots=asyncio.Semaphore(2)),
+                               ids_in_commit_order=True)
 
     def make(streams=(NOTIFY,), user_id: int = 7, **kwargs):
         transport = FakeTransport(**{k: kwargs.pop(k) for k in ("notify_baseline", "latest") if k in kwargs})
@@ -128,7 +129,7 @@ def world():
         transport.connection = conn
         return conn, transport
     return SimpleNamespace(registry=registry, hub=hub, history=history, make=make, metrics=hub.metrics,
-                           slots=services.admission.opening_slots)
+                           slots=services.admission.opening_slots, services=services)
 
 
 def publish(world, event: Event, user_id: int = 7) -> int:
@@ -397,6 +398,30 @@ async def test_an_end_during_the_replay_stops_it(world):
     world.history.hold.set()
     await started
     assert wire.ids() == [] and world.registry.count() == 0
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_late_live_copy_of_what_a_resumed_client_had_is_not_sent_again(world):
+    # A long-poll's answer replayed 5 from the database; the publish that delivers 5 live
+    # comes after it, when the client's next poll (resuming after 5) is already open.
+    world.history.notifications = [4, 5]
+    conn, wire = world.make()
+    await conn.start(None, 5)
+    publish(world, notification(5))
+    publish(world, notification(3))
+    publish(world, notification(6))
+    assert wire.ids() == [6]
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_without_ids_in_commit_order_a_late_live_event_below_the_resume_point_is_delivered(world):
+    # PostgreSQL with several processes: a lower id may commit after a higher one was read
+    world.services.ids_in_commit_order = False
+    conn, wire = world.make()
+    await conn.start(None, 5)
+    publish(world, notification(4))
+    publish(world, notification(6))
+    assert wire.ids() == [4, 6]
 
 
 @pytest.mark.gen_test(timeout=10)

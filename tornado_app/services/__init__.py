@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, List, Optional
 import peewee
 import tornado.ioloop
 
-from models import init_db
+from models import init_db, is_postgres
 from models.schema import migrate
 from ..config import Config
 from ..tasks import sliced, spawn
@@ -70,6 +70,11 @@ class Services:
     groups: GroupService  # groups that change (issue 25)
     presence: PresenceService  # online and last seen (issue 25)
     listeners: HubListeners  # what the hub tells the services built on it (control messages, chat gate, gaps)
+    # Stored ids are committed in id order, so a resumed stream's client had every id up to its
+    # resume position (Connection drops live copies of them): SQLite (one writer at a time,
+    # whatever the processes), or one process. Not PostgreSQL with several processes: its
+    # sequence hands out ids before the commits, which may land in another order.
+    ids_in_commit_order: bool
     # The product's tokens (--auth-mode external|both; issue 22). None in builtin mode, the
     # default: then no token is external and nothing is verified against the product's keys.
     external: Optional[ExternalAuth] = None
@@ -276,4 +281,5 @@ def build_services(config: Config) -> Services:
                     groups=GroupService(dbx, chat, users, notifications, config.group_changes_per_minute),
                     presence=presence,
                     listeners=HubListeners(control, chat.admitted, chat.forget_members, on_online),
+                    ids_in_commit_order=not is_postgres(db) or not broker.distributed,
                     external=external)

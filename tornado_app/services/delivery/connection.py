@@ -207,6 +207,9 @@ class ConnectionServices(Protocol):
     @property
     def admission(self) -> OpeningSlots: ...
 
+    @property
+    def ids_in_commit_order(self) -> bool: ...
+
 
 class OpeningSlots(Protocol):
     """Where opening streams wait their turn (``StreamAdmission``: ``opening_slots``)."""
@@ -222,7 +225,7 @@ class Connection:
                  "joined_chats", "sid", "token_exp", "token_warn_at", "token_version", "last_chat",
                  "last_notify",
                  "ended", "_buffer", "_buffered_bytes", "_pending", "_last_write", "_replayed", "_left",
-                 "_removal")  # each slot is 8 bytes on every idle connection: no more than needed
+                 "_removal", "_floor")  # each slot is 8 bytes on every idle connection: no more than needed
 
     def __init__(self, services: ConnectionServices, wire: Transport, user_id: int, streams: Tuple[str, ...],
                  transport: str, sid: Optional[str] = None, token_exp: Optional[int] = None,
@@ -254,6 +257,9 @@ class Connection:
         # arrive during or after the replay, and must not be sent twice. Created by the first
         # replay: most connections never replay, and idle ones should stay small.
         self._replayed: Optional[Dict[Optional[str], Set[int]]] = None
+        # (chat, notification) ids the client had when it resumed, when ids are committed in
+        # id order: a live copy of one of them arriving late is not sent again (see _emit)
+        self._floor: Optional[Tuple[int, int]] = None
         self._left: Optional[List[int]] = None  # chat ids whose presence ended with it, not yet announced
         self._removal: Optional[asyncio.Task] = None  # announces them unless ``finished`` does first
 
@@ -276,6 +282,12 @@ class Connection:
         if event.id is not None:
             if self._replayed is not None and event.id in self._replayed[event.kind]:
                 return  # already sent by the replay
+            floor = self._floor
+            if floor is not None and event.id <= (floor[0] if event.kind == CHAT else floor[1]):
+                # The client resumed after this id: with ids committed in id order, its previous
+                # connection's replay or live stream had it (the publish that delivers it live
+                # came after that replay read the commit: a long-poll's next request meets it).
+                return
             # The cursor only moves forward. A live event with a lower id than one already
             # sent (committed earlier, published later: another process, a slower broker)
             # is still delivered, never dropped.
@@ -374,6 +386,8 @@ class Connection:
         for the adapter to answer.
         """
         self._buffer = []
+        if self.services.ids_in_commit_order and (last_message_id is not None or last_notification_id is not None):
+            self._floor = (last_message_id or 0, last_notification_id or 0)
         replays: List[Tuple[str, Rows]] = []
         baselines: Dict[str, int] = {}
         self.services.hub.add(self)
