@@ -5,8 +5,10 @@ Tornado's ``HTTPServer`` waits an hour for request headers, buffers bodies up to
 accept loop spins (logging each time) once the process runs out of descriptors. This
 subclass adds, per process:
 
-- a header timeout for a new connection's first request and an idle timeout for the
-  next request on a kept-alive one (Tornado's ``body_timeout`` bounds bodies);
+- a header timeout for a new connection's first request, an idle timeout for the next
+  request on a kept-alive one and a body timeout, kept by one sweep per tick instead of
+  Tornado's timer per read (``Deadlines``); a streamed upload keeps Tornado's own body
+  timer, which its handler sets;
 - a count of open client connections (every accepted socket, WebSockets and SSE
   streams included, until its stream closes); past ``max_connections`` the connection
   that has waited longest for its request headers or body (a slow or idle one) is closed, and new
@@ -61,6 +63,9 @@ LOG_EVERY = 10.0  # seconds between log lines about descriptor shortage
 UNLIMITED_BODY = 1 << 62  # Tornado's own body limit is replaced by BodyGuard's
 LINGER_SECONDS = 2.0  # after refusing a body: how long to discard what the client still sends
 LINGER_BYTES = 1 << 20
+# The deadline sweep runs every tenth of the shortest timeout, between these bounds (seconds):
+# a connection past its deadline is closed at most one tick late (10 s header timeout: 1 s).
+TICK_MIN, TICK_MAX = 0.05, 1.0
 
 
 def raise_descriptor_limit() -> int:
@@ -175,6 +180,61 @@ class CountedIOStream(LeanIOStream):
         super().close(exc_info)
 
 
+class Deadlines:
+    """Connections waiting for request headers or a body, each closed once past its deadline.
+
+    Tornado bounds each header and body read with a timer of its own (``gen.with_timeout``:
+    a future, a timer and two callbacks per read, two reads per request). Here a connection
+    enters a queue when it starts waiting and leaves it when what it waited for has come;
+    one sweep a tick closes the expired ones. Each queue holds one kind of wait with one
+    timeout, so it is in deadline order and a sweep reads only what has expired.
+
+    ``waiting`` maps every waiting connection, oldest first, to its queue (``None``: a wait
+    bounded elsewhere, a streamed upload's body): the server sheds the oldest at its cap.
+    """
+
+    def __init__(self, first: float, idle: float, body: float):
+        self.timeouts = {"first": first, "idle": idle, "body": body}
+        self.queues: Dict[str, "OrderedDict[HTTP1ServerConnection, float]"] = {k: OrderedDict() for k in self.timeouts}
+        self.waiting: "OrderedDict[HTTP1ServerConnection, Optional[OrderedDict]]" = OrderedDict()
+        self.tick = min(TICK_MAX, max(TICK_MIN, min(self.timeouts.values()) / 10))
+
+    def wait(self, conn: HTTP1ServerConnection, kind: Optional[str]) -> None:
+        """``conn`` starts waiting: for ``kind`` (``first`` or ``idle`` headers, ``body``), or unbounded here."""
+        self.done(conn)
+        queue = None
+        if kind is not None:
+            queue = self.queues[kind]
+            queue[conn] = time.monotonic() + self.timeouts[kind]
+        self.waiting[conn] = queue
+
+    def done(self, conn: HTTP1ServerConnection) -> None:
+        """What ``conn`` waited for has come (or it closed)."""
+        queue = self.waiting.pop(conn, None)
+        if queue is not None:
+            queue.pop(conn, None)
+
+    def oldest(self) -> HTTP1ServerConnection:
+        """Remove and return the connection that has waited longest (``waiting`` must not be empty)."""
+        conn, queue = self.waiting.popitem(last=False)
+        if queue is not None:
+            queue.pop(conn, None)
+        return conn
+
+    def expired(self, now: float) -> List[HTTP1ServerConnection]:
+        """Remove and return the connections past their deadline at ``now``."""
+        out = []
+        for queue in self.queues.values():
+            while queue:
+                conn, deadline = next(iter(queue.items()))
+                if deadline > now:
+                    break
+                queue.popitem(last=False)
+                self.waiting.pop(conn, None)
+                out.append(conn)
+        return out
+
+
 class BodyGuard(tornado.httputil.HTTPMessageDelegate):
     """Wraps the application's delegate for one request: caps, then the body limit."""
 
@@ -192,7 +252,7 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line, headers):
         server = self.server
-        server.waiting.pop(self.server_conn, None)
+        server.deadlines.done(self.server_conn)
         path = start_line.path.split("?", 1)[0]
         if server.cors is not None and start_line.method != "OPTIONS":
             self.cors_headers = server.cors.response_headers(path, headers.get("Origin"))
@@ -202,10 +262,11 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
                                "The server is at its connection limit; retry later", busy_retry_after(), has_body)
         limit = server.max_body_bytes
         large = server.large_bodies.get(path)
-        if large is not None:  # a route that streams its body (uploads): its own limit
+        if large is not None:  # a route that streams its body (uploads): its own limit and timer
             limit, self.code = large
             self.limit = limit
             self.request_conn.set_max_body_size(limit)
+            self.request_conn.set_body_timeout(server.body_timeout)  # its handler may give it longer
         length = headers.get("Content-Length")
         if length is not None:
             try:
@@ -221,7 +282,7 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         if (length is not None and length.strip() != "0") or "Transfer-Encoding" in headers:
             # Waiting for the body now: at the cap, a slow upload is shed like slow headers
             # (oldest first), before any stream or request in progress.
-            server.waiting[self.server_conn] = None
+            server.deadlines.wait(self.server_conn, "body" if large is None else None)
         return self.inner.headers_received(start_line, headers)
 
     def refuse(self, status: int, reason: str, code: str, message: str, retry_after: Optional[int] = None,
@@ -247,12 +308,12 @@ class BodyGuard(tornado.httputil.HTTPMessageDelegate):
         return self.inner.data_received(chunk)
 
     def finish(self):
-        self.server.waiting.pop(self.server_conn, None)  # the body is complete
+        self.server.deadlines.done(self.server_conn)  # the body is complete
         if not self.refused:
             self.inner.finish()
 
     def on_connection_close(self):
-        self.server.waiting.pop(self.server_conn, None)
+        self.server.deadlines.done(self.server_conn)
         if not self.refused:
             self.inner.on_connection_close()
 
@@ -266,7 +327,8 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
                    header_timeout: float, idle_timeout: float, body_timeout: float,
                    max_connections_per_address: int = 0, trusted_proxies=(), cors=None,
                    large_bodies: Optional[dict] = None, **kwargs):
-        super().initialize(request_callback, idle_connection_timeout=idle_timeout, body_timeout=body_timeout,
+        # Tornado's own timers off: Deadlines keeps the header, idle and body timeouts
+        super().initialize(request_callback, idle_connection_timeout=None, body_timeout=None,
                            max_body_size=max_body_bytes, **kwargs)
         self.max_connections = max_connections
         self.max_connections_per_address = max_connections_per_address
@@ -277,12 +339,15 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
         # path -> (body limit, error code) for routes that stream large bodies to disk
         self.large_bodies: "dict[str, tuple[int, str]]" = dict(large_bodies or {})
         self.open_connections = 0
-        # Connections waiting for request headers, oldest first (the ones to shed at the cap).
-        self.waiting: "OrderedDict[HTTP1ServerConnection, None]" = OrderedDict()
+        # Connections waiting for request headers or a body, oldest first (the ones to shed at
+        # the cap), each closed past its deadline by the sweep.
+        self.deadlines = Deadlines(header_timeout, idle_timeout, body_timeout)
+        self.waiting = self.deadlines.waiting
+        self.body_timeout = body_timeout
+        self._sweep: Optional[tornado.ioloop.PeriodicCallback] = None
         self._served: Set[HTTP1ServerConnection] = set()  # server connections that have started a request before
         self._trusted_downstream = frozenset(self.trusted_downstream or ())
-        self._first_params = self._params(header_timeout, max_body_bytes, body_timeout)
-        self._next_params = self._params(idle_timeout, max_body_bytes, body_timeout)
+        self._params = self._request_params(max_body_bytes)
         self._listeners: List[socket.socket] = []
         self._paused = False
         self._accept_failures = 0
@@ -297,9 +362,20 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
             sock.setblocking(False)
             self._listeners.append(sock)
             io_loop.add_handler(sock.fileno(), self._accept_ready(sock), tornado.ioloop.IOLoop.READ)
+        if self._sweep is None:
+            self._sweep = tornado.ioloop.PeriodicCallback(self.close_expired, self.deadlines.tick * 1000)
+            self._sweep.start()
+
+    def close_expired(self) -> None:
+        """Close every connection past its header, idle or body deadline."""
+        for conn in self.deadlines.expired(time.monotonic()):
+            conn.stream.close()
 
     def stop(self) -> None:
         """Stop accepting and close the listening sockets."""
+        if self._sweep is not None:
+            self._sweep.stop()
+            self._sweep = None
         io_loop = tornado.ioloop.IOLoop.current()
         for sock in self._listeners:
             if not self._paused:
@@ -325,13 +401,13 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
                 self._accepted(connection, address)
         return on_readable
 
-    def _params(self, header_timeout: float, max_body_bytes: int, body_timeout: float) -> HTTP1ConnectionParameters:
-        """The HTTP/1 parameters of a connection waiting ``header_timeout`` for its request headers."""
+    def _request_params(self, max_body_bytes: int) -> HTTP1ConnectionParameters:
+        """The HTTP/1 parameters of every request: no timer of Tornado's (``Deadlines`` keeps them)."""
         own = self.conn_params
         return HTTP1ConnectionParameters(decompress=own.decompress, chunk_size=own.chunk_size,
                                          max_header_size=own.max_header_size, max_body_size=max_body_bytes,
-                                         body_timeout=body_timeout, no_keep_alive=own.no_keep_alive,
-                                         header_timeout=header_timeout)
+                                         body_timeout=None, no_keep_alive=own.no_keep_alive,
+                                         header_timeout=None)
 
     def _descriptor_shortage(self, exc: OSError) -> None:
         """Pause accepting briefly (the socket stays readable: retrying now would spin)."""
@@ -375,8 +451,7 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
         if self.open_connections >= self.max_connections and self.waiting:
             # Shed the connection that has waited longest for its request headers or body (a
             # slow or idle one): established streams and requests in progress are never shed.
-            oldest, _ = self.waiting.popitem(last=False)
-            oldest.stream.close()
+            self.deadlines.oldest().stream.close()
         try:
             stream = CountedIOStream(connection, self, address_key=key, max_buffer_size=self.max_buffer_size,
                                      read_chunk_size=self.read_chunk_size)
@@ -398,19 +473,19 @@ class SquallHTTPServer(tornado.httpserver.HTTPServer):
     # Requests -----------------------------------------------------------------------------
 
     def start_request(self, server_conn, request_conn):
-        """Wrap the application's delegate; the first request gets the header timeout."""
+        """Wrap the application's delegate; the first request gets the header timeout, the next the idle one."""
         if server_conn in self._served:
-            request_conn.params = self._next_params
+            self.deadlines.wait(server_conn, "idle")
         else:
             self._served.add(server_conn)
-            request_conn.params = self._first_params
-        self.waiting[server_conn] = None
+            self.deadlines.wait(server_conn, "first")
+        request_conn.params = self._params
         # Tornado gives each connection's context a set of its own (216 bytes, held for the
         # life of a stream); one frozen copy serves them all.
         request_conn.context.trusted_downstream = self._trusted_downstream
         return BodyGuard(self, server_conn, request_conn, super().start_request(server_conn, request_conn))
 
     def on_close(self, server_conn) -> None:
-        self.waiting.pop(server_conn, None)
+        self.deadlines.done(server_conn)
         self._served.discard(server_conn)
         super().on_close(server_conn)
