@@ -14,6 +14,7 @@ from typing import Awaitable, List, Optional
 
 import tornado.httpserver
 import tornado.netutil
+import tornado.routing
 import tornado.web
 
 from handlers import all_routes
@@ -51,6 +52,7 @@ class SquallApplication(tornado.web.Application):
     def __init__(self, *args, trusted_proxies=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.proxies = TrustedProxies(trusted_proxies)
+        self.exact_routes = exact_routes(self.wildcard_router.rules)
 
     def find_handler(self, request, **kwargs):
         """Resolve the client address, then route as usual."""
@@ -59,7 +61,58 @@ class SquallApplication(tornado.web.Application):
         problem = path_problem(request.path)
         if problem is not None:  # NUL, a bad escape or invalid UTF-8: no route ever sees it
             return self.get_handler_delegate(request, InvalidPathHandler, {"problem": problem})
+        rule = self.exact_routes.get(request.path)
+        if rule is not None:  # a literal path: one dict lookup instead of a regex per route before it
+            return self.get_handler_delegate(request, rule.target, rule.target_kwargs, [], {})
         return super().find_handler(request, **kwargs)
+
+
+def exact_routes(rules: list) -> dict:
+    """``{path: rule}`` for the routes whose pattern is one literal path, where no earlier route matches it.
+
+    Tornado tries each route's regular expression in order: a request for the fortieth route
+    runs forty matches. A literal path that no earlier route also matches gets the same rule
+    from a dict; the rest are routed by Tornado as before.
+    """
+    out: dict = {}
+    for i, rule in enumerate(rules):
+        matcher = rule.matcher
+        if not isinstance(matcher, tornado.routing.PathMatches) or matcher.regex.groups:
+            continue
+        if not (isinstance(rule.target, type) and issubclass(rule.target, tornado.web.RequestHandler)):
+            continue
+        path = literal(matcher.regex.pattern)
+        if path is None:
+            continue
+        if path in out or any(earlier.matcher.match(_Probe(path)) is not None for earlier in rules[:i]):
+            continue
+        out[path] = rule
+    return out
+
+
+def literal(pattern: str) -> Optional[str]:
+    """The one path a route pattern (``...$``) matches, or None when it can match more than one."""
+    if not pattern.endswith("$") or pattern.endswith("\\$"):
+        return None
+    out, chars = [], iter(pattern[:-1])
+    for c in chars:
+        if c == "\\":
+            nxt = next(chars, "")
+            if not nxt or nxt.isalnum():  # \d, \w, \1 ...: a class or a reference, not a character
+                return None
+            out.append(nxt)
+        elif c in ".^$*+?{}[]|()":
+            return None
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+class _Probe:
+    """Just enough of a request for a matcher: its path."""
+
+    def __init__(self, path: str):
+        self.path = path
 
 
 def make_app(services: Services) -> tornado.web.Application:
