@@ -24,7 +24,7 @@ def iso(dt: Optional[datetime.datetime]) -> Optional[str]:
         dt = datetime.datetime.fromisoformat(dt)
     if dt.tzinfo is not None:
         dt = dt.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.isoformat(timespec="milliseconds") + "Z"  # C-fast; strftime took 3% of a publish
 
 
 def sse_encode(data: str, id: Optional[str] = None, event: Optional[str] = None) -> bytes:

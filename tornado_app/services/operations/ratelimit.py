@@ -6,6 +6,7 @@ would give it 2**64 fresh buckets.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from typing import Dict, Optional, Tuple, overload
@@ -67,6 +68,7 @@ def address_key(address: str) -> str: ...
 def address_key(address: None) -> None: ...
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of its text; parsing an address costs a few µs a request
 def address_key(address: Optional[str]) -> Optional[str]:
     """The key a client address is limited by: IPv4 as is, IPv6 by its /64, IPv4-mapped IPv6 as IPv4.
 
@@ -75,6 +77,11 @@ def address_key(address: Optional[str]) -> Optional[str]:
     """
     if not address:
         return address
+    return _key_of(address)
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of the text: parsing an address took a few µs a request
+def _key_of(address: str) -> str:
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])  # a scope id (fe80::1%eth0) names no other host
     except ValueError:
