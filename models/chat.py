@@ -75,8 +75,9 @@ class Message(BaseModel):
     """A stored chat message; its id is its event id."""
 
     id = peewee.BigAutoField()
-    chat = peewee.ForeignKeyField(Chat, backref="messages", on_delete="CASCADE")
-    sender = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    # indexed by (chat, id) and (sender, client_id) below, which serve lookups by either alone (version 12)
+    chat = peewee.ForeignKeyField(Chat, backref="messages", on_delete="CASCADE", index=False)
+    sender = peewee.ForeignKeyField(User, on_delete="CASCADE", index=False)
     # The ids behind the foreign keys, which peewee reads without a join (declared for the type checker)
     chat_id: int
     sender_id: int

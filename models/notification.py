@@ -24,7 +24,8 @@ class Notification(BaseModel):
     """One notification; ``recipient`` NULL means a broadcast to every user (one row for all)."""
 
     id = EventIdField()
-    recipient = peewee.ForeignKeyField(User, null=True, on_delete="CASCADE")
+    # indexed by (recipient, id) below, which serves lookups by recipient alone (version 12)
+    recipient = peewee.ForeignKeyField(User, null=True, on_delete="CASCADE", index=False)
     type = peewee.CharField(max_length=64)
     payload = peewee.TextField()  # JSON object: the event without its id
     chat_id = peewee.IntegerField(null=True)      # new_message notifications: for mark-read
@@ -41,7 +42,7 @@ class NotificationState(BaseModel):
     """A user's read/cleared state of a broadcast notification (personal ones keep it in their row)."""
 
     id = peewee.AutoField()  # what peewee adds when none is named; named for the type checker
-    user = peewee.ForeignKeyField(User, on_delete="CASCADE")
+    user = peewee.ForeignKeyField(User, on_delete="CASCADE", index=False)  # (user, notification) below
     notification = peewee.ForeignKeyField(Notification, on_delete="CASCADE")
     read_at = peewee.DateTimeField(null=True)
     cleared_at = peewee.DateTimeField(null=True)

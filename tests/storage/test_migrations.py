@@ -190,9 +190,9 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     server = server_factory("--database-url", old_database, "--upload-dir", str(tmp_path / "uploads"))
     api = ApiClient(server.url)
 
-    assert SCHEMA_VERSION == 11
+    assert SCHEMA_VERSION == 12
     version, columns, indexes = read_back(old_database)
-    assert version == 11 and "unread_count" in columns and "chat_last_activity_at" in indexes
+    assert version == 12 and "unread_count" in columns and "chat_last_activity_at" in indexes
     assert "muted_until" in columns  # version 5: nothing is muted after the upgrade
     db = open_database(old_database)
     with db.connection_context():  # version 4: nobody is an admin after the upgrade
@@ -223,6 +223,8 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
         assert db.execute_sql('SELECT COUNT(*) FROM "chat_departure"').fetchone()[0] == 0
         assert db.execute_sql('SELECT COUNT(*) FROM "message" WHERE "system" IS NOT NULL').fetchone()[0] == 0
         assert db.execute_sql('SELECT COUNT(*) FROM "user" WHERE "last_seen" IS NOT NULL').fetchone()[0] == 0
+        # version 12: the redundant single-column indexes are gone, the composite ones serve
+        assert_no_redundant_index(db)
     db.close()
 
     status, login = await api.call("POST", "/api/auth/login", {"username": "bob", "password": PASSWORD})
@@ -272,6 +274,31 @@ async def test_server_start_migrates_v1_database_with_data_intact(old_database, 
     status, sent = await api.call("POST", f"/api/chats/{private_id}/messages",
                                   {"content": "", "attachments": [up["id"]]}, token=token)
     assert status == 201 and sent["message"]["attachments"][0]["id"] == up["id"]
+
+
+def assert_no_redundant_index(db) -> None:
+    """No index of the write-heavy tables is a leading part of another of the same table."""
+    from models.migrations import REDUNDANT_V12
+    for table in {"notification", "notification_state", "message"}:
+        indexes = [(i.name, list(i.columns)) for i in db.get_indexes(table)]
+        for name, columns in indexes:
+            assert not any(other != name and more[:len(columns)] == columns and len(more) > len(columns)
+                           for other, more in indexes), (table, name, indexes)
+    for table, name in REDUNDANT_V12:
+        assert name not in {i.name for i in db.get_indexes(table)}
+
+
+def test_a_new_database_has_no_redundant_index(old_database):
+    from models.schema import migrate
+    db = open_database(old_database)
+    with db.connection_context():
+        from models.base import database_proxy
+        database_proxy.initialize(db)
+        migrate(db)
+        assert_no_redundant_index(db)
+        names = {i.name for i in db.get_indexes("notification")} | {i.name for i in db.get_indexes("message")}
+        assert {"notification_recipient_id_id", "message_chat_id_id", "message_sender_id_client_id"} <= names
+    db.close()
 
 
 def test_migrate_command_upgrades_and_is_idempotent(old_database, tmp_path):
