@@ -196,7 +196,8 @@ def targets_26(i, t, add) -> None:
         key = f"{transport}_connects_per_s"
         r = ratio(i("squall", key), i("baseline-plain", key))
         add("26.6", f"{transport.upper()} connects/s, Squall / a plain Tornado handler that verifies nothing", r,
-            "≥ 0.9", r is not None and r >= 0.9, i("squall", f"{transport}_connect_loadgen_cpu_pct"))
+            "≥ 0.9", r is not None and r >= 0.9,
+            None if r is None else i("squall", f"{transport}_connect_loadgen_cpu_pct"))  # none: not measured
     r = ratio(t("sqlite", "batch1", "notifications_per_s"), t("baseline", "batch1", "notifications_per_s"))
     add("26.6", "targeted notifications/s at 1 user per request, Squall / bare Tornado (same requests)", r,
         "≥ 0.8", r is not None and r >= 0.8, t("sqlite", "batch1", "loadgen_cpu_pct"))
