@@ -10,6 +10,12 @@ Each subscriber first gets an ``unread`` frame, as Squall's streams do, so the s
 generator knows when it is subscribed. Tokens are not verified; with ``--by-user`` (the
 targeted benchmark only, so the fan-out and idle figures carry no index) a subscriber's user is
 read from its ``access_token``'s ``sub`` claim, so the baseline gets the same URLs as Squall.
+
+``--plain`` (issue 26, item 6: the connect-rate reference): handlers that verify nothing and send
+nothing. ``/ws/notifications?access_token=...`` answers the upgrade with 101 and then stays
+silent (no frame, no ping); ``/sse/notifications?...`` answers 200 with the ``text/event-stream``
+headers flushed and then stays silent until the client goes away. No publish API, no index:
+the cost of accepting an upgrade in Tornado and holding it, nothing more.
 """
 from __future__ import annotations
 
@@ -179,6 +185,34 @@ class PublishHandler(tornado.web.RequestHandler):
         self.finish({"ids": [nid]})
 
 
+class PlainWSHandler(tornado.websocket.WebSocketHandler):
+    """``--plain``: accept the upgrade (101) and do nothing else."""
+
+    def check_origin(self, origin):
+        return True
+
+    def on_message(self, message):
+        """Nothing is read."""
+
+
+class PlainSSEHandler(tornado.web.RequestHandler):
+    """``--plain``: 200 with the event-stream headers flushed, then nothing until the client goes away."""
+
+    async def get(self):
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.closed = asyncio.Event()
+        try:
+            await self.flush()
+            await self.closed.wait()
+        except StreamClosedError:
+            pass
+
+    def on_connection_close(self):
+        if hasattr(self, "closed"):
+            self.closed.set()
+
+
 class Health(tornado.web.RequestHandler):
     """``GET /healthz``."""
 
@@ -186,15 +220,26 @@ class Health(tornado.web.RequestHandler):
         self.finish({"status": "ok"})
 
 
-async def serve(port: int, by_user: bool = False) -> None:
-    """Listen on 127.0.0.1 until SIGTERM/SIGINT."""
+def application(by_user: bool = False, plain: bool = False) -> tornado.web.Application:
+    """The baseline's routes: the broadcast server, or with ``plain`` the handlers that do nothing."""
+    if plain:
+        return tornado.web.Application([
+            (r"/ws/notifications", PlainWSHandler),
+            (r"/sse/notifications", PlainSSEHandler),
+            (r"/healthz", Health),
+        ])  # no ping interval: a plain WebSocket gets no frame at all
     subs = Subscribers(by_user)
-    app = tornado.web.Application([
+    return tornado.web.Application([
         (r"/ws/notifications", WSHandler, {"subs": subs}),
         (r"/sse/notifications", SSEHandler, {"subs": subs}),
         (r"/api/notifications", PublishHandler, {"subs": subs}),
         (r"/healthz", Health),
     ], websocket_ping_interval=20)
+
+
+async def serve(port: int, by_user: bool = False, plain: bool = False) -> None:
+    """Listen on 127.0.0.1 until SIGTERM/SIGINT."""
+    app = application(by_user, plain)
     server = app.listen(port, "127.0.0.1", idle_connection_timeout=3600)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -205,12 +250,16 @@ async def serve(port: int, by_user: bool = False) -> None:
 
 
 def main() -> None:
-    """Parse ``--port`` and ``--by-user`` and serve."""
+    """Parse ``--port``, ``--by-user`` and ``--plain`` and serve."""
     parser = argparse.ArgumentParser(description="bare-Tornado broadcast baseline")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--by-user", action="store_true", help="index subscribers by user (targeted publishes)")
+    parser.add_argument("--plain", action="store_true",
+                        help="verify nothing, send nothing: 101 / event-stream headers only (connect-rate reference)")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.by_user))
+    if args.plain and args.by_user:
+        parser.error("--plain serves no publishes: --by-user does not apply")
+    asyncio.run(serve(args.port, args.by_user, args.plain))
 
 
 if __name__ == "__main__":

@@ -48,11 +48,14 @@ class StreamClient(asyncio.Protocol):
         self.buf = b""
         self.upgraded = False
         self.count = 0          # payloads received (the first state frame included)
-        self.ready = asyncio.get_running_loop().create_future()   # first payload arrived
+        self.ready = asyncio.get_running_loop().create_future()   # first payload arrived (or the head)
         self.closed = asyncio.get_running_loop().create_future()  # connection lost
         self.error: Optional[str] = None
         self.last = 0.0         # time of the last payload
         self.on_open: Optional[Callable] = None  # called once the response head is in
+        # ``ready`` when the response head (101 / SSE 200) is in, not at the first payload: for a
+        # server that sends nothing on open (bench/baseline.py --plain)
+        self.ready_on_head = False
 
     def connection_made(self, transport):
         self.transport = transport
@@ -92,6 +95,8 @@ class StreamClient(asyncio.Protocol):
             return False
         self.upgraded = True
         self.buf = self.buf[end + 4:]
+        if self.ready_on_head and not self.ready.done():
+            self.ready.set_result(None)
         if self.on_open is not None:
             self.on_open(self)
         return True

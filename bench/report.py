@@ -127,6 +127,7 @@ def targets(doc: dict) -> List[dict]:
     for row in rows:
         row["target"] = "6." + row["target"]  # issue 6's targets, held by issue 13 (item 6)
     rows.extend(targets_13(doc, f, i, t, add, rows))
+    targets_26(i, t, add)
     return rows
 
 
@@ -188,6 +189,39 @@ def targets_13(doc: dict, f, i, t, add, rows) -> List[dict]:
     return []
 
 
+def targets_26(i, t, add) -> None:
+    """The figures of issue 26, item 6 (added through ``add``): connects against the plain baseline,
+    single publishes against bare Tornado, PostgreSQL against SQLite."""
+    for transport in ("ws", "sse"):
+        key = f"{transport}_connects_per_s"
+        r = ratio(i("squall", key), i("baseline-plain", key))
+        add("26.6", f"{transport.upper()} connects/s, Squall / a plain Tornado handler that verifies nothing", r,
+            "≥ 0.9", r is not None and r >= 0.9,
+            None if r is None else i("squall", f"{transport}_connect_loadgen_cpu_pct"))  # none: not measured
+    r = ratio(t("sqlite", "batch1", "notifications_per_s"), t("baseline", "batch1", "notifications_per_s"))
+    add("26.6", "targeted notifications/s at 1 user per request, Squall / bare Tornado (same requests)", r,
+        "≥ 0.8", r is not None and r >= 0.8, t("sqlite", "batch1", "loadgen_cpu_pct"))
+    r = ratio(t("postgres", "batch100", "notifications_per_s"), t("sqlite", "batch100", "notifications_per_s"))
+    add("26.6", "targeted notifications/s, PostgreSQL / SQLite (100 per request)", r, "≥ 0.8",
+        r is not None and r >= 0.8, t("postgres", "batch100", "loadgen_cpu_pct"))
+
+
+def plain_note(doc: dict) -> List[str]:
+    """Below the targets: how busy the load generator was opening the plain baseline's streams.
+
+    The 26.6 connect rows show Squall's side; when the generator was near its limit on the plain
+    side, the plain rate is a lower bound and the ratio an upper bound.
+    """
+    pcts = [(t.upper(), i_get(doc, "baseline-plain", f"{t}_connect_loadgen_cpu_pct")) for t in ("ws", "sse")]
+    if not all(isinstance(p, (int, float)) for _, p in pcts):
+        return []
+    busy = any(p >= 90 for _, p in pcts)
+    return ["Rows 26.6 on connects: the plain baseline (`bench/baseline.py --plain`) was opened with the load"
+            " generator at " + " and ".join(f"{p:.0f}% ({t})" for t, p in pcts) + " of its core"
+            + ("; at 90% or more the plain rate is a lower bound and the ratio an upper bound." if busy else "."),
+            ""]
+
+
 def http_ceiling(doc: dict) -> List[str]:
     """Why 20,000 targeted notifications/s at 1 user per request is out of reach: Tornado's request rate."""
     sq = _get(doc, "targeted", "sqlite", "batch1", "median") or {}
@@ -235,7 +269,7 @@ IDLE_COLS = [("ws_kb_per_connection", "KB per WS"), ("sse_kb_per_connection", "K
              ("sse_connect_loadgen_cpu_pct", "load generator CPU % (SSE opens)"), ("distinct_users", "users"),
              ("concurrent_connections", "held at once"), ("broadcast_reached", "broadcast reached"),
              ("connect_errors", "errors")]
-SERVERS = ("squall", "squall-asyncio", "baseline", "nchan")
+SERVERS = ("squall", "squall-asyncio", "baseline", "baseline-plain", "nchan")
 TARGETED_COLS = [("notifications_per_s", "notifications/s"), ("requests_per_s", "requests/s"),
                  ("latency_p50_ms", "p50 ms"), ("latency_p99_ms", "p99 ms"),
                  ("server_cpu_us_per_notification", "server CPU µs/notification"),
@@ -281,14 +315,20 @@ def render(doc: dict) -> str:
         "- The baseline `bench/baseline.py` is a minimal bare-Tornado broadcast server (`write_message` per",
         "  WebSocket subscriber, `write` + `flush` per SSE subscriber, one `json.dumps` per event, no database,",
         "  no auth), run in the same invocation on the same core, with the same load generator.",
+        "- The plain baseline `bench/baseline.py --plain` (`baseline-plain`, idle scenario only) verifies",
+        "  nothing and sends nothing: a WebSocket gets its 101 and no frame, an SSE request its 200 and",
+        "  `text/event-stream` headers and no event. Its streams count as open when that response head",
+        "  arrives (Squall's and `baseline`'s when their first event does: auth and the `unread` state",
+        "  are part of Squall's open); it is issue 26's reference for connects/s.",
         "- Peers in the same run: Squall on uvloop (`squall`, the default `--event-loop`), the same Squall",
-        "  on asyncio's loop (`squall-asyncio`, same database and tokens), bare Tornado (`baseline`) and,",
-        "  when installed, Nchan (`nchan`: Debian's nginx + `libnginx-mod-nchan`, one process, pinned to",
-        "  the same core, no auth, publishing the request body as is; `bench/nchan.py`): the limit of what",
-        "  the kernel allows on this machine. Squall runs with its hardening limits, token checks and",
-        "  metrics at their defaults, except the handshake rate (off: the load generator opens thousands",
-        "  of streams at once), per-address login/registration limits and a 24 h token lifetime, so the",
-        "  tokens minted at the start outlive the run (each open still verifies its token).",
+        "  on asyncio's loop (`squall-asyncio`, same database and tokens), bare Tornado (`baseline`; and",
+        "  `baseline-plain` in the idle scenario) and, when installed, Nchan (`nchan`: Debian's nginx +",
+        "  `libnginx-mod-nchan`, one process, pinned to the same core, no auth, publishing the request",
+        "  body as is; `bench/nchan.py`): the limit of what the kernel allows on this machine. Squall",
+        "  runs with its hardening limits, token checks and metrics at their defaults, except the",
+        "  handshake rate (off: the load generator opens thousands of streams at once), per-address",
+        "  login/registration limits and a 24 h token lifetime, so the tokens minted at the start",
+        "  outlive the run (each open still verifies its token).",
         "- Fan-out: subscribers connect (`/ws/notifications`, `/sse/notifications`), then broadcast",
         "  notifications go through the publish API (`POST /api/notifications`, 4 keep-alive connections),",
         "  as fast as accepted (burst) or at a steady rate. Each notification carries its send time in",
@@ -299,7 +339,9 @@ def render(doc: dict) -> str:
         "  flight) and held together; RSS growth (`/proc/<pid>/status` VmRSS) per connection and connects/s",
         "  and the server's CPU per open are measured, then one broadcast must reach every held",
         "  connection. Each connection is a different user (as in real life); each open verifies its",
-        "  token and gets its user's `unread` state.",
+        "  token and gets its user's `unread` state. `baseline-plain` gets the same URLs and tokens, the",
+        "  same 100 handshakes in flight and a fresh process per run, measured right after Squall in each",
+        "  round; it has no broadcast to check.",
         "- Targeted: see its section below.",
         "- Chat: pairs of users, each with a private chat, both members on `/ws/chat` and joined; one",
         "  member sends, the other receives. Burst: each sender keeps a window of sends waiting for",
@@ -334,17 +376,19 @@ def render(doc: dict) -> str:
     if doc.get("notes"):
         lines += ["Notes on this run: " + doc["notes"], ""]
     rows = targets(doc)
-    lines += ["## Targets (issues 6 and 13)", "",
+    lines += ["## Targets (issues 6, 13 and 26)", "",
               "Rows 6.x are issue 6's targets, re-measured here (issue 13 asks that they hold); 13.x are issue"
-              " 13's. The load generator's CPU share is given where one scenario measures the figure; at 90% or"
+              " 13's; 26.6 are issue 26's (item 6: connects against the plain baseline, single publishes against"
+              " bare Tornado, PostgreSQL against SQLite). The load generator's CPU share is given where one scenario measures the figure; at 90% or"
               " more the figure is marked as a lower bound (the generator, not the server, was the limit)."
               " For 13.4 the issue sets no figure (uvloop is the default loop, measured against asyncio's): the"
               " ratio is reported with the range of the runs of each, which shows how much of it is noise.", ""]
     lines += table(["#", "what", "measured", "load generator CPU %", "target", "met"],
-                   [[r["target"], r["what"], fmt(r["value"]) + (" (lower bound)" if isinstance(r.get("loadgen"), (
-                       int, float)) and r["loadgen"] >= 90 else ""), fmt(r.get("loadgen")), r["goal"],
+                   [[r["target"], r["what"], fmt(r["value"]) + (" (lower bound)" if r["value"] is not None and isinstance(
+                       r.get("loadgen"), (int, float)) and r["loadgen"] >= 90 else ""), fmt(r.get("loadgen")), r["goal"],
                      "—" if r["met"] is None else ("**yes**" if r["met"] else "**no**")] for r in rows])
     lines.append("")
+    lines += plain_note(doc)
     lines += http_ceiling(doc)
     if "fanout" in doc:
         lines += ["## Notification fan-out", ""]
@@ -397,10 +441,11 @@ def render(doc: dict) -> str:
                            ("ws_cpu_ms_per_open", "server CPU ms per WS open"),
                            ("sse_cpu_ms_per_open", "server CPU ms per SSE open")):
             v = {srv: i_get(doc, srv, key) for srv in SERVERS}
-            rb.append([label, fmt(ratio(v["squall"], v["baseline"])), fmt(ratio(v["squall"], v["nchan"])),
-                       fmt(ratio(v["squall"], v["squall-asyncio"]))])
-        lines += ["", "Ratios (Squall on uvloop divided by each):", ""]
-        lines += table(["figure", "÷ bare Tornado", "÷ Nchan", "÷ Squall on asyncio"], rb)
+            rb.append([label, fmt(ratio(v["squall"], v["baseline"])), fmt(ratio(v["squall"], v["baseline-plain"])),
+                       fmt(ratio(v["squall"], v["nchan"])), fmt(ratio(v["squall"], v["squall-asyncio"]))])
+        lines += ["", "Ratios (Squall on uvloop divided by each; plain Tornado: `baseline-plain`, open at its 101"
+                      " or SSE headers):", ""]
+        lines += table(["figure", "÷ bare Tornado", "÷ plain Tornado", "÷ Nchan", "÷ Squall on asyncio"], rb)
         lines.append("")
     if "targeted" in doc:
         lines += ["## Targeted notifications (publish API, one user per notification)", "",

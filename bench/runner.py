@@ -162,14 +162,15 @@ class Bench:
         self.log(f"  {name}: {len(server.users)} users registered in {users['seconds']} s")
         return server
 
-    def start_baseline(self, users: List[dict], by_user: bool = False) -> Server:
+    def start_baseline(self, users: List[dict], by_user: bool = False, plain: bool = False) -> Server:
         """Start the bare-Tornado baseline; it ignores tokens but gets the same URLs as Squall.
 
         Same tokens, same request sizes: a request's URL is kept for the connection's life,
         so a shorter one would flatter the baseline's memory per connection. ``by_user``: it
-        indexes its subscribers by user, for targeted publishes.
+        indexes its subscribers by user, for targeted publishes. ``plain``: the handlers that
+        verify nothing and send nothing (``baseline-plain``, the idle scenario's connect reference).
         """
-        server = baseline(self.work, self.pin, by_user).start()
+        server = baseline(self.work, self.pin, by_user, plain).start()
         server.users = users
         return server
 
@@ -209,7 +210,9 @@ class Bench:
         """Idle WebSockets and SSE streams held at once; each run on a fresh server process.
 
         Runs are interleaved across the servers (run 1 of each, then run 2 of each ...), so a
-        busy moment of the machine weighs on every server alike.
+        busy moment of the machine weighs on every server alike. A server that sends nothing on
+        open (``baseline-plain``) has its streams counted open when the response head arrives,
+        and no broadcast check; every other server's when the first event does.
         """
         s = self.sizes
         raw: Dict[str, List[dict]] = {srv.name: [] for srv in servers}
@@ -217,12 +220,14 @@ class Bench:
             for srv in servers:
                 srv.restart()  # a fresh process, so the memory growth is the connections' own
                 r = self.loadgen({**self.base_spec(srv), "scenario": "idle", "ws": s.idle_ws, "sse": s.idle_sse,
-                                  "connect_concurrency": 100, "spread_sources": True},
+                                  "connect_concurrency": 100, "spread_sources": True,
+                                  "open_on_head": srv.opens_on_head},
                                  profile_pid=srv.pid if (self.profile and run == 0 and srv is servers[0]) else None,
                                  profile_name="idle_connect")
                 raw[srv.name].append(r)
                 self.log(f"  run {run + 1} {srv.name} idle: WS {r['ws_kb_per_connection']} KB/conn, "
-                         f"SSE {r['sse_kb_per_connection']} KB/conn, {r['concurrent_connections']} held, "
+                         f"SSE {r['sse_kb_per_connection']} KB/conn, WS {r['ws_connects_per_s']:,.0f} and SSE "
+                         f"{r['sse_connects_per_s']:,.0f} connects/s, {r['concurrent_connections']} held, "
                          f"{r['broadcast_reached']} reached, {r['connect_errors']} errors")
         return {name: {"median": median_of(runs), "runs": runs} for name, runs in raw.items()}
 
@@ -366,7 +371,13 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
                 results["fanout"] = bench.fanout(peers)
             if "idle" in scenarios:
                 log("idle connections")
-                results["idle"] = bench.idle(peers)
+                # The connect-rate reference of issue 26 (item 6): bare Tornado accepting the same
+                # upgrades with the same tokens, verifying nothing, sending nothing; idle only.
+                plain = bench.start_baseline(sq.users, plain=True)
+                started.append(plain)
+                # right after Squall in each round, so the two rates are measured next to each other
+                results["idle"] = bench.idle([sq, plain, *peers[1:]])
+                plain.stop()
                 limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
                 if limit >= 2 * sizes.idle_max + 1000:  # the server's sockets and the load generator's
                     log(f"{sizes.idle_max:,} connections on one process")

@@ -40,6 +40,9 @@ class Server:
         self.log_path = log_path
         self.env = env
         self.proc: Optional[subprocess.Popen] = None
+        # True for a server that sends nothing on open (``baseline.py --plain``): the load generator
+        # counts its stream as open when the 101 / the SSE response head arrives, not the first frame.
+        self.opens_on_head = False
 
     @property
     def pid(self) -> int:
@@ -126,11 +129,19 @@ def squall(name: str, database_url: str, workdir: str, pin: dict, event_loop: st
     return Server(name, argv, os.path.join(workdir, f"{name}.log"), env, cwd=root)
 
 
-def baseline(workdir: str, pin: dict, by_user: bool = False) -> Server:
-    """The bare-Tornado baseline (``bench/baseline.py``); ``by_user`` for targeted publishes."""
+def baseline(workdir: str, pin: dict, by_user: bool = False, plain: bool = False) -> Server:
+    """The bare-Tornado baseline (``bench/baseline.py``); ``by_user`` for targeted publishes.
+
+    ``plain``: ``--plain``, handlers that verify nothing and send nothing, named ``baseline-plain``
+    (the reference for connects/s: a stream is open when its 101 or its SSE headers arrive).
+    """
     argv = [*pin["server"], sys.executable, "-m", "bench.baseline", "--port", "{port}"] + (
-        ["--by-user"] if by_user else [])
-    return Server("baseline", argv, os.path.join(workdir, "baseline-by-user.log" if by_user else "baseline.log"))
+        ["--by-user"] if by_user else []) + (["--plain"] if plain else [])
+    name = "baseline-plain" if plain else "baseline"
+    log = "baseline-plain.log" if plain else "baseline-by-user.log" if by_user else "baseline.log"
+    server = Server(name, argv, os.path.join(workdir, log))
+    server.opens_on_head = plain
+    return server
 
 
 def reset_postgres(url: str) -> None:

@@ -4,8 +4,10 @@ No timing is asserted: the point is that ``python -m bench`` never rots. The ben
 Squall on SQLite and on PostgreSQL itself, whatever the suite's database, so the suite's
 PostgreSQL run (``TEST_DATABASE_URL``) skips this module: it would repeat the SQLite run's work.
 """
+import base64
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -55,6 +57,16 @@ def test_bench_tiny_reports_every_field(tmp_path):
         assert idle["broadcast_reached"] == idle["concurrent_connections"] == 80, idle
         assert idle["connect_errors"] == 0, idle
         assert idle["distinct_users"] == 80, idle  # each connection a different user
+        assert idle["opened_on"] == "first event", idle  # Squall's open includes auth and the unread frame
+    # The plain baseline (bench/baseline.py --plain, issue 26 item 6): the same 80 upgrades, each a different
+    # user's token, open at the 101 / the SSE headers; nothing is sent, so no broadcast to check.
+    plain = doc["idle"]["baseline-plain"]["median"]
+    assert IDLE_FIELDS <= set(plain), sorted(plain)
+    assert plain["opened_on"] == "response head" and plain["broadcast_reached"] is None, plain
+    assert plain["ws_connections"] == plain["sse_connections"] == 40 and plain["distinct_users"] == 80, plain
+    assert plain["connect_errors"] == 0 and plain["dropped"] == 0, plain
+    assert plain["ws_connects_per_s"] > 0 and plain["sse_connects_per_s"] > 0, plain
+    assert len(doc["idle"]["baseline-plain"]["runs"]) == len(doc["idle"]["squall"]["runs"]) == 1
     hold = doc["idle_max"]["squall"]  # the most connections held by one process (100 in tiny)
     assert IDLE_FIELDS <= set(hold) and hold["broadcast_reached"] == hold["concurrent_connections"] == 100, hold
     # Targeted notifications: every case of every database, each user got exactly its own.
@@ -85,10 +97,11 @@ def test_bench_tiny_reports_every_field(tmp_path):
     assert doc["webhooks"]["received"]["receiver_ok"] > 0 and doc["webhooks"]["received"]["receiver_stalled"] > 0
     assert doc["machine"]["cores"] >= 1 and doc["machine"]["python"]
     report = (tmp_path / "performance.md").read_text()
-    for heading in ("## Machine", "## Targets (issues 6 and 13)", "## Notification fan-out", "## Idle connections",
-                    "## Targeted notifications", "## Chat", "## Chat while the webhook receiver stalls"):
+    for heading in ("## Machine", "## Targets (issues 6, 13 and 26)", "## Notification fan-out",
+                    "## Idle connections", "## Targeted notifications", "## Chat",
+                    "## Chat while the webhook receiver stalls"):
         assert heading in report
-    targets = report.split("## Targets (issues 6 and 13)")[1].split("## Notification fan-out")[0]
+    targets = report.split("## Targets (issues 6, 13 and 26)")[1].split("## Notification fan-out")[0]
     rows = [line.split(" | ") for line in targets.splitlines() if line.startswith("| 6.") or line.startswith("| 13.")]
     assert len(rows) == 26, len(rows)  # the unmeasured python-socketio reference row is gone (issue 20, item 19)
     # the targeted section shows bare Tornado's rows and ratios, and the targets the 1-per-request ceiling
@@ -96,6 +109,67 @@ def test_bench_tiny_reports_every_field(tmp_path):
     assert "At 1 user per request every notification is one HTTP request." in targets
     for row in rows:  # every target row has a measured value (column 3) and a verdict (column 6)
         assert row[2] != "—" and row[5].strip(" |") in ("**yes**", "**no**"), row
+    # issue 26, item 6: connects against the plain baseline, single publishes, PostgreSQL / SQLite
+    rows26 = [line.split(" | ") for line in targets.splitlines() if line.startswith("| 26.6 |")]
+    assert [(r[1], r[4]) for r in rows26] == [
+        ("WS connects/s, Squall / a plain Tornado handler that verifies nothing", "≥ 0.9"),
+        ("SSE connects/s, Squall / a plain Tornado handler that verifies nothing", "≥ 0.9"),
+        ("targeted notifications/s at 1 user per request, Squall / bare Tornado (same requests)", "≥ 0.8"),
+        ("targeted notifications/s, PostgreSQL / SQLite (100 per request)", "≥ 0.8")], rows26
+    for row in rows26:
+        assert row[2] != "—" and float(row[2].split(" ")[0].replace(",", "")) > 0, row
+        assert row[5].strip(" |") in ("**yes**", "**no**"), row
+    # the bare-Tornado connect rows of issue 13 stay beside them
+    assert "| 13.1 | WS connects/s with auth and an unread event, Squall / bare Tornado |" in targets
+    assert "the plain baseline (`bench/baseline.py --plain`) was opened with the load generator at" in targets
+
+
+def _head_then_silence(port: int, request: bytes, quiet: float = 0.3):
+    """Send ``request`` on a fresh socket; ``(response head, what else arrived within quiet seconds)``."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(4096)
+            assert chunk, data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        sock.settimeout(quiet)
+        try:
+            more = sock.recv(4096)
+            rest += more if more else b"<closed>"
+        except socket.timeout:
+            pass
+        return head.decode("latin-1"), rest
+
+
+def test_plain_baseline_verifies_nothing_and_sends_nothing(tmp_path):
+    """``python -m bench.baseline --plain``: a garbage token gets a 101 and no frame, or a 200 event
+    stream and no event (issue 26, item 6: the reference for connects/s)."""
+    from bench.servers import baseline
+    server = baseline(str(tmp_path), {"server": []}, plain=True).start()
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        head, rest = _head_then_silence(server.port, (
+            f"GET /ws/notifications?access_token=not-a-token HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        assert head.startswith("HTTP/1.1 101 "), head
+        assert rest == b"", rest  # no frame (no unread state, no ping) and not closed
+        head, rest = _head_then_silence(server.port, (
+            f"GET /sse/notifications?access_token=not-a-token HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+            "Accept: text/event-stream\r\n\r\n").encode())
+        assert head.startswith("HTTP/1.1 200 "), head
+        assert "content-type: text/event-stream" in head.lower(), head
+        assert rest == b"", rest  # no event, not even an empty chunk, and not closed
+        # nothing else is served: no publish API
+        head, _ = _head_then_silence(server.port, (
+            f"POST /api/notifications HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: 2\r\n\r\n"
+            "{}").encode(), quiet=0.05)
+        assert head.startswith("HTTP/1.1 404 "), head
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log()
 
 
 def test_bench_login_flood_tiny(tmp_path):
