@@ -73,7 +73,8 @@ class Batcher(Generic[T, R]):
     every item of that batch fails with the exception. Batches run one at a time, in arrival
     order; the first starts one loop turn after the first ``submit``, so the submits of one
     turn share it, and everything submitted during a flush goes into the next.
-    ``max_batch`` (0: no limit) caps the items per flush. ``after(items, results)``, when
+    ``max_batch`` (0: no limit) caps the items per flush; with ``weight``, it caps the sum of
+    ``weight(item)`` instead (a batch always takes at least one item). ``after(items, results)``, when
     given, runs once the batch's waiters have their results, before the next flush starts
     (a failure there is logged; the waiters are answered already).
 
@@ -82,10 +83,12 @@ class Batcher(Generic[T, R]):
     """
 
     def __init__(self, flush: Callable[[List[T]], Awaitable[Sequence]], *, name: str, max_batch: int = 0,
-                 after: Optional[Callable[[List[T], Sequence], Awaitable[None]]] = None):
+                 after: Optional[Callable[[List[T], Sequence], Awaitable[None]]] = None,
+                 weight: Optional[Callable[[T], int]] = None):
         self.flush = flush
         self.name = name
         self.max_batch = max_batch
+        self.weight = weight
         self.after = after
         self._queue: List[Tuple[T, "asyncio.Future"]] = []
         self._running = False  # a flush loop is scheduled or running
@@ -117,10 +120,17 @@ class Batcher(Generic[T, R]):
         spawn(self._run(), name=self.name)
 
     def _take(self) -> List[Tuple[T, "asyncio.Future"]]:
-        if self.max_batch and len(self._queue) > self.max_batch:
-            batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
-        else:
-            batch, self._queue = self._queue, []
+        cut = len(self._queue)
+        if self.max_batch and self.weight is not None:
+            total = 0
+            for i, (item, _) in enumerate(self._queue):
+                total += self.weight(item)
+                if total > self.max_batch and i > 0:
+                    cut = i
+                    break
+        elif self.max_batch:
+            cut = min(cut, self.max_batch)
+        batch, self._queue = self._queue[:cut], self._queue[cut:]
         return batch
 
     async def _run(self) -> None:

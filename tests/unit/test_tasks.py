@@ -204,6 +204,14 @@ async def test_max_batch_caps_each_flush():
 
 
 @pytest.mark.gen_test(timeout=10)
+async def test_with_a_weight_max_batch_caps_the_sum_and_a_heavy_item_goes_alone():
+    batcher, batches, _ = recording_batcher(max_batch=10, weight=lambda item: item)
+    items = [3, 3, 4, 1, 12, 5, 5, 2]  # at 10 exactly, then just past it; 12 alone is past it too
+    assert await asyncio.gather(*(batcher.submit(i) for i in items)) == [i * 2 for i in items]
+    assert batches == [[3, 3, 4], [1], [12], [5, 5], [2]]
+
+
+@pytest.mark.gen_test(timeout=10)
 async def test_after_runs_once_the_waiters_have_their_results_and_before_the_next_flush(task_log):
     seen = []
 
