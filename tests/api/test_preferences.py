@@ -242,3 +242,27 @@ async def test_test_events_are_delivered_but_not_listed(api, users, ws_connect):
     assert (await notes.recv_type("test"))["id"] == probe["id"]
     status, history = await api.call("GET", "/api/notifications", token=alice["token"])
     assert status == 200 and history["notifications"] == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_concurrent_lookups_of_uncached_preferences_share_one_read(api, users, services):
+    """Publishes to users whose preferences are not cached yet read them together, once, and a
+    muted type set before is still honoured (the shared read carries each user's own)."""
+    people = await users(*[f"q{i}" for i in range(12)])
+    status, _ = await api.call("PATCH", "/api/me/preferences", {"muted_types": ["quiet_type"]},
+                               token=people[0]["token"])
+    assert status == 200
+    prefs = services.preferences
+    for p in people:
+        prefs.forget(p["id"])
+    before = prefs.loads
+    answers = await asyncio.gather(*(api.call("POST", "/api/notifications",
+                                              {"user_ids": [p["id"]], "type": "quiet_type", "message": "m"},
+                                              token=SERVICE_TOKEN) for p in people))
+    assert all(status == 202 for status, _ in answers), answers
+    assert prefs.loads - before < len(people)  # not one read per lookup
+    assert answers[0][1]["skipped"] == [people[0]["id"]] and answers[0][1]["ids"] == []
+    assert all(body["skipped"] == [] and len(body["ids"]) == 1 for _, body in answers[1:])
+    again = prefs.loads
+    await prefs.many([p["id"] for p in people])
+    assert prefs.loads == again  # all cached now

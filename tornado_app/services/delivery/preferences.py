@@ -24,6 +24,7 @@ from typing import Awaitable, Callable, Dict, Iterable, List, Optional, Tuple
 
 from models import utcnow
 from ...errors import ValidationError
+from ...tasks import Batcher
 from ..storage.db import DatabaseExecutor
 from .control import ChatMuteChanged, PreferencesChanged, SubscriptionsChanged
 from .events import NOTIFY, dumps, iso
@@ -40,6 +41,9 @@ FOREVER = datetime.datetime(9999, 12, 31)  # muted_until stored for "until I unm
 FOREVER_TS = calendar.timegm(FOREVER.timetuple())
 CACHE_USERS = 100_000
 CACHE_CHATS = 50_000
+# Users per read of uncached preferences: the misses of concurrent lookups share one read up
+# to this many users (a lookup of more is a read of its own).
+LOAD_BATCH = 1000
 TYPE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 RESERVED_TYPES = ("new_message",)  # mute chats instead
 
@@ -97,6 +101,11 @@ class PreferenceService:
         self._data: Dict[int, dict] = {}  # the JSON view of the cached users (same keys as _users)
         self._mutes: "OrderedDict[int, Dict[int, float]]" = OrderedDict()
         self._generation = 0  # bumped by every forget: a load that overlapped one is not cached
+        # Cache misses of the moment share one read (a publish to one user per request, each a
+        # miss the first time: one read for all the requests in flight, not one each).
+        self._loads: Batcher[List[int], Tuple[dict, dict]] = Batcher(
+            self._load, name="preferences.load", max_batch=LOAD_BATCH, weight=len)
+        self.loads = 0  # reads of uncached preferences so far (tests check that lookups share them)
         # ``(user_id, shares)`` when a user turns share_presence on or off (issue 25): the presence
         # service tells their co-members at once. None: nobody listens (tests of preferences alone).
         self.on_share_presence = on_share_presence
@@ -118,13 +127,20 @@ class PreferenceService:
                 out[uid] = prefs
         if missing:
             generation = self._generation
-            data, subs = await self.dbx.read(store.load_users, missing, DEFAULTS)
+            data, subs = await self._loads.submit(missing)
             for uid in missing:
                 if generation == self._generation:
                     out[uid] = self._remember(uid, data[uid], subs.get(uid, 0))
                 else:  # something changed while we read: answer, but do not cache what may be stale
                     out[uid] = UserPrefs(data[uid], subs.get(uid, 0))
         return out
+
+    async def _load(self, batch: List[List[int]]) -> List[Tuple[dict, dict]]:
+        """One read for the misses of every lookup in ``batch``; each lookup gets the whole answer."""
+        wanted = list(dict.fromkeys(uid for user_ids in batch for uid in user_ids))
+        self.loads += 1
+        answer = await self.dbx.read(store.load_users, wanted, DEFAULTS)
+        return [answer] * len(batch)
 
     async def broadcast_exceptions(self, ntype: str) -> Tuple[List[int], List[int]]:
         """``(muted, quiet)``: users who muted ``ntype``, and the others in Do Not Disturb now.
