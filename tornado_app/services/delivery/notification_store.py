@@ -17,7 +17,7 @@ import peewee
 
 from models import ChatMember, Notification, NotificationState, Setting, User, tuples, utcnow
 from ...errors import NotFound
-from ..storage.sql import insert_values, quote, select_in, widened
+from ..storage.sql import insert_values, quote, select_in, snapshot, widened
 from .events import dumps
 
 ROWS_PER_STATEMENT = 1000  # notification rows per INSERT (4 parameters each: below every limit)
@@ -175,7 +175,15 @@ def replay(user_id: int, after_id: int, limit: int, quiet: bool) -> Optional[Lis
     """Frames of ``user_id``'s notifications after ``after_id`` in order; None past the pruned ones or ``limit``.
 
     Broadcasts the user cleared are left out; ``quiet`` (Do Not Disturb) makes broadcasts silent.
+    Personal ones and broadcasts are read in one snapshot: read apart, a personal notification
+    committed between the two reads could be missed by the replay while a broadcast committed
+    after it is in, and the live copy of the first would then follow the second.
     """
+    with snapshot(Notification):
+        return _replay(user_id, after_id, limit, quiet)
+
+
+def _replay(user_id: int, after_id: int, limit: int, quiet: bool) -> Optional[List[Tuple[int, str]]]:
     pruned = Setting.get_or_none(Setting.key == PRUNED_KEY)
     if pruned is not None and after_id < int(pruned.value):
         return None

@@ -18,7 +18,8 @@ queries do: the callers tell a duplicate from an outage by it.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+import contextlib
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import peewee
 
@@ -39,6 +40,22 @@ def database(model) -> peewee.Database:
 def on_postgres(model) -> bool:
     """True when ``model`` lives in PostgreSQL (the models' database is a proxy to the real one)."""
     return is_postgres(database(model))
+
+
+@contextlib.contextmanager
+def snapshot(model) -> Iterator[None]:
+    """Every statement inside reads one snapshot of the database (a read transaction).
+
+    PostgreSQL's default isolation gives each statement its own view: two statements of one
+    read can see a commit that fell between them in one and not in the other. Here they run
+    in one REPEATABLE READ, READ ONLY transaction; SQLite's read transaction keeps the view
+    its first statement took until it ends.
+    """
+    db = database(model)
+    with db.atomic():
+        if is_postgres(db):
+            db.execute_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def param(model) -> str:
