@@ -25,6 +25,10 @@ async def settle(api, services, expected, timeout=10.0):
 
 
 @pytest.mark.gen_test(timeout=120)
+# The 50 opens closed at once can all still be registered, waiting for their turn to open,
+# when the next arrives: on a loaded machine more than the per-user cap (32), which would
+# answer 429. The cap has tests of its own; here it is out of the way.
+@pytest.mark.parametrize("config_overrides", [{"max_connections_per_user": 1000}])
 async def test_400_failed_opens_leave_the_registry_at_its_baseline(api, users, ws_connect, ws_url, http_port,
                                                                   services):
     alice, bob = await users("alice", "bob")
