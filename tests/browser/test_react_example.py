@@ -130,6 +130,9 @@ def test_three_strictmode_tabs_one_stream_one_toast_each_and_a_lossless_handover
             expect(tab.page.locator("#tab-messages .dot")).to_have_count(0)
             expect(tab.page.locator(f"li.chat[data-chat-id='{chat_id}'] .count")).to_have_count(0)
         tabs[0].page.click("#tab-notifications")   # the conversation closes (no more auto-read)
+        # Its chat socket closed on the server too: while Bob is active in the chat (a chat socket
+        # joined to it), a message there is rightly not notified (docs/operations.md, "Presence").
+        wait_until(lambda: stats(server)["connections"]["chat"] == 0, what="the conversation's chat socket closed")
 
         leader = next(t for t in tabs if t.role() == "leader")
         rest = [t for t in tabs if t is not leader]
