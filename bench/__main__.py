@@ -32,6 +32,16 @@ def valid_label(label: str) -> bool:
     return 0 < len(label) <= MAX_LABEL and label.strip() != "" and label.isprintable()
 
 
+# Sections measured by commands of their own (a comparison of two commits, the scale scenarios):
+# a new ``all`` run, or one of another configuration, replaces the rest of the results, not these.
+OWN_SECTIONS = ("compare", "comparisons", "cluster", "connections")
+
+
+def measurements_of_their_own(doc: dict) -> dict:
+    """What of the stored results ``doc`` stays when ``all`` (or another configuration) replaces them."""
+    return {k: v for k, v in doc.items() if k in OWN_SECTIONS}
+
+
 def store_compare(doc: dict, result: dict, label=None) -> dict:
     """``doc`` (bench-results.json) with ``result`` stored: as ``"compare"``, or under ``"comparisons"``
     by its label (a comparison kept beside the others; the same label replaces it)."""
@@ -116,9 +126,7 @@ def main(argv=None) -> int:
         with open(json_path) as f:
             doc = json.load(f)
         if args.scenario == "all" or doc.get("sizes") != results["sizes"]:
-            # results of another configuration do not belong in the same table; a comparison
-            # of two commits is a measurement of its own and stays
-            doc = {k: v for k, v in doc.items() if k == "compare"}
+            doc = measurements_of_their_own(doc)
     profiles = {**doc.get("profiles", {}), **results.pop("profiles", {})}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     measured_at = {k: v for k, v in doc.get("measured_at", {}).items() if k not in scenarios}

@@ -347,6 +347,17 @@ def test_bench_compare_verdict_at_and_past_the_noise():
     assert verdict(stats([0.0, 0.0]), stats([1.0, 1.0]), True) == (None, None, "no verdict (before is 0)")
 
 
+def test_a_new_all_run_keeps_the_sections_measured_by_commands_of_their_own():
+    """``all`` replaces the scenario results, never the cluster simulation, the 50,000 connections or comparisons
+    (each measured by its own command, minutes long: losing them empties their parts of the report)."""
+    from bench.__main__ import OWN_SECTIONS, measurements_of_their_own
+    stored = {"cluster": {"configs": []}, "connections": {"held": 50000}, "compare": {"ref": "x"},
+              "comparisons": {"a": {}}, "fanout": {"squall": {}}, "idle": {}, "sizes": {"events": 1}, "notes": "old"}
+    kept = measurements_of_their_own(stored)
+    assert kept == {k: stored[k] for k in ("cluster", "connections", "compare", "comparisons")}
+    assert set(OWN_SECTIONS) == set(kept)
+
+
 def test_bench_compare_label_limits():
     """``--label``: one line of 1 to 100 characters, and only with ``compare``."""
     from bench.__main__ import MAX_LABEL, parse
