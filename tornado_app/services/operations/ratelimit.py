@@ -68,7 +68,6 @@ def address_key(address: str) -> str: ...
 def address_key(address: None) -> None: ...
 
 
-@functools.lru_cache(maxsize=4096)  # a pure function of its text; parsing an address costs a few µs a request
 def address_key(address: Optional[str]) -> Optional[str]:
     """The key a client address is limited by: IPv4 as is, IPv6 by its /64, IPv4-mapped IPv6 as IPv4.
 
