@@ -29,6 +29,7 @@ import os
 import resource
 import signal
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
@@ -52,6 +53,7 @@ class ScaleSizes:
     cluster_rate: float = 400.0  # notifications/s, the fixed total rate
     cluster_idle_window: float = 3.0  # seconds of no traffic measured per process (its idle CPU is subtracted)
     cluster_settle: float = 0.5  # seconds after the streams open, and after the last arrival (strays)
+    cluster_wakeup_seconds: float = 5.0  # per rate, the trivial reader (bench/wakeup.py)
     connections: int = 50000
     connection_workers: int = 4  # --processes of the server
     connection_holders: int = 4  # load-generator processes
@@ -60,7 +62,7 @@ class ScaleSizes:
 
 
 SCALE_TINY = ScaleSizes(cluster_max_n=2, cluster_users=8, cluster_notifications=40, cluster_rate=200.0,
-                        cluster_idle_window=0.3, cluster_settle=0.1,
+                        cluster_idle_window=0.3, cluster_settle=0.1, cluster_wakeup_seconds=0.2,
                         connections=200, connection_workers=2, connection_holders=2, connection_users=20,
                         timeout=30.0)
 
@@ -116,9 +118,30 @@ def summarise(config: dict) -> dict:
     }
 
 
+def host_wakeup(bench: Bench, rates: List[float], sizes: ScaleSizes, started: List[Server], log=print) -> dict:
+    """A trivial reader's CPU µs per message at each per-process rate of the simulation (bench/wakeup.py).
+
+    Pinned like the Squall processes; what this host charges any process per message at that
+    rate, shown beside Squall's CPU per delivered event at each N.
+    """
+    reader = Server("wakeup-reader", [*bench.pin["server"], sys.executable, "-m", "bench.wakeup", "{port}"],
+                    os.path.join(bench.work, "wakeup-reader.log"))
+    started.append(reader)
+    reader.launch()
+    try:
+        r = bench.loadgen({"scenario": "wakeup", "port": reader.port, "pid": reader.pid, "rates": rates,
+                           "seconds": sizes.cluster_wakeup_seconds, "idle_window": sizes.cluster_idle_window,
+                           "min_messages": 20, "timeout": sizes.timeout})
+    finally:
+        reader.stop()
+    log("  a trivial reader's CPU per message: " + ", ".join(f"{v} µs at {k}/s" for k, v in r["us_per_message"].items()))
+    return r
+
+
 def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: List[Server], log=print) -> dict:
     """Every N, sharded then broadcast routing; returns the ``cluster`` section of the results."""
     db, db_label = _database(bench, pg_url, "cluster")
+    host = host_wakeup(bench, [sizes.cluster_rate / n for n in cluster_ns(sizes.cluster_max_n)], sizes, started, log)
     users: Optional[list] = None
     configs = []
     tag = f"b{os.getpid()}"
@@ -184,9 +207,17 @@ def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: Lis
             if sm["cpu_us_per_delivered"] and alone["cpu_us_per_delivered"]:
                 sm["vs_alone"] = round(sm["cpu_us_per_delivered"] / alone["cpu_us_per_delivered"], 3)
                 vs_alone.setdefault(routing, []).append(sm["vs_alone"])
+    # The host's own rate effect: a trivial reader's µs per message at each N's per-process rate. Taken
+    # out of the sharded figures (what the reader pays above its N = 1 cost), what is left is Squall's.
+    reader = [host["us_per_message"][str(sizes.cluster_rate / n)] for n in cluster_ns(sizes.cluster_max_n)]
+    adjusted = [round(x - (r - reader[0]), 2) for x, r in zip(sharded, reader)] if len(sharded) == len(reader) else []
     return {"sizes": {k: v for k, v in asdict(sizes).items() if k.startswith("cluster") or k == "timeout"},
             "database": db_label, "broker": "Redis 127.0.0.1:6379, a prefix of its own per configuration",
-            "configs": configs,
+            "configs": configs, "host_wakeup": host,
+            "reader_spread": round(max(reader) / min(reader), 3) if reader and min(reader) else None,
+            "sharded_less_host": adjusted,
+            "sharded_less_host_spread": (round(max(adjusted) / min(adjusted), 3)
+                                         if adjusted and min(adjusted) > 0 else None),
             "sharded_spread": round(max(sharded) / min(sharded), 3) if sharded and min(sharded) else None,
             "broadcast_growth": round(broadcast[-1] / broadcast[0], 3) if broadcast and broadcast[0] else None,
             "sharded_vs_alone_max": max(vs_alone.get("sharded", []), default=None),

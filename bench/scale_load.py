@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 from .loadgen import HOST, R_RE, Publisher, pooled, wait_until
 from .procstat import ProcStat, own_cpu_seconds
 from .protocols import WSClient
+from .wakeup import run_wakeup
 
 WARM = b'"warm":1'
 SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$')
@@ -323,4 +324,4 @@ async def run_connections(spec: dict) -> dict:
     }
 
 
-SCENARIOS = {"cluster": run_cluster, "connections": run_connections}
+SCENARIOS = {"cluster": run_cluster, "connections": run_connections, "wakeup": run_wakeup}

@@ -60,6 +60,8 @@ def cluster_section(c: dict) -> List[str]:
              "nothing but its own users' events reaches it. **CPU µs per discarded event**: what broadcast",
              "routing costs over sharded routing at the same N and the same delivered load, divided by the",
              "envelopes it added (all of them discarded).", ""]
+    reader = c.get("host_wakeup", {}).get("us_per_message", {})
+    rate = s.get("cluster_rate")
     rows = []
     for n in ns:
         sh, bc = by.get((n, "sharded")), by.get((n, "broadcast"))
@@ -71,14 +73,16 @@ def cluster_section(c: dict) -> List[str]:
         def cell(sm):
             return (f"{_fmt(sm['cpu_us_per_delivered'])} ({_fmt(sm['cpu_us_per_delivered_min'])}–"
                     f"{_fmt(sm['cpu_us_per_delivered_max'])})")
-        rows.append([str(n), _fmt(al["summary"]["cpu_us_per_delivered"]) + ("" if n > 1 else " (= sharded)"),
+        rows.append([str(n), _fmt(reader.get(str(rate / n)) if rate else None),
+                     _fmt(al["summary"]["cpu_us_per_delivered"]) + ("" if n > 1 else " (= sharded)"),
                      cell(a), _fmt(a.get("vs_alone")), cell(b), _fmt(b.get("vs_alone")),
                      f"{_fmt(a['delivered'])} / {_fmt(b['delivered'])}",
                      f"{_fmt(a['discarded'])} / {_fmt(b['discarded'])}",
                      _fmt(b.get("cpu_us_per_discarded")),
                      f"{_fmt(a['ingress_cpu_us_per_notification'])} / {_fmt(b['ingress_cpu_us_per_notification'])}",
                      "yes" if all(x["exactly_once"] for x in (sh, bc, al)) else "**no**"])
-    lines += _table(["N", "alone: CPU µs per delivered event", "sharded: CPU µs per delivered event",
+    lines += _table(["N", "a trivial reader at the same per-process rate: CPU µs per message",
+                     "alone: CPU µs per delivered event", "sharded: CPU µs per delivered event",
                      "sharded ÷ alone", "broadcast: CPU µs per delivered event", "broadcast ÷ alone",
                      "delivered (sharded / broadcast)", "discarded (sharded / broadcast)",
                      "CPU µs per discarded event", "ingress CPU µs per notification (sharded / broadcast)",
@@ -90,6 +94,16 @@ def cluster_section(c: dict) -> List[str]:
                   f"**{_fmt(c.get('broadcast_vs_alone_max'))}**). Across N at the fixed total rate, dearest ÷ cheapest"
                   f" per delivered event: sharded **{_fmt(c['sharded_spread'])}**, broadcast N = {ns[-1]} ÷ N = {ns[0]}: "
                   f"**{_fmt(c.get('broadcast_growth'))}**.", ""]
+    if c.get("reader_spread") is not None:
+        lines += ["**The host's own rate effect.** At a fixed total rate a process of N gets 1/N of the events, and",
+                  "this host charges any process more per message at a lower rate. A trivial reader",
+                  "(`bench/wakeup.py`: a uvloop server that decodes newline-ended JSON from one TCP connection, as a",
+                  "subscription reads envelopes, nothing more; pinned like the servers) paid, from the N = "
+                  f"{ns[0]} rate to the N = {ns[-1]} rate, dearest ÷ cheapest **{_fmt(c['reader_spread'])}**.",
+                  "Sharded figures less what the reader paid above its N = "
+                  f"{ns[0]} cost (Squall's own cost per event at each N): "
+                  + ", ".join(f"N = {n}: {_fmt(v)}" for n, v in zip(ns, c.get("sharded_less_host", []))) +
+                  f"; dearest ÷ cheapest **{_fmt(c.get('sharded_less_host_spread'))}**.", ""]
     detail = []
     for x in c.get("configs", []):
         for p in x["processes"]:

@@ -431,6 +431,10 @@ def test_bench_cluster_tiny(tmp_path):
         else:  # the old design: every process reads every envelope, discards the others' users'
             assert all(p["broker_in"] == 40 and p["discarded"] == 40 - p["delivered"] for p in holders), holders
     assert c["configs"][3]["summary"]["vs_alone"] > 0 and c["configs"][4]["summary"]["vs_alone"] > 0
+    # the host's own rate effect: a trivial reader at each N's per-process rate (200/s and 100/s)
+    reader = c["host_wakeup"]["us_per_message"]
+    assert set(reader) == {"200.0", "100.0"} and all(v >= 0 for v in reader.values()), reader
+    assert len(c["sharded_less_host"]) == 2, c
     broadcast2 = c["configs"][4]["summary"]
     assert broadcast2["discarded"] == 40 and broadcast2["cpu_us_per_discarded"] is not None
     report = (tmp_path / "performance.md").read_text()
@@ -439,6 +443,7 @@ def test_bench_cluster_tiny(tmp_path):
     main_table = section.split("<details>")[0]  # (the per-process table follows)
     rows = [line for line in main_table.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
     assert len(rows) == 2 and "a process of N ÷ one process alone with its load" in section
+    assert "The host's own rate effect" in section and "`bench/wakeup.py`" in section
 
 
 def test_bench_connections_tiny(tmp_path):
