@@ -18,7 +18,7 @@ import time
 import urllib.request
 from typing import Dict, List, Optional
 
-from .loadgen import HOST, R_RE, Publisher, pooled, wait_until
+from .loadgen import HOST, R_RE, Publisher, dial, pooled, wait_until
 from .procstat import ProcStat, own_cpu_seconds
 from .protocols import WSClient
 from .wakeup import run_wakeup
@@ -62,7 +62,6 @@ def scrape(port: int, token: str) -> Dict[str, float]:
 async def open_ws(port: int, path: str, on_payload=None, source: Optional[str] = None,
                   timeout: float = 60.0) -> WSClient:
     """One WebSocket, ready once its first frame (the unread state) is in."""
-    loop = asyncio.get_running_loop()
     holder = {}
 
     def factory():
@@ -70,7 +69,7 @@ async def open_ws(port: int, path: str, on_payload=None, source: Optional[str] =
         holder["c"] = c
         return c
 
-    await loop.create_connection(factory, HOST, port, local_addr=(source, 0) if source else None)
+    await dial(factory, port, source)
     await asyncio.wait_for(holder["c"].ready, timeout)
     return holder["c"]
 

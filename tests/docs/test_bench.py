@@ -358,6 +358,32 @@ def test_a_new_all_run_keeps_the_sections_measured_by_commands_of_their_own():
     assert set(OWN_SECTIONS) == set(kept)
 
 
+def test_the_load_generator_binds_each_source_address_to_its_next_free_port():
+    """``bench.loadgen.bind_next_port``: ports in turn per source address, a port in use skipped (never port 0:
+    the kernel's search for a free port, SO_REUSEADDR as uvloop sets it, made the generator the limit)."""
+    import socket
+    from bench import loadgen
+    source = "127.0.77.9"
+    loadgen._next_port.pop(source, None)
+    taken = socket.socket()
+    taken.bind((source, loadgen.FIRST_SOURCE_PORT + 1))  # someone else holds the second port
+    socks = [socket.socket() for _ in range(3)]
+    try:
+        ports = [loadgen.bind_next_port(s, source) for s in socks]
+        first = loadgen.FIRST_SOURCE_PORT
+        assert ports == [first, first + 2, first + 3], ports
+        assert [s.getsockname() for s in socks] == [(source, p) for p in ports]
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 0 for s in socks)
+        loadgen._next_port[source] = 65536  # the address has no port left: a clear error, not port 0
+        with socket.socket() as last, pytest.raises(OSError, match="no port of 127.0.77.9 left"):
+            loadgen.bind_next_port(last, source)
+    finally:
+        taken.close()
+        for s in socks:
+            s.close()
+        loadgen._next_port.pop(source, None)
+
+
 def test_bench_compare_label_limits():
     """``--label``: one line of 1 to 100 characters, and only with ``compare``."""
     from bench.__main__ import MAX_LABEL, parse
