@@ -139,8 +139,8 @@ def test_three_strictmode_tabs_one_stream_one_toast_each_and_a_lossless_handover
         leader.page.close()
         during = send_as(server, site, "alice", chat_id, "during the handover")
         # The new leader resumes from the last event id the tabs share: the message sent while no
-        # tab held the stream comes with its replay. On a loaded machine the browser may take a
-        # while to hand the lock over: wait for the leader, then for the message.
+        # tab held the stream comes with its replay, so it can only show once a new leader holds
+        # the stream (slow to come on a loaded machine): wait for the leader, then the message.
         wait_until(lambda: sum(t.role() == "leader" for t in rest) == 1, what="a new leader", timeout=60)
         wait_until(lambda: notification_streams(server, bob) == 1, what="one stream after the handover", timeout=60)
         for tab in rest:
