@@ -130,7 +130,7 @@ def hide_broadcasts(hidden: List[Tuple[int, int, datetime.datetime]]) -> None:
          .on_conflict_ignore().execute())
 
 
-def store_batch(batch: List[tuple]) -> list:
+def store_batch(batch: List[tuple], checked: bool = False) -> list:
     """Store a batch of publishes (writer thread, inside one transaction).
 
     Each publish is ``(user_ids or None for a broadcast, type, payload or one payload per
@@ -139,11 +139,22 @@ def store_batch(batch: List[tuple]) -> list:
     users muted the type). A broadcast's ``hidden`` users (who muted its type) get it as read
     and cleared, so it is neither listed nor replayed to them. Returns, per publish, its
     notification ids or the NotFound that refuses it.
+
+    Unless ``checked``, the users of targeted publishes are not looked up first: the foreign key
+    of ``notification.recipient`` refuses an unknown one (IntegrityError; PostgreSQL's DataError
+    for an id past its integer column; the whole transaction rolled back), and the caller stores
+    the batch again ``checked``, which refuses only the
+    requests naming one. One statement less per transaction on the usual path (a PostgreSQL
+    round trip, and the writer thread's wait for the GIL after it, cost more than the lookup).
     """
     batch = [tuple(item) + (None,) * (6 - len(item)) for item in batch]
     to_db = Notification.created_at.db_value
-    wanted = sorted({u for user_ids, _, _, _, _, hidden in batch for u in (user_ids or hidden or ())})
-    found = existing_users(wanted)
+    targeted = {u for user_ids, _, _, _, _, _ in batch for u in user_ids or ()}
+    hiding = {u for user_ids, _, _, _, _, hidden in batch if user_ids is None for u in hidden or ()}
+    if checked:
+        found = existing_users(sorted(targeted | hiding))
+    else:
+        found = targeted | existing_users(sorted(hiding))
     rows: List[tuple] = []
     spans: list = []
     hides: list = []  # (index of the row, user id, when)

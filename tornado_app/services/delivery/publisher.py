@@ -13,6 +13,8 @@ import datetime
 import logging
 from typing import List, Optional
 
+import peewee
+
 from ...tasks import Batcher
 from ..storage.db import DatabaseExecutor
 from .notification_store import store_batch
@@ -56,7 +58,14 @@ class PublishWriter:
     async def _write(self, batch: List[tuple]) -> list:
         """One transaction for ``batch``: per request its ids, or NotFound. Raises the database's error."""
         try:
-            results = await self.dbx.write(store_batch, batch)
+            try:
+                results = await self.dbx.write(store_batch, batch)
+            except (peewee.IntegrityError, peewee.DataError):
+                # A user id the foreign key refused, or one past PostgreSQL's integer column
+                # (store_batch does not look them up first): once more, each request checked,
+                # so only those naming an unknown user fail.
+                self.transactions += 1
+                results = await self.dbx.write(store_batch, batch, True)
         except Exception as exc:
             log.warning("storing %d publish requests failed (%s)", len(batch), type(exc).__name__)
             raise
