@@ -110,7 +110,7 @@ def main(argv=None) -> int:
             from tornado_app.workers import run_workers
             return run_workers(config, serve)
         from tornado_app.eventloop import run
-        run(serve(config), config.event_loop)
+        run(serve(config), config.event_loop, config.switch_interval_ms)
     except UsernameCollision as exc:
         log.error("%s", exc)
         return 2

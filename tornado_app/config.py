@@ -152,6 +152,9 @@ class Config:
                          "push.apple.com", "notify.windows.com")
     # Performance (issue 13)
     event_loop: str = "uvloop"  # asyncio or uvloop (uvloop falls back to asyncio when not installed)
+    # sys.setswitchinterval of a serving process: how long the event loop may keep the GIL from a
+    # database thread whose answer has arrived (Python's default is 5 ms)
+    switch_interval_ms: float = 1.0
     # Identity owned by the host product (issue 22; docs/integration.md)
     auth_mode: str = "builtin"  # builtin | external | both
     external_jwt_secret: str = ""  # HMAC secret of the product's tokens (HS256/384/512)
@@ -332,6 +335,9 @@ _OPTIONS: List[Tuple[str, str, Callable[[str], Any], str]] = [
      "comma-separated hosts (with subdomains) push endpoints may use; * for any"),
     # Performance (issue 13)
     ("event_loop", "EVENT_LOOP", str, "event loop: uvloop (faster; asyncio when uvloop is not installed) or asyncio"),
+    ("switch_interval_ms", "SWITCH_INTERVAL_MS", float,
+     "milliseconds the event loop may keep the GIL from a database thread whose answer has arrived "
+     "(Python's switch interval; 0.1 to 100)"),
     # Identity owned by the host product (issue 22)
     ("auth_mode", "AUTH_MODE", str, "builtin (Squall accounts), external (the product's tokens) or both"),
     ("external_jwt_secret", "EXTERNAL_JWT_SECRET", str,
@@ -464,6 +470,8 @@ def load_config(argv: Sequence[str] = (), environ: Optional[Mapping[str, str]] =
         raise SystemExit("--log-format must be text or json")
     if config.event_loop not in ("asyncio", "uvloop"):
         raise SystemExit("--event-loop must be asyncio or uvloop")
+    if not 0.1 <= config.switch_interval_ms <= 100:
+        raise SystemExit("--switch-interval-ms must be from 0.1 to 100")
     if config.admin_sample_seconds <= 0:
         raise SystemExit("--admin-sample-seconds must be positive")
     if config.user_search not in ("prefix", "exact", "off") or config.user_searches_per_minute < 1:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any, Callable, Coroutine, Optional, TypeVar
 
 T = TypeVar("T")
@@ -32,8 +33,17 @@ def loop_factory(name: str) -> Optional[Callable[[], asyncio.AbstractEventLoop]]
     return None
 
 
-def run(main: Coroutine[Any, Any, T], name: str) -> T:
-    """Run the coroutine ``main`` to completion on a new loop of kind ``name``; returns its result."""
+def run(main: Coroutine[Any, Any, T], name: str, switch_interval_ms: Optional[float] = None) -> T:
+    """Run the coroutine ``main`` to completion on a new loop of kind ``name``; returns its result.
+
+    ``switch_interval_ms``: Python's switch interval for the process (``--switch-interval-ms``).
+    The database threads release the GIL while PostgreSQL or SQLite works and need it back for
+    every answer; with the loop busy, each waits up to the interval (5 ms by default) for the
+    loop to yield it, a wait per statement of a write transaction that its commit then waits
+    for. A shorter interval lets each answer in sooner for a few more thread switches.
+    """
+    if switch_interval_ms is not None:
+        sys.setswitchinterval(switch_interval_ms / 1000.0)
     with asyncio.Runner(loop_factory=loop_factory(name)) as runner:
         return runner.run(main)
 

@@ -80,7 +80,7 @@ def run_worker(config, serve: Callable, reserved: socket.socket) -> int:
     try:
         sockets = bind_socket(config.host, config.port, reuse_port=True, backlog=config.listen_backlog)
         from tornado_app.eventloop import run
-        run(serve(config, sockets), config.event_loop)
+        run(serve(config, sockets), config.event_loop, config.switch_interval_ms)
         return 0
     except Exception:
         log.exception("worker %d failed", os.getpid())

@@ -3,13 +3,15 @@
 The in-process test servers run on pytest-tornado's loop (asyncio, or uvloop with
 TEST_EVENT_LOOP=uvloop; see conftest.py); these start ``run.py`` itself on each loop.
 """
+import sys
+
 import pytest
 
 from tests.support.clients import ApiClient, SSEClient, WSClient
 from tests.conftest import SERVICE_TOKEN
 from tests.support.procs import start_server
 from tornado_app.config import load_config
-from tornado_app.eventloop import loop_factory
+from tornado_app.eventloop import loop_factory, run
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -49,3 +51,28 @@ def test_event_loop_flag_is_checked():
     assert loop_factory("uvloop") is not None  # installed from requirements.txt
     with pytest.raises(ValueError):
         loop_factory("trio")
+
+
+def test_switch_interval_flag_is_checked_at_and_past_its_limits():
+    """``--switch-interval-ms``: default 1; 0.1 to 100 accepted, just past either end refused."""
+    assert load_config([])[1].switch_interval_ms == 1.0
+    assert load_config([], {"SWITCH_INTERVAL_MS": "2.5"})[1].switch_interval_ms == 2.5
+    for ok in ("0.1", "100"):
+        assert load_config(["--switch-interval-ms", ok])[1].switch_interval_ms == float(ok)
+    for bad in ("0.09", "100.1", "0"):
+        with pytest.raises(SystemExit):
+            load_config(["--switch-interval-ms", bad])
+
+
+def test_a_serving_process_runs_with_the_configured_switch_interval():
+    """eventloop.run sets Python's switch interval before the loop starts (run.py and each worker call it)."""
+    before = sys.getswitchinterval()
+
+    async def seen() -> float:
+        return sys.getswitchinterval()
+
+    try:
+        assert run(seen(), "asyncio", 0.5) == pytest.approx(0.0005)
+        assert run(seen(), "uvloop", 1.0) == pytest.approx(0.001)
+    finally:
+        sys.setswitchinterval(before)
