@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import sys
+from typing import List
 
 from .loadgen import raise_fd_limit
 from . import compare as comparison
@@ -102,6 +103,18 @@ def parse(argv):
     return args
 
 
+def record_runs(doc: dict, scenarios: List[str], runs: int, fanout_runs: int, notes: str, whole: bool) -> None:
+    """Runs per scenario into ``doc["runs_of"]`` (a scenario re-run alone with --runs keeps the others'
+    counts; login and webhooks are one run each) and the notes (a scenario re-run alone without
+    --notes keeps those of the run it joins)."""
+    runs_of = {k: v for k, v in doc.get("runs_of", {}).items() if k not in scenarios}
+    runs_of.update({k: fanout_runs if k == "fanout" else runs for k in scenarios
+                    if k in ("fanout", "idle", "chat", "targeted")})
+    doc["runs_of"] = runs_of
+    if notes or whole:
+        doc["notes"] = notes
+
+
 def main(argv=None) -> int:
     """Run, merge with earlier results of other scenarios, write the JSON and the report."""
     args = parse(sys.argv[1:] if argv is None else argv)
@@ -136,7 +149,7 @@ def main(argv=None) -> int:
     doc["profiles"] = profiles
     doc["machine"] = machine()
     doc["generated_at"] = now
-    doc["notes"] = args.notes
+    record_runs(doc, scenarios, runs, args.runs or sizes.fanout_runs, args.notes, args.scenario == "all")
     with open(json_path, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=True)
     with open(os.path.join(args.out_dir, "performance.md"), "w") as f:

@@ -347,10 +347,7 @@ def render(doc: dict) -> str:
         "  member sends, the other receives. Burst: each sender keeps a window of sends waiting for",
         "  their acks. Rate: a steady total rate spread over the senders. Every message is stored (group",
         "  commit) before its ack and its delivery.",
-        f"- Each figure is the median of {doc.get('runs', '?')} run{'' if doc.get('runs') == 1 else 's'}"
-        + (f" ({doc['fanout_runs']} for fan-out)" if doc.get("fanout_runs", doc.get("runs")) != doc.get("runs")
-           else "")
-        + " (runs interleaved between the servers).",
+        _runs_line(doc),
         "",
         "## Machine",
         "",
@@ -455,7 +452,9 @@ def render(doc: dict) -> str:
                   f" connections, one request in flight each), or at a steady {s.get('targeted_rate'):,.0f}/s"
                   f" ({s.get('targeted_rate_batch')} per request). Each notification is stored (group commit)"
                   " before its request is answered and before delivery. Every stream records the request number"
-                  " of each notification it gets: foreign (another user's), missing and twice must all be 0.", ""]
+                  " of each notification it gets: foreign (another user's), missing and twice must all be 0."
+                  " The three servers (Squall on SQLite, Squall on PostgreSQL for 100 per request, bare"
+                  " Tornado) run side by side, their runs interleaved case by case.", ""]
         body = []
         for db in ("sqlite", "postgres", "baseline"):
             for case, med in sorted(((c, v.get("median")) for c, v in (_get(doc, "targeted", db) or {}).items()
@@ -719,3 +718,16 @@ def before_and_after(c: dict, heading: str = COMPARE_HEADING) -> List[str]:
                   + "".join(f", {sum(v == w for v in verdicts)} {w}" for w in ("better", "worse")
                             if any(v == w for v in verdicts)) + ".", ""]
     return lines
+
+
+def _runs_line(doc: dict) -> str:
+    """How many runs each figure is the median of (per scenario once one was re-run alone with --runs)."""
+    runs_of = doc.get("runs_of") or {}
+    if len(set(runs_of.values())) > 1:
+        names = {"fanout": "fan-out"}
+        each = ", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(runs_of.items()))
+        return f"- Each figure is the median of its scenario's runs ({each}), runs interleaved between the servers."
+    runs = next(iter(runs_of.values())) if runs_of else doc.get("runs", "?")
+    return (f"- Each figure is the median of {runs} run{'' if runs == 1 else 's'}"
+            + (f" ({doc['fanout_runs']} for fan-out)" if not runs_of and doc.get("fanout_runs", runs) != runs else "")
+            + " (runs interleaved between the servers).")

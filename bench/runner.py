@@ -83,6 +83,7 @@ class Bench:
     def __init__(self, sizes: Sizes, runs: int, profile: bool, log=print, fanout_runs: Optional[int] = None):
         self.sizes = sizes
         self.runs = runs
+        self.postgres_cases: dict = {}  # the last targeted() call's PostgreSQL cases (interleaved)
         self.fanout_runs = fanout_runs or sizes.fanout_runs
         self.profile = profile
         self.pin = pinning()
@@ -243,13 +244,17 @@ class Bench:
         return r
 
     def targeted(self, server: Server, label: str, batches=TARGETED_BATCHES, steady: bool = True,
-                 baseline: Optional[Server] = None, baseline_name: str = "bare Tornado") -> Tuple[dict, dict]:
+                 baseline: Optional[Server] = None, baseline_name: str = "bare Tornado",
+                 postgres: Optional[Server] = None, postgres_batches=(100,)) -> Tuple[dict, dict]:
         """Notifications to single users: as fast as accepted per batch size, and at a steady rate.
 
         With ``baseline`` (bare Tornado indexing its subscribers by user, storing nothing), its
         as-fast-as-accepted cases run interleaved with Squall's: the ceiling of Tornado's HTTP
         layer for the same requests (``python -m bench compare`` passes the other commit's Squall,
-        named ``baseline_name``). Returns ``(squall's cases, the baseline's cases)``.
+        named ``baseline_name``). With ``postgres`` (the same Squall on PostgreSQL), its
+        ``postgres_batches`` cases run interleaved too, so the PostgreSQL ÷ SQLite ratio compares
+        runs made side by side (``self.postgres_cases`` gets them). Returns ``(squall's cases, the
+        baseline's cases)``.
         """
         s = self.sizes
         cases = {f"batch{b}": {"batch": b, "rate": 0} for b in batches}
@@ -257,11 +262,14 @@ class Bench:
             cases["rate"] = {"batch": s.targeted_rate_batch, "rate": s.targeted_rate}
         raw = {case: [] for case in cases}
         base_raw = {case: [] for case in cases if case != "rate"} if baseline is not None else {}
+        pg_raw = ({f"batch{b}": [] for b in postgres_batches if f"batch{b}" in cases}
+                  if postgres is not None else {})
         spec = {"scenario": "targeted", "users": server.users, "notifications": s.targeted_notifications,
                 "timeout": max(s.timeout, 60.0)}
         for run in range(self.runs):
             for case, extra in cases.items():
-                for srv, into, name in ((server, raw, label), (baseline, base_raw, baseline_name)):
+                for srv, into, name in ((server, raw, label), (baseline, base_raw, baseline_name),
+                                        (postgres, pg_raw, "postgres")):
                     if srv is None or case not in into:
                         continue
                     # each server's own users: a Squall peer has its own database
@@ -276,6 +284,7 @@ class Bench:
                          profile_name="targeted_batch10")
         medians = lambda by_case: {case: {"median": median_of(runs), "runs": runs}  # noqa: E731
                                    for case, runs in by_case.items()}
+        self.postgres_cases = medians(pg_raw)
         return medians(raw), medians(base_raw)
 
     def chat(self, server: Server, label: str) -> dict:
@@ -416,19 +425,35 @@ def run(scenarios: List[str], sizes: Sizes, runs: int, profile: bool, pg_url: Op
         if "targeted" in scenarios:
             ceiling: dict = {}
 
-            def targeted_on(srv: Server, db: str) -> dict:
-                if db != "sqlite":
-                    return bench.targeted(srv, db, batches=(100,), steady=False)[0]
-                base = bench.start_baseline(srv.users, by_user=True)
-                started.append(base)
+            # SQLite, bare Tornado and PostgreSQL side by side: every case's runs interleaved
+            # (PostgreSQL's 100-per-request case), so a busy moment of the machine, or one of
+            # PostgreSQL's checkpoints, weighs on one run of each rather than on one database's.
+            log("targeted notifications on SQLite and PostgreSQL, interleaved with bare Tornado")
+            sq = bench.start_squall("squall-targeted-sqlite",
+                                    f"sqlite:///{os.path.join(bench.work, 'targeted.db')}", sizes.targeted_users)
+            started.append(sq)
+            pg: Optional[Server] = None
+            out: dict = {}
+            if pg_url:
                 try:
-                    own, ceiling["cases"] = bench.targeted(srv, db, baseline=base)
-                finally:
-                    base.stop()
-                return own
-
-            results["targeted"] = on_sqlite_then_postgres("targeted", "targeted notifications", targeted_on,
-                                                          sizes.targeted_users)
+                    reset_postgres(pg_url)
+                except Exception as exc:  # no PostgreSQL here: report it, keep the other results
+                    out["postgres_error"] = f"{pg_url.rsplit('@', 1)[-1]}: {exc}".strip()
+                    log(f"  skipped: {out['postgres_error']}")
+                else:
+                    pg = bench.start_squall("squall-targeted-postgres", pg_url, sizes.targeted_users)
+                    started.append(pg)
+            base = bench.start_baseline(sq.users, by_user=True)
+            started.append(base)
+            try:
+                out["sqlite"], ceiling["cases"] = bench.targeted(sq, "sqlite", baseline=base, postgres=pg)
+                if pg is not None:
+                    out["postgres"] = bench.postgres_cases
+            finally:
+                for srv in (base, pg, sq):
+                    if srv is not None:
+                        srv.stop()
+            results["targeted"] = out
             if ceiling.get("cases"):
                 results["targeted"]["baseline"] = ceiling["cases"]
         if "webhooks" in scenarios:

@@ -508,3 +508,20 @@ def test_bench_connections_refuses_sizes_past_the_descriptor_limit():
     assert check_connection_sizes(holder_at, limit) == cap
     with pytest.raises(ValueError, match="need more workers or holders"):
         check_connection_sizes(replace(holder_at, connections=(limit - 100) * 2 + 2), limit)
+
+
+def test_a_scenario_re_run_alone_keeps_the_other_scenarios_runs_and_the_notes():
+    """``python -m bench targeted --runs 5`` after an ``all`` of 3 runs: the report says 5 for targeted and 3
+    (5 for fan-out) for the rest, and the notes of the run it joins stay unless it brings its own."""
+    from bench.__main__ import record_runs
+    from bench.report import _runs_line
+    doc = {"notes": "the all run"}
+    record_runs(doc, ["fanout", "idle", "chat", "targeted", "login", "webhooks"], 3, 5, "the all run", True)
+    assert doc["runs_of"] == {"fanout": 5, "idle": 3, "chat": 3, "targeted": 3}
+    record_runs(doc, ["targeted"], 5, 5, "", False)
+    assert doc["runs_of"] == {"fanout": 5, "idle": 3, "chat": 3, "targeted": 5} and doc["notes"] == "the all run"
+    assert _runs_line(doc) == ("- Each figure is the median of its scenario's runs (chat 3, fan-out 5, idle 3, "
+                               "targeted 5), runs interleaved between the servers.")
+    record_runs(doc, ["targeted"], 5, 5, "a busy host", False)
+    assert doc["notes"] == "a busy host"
+    assert _runs_line({"runs_of": {"idle": 3}}) == "- Each figure is the median of 3 runs (runs interleaved between the servers)."
