@@ -152,7 +152,10 @@ def cluster(bench: Bench, sizes: ScaleSizes, pg_url: Optional[str], started: Lis
             procs = 1 if routing == "alone" else n
             extra = ["--broker-url", REDIS_URL, "--broker-prefix", f"{tag}n{n}{routing}",
                      "--routing", "sharded" if routing == "alone" else routing, "--metrics-token", METRICS_TOKEN]
-            group = [squall(f"cluster-n{n}-{routing}-ingress", db, bench.work, bench.pin, extra_args=extra)]
+            # The ingress holds no stream: it runs on the load generator's core, as API traffic would
+            # reach other hosts' processes. On the holders' core it evicted their caches between events.
+            group = [squall(f"cluster-n{n}-{routing}-ingress", db, bench.work, {**bench.pin, "server": bench.pin["loadgen"]},
+                            extra_args=extra)]
             group += [squall(f"cluster-n{n}-{routing}-p{k}", db, bench.work, bench.pin, extra_args=extra)
                       for k in range(procs)]
             started.extend(group)
