@@ -86,7 +86,12 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
 
         Returns Tornado's coroutine instead of awaiting it, so no frame of ours stays
         alive for the life of the connection (memory per idle connection).
+
+        The socket is corked (Linux TCP_CORK) until ``open`` has written the stream's first
+        frames: the 101 and the ``unread`` state leave in one segment, one trip through the
+        kernel's TCP stack for the pair (the kernel sends corked bytes after 200 ms anyway).
         """
+        self._cork(True)
         return super().get(*args, **kwargs)
 
     mark_access(get, "user")  # checked in prepare, not by the @authenticated wrapper
@@ -118,10 +123,15 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
             # The socket closed during the handshake (Tornado still calls open): registering now
             # would hold one of the user's stream slots with no socket behind it, for good.
             return
-        self.set_nodelay(True)
         try:
             resume, self.resume = self.resume, None
-            await self.start_streams(*resume)
+            try:
+                await self.start_streams(*resume)
+            finally:
+                # The 101 and the first frames go out together. TCP_NODELAY after, not before:
+                # setting it pushes out what the cork holds.
+                self._cork(False)
+                self.set_nodelay(True)
             self.shed_handshake(headers_sent=True)
             self.request.connection = None  # Tornado's HTTP layer let go of the socket at the upgrade
             if self.services.closing:
@@ -168,7 +178,16 @@ class BaseSocketHandler(ServicesMixin, Subscriber, tornado.websocket.WebSocketHa
         open()); any other answer (Tornado's 400/403/426 after prepare) frees the slots now."""
         self.release_admission()
         if self.get_status() != 101:
+            self._cork(False)  # a refusal leaves at once (the connection may be kept alive)
             self.release_address()
+
+    def _cork(self, on: bool) -> None:
+        """Cork (``on``) or uncork the handshake's socket (``CountedIOStream.cork``; others: nothing)."""
+        conn = self.ws_connection if self.ws_connection is not None and self.ws_connection.stream is not None \
+            else self.request.connection
+        cork = getattr(getattr(conn, "stream", None), "cork", None)
+        if cork is not None:
+            cork(on)
 
     def send_event(self, event: Event) -> None:
         """Write the event's frame, built once and shared by every connection."""

@@ -171,6 +171,29 @@ class CountedIOStream(LeanIOStream):
         self.address_key = address_key  # the per-address count this connection is in (None: not counted)
         server.open_connections += 1
 
+    corked = False  # TCP_CORK set by cork(True): an instance attribute only while corked
+
+    def cork(self, on: bool) -> None:
+        """Hold (``on``) or release small writes as one segment (Linux TCP_CORK; the kernel sends
+        what it holds after 200 ms anyway). A WebSocket handshake corks its 101 until its first
+        frames are written (handlers/websocket.py). Nothing on a closed socket or without TCP_CORK."""
+        if on == self.corked or not hasattr(socket, "TCP_CORK") or self.closed():
+            return
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1 if on else 0)
+        except OSError:  # the peer went away: nothing is held back on a dead socket
+            return
+        if on:
+            self.corked = True
+        else:
+            del self.corked
+
+    def set_nodelay(self, value: bool) -> None:
+        """Not while corked: setting TCP_NODELAY pushes out what the cork holds (Tornado's
+        HTTP1Connection sets it when it finishes a response, the 101 included)."""
+        if not self.corked:
+            super().set_nodelay(value)
+
     def close(self, exc_info=False) -> None:
         if self.squall_server is not None:
             self.squall_server.open_connections -= 1
