@@ -38,12 +38,18 @@ def corked(sock: socket.socket) -> bool:
     return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) != 0
 
 
-@pytest.mark.gen_test(timeout=30)
-async def test_the_101_and_the_unread_frame_arrive_in_one_read(users, http_port):
+async def upgrade(users, http_port, version: int):
+    """A raw upgrade request of a new user on ``/ws/notifications``: ``(reader, writer)``."""
     (bob,) = await users("bob")
     reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    writer.write(UPGRADE.format(token=bob["token"], version=version).encode())
+    return reader, writer
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_101_and_the_unread_frame_arrive_in_one_read(users, http_port):
+    reader, writer = await upgrade(users, http_port, 13)
     try:
-        writer.write(UPGRADE.format(token=bob["token"], version=13).encode())
         first = await asyncio.wait_for(reader.read(65536), 10)
         head, _, rest = first.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
@@ -59,10 +65,8 @@ async def test_the_101_and_the_unread_frame_arrive_in_one_read(users, http_port)
 @pytest.mark.gen_test(timeout=30)
 async def test_a_refused_upgrade_is_uncorked(users, http_port):
     """Tornado refuses an unknown protocol version (426) after prepare() authenticated it."""
-    (bob,) = await users("bob")
-    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    reader, writer = await upgrade(users, http_port, 12)
     try:
-        writer.write(UPGRADE.format(token=bob["token"], version=12).encode())
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert head.startswith(b"HTTP/1.1 426"), head
         assert not corked(server_side(writer))
