@@ -4,12 +4,13 @@ Called on a database thread (the writes inside a transaction) by ``NotificationS
 (replay, history, read and cleared state, retention),
 ``PublishWriter`` (the publish API's group commit), ``OpenStateBatcher`` (a stream's first
 frames), the chat's group commit and the changes of messages and groups. The fast paths
-(a widened ``IN`` list, multi-row ``INSERT ... RETURNING`` written out) go through
+(``IN`` lists of ids, multi-row ``INSERT ... RETURNING`` written out) go through
 ``storage.sql``, which holds the dialect differences.
 """
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -17,7 +18,7 @@ import peewee
 
 from models import ChatMember, Notification, NotificationState, Setting, User, tuples, utcnow
 from ...errors import NotFound
-from ..storage.sql import insert_values, quote, select_in, snapshot, widened
+from ..storage.sql import insert_values, quote, select_in, snapshot
 from .events import dumps
 
 ROWS_PER_STATEMENT = 1000  # notification rows per INSERT (4 parameters each: below every limit)
@@ -42,6 +43,17 @@ def _muted_now(value, now: datetime.datetime, now_text: str) -> bool:
     return value > now_text if isinstance(value, str) else value > now
 
 
+@functools.lru_cache(maxsize=None)
+def _unread_sql() -> str:
+    """The chats with unread messages of a list of users (``IN ({})``), written out once: Peewee
+    took about 100 µs to build it, more than SQLite takes to run it for one user (every
+    stream open reads its user's state here)."""
+    c = {f: quote(getattr(ChatMember, f).column_name) for f in ("user", "chat", "unread_count", "muted_until",
+                                                               "mention_count")}
+    return (f"SELECT {c['user']}, {c['chat']}, {c['unread_count']}, {c['muted_until']}, {c['mention_count']}"
+            f" FROM {quote(ChatMember._meta.table_name)} WHERE {c['user']} IN ({{}}) AND {c['unread_count']} > 0")
+
+
 def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
     """The ``unread`` frame of each user (one query for all). Call on a database thread.
 
@@ -55,16 +67,7 @@ def unread_states(user_ids: Iterable[int]) -> Dict[int, str]:
     now = utcnow()
     now_text = str(now)
     if user_ids:
-        query = (ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count, ChatMember.muted_until,
-                                   ChatMember.mention_count)
-                 .where(ChatMember.user.in_(user_ids[:1]) & (ChatMember.unread_count > 0)))
-        # Peewee builds one parameter at a time (milliseconds for a group commit's hundreds
-        # of users): build the statement for one user and widen its IN list instead.
-        rows = widened(query, user_ids, params_count=2)
-        if rows is None:
-            rows = list(tuples(ChatMember.select(ChatMember.user, ChatMember.chat, ChatMember.unread_count,
-                                                 ChatMember.muted_until, ChatMember.mention_count)
-                               .where(ChatMember.user.in_(user_ids) & (ChatMember.unread_count > 0))))
+        rows = select_in(ChatMember, _unread_sql(), user_ids)
         for uid, chat_id, n, muted_until, mentioned in rows:
             counts[uid][str(chat_id)] = n
             if mentioned:
@@ -87,17 +90,22 @@ def insert_notifications(rows: List[dict]) -> List[int]:
     return [r[0] if isinstance(r, tuple) else r.id for r in cursor]
 
 
+@functools.lru_cache(maxsize=None)
+def _latest_sql() -> Tuple[str, str, str]:
+    """The quoted names ``latest_ids`` reads: the notification table, its id and its recipient."""
+    return (quote(Notification._meta.table_name), quote(Notification.id.column_name),
+            quote(Notification.recipient.column_name))
+
+
 def latest_ids(user_ids: List[int]) -> Dict[int, int]:
     """The newest notification id each user can see (0 when none): one grouped query. Database thread."""
     if not user_ids:
         return {}
-    broadcast = (Notification.select(peewee.fn.MAX(Notification.id))
-                 .where(Notification.recipient.is_null()).scalar() or 0)
-    query = (Notification.select(Notification.recipient, peewee.fn.MAX(Notification.id))
-             .where(Notification.recipient.in_(user_ids[:1])).group_by(Notification.recipient))
-    rows = widened(query, user_ids)
-    if rows is None:  # pragma: no cover (both dialects are covered by tests)
-        raise RuntimeError("unexpected SQL shape")
+    table, nid, recipient = _latest_sql()
+    db = Notification._meta.database
+    broadcast = db.execute_sql(f"SELECT MAX({nid}) FROM {table} WHERE {recipient} IS NULL").fetchone()[0] or 0
+    rows = select_in(Notification, f"SELECT {recipient}, MAX({nid}) FROM {table} WHERE {recipient} IN ({{}})"
+                                   f" GROUP BY {recipient}", user_ids)
     personal = dict(rows)
     return {uid: max(broadcast, personal.get(uid) or 0) for uid in user_ids}
 

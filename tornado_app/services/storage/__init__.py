@@ -3,7 +3,7 @@
 - ``DatabaseExecutor``: Peewee work on threads (one writer in one transaction at a time,
   N readers), ``read``/``write``/``read_after_writes``, the advisory write lock on PostgreSQL.
 - ``sql``: the written-out fast SQL paths every aggregate's store shares (multi-row
-  ``INSERT ... RETURNING``, ``UPDATE ... FROM (VALUES ...)``, widened ``IN`` lists), with the
+  ``INSERT ... RETURNING``, ``UPDATE ... FROM (VALUES ...)``, ``IN`` lists of ids), with the
   SQLite/PostgreSQL differences.
 - ``ids``: ``require_id``, ``require_ids``, ``is_id``, ``MAX_ID`` (1 to 2^63-1).
 

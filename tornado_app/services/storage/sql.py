@@ -10,7 +10,7 @@ dialect difference lives here:
 - ``UPDATE ... FROM (VALUES ...)``: psycopg2's ``execute_values`` on PostgreSQL; on SQLite a
   subquery names the ``column1, column2, ...`` of its ``VALUES``, in chunks below its limit
   of 32,766 parameters;
-- an ``IN (...)`` list widened from a one-id statement Peewee built (``widened``).
+- ``IN (...)`` lists of ids, a chunk per statement (``select_in``).
 
 Call every function on a database thread; the writes inside a transaction. A statement the
 database refuses raises Peewee's error (``peewee.IntegrityError``, ...), as Peewee's own
@@ -19,7 +19,7 @@ queries do: the callers tell a duplicate from an outage by it.
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
 import peewee
 
@@ -161,20 +161,3 @@ def select_in(model, sql: str, ids: Iterable, chunk: int = IN_CHUNK) -> List[tup
         part = ids[at:at + chunk]
         rows.extend(db.execute_sql(sql.format(", ".join([mark] * len(part))), part).fetchall())
     return rows
-
-
-def widened(query, ids: List, params_count: Optional[int] = None) -> Optional[List[tuple]]:
-    """Run ``query`` (built with ``IN (<ids[0]>)``) for every id of ``ids``: its rows, or None.
-
-    Peewee builds one parameter at a time; widening the placeholder list of a statement it
-    built for one id is much cheaper for hundreds of ids. None when the statement does not
-    have the expected shape (one ``IN`` list, first parameter ``ids[0]``, and
-    ``params_count`` parameters when given): the caller then runs its query the slow way.
-    """
-    sql, params = query.sql()
-    for mark in ("IN (?)", "IN (%s)"):
-        if sql.count(mark) == 1 and params[:1] == ids[:1] and (params_count is None or len(params) == params_count):
-            placeholder = mark[4:-1]
-            sql = sql.replace(mark, "IN (" + ", ".join([placeholder] * len(ids)) + ")")
-            return list(database(query.model).execute_sql(sql, list(ids) + list(params[1:])).fetchall())
-    return None
