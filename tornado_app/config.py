@@ -108,7 +108,7 @@ class Config:
     max_connections_per_user: int = 32  # /ws/* and /sse/* streams per user and process
     max_handshakes_per_second: float = 500.0  # new WebSocket/SSE streams per process
     handshake_burst: int = 100
-    concurrent_opens: int = 8  # streams subscribing, reading their state and replaying at once; the rest wait in order
+    concurrent_opens: int = 64  # streams subscribing, reading their state and replaying at once; the rest wait in order
     # failed authentications of /ws/*, /sse/* and /poll/* per client address (IPv6: its /64), then 429
     failed_stream_auths_per_address_per_minute: int = 60
     # open connections per client address (IPv6: its /64); behind --trusted-proxies, streams per

@@ -171,6 +171,28 @@ def test_admitted_handshakes_count_against_the_cap_until_their_stream_registers(
     admission.check_user(7)
 
 
+def test_concurrent_opens_default_and_limits():
+    """``--concurrent-opens``: default 64 opening slots (also the largest batch of unread-state
+    reads); 1 and 1000 accepted, 0 and 1001 refused; exactly that many opens hold a slot at once."""
+    from tornado_app.config import load_config
+    from tornado_app.services.delivery.admission import StreamAdmission
+    from tornado_app.services.delivery.registry import ConnectionRegistry
+    assert load_config([], environ={})[1].concurrent_opens == 64
+    assert load_config([], environ={"CONCURRENT_OPENS": "9"})[1].concurrent_opens == 9
+    for ok in (1, 1000):
+        assert load_config(["--concurrent-opens", str(ok)], environ={})[1].concurrent_opens == ok
+    for bad in ("0", "1001"):
+        with pytest.raises(SystemExit):
+            load_config(["--concurrent-opens", bad], environ={})
+    for slots in (1, 64):
+        admission = StreamAdmission(ConnectionRegistry(), max_per_user=32, handshakes_per_second=0, burst=1,
+                                    concurrent_opens=slots)
+        for _ in range(slots):
+            assert not admission.opening_slots.locked()
+            asyncio.run(admission.opening_slots.acquire())
+        assert admission.opening_slots.locked()  # the next open waits its turn
+
+
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.parametrize("config_overrides", [{"max_handshakes_per_second": 0.5, "handshake_burst": 3}])
 async def test_handshakes_past_the_rate_get_503_with_a_random_retry_after(api, users, http_port):
