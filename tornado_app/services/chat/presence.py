@@ -41,7 +41,7 @@ from ..delivery.hub import ONLINE, Hub
 from ..delivery.preference_store import hiding_presence
 from ..delivery.preferences import PreferenceService
 from ..storage.db import DatabaseExecutor
-from ..storage.sql import database, param, quote
+from ..storage.sql import update_in
 from .group_store import co_members, shared_with, sharing_pairs
 
 log = logging.getLogger("squall.presence")
@@ -102,12 +102,7 @@ def store_last_seen(user_ids: List[int], when: datetime.datetime) -> None:
     """Store ``last_seen`` of ``user_ids`` (writer thread): one statement per ``MAX_BATCH`` users,
     written out (Peewee built its ``IN`` list a parameter at a time: 2% of a stream open's CPU in
     the idle benchmark, as every first stream of a user stores it)."""
-    db, mark = database(User), param(User)
-    head = (f"UPDATE {quote(User._meta.table_name)} SET {quote(User.last_seen.column_name)} = {mark}"
-            f" WHERE {quote(USER_ID.column_name)} IN ")
-    value = User.last_seen.db_value(when)
-    for chunk in _chunks(user_ids):
-        db.execute_sql(head + "(" + ", ".join([mark] * len(chunk)) + ")", [value, *chunk])
+    update_in(User, {"last_seen": when}, user_ids, MAX_BATCH)
 
 
 class PresenceService:

@@ -151,6 +151,20 @@ def insert_values(model, columns: Sequence[str], rows: Sequence[Sequence], per_s
     return ids
 
 
+def update_in(model, values: Dict[str, object], ids: Sequence, chunk: int = IN_CHUNK) -> None:
+    """``UPDATE`` the rows of ``model`` whose primary key is in ``ids``: set each field of ``values``
+    (converted as the field stores it), ``chunk`` ids per statement."""
+    mark, meta = param(model), model._meta
+    fields = [meta.fields[name] for name in values]
+    head = (f"UPDATE {quote(meta.table_name)} SET " + ", ".join(f"{quote(f.column_name)} = {mark}" for f in fields)
+            + f" WHERE {quote(meta.primary_key.column_name)} IN ")
+    params = [f.db_value(values[f.name]) for f in fields]
+    db = database(model)
+    for at in range(0, len(ids), chunk):
+        part = list(ids[at:at + chunk])
+        db.execute_sql(head + "(" + ", ".join([mark] * len(part)) + ")", params + part)
+
+
 def select_in(model, sql: str, ids: Iterable, chunk: int = IN_CHUNK) -> List[tuple]:
     """``sql`` (one ``IN ({})``) for every id of ``ids``, ``chunk`` ids per statement; its rows as tuples."""
     mark = param(model)
