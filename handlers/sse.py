@@ -98,6 +98,15 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         # Random per stream: after a restart, clients do not all come back in the same instant.
         retry_ms = random.randint(config.sse_retry_ms, max(config.sse_retry_ms, config.sse_retry_max_ms))
         self.write(f"retry: {retry_ms}\n\n")
+        connection = self.request.connection
+        if not isinstance(connection, HTTP1Connection):  # never: Tornado serves HTTP/1 only
+            raise RuntimeError("an SSE stream needs an HTTP/1 connection")
+        # The head, ``retry:`` and the first frames leave in one segment: the socket is corked
+        # until the stream has started (``CountedIOStream.cork``; the kernel sends what it holds
+        # after 200 ms anyway), as a WebSocket's 101 is.
+        cork = getattr(connection.stream, "cork", None)
+        if cork is not None:
+            cork(True)
         try:
             await self.flush()
         except StreamClosedError:
@@ -105,13 +114,14 @@ class BaseSSEHandler(Subscriber, BaseHandler):
         # Tornado chunks a body without Content-Length for HTTP/1.1 clients; events written
         # straight to the stream are framed the same way (each event is one chunk).
         self._chunked = self.request.version == "HTTP/1.1"
-        connection = self.request.connection
-        if not isinstance(connection, HTTP1Connection):  # never: Tornado serves HTTP/1 only
-            raise RuntimeError("an SSE stream needs an HTTP/1 connection")
         self._stream = connection.stream
         self._ping = PING_CHUNK if self._chunked else PING
         try:
-            await self.start_streams(last_message_id, last_notification_id)
+            try:
+                await self.start_streams(last_message_id, last_notification_id)
+            finally:
+                if cork is not None:
+                    cork(False)
             await self.on_open()
         except Exception as raised:  # the connection ended (OPEN_FAILED) or ends here
             await self.stop_streams()

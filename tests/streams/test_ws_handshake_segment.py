@@ -9,33 +9,17 @@ gets, and the server socket's TCP_CORK afterwards (the test server runs in this 
 from __future__ import annotations
 
 import asyncio
-import gc
 import socket
 
 import pytest
+
+from tests.support.server_sockets import corked, server_side
 
 UPGRADE = ("GET /ws/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: {version}\r\n"
            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
-
-
-def server_side(writer) -> socket.socket:
-    """The server's socket of this client connection (found by its peer address)."""
-    here = writer.get_extra_info("sockname")
-    for obj in gc.get_objects():
-        if isinstance(obj, socket.socket) and obj.fileno() >= 0:
-            try:
-                if obj.getpeername() == here:
-                    return obj
-            except OSError:
-                continue
-    raise AssertionError("no server socket for this connection")
-
-
-def corked(sock: socket.socket) -> bool:
-    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CORK) != 0
 
 
 async def upgrade(users, http_port, version: int):
