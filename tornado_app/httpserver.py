@@ -176,7 +176,8 @@ class CountedIOStream(LeanIOStream):
     def cork(self, on: bool) -> None:
         """Hold (``on``) or release small writes as one segment (Linux TCP_CORK; the kernel sends
         what it holds after 200 ms anyway). A WebSocket handshake corks its 101, and an SSE stream
-        its head and ``retry:``, until its first frames are written (handlers/websocket.py, sse.py). Nothing on a closed socket or without TCP_CORK."""
+        its head and ``retry:``, until its first frames are written (handlers/websocket.py, sse.py).
+        Nothing on a closed socket or without TCP_CORK."""
         if on == self.corked or not hasattr(socket, "TCP_CORK") or self.closed():
             return
         try:
